@@ -1,0 +1,10 @@
+//! serin's configuration: the files people write, decoded with every problem
+//! reported at once (file:line:column, field path, what is wrong), and turned
+//! into validated models that the rest of serin trusts.
+
+pub mod decode;
+pub mod error;
+
+pub use decode::{Decode, Node, Spanned, parse_duration};
+pub use error::{ConfigError, ConfigErrors, Problems, Span};
+pub mod stack;
