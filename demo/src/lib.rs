@@ -24,7 +24,9 @@ use std::ffi::OsString;
 use anyhow::Context as _;
 use clap::Parser as _;
 
-pub use cli::{AuthArgs, Cli, CounterArgs, DemoCommand, FrontendArgs, PingerArgs, QotmArgs, ServeArgs};
+pub use cli::{
+    AuthArgs, Cli, CounterArgs, DemoCommand, FrontendArgs, PingerArgs, QotmArgs, ServeArgs,
+};
 
 /// Runs one demo service until it is asked to stop (SIGTERM or Ctrl-C).
 ///

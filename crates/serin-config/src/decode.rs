@@ -138,7 +138,13 @@ impl<'a> Node<'a> {
             YamlDataOwned::Sequence(items) => {
                 for (i, item) in items.iter().enumerate() {
                     let path = format!("{}[{i}]", self.path);
-                    f(Node { yaml: item, path: &path }, problems);
+                    f(
+                        Node {
+                            yaml: item,
+                            path: &path,
+                        },
+                        problems,
+                    );
                 }
             }
             _ if self.is_null() => {}
@@ -160,7 +166,15 @@ impl<'a> Node<'a> {
                         continue;
                     };
                     let path = join(self.path, key);
-                    f(key, span_of(k), Node { yaml: v, path: &path }, problems);
+                    f(
+                        key,
+                        span_of(k),
+                        Node {
+                            yaml: v,
+                            path: &path,
+                        },
+                        problems,
+                    );
                 }
             }
             _ if self.is_null() => {}
@@ -215,7 +229,12 @@ fn join(path: &str, key: &str) -> String {
 pub fn suggest<'k>(given: &str, known: &[&'k str]) -> Option<&'k str> {
     known
         .iter()
-        .map(|k| (edit_distance(&given.to_ascii_lowercase(), &k.to_ascii_lowercase()), *k))
+        .map(|k| {
+            (
+                edit_distance(&given.to_ascii_lowercase(), &k.to_ascii_lowercase()),
+                *k,
+            )
+        })
         .filter(|(d, k)| *d <= 2.max(k.len() / 4))
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
@@ -244,7 +263,10 @@ pub struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     fn find(&self, key: &str) -> Option<&'a MarkedYamlOwned> {
-        self.entries.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+        self.entries
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
     }
 
     pub fn has(&self, key: &str) -> bool {
@@ -263,7 +285,13 @@ impl<'a> Fields<'a> {
             return None;
         }
         let path = join(self.path, key);
-        T::decode(Node { yaml: v, path: &path }, problems)
+        T::decode(
+            Node {
+                yaml: v,
+                path: &path,
+            },
+            problems,
+        )
     }
 
     /// Decodes a required field; reports when it is absent.
@@ -271,7 +299,14 @@ impl<'a> Fields<'a> {
         match self.find(key) {
             Some(v) if !is_null(v) => {
                 let path = join(self.path, key);
-                T::decode(Node { yaml: v, path: &path }, problems).unwrap_or_default()
+                T::decode(
+                    Node {
+                        yaml: v,
+                        path: &path,
+                    },
+                    problems,
+                )
+                .unwrap_or_default()
             }
             _ => {
                 problems.report(
@@ -373,9 +408,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if s.trim() == "0" {
         return Ok(Duration::ZERO);
     }
-    humantime::parse_duration(s.trim()).map_err(|e| {
-        format!("bad duration `{s}` ({e}); write it like 250ms, 5s, 1m or 1h30m")
-    })
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("bad duration `{s}` ({e}); write it like 250ms, 5s, 1m or 1h30m"))
 }
 
 impl Decode for SocketAddr {
@@ -463,7 +497,7 @@ impl<T> Spanned<T> {
 
 /// Declares a raw config struct and its decoder: fields are listed with the
 /// YAML key they are read from; `required` ones are reported when absent.
-/// Every struct also keeps the place (`span`) and `path` of its mapping.
+/// Every struct also keeps the place (`span`) and `node_path` of its mapping.
 #[macro_export]
 macro_rules! config_struct {
     (
@@ -476,7 +510,7 @@ macro_rules! config_struct {
         #[derive(Debug, Clone, Default)]
         pub struct $name {
             pub span: $crate::error::Span,
-            pub path: String,
+            pub node_path: String,
             $( $(#[$fmeta])* pub $field: $ty, )*
         }
 
@@ -489,7 +523,7 @@ macro_rules! config_struct {
                 let fields = node.fields(problems, KNOWN);
                 Some(Self {
                     span: node.span(),
-                    path: node.path().to_string(),
+                    node_path: node.path().to_string(),
                     $( $field: $crate::config_struct!(@read fields, problems, $key $(, $req)?), )*
                 })
             }
@@ -512,14 +546,26 @@ macro_rules! config_enum {
         default = $default:ident
     ) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
-        pub enum $name { #[default] $default, $( $(#[$vmeta])* $variant, )* }
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+        pub enum $name { $( $(#[$vmeta])* #[serde(rename = $text)] $variant, )* }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::$default
+            }
+        }
 
         impl $name {
             pub const NAMES: &'static [&'static str] = &[$($text),*];
 
             pub fn as_str(&self) -> &'static str {
-                match self { $( Self::$variant => $text, )* Self::$default => Self::NAMES[0] }
+                match self { $( Self::$variant => $text, )* }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
             }
         }
 
@@ -579,14 +625,31 @@ mod tests {
 
     #[test]
     fn reports_every_problem_with_place_and_path() {
-        let (_, errs) = decode(
-            "timeout: 5 parsecs\nitems:\n  - name: a\n    wieght: 3\n  - weight: x\n",
-        );
+        let (_, errs) =
+            decode("timeout: 5 parsecs\nitems:\n  - name: a\n    wieght: 3\n  - weight: x\n");
         assert_eq!(errs.len(), 4, "{errs:#?}");
-        assert!(errs[0].starts_with("t.yaml:1:10: timeout: bad duration"), "{}", errs[0]);
-        assert!(errs[1].contains("t.yaml:4:5: items[0].wieght: unknown field `wieght`, did you mean `weight`?"), "{}", errs[1]);
-        assert!(errs[2].contains("t.yaml:5:5: items[1]: missing required field `name`"), "{}", errs[2]);
-        assert!(errs[3].contains("t.yaml:5:13: items[1].weight: expected a whole number"), "{}", errs[3]);
+        assert!(
+            errs[0].starts_with("t.yaml:1:10: timeout: bad duration"),
+            "{}",
+            errs[0]
+        );
+        assert!(
+            errs[1].contains(
+                "t.yaml:4:5: items[0].wieght: unknown field `wieght`, did you mean `weight`?"
+            ),
+            "{}",
+            errs[1]
+        );
+        assert!(
+            errs[2].contains("t.yaml:5:5: items[1]: missing required field `name`"),
+            "{}",
+            errs[2]
+        );
+        assert!(
+            errs[3].contains("t.yaml:5:13: items[1].weight: expected a whole number"),
+            "{}",
+            errs[3]
+        );
     }
 
     #[test]
@@ -602,7 +665,10 @@ mod tests {
     fn syntax_errors_have_a_place() {
         let mut p = Problems::new("t.yaml");
         assert!(parse_document("a: [1, 2\nb: 3\n", &mut p).is_none());
-        let e = p.finish(()).err().unwrap_or_else(|| panic!("error expected"));
+        let e = p
+            .finish(())
+            .err()
+            .unwrap_or_else(|| panic!("error expected"));
         assert!(e.0[0].to_string().contains("YAML syntax"), "{e}");
     }
 

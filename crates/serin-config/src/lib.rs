@@ -7,4 +7,5 @@ pub mod error;
 
 pub use decode::{Decode, Node, Spanned, parse_duration};
 pub use error::{ConfigError, ConfigErrors, Problems, Span};
+pub mod proxy;
 pub mod stack;

@@ -1,1 +1,614 @@
+//! serin's data plane: listeners, the route table, backends and load
+//! balancing, filters, metrics, access log, and the admin API.
+//!
+//! [`Proxy`] is the control plane of one running proxy: it binds listeners,
+//! starts the worker threads, compiles configs into snapshots and swaps them
+//! on reload, keeps endpoint sets in step with discovery, and drains on
+//! shutdown.
 
+pub mod admin;
+mod balance;
+pub mod body;
+pub mod endpoints;
+mod filters;
+mod forward;
+mod headers;
+pub mod metrics;
+mod pool;
+mod routing;
+mod server;
+pub mod snapshot;
+pub mod state;
+mod strict;
+mod tls;
+pub mod weights;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use rustc_hash::FxHashSet;
+use serin_config::proxy::ProxyConfig;
+use serin_config::{ConfigError, ConfigErrors};
+use serin_discovery::{BackendKey, EndpointSpec, Registry};
+use tokio::sync::watch;
+
+use crate::endpoints::Backend;
+use crate::metrics::{Metrics, ResultLabels};
+use crate::server::{ListenerSettings, ListenerSocket, WorkerCommand, WorkerHandle};
+use crate::snapshot::Snapshot;
+
+/// State shared by the control plane and every worker.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub metrics: Arc<Metrics>,
+    /// `Some(deadline)` once draining started.
+    pub drain: watch::Sender<Option<Instant>>,
+    open_connections: AtomicUsize,
+    backends: Mutex<BTreeMap<BackendKey, Arc<Backend>>>,
+}
+
+impl Shared {
+    pub fn is_draining(&self) -> bool {
+        self.drain.borrow().is_some()
+    }
+
+    pub fn drain_expired(&self) -> bool {
+        self.drain
+            .borrow()
+            .is_some_and(|deadline| Instant::now() >= deadline)
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.open_connections.load(Ordering::Relaxed)
+    }
+
+    fn connection_opened(&self) {
+        self.open_connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn connection_closed(&self) {
+        self.open_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn live_endpoint_ids(&self) -> FxHashSet<u64> {
+        let backends = self.backends.lock().unwrap_or_else(|e| e.into_inner());
+        backends
+            .values()
+            .flat_map(|b| b.endpoints().list.iter().map(|e| e.id).collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// The long-lived state of a backend, created on first use.
+    fn backend(&self, key: &BackendKey, registry: &Registry) -> Arc<Backend> {
+        let mut backends = self.backends.lock().unwrap_or_else(|e| e.into_inner());
+        backends
+            .entry(key.clone())
+            .or_insert_with(|| {
+                let b = Arc::new(Backend::new(key.clone()));
+                b.set_endpoints(&registry.get(key));
+                b
+            })
+            .clone()
+    }
+
+    pub fn backends(&self) -> Vec<Arc<Backend>> {
+        let backends = self.backends.lock().unwrap_or_else(|e| e.into_inner());
+        backends.values().cloned().collect()
+    }
+}
+
+/// How a proxy is run.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyOptions {
+    /// Where run-time weight changes are kept; none: not kept.
+    pub state_file: Option<PathBuf>,
+    /// Reload when the config file changes.
+    pub watch_config: bool,
+}
+
+/// Why a proxy did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("cannot start worker thread: {0}")]
+    Worker(std::io::Error),
+    #[error(transparent)]
+    State(#[from] state::StateError),
+}
+
+struct Control {
+    /// The config as the file (or caller) gave it, before weight overrides.
+    file_config: ProxyConfig,
+    state: state::StateFile,
+    listeners: BTreeMap<SocketAddr, Arc<ListenerSocket>>,
+}
+
+/// A running proxy.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    registry: Registry,
+    options: ProxyOptions,
+    workers: Mutex<Vec<WorkerHandle>>,
+    control: Mutex<Control>,
+    /// Static endpoints this proxy put in the registry, by service.
+    static_services: Mutex<BTreeSet<String>>,
+    /// Bumped when a new snapshot is live.
+    generation: watch::Sender<u64>,
+}
+
+fn bind_error(
+    l: &serin_config::proxy::ListenerConfig,
+    file: &str,
+    e: &std::io::Error,
+) -> ConfigError {
+    ConfigError {
+        file: file.into(),
+        line: l.span.line,
+        column: l.span.col,
+        path: l.path.clone(),
+        message: format!("cannot listen on {}: {e}", l.address),
+    }
+}
+
+fn config_file_name(cfg: &ProxyConfig) -> String {
+    cfg.source
+        .as_ref()
+        .map_or_else(|| "<config>".to_string(), |p| p.display().to_string())
+}
+
+impl Proxy {
+    /// Binds every listener, starts the workers and serves `config`. Must be
+    /// called inside a tokio runtime (the control plane's).
+    pub fn start(
+        config: ProxyConfig,
+        registry: Registry,
+        options: ProxyOptions,
+    ) -> Result<Arc<Self>, StartError> {
+        let metrics = Metrics::new();
+        let state = match &options.state_file {
+            Some(p) => state::load(p)?,
+            None => state::StateFile::default(),
+        };
+        // Bind first: an address in use is a config error at its line.
+        let listeners = bind_all(&config, &BTreeMap::new())?;
+        let mut effective = config.clone();
+        let state = apply_state(&mut effective, state);
+        let (drain, _) = watch::channel(None);
+        let shared = Arc::new(Shared {
+            // Replaced by the real one before any worker starts.
+            snapshot: ArcSwap::from_pointee(snapshot::compile(
+                Arc::new(ProxyConfig::minimal(Vec::new(), Vec::new(), Vec::new())),
+                &metrics,
+                |key| Arc::new(Backend::new(key.clone())),
+            )),
+            metrics,
+            drain,
+            open_connections: AtomicUsize::new(0),
+            backends: Mutex::new(BTreeMap::new()),
+        });
+        let (generation, _) = watch::channel(0);
+        let proxy = Arc::new(Self {
+            shared: shared.clone(),
+            registry: registry.clone(),
+            options,
+            workers: Mutex::new(Vec::new()),
+            control: Mutex::new(Control {
+                file_config: config,
+                state,
+                listeners: BTreeMap::new(),
+            }),
+            static_services: Mutex::new(BTreeSet::new()),
+            generation,
+        });
+        proxy.publish_static_endpoints(&effective);
+        proxy.install_snapshot(effective);
+        let mut workers = Vec::new();
+        for id in 0..proxy.shared.snapshot.load().config.workers {
+            workers.push(server::spawn_worker(id, shared.clone()).map_err(StartError::Worker)?);
+        }
+        *proxy.workers.lock().unwrap_or_else(|e| e.into_inner()) = workers;
+        proxy.activate_listeners(listeners);
+        tokio::spawn(follow_endpoints(proxy.clone()));
+        if proxy.options.watch_config {
+            tokio::spawn(watch_file(proxy.clone()));
+        }
+        Ok(proxy)
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The snapshot serving now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.snapshot.load_full()
+    }
+
+    /// Listener names and the addresses they are bound to.
+    pub fn listener_addrs(&self) -> Vec<(String, SocketAddr)> {
+        let control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        control
+            .listeners
+            .values()
+            .map(|l| (l.name(), l.address))
+            .collect()
+    }
+
+    /// A receiver that changes whenever a new snapshot is live.
+    pub fn generations(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    fn publish_static_endpoints(&self, config: &ProxyConfig) {
+        let mut statics = self
+            .static_services
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut now = BTreeSet::new();
+        for s in &config.services {
+            let versions: BTreeMap<String, Vec<EndpointSpec>> = s
+                .versions
+                .iter()
+                .filter_map(|v| {
+                    let eps = v.endpoints.as_ref()?;
+                    Some((
+                        v.name.clone(),
+                        eps.iter()
+                            .map(|a| EndpointSpec {
+                                addr: *a,
+                                name: a.to_string().into(),
+                            })
+                            .collect(),
+                    ))
+                })
+                .collect();
+            if !versions.is_empty() {
+                self.registry.set_service(&s.name, versions);
+                now.insert(s.name.clone());
+            }
+        }
+        for gone in statics.difference(&now) {
+            self.registry.set_service(gone, BTreeMap::new());
+        }
+        *statics = now;
+    }
+
+    fn install_snapshot(&self, effective: ProxyConfig) {
+        let snap = snapshot::compile(Arc::new(effective), &self.shared.metrics, |key| {
+            self.shared.backend(key, &self.registry)
+        });
+        // Backends no route uses any more are forgotten.
+        let referenced: BTreeSet<BackendKey> = snap
+            .config
+            .routes
+            .iter()
+            .flat_map(|r| r.rules.iter())
+            .flat_map(|rule| rule.backends.iter())
+            .map(|b| BackendKey::new(&b.service, &b.version))
+            .collect();
+        self.shared.snapshot.store(Arc::new(snap));
+        self.shared
+            .backends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k, _| referenced.contains(k));
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    fn activate_listeners(&self, bound: BTreeMap<SocketAddr, Arc<ListenerSocket>>) {
+        let workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        let cfg = self.shared.snapshot.load().config.clone();
+        // Stop listeners whose address is gone.
+        let keep: BTreeSet<SocketAddr> = bound.keys().copied().collect();
+        control.listeners.retain(|addr, l| {
+            let kept = keep.contains(addr);
+            if !kept {
+                let _ = l.stop.send(true);
+            }
+            kept
+        });
+        for (addr, l) in bound {
+            if let Some(lc) = cfg
+                .listeners
+                .iter()
+                .find(|lc| lc.address == addr || (lc.address.port() == 0 && lc.name == l.name()))
+            {
+                let tls = lc
+                    .tls
+                    .as_ref()
+                    .and_then(|t| tls::acceptor(&t.certificate, &t.key).ok());
+                l.settings.store(Arc::new(ListenerSettings {
+                    config: lc.clone(),
+                    tls,
+                }));
+            }
+            if !control.listeners.contains_key(&addr) {
+                for w in workers.iter() {
+                    let _ = w.commands.send(WorkerCommand::Listen(l.clone()));
+                }
+                control.listeners.insert(addr, l);
+            }
+        }
+    }
+
+    /// Validates `config` (binding new listeners, loading TLS files) and, if
+    /// all is well, makes it the running config. Otherwise nothing changes.
+    pub fn apply_config(&self, config: ProxyConfig) -> Result<(), ConfigErrors> {
+        let result = self.try_apply(config);
+        let label = if result.is_ok() { "success" } else { "failure" };
+        self.shared
+            .metrics
+            .reloads
+            .get_or_create(&ResultLabels {
+                result: label.to_string(),
+            })
+            .inc();
+        result
+    }
+
+    fn try_apply(&self, mut config: ProxyConfig) -> Result<(), ConfigErrors> {
+        let (existing, old_file, state) = {
+            let control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                control.listeners.clone(),
+                control.file_config.clone(),
+                control.state.clone(),
+            )
+        };
+        // Workers are fixed for the life of the process.
+        config.workers = old_file.workers;
+        let file = config_file_name(&config);
+        let mut errors = Vec::new();
+        for l in &config.listeners {
+            if let Some(t) = &l.tls
+                && let Err(e) = tls::acceptor(&t.certificate, &t.key)
+            {
+                errors.push(ConfigError {
+                    file: file.as_str().into(),
+                    line: l.span.line,
+                    column: l.span.col,
+                    path: format!("{}.tls", l.path.trim_end_matches(".address")),
+                    message: e.to_string(),
+                });
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        let bound = bind_all(&config, &existing)?;
+        let mut state = state;
+        drop_changed_overrides(&old_file, &config, &mut state);
+        let mut effective = config.clone();
+        let state = apply_state(&mut effective, state);
+        {
+            let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+            control.file_config = config;
+            control.state = state.clone();
+        }
+        self.save_state(&state);
+        self.publish_static_endpoints(&effective);
+        self.install_snapshot(effective);
+        self.activate_listeners(bound);
+        Ok(())
+    }
+
+    /// Reloads the config file this proxy was started from.
+    pub fn reload_from_file(&self) -> Result<(), ConfigErrors> {
+        let path = {
+            let control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+            control.file_config.source.clone()
+        };
+        let Some(path) = path else {
+            return Err(ConfigErrors(vec![ConfigError {
+                file: "<none>".into(),
+                line: 0,
+                column: 0,
+                path: String::new(),
+                message: "this proxy was not started from a config file".into(),
+            }]));
+        };
+        let config = serin_config::proxy::load_proxy_config(&path).inspect_err(|_| {
+            self.shared
+                .metrics
+                .reloads
+                .get_or_create(&ResultLabels {
+                    result: "failure".to_string(),
+                })
+                .inc();
+        })?;
+        self.apply_config(config)
+    }
+
+    /// Changes weights of a route at run time and keeps them in the state
+    /// file. See [`weights::WeightChange`].
+    pub fn set_weights(
+        &self,
+        change: &weights::WeightChange,
+    ) -> Result<weights::RouteWeights, weights::WeightError> {
+        let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.shared.snapshot.load().config.clone();
+        let updates = weights::resolve(&current, change)?;
+        let mut state = control.state.clone();
+        for (rule, w) in &updates {
+            state
+                .weights
+                .entry(change.route.clone())
+                .or_default()
+                .insert(*rule, w.clone());
+        }
+        let mut effective = control.file_config.clone();
+        effective
+            .apply_weights(&state.weights)
+            .map_err(weights::WeightError::Invalid)?;
+        control.state = state.clone();
+        drop(control);
+        self.save_state(&state);
+        self.install_snapshot(effective);
+        weights::route_weights(&self.shared.snapshot.load().config, &change.route)
+    }
+
+    fn save_state(&self, state: &state::StateFile) {
+        if let Some(path) = &self.options.state_file
+            && let Err(e) = state::save(path, state)
+        {
+            tracing::error!(error = %e, "cannot keep weights in the state file");
+        }
+    }
+
+    /// Stops accepting, lets requests in flight finish (HTTP/1 answers with
+    /// `Connection: close`, HTTP/2 gets GOAWAY) and returns when every
+    /// connection closed or `timeout` passed.
+    pub async fn drain(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        self.shared.drain.send_replace(Some(deadline));
+        {
+            let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+            for l in control.listeners.values() {
+                let _ = l.stop.send(true);
+            }
+            control.listeners.clear();
+        }
+        while self.shared.open_connections() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        for mut w in workers {
+            drop(w.commands);
+            if let Some(t) = w.thread.take() {
+                let _ = tokio::task::spawn_blocking(move || t.join()).await;
+            }
+        }
+    }
+}
+
+/// Binds the listeners of `config` whose address is not bound yet; every
+/// failure is reported against its line.
+fn bind_all(
+    config: &ProxyConfig,
+    existing: &BTreeMap<SocketAddr, Arc<ListenerSocket>>,
+) -> Result<BTreeMap<SocketAddr, Arc<ListenerSocket>>, ConfigErrors> {
+    let file = config_file_name(config);
+    let mut out = BTreeMap::new();
+    let mut errors = Vec::new();
+    for l in &config.listeners {
+        if l.address.port() != 0
+            && let Some(sock) = existing.get(&l.address)
+        {
+            out.insert(l.address, sock.clone());
+            continue;
+        }
+        match ListenerSocket::bind(l) {
+            Ok(sock) => {
+                out.insert(sock.address, Arc::new(sock));
+            }
+            Err(e) => errors.push(bind_error(l, &file, &e)),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Applies the state file's weights; entries that no longer fit the config
+/// are dropped with a warning rather than refusing to start.
+fn apply_state(config: &mut ProxyConfig, mut state: state::StateFile) -> state::StateFile {
+    let snapshot = config.clone();
+    state.weights.retain(|route, rules| {
+        rules.retain(|rule, weights| {
+            let mut one = BTreeMap::new();
+            one.insert(route.clone(), BTreeMap::from([(*rule, weights.clone())]));
+            let mut probe = snapshot.clone();
+            match probe.apply_weights(&one) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(route, rule, error = %e, "dropping a stale weight change");
+                    false
+                }
+            }
+        });
+        !rules.is_empty()
+    });
+    if let Err(e) = config.apply_weights(&state.weights) {
+        tracing::warn!(error = %e, "weight changes not applied");
+    }
+    state
+}
+
+/// When a reload changes a rule's weights in the file, the file wins over an
+/// earlier run-time change of that rule.
+fn drop_changed_overrides(old: &ProxyConfig, new: &ProxyConfig, state: &mut state::StateFile) {
+    let weights_of = |cfg: &ProxyConfig, route: &str, rule: usize| {
+        cfg.routes
+            .iter()
+            .find(|r| r.name == route)
+            .and_then(|r| r.rules.get(rule))
+            .map(|r| r.backends.clone())
+    };
+    state.weights.retain(|route, rules| {
+        rules.retain(|rule, _| weights_of(old, route, *rule) == weights_of(new, route, *rule));
+        !rules.is_empty()
+    });
+}
+
+/// Keeps every backend's endpoints in step with the registry.
+async fn follow_endpoints(proxy: Arc<Proxy>) {
+    let mut changes = proxy.registry.subscribe();
+    let mut generations = proxy.generation.subscribe();
+    loop {
+        for b in proxy.shared.backends() {
+            b.set_endpoints(&proxy.registry.get(&b.key));
+        }
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { break },
+            r = generations.changed() => if r.is_err() { break },
+        }
+        if proxy.shared.is_draining() {
+            break;
+        }
+    }
+}
+
+/// Reloads when the config file's contents change (polled: works with every
+/// editor's save, including rename-over).
+async fn watch_file(proxy: Arc<Proxy>) {
+    let path = {
+        let control = proxy.control.lock().unwrap_or_else(|e| e.into_inner());
+        control.file_config.source.clone()
+    };
+    let Some(path) = path else { return };
+    let mut last = std::fs::read(&path).ok();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        if proxy.shared.is_draining() {
+            return;
+        }
+        let now = std::fs::read(&path).ok();
+        if now.is_some() && now != last {
+            last = now;
+            match proxy.reload_from_file() {
+                Ok(()) => tracing::info!(file = %path.display(), "configuration reloaded"),
+                Err(e) => {
+                    tracing::error!(file = %path.display(), "configuration rejected; the running one stays:\n{e}")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! The validated proxy configuration: what the data plane runs. Nothing here
+//! is unchecked; every name resolves, every regex compiled, every weight sane.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use regex::Regex;
+use serde::Serialize;
+
+pub use super::raw::{LbPolicy, LogFormat, UpstreamProtocol};
+use crate::error::Span;
+
+/// Defaults, each with the reason for its value.
+pub mod defaults {
+    use std::time::Duration;
+
+    /// Loopback only: the admin API can change routing, so it is not exposed
+    /// unless asked (and then it wants a token).
+    pub const ADMIN_ADDRESS: &str = "127.0.0.1:9901";
+    /// Time for in-flight requests to finish on SIGTERM before connections
+    /// are cut; matches Kubernetes' default termination grace period.
+    pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+    /// 60 KiB of request headers, as NGINX's large_client_header_buffers
+    /// and Envoy's max_request_headers_kb: generous for cookies and JWTs,
+    /// small enough to bound memory per connection.
+    pub const MAX_REQUEST_HEADER_BYTES: usize = 60 * 1024;
+    /// Envoy's and Go's limit: no legitimate client sends more.
+    pub const MAX_REQUEST_HEADERS: usize = 100;
+    /// A client has this long to send a request's headers (slowloris).
+    pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+    /// An idle keep-alive connection is closed after this long.
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Concurrent HTTP/2 streams per client connection (Envoy and Go use 100
+    /// to 250; an unbounded number is a resource-exhaustion attack).
+    pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 100;
+    /// Connecting on loopback or a LAN takes well under this; waiting longer
+    /// only delays the retry on another endpoint.
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+    /// Until response headers, across retries (Envoy's route default). It
+    /// does not cut a response body that is streaming, nor upgrades.
+    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+    /// Idle upstream connections kept per endpoint and worker.
+    pub const MAX_IDLE_PER_ENDPOINT: usize = 256;
+    /// Upstream servers commonly close idle keep-alive connections after 60 s
+    /// or more; dropping ours earlier avoids racing their close.
+    pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+    /// Without a `retry` section, a request whose connection attempt failed
+    /// (it provably never reached the upstream) is tried on another endpoint
+    /// this many times: a replica that just died must not fail a request.
+    pub const CONNECT_FAILURE_RETRIES: u32 = 2;
+    /// Retry `codes` when a `retry` section gives none.
+    pub const RETRY_CODES: [u16; 3] = [502, 503, 504];
+    /// Base of the jittered exponential back-off between retries.
+    pub const RETRY_BACKOFF: Duration = Duration::from_millis(25);
+    /// Gateway API's default backend weight.
+    pub const WEIGHT: u32 = 1;
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyConfig {
+    /// The file this came from, when it came from one.
+    pub source: Option<PathBuf>,
+    pub admin: AdminConfig,
+    pub access_log: Option<LogFormat>,
+    /// Data-plane worker threads (each with its own connection pools).
+    pub workers: usize,
+    #[serde(with = "humantime_serde_compat")]
+    pub drain_timeout: Duration,
+    pub listeners: Vec<ListenerConfig>,
+    pub services: Vec<ServiceConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AdminConfig {
+    pub address: SocketAddr,
+    #[serde(skip)]
+    pub token: Option<String>,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub address: SocketAddr,
+    pub tls: Option<TlsConfig>,
+    pub limits: ListenerLimits,
+    /// Where the address was written, for bind errors.
+    #[serde(skip)]
+    pub span: Span,
+    #[serde(skip)]
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TlsConfig {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ListenerLimits {
+    pub max_request_header_bytes: usize,
+    pub max_request_headers: usize,
+    #[serde(with = "humantime_serde_compat")]
+    pub header_read_timeout: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub idle_timeout: Duration,
+    pub http2_max_concurrent_streams: u32,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        Self {
+            max_request_header_bytes: defaults::MAX_REQUEST_HEADER_BYTES,
+            max_request_headers: defaults::MAX_REQUEST_HEADERS,
+            header_read_timeout: defaults::HEADER_READ_TIMEOUT,
+            idle_timeout: defaults::IDLE_TIMEOUT,
+            http2_max_concurrent_streams: defaults::HTTP2_MAX_CONCURRENT_STREAMS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub protocol: UpstreamProtocol,
+    #[serde(with = "humantime_serde_compat")]
+    pub connect_timeout: Duration,
+    pub load_balancer: LoadBalancerConfig,
+    pub max_idle_per_endpoint: usize,
+    #[serde(with = "humantime_serde_compat")]
+    pub pool_idle_timeout: Duration,
+    pub versions: Vec<VersionConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LoadBalancerConfig {
+    pub policy: LbPolicy,
+    /// For RingHash: the request header hashed to pick an endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "ser_opt_header")]
+    pub hash_header: Option<HeaderName>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VersionConfig {
+    pub name: String,
+    /// `None`: endpoints come from discovery (the local runtime, Kubernetes).
+    pub endpoints: Option<Vec<SocketAddr>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteConfig {
+    pub name: String,
+    /// Listener names this route attaches to; empty means all.
+    pub listeners: Vec<String>,
+    pub hostnames: Vec<String>,
+    pub rules: Vec<RuleConfig>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleConfig {
+    pub name: Option<String>,
+    /// ORed; an empty list matches every request (`PathPrefix /`).
+    pub matches: Vec<MatchConfig>,
+    pub filters: Vec<FilterConfig>,
+    pub backends: Vec<BackendRefConfig>,
+    pub timeouts: TimeoutsConfig,
+    pub retry: RetryConfig,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MatchConfig {
+    pub path: PathMatch,
+    pub headers: Vec<ValueMatch>,
+    pub query_params: Vec<ValueMatch>,
+    #[serde(serialize_with = "ser_opt_display")]
+    pub method: Option<Method>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub enum PathMatch {
+    Exact(String),
+    /// Stored without a trailing slash; matches whole path segments.
+    PathPrefix(String),
+    RegularExpression(#[serde(serialize_with = "ser_regex")] Regex),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ValueMatch {
+    pub name: String,
+    pub value: StringMatch,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub enum StringMatch {
+    Exact(String),
+    RegularExpression(#[serde(serialize_with = "ser_regex")] Regex),
+}
+
+impl StringMatch {
+    pub fn matches(&self, s: &str) -> bool {
+        match self {
+            Self::Exact(v) => v == s,
+            Self::RegularExpression(r) => r.is_match(s),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub enum FilterConfig {
+    RequestHeaderModifier(HeaderModifierConfig),
+    ResponseHeaderModifier(HeaderModifierConfig),
+    UrlRewrite(UrlRewriteConfig),
+    RequestRedirect(RedirectConfig),
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HeaderModifierConfig {
+    #[serde(serialize_with = "ser_header_pairs")]
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    #[serde(serialize_with = "ser_header_pairs")]
+    pub add: Vec<(HeaderName, HeaderValue)>,
+    #[serde(serialize_with = "ser_headers")]
+    pub remove: Vec<HeaderName>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub enum PathModifier {
+    ReplaceFullPath(String),
+    ReplacePrefixMatch(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UrlRewriteConfig {
+    pub hostname: Option<String>,
+    pub path: Option<PathModifier>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RedirectConfig {
+    pub scheme: Option<String>,
+    pub hostname: Option<String>,
+    pub path: Option<PathModifier>,
+    pub port: Option<u16>,
+    #[serde(serialize_with = "ser_status")]
+    pub status: StatusCode,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackendRefConfig {
+    pub service: String,
+    pub version: String,
+    pub weight: u32,
+}
+
+impl BackendRefConfig {
+    /// `service/version`, the key used by weight changes and metrics.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.service, self.version)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct TimeoutsConfig {
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub request: Option<Duration>,
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub backend_request: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetryConfig {
+    /// Retries after the first try (Gateway API's `attempts`).
+    pub attempts: u32,
+    pub codes: Vec<u16>,
+    #[serde(with = "humantime_serde_compat")]
+    pub backoff: Duration,
+    /// Also retry non-idempotent methods after the request may have reached
+    /// the upstream. Off by default: a POST must not be applied twice.
+    pub unsafe_methods: bool,
+    /// Whether the file configured retries at all (else only connect
+    /// failures are retried).
+    pub configured: bool,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            attempts: defaults::CONNECT_FAILURE_RETRIES,
+            codes: Vec::new(),
+            backoff: defaults::RETRY_BACKOFF,
+            unsafe_methods: false,
+            configured: false,
+        }
+    }
+}
+
+fn ser_regex<S: serde::Serializer>(r: &Regex, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(r.as_str())
+}
+
+fn ser_opt_display<S: serde::Serializer, T: std::fmt::Display>(
+    v: &Option<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
+}
+
+fn ser_opt_header<S: serde::Serializer>(v: &Option<HeaderName>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.serialize_str(v.as_str()),
+        None => s.serialize_none(),
+    }
+}
+
+fn ser_status<S: serde::Serializer>(v: &StatusCode, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u16(v.as_u16())
+}
+
+fn ser_opt_duration<S: serde::Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(d) => s.collect_str(&humantime::format_duration(*d)),
+        None => s.serialize_none(),
+    }
+}
+
+fn ser_header_pairs<S: serde::Serializer>(
+    v: &[(HeaderName, HeaderValue)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(Some(v.len()))?;
+    for (n, val) in v {
+        seq.serialize_element(&(n.as_str(), val.to_str().unwrap_or("<binary>")))?;
+    }
+    seq.end()
+}
+
+fn ser_headers<S: serde::Serializer>(v: &[HeaderName], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(HeaderName::as_str))
+}
+
+/// Durations shown as `250ms`, `5s` in the effective config.
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+}

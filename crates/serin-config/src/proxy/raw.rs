@@ -1,0 +1,280 @@
+//! The proxy config file as written: HTTPRoute words for routing, Envoy
+//! meanings for upstream settings. Decoded with every problem collected; see
+//! [`super::validate`] for the checks that need the whole file.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::decode::Spanned;
+use crate::{config_enum, config_struct};
+
+config_struct! {
+    /// The whole proxy file.
+    pub struct Config {
+        admin: Option<Admin> = "admin",
+        access_log: Option<AccessLog> = "accessLog",
+        workers: Option<Spanned<usize>> = "workers",
+        drain_timeout: Option<Duration> = "drainTimeout",
+        listeners: Vec<Listener> = "listeners",
+        services: Vec<Service> = "services",
+        routes: Vec<Route> = "routes",
+    }
+}
+
+config_struct! {
+    pub struct Admin {
+        address: Option<Spanned<SocketAddr>> = "address",
+        token: Option<String> = "token",
+    }
+}
+
+config_enum! {
+    pub enum LogFormat { Json = "json", Text = "text" }
+    default = Json
+}
+
+config_struct! {
+    pub struct AccessLog {
+        enabled: Option<bool> = "enabled",
+        format: LogFormat = "format",
+    }
+}
+
+config_struct! {
+    pub struct Listener {
+        name: Spanned<String> = "name" [required],
+        address: Spanned<String> = "address" [required],
+        tls: Option<Tls> = "tls",
+        limits: Option<Limits> = "limits",
+    }
+}
+
+config_struct! {
+    pub struct Tls {
+        certificate: Spanned<String> = "certificate" [required],
+        key: Spanned<String> = "key" [required],
+    }
+}
+
+config_struct! {
+    /// Per-listener protection against slow or hostile clients.
+    pub struct Limits {
+        max_request_header_bytes: Option<Spanned<usize>> = "maxRequestHeaderBytes",
+        max_request_headers: Option<Spanned<usize>> = "maxRequestHeaders",
+        header_read_timeout: Option<Duration> = "headerReadTimeout",
+        idle_timeout: Option<Duration> = "idleTimeout",
+        http2_max_concurrent_streams: Option<Spanned<u32>> = "http2MaxConcurrentStreams",
+    }
+}
+
+config_enum! {
+    /// How serin speaks to a service's endpoints.
+    pub enum UpstreamProtocol { Http1 = "http1", H2c = "h2c" }
+    default = Http1
+}
+
+config_enum! {
+    pub enum LbPolicy {
+        LeastRequest = "LeastRequest",
+        RoundRobin = "RoundRobin",
+        Random = "Random",
+        RingHash = "RingHash",
+    }
+    default = LeastRequest
+}
+
+config_struct! {
+    pub struct LoadBalancer {
+        policy: LbPolicy = "type",
+        hash_header: Option<Spanned<String>> = "hashHeader",
+    }
+}
+
+config_struct! {
+    pub struct Pool {
+        max_idle_per_endpoint: Option<usize> = "maxIdlePerEndpoint",
+        idle_timeout: Option<Duration> = "idleTimeout",
+    }
+}
+
+config_struct! {
+    pub struct Service {
+        name: Spanned<String> = "name" [required],
+        protocol: UpstreamProtocol = "protocol",
+        connect_timeout: Option<Duration> = "connectTimeout",
+        load_balancer: Option<LoadBalancer> = "loadBalancer",
+        pool: Option<Pool> = "pool",
+        versions: Vec<Version> = "versions" [required],
+    }
+}
+
+config_struct! {
+    pub struct Version {
+        name: Spanned<String> = "name" [required],
+        /// Static endpoints; absent means "found by discovery".
+        endpoints: Option<Vec<Spanned<String>>> = "endpoints",
+    }
+}
+
+config_struct! {
+    /// A route in the shape of a Gateway API HTTPRoute's spec.
+    pub struct Route {
+        name: Spanned<String> = "name" [required],
+        parent_refs: Vec<ParentRef> = "parentRefs",
+        hostnames: Vec<Spanned<String>> = "hostnames",
+        rules: Vec<Rule> = "rules" [required],
+    }
+}
+
+config_struct! {
+    pub struct ParentRef {
+        name: Spanned<String> = "name" [required],
+    }
+}
+
+config_struct! {
+    pub struct Rule {
+        name: Option<String> = "name",
+        matches: Vec<Match> = "matches",
+        filters: Vec<Filter> = "filters",
+        backend_refs: Vec<BackendRef> = "backendRefs",
+        timeouts: Option<Timeouts> = "timeouts",
+        retry: Option<Retry> = "retry",
+    }
+}
+
+config_enum! {
+    pub enum PathMatchType {
+        Exact = "Exact",
+        PathPrefix = "PathPrefix",
+        RegularExpression = "RegularExpression",
+    }
+    default = PathPrefix
+}
+
+config_enum! {
+    pub enum ValueMatchType { Exact = "Exact", RegularExpression = "RegularExpression" }
+    default = Exact
+}
+
+config_enum! {
+    pub enum FilterType {
+        RequestHeaderModifier = "RequestHeaderModifier",
+        ResponseHeaderModifier = "ResponseHeaderModifier",
+        UrlRewrite = "URLRewrite",
+        RequestRedirect = "RequestRedirect",
+    }
+    default = RequestHeaderModifier
+}
+
+config_enum! {
+    pub enum PathModifierType {
+        ReplaceFullPath = "ReplaceFullPath",
+        ReplacePrefixMatch = "ReplacePrefixMatch",
+    }
+    default = ReplaceFullPath
+}
+
+config_struct! {
+    pub struct Match {
+        path: Option<PathMatch> = "path",
+        headers: Vec<ValueMatch> = "headers",
+        query_params: Vec<ValueMatch> = "queryParams",
+        method: Option<Spanned<String>> = "method",
+    }
+}
+
+config_struct! {
+    pub struct PathMatch {
+        kind: PathMatchType = "type",
+        value: Spanned<String> = "value" [required],
+    }
+}
+
+config_struct! {
+    /// A header or query parameter match.
+    pub struct ValueMatch {
+        kind: ValueMatchType = "type",
+        name: Spanned<String> = "name" [required],
+        value: Spanned<String> = "value" [required],
+    }
+}
+
+config_struct! {
+    pub struct Filter {
+        kind: FilterType = "type" [required],
+        request_header_modifier: Option<HeaderModifier> = "requestHeaderModifier",
+        response_header_modifier: Option<HeaderModifier> = "responseHeaderModifier",
+        url_rewrite: Option<UrlRewrite> = "urlRewrite",
+        request_redirect: Option<RequestRedirect> = "requestRedirect",
+    }
+}
+
+config_struct! {
+    pub struct HeaderModifier {
+        set: Vec<HeaderValue> = "set",
+        add: Vec<HeaderValue> = "add",
+        remove: Vec<Spanned<String>> = "remove",
+    }
+}
+
+config_struct! {
+    pub struct HeaderValue {
+        name: Spanned<String> = "name" [required],
+        value: Spanned<String> = "value" [required],
+    }
+}
+
+config_struct! {
+    pub struct PathModifier {
+        kind: PathModifierType = "type" [required],
+        replace_full_path: Option<Spanned<String>> = "replaceFullPath",
+        replace_prefix_match: Option<Spanned<String>> = "replacePrefixMatch",
+    }
+}
+
+config_struct! {
+    pub struct UrlRewrite {
+        hostname: Option<Spanned<String>> = "hostname",
+        path: Option<PathModifier> = "path",
+    }
+}
+
+config_struct! {
+    pub struct RequestRedirect {
+        scheme: Option<Spanned<String>> = "scheme",
+        hostname: Option<Spanned<String>> = "hostname",
+        path: Option<PathModifier> = "path",
+        port: Option<u16> = "port",
+        status_code: Option<Spanned<u16>> = "statusCode",
+    }
+}
+
+config_struct! {
+    pub struct BackendRef {
+        name: Spanned<String> = "name" [required],
+        version: Option<Spanned<String>> = "version",
+        weight: Option<Spanned<u32>> = "weight",
+    }
+}
+
+config_struct! {
+    pub struct Timeouts {
+        request: Option<Duration> = "request",
+        backend_request: Option<Duration> = "backendRequest",
+    }
+}
+
+config_struct! {
+    pub struct Retry {
+        attempts: Option<Spanned<u32>> = "attempts",
+        codes: Vec<Spanned<u16>> = "codes",
+        backoff: Option<Duration> = "backoff",
+        unsafe_methods: Option<bool> = "unsafeMethods",
+    }
+}
+
+/// Weight overrides kept in the state file: route name → rule index →
+/// backend ("service/version") → weight.
+pub type WeightOverrides = BTreeMap<String, BTreeMap<usize, BTreeMap<String, u32>>>;

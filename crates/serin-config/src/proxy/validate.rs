@@ -1,0 +1,743 @@
+//! Checks that need the whole file (names that must resolve, sums, regexes)
+//! and the conversion from raw structs into the validated model.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use regex::Regex;
+
+use super::model::*;
+use super::raw;
+use crate::decode::Spanned;
+use crate::error::{Problems, Span};
+
+/// Upper bound of a backend weight, as in the Gateway API.
+const MAX_WEIGHT: u32 = 1_000_000;
+const MAX_RETRY_ATTEMPTS: u32 = 10;
+
+pub(crate) fn validate(raw: raw::Config, base_dir: &Path, p: &mut Problems) -> ProxyConfig {
+    let admin = admin(raw.admin.as_ref(), p);
+    let listeners = listeners(&raw.listeners, base_dir, p);
+    let services = services(&raw.services, p);
+    let listener_names: BTreeSet<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+    let routes = routes(&raw.routes, &services, &listener_names, p);
+    let workers = match &raw.workers {
+        Some(w) if **w == 0 || **w > 256 => {
+            w.report(p, "workers must be from 1 to 256");
+            1
+        }
+        Some(w) => **w,
+        None => default_workers(),
+    };
+    ProxyConfig {
+        source: None,
+        admin,
+        access_log: raw
+            .access_log
+            .as_ref()
+            .filter(|a| a.enabled.unwrap_or(true))
+            .map(|a| a.format),
+        workers,
+        drain_timeout: raw.drain_timeout.unwrap_or(defaults::DRAIN_TIMEOUT),
+        listeners,
+        services,
+        routes,
+    }
+}
+
+/// One worker per CPU, as NGINX's `worker_processes auto`.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+fn admin(raw: Option<&raw::Admin>, p: &mut Problems) -> AdminConfig {
+    let default_addr: SocketAddr = defaults::ADMIN_ADDRESS
+        .parse()
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9901)));
+    let Some(raw) = raw else {
+        return AdminConfig {
+            address: default_addr,
+            token: None,
+            span: Span::default(),
+        };
+    };
+    let address = raw.address.as_ref().map_or(default_addr, |a| **a);
+    if !address.ip().is_loopback() && raw.token.as_deref().unwrap_or("").is_empty() {
+        let span = raw.address.as_ref().map_or(raw.span, |a| a.span);
+        p.report(
+            span,
+            "admin.address",
+            format!(
+                "the admin API on a non-loopback address ({address}) can change routing: set admin.token"
+            ),
+        );
+    }
+    AdminConfig {
+        address,
+        token: raw.token.clone().filter(|t| !t.is_empty()),
+        span: raw.address.as_ref().map_or(raw.span, |a| a.span),
+    }
+}
+
+fn listeners(raw: &[raw::Listener], base_dir: &Path, p: &mut Problems) -> Vec<ListenerConfig> {
+    let mut names = BTreeMap::new();
+    let mut addrs = BTreeMap::new();
+    let mut out = Vec::new();
+    for l in raw {
+        unique(&mut names, &l.name, "listener name", p);
+        let address = match l.address.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                if !l.address.is_empty() {
+                    l.address.report(
+                        p,
+                        format!(
+                            "bad address `{}`: expected IP:PORT such as 127.0.0.1:8080 or [::1]:8080",
+                            *l.address
+                        ),
+                    );
+                }
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            }
+        };
+        if address.port() != 0
+            && let Some(first) = addrs.insert(address, l.address.span)
+        {
+            l.address.report(
+                p,
+                format!(
+                    "address {address} is already used by the listener at line {}",
+                    first.line
+                ),
+            );
+        }
+        let tls = l.tls.as_ref().map(|t| TlsConfig {
+            certificate: readable_file(&t.certificate, base_dir, p),
+            key: readable_file(&t.key, base_dir, p),
+        });
+        let mut limits = ListenerLimits::default();
+        if let Some(raw) = &l.limits {
+            if let Some(v) = &raw.max_request_header_bytes {
+                positive(v, p);
+                limits.max_request_header_bytes = **v;
+            }
+            if let Some(v) = &raw.max_request_headers {
+                positive(v, p);
+                limits.max_request_headers = **v;
+            }
+            if let Some(v) = &raw.http2_max_concurrent_streams {
+                if **v == 0 {
+                    v.report(p, "must be at least 1");
+                }
+                limits.http2_max_concurrent_streams = **v;
+            }
+            if let Some(v) = raw.header_read_timeout {
+                limits.header_read_timeout = v;
+            }
+            if let Some(v) = raw.idle_timeout {
+                limits.idle_timeout = v;
+            }
+        }
+        out.push(ListenerConfig {
+            name: l.name.value.clone(),
+            address,
+            tls,
+            limits,
+            span: l.address.span,
+            path: l.address.path.clone(),
+        });
+    }
+    out
+}
+
+fn positive(v: &Spanned<usize>, p: &mut Problems) {
+    if **v == 0 {
+        v.report(p, "must be at least 1");
+    }
+}
+
+fn readable_file(path: &Spanned<String>, base_dir: &Path, p: &mut Problems) -> std::path::PathBuf {
+    let full = base_dir.join(&**path);
+    if let Err(e) = std::fs::metadata(&full) {
+        path.report(p, format!("cannot read {}: {e}", full.display()));
+    }
+    full
+}
+
+fn unique<'a>(
+    seen: &mut BTreeMap<&'a str, Span>,
+    name: &'a Spanned<String>,
+    what: &str,
+    p: &mut Problems,
+) {
+    if name.is_empty() {
+        name.report(p, format!("{what} must not be empty"));
+        return;
+    }
+    if let Some(first) = seen.insert(name.as_str(), name.span) {
+        name.report(
+            p,
+            format!(
+                "duplicate {what} `{}` (first at line {})",
+                **name, first.line
+            ),
+        );
+    }
+}
+
+fn services(raw: &[raw::Service], p: &mut Problems) -> Vec<ServiceConfig> {
+    let mut names = BTreeMap::new();
+    let mut out = Vec::new();
+    for s in raw {
+        unique(&mut names, &s.name, "service name", p);
+        let mut versions = Vec::new();
+        let mut vnames = BTreeMap::new();
+        if s.versions.is_empty() {
+            p.report(
+                s.span,
+                s.node_path.clone(),
+                "a service needs at least one version",
+            );
+        }
+        for v in &s.versions {
+            unique(&mut vnames, &v.name, "version name", p);
+            let endpoints = v.endpoints.as_ref().map(|eps| {
+                eps.iter()
+                    .filter_map(|e| match resolve_endpoint(e) {
+                        Ok(a) => Some(a),
+                        Err(msg) => {
+                            e.report(p, msg);
+                            None
+                        }
+                    })
+                    .collect()
+            });
+            versions.push(VersionConfig {
+                name: v.name.value.clone(),
+                endpoints,
+            });
+        }
+        let lb = s.load_balancer.clone().unwrap_or_default();
+        let hash_header = lb.hash_header.as_ref().and_then(|h| header_name(h, p));
+        if lb.policy == LbPolicy::RingHash && hash_header.is_none() && lb.hash_header.is_none() {
+            p.report(
+                lb.span,
+                format!("{}.loadBalancer", s.node_path),
+                "RingHash needs `hashHeader`: the request header whose value picks the endpoint",
+            );
+        }
+        let pool = s.pool.clone().unwrap_or_default();
+        out.push(ServiceConfig {
+            name: s.name.value.clone(),
+            protocol: s.protocol,
+            connect_timeout: s.connect_timeout.unwrap_or(defaults::CONNECT_TIMEOUT),
+            load_balancer: LoadBalancerConfig {
+                policy: lb.policy,
+                hash_header,
+            },
+            max_idle_per_endpoint: pool
+                .max_idle_per_endpoint
+                .unwrap_or(defaults::MAX_IDLE_PER_ENDPOINT),
+            pool_idle_timeout: pool.idle_timeout.unwrap_or(defaults::POOL_IDLE_TIMEOUT),
+            versions,
+        });
+    }
+    out
+}
+
+fn resolve_endpoint(e: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = e.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if !e.contains(':') {
+        return Err(format!("endpoint `{e}` needs a port, as in 127.0.0.1:9001"));
+    }
+    match e.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("endpoint `{e}` resolves to no address")),
+        Err(err) => Err(format!("endpoint `{e}` cannot be resolved: {err}")),
+    }
+}
+
+fn header_name(name: &Spanned<String>, p: &mut Problems) -> Option<HeaderName> {
+    match HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
+        Ok(h) => Some(h),
+        Err(_) => {
+            name.report(p, format!("`{}` is not a valid header name", **name));
+            None
+        }
+    }
+}
+
+fn header_value(value: &Spanned<String>, p: &mut Problems) -> Option<HeaderValue> {
+    match HeaderValue::from_str(value) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            value.report(p, "not a valid header value (control characters?)");
+            None
+        }
+    }
+}
+
+/// Regexes match the whole value, as Envoy's `safe_regex` does.
+fn full_regex(r: &Spanned<String>, p: &mut Problems) -> Option<Regex> {
+    match Regex::new(&format!("^(?:{})$", **r)) {
+        Ok(re) => Some(re),
+        Err(e) => {
+            let msg = e.to_string();
+            let detail = msg.lines().last().unwrap_or("invalid");
+            r.report(p, format!("bad regular expression `{}`: {detail}", **r));
+            None
+        }
+    }
+}
+
+fn routes(
+    raw: &[raw::Route],
+    services: &[ServiceConfig],
+    listeners: &BTreeSet<&str>,
+    p: &mut Problems,
+) -> Vec<RouteConfig> {
+    let mut names = BTreeMap::new();
+    let mut out = Vec::new();
+    for r in raw {
+        unique(&mut names, &r.name, "route name", p);
+        let mut parents = Vec::new();
+        for parent in &r.parent_refs {
+            if !listeners.contains(parent.name.as_str()) {
+                let mut msg = format!("no listener named `{}`", *parent.name);
+                let known: Vec<&str> = listeners.iter().copied().collect();
+                if let Some(s) = crate::decode::suggest(&parent.name, &known) {
+                    msg.push_str(&format!(", did you mean `{s}`?"));
+                }
+                parent.name.report(p, msg);
+            }
+            parents.push(parent.name.value.clone());
+        }
+        let hostnames = r.hostnames.iter().filter_map(|h| hostname(h, p)).collect();
+        if r.rules.is_empty() {
+            p.report(
+                r.span,
+                r.node_path.clone(),
+                "a route needs at least one rule",
+            );
+        }
+        let rules = r
+            .rules
+            .iter()
+            .map(|rule| rule_config(rule, services, p))
+            .collect();
+        out.push(RouteConfig {
+            name: r.name.value.clone(),
+            listeners: parents,
+            hostnames,
+            rules,
+        });
+    }
+    out
+}
+
+fn hostname(h: &Spanned<String>, p: &mut Problems) -> Option<String> {
+    let lower = h.to_ascii_lowercase();
+    let bare = lower.strip_prefix("*.").unwrap_or(&lower);
+    let ok = lower == "*"
+        || (!bare.is_empty()
+            && bare.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            }));
+    if !ok {
+        h.report(
+            p,
+            format!(
+                "`{}` is not a hostname: expected e.g. example.com or *.example.com",
+                **h
+            ),
+        );
+        return None;
+    }
+    Some(lower)
+}
+
+fn rule_config(rule: &raw::Rule, services: &[ServiceConfig], p: &mut Problems) -> RuleConfig {
+    let matches: Vec<MatchConfig> = rule
+        .matches
+        .iter()
+        .filter_map(|m| match_config(m, p))
+        .collect();
+    let filters: Vec<FilterConfig> = rule
+        .filters
+        .iter()
+        .filter_map(|f| filter_config(f, &matches, p))
+        .collect();
+    let redirects = filters
+        .iter()
+        .any(|f| matches!(f, FilterConfig::RequestRedirect(_)));
+    let mut backends = Vec::new();
+    for b in &rule.backend_refs {
+        if let Some(cfg) = backend_ref(b, services, p) {
+            backends.push(cfg);
+        }
+    }
+    if rule.backend_refs.is_empty() && !redirects {
+        p.report(
+            rule.span,
+            rule.node_path.clone(),
+            "a rule needs `backendRefs` (or a RequestRedirect filter)",
+        );
+    }
+    if !rule.backend_refs.is_empty() && rule.backend_refs.len() == backends.len() {
+        let sum: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
+        if sum == 0 {
+            p.report(
+                rule.span,
+                format!("{}.backendRefs", rule.node_path),
+                "the backend weights sum to 0: no backend would get traffic",
+            );
+        }
+    }
+    let mut seen = BTreeMap::new();
+    for (b, raw) in backends.iter().zip(&rule.backend_refs) {
+        if let Some(line) = seen.insert(b.key(), raw.span.line) {
+            p.report(
+                raw.span,
+                raw.node_path.clone(),
+                format!(
+                    "backend {} is listed twice in this rule (first at line {line})",
+                    b.key()
+                ),
+            );
+        }
+    }
+    let timeouts = TimeoutsConfig {
+        request: Some(
+            rule.timeouts
+                .as_ref()
+                .and_then(|t| t.request)
+                .unwrap_or(defaults::REQUEST_TIMEOUT),
+        )
+        .filter(|d| !d.is_zero()),
+        backend_request: rule
+            .timeouts
+            .as_ref()
+            .and_then(|t| t.backend_request)
+            .filter(|d| !d.is_zero()),
+    };
+    if let (Some(req), Some(be)) = (timeouts.request, timeouts.backend_request)
+        && be > req
+    {
+        let span = rule.timeouts.as_ref().map_or(rule.span, |t| t.span);
+        p.report(
+            span,
+            format!("{}.timeouts.backendRequest", rule.node_path),
+            "backendRequest must not be longer than request",
+        );
+    }
+    let retry = match &rule.retry {
+        None => RetryConfig::default(),
+        Some(r) => {
+            let attempts = r.attempts.as_ref().map_or(1, |a| **a);
+            if let Some(a) = &r.attempts
+                && **a > MAX_RETRY_ATTEMPTS
+            {
+                a.report(p, format!("at most {MAX_RETRY_ATTEMPTS} retries"));
+            }
+            let codes: Vec<u16> = if r.codes.is_empty() {
+                defaults::RETRY_CODES.to_vec()
+            } else {
+                r.codes
+                    .iter()
+                    .filter(|c| {
+                        let ok = (400..=599).contains(&***c);
+                        if !ok {
+                            c.report(p, "retry codes must be from 400 to 599");
+                        }
+                        ok
+                    })
+                    .map(|c| **c)
+                    .collect()
+            };
+            RetryConfig {
+                attempts,
+                codes,
+                backoff: r.backoff.unwrap_or(defaults::RETRY_BACKOFF),
+                unsafe_methods: r.unsafe_methods.unwrap_or(false),
+                configured: true,
+            }
+        }
+    };
+    RuleConfig {
+        name: rule.name.clone(),
+        matches,
+        filters,
+        backends,
+        timeouts,
+        retry,
+    }
+}
+
+fn backend_ref(
+    b: &raw::BackendRef,
+    services: &[ServiceConfig],
+    p: &mut Problems,
+) -> Option<BackendRefConfig> {
+    let weight = b.weight.as_ref().map_or(defaults::WEIGHT, |w| **w);
+    if let Some(w) = &b.weight
+        && **w > MAX_WEIGHT
+    {
+        w.report(p, format!("weight must be from 0 to {MAX_WEIGHT}"));
+    }
+    let Some(svc) = services.iter().find(|s| s.name == *b.name) else {
+        let known: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+        let mut msg = format!("no service named `{}`", *b.name);
+        match crate::decode::suggest(&b.name, &known) {
+            Some(s) => msg.push_str(&format!(", did you mean `{s}`?")),
+            None if !known.is_empty() => {
+                msg.push_str(&format!("; services are: {}", known.join(", ")));
+            }
+            None => msg.push_str("; the file defines no services"),
+        }
+        b.name.report(p, msg);
+        return None;
+    };
+    let version = match &b.version {
+        Some(v) => {
+            if !svc.versions.iter().any(|x| x.name == **v) {
+                let known: Vec<&str> = svc.versions.iter().map(|x| x.name.as_str()).collect();
+                v.report(
+                    p,
+                    format!(
+                        "service `{}` has no version `{}`; its versions are: {}",
+                        svc.name,
+                        **v,
+                        known.join(", ")
+                    ),
+                );
+                return None;
+            }
+            v.value.clone()
+        }
+        None => match svc.versions.as_slice() {
+            [only] => only.name.clone(),
+            _ => {
+                b.name.report(
+                    p,
+                    format!(
+                        "service `{}` has several versions: say which with `version`",
+                        svc.name
+                    ),
+                );
+                return None;
+            }
+        },
+    };
+    Some(BackendRefConfig {
+        service: svc.name.clone(),
+        version,
+        weight,
+    })
+}
+
+fn match_config(m: &raw::Match, p: &mut Problems) -> Option<MatchConfig> {
+    let path = match &m.path {
+        None => PathMatch::PathPrefix(String::new()),
+        Some(pm) => {
+            if !pm.value.starts_with('/') && pm.kind != raw::PathMatchType::RegularExpression {
+                pm.value.report(p, "a path must start with `/`");
+            }
+            match pm.kind {
+                raw::PathMatchType::Exact => PathMatch::Exact(pm.value.value.clone()),
+                raw::PathMatchType::PathPrefix => {
+                    PathMatch::PathPrefix(pm.value.trim_end_matches('/').to_string())
+                }
+                raw::PathMatchType::RegularExpression => {
+                    PathMatch::RegularExpression(full_regex(&pm.value, p)?)
+                }
+            }
+        }
+    };
+    let headers = m
+        .headers
+        .iter()
+        .filter_map(|h| value_match(h, true, p))
+        .collect();
+    let query_params = m
+        .query_params
+        .iter()
+        .filter_map(|q| value_match(q, false, p))
+        .collect();
+    let method = match &m.method {
+        None => None,
+        Some(s) => match Method::from_bytes(s.as_bytes()) {
+            Ok(meth) if s.bytes().all(|b| b.is_ascii_uppercase()) => Some(meth),
+            _ => {
+                s.report(
+                    p,
+                    format!("`{}` is not an HTTP method such as GET or POST", **s),
+                );
+                None
+            }
+        },
+    };
+    Some(MatchConfig {
+        path,
+        headers,
+        query_params,
+        method,
+    })
+}
+
+fn value_match(v: &raw::ValueMatch, is_header: bool, p: &mut Problems) -> Option<ValueMatch> {
+    let name = if is_header {
+        header_name(&v.name, p)?.as_str().to_string()
+    } else {
+        v.name.value.clone()
+    };
+    let value = match v.kind {
+        raw::ValueMatchType::Exact => StringMatch::Exact(v.value.value.clone()),
+        raw::ValueMatchType::RegularExpression => {
+            StringMatch::RegularExpression(full_regex(&v.value, p)?)
+        }
+    };
+    Some(ValueMatch { name, value })
+}
+
+fn filter_config(
+    f: &raw::Filter,
+    matches: &[MatchConfig],
+    p: &mut Problems,
+) -> Option<FilterConfig> {
+    use raw::FilterType as T;
+    let missing = |p: &mut Problems, key: &str| {
+        p.report(
+            f.span,
+            f.node_path.clone(),
+            format!("a {} filter needs its `{key}` section", f.kind),
+        );
+    };
+    match f.kind {
+        T::RequestHeaderModifier => match &f.request_header_modifier {
+            Some(m) => Some(FilterConfig::RequestHeaderModifier(header_modifier(m, p))),
+            None => {
+                missing(p, "requestHeaderModifier");
+                None
+            }
+        },
+        T::ResponseHeaderModifier => match &f.response_header_modifier {
+            Some(m) => Some(FilterConfig::ResponseHeaderModifier(header_modifier(m, p))),
+            None => {
+                missing(p, "responseHeaderModifier");
+                None
+            }
+        },
+        T::UrlRewrite => match &f.url_rewrite {
+            Some(u) => {
+                let path = u.path.as_ref().and_then(|m| path_modifier(m, matches, p));
+                Some(FilterConfig::UrlRewrite(UrlRewriteConfig {
+                    hostname: u.hostname.as_ref().and_then(|h| hostname(h, p)),
+                    path,
+                }))
+            }
+            None => {
+                missing(p, "urlRewrite");
+                None
+            }
+        },
+        T::RequestRedirect => match &f.request_redirect {
+            Some(r) => {
+                let status = match &r.status_code {
+                    None => StatusCode::FOUND,
+                    Some(c) => match **c {
+                        301 | 302 | 303 | 307 | 308 => {
+                            StatusCode::from_u16(**c).unwrap_or(StatusCode::FOUND)
+                        }
+                        _ => {
+                            c.report(p, "a redirect status must be 301, 302, 303, 307 or 308");
+                            StatusCode::FOUND
+                        }
+                    },
+                };
+                if let Some(s) = &r.scheme
+                    && !matches!(s.as_str(), "http" | "https")
+                {
+                    s.report(p, "scheme must be http or https");
+                }
+                Some(FilterConfig::RequestRedirect(RedirectConfig {
+                    scheme: r.scheme.as_ref().map(|s| s.value.clone()),
+                    hostname: r.hostname.as_ref().and_then(|h| hostname(h, p)),
+                    path: r.path.as_ref().and_then(|m| path_modifier(m, matches, p)),
+                    port: r.port,
+                    status,
+                }))
+            }
+            None => {
+                missing(p, "requestRedirect");
+                None
+            }
+        },
+    }
+}
+
+fn path_modifier(
+    m: &raw::PathModifier,
+    matches: &[MatchConfig],
+    p: &mut Problems,
+) -> Option<PathModifier> {
+    match m.kind {
+        raw::PathModifierType::ReplaceFullPath => match &m.replace_full_path {
+            Some(v) => Some(PathModifier::ReplaceFullPath(v.value.clone())),
+            None => {
+                p.report(
+                    m.span,
+                    m.node_path.clone(),
+                    "ReplaceFullPath needs `replaceFullPath`",
+                );
+                None
+            }
+        },
+        raw::PathModifierType::ReplacePrefixMatch => {
+            // As in the Gateway API: only meaningful after a prefix match.
+            if matches.is_empty()
+                || !matches
+                    .iter()
+                    .all(|m| matches!(m.path, PathMatch::PathPrefix(_)))
+            {
+                p.report(
+                    m.span,
+                    m.node_path.clone(),
+                    "ReplacePrefixMatch needs every match of the rule to be a PathPrefix match",
+                );
+            }
+            match &m.replace_prefix_match {
+                Some(v) => Some(PathModifier::ReplacePrefixMatch(v.value.clone())),
+                None => {
+                    p.report(
+                        m.span,
+                        m.node_path.clone(),
+                        "ReplacePrefixMatch needs `replacePrefixMatch`",
+                    );
+                    None
+                }
+            }
+        }
+    }
+}
+
+fn header_modifier(m: &raw::HeaderModifier, p: &mut Problems) -> HeaderModifierConfig {
+    let pairs = |list: &[raw::HeaderValue], p: &mut Problems| -> Vec<(HeaderName, HeaderValue)> {
+        list.iter()
+            .filter_map(|h| Some((header_name(&h.name, p)?, header_value(&h.value, p)?)))
+            .collect()
+    };
+    HeaderModifierConfig {
+        set: pairs(&m.set, p),
+        add: pairs(&m.add, p),
+        remove: m.remove.iter().filter_map(|h| header_name(h, p)).collect(),
+    }
+}

@@ -1,0 +1,242 @@
+//! The validated stack: plain values, defaults filled in, nothing left to
+//! check. Built only by [`super::parse_stack`] and [`super::load_stack`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use super::raw::{RestartPolicy, StrategyType};
+
+/// The version name of a service written without `versions`.
+pub const DEFAULT_VERSION: &str = "v1";
+/// Replicas of a version when the file does not say.
+pub const DEFAULT_REPLICAS: u32 = 1;
+/// The most replicas one version may ask for: a laptop, not a cluster.
+pub const MAX_REPLICAS: u32 = 100;
+/// Kubernetes' probe defaults (`initialDelaySeconds: 0`, `periodSeconds: 10`,
+/// `timeoutSeconds: 1`, `failureThreshold: 3`, `successThreshold: 1`), so a
+/// stack behaves the same when rendered to a cluster.
+pub const DEFAULT_PROBE_INITIAL_DELAY: Duration = Duration::ZERO;
+pub const DEFAULT_PROBE_PERIOD: Duration = Duration::from_secs(10);
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+pub const DEFAULT_PROBE_FAILURE_THRESHOLD: u32 = 3;
+pub const DEFAULT_PROBE_SUCCESS_THRESHOLD: u32 = 1;
+/// Kubernetes' CrashLoopBackOff: 10 s doubling to a 5 min cap, reset after
+/// 10 min of running.
+pub const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_secs(10);
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(300);
+pub const DEFAULT_BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
+/// Kubernetes' `terminationGracePeriodSeconds` default.
+pub const DEFAULT_TERMINATION_GRACE_PERIOD: Duration = Duration::from_secs(30);
+/// Rolling updates start one new replica at a time and stop an old one only
+/// when the new one is ready, so capacity never drops during a rollout.
+pub const DEFAULT_MAX_SURGE: u32 = 1;
+pub const DEFAULT_MAX_UNAVAILABLE: u32 = 0;
+/// The largest file or secret read into the stack (Kubernetes' ConfigMap and
+/// Secret limit).
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+/// Environment variables serin sets for every replica.
+pub const RESERVED_ENV: &[&str] = &[
+    "PORT",
+    "SERIN_SERVICE",
+    "SERIN_VERSION",
+    "SERIN_REPLICA",
+    "SERIN_FILES_DIR",
+    "SERIN_SECRETS_DIR",
+];
+
+/// A validated stack file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stack {
+    /// The file's name as given, for messages.
+    pub source: String,
+    /// The (absolute) folder of the stack file: relative paths were resolved
+    /// against it, and processes run in it.
+    pub base_dir: PathBuf,
+    /// In file order; names are unique and `depends_on` has no cycles.
+    pub services: Vec<ServiceSpec>,
+}
+
+impl Stack {
+    pub fn service(&self, name: &str) -> Option<&ServiceSpec> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    pub fn version(&self, service: &str, version: &str) -> Option<&VersionSpec> {
+        self.service(service)?.version(version)
+    }
+}
+
+/// One service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceSpec {
+    pub name: String,
+    /// Services of this stack that must have a ready replica before this
+    /// service's replicas first start.
+    pub depends_on: Vec<String>,
+    /// In file order, at least one, names unique.
+    pub versions: Vec<VersionSpec>,
+}
+
+impl ServiceSpec {
+    pub fn version(&self, name: &str) -> Option<&VersionSpec> {
+        self.versions.iter().find(|v| v.name == name)
+    }
+}
+
+/// One version of a service with every setting resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionSpec {
+    pub name: String,
+    pub program: Program,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub replicas: u32,
+    /// `None`: ready once the replica's port accepts connections.
+    pub readiness: Option<Probe>,
+    pub liveness: Option<Probe>,
+    pub restart_policy: RestartPolicy,
+    pub restart_backoff: Backoff,
+    pub termination_grace_period: Duration,
+    pub files: Vec<FileSpec>,
+    pub secrets: Vec<SecretSpec>,
+    pub strategy: Strategy,
+}
+
+impl VersionSpec {
+    /// Whether two versions run the same processes (everything but the
+    /// replica count is equal): a change needs a rollout, a replica count
+    /// change only a scale.
+    pub fn same_template(&self, other: &Self) -> bool {
+        let mut a = self.clone();
+        a.replicas = other.replicas;
+        a == *other
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Program {
+    /// An absolute path (a `command` with a `/`, resolved against the stack
+    /// file's folder).
+    Path(PathBuf),
+    /// A bare name, looked up when the process starts.
+    Name(String),
+}
+
+impl fmt::Display for Program {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Path(p) => write!(f, "{}", p.display()),
+            Self::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// A readiness or liveness probe, Kubernetes' semantics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub action: ProbeAction,
+    pub initial_delay: Duration,
+    pub period: Duration,
+    pub timeout: Duration,
+    pub failure_threshold: u32,
+    pub success_threshold: u32,
+}
+
+/// What a probe does; `port: None` means the replica's `PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeAction {
+    /// `GET http://127.0.0.1:port/path`; 2xx and 3xx are success.
+    HttpGet { path: String, port: Option<u16> },
+    /// A TCP connection to `127.0.0.1:port` is success.
+    TcpSocket { port: Option<u16> },
+    /// The command (no shell) exits with status 0.
+    Exec { command: Vec<String> },
+}
+
+/// CrashLoopBackOff timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+    pub reset_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: DEFAULT_BACKOFF_INITIAL,
+            max: DEFAULT_BACKOFF_MAX,
+            reset_after: DEFAULT_BACKOFF_RESET_AFTER,
+        }
+    }
+}
+
+/// A file written for the service under `$SERIN_FILES_DIR`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSpec {
+    /// Relative, no `..`.
+    pub path: PathBuf,
+    pub content: Vec<u8>,
+}
+
+/// A secret handed to the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretSpec {
+    /// The environment variable, or with `as_file` the file name under
+    /// `$SERIN_SECRETS_DIR`.
+    pub name: String,
+    pub value: SecretValue,
+    pub as_file: bool,
+}
+
+/// A secret's value: `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct SecretValue(String);
+
+impl SecretValue {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value itself, for handing it to the service only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretValue(<redacted>)")
+    }
+}
+
+impl fmt::Display for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// How a changed version replaces its replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Start up to `max_surge` replicas above the wanted count and stop old
+    /// ones while at most `max_unavailable` are missing from the ready count.
+    RollingUpdate {
+        max_surge: u32,
+        max_unavailable: u32,
+    },
+    /// Stop every old replica, then start the new ones.
+    Recreate,
+}
+
+impl Default for Strategy {
+    fn default() -> Self {
+        Self::RollingUpdate {
+            max_surge: DEFAULT_MAX_SURGE,
+            max_unavailable: DEFAULT_MAX_UNAVAILABLE,
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The stack file as written: raw structs with the place of every value, for
+//! the checks in `validate` to point at.
+//!
+//! To add a top-level section (e.g. `gateway`) or a per-service key (e.g.
+//! `sidecar`, `canary`), add a field to [`RawStack`] or [`RawService`]; the
+//! decoder then accepts the key and still rejects unknown ones.
+
+use std::time::Duration;
+
+use crate::config_struct;
+use crate::decode::{Decode, Node, Spanned, suggest};
+use crate::error::Problems;
+
+config_struct! {
+    /// The whole stack file.
+    pub struct RawStack {
+        services: Spanned<Vec<RawService>> = "services" [required],
+    }
+}
+
+config_struct! {
+    /// One service: defaults for its versions, and the versions.
+    pub struct RawService {
+        name: Spanned<String> = "name" [required],
+        depends_on: Vec<Spanned<String>> = "dependsOn",
+        versions: Option<Spanned<Vec<RawVersion>>> = "versions",
+        command: Option<Spanned<String>> = "command",
+        args: Option<Vec<String>> = "args",
+        env: Option<RawEnv> = "env",
+        replicas: Option<Spanned<u32>> = "replicas",
+        readiness: Option<RawProbe> = "readiness",
+        liveness: Option<RawProbe> = "liveness",
+        restart_policy: Option<RestartPolicy> = "restartPolicy",
+        restart_backoff: Option<RawBackoff> = "restartBackoff",
+        termination_grace_period: Option<Duration> = "terminationGracePeriod",
+        files: Option<Vec<RawFile>> = "files",
+        secrets: Option<Vec<RawSecret>> = "secrets",
+        strategy: Option<RawStrategy> = "strategy",
+    }
+}
+
+config_struct! {
+    /// One version of a service: every key overrides the service's.
+    pub struct RawVersion {
+        name: Spanned<String> = "name" [required],
+        command: Option<Spanned<String>> = "command",
+        args: Option<Vec<String>> = "args",
+        env: Option<RawEnv> = "env",
+        replicas: Option<Spanned<u32>> = "replicas",
+        readiness: Option<RawProbe> = "readiness",
+        liveness: Option<RawProbe> = "liveness",
+        restart_policy: Option<RestartPolicy> = "restartPolicy",
+        restart_backoff: Option<RawBackoff> = "restartBackoff",
+        termination_grace_period: Option<Duration> = "terminationGracePeriod",
+        files: Option<Vec<RawFile>> = "files",
+        secrets: Option<Vec<RawSecret>> = "secrets",
+        strategy: Option<RawStrategy> = "strategy",
+    }
+}
+
+config_struct! {
+    /// A readiness or liveness probe.
+    pub struct RawProbe {
+        http_get: Option<RawHttpGet> = "httpGet",
+        tcp_socket: Option<RawTcpSocket> = "tcpSocket",
+        exec: Option<RawExec> = "exec",
+        initial_delay: Option<Spanned<Duration>> = "initialDelay",
+        period: Option<Spanned<Duration>> = "period",
+        timeout: Option<Spanned<Duration>> = "timeout",
+        failure_threshold: Option<Spanned<u32>> = "failureThreshold",
+        success_threshold: Option<Spanned<u32>> = "successThreshold",
+    }
+}
+
+config_struct! {
+    pub struct RawHttpGet {
+        path: Option<Spanned<String>> = "path",
+        port: Option<Spanned<u16>> = "port",
+    }
+}
+
+config_struct! {
+    pub struct RawTcpSocket {
+        port: Option<Spanned<u16>> = "port",
+    }
+}
+
+config_struct! {
+    pub struct RawExec {
+        command: Spanned<Vec<String>> = "command" [required],
+    }
+}
+
+config_struct! {
+    /// CrashLoopBackOff timing.
+    pub struct RawBackoff {
+        initial: Option<Spanned<Duration>> = "initial",
+        max: Option<Spanned<Duration>> = "max",
+        reset_after: Option<Spanned<Duration>> = "resetAfter",
+    }
+}
+
+config_struct! {
+    /// A file handed to the service.
+    pub struct RawFile {
+        file_path: Spanned<String> = "path" [required],
+        content: Option<String> = "content",
+        from_file: Option<Spanned<String>> = "fromFile",
+    }
+}
+
+config_struct! {
+    /// A secret handed to the service.
+    pub struct RawSecret {
+        name: Spanned<String> = "name" [required],
+        value: Option<String> = "value",
+        from_file: Option<Spanned<String>> = "fromFile",
+        from_env: Option<Spanned<String>> = "fromEnv",
+        as_file: Option<bool> = "asFile",
+    }
+}
+
+config_struct! {
+    /// How a changed version is rolled out.
+    pub struct RawStrategy {
+        kind: Option<Spanned<StrategyType>> = "type",
+        max_surge: Option<Spanned<u32>> = "maxSurge",
+        max_unavailable: Option<Spanned<u32>> = "maxUnavailable",
+    }
+}
+
+/// Environment variables as written, keys with their places.
+#[derive(Debug, Clone, Default)]
+pub struct RawEnv {
+    pub entries: Vec<(Spanned<String>, String)>,
+}
+
+impl Decode for RawEnv {
+    fn decode(node: Node<'_>, problems: &mut Problems) -> Option<Self> {
+        let mut entries = Vec::new();
+        node.each_entry(problems, |key, key_span, value, p| {
+            if let Some(v) = String::decode(value, p) {
+                let key = Spanned {
+                    value: key.to_string(),
+                    span: key_span,
+                    path: value.path().to_string(),
+                };
+                entries.push((key, v));
+            }
+        });
+        Some(Self { entries })
+    }
+}
+
+/// When a replica's process is restarted after it ends (Kubernetes'
+/// `restartPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RestartPolicy {
+    /// Whatever the exit status.
+    #[default]
+    Always,
+    /// Only after a failure: a non-zero exit status or a signal.
+    OnFailure,
+    /// Never; the replica stays `Exited`.
+    Never,
+}
+
+impl RestartPolicy {
+    pub const NAMES: &'static [&'static str] = &["Always", "OnFailure", "Never"];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Always => "Always",
+            Self::OnFailure => "OnFailure",
+            Self::Never => "Never",
+        }
+    }
+}
+
+impl Decode for RestartPolicy {
+    fn decode(node: Node<'_>, problems: &mut Problems) -> Option<Self> {
+        decode_name(
+            node,
+            problems,
+            &[
+                ("Always", Self::Always),
+                ("OnFailure", Self::OnFailure),
+                ("Never", Self::Never),
+            ],
+        )
+    }
+}
+
+/// The kind of rollout strategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum StrategyType {
+    #[default]
+    RollingUpdate,
+    Recreate,
+}
+
+impl Decode for StrategyType {
+    fn decode(node: Node<'_>, problems: &mut Problems) -> Option<Self> {
+        decode_name(
+            node,
+            problems,
+            &[
+                ("RollingUpdate", Self::RollingUpdate),
+                ("Recreate", Self::Recreate),
+            ],
+        )
+    }
+}
+
+/// Reads one of a fixed set of names, suggesting the closest on a typo.
+fn decode_name<T: Copy>(
+    node: Node<'_>,
+    problems: &mut Problems,
+    options: &[(&'static str, T)],
+) -> Option<T> {
+    let s = node.text(problems, "a name")?;
+    if let Some((_, v)) = options.iter().find(|(n, _)| *n == s) {
+        return Some(*v);
+    }
+    let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+    let mut msg = format!("unknown value `{s}`");
+    match suggest(s, &names) {
+        Some(g) => msg.push_str(&format!(", did you mean `{g}`?")),
+        None => msg.push_str(&format!(", expected one of: {}", names.join(", "))),
+    }
+    node.report(problems, msg);
+    None
+}

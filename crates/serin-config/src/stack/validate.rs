@@ -1,0 +1,817 @@
+//! From raw structs to the validated [`Stack`]: defaults, merging a service's
+//! settings into its versions, reading files and secrets, and the checks that
+//! need more than one value (names, `dependsOn`, probes, strategies). Every
+//! problem is reported with the place it was written.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use super::model::*;
+use super::raw::*;
+use crate::decode::{Spanned, suggest};
+use crate::error::{Problems, Span};
+
+pub(super) fn validate(
+    raw: &RawStack,
+    file_name: &str,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Stack {
+    // A span of line 0 means `services` was missing, already reported.
+    if raw.services.value.is_empty() && raw.services.span.line > 0 {
+        raw.services.report(p, "a stack needs at least one service");
+    }
+    let services: Vec<ServiceSpec> = raw
+        .services
+        .value
+        .iter()
+        .map(|s| service(s, base_dir, p))
+        .collect();
+    check_unique_services(&raw.services.value, p);
+    check_replica_names(&raw.services.value, &services, p);
+    check_depends_on(&raw.services.value, p);
+    Stack {
+        source: file_name.to_string(),
+        base_dir: base_dir.to_path_buf(),
+        services,
+    }
+}
+
+/// Where a value of a version came from when the version has no own place
+/// (a service without `versions`).
+struct Place {
+    span: Span,
+    path: String,
+}
+
+impl Place {
+    fn report(&self, p: &mut Problems, message: impl Into<String>) {
+        p.report(self.span, self.path.clone(), message);
+    }
+}
+
+fn service(raw: &RawService, base_dir: &Path, p: &mut Problems) -> ServiceSpec {
+    check_service_name(&raw.name, p);
+    let versions = match &raw.versions {
+        None => vec![version(raw, None, base_dir, p)],
+        Some(vs) if vs.value.is_empty() => {
+            vs.report(
+                p,
+                format!(
+                    "a service needs at least one version; leave `versions` out for a single \
+                     version named `{DEFAULT_VERSION}`"
+                ),
+            );
+            Vec::new()
+        }
+        Some(vs) => vs
+            .value
+            .iter()
+            .map(|v| version(raw, Some(v), base_dir, p))
+            .collect(),
+    };
+    if let Some(vs) = &raw.versions {
+        let mut seen: BTreeMap<&str, u32> = BTreeMap::new();
+        for v in &vs.value {
+            if let Some(line) = seen.get(v.name.value.as_str()) {
+                v.name.report(
+                    p,
+                    format!(
+                        "version `{}` is defined twice (first on line {line})",
+                        v.name.value
+                    ),
+                );
+            } else {
+                seen.insert(&v.name.value, v.name.span.line);
+            }
+        }
+    }
+    ServiceSpec {
+        name: raw.name.value.clone(),
+        depends_on: raw.depends_on.iter().map(|d| d.value.clone()).collect(),
+        versions,
+    }
+}
+
+fn version(
+    svc: &RawService,
+    v: Option<&RawVersion>,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> VersionSpec {
+    let place = match v {
+        Some(v) => Place {
+            span: v.span,
+            path: v.node_path.clone(),
+        },
+        None => Place {
+            span: svc.span,
+            path: svc.node_path.clone(),
+        },
+    };
+    let name = match v {
+        Some(v) => {
+            check_version_name(&v.name, p);
+            v.name.value.clone()
+        }
+        None => DEFAULT_VERSION.to_string(),
+    };
+
+    // Each level's values are checked even when a version overrides them,
+    // so a mistake in a service default is reported whatever uses it.
+    let program = match override_of(
+        svc.command.as_ref().map(|c| program(c, base_dir, p)),
+        v.and_then(|v| v.command.as_ref())
+            .map(|c| program(c, base_dir, p)),
+    ) {
+        Some(program) => program,
+        None => {
+            place.report(
+                p,
+                "missing `command`: set it on the service or on each of its versions",
+            );
+            Program::Name(String::new())
+        }
+    };
+    let args = v
+        .and_then(|v| v.args.clone())
+        .or_else(|| svc.args.clone())
+        .unwrap_or_default();
+
+    let mut env = BTreeMap::new();
+    for raw_env in [svc.env.as_ref(), v.and_then(|v| v.env.as_ref())]
+        .into_iter()
+        .flatten()
+    {
+        for (key, value) in &raw_env.entries {
+            check_env_name(key, "environment variable", p);
+            if value.contains('\0') {
+                key.report(
+                    p,
+                    "an environment variable's value cannot hold a NUL character",
+                );
+            }
+            env.insert(key.value.clone(), value.clone());
+        }
+    }
+
+    let replicas = override_of(
+        svc.replicas.as_ref().map(|r| replicas(r, p)),
+        v.and_then(|v| v.replicas.as_ref()).map(|r| replicas(r, p)),
+    )
+    .unwrap_or(DEFAULT_REPLICAS);
+
+    let readiness = override_of(
+        svc.readiness.as_ref().map(|r| probe(r, false, p)),
+        v.and_then(|v| v.readiness.as_ref())
+            .map(|r| probe(r, false, p)),
+    );
+    let liveness = override_of(
+        svc.liveness.as_ref().map(|r| probe(r, true, p)),
+        v.and_then(|v| v.liveness.as_ref())
+            .map(|r| probe(r, true, p)),
+    );
+    let restart_policy = v
+        .and_then(|v| v.restart_policy)
+        .or(svc.restart_policy)
+        .unwrap_or_default();
+    let restart_backoff = override_of(
+        svc.restart_backoff.as_ref().map(|b| backoff(b, p)),
+        v.and_then(|v| v.restart_backoff.as_ref())
+            .map(|b| backoff(b, p)),
+    )
+    .unwrap_or_default();
+    let termination_grace_period = v
+        .and_then(|v| v.termination_grace_period)
+        .or(svc.termination_grace_period)
+        .unwrap_or(DEFAULT_TERMINATION_GRACE_PERIOD);
+
+    let mut files: Vec<FileSpec> = Vec::new();
+    for list in [svc.files.as_ref(), v.and_then(|v| v.files.as_ref())]
+        .into_iter()
+        .flatten()
+    {
+        let mut seen = BTreeSet::new();
+        for f in list {
+            if !seen.insert(f.file_path.value.as_str()) {
+                f.file_path
+                    .report(p, format!("file `{}` is listed twice", f.file_path.value));
+            }
+            let spec = file(f, base_dir, p);
+            files.retain(|old| old.path != spec.path);
+            files.push(spec);
+        }
+    }
+
+    let mut secrets: Vec<SecretSpec> = Vec::new();
+    for list in [svc.secrets.as_ref(), v.and_then(|v| v.secrets.as_ref())]
+        .into_iter()
+        .flatten()
+    {
+        let mut seen = BTreeSet::new();
+        for s in list {
+            if !seen.insert(s.name.value.as_str()) {
+                s.name
+                    .report(p, format!("secret `{}` is listed twice", s.name.value));
+            }
+            let spec = secret(s, base_dir, p);
+            secrets.retain(|old| old.name != spec.name);
+            secrets.push(spec);
+        }
+    }
+    // A secret given as an environment variable must not fight with `env`.
+    for list in [svc.secrets.as_ref(), v.and_then(|v| v.secrets.as_ref())]
+        .into_iter()
+        .flatten()
+    {
+        for s in list {
+            if !s.as_file.unwrap_or(false) && env.contains_key(&s.name.value) {
+                s.name.report(
+                    p,
+                    format!("`{}` is also set in `env`; give it one value", s.name.value),
+                );
+            }
+        }
+    }
+
+    let strategy = override_of(
+        svc.strategy.as_ref().map(|s| strategy(s, p)),
+        v.and_then(|v| v.strategy.as_ref()).map(|s| strategy(s, p)),
+    )
+    .unwrap_or_default();
+
+    VersionSpec {
+        name,
+        program,
+        args,
+        env,
+        replicas,
+        readiness,
+        liveness,
+        restart_policy,
+        restart_backoff,
+        termination_grace_period,
+        files,
+        secrets,
+        strategy,
+    }
+}
+
+/// A version's value when it has one, else its service's.
+fn override_of<T>(service: Option<T>, version: Option<T>) -> Option<T> {
+    version.or(service)
+}
+
+fn replicas(r: &Spanned<u32>, p: &mut Problems) -> u32 {
+    if r.value > MAX_REPLICAS {
+        r.report(
+            p,
+            format!(
+                "replicas must be from 0 to {MAX_REPLICAS}, found {}",
+                r.value
+            ),
+        );
+    }
+    r.value
+}
+
+fn program(command: &Spanned<String>, base_dir: &Path, p: &mut Problems) -> Program {
+    let c = command.value.as_str();
+    if c.trim().is_empty() {
+        command.report(p, "`command` is empty");
+        return Program::Name(String::new());
+    }
+    if c.contains('\0') {
+        command.report(p, "`command` cannot hold a NUL character");
+    }
+    if c.contains('/') {
+        Program::Path(base_dir.join(c))
+    } else {
+        Program::Name(c.to_string())
+    }
+}
+
+fn probe(raw: &RawProbe, liveness: bool, p: &mut Problems) -> Probe {
+    let place = Place {
+        span: raw.span,
+        path: raw.node_path.clone(),
+    };
+    let mut given = Vec::new();
+    if raw.http_get.is_some() {
+        given.push("httpGet");
+    }
+    if raw.tcp_socket.is_some() {
+        given.push("tcpSocket");
+    }
+    if raw.exec.is_some() {
+        given.push("exec");
+    }
+    match given.len() {
+        0 => place.report(
+            p,
+            "a probe needs one of `httpGet`, `tcpSocket` (e.g. `tcpSocket: {}`) or `exec`",
+        ),
+        1 => {}
+        _ => place.report(
+            p,
+            format!(
+                "a probe takes only one of `httpGet`, `tcpSocket` or `exec`, found {}",
+                given.join(" and ")
+            ),
+        ),
+    }
+    let check_port = |port: &Option<Spanned<u16>>, p: &mut Problems| {
+        let port = port.as_ref()?;
+        if port.value == 0 {
+            port.report(p, "a probe's port must be from 1 to 65535");
+        }
+        Some(port.value)
+    };
+    let action = if let Some(h) = &raw.http_get {
+        let path = match &h.path {
+            Some(path) => {
+                if !path.value.starts_with('/') {
+                    path.report(
+                        p,
+                        format!("an HTTP path starts with `/`, found `{}`", path.value),
+                    );
+                }
+                if path
+                    .value
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control())
+                {
+                    path.report(p, "an HTTP path cannot hold spaces or control characters");
+                }
+                path.value.clone()
+            }
+            None => "/".to_string(),
+        };
+        ProbeAction::HttpGet {
+            path,
+            port: check_port(&h.port, p),
+        }
+    } else if let Some(t) = &raw.tcp_socket {
+        ProbeAction::TcpSocket {
+            port: check_port(&t.port, p),
+        }
+    } else if let Some(e) = &raw.exec {
+        if e.command.value.is_empty() {
+            e.command
+                .report(p, "an exec probe needs a command, e.g. [sh, -c, \"...\"]");
+        }
+        ProbeAction::Exec {
+            command: e.command.value.clone(),
+        }
+    } else {
+        ProbeAction::TcpSocket { port: None }
+    };
+
+    let positive =
+        |d: &Option<Spanned<Duration>>, default: Duration, what: &str, p: &mut Problems| match d {
+            Some(d) => {
+                if d.value.is_zero() {
+                    d.report(p, format!("`{what}` must be more than 0"));
+                }
+                d.value
+            }
+            None => default,
+        };
+    let threshold = |t: &Option<Spanned<u32>>, default: u32, what: &str, p: &mut Problems| match t {
+        Some(t) => {
+            if t.value < 1 {
+                t.report(p, format!("`{what}` must be at least 1"));
+            }
+            t.value
+        }
+        None => default,
+    };
+    let period = positive(&raw.period, DEFAULT_PROBE_PERIOD, "period", p);
+    let timeout = positive(&raw.timeout, DEFAULT_PROBE_TIMEOUT, "timeout", p);
+    let failure_threshold = threshold(
+        &raw.failure_threshold,
+        DEFAULT_PROBE_FAILURE_THRESHOLD,
+        "failureThreshold",
+        p,
+    );
+    let success_threshold = threshold(
+        &raw.success_threshold,
+        DEFAULT_PROBE_SUCCESS_THRESHOLD,
+        "successThreshold",
+        p,
+    );
+    if liveness
+        && let Some(s) = &raw.success_threshold
+        && s.value != 1
+    {
+        s.report(p, "a liveness probe's `successThreshold` must be 1");
+    }
+    Probe {
+        action,
+        initial_delay: raw
+            .initial_delay
+            .as_ref()
+            .map_or(DEFAULT_PROBE_INITIAL_DELAY, |d| d.value),
+        period,
+        timeout,
+        failure_threshold,
+        success_threshold,
+    }
+}
+
+fn backoff(raw: &RawBackoff, p: &mut Problems) -> Backoff {
+    let d = Backoff::default();
+    let initial = raw.initial.as_ref().map_or(d.initial, |i| i.value);
+    let max = raw.max.as_ref().map_or(d.max, |m| m.value);
+    let reset_after = raw.reset_after.as_ref().map_or(d.reset_after, |r| r.value);
+    if let Some(i) = &raw.initial
+        && i.value.is_zero()
+    {
+        i.report(p, "`initial` must be more than 0");
+    }
+    if max < initial {
+        match (&raw.max, &raw.initial) {
+            (Some(m), _) => m.report(p, "`max` must not be less than `initial`"),
+            (None, Some(i)) => i.report(
+                p,
+                format!(
+                    "`initial` is more than the default `max` ({}s); set `max` too",
+                    d.max.as_secs()
+                ),
+            ),
+            (None, None) => {}
+        }
+    }
+    if let Some(r) = &raw.reset_after
+        && r.value.is_zero()
+    {
+        r.report(p, "`resetAfter` must be more than 0");
+    }
+    Backoff {
+        initial,
+        max,
+        reset_after,
+    }
+}
+
+fn strategy(raw: &RawStrategy, p: &mut Problems) -> Strategy {
+    let kind = raw.kind.as_ref().map(|k| k.value).unwrap_or_default();
+    match kind {
+        StrategyType::Recreate => {
+            for (v, key) in [
+                (&raw.max_surge, "maxSurge"),
+                (&raw.max_unavailable, "maxUnavailable"),
+            ] {
+                if let Some(v) = v {
+                    v.report(p, format!("`{key}` applies only to `type: RollingUpdate`"));
+                }
+            }
+            Strategy::Recreate
+        }
+        StrategyType::RollingUpdate => {
+            let max_surge = raw
+                .max_surge
+                .as_ref()
+                .map_or(DEFAULT_MAX_SURGE, |v| v.value);
+            let max_unavailable = raw
+                .max_unavailable
+                .as_ref()
+                .map_or(DEFAULT_MAX_UNAVAILABLE, |v| v.value);
+            if max_surge == 0 && max_unavailable == 0 {
+                p.report(
+                    raw.span,
+                    raw.node_path.clone(),
+                    "`maxSurge` and `maxUnavailable` cannot both be 0: the rollout could not \
+                     make progress",
+                );
+            }
+            Strategy::RollingUpdate {
+                max_surge,
+                max_unavailable,
+            }
+        }
+    }
+}
+
+fn file(raw: &RawFile, base_dir: &Path, p: &mut Problems) -> FileSpec {
+    let path = PathBuf::from(&raw.file_path.value);
+    if raw.file_path.value.is_empty() {
+        raw.file_path.report(p, "a file's `path` is empty");
+    } else if !path
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+        || path.components().all(|c| matches!(c, Component::CurDir))
+    {
+        raw.file_path.report(
+            p,
+            format!(
+                "`{}` must be a relative path inside the service's files folder (no leading `/`, \
+                 no `..`)",
+                raw.file_path.value
+            ),
+        );
+    }
+    let content = match (&raw.content, &raw.from_file) {
+        (Some(c), None) => c.clone().into_bytes(),
+        (None, Some(from)) => read_file(from, base_dir, p).unwrap_or_default(),
+        (Some(_), Some(_)) => {
+            p.report(
+                raw.span,
+                raw.node_path.clone(),
+                "a file takes `content` or `fromFile`, not both",
+            );
+            Vec::new()
+        }
+        (None, None) => {
+            p.report(
+                raw.span,
+                raw.node_path.clone(),
+                "a file needs `content` or `fromFile`",
+            );
+            Vec::new()
+        }
+    };
+    FileSpec { path, content }
+}
+
+fn secret(raw: &RawSecret, base_dir: &Path, p: &mut Problems) -> SecretSpec {
+    check_env_name(&raw.name, "secret", p);
+    let mut sources = Vec::new();
+    if raw.value.is_some() {
+        sources.push("value");
+    }
+    if raw.from_file.is_some() {
+        sources.push("fromFile");
+    }
+    if raw.from_env.is_some() {
+        sources.push("fromEnv");
+    }
+    if sources.len() != 1 {
+        let msg = if sources.is_empty() {
+            "a secret needs one of `value`, `fromFile` or `fromEnv`".to_string()
+        } else {
+            format!(
+                "a secret takes only one of `value`, `fromFile` or `fromEnv`, found {}",
+                sources.join(" and ")
+            )
+        };
+        p.report(raw.span, raw.node_path.clone(), msg);
+    }
+    let value = if let Some(v) = &raw.value {
+        v.clone()
+    } else if let Some(from) = &raw.from_file {
+        match read_file(from, base_dir, p).map(String::from_utf8) {
+            Some(Ok(mut s)) => {
+                if s.ends_with('\n') {
+                    s.pop();
+                    if s.ends_with('\r') {
+                        s.pop();
+                    }
+                }
+                s
+            }
+            Some(Err(_)) => {
+                from.report(p, format!("`{}` is not UTF-8 text", from.value));
+                String::new()
+            }
+            None => String::new(),
+        }
+    } else if let Some(var) = &raw.from_env {
+        match std::env::var(&var.value) {
+            Ok(v) => v,
+            Err(std::env::VarError::NotPresent) => {
+                var.report(
+                    p,
+                    format!("the environment variable `{}` is not set", var.value),
+                );
+                String::new()
+            }
+            Err(std::env::VarError::NotUnicode(_)) => {
+                var.report(
+                    p,
+                    format!("the environment variable `{}` is not UTF-8 text", var.value),
+                );
+                String::new()
+            }
+        }
+    } else {
+        String::new()
+    };
+    let as_file = raw.as_file.unwrap_or(false);
+    if !as_file && value.contains('\0') {
+        raw.name.report(
+            p,
+            "this secret's value holds a NUL character, which an environment variable cannot; \
+             use `asFile: true`",
+        );
+    }
+    SecretSpec {
+        name: raw.name.value.clone(),
+        value: SecretValue::new(value),
+        as_file,
+    }
+}
+
+/// Reads a file named relative to the stack file's folder.
+fn read_file(from: &Spanned<String>, base_dir: &Path, p: &mut Problems) -> Option<Vec<u8>> {
+    let path = base_dir.join(&from.value);
+    match std::fs::metadata(&path) {
+        Ok(m) if !m.is_file() => {
+            from.report(p, format!("`{}` is not a file", path.display()));
+            return None;
+        }
+        Ok(m) if m.len() > MAX_FILE_BYTES => {
+            from.report(
+                p,
+                format!("`{}` is larger than {MAX_FILE_BYTES} bytes", path.display()),
+            );
+            return None;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            from.report(p, format!("cannot read `{}`: {e}", path.display()));
+            return None;
+        }
+    }
+    match std::fs::read(&path) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            from.report(p, format!("cannot read `{}`: {e}", path.display()));
+            None
+        }
+    }
+}
+
+fn check_service_name(name: &Spanned<String>, p: &mut Problems) {
+    let n = name.value.as_str();
+    let ok = !n.is_empty()
+        && n.len() <= 63
+        && n.starts_with(|c: char| c.is_ascii_lowercase())
+        && !n.ends_with('-')
+        && n.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !ok {
+        name.report(
+            p,
+            format!(
+                "bad service name `{n}`: use up to 63 lowercase letters, digits and `-`, starting \
+                 with a letter (a DNS label, as Kubernetes wants)"
+            ),
+        );
+    }
+}
+
+fn check_version_name(name: &Spanned<String>, p: &mut Problems) {
+    let n = name.value.as_str();
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let ok = !n.is_empty()
+        && n.len() <= 63
+        && n.starts_with(alnum)
+        && n.ends_with(alnum)
+        && n.chars().all(|c| alnum(c) || c == '-' || c == '.');
+    if !ok {
+        name.report(
+            p,
+            format!(
+                "bad version name `{n}`: use up to 63 lowercase letters, digits, `-` and `.`, \
+                 starting and ending with a letter or digit"
+            ),
+        );
+    }
+}
+
+fn check_env_name(name: &Spanned<String>, what: &str, p: &mut Problems) {
+    let n = name.value.as_str();
+    let ok = n.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ok {
+        name.report(
+            p,
+            format!(
+                "bad {what} name `{n}`: use letters, digits and `_`, not starting with a digit"
+            ),
+        );
+    } else if RESERVED_ENV.contains(&n) {
+        name.report(
+            p,
+            format!("`{n}` is set by serin for every replica; pick another name"),
+        );
+    }
+}
+
+fn check_unique_services(services: &[RawService], p: &mut Problems) {
+    let mut seen: BTreeMap<&str, u32> = BTreeMap::new();
+    for s in services {
+        if let Some(line) = seen.get(s.name.value.as_str()) {
+            s.name.report(
+                p,
+                format!(
+                    "service `{}` is defined twice (first on line {line})",
+                    s.name.value
+                ),
+            );
+        } else {
+            seen.insert(&s.name.value, s.name.span.line);
+        }
+    }
+}
+
+/// Replicas are named `service-version-N`; two pairs must not give the same
+/// names (`a-b`/`c` and `a`/`b-c`).
+fn check_replica_names(raw: &[RawService], services: &[ServiceSpec], p: &mut Problems) {
+    let mut seen: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for (r, s) in raw.iter().zip(services) {
+        for (i, v) in s.versions.iter().enumerate() {
+            let key = format!("{}-{}", s.name, v.name);
+            if let Some((os, ov)) = seen.get(&key) {
+                if *os == s.name {
+                    continue; // a duplicate version, reported already
+                }
+                let place = r
+                    .versions
+                    .as_ref()
+                    .and_then(|vs| vs.value.get(i))
+                    .map_or((r.name.span, r.name.path.clone()), |rv| {
+                        (rv.name.span, rv.name.path.clone())
+                    });
+                p.report(
+                    place.0,
+                    place.1,
+                    format!(
+                        "{}/{} and {os}/{ov} would both name their replicas `{key}-N`; rename one",
+                        s.name, v.name
+                    ),
+                );
+            } else {
+                seen.insert(key, (s.name.clone(), v.name.clone()));
+            }
+        }
+    }
+}
+
+fn check_depends_on(services: &[RawService], p: &mut Problems) {
+    let names: Vec<&str> = services.iter().map(|s| s.name.value.as_str()).collect();
+    // Edges that name a known other service, for the cycle search.
+    let mut edges: BTreeMap<&str, Vec<&Spanned<String>>> = BTreeMap::new();
+    for s in services {
+        let mut seen = BTreeSet::new();
+        for d in &s.depends_on {
+            if !seen.insert(d.value.as_str()) {
+                d.report(p, format!("`{}` is listed twice", d.value));
+                continue;
+            }
+            if d.value == s.name.value {
+                d.report(p, "a service cannot depend on itself");
+            } else if names.contains(&d.value.as_str()) {
+                edges.entry(s.name.value.as_str()).or_default().push(d);
+            } else {
+                let mut msg = format!("unknown service `{}`", d.value);
+                if let Some(g) = suggest(&d.value, &names) {
+                    msg.push_str(&format!(", did you mean `{g}`?"));
+                }
+                d.report(p, msg);
+            }
+        }
+    }
+
+    // Depth-first search; a dependency on a service still on the stack
+    // closes a cycle, reported at that `dependsOn` entry.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        OnStack,
+        Done,
+    }
+    fn visit<'a>(
+        node: &'a str,
+        edges: &BTreeMap<&'a str, Vec<&'a Spanned<String>>>,
+        marks: &mut BTreeMap<&'a str, Mark>,
+        stack: &mut Vec<&'a str>,
+        p: &mut Problems,
+    ) {
+        marks.insert(node, Mark::OnStack);
+        stack.push(node);
+        for d in edges.get(node).into_iter().flatten() {
+            let next = d.value.as_str();
+            match marks.get(next).copied().unwrap_or(Mark::New) {
+                Mark::New => visit(next, edges, marks, stack, p),
+                Mark::OnStack => {
+                    let start = stack.iter().position(|n| *n == next).unwrap_or(0);
+                    let mut cycle: Vec<&str> = stack[start..].to_vec();
+                    cycle.push(next);
+                    d.report(p, format!("dependsOn forms a cycle: {}", cycle.join(" → ")));
+                }
+                Mark::Done => {}
+            }
+        }
+        stack.pop();
+        marks.insert(node, Mark::Done);
+    }
+    let mut marks = BTreeMap::new();
+    for name in &names {
+        if marks.get(name).copied().unwrap_or(Mark::New) == Mark::New {
+            visit(name, &edges, &mut marks, &mut Vec::new(), p);
+        }
+    }
+}

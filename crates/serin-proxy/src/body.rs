@@ -1,0 +1,249 @@
+//! Body types of the data path.
+//!
+//! Request bodies stream to the upstream while a copy of the first bytes is
+//! kept so a retry can send them again ([`ReplayBody`], after linkerd's
+//! replay body): nothing waits for a whole body, and a body larger than the
+//! replay limit simply makes that request not retryable.
+
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+/// Bytes of request body kept for replay; a larger body is not retried.
+pub const REPLAY_LIMIT: usize = 64 * 1024;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+struct ReplayState {
+    /// Data frames read so far (while within the limit).
+    frames: Vec<Bytes>,
+    trailers: Option<HeaderMap>,
+    rest: Option<Incoming>,
+    buffered: usize,
+    /// More was read than kept: replay is impossible.
+    overflow: bool,
+    /// `rest` has ended.
+    done: bool,
+}
+
+/// A request body that can be sent more than once while it is small.
+pub struct ReplayBody {
+    state: Rc<RefCell<ReplayState>>,
+    /// Next frame of `frames` this copy sends.
+    pos: usize,
+    trailers_sent: bool,
+}
+
+impl ReplayBody {
+    /// Wraps a client body. `first` is a frame already read (to check the body
+    /// is well formed before any upstream sees the request).
+    pub fn new(first: Option<Frame<Bytes>>, rest: Incoming) -> Self {
+        let mut state = ReplayState {
+            frames: Vec::new(),
+            trailers: None,
+            done: rest.is_end_stream(),
+            rest: Some(rest),
+            buffered: 0,
+            overflow: false,
+        };
+        if let Some(frame) = first {
+            match frame.into_data() {
+                Ok(data) => {
+                    state.buffered = data.len();
+                    state.overflow = data.len() > REPLAY_LIMIT;
+                    // Even past the limit the first frame is kept for this
+                    // copy; `overflow` forbids any other.
+                    state.frames.push(data);
+                }
+                Err(frame) => {
+                    state.trailers = frame.into_trailers().ok();
+                    state.done = true;
+                }
+            }
+        }
+        Self {
+            state: Rc::new(RefCell::new(state)),
+            pos: 0,
+            trailers_sent: false,
+        }
+    }
+
+    /// A body with no bytes.
+    pub fn empty() -> Self {
+        Self {
+            state: Rc::new(RefCell::new(ReplayState {
+                frames: Vec::new(),
+                trailers: None,
+                rest: None,
+                buffered: 0,
+                overflow: false,
+                done: true,
+            })),
+            pos: 0,
+            trailers_sent: false,
+        }
+    }
+
+    /// Another copy from the start, if everything sent so far was kept.
+    pub fn try_clone(&self) -> Option<Self> {
+        if self.state.borrow().overflow {
+            return None;
+        }
+        Some(Self {
+            state: self.state.clone(),
+            pos: 0,
+            trailers_sent: false,
+        })
+    }
+}
+
+impl Body for ReplayBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let mut st = this.state.borrow_mut();
+        if this.pos < st.frames.len() {
+            let data = st.frames[this.pos].clone();
+            this.pos += 1;
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        if st.done {
+            if !this.trailers_sent
+                && let Some(t) = st.trailers.clone()
+            {
+                this.trailers_sent = true;
+                return Poll::Ready(Some(Ok(Frame::trailers(t))));
+            }
+            return Poll::Ready(None);
+        }
+        let Some(rest) = st.rest.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(rest).poll_frame(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                st.done = true;
+                st.rest = None;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                // The client's body broke: no copy can be complete.
+                st.overflow = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                let frame = match frame.into_data() {
+                    Ok(data) => {
+                        if !st.overflow {
+                            if st.buffered + data.len() > REPLAY_LIMIT {
+                                st.overflow = true;
+                                st.frames.clear();
+                            } else {
+                                st.buffered += data.len();
+                                st.frames.push(data.clone());
+                                this.pos += 1;
+                            }
+                        }
+                        Frame::data(data)
+                    }
+                    Err(frame) => {
+                        if let Some(t) = frame.trailers_ref() {
+                            st.trailers = Some(t.clone());
+                            this.trailers_sent = true;
+                        }
+                        st.done = true;
+                        frame
+                    }
+                };
+                if st.rest.as_ref().is_some_and(Body::is_end_stream) {
+                    st.done = true;
+                    st.rest = None;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let st = self.state.borrow();
+        st.done && self.pos >= st.frames.len() && (self.trailers_sent || st.trailers.is_none())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let st = self.state.borrow();
+        let kept: u64 = st
+            .frames
+            .iter()
+            .skip(self.pos)
+            .map(|b| b.len() as u64)
+            .sum();
+        match &st.rest {
+            Some(rest) if !st.done => {
+                let h = rest.size_hint();
+                let mut out = SizeHint::new();
+                out.set_lower(h.lower() + kept);
+                if let Some(u) = h.upper() {
+                    out.set_upper(u + kept);
+                }
+                out
+            }
+            _ => SizeHint::with_exact(kept),
+        }
+    }
+}
+
+/// A response body: the upstream's, streamed, or one serin made.
+pub enum ResponseBody {
+    Upstream(crate::pool::PooledBody),
+    Full(Option<Bytes>),
+}
+
+impl ResponseBody {
+    pub fn full(b: impl Into<Bytes>) -> Self {
+        Self::Full(Some(b.into()))
+    }
+
+    pub fn empty() -> Self {
+        Self::Full(None)
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Upstream(b) => b.is_end_stream(),
+            Self::Full(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Upstream(b) => b.size_hint(),
+            Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}

@@ -1,0 +1,612 @@
+//! The request path, in order: strict checks → route lookup → request
+//! filters → weighted backend pick → endpoint pick → forward on a pooled
+//! connection with deadlines → retry where safe → response filters →
+//! metrics and access log.
+
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serin_config::proxy::{FilterConfig, UpstreamProtocol};
+
+use crate::balance;
+use crate::body::{ReplayBody, ResponseBody};
+use crate::endpoints::Endpoint;
+use crate::filters;
+use crate::headers;
+use crate::metrics::RejectLabels;
+use crate::pool::SendError;
+use crate::server::WorkerCtx;
+use crate::snapshot::{CompiledBackendRef, CompiledRule};
+use crate::strict::{self, ConnFlags};
+
+/// What the request path knows of the client connection.
+pub struct ConnInfo {
+    pub listener: Arc<str>,
+    pub remote: SocketAddr,
+    pub tls: bool,
+    pub flags: Arc<ConnFlags>,
+    pub requests: Cell<u64>,
+}
+
+/// A response serin makes itself, with a short plain-text reason.
+fn local(status: StatusCode, reason: &str) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::full(format!("{reason}\n")));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// A 400 that also closes the connection: after a malformed request the
+/// byte stream cannot be trusted.
+fn reject(ctx: &WorkerCtx, info: &ConnInfo, reason: &'static str) -> Response<ResponseBody> {
+    ctx.shared
+        .metrics
+        .rejected
+        .get_or_create(&RejectLabels {
+            listener: info.listener.to_string(),
+            reason: reason.to_string(),
+        })
+        .inc();
+    let mut resp = local(StatusCode::BAD_REQUEST, &format!("bad request: {reason}"));
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+fn is_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get(header::CONNECTION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+/// The request's host without port, lower-cased only when needed.
+fn request_host(req: &Request<Incoming>) -> String {
+    let raw = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or("");
+    let (host, _) = filters::split_host_port(raw);
+    host.to_ascii_lowercase()
+}
+
+/// Serves one request. Never fails: every problem becomes a response.
+pub async fn handle(
+    ctx: Rc<WorkerCtx>,
+    info: Rc<ConnInfo>,
+    mut req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let start = Instant::now();
+    info.requests.set(info.requests.get() + 1);
+    if let Err(reason) = strict::check_request(req.version(), req.headers(), &info.flags) {
+        return Ok(reject(&ctx, &info, reason));
+    }
+    // An HTTP/2 client names the host in :authority; HTTP/1.1 upstreams and
+    // URL rewrites need it in Host.
+    if !req.headers().contains_key(header::HOST)
+        && let Some(auth) = req.uri().authority()
+        && let Ok(v) = HeaderValue::from_str(auth.as_str())
+    {
+        req.headers_mut().insert(header::HOST, v);
+    }
+    headers::ensure_request_id(req.headers_mut());
+    let snapshot = ctx.shared.snapshot.load_full();
+    let host = request_host(&req);
+    let Some(table) = snapshot.table(&info.listener) else {
+        return Ok(local(StatusCode::NOT_FOUND, "no routes on this listener"));
+    };
+    let found = table.lookup(
+        &host,
+        req.method(),
+        req.uri().path(),
+        req.uri().query(),
+        req.headers(),
+    );
+    let Some((rule, matched)) = found else {
+        snapshot.unrouted.count_request(404);
+        let resp = local(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "no route matches {} {}{}",
+                req.method(),
+                host,
+                req.uri().path()
+            ),
+        );
+        log_access(
+            &snapshot,
+            &info,
+            &req_summary(&req),
+            &resp,
+            start,
+            None,
+            None,
+            0,
+        );
+        return Ok(resp);
+    };
+    let rule = rule.clone();
+    let matched = matched.clone();
+    let summary = req_summary(&req);
+
+    // Request filters, in order.
+    let mut response_filters = Vec::new();
+    for f in &rule.filters {
+        match f {
+            FilterConfig::RequestHeaderModifier(m) => filters::modify_headers(req.headers_mut(), m),
+            FilterConfig::ResponseHeaderModifier(m) => response_filters.push(m),
+            FilterConfig::UrlRewrite(rw) => {
+                let mut uri = req.uri().clone();
+                filters::rewrite_url(&mut uri, req.headers_mut(), &matched, rw);
+                *req.uri_mut() = uri;
+            }
+            FilterConfig::RequestRedirect(cfg) => {
+                let host_hdr = req
+                    .uri()
+                    .authority()
+                    .map(|a| a.as_str().to_string())
+                    .or_else(|| {
+                        req.headers()
+                            .get(header::HOST)
+                            .and_then(|h| h.to_str().ok())
+                            .map(str::to_string)
+                    })
+                    .unwrap_or_default();
+                let resp = filters::redirect(cfg, req.uri(), &host_hdr, info.tls, &matched);
+                rule.local_metrics.count_request(resp.status().as_u16());
+                log_access(
+                    &snapshot,
+                    &info,
+                    &summary,
+                    &resp,
+                    start,
+                    Some(&rule),
+                    None,
+                    0,
+                );
+                return Ok(resp);
+            }
+        }
+    }
+
+    let Some(backend_ref) = rule.pick_backend() else {
+        rule.local_metrics.count_request(500);
+        return Ok(local(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "every backend of this route has weight 0",
+        ));
+    };
+
+    let result = if is_upgrade(&req) {
+        upgrade(&ctx, &info, req, backend_ref).await
+    } else {
+        forward(&ctx, &info, req, &rule, backend_ref).await
+    };
+    let (mut resp, endpoint, retries) = match result {
+        Ok(v) => v,
+        Err(r) => (r, None, 0),
+    };
+    for m in response_filters {
+        filters::modify_headers(resp.headers_mut(), m);
+    }
+    if ctx.shared.is_draining() && summary.version < Version::HTTP_2 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    let status = resp.status().as_u16();
+    backend_ref.metrics.count_request(status);
+    backend_ref
+        .metrics
+        .duration
+        .observe(start.elapsed().as_secs_f64());
+    log_access(
+        &snapshot,
+        &info,
+        &summary,
+        &resp,
+        start,
+        Some(&rule),
+        Some((backend_ref, endpoint.as_deref())),
+        retries,
+    );
+    Ok(resp)
+}
+
+/// What the access log needs of a request after its parts moved on.
+pub struct RequestSummary {
+    method: Method,
+    path: String,
+    version: Version,
+    request_id: Option<HeaderValue>,
+    trace_id: Option<String>,
+}
+
+fn req_summary(req: &Request<Incoming>) -> RequestSummary {
+    RequestSummary {
+        method: req.method().clone(),
+        path: req.uri().path().to_string(),
+        version: req.version(),
+        request_id: req.headers().get(&headers::X_REQUEST_ID).cloned(),
+        trace_id: headers::trace_id(req.headers()).map(str::to_string),
+    }
+}
+
+type Forwarded = (Response<ResponseBody>, Option<Arc<Endpoint>>, u32);
+
+/// Prepares the upstream request's head: hop-by-hop headers out, forwarding
+/// headers and request id in, the URI in the form the upstream protocol
+/// wants.
+fn upstream_head(
+    parts: &mut http::request::Parts,
+    info: &ConnInfo,
+    protocol: UpstreamProtocol,
+    keep_upgrade: bool,
+) -> HeaderValue {
+    headers::remove_hop_by_hop(
+        &mut parts.headers,
+        keep_upgrade,
+        protocol == UpstreamProtocol::H2c,
+    );
+    headers::set_forwarded(&mut parts.headers, info.remote.ip(), info.tls);
+    headers::ensure_request_id(&mut parts.headers)
+}
+
+fn upstream_uri(
+    parts: &http::request::Parts,
+    protocol: UpstreamProtocol,
+    ep: &Endpoint,
+) -> Option<Uri> {
+    let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    match protocol {
+        UpstreamProtocol::Http1 => {
+            if parts.uri.scheme().is_none() && parts.uri.authority().is_none() {
+                return Some(parts.uri.clone());
+            }
+            pq.parse().ok()
+        }
+        UpstreamProtocol::H2c => {
+            let authority = parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map_or_else(|| ep.addr.to_string(), str::to_string);
+            Uri::builder()
+                .scheme("http")
+                .authority(authority)
+                .path_and_query(pq)
+                .build()
+                .ok()
+        }
+    }
+}
+
+/// Reads the first frame of a request body before any upstream sees the
+/// request: a malformed body (bad chunk size) is refused with 400 here.
+async fn read_first_frame(
+    body: &mut Incoming,
+) -> Result<Option<http_body::Frame<Bytes>>, hyper::Error> {
+    if body.is_end_stream() {
+        return Ok(None);
+    }
+    body.frame().await.transpose()
+}
+
+async fn forward(
+    ctx: &Rc<WorkerCtx>,
+    info: &ConnInfo,
+    req: Request<Incoming>,
+    rule: &Arc<CompiledRule>,
+    backend_ref: &CompiledBackendRef,
+) -> Result<Forwarded, Response<ResponseBody>> {
+    let service = &backend_ref.service;
+    let protocol = service.pool.protocol;
+    let (mut parts, mut incoming) = req.into_parts();
+    let first = match read_first_frame(&mut incoming).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::debug!(error = %e, "client request body is malformed");
+            return Err(reject(ctx, info, "malformed request body"));
+        }
+    };
+    let body = if first.is_none() && incoming.is_end_stream() {
+        ReplayBody::empty()
+    } else {
+        ReplayBody::new(first, incoming)
+    };
+    upstream_head(&mut parts, info, protocol, false);
+    if protocol == UpstreamProtocol::H2c {
+        parts.version = Version::HTTP_2;
+    } else {
+        parts.version = Version::HTTP_11;
+    }
+    let hash_key = service
+        .hash_header
+        .as_ref()
+        .and_then(|h| parts.headers.get(h))
+        .map(|v| v.as_bytes().to_vec());
+    let idempotent = is_idempotent(&parts.method);
+    let retry = &rule.retry;
+    let may_retry_response = retry.configured && (idempotent || retry.unsafe_methods);
+
+    let attempts = async {
+        let mut tried: Vec<u64> = Vec::new();
+        let mut retries = 0u32;
+        let mut body = Some(body);
+        loop {
+            let endpoints = backend_ref.backend.endpoints();
+            let Some(ep) = balance::pick(
+                service.lb,
+                &backend_ref.backend,
+                &endpoints,
+                hash_key.as_deref(),
+                &tried,
+            ) else {
+                return (
+                    local(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &format!("no ready endpoint for {}", backend_ref.backend.key),
+                    ),
+                    None,
+                    retries,
+                );
+            };
+            drop(endpoints);
+            tried.push(ep.id);
+            let Some(this_body) = body.take() else {
+                return (
+                    local(StatusCode::BAD_GATEWAY, "request body cannot be replayed"),
+                    Some(ep),
+                    retries,
+                );
+            };
+            let next_body = this_body.try_clone();
+            let Some(uri) = upstream_uri(&parts, protocol, &ep) else {
+                return (
+                    local(StatusCode::BAD_REQUEST, "request URI cannot be forwarded"),
+                    Some(ep),
+                    retries,
+                );
+            };
+            let mut up = Request::new(this_body);
+            *up.method_mut() = parts.method.clone();
+            *up.uri_mut() = uri;
+            *up.version_mut() = parts.version;
+            *up.headers_mut() = parts.headers.clone();
+            let guard = ep.start_request();
+            let send = ctx.pools.send(&ep, &service.pool, up);
+            let outcome = match rule.timeouts.backend_request {
+                Some(t) => match tokio::time::timeout(t, send).await {
+                    Ok(r) => Some(r),
+                    Err(_) => None,
+                },
+                None => Some(send.await),
+            };
+            drop(guard);
+            let can_retry = retries < retry.attempts && next_body.is_some();
+            let (failure, retry_now) = match outcome {
+                Some(Ok(resp)) => {
+                    let code = resp.status().as_u16();
+                    if can_retry && may_retry_response && retry.codes.contains(&code) {
+                        (Some(resp), true)
+                    } else {
+                        return (strip_response(resp), Some(ep), retries);
+                    }
+                }
+                Some(Err(e)) => {
+                    if e.is_connect() {
+                        backend_ref.metrics.connect_failures.inc();
+                    }
+                    tracing::debug!(error = %e, endpoint = %ep.addr, "upstream attempt failed");
+                    let safe = e.never_reached_upstream() || may_retry_response;
+                    if can_retry && safe {
+                        (None, true)
+                    } else {
+                        let status = if e.is_connect() {
+                            StatusCode::SERVICE_UNAVAILABLE
+                        } else {
+                            StatusCode::BAD_GATEWAY
+                        };
+                        let reason = match e {
+                            SendError::Connect { .. } | SendError::ConnectTimeout(_) => {
+                                "upstream connect error"
+                            }
+                            _ => "upstream reset or closed the connection",
+                        };
+                        return (local(status, reason), Some(ep), retries);
+                    }
+                }
+                None => {
+                    backend_ref.metrics.timeout("backendRequest");
+                    if can_retry && may_retry_response && retry.codes.contains(&504) {
+                        (None, true)
+                    } else {
+                        return (
+                            local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
+                            Some(ep),
+                            retries,
+                        );
+                    }
+                }
+            };
+            debug_assert!(retry_now);
+            drop(failure);
+            retries += 1;
+            backend_ref.metrics.retries.inc();
+            body = next_body;
+            let delay = backoff(retry.backoff, retries);
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+        }
+    };
+    match rule.timeouts.request {
+        Some(deadline) => match tokio::time::timeout(deadline, attempts).await {
+            Ok(done) => Ok(done),
+            Err(_) => {
+                backend_ref.metrics.timeout("request");
+                Ok((
+                    local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
+                    None,
+                    0,
+                ))
+            }
+        },
+        None => Ok(attempts.await),
+    }
+}
+
+/// Jittered exponential back-off: a random delay between half of and the
+/// whole of `base·2^(n-1)`, capped at ten times the base.
+fn backoff(base: Duration, retry: u32) -> Duration {
+    if base.is_zero() {
+        return base;
+    }
+    let max = base.saturating_mul(10);
+    let exp = base
+        .saturating_mul(1u32 << retry.saturating_sub(1).min(16))
+        .min(max);
+    let nanos = u64::try_from(exp.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(fastrand::u64(nanos / 2..=nanos))
+}
+
+/// Removes the upstream's hop-by-hop headers from its response.
+fn strip_response(mut resp: Response<ResponseBody>) -> Response<ResponseBody> {
+    headers::remove_hop_by_hop(resp.headers_mut(), false, false);
+    resp
+}
+
+/// A WebSocket or other HTTP/1.1 upgrade: forwarded like a request, tunnelled
+/// only once the upstream answered 101.
+async fn upgrade(
+    ctx: &Rc<WorkerCtx>,
+    info: &ConnInfo,
+    mut req: Request<Incoming>,
+    backend_ref: &CompiledBackendRef,
+) -> Result<Forwarded, Response<ResponseBody>> {
+    let service = &backend_ref.service;
+    if service.pool.protocol != UpstreamProtocol::Http1 {
+        return Err(local(
+            StatusCode::NOT_IMPLEMENTED,
+            "upgrades need an HTTP/1.1 upstream",
+        ));
+    }
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let (mut parts, _body) = req.into_parts();
+    upstream_head(&mut parts, info, UpstreamProtocol::Http1, true);
+    let endpoints = backend_ref.backend.endpoints();
+    let Some(ep) = balance::pick(service.lb, &backend_ref.backend, &endpoints, None, &[]) else {
+        return Err(local(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoint"));
+    };
+    drop(endpoints);
+    let Some(uri) = upstream_uri(&parts, UpstreamProtocol::Http1, &ep) else {
+        return Err(local(
+            StatusCode::BAD_REQUEST,
+            "request URI cannot be forwarded",
+        ));
+    };
+    parts.uri = uri;
+    let up = Request::from_parts(parts, ReplayBody::empty());
+    let guard = ep.start_request();
+    let mut resp = match ctx.pools.send(&ep, &service.pool, up).await {
+        Ok(r) => r,
+        Err(e) => {
+            if e.is_connect() {
+                backend_ref.metrics.connect_failures.inc();
+            }
+            return Err(local(StatusCode::BAD_GATEWAY, "upstream connect error"));
+        }
+    };
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        drop(guard);
+        return Ok((strip_response(resp), Some(ep), 0));
+    }
+    let upstream_upgrade = hyper::upgrade::on(&mut resp);
+    tokio::task::spawn_local(async move {
+        let _guard = guard;
+        match tokio::try_join!(client_upgrade, upstream_upgrade) {
+            Ok((client, upstream)) => {
+                let mut client = hyper_util::rt::TokioIo::new(client);
+                let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    tracing::debug!(error = %e, "upgraded connection ended");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        }
+    });
+    Ok((resp, Some(ep), 0))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn log_access(
+    snapshot: &crate::snapshot::Snapshot,
+    info: &ConnInfo,
+    req: &RequestSummary,
+    resp: &Response<ResponseBody>,
+    start: Instant,
+    rule: Option<&Arc<CompiledRule>>,
+    backend: Option<(&CompiledBackendRef, Option<&Endpoint>)>,
+    retries: u32,
+) {
+    if !snapshot.access_log {
+        return;
+    }
+    let (service, version) = backend.map_or(("", ""), |(b, _)| {
+        (&*b.backend.key.service, &*b.backend.key.version)
+    });
+    let endpoint = backend
+        .and_then(|(_, e)| e)
+        .map(|e| e.addr.to_string())
+        .unwrap_or_default();
+    let bytes = resp.body().size_hint().exact().unwrap_or(0);
+    tracing::info!(
+        target: "serin::access",
+        method = %req.method,
+        path = %req.path,
+        status = resp.status().as_u16(),
+        duration_ms = start.elapsed().as_secs_f64() * 1000.0,
+        route = rule.map_or("", |r| &*r.route),
+        service,
+        version,
+        endpoint,
+        bytes,
+        retries,
+        request_id = req.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
+        trace_id = req.trace_id.as_deref().unwrap_or(""),
+        listener = %info.listener,
+        client = %info.remote.ip(),
+        "request"
+    );
+}

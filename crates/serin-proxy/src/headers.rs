@@ -1,0 +1,189 @@
+//! Headers a proxy owns: hop-by-hop removal, forwarding headers, request ids.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes the headers that belong to one connection, not the message (RFC
+/// 9110 §7.6.1), including those named in `Connection`. `keep_upgrade`
+/// keeps `Connection: upgrade` and `Upgrade` for a tunnel; `keep_te_trailers`
+/// keeps `te: trailers`, which gRPC needs on HTTP/2.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, keep_te_trailers: bool) {
+    if let Some(conn) = headers.get(header::CONNECTION) {
+        // Rare: only when a client lists extra hop-by-hop headers.
+        let named: Vec<HeaderName> = conn
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty() && !(keep_upgrade && n.eq_ignore_ascii_case("upgrade")))
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect();
+        for n in named {
+            if n != header::CONNECTION {
+                headers.remove(&n);
+            }
+        }
+        if !keep_upgrade {
+            headers.remove(header::CONNECTION);
+        }
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(header::PROXY_AUTHORIZATION);
+    headers.remove(header::TRAILER);
+    headers.remove(header::TRANSFER_ENCODING);
+    if !keep_upgrade {
+        headers.remove(header::UPGRADE);
+    }
+    if headers.contains_key(header::TE) {
+        let trailers = keep_te_trailers
+            && headers
+                .get(header::TE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| {
+                    v.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+                });
+        headers.remove(header::TE);
+        if trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+    }
+}
+
+/// Adds the client's address to `x-forwarded-for` and sets
+/// `x-forwarded-proto` to the scheme the client used with serin.
+pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, tls: bool) {
+    let mut buf = itoa_ip(client);
+    if let Some(prev) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        buf = format!("{prev}, {buf}");
+    }
+    if let Ok(v) = HeaderValue::from_str(&buf) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    headers.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    );
+}
+
+fn itoa_ip(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => v6.to_string(),
+        },
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+/// The request's id: the client's `x-request-id` when it sent a sane one,
+/// else a new random (version 4) UUID, set on the request.
+pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID)
+        && !v.is_empty()
+        && v.len() <= 200
+    {
+        return v.clone();
+    }
+    let v = new_request_id();
+    headers.insert(X_REQUEST_ID.clone(), v.clone());
+    v
+}
+
+fn new_request_id() -> HeaderValue {
+    let mut b: [u8; 16] = fastrand::u128(..).to_le_bytes();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let mut s = [0u8; 36];
+    let hex = b"0123456789abcdef";
+    let mut j = 0;
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s[j] = b'-';
+            j += 1;
+        }
+        s[j] = hex[usize::from(byte >> 4)];
+        s[j + 1] = hex[usize::from(byte & 0xf)];
+        j += 2;
+    }
+    HeaderValue::from_bytes(&s).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// The trace id of a W3C `traceparent` (`00-<trace-id>-<span-id>-<flags>`).
+pub fn trace_id(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(&TRACEPARENT)?.to_str().ok()?;
+    let mut parts = v.split('-');
+    let _version = parts.next()?;
+    let id = parts.next()?;
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers, deflate"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut h, false, true);
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get(header::CONNECTION).is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert_eq!(
+            h.get(header::TE).map(|v| v.as_bytes()),
+            Some(&b"trailers"[..])
+        );
+        assert!(h.get("x-kept").is_some());
+    }
+
+    #[test]
+    fn request_ids_are_uuids() {
+        let mut h = HeaderMap::new();
+        let id = ensure_request_id(&mut h);
+        let s = id.to_str().unwrap_or("");
+        assert_eq!(s.len(), 36);
+        assert_eq!(&s[14..15], "4");
+        let mut h2 = HeaderMap::new();
+        h2.insert(X_REQUEST_ID.clone(), HeaderValue::from_static("abc"));
+        assert_eq!(ensure_request_id(&mut h2), "abc");
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            X_FORWARDED_FOR.clone(),
+            HeaderValue::from_static("10.0.0.1"),
+        );
+        set_forwarded(
+            &mut h,
+            "127.0.0.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            false,
+        );
+        assert_eq!(
+            h.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()),
+            Some(&b"10.0.0.1, 127.0.0.1"[..])
+        );
+        assert_eq!(
+            h.get(&X_FORWARDED_PROTO).map(|v| v.as_bytes()),
+            Some(&b"http"[..])
+        );
+    }
+}

@@ -1,0 +1,344 @@
+//! Upstream connections, pooled per worker thread.
+//!
+//! Each worker owns its pools (no lock, no cross-thread wake-up): HTTP/1.1
+//! connections are kept idle per endpoint and reused last-in first-out;
+//! an h2c endpoint gets one multiplexed connection per worker. A response
+//! body gives its connection back when it ends, so a connection is reused
+//! only once the previous exchange is really over.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustc_hash::FxHashMap;
+use serin_config::proxy::UpstreamProtocol;
+use tokio::net::TcpStream;
+
+use crate::body::{ReplayBody, ResponseBody};
+use crate::endpoints::Endpoint;
+
+/// Runs hyper's background tasks on the worker's own thread.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LocalExec;
+
+impl<F> hyper::rt::Executor<F> for LocalExec
+where
+    F: Future + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
+}
+
+/// Why an exchange with an upstream failed, and whether it may have reached
+/// the upstream (which decides whether a retry is safe).
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("connect to {addr} failed: {source}")]
+    Connect {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("connect to {0} timed out")]
+    ConnectTimeout(std::net::SocketAddr),
+    /// The request was never written (connection closed first, stream
+    /// refused): safe to retry whatever the method.
+    #[error("request not sent: {0}")]
+    NotSent(hyper::Error),
+    /// The upstream may have seen the request.
+    #[error("upstream exchange failed: {0}")]
+    Upstream(hyper::Error),
+}
+
+impl SendError {
+    /// True when the upstream provably did not process the request.
+    pub fn never_reached_upstream(&self) -> bool {
+        !matches!(self, Self::Upstream(_))
+    }
+
+    pub fn is_connect(&self) -> bool {
+        matches!(self, Self::Connect { .. } | Self::ConnectTimeout(_))
+    }
+}
+
+fn classify(e: hyper::Error) -> SendError {
+    if e.is_canceled() {
+        return SendError::NotSent(e);
+    }
+    // An HTTP/2 stream refused (REFUSED_STREAM) was not processed.
+    if let Some(h2) = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<h2::Error>())
+        && h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+    {
+        return SendError::NotSent(e);
+    }
+    SendError::Upstream(e)
+}
+
+struct Idle {
+    tx: http1::SendRequest<ReplayBody>,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct EndpointPool {
+    idle: Vec<Idle>,
+    h2: Option<http2::SendRequest<ReplayBody>>,
+}
+
+/// Settings of one service that the pool needs.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub protocol: UpstreamProtocol,
+    pub connect_timeout: Duration,
+    pub max_idle: usize,
+    pub idle_timeout: Duration,
+}
+
+/// A worker's connection pools, keyed by endpoint id.
+#[derive(Default)]
+pub struct Pools {
+    map: RefCell<FxHashMap<u64, EndpointPool>>,
+}
+
+impl Pools {
+    pub fn new() -> Rc<Self> {
+        Rc::new(Self::default())
+    }
+
+    /// Sends a request to an endpoint over a pooled (or new) connection.
+    pub async fn send(
+        self: &Rc<Self>,
+        ep: &Arc<Endpoint>,
+        settings: &PoolSettings,
+        req: Request<ReplayBody>,
+    ) -> Result<Response<ResponseBody>, SendError> {
+        match settings.protocol {
+            UpstreamProtocol::Http1 => self.send_h1(ep, settings, req).await,
+            UpstreamProtocol::H2c => self.send_h2(ep, settings, req).await,
+        }
+    }
+
+    fn take_idle(&self, ep: u64, idle_timeout: Duration) -> Option<http1::SendRequest<ReplayBody>> {
+        let mut map = self.map.borrow_mut();
+        let pool = map.get_mut(&ep)?;
+        let now = Instant::now();
+        while let Some(idle) = pool.idle.pop() {
+            if idle.tx.is_closed() || now.duration_since(idle.since) > idle_timeout {
+                continue;
+            }
+            return Some(idle.tx);
+        }
+        None
+    }
+
+    fn put_idle(&self, ep: u64, tx: http1::SendRequest<ReplayBody>, max_idle: usize) {
+        if tx.is_closed() {
+            return;
+        }
+        let mut map = self.map.borrow_mut();
+        let pool = map.entry(ep).or_default();
+        if pool.idle.len() < max_idle {
+            pool.idle.push(Idle {
+                tx,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect(ep: &Endpoint, settings: &PoolSettings) -> Result<TcpStream, SendError> {
+        let addr = ep.addr;
+        let stream = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| SendError::ConnectTimeout(addr))?
+            .map_err(|source| SendError::Connect { addr, source })?;
+        // Requests are small and latency-bound: do not wait to coalesce.
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    async fn send_h1(
+        self: &Rc<Self>,
+        ep: &Arc<Endpoint>,
+        settings: &PoolSettings,
+        req: Request<ReplayBody>,
+    ) -> Result<Response<ResponseBody>, SendError> {
+        let mut tx = loop {
+            match self.take_idle(ep.id, settings.idle_timeout) {
+                Some(mut tx) => {
+                    // Ready soon after the previous body ended; an error means
+                    // the upstream closed it meanwhile.
+                    if tx.ready().await.is_ok() {
+                        break tx;
+                    }
+                }
+                None => {
+                    let stream = Self::connect(ep, settings).await?;
+                    let (tx, conn) = http1::Builder::new()
+                        .handshake(TokioIo::new(stream))
+                        .await
+                        .map_err(SendError::NotSent)?;
+                    tokio::task::spawn_local(async move {
+                        if let Err(e) = conn.with_upgrades().await {
+                            tracing::debug!(error = %e, "upstream connection ended");
+                        }
+                    });
+                    break tx;
+                }
+            }
+        };
+        let resp = tx.send_request(req).await.map_err(classify)?;
+        let upgrade = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+        let ret = (!upgrade).then(|| GiveBack {
+            pools: self.clone(),
+            ep: ep.id,
+            tx,
+            max_idle: settings.max_idle,
+        });
+        Ok(resp.map(|body| ResponseBody::Upstream(PooledBody::new(body, ret))))
+    }
+
+    async fn send_h2(
+        self: &Rc<Self>,
+        ep: &Arc<Endpoint>,
+        settings: &PoolSettings,
+        req: Request<ReplayBody>,
+    ) -> Result<Response<ResponseBody>, SendError> {
+        let existing = {
+            let map = self.map.borrow();
+            map.get(&ep.id)
+                .and_then(|p| p.h2.clone())
+                .filter(|tx| !tx.is_closed())
+        };
+        let mut tx = match existing {
+            Some(tx) => tx,
+            None => {
+                let stream = Self::connect(ep, settings).await?;
+                let (tx, conn) = http2::Builder::new(LocalExec)
+                    .timer(TokioTimer::new())
+                    .handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(SendError::NotSent)?;
+                tokio::task::spawn_local(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "upstream h2 connection ended");
+                    }
+                });
+                self.map.borrow_mut().entry(ep.id).or_default().h2 = Some(tx.clone());
+                tx
+            }
+        };
+        tx.ready().await.map_err(SendError::NotSent)?;
+        let resp = tx.send_request(req).await.map_err(classify)?;
+        Ok(resp.map(|body| ResponseBody::Upstream(PooledBody::new(body, None))))
+    }
+
+    /// Drops idle connections older than their timeout and pools of
+    /// endpoints that are gone. Called now and then by the worker.
+    pub fn sweep(&self, idle_timeout: Duration, live: impl Fn(u64) -> bool) {
+        let now = Instant::now();
+        let mut map = self.map.borrow_mut();
+        map.retain(|id, pool| {
+            if !live(*id) {
+                return false;
+            }
+            pool.idle
+                .retain(|i| !i.tx.is_closed() && now.duration_since(i.since) <= idle_timeout);
+            if pool.h2.as_ref().is_some_and(http2::SendRequest::is_closed) {
+                pool.h2 = None;
+            }
+            !pool.idle.is_empty() || pool.h2.is_some()
+        });
+    }
+
+    /// Idle connections held now (for tests and the admin API).
+    #[cfg(test)]
+    pub fn idle_count(&self) -> usize {
+        self.map.borrow().values().map(|p| p.idle.len()).sum()
+    }
+}
+
+struct GiveBack {
+    pools: Rc<Pools>,
+    ep: u64,
+    tx: http1::SendRequest<ReplayBody>,
+    max_idle: usize,
+}
+
+impl GiveBack {
+    fn give(self) {
+        self.pools.put_idle(self.ep, self.tx, self.max_idle);
+    }
+}
+
+/// An upstream response body that returns its connection to the pool when
+/// it ends. A body that breaks or is dropped early takes its connection
+/// with it: a half-read response cannot be followed by another.
+pub struct PooledBody {
+    inner: Incoming,
+    ret: Option<GiveBack>,
+}
+
+impl PooledBody {
+    fn new(inner: Incoming, ret: Option<GiveBack>) -> Self {
+        let mut body = Self { inner, ret };
+        if body.inner.is_end_stream()
+            && let Some(r) = body.ret.take()
+        {
+            r.give();
+        }
+        body
+    }
+
+    /// The raw upstream body (for upgrades, which take the connection).
+    pub fn into_inner(self) -> Incoming {
+        self.inner
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let res = Pin::new(&mut this.inner).poll_frame(cx);
+        match &res {
+            Poll::Ready(None) => {
+                if let Some(r) = this.ret.take() {
+                    r.give();
+                }
+            }
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => {
+                if let Some(r) = this.ret.take() {
+                    r.give();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                this.ret = None;
+            }
+            _ => {}
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

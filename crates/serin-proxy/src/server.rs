@@ -1,0 +1,322 @@
+//! Listeners, workers and client connections.
+//!
+//! Each worker is a thread with its own single-threaded runtime, its own
+//! connection pools and its own copy of every listening socket (the kernel
+//! hands each accepted connection to one worker). Nothing on the request path
+//! crosses threads.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use serin_config::proxy::ListenerConfig;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::forward::{self, ConnInfo};
+use crate::metrics::ListenerLabels;
+use crate::pool::{LocalExec, Pools};
+use crate::strict::{ConnFlags, RawHeadScanner};
+use crate::{Shared, tls};
+
+/// A bound listening socket and its current settings. The socket outlives
+/// reloads that keep its address; settings change in place.
+pub struct ListenerSocket {
+    pub address: SocketAddr,
+    pub socket: std::net::TcpListener,
+    pub settings: ArcSwap<ListenerSettings>,
+    /// Set to true to stop accepting on this socket.
+    pub stop: watch::Sender<bool>,
+}
+
+pub struct ListenerSettings {
+    pub config: ListenerConfig,
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl ListenerSocket {
+    /// Binds the listener's address. The error is the OS's, to be reported
+    /// against the config line.
+    pub fn bind(config: &ListenerConfig) -> std::io::Result<Self> {
+        let domain = socket2::Domain::for_address(config.address);
+        let sock =
+            socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+        // Restart without waiting for TIME_WAIT sockets of the last run.
+        sock.set_reuse_address(true)?;
+        sock.set_nonblocking(true)?;
+        sock.bind(&config.address.into())?;
+        sock.listen(4096)?;
+        let socket: std::net::TcpListener = sock.into();
+        let address = socket.local_addr()?;
+        let (stop, _) = watch::channel(false);
+        Ok(Self {
+            address,
+            socket,
+            settings: ArcSwap::from_pointee(ListenerSettings {
+                config: config.clone(),
+                tls: None,
+            }),
+            stop,
+        })
+    }
+
+    pub fn name(&self) -> String {
+        self.settings.load().config.name.clone()
+    }
+}
+
+/// What the control plane tells a worker.
+pub enum WorkerCommand {
+    Listen(Arc<ListenerSocket>),
+}
+
+/// The handle of a running worker thread.
+pub struct WorkerHandle {
+    pub commands: mpsc::UnboundedSender<WorkerCommand>,
+    pub thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Per-worker state shared by its connections.
+pub struct WorkerCtx {
+    pub shared: Arc<Shared>,
+    pub pools: Rc<Pools>,
+}
+
+pub fn spawn_worker(id: usize, shared: Arc<Shared>) -> std::io::Result<WorkerHandle> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<WorkerCommand>();
+    let thread = std::thread::Builder::new()
+        .name(format!("serin-worker-{id}"))
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start worker runtime");
+                    return;
+                }
+            };
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, async move {
+                let ctx = Rc::new(WorkerCtx {
+                    shared: shared.clone(),
+                    pools: Pools::new(),
+                });
+                tokio::task::spawn_local(sweep_pools(ctx.clone()));
+                let mut drain = shared.drain.subscribe();
+                loop {
+                    tokio::select! {
+                        cmd = rx.recv() => match cmd {
+                            Some(WorkerCommand::Listen(l)) => {
+                                tokio::task::spawn_local(accept_loop(ctx.clone(), l));
+                            }
+                            None => break,
+                        },
+                        _ = drain.wait_for(|d| d.is_some()) => break,
+                    }
+                }
+                // Draining: wait for connections to finish (bounded by the
+                // drain deadline the control plane enforces).
+                while shared.open_connections() > 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    if shared.drain_expired() {
+                        break;
+                    }
+                }
+            });
+        })?;
+    Ok(WorkerHandle {
+        commands: tx,
+        thread: Some(thread),
+    })
+}
+
+async fn sweep_pools(ctx: Rc<WorkerCtx>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let snap = ctx.shared.snapshot.load();
+        let live = ctx.shared.live_endpoint_ids();
+        let timeout = snap
+            .config
+            .services
+            .iter()
+            .map(|s| s.pool_idle_timeout)
+            .max()
+            .unwrap_or(serin_config::proxy::defaults::POOL_IDLE_TIMEOUT);
+        ctx.pools.sweep(timeout, |id| live.contains(&id));
+    }
+}
+
+async fn accept_loop(ctx: Rc<WorkerCtx>, listener: Arc<ListenerSocket>) {
+    let std_listener = match listener.socket.try_clone() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, address = %listener.address, "cannot share listening socket");
+            return;
+        }
+    };
+    let tokio_listener = match tokio::net::TcpListener::from_std(std_listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, address = %listener.address, "cannot register listening socket");
+            return;
+        }
+    };
+    let mut stop = listener.stop.subscribe();
+    let mut drain = ctx.shared.drain.subscribe();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => break,
+            _ = drain.wait_for(|d| d.is_some()) => break,
+            res = tokio_listener.accept() => match res {
+                Ok((stream, remote)) => {
+                    tokio::task::spawn_local(serve_connection(ctx.clone(), listener.clone(), stream, remote));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, address = %listener.address, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+struct OpenConnection {
+    shared: Arc<Shared>,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.shared.connection_closed();
+        self.gauge.dec();
+    }
+}
+
+async fn serve_connection(
+    ctx: Rc<WorkerCtx>,
+    listener: Arc<ListenerSocket>,
+    stream: TcpStream,
+    remote: SocketAddr,
+) {
+    let settings = listener.settings.load_full();
+    let cfg = &settings.config;
+    let gauge = ctx
+        .shared
+        .metrics
+        .active_connections
+        .get_or_create(&ListenerLabels {
+            listener: cfg.name.clone(),
+        })
+        .clone();
+    gauge.inc();
+    ctx.shared.connection_opened();
+    let _open = OpenConnection {
+        shared: ctx.shared.clone(),
+        gauge,
+    };
+    let _ = stream.set_nodelay(true);
+    let flags = Arc::new(ConnFlags::default());
+    let info = Rc::new(ConnInfo {
+        listener: cfg.name.as_str().into(),
+        remote,
+        tls: settings.tls.is_some(),
+        flags: flags.clone(),
+        requests: Cell::new(0),
+    });
+    match &settings.tls {
+        None => {
+            let io = RawHeadScanner::new(stream, flags.clone(), true);
+            serve_io(ctx, info, cfg, io).await;
+        }
+        Some(acceptor) => {
+            let handshake =
+                tokio::time::timeout(cfg.limits.header_read_timeout, acceptor.accept(stream));
+            match handshake.await {
+                Ok(Ok(tls_stream)) => {
+                    let h2 = tls::negotiated_h2(&tls_stream);
+                    let io = RawHeadScanner::new(tls_stream, flags.clone(), !h2);
+                    serve_io(ctx, info, cfg, io).await;
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, %remote, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn serve_io<T>(
+    ctx: Rc<WorkerCtx>,
+    info: Rc<ConnInfo>,
+    cfg: &ListenerConfig,
+    io: RawHeadScanner<T>,
+) where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = &cfg.limits;
+    let mut builder = auto::Builder::new(LocalExec);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_headers(limits.max_request_headers)
+        // hyper refuses a head larger than its read buffer (431).
+        .max_buf_size(limits.max_request_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_request_header_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(Some(50))
+        .max_local_error_reset_streams(Some(256))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let flags = info.flags.clone();
+    let svc_ctx = ctx.clone();
+    let service = service_fn(move |req| forward::handle(svc_ctx.clone(), info.clone(), req));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let mut drain = ctx.shared.drain.subscribe();
+    let idle = limits.idle_timeout;
+    let mut last_activity = flags.activity();
+    let mut idle_tick = tokio::time::interval_at(tokio::time::Instant::now() + idle, idle);
+    let mut shutting_down = false;
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "client connection ended with an error");
+                }
+                break;
+            }
+            _ = drain.wait_for(|d| d.is_some()), if !shutting_down => {
+                // HTTP/1: finish the request in flight, answer with
+                // `Connection: close`; HTTP/2: GOAWAY, finish open streams.
+                conn.as_mut().graceful_shutdown();
+                shutting_down = true;
+            }
+            _ = idle_tick.tick() => {
+                if shutting_down && ctx.shared.drain_expired() {
+                    break;
+                }
+                let now = flags.activity();
+                if now == last_activity && !shutting_down {
+                    conn.as_mut().graceful_shutdown();
+                    shutting_down = true;
+                }
+                last_activity = now;
+            }
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The running configuration: an immutable snapshot compiled from a
+//! validated config, swapped atomically on reload. Requests in flight keep
+//! the snapshot they started with.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use http::HeaderName;
+use serin_config::proxy::{
+    FilterConfig, LbPolicy, ProxyConfig, RetryConfig, ServiceConfig, TimeoutsConfig,
+};
+use serin_discovery::BackendKey;
+
+use crate::endpoints::Backend;
+use crate::metrics::{BackendMetrics, Metrics};
+use crate::pool::PoolSettings;
+use crate::routing::RouteTable;
+
+/// A service's settings as the request path needs them.
+pub struct CompiledService {
+    pub name: Arc<str>,
+    pub pool: PoolSettings,
+    pub lb: LbPolicy,
+    pub hash_header: Option<HeaderName>,
+}
+
+/// One weighted backend of a rule.
+pub struct CompiledBackendRef {
+    pub backend: Arc<Backend>,
+    pub service: Arc<CompiledService>,
+    pub weight: u32,
+    pub metrics: BackendMetrics,
+}
+
+/// One rule of a route, ready to serve.
+pub struct CompiledRule {
+    pub route: Arc<str>,
+    pub index: usize,
+    pub filters: Vec<FilterConfig>,
+    pub backends: Vec<CompiledBackendRef>,
+    /// Running sums of weights, for the weighted pick.
+    cumulative: Vec<u64>,
+    pub timeouts: TimeoutsConfig,
+    pub retry: RetryConfig,
+    /// Metrics of requests this rule answers itself (redirects, no backend).
+    pub local_metrics: BackendMetrics,
+}
+
+impl CompiledRule {
+    /// Picks a backend by weight. `None` when every weight is 0.
+    pub fn pick_backend(&self) -> Option<&CompiledBackendRef> {
+        let total = *self.cumulative.last()?;
+        if total == 0 {
+            return None;
+        }
+        let r = fastrand::u64(..total);
+        let i = self.cumulative.partition_point(|c| *c <= r);
+        self.backends.get(i)
+    }
+}
+
+/// Everything the data plane serves at one moment.
+pub struct Snapshot {
+    pub config: Arc<ProxyConfig>,
+    /// Route tables by listener name.
+    pub tables: BTreeMap<String, Arc<RouteTable>>,
+    pub access_log: bool,
+    /// Counts requests that match no route.
+    pub unrouted: BackendMetrics,
+}
+
+impl Snapshot {
+    pub fn table(&self, listener: &str) -> Option<&Arc<RouteTable>> {
+        self.tables.get(listener)
+    }
+}
+
+/// Compiles a validated config. `backend` returns the long-lived state of a
+/// service version (created on first use).
+pub fn compile(
+    config: Arc<ProxyConfig>,
+    metrics: &Arc<Metrics>,
+    mut backend: impl FnMut(&BackendKey) -> Arc<Backend>,
+) -> Snapshot {
+    let services: BTreeMap<&str, Arc<CompiledService>> = config
+        .services
+        .iter()
+        .map(|s| (s.name.as_str(), Arc::new(compile_service(s))))
+        .collect();
+    let mut compiled_routes = Vec::new();
+    for route in &config.routes {
+        let route_name: Arc<str> = route.name.as_str().into();
+        let rules: Vec<Arc<CompiledRule>> = route
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(index, rule)| {
+                let mut backends = Vec::new();
+                let mut cumulative = Vec::new();
+                let mut sum = 0u64;
+                for b in &rule.backends {
+                    let Some(service) = services.get(b.service.as_str()) else {
+                        continue;
+                    };
+                    sum += u64::from(b.weight);
+                    cumulative.push(sum);
+                    backends.push(CompiledBackendRef {
+                        backend: backend(&BackendKey::new(&b.service, &b.version)),
+                        service: service.clone(),
+                        weight: b.weight,
+                        metrics: BackendMetrics::new(metrics, &route.name, &b.service, &b.version),
+                    });
+                }
+                Arc::new(CompiledRule {
+                    route: route_name.clone(),
+                    index,
+                    filters: rule.filters.clone(),
+                    backends,
+                    cumulative,
+                    timeouts: rule.timeouts,
+                    retry: rule.retry.clone(),
+                    local_metrics: BackendMetrics::new(metrics, &route.name, "", ""),
+                })
+            })
+            .collect();
+        compiled_routes.push((route, rules));
+    }
+    let tables = config
+        .listeners
+        .iter()
+        .map(|l| {
+            let attached: Vec<_> = compiled_routes
+                .iter()
+                .filter(|(r, _)| r.listeners.is_empty() || r.listeners.contains(&l.name))
+                .map(|(r, rules)| (*r, rules.clone()))
+                .collect();
+            (l.name.clone(), Arc::new(RouteTable::build(&attached)))
+        })
+        .collect();
+    Snapshot {
+        access_log: config.access_log.is_some(),
+        tables,
+        unrouted: BackendMetrics::new(metrics, "", "", ""),
+        config,
+    }
+}
+
+fn compile_service(s: &ServiceConfig) -> CompiledService {
+    CompiledService {
+        name: s.name.as_str().into(),
+        pool: PoolSettings {
+            protocol: s.protocol,
+            connect_timeout: s.connect_timeout,
+            max_idle: s.max_idle_per_endpoint,
+            idle_timeout: s.pool_idle_timeout,
+        },
+        lb: s.load_balancer.policy,
+        hash_header: s.load_balancer.hash_header.clone(),
+    }
+}

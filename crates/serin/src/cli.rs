@@ -1,0 +1,176 @@
+//! Every flag of `serin`, defined once; help comes from these definitions.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// serin: an L7 proxy, API gateway and sidecar with canary releases,
+/// resilience and live metrics — and a local runtime that runs a whole stack
+/// of services on one machine.
+#[derive(Debug, Parser)]
+#[command(
+    name = "serin",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Log format: human-readable text, or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto, env = "SERIN_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    /// More logging (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Text in a terminal, JSON otherwise.
+    Auto,
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy: from a config file, or in front of one upstream.
+    ///
+    /// With --config, serves the listeners, routes and services of a YAML
+    /// file, reloading it when it changes, on SIGHUP, or on
+    /// `POST /reload` to the admin API. With --listen and --upstream,
+    /// proxies every request to one upstream with no file.
+    Proxy(ProxyArgs),
+
+    /// Check a proxy config file without running it.
+    ///
+    /// Prints every problem at once as FILE:LINE:COLUMN: FIELD: MESSAGE and
+    /// exits 1 when there is any.
+    Validate(ValidateArgs),
+
+    /// Show or change route weights of a running serin (admin API).
+    #[command(subcommand)]
+    Weights(WeightsCommand),
+
+    /// Run one of the demo services (qotm, auth, pinger, details, frontend,
+    /// counter); the same program as `serin-demo`.
+    Demo {
+        #[command(subcommand)]
+        service: serin_demo::DemoCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// The proxy config file (YAML).
+    #[arg(short, long, value_name = "FILE", conflicts_with_all = ["listen", "upstream"], required_unless_present = "upstream")]
+    pub config: Option<PathBuf>,
+
+    /// Quick start: the address to listen on (with --upstream).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        requires = "upstream",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub listen: Option<SocketAddr>,
+
+    /// Quick start: the one upstream, HOST:PORT, that gets every request.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub upstream: Option<String>,
+
+    /// Worker threads (default: the config's `workers`, else one per CPU).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// The admin API address (overrides the config's admin.address).
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
+
+    /// Write an access log line per request (JSON with --log-format json).
+    #[arg(long)]
+    pub access_log: bool,
+
+    /// Where run-time weight changes are kept (default: NAME.state.json
+    /// beside the config file).
+    #[arg(long, value_name = "FILE")]
+    pub state_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The proxy config file to check.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Print the problems as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct AdminTarget {
+    /// Address of the running serin's admin API.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:9901",
+        env = "SERIN_ADMIN"
+    )]
+    pub admin: SocketAddr,
+
+    /// Admin API token, when the admin API wants one.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "SERIN_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WeightsCommand {
+    /// Print a route's weights, rule by rule.
+    Get {
+        /// The route's name.
+        route: String,
+        #[command(flatten)]
+        admin: AdminTarget,
+    },
+    /// Change a route's weights, e.g. `serin weights set qotm v1=90 v2=10`.
+    ///
+    /// A backend is named by its version, or service/version when a rule
+    /// has two services with the same version name. Backends not named keep
+    /// their weight. The change is kept across restarts.
+    Set {
+        /// The route's name.
+        route: String,
+        /// BACKEND=WEIGHT pairs.
+        #[arg(value_name = "BACKEND=WEIGHT", required = true, value_parser = parse_weight)]
+        weights: Vec<(String, u32)>,
+        /// Only this rule (index from 0); default: every rule with these
+        /// backends.
+        #[arg(long)]
+        rule: Option<usize>,
+        #[command(flatten)]
+        admin: AdminTarget,
+    },
+}
+
+fn parse_weight(s: &str) -> Result<(String, u32), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not BACKEND=WEIGHT"))?;
+    if k.is_empty() {
+        return Err(format!("`{s}` names no backend"));
+    }
+    let w = v
+        .parse::<u32>()
+        .map_err(|_| format!("weight `{v}` is not a whole number"))?;
+    Ok((k.to_string(), w))
+}

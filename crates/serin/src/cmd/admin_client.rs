@@ -1,0 +1,82 @@
+//! A small blocking client for the admin API, used by the CLI subcommands
+//! that talk to a running serin.
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use crate::cli::AdminTarget;
+
+pub struct AdminClient {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+    rt: tokio::runtime::Runtime,
+}
+
+impl AdminClient {
+    pub fn new(target: &AdminTarget) -> anyhow::Result<Self> {
+        Ok(Self {
+            base: format!("http://{}", target.admin),
+            token: target.token.clone(),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()?,
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+        })
+    }
+
+    pub fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(reqwest::Method::GET, path, None)
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(reqwest::Method::POST, path, Some(body))
+    }
+
+    fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        self.rt.block_on(async {
+            let resp = req.send().await.with_context(|| {
+                format!(
+                    "cannot reach the admin API at {} (is serin running?)",
+                    self.base
+                )
+            })?;
+            let status = resp.status();
+            let text = resp.text().await?;
+            let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            if !status.is_success() {
+                let msg = value
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .map_or_else(|| value.to_string(), str::to_string);
+                let problems = value
+                    .get("problems")
+                    .and_then(Value::as_array)
+                    .map(|p| {
+                        p.iter()
+                            .filter_map(Value::as_str)
+                            .map(|s| format!("\n  {s}"))
+                            .collect::<String>()
+                    })
+                    .unwrap_or_default();
+                bail!("{msg} (HTTP {status}){problems}");
+            }
+            Ok(value)
+        })
+    }
+}

@@ -1,0 +1,179 @@
+//! `serin proxy`: the data plane on its own, from a file or in front of one
+//! upstream.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use serin_config::proxy::{
+    BackendRefConfig, ListenerConfig, ListenerLimits, LoadBalancerConfig, LogFormat, MatchConfig,
+    PathMatch, ProxyConfig, RetryConfig, RouteConfig, RuleConfig, ServiceConfig, TimeoutsConfig,
+    UpstreamProtocol, VersionConfig, defaults,
+};
+use serin_discovery::Registry;
+use serin_proxy::{Proxy, ProxyOptions};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cli::ProxyArgs;
+
+pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
+    let mut config = match &args.config {
+        Some(path) => match serin_config::proxy::load_proxy_config(path) {
+            Ok(c) => c,
+            Err(errors) => {
+                eprint!("{errors}");
+                return Ok(ExitCode::FAILURE);
+            }
+        },
+        None => quick_config(&args)?,
+    };
+    if let Some(w) = args.workers {
+        anyhow::ensure!((1..=256).contains(&w), "--workers must be from 1 to 256");
+        config.workers = w;
+    }
+    if let Some(a) = args.admin {
+        config.admin.address = a;
+    }
+    if args.access_log && config.access_log.is_none() {
+        config.access_log = Some(LogFormat::Json);
+    }
+    let state_file = args
+        .state_file
+        .clone()
+        .or_else(|| args.config.as_deref().map(serin_proxy::state::path_beside));
+    let rt = super::control_runtime()?;
+    rt.block_on(serve(config, state_file, args.config.is_some()))
+}
+
+/// One listener, one service, one catch-all route.
+fn quick_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
+    let upstream = args.upstream.as_deref().context("--upstream is required")?;
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(upstream)
+        .with_context(|| format!("--upstream {upstream}: not HOST:PORT"))?
+        .next()
+        .with_context(|| format!("--upstream {upstream} resolves to no address"))?;
+    let listen = args
+        .listen
+        .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let listener = ListenerConfig {
+        name: "default".into(),
+        address: listen,
+        tls: None,
+        limits: ListenerLimits::default(),
+        span: Default::default(),
+        path: "--listen".into(),
+    };
+    let service = ServiceConfig {
+        name: "upstream".into(),
+        protocol: UpstreamProtocol::Http1,
+        connect_timeout: defaults::CONNECT_TIMEOUT,
+        load_balancer: LoadBalancerConfig {
+            policy: Default::default(),
+            hash_header: None,
+        },
+        max_idle_per_endpoint: defaults::MAX_IDLE_PER_ENDPOINT,
+        pool_idle_timeout: defaults::POOL_IDLE_TIMEOUT,
+        versions: vec![VersionConfig {
+            name: "default".into(),
+            endpoints: Some(vec![addr]),
+        }],
+    };
+    let route = RouteConfig {
+        name: "default".into(),
+        listeners: vec![],
+        hostnames: vec![],
+        rules: vec![RuleConfig {
+            name: None,
+            matches: vec![MatchConfig {
+                path: PathMatch::PathPrefix(String::new()),
+                headers: vec![],
+                query_params: vec![],
+                method: None,
+            }],
+            filters: vec![],
+            backends: vec![BackendRefConfig {
+                service: "upstream".into(),
+                version: "default".into(),
+                weight: 1,
+            }],
+            timeouts: TimeoutsConfig {
+                request: Some(defaults::REQUEST_TIMEOUT),
+                backend_request: None,
+            },
+            retry: RetryConfig::default(),
+        }],
+    };
+    Ok(ProxyConfig::minimal(
+        vec![listener],
+        vec![service],
+        vec![route],
+    ))
+}
+
+async fn serve(
+    config: ProxyConfig,
+    state_file: Option<std::path::PathBuf>,
+    from_file: bool,
+) -> anyhow::Result<ExitCode> {
+    let admin_addr = config.admin.address;
+    let admin_token = config.admin.token.clone();
+    let drain_timeout = config.drain_timeout;
+    let proxy = match Proxy::start(
+        config,
+        Registry::new(),
+        ProxyOptions {
+            state_file,
+            watch_config: from_file,
+        },
+    ) {
+        Ok(p) => p,
+        Err(serin_proxy::StartError::Config(errors)) => {
+            eprint!("{errors}");
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (admin_bound, admin) = serin_proxy::admin::serve(
+        admin_addr,
+        admin_token,
+        serin_proxy::admin::router(proxy.clone()),
+        async {
+            let _ = admin_stopped.await;
+        },
+    )
+    .await
+    .with_context(|| format!("cannot serve the admin API on {admin_addr}"))?;
+    let admin_task = tokio::spawn(admin);
+    for (name, addr) in proxy.listener_addrs() {
+        tracing::info!(listener = %name, address = %addr, "listening");
+    }
+    tracing::info!(address = %admin_bound, "admin API listening");
+    wait_for_signals(&proxy).await?;
+    tracing::info!(timeout = ?drain_timeout, "draining");
+    proxy.drain(drain_timeout).await;
+    let _ = stop_admin.send(());
+    let _ = admin_task.await;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Returns on SIGTERM or SIGINT; reloads on SIGHUP.
+pub async fn wait_for_signals(proxy: &Arc<Proxy>) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => {
+                let p = proxy.clone();
+                match tokio::task::spawn_blocking(move || p.reload_from_file()).await? {
+                    Ok(()) => tracing::info!("configuration reloaded (SIGHUP)"),
+                    Err(e) => tracing::error!("configuration rejected; the running one stays:\n{e}"),
+                }
+            }
+        }
+    }
+}
