@@ -227,6 +227,16 @@ fn join(path: &str, key: &str) -> String {
 
 /// The closest known name within a small edit distance.
 pub fn suggest<'k>(given: &str, known: &[&'k str]) -> Option<&'k str> {
+    let lower = given.to_ascii_lowercase();
+    // An abbreviation (`Regex` for `RegularExpression`) or a prefix.
+    if lower.len() >= 3
+        && let Some(k) = known.iter().find(|k| {
+            let k = k.to_ascii_lowercase();
+            k.starts_with(&lower) || (lower.len() >= 4 && k.starts_with(&lower[..3]))
+        })
+    {
+        return Some(k);
+    }
     known
         .iter()
         .map(|k| {

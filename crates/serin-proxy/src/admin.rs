@@ -33,6 +33,7 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
             get(get_weights).put(set_weights).post(set_weights),
         )
         .route("/endpoints", get(endpoints))
+        .route("/listeners", get(listeners))
         .route("/reload", post(reload))
         .with_state(proxy)
 }
@@ -144,6 +145,15 @@ async fn endpoints(State(proxy): State<Arc<Proxy>>) -> Response {
         })
         .collect();
     Json(json!({ "backends": backends })).into_response()
+}
+
+async fn listeners(State(proxy): State<Arc<Proxy>>) -> Response {
+    let list: Vec<_> = proxy
+        .listener_addrs()
+        .into_iter()
+        .map(|(name, addr)| json!({ "name": name, "address": addr.to_string() }))
+        .collect();
+    Json(json!({ "listeners": list })).into_response()
 }
 
 async fn reload(State(proxy): State<Arc<Proxy>>) -> Response {

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use rustc_hash::FxHashSet;
-use serin_config::proxy::ProxyConfig;
+use serin_config::proxy::{ListenerConfig, ProxyConfig};
 use serin_config::{ConfigError, ConfigErrors};
 use serin_discovery::{BackendKey, EndpointSpec, Registry};
 use tokio::sync::watch;
@@ -177,6 +177,23 @@ impl Proxy {
         };
         // Bind first: an address in use is a config error at its line.
         let listeners = bind_all(&config, &BTreeMap::new())?;
+        for (l, sock) in &listeners {
+            if let Some(t) = &l.tls {
+                let acceptor = tls::acceptor(&t.certificate, &t.key).map_err(|e| {
+                    ConfigErrors(vec![ConfigError {
+                        file: config_file_name(&config).into(),
+                        line: l.span.line,
+                        column: l.span.col,
+                        path: l.path.clone(),
+                        message: e.to_string(),
+                    }])
+                })?;
+                sock.settings.store(Arc::new(ListenerSettings {
+                    config: l.clone(),
+                    tls: Some(acceptor),
+                }));
+            }
+        }
         let mut effective = config.clone();
         let state = apply_state(&mut effective, state);
         let (drain, _) = watch::channel(None);
@@ -309,12 +326,11 @@ impl Proxy {
         self.generation.send_modify(|g| *g += 1);
     }
 
-    fn activate_listeners(&self, bound: BTreeMap<SocketAddr, Arc<ListenerSocket>>) {
+    fn activate_listeners(&self, bound: Vec<(ListenerConfig, Arc<ListenerSocket>)>) {
         let workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
         let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
-        let cfg = self.shared.snapshot.load().config.clone();
-        // Stop listeners whose address is gone.
-        let keep: BTreeSet<SocketAddr> = bound.keys().copied().collect();
+        // Stop listeners the config no longer has.
+        let keep: BTreeSet<SocketAddr> = bound.iter().map(|(_, s)| s.address).collect();
         control.listeners.retain(|addr, l| {
             let kept = keep.contains(addr);
             if !kept {
@@ -322,26 +338,26 @@ impl Proxy {
             }
             kept
         });
-        for (addr, l) in bound {
-            if let Some(lc) = cfg
-                .listeners
-                .iter()
-                .find(|lc| lc.address == addr || (lc.address.port() == 0 && lc.name == l.name()))
-            {
-                let tls = lc
-                    .tls
-                    .as_ref()
-                    .and_then(|t| tls::acceptor(&t.certificate, &t.key).ok());
-                l.settings.store(Arc::new(ListenerSettings {
-                    config: lc.clone(),
-                    tls,
-                }));
-            }
-            if !control.listeners.contains_key(&addr) {
+        for (config, sock) in bound {
+            // TLS files were checked before; a failure here means they
+            // changed since, and the listener keeps its previous acceptor.
+            let tls = match &config.tls {
+                None => None,
+                Some(t) => match tls::acceptor(&t.certificate, &t.key) {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        tracing::error!(listener = %config.name, error = %e, "TLS not reloaded");
+                        sock.settings.load().tls.clone()
+                    }
+                },
+            };
+            sock.settings
+                .store(Arc::new(ListenerSettings { config, tls }));
+            if !control.listeners.contains_key(&sock.address) {
                 for w in workers.iter() {
-                    let _ = w.commands.send(WorkerCommand::Listen(l.clone()));
+                    let _ = w.commands.send(WorkerCommand::Listen(sock.clone()));
                 }
-                control.listeners.insert(addr, l);
+                control.listeners.insert(sock.address, sock);
             }
         }
     }
@@ -501,21 +517,22 @@ impl Proxy {
 fn bind_all(
     config: &ProxyConfig,
     existing: &BTreeMap<SocketAddr, Arc<ListenerSocket>>,
-) -> Result<BTreeMap<SocketAddr, Arc<ListenerSocket>>, ConfigErrors> {
+) -> Result<Vec<(ListenerConfig, Arc<ListenerSocket>)>, ConfigErrors> {
     let file = config_file_name(config);
-    let mut out = BTreeMap::new();
+    let mut out = Vec::new();
     let mut errors = Vec::new();
     for l in &config.listeners {
-        if l.address.port() != 0
-            && let Some(sock) = existing.get(&l.address)
-        {
-            out.insert(l.address, sock.clone());
+        // Port 0 means "any port": the socket is the same listener only if
+        // the name is too.
+        let reuse = existing
+            .values()
+            .find(|s| s.configured == l.address && (l.address.port() != 0 || s.name() == l.name));
+        if let Some(sock) = reuse {
+            out.push((l.clone(), sock.clone()));
             continue;
         }
         match ListenerSocket::bind(l) {
-            Ok(sock) => {
-                out.insert(sock.address, Arc::new(sock));
-            }
+            Ok(sock) => out.push((l.clone(), Arc::new(sock))),
             Err(e) => errors.push(bind_error(l, &file, &e)),
         }
     }

@@ -127,6 +127,12 @@ impl Metrics {
             "Configuration reloads, by result (success or failure)",
             reloads.clone(),
         );
+        // Shown from the start, so a dashboard sees 0 rather than nothing.
+        for result in ["success", "failure"] {
+            reloads.get_or_create(&ResultLabels {
+                result: result.to_string(),
+            });
+        }
         Arc::new(Self {
             registry,
             requests,
@@ -161,6 +167,24 @@ pub struct BackendMetrics {
 }
 
 impl BackendMetrics {
+    /// Handles for requests a rule answers without a backend (redirects,
+    /// no route): only their status codes are counted.
+    pub fn local(metrics: &Arc<Metrics>, route: &str) -> Self {
+        Self {
+            labels: BackendLabels {
+                route: route.to_string(),
+                service: String::new(),
+                version: String::new(),
+            },
+            metrics: metrics.clone(),
+            // Not registered: nothing is forwarded, so these stay unseen.
+            duration: latency_histogram(),
+            retries: Counter::default(),
+            connect_failures: Counter::default(),
+            codes: OnceLock::new(),
+        }
+    }
+
     pub fn new(metrics: &Arc<Metrics>, route: &str, service: &str, version: &str) -> Self {
         let labels = BackendLabels {
             route: route.to_string(),

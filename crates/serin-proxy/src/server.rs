@@ -29,7 +29,10 @@ use crate::{Shared, tls};
 /// A bound listening socket and its current settings. The socket outlives
 /// reloads that keep its address; settings change in place.
 pub struct ListenerSocket {
+    /// The address bound (the OS's port when the config said 0).
     pub address: SocketAddr,
+    /// The address as configured; a reload keeps the socket while it stays.
+    pub configured: SocketAddr,
     pub socket: std::net::TcpListener,
     pub settings: ArcSwap<ListenerSettings>,
     /// Set to true to stop accepting on this socket.
@@ -58,6 +61,7 @@ impl ListenerSocket {
         let (stop, _) = watch::channel(false);
         Ok(Self {
             address,
+            configured: config.address,
             socket,
             settings: ArcSwap::from_pointee(ListenerSettings {
                 config: config.clone(),

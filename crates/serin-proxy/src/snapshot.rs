@@ -119,7 +119,7 @@ pub fn compile(
                     cumulative,
                     timeouts: rule.timeouts,
                     retry: rule.retry.clone(),
-                    local_metrics: BackendMetrics::new(metrics, &route.name, "", ""),
+                    local_metrics: BackendMetrics::local(metrics, &route.name),
                 })
             })
             .collect();
@@ -140,7 +140,7 @@ pub fn compile(
     Snapshot {
         access_log: config.access_log.is_some(),
         tables,
-        unrouted: BackendMetrics::new(metrics, "", "", ""),
+        unrouted: BackendMetrics::local(metrics, ""),
         config,
     }
 }

@@ -1,1 +1,20 @@
+//! Helpers shared by serin's end-to-end tests: test upstream servers, a
+//! runner for the `serin` binary that dumps its logs when a test fails, and
+//! raw socket clients. Everything listens on 127.0.0.1 with OS-picked ports.
 
+pub mod process;
+pub mod raw;
+pub mod upstream;
+
+pub use process::{Serin, wait_until};
+pub use upstream::{Upstream, UpstreamControl};
+
+/// A free loopback port (bind to 0, read it, release it). Prefer port 0 in
+/// configs where serin can report the port; this is for programs that
+/// cannot.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("cannot find a free port: {e}"))
+}

@@ -1,0 +1,266 @@
+//! Runs the `serin` binary for a test and reads what it says. When a test
+//! fails (panics) while a [`Serin`] is alive, its command line, config and
+//! logs are printed, so the failure explains itself.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Polls `cond` every 20 ms for up to `limit`; true when it held.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub struct Serin {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub admin: SocketAddr,
+    /// Listener name → bound address.
+    pub listeners: Vec<(String, SocketAddr)>,
+    command: String,
+    log: Arc<Mutex<Vec<String>>>,
+    _tmp: Option<TempDir>,
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            fastrand_u64()
+        ));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("temp dir: {e}"));
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn fastrand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+impl Serin {
+    /// Writes `config` to a new temporary directory and runs
+    /// `serin proxy --config FILE` with the admin API on a free port. Waits
+    /// until the admin API is up.
+    pub fn proxy(bin: &str, config: &str) -> Self {
+        let tmp = TempDir::new("serin-test");
+        let path = tmp.path().join("serin.yaml");
+        std::fs::write(&path, config).unwrap_or_else(|e| panic!("write config: {e}"));
+        let mut s = Self::spawn(
+            bin,
+            &[
+                "proxy",
+                "--config",
+                &path.display().to_string(),
+                "--admin",
+                "127.0.0.1:0",
+            ],
+            tmp.path(),
+            &path,
+        );
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Runs `serin ARGS` (which must start something with an admin API) in
+    /// `dir` and waits for the admin API.
+    pub fn spawn(bin: &str, args: &[&str], dir: &Path, config: &Path) -> Self {
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .arg("--log-format")
+            .arg("json")
+            .current_dir(dir)
+            .env(
+                "RUST_LOG",
+                std::env::var("SERIN_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let command = format!("{bin} {}", args.join(" "));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {command}: {e}"));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        for stream in [
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let log = log.clone();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send(line.clone());
+                    if let Ok(mut l) = log.lock() {
+                        l.push(line);
+                    }
+                }
+            });
+        }
+        let mut me = Self {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            config: config.to_path_buf(),
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listeners: Vec::new(),
+            command,
+            log,
+            _tmp: None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) else {
+                if let Some(status) = me.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                    me.dump();
+                    panic!("serin exited early with {status}");
+                }
+                continue;
+            };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let msg = v.get("message").and_then(|m| m.as_str()).unwrap_or("");
+            let addr = v
+                .get("address")
+                .and_then(|a| a.as_str())
+                .and_then(|a| a.parse::<SocketAddr>().ok());
+            match (msg, addr) {
+                ("listening", Some(a)) => {
+                    let name = v
+                        .get("listener")
+                        .and_then(|n| n.as_str())
+                        .unwrap_or("")
+                        .to_string();
+                    me.listeners.push((name, a));
+                }
+                ("admin API listening", Some(a)) => {
+                    me.admin = a;
+                    return me;
+                }
+                _ => {}
+            }
+        }
+        me.dump();
+        panic!("serin did not report its admin API within 30 s");
+    }
+
+    /// The bound address of a listener.
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+            .unwrap_or_else(|| panic!("no listener {name} in {:?}", self.listeners))
+    }
+
+    /// `http://ADDR` of a listener.
+    pub fn url(&self, name: &str) -> String {
+        format!("http://{}", self.listener(name))
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Every line serin printed so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Sends a signal (e.g. "TERM", "HUP", "KILL").
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status();
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn dump(&self) {
+        eprintln!("----- serin: {}", self.command);
+        if let Ok(c) = std::fs::read_to_string(&self.config) {
+            eprintln!("----- config {}:\n{c}", self.config.display());
+        }
+        eprintln!("----- output:");
+        for l in self.log_lines() {
+            eprintln!("{l}");
+        }
+        eprintln!("-----");
+    }
+}
+
+impl Drop for Serin {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump();
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

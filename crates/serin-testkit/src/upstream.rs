@@ -1,0 +1,227 @@
+//! A test upstream: answers JSON describing the request it got, and can be
+//! told (per request by headers, or for all requests by its control handle)
+//! to answer a status, delay, close the connection or cut the body short.
+//!
+//! Request headers it obeys:
+//! - `x-test-status: 503` answers that status;
+//! - `x-test-delay-ms: 200` waits that long before answering;
+//! - `x-test-body-bytes: 100000` answers a body of that many bytes;
+//! - `x-test-truncate: 1` promises 1000 bytes, sends 10 and closes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::AsyncWriteExt;
+
+/// What tests change while an upstream runs.
+#[derive(Default)]
+pub struct UpstreamControl {
+    /// Answer this status to everything (0: normal).
+    pub status: AtomicU16,
+    /// Delay every answer by this many milliseconds.
+    pub delay_ms: AtomicU64,
+    /// Requests received.
+    pub requests: AtomicUsize,
+    /// Connections accepted.
+    pub connections: AtomicUsize,
+    /// Refuse to be ready (answer 503 on /ready... and everything).
+    pub down: AtomicBool,
+}
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub name: String,
+    pub control: Arc<UpstreamControl>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Upstream {
+    /// Starts an upstream named `name` on 127.0.0.1 (HTTP/1.1 and h2c).
+    pub fn start(name: &str) -> Self {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap_or_else(|e| panic!("bind upstream: {e}"));
+        let addr = std_listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("upstream address: {e}"));
+        std_listener
+            .set_nonblocking(true)
+            .unwrap_or_else(|e| panic!("nonblocking: {e}"));
+        let control = Arc::new(UpstreamControl::default());
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let ctl = control.clone();
+        let label = name.to_string();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| panic!("runtime: {e}"));
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener)
+                    .unwrap_or_else(|e| panic!("listener: {e}"));
+                loop {
+                    tokio::select! {
+                        _ = &mut stopped => break,
+                        accepted = listener.accept() => {
+                            let Ok((stream, _)) = accepted else { continue };
+                            ctl.connections.fetch_add(1, Ordering::SeqCst);
+                            let ctl = ctl.clone();
+                            let label = label.clone();
+                            tokio::spawn(async move {
+                                serve(stream, ctl, label).await;
+                            });
+                        }
+                    }
+                }
+            });
+        });
+        Self {
+            addr,
+            name: name.to_string(),
+            control,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn requests(&self) -> usize {
+        self.control.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.control.connections.load(Ordering::SeqCst)
+    }
+
+    pub fn set_status(&self, status: u16) {
+        self.control.status.store(status, Ordering::SeqCst);
+    }
+
+    pub fn set_delay(&self, d: Duration) {
+        self.control.delay_ms.store(
+            u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+            Ordering::SeqCst,
+        );
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn serve(stream: tokio::net::TcpStream, ctl: Arc<UpstreamControl>, label: String) {
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let ctl = ctl.clone();
+        let label = label.clone();
+        async move { Ok::<_, std::convert::Infallible>(answer(req, ctl, label).await) }
+    });
+    let _ = auto::Builder::new(TokioExecutor::new())
+        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+        .await;
+}
+
+fn header_num(req: &Request<Incoming>, name: &str) -> Option<u64> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    ctl: Arc<UpstreamControl>,
+    label: String,
+) -> Response<Full<Bytes>> {
+    ctl.requests.fetch_add(1, Ordering::SeqCst);
+    let delay =
+        header_num(&req, "x-test-delay-ms").unwrap_or_else(|| ctl.delay_ms.load(Ordering::SeqCst));
+    let status = header_num(&req, "x-test-status")
+        .and_then(|s| u16::try_from(s).ok())
+        .or_else(|| Some(ctl.status.load(Ordering::SeqCst)).filter(|s| *s != 0))
+        .unwrap_or(200);
+    let size = header_num(&req, "x-test-body-bytes");
+    let method = req.method().to_string();
+    let uri = req.uri().clone();
+    let version = format!("{:?}", req.version());
+    let headers: serde_json::Map<String, serde_json::Value> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                serde_json::Value::String(v.to_str().unwrap_or("<binary>").to_string()),
+            )
+        })
+        .collect();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let payload = match size {
+        Some(n) => Bytes::from(vec![b'x'; usize::try_from(n).unwrap_or(0)]),
+        None => Bytes::from(
+            serde_json::json!({
+                "upstream": label,
+                "method": method,
+                "path": uri.path(),
+                "query": uri.query(),
+                "version": version,
+                "headers": headers,
+                "body": String::from_utf8_lossy(&body),
+            })
+            .to_string(),
+        ),
+    };
+    let mut resp = Response::new(Full::new(payload));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    resp.headers_mut().insert(
+        "x-upstream",
+        http::HeaderValue::from_str(&label).unwrap_or(http::HeaderValue::from_static("?")),
+    );
+    resp
+}
+
+/// A raw upstream that answers every request with a response whose body is
+/// cut short, then closes: for "truncated upstream response" tests.
+pub async fn truncating_upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("addr: {e}"));
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nonly ten b")
+                    .await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}

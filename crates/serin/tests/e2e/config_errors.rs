@@ -1,0 +1,155 @@
+//! Config errors: every problem at once, each with file:line:column, the
+//! field path and what is wrong; non-zero exit.
+
+use crate::common::SERIN;
+
+fn validate(yaml: &str) -> (bool, String) {
+    let dir = std::env::temp_dir().join(format!(
+        "serin-validate-{}-{}",
+        std::process::id(),
+        yaml.len()
+    ));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.join("bad.yaml");
+    std::fs::write(&file, yaml).unwrap_or_else(|e| panic!("{e}"));
+    let out = std::process::Command::new(SERIN)
+        .args(["validate", &file.display().to_string()])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_its_place() {
+    let (ok, out) = validate(
+        r#"listeners:
+  - name: gw
+    address: 127.0.0.1:0
+    colour: blue
+  - name: gw
+    address: nowhere
+services:
+  - name: qotm
+    connectTimeout: soon
+    versions:
+      - name: v1
+        endpoints: ["127.0.0.1:9001"]
+      - name: v1
+        endpoints: ["127.0.0.1:9002"]
+routes:
+  - name: r
+    rules:
+      - matches:
+          - path: {type: RegularExpression, value: "/(unclosed"}
+            headers: [{name: x, value: 1, type: Regex}]
+        timeouts: {request: 5 parsecs}
+        backendRefs:
+          - {name: qotm, version: v1, weight: 0}
+          - {name: qotm, version: v9, weight: "lots"}
+          - {name: quotm, version: v1}
+  - name: zero
+    rules:
+      - backendRefs: [{name: qotm, version: v1, weight: 0}]
+"#,
+    );
+    assert!(!ok, "{out}");
+    for expected in [
+        "bad.yaml:4:5: listeners[0].colour: unknown field `colour`",
+        "bad.yaml:5:11: listeners[1].name: duplicate listener name `gw` (first at line 2)",
+        "bad.yaml:6:14: listeners[1].address: bad address `nowhere`",
+        "bad.yaml:9:21: services[0].connectTimeout: bad duration `soon`",
+        "bad.yaml:13:15: services[0].versions[1].name: duplicate version name `v1`",
+        "bad.yaml:19:52: routes[0].rules[0].matches[0].path.value: bad regular expression `/(unclosed`: error: unclosed group",
+        "bad.yaml:20:49: routes[0].rules[0].matches[0].headers[0].type: unknown value `Regex`, did you mean `RegularExpression`?",
+        "bad.yaml:24:35: routes[0].rules[0].backendRefs[1].version: service `qotm` has no version `v9`",
+        "bad.yaml:21:29: routes[0].rules[0].timeouts.request: bad duration `5 parsecs`",
+        "bad.yaml:24:47: routes[0].rules[0].backendRefs[1].weight: expected a whole number",
+        "bad.yaml:25:20: routes[0].rules[0].backendRefs[2].name: no service named `quotm`, did you mean `qotm`?",
+        "bad.yaml:28:9: routes[1].rules[0].backendRefs: the backend weights sum to 0",
+    ] {
+        assert!(
+            out.contains(expected),
+            "missing: {expected}\n--- output:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn unknown_versions_and_wrong_types_are_named() {
+    let (ok, out) = validate(
+        r#"listeners: {name: gw}
+services:
+  - name: s
+    versions: [{name: v1, endpoints: ["127.0.0.1:1"]}]
+routes:
+  - name: r
+    rules:
+      - backendRefs: [{name: s, version: v2}]
+"#,
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("bad.yaml:1:12: listeners: expected a list, found a mapping"),
+        "{out}"
+    );
+    assert!(out.contains("routes[0].rules[0].backendRefs[0].version: service `s` has no version `v2`; its versions are: v1"), "{out}");
+}
+
+#[test]
+fn yaml_syntax_errors_have_a_place_and_good_files_pass() {
+    let (ok, out) = validate("listeners: [\n  {name: a\n");
+    assert!(!ok);
+    assert!(
+        out.contains("bad.yaml:") && out.contains("YAML syntax"),
+        "{out}"
+    );
+    let (ok, out) = validate(
+        "listeners: [{name: gw, address: '127.0.0.1:0'}]\nservices: [{name: s, versions: [{name: v1, endpoints: ['127.0.0.1:1']}]}]\nroutes: [{name: r, rules: [{backendRefs: [{name: s}]}]}]\n",
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("valid"), "{out}");
+}
+
+#[test]
+fn an_address_that_cannot_be_bound_is_a_config_error_at_its_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let addr = taken.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let dir = std::env::temp_dir().join(format!("serin-bind-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.join("serin.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "listeners:\n  - name: gw\n    address: {addr}\nservices: [{{name: s, versions: [{{name: v1, endpoints: ['127.0.0.1:1']}}]}}]\nroutes: [{{name: r, rules: [{{backendRefs: [{{name: s}}]}}]}}]\n"
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = std::process::Command::new(SERIN)
+        .args([
+            "proxy",
+            "--config",
+            &file.display().to_string(),
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "serin.yaml:3:14: listeners[0].address: cannot listen on {addr}"
+        )),
+        "{err}"
+    );
+    drop(taken);
+}

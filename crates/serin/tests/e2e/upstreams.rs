@@ -1,0 +1,335 @@
+//! Upstreams: load balancing, pooling, h2c, timeouts and retries.
+
+use std::collections::BTreeMap;
+
+use crate::common::{Upstream, client, echo, metric_value, proxy};
+
+fn config(endpoints: &[String], service_extra: &str, rule_extra: &str) -> String {
+    let eps: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    format!(
+        r#"
+listeners:
+  - name: gw
+    address: 127.0.0.1:0
+services:
+  - name: svc
+{service_extra}
+    versions:
+      - name: v1
+        endpoints: [{}]
+routes:
+  - name: r
+    rules:
+      - backendRefs: [{{name: svc, version: v1}}]
+{rule_extra}
+"#,
+        eps.join(", ")
+    )
+}
+
+async fn who(resp: reqwest::Response) -> (u16, String) {
+    let status = resp.status().as_u16();
+    let who = resp
+        .headers()
+        .get("x-upstream")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let _ = resp.bytes().await;
+    (status, who)
+}
+
+#[tokio::test]
+async fn round_robin_visits_every_endpoint_in_turn_and_reuses_connections() {
+    let ups: Vec<Upstream> = (0..3).map(|i| Upstream::start(&format!("u{i}"))).collect();
+    let eps: Vec<String> = ups.iter().map(|u| u.addr.to_string()).collect();
+    let serin = proxy(&config(&eps, "    loadBalancer: {type: RoundRobin}", ""));
+    let http = client();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..30 {
+        let (status, u) = who(http
+            .get(serin.url("gw"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}")))
+        .await;
+        assert_eq!(status, 200);
+        *counts.entry(u).or_default() += 1;
+    }
+    assert_eq!(
+        counts.values().copied().collect::<Vec<_>>(),
+        vec![10, 10, 10],
+        "{counts:?}"
+    );
+    // Sequential requests reuse pooled keep-alive connections.
+    for u in &ups {
+        assert!(
+            u.connections() <= 2,
+            "{} opened {} connections for 10 requests",
+            u.name,
+            u.connections()
+        );
+    }
+}
+
+#[tokio::test]
+async fn ring_hash_keeps_a_key_on_one_endpoint() {
+    let ups: Vec<Upstream> = (0..3).map(|i| Upstream::start(&format!("u{i}"))).collect();
+    let eps: Vec<String> = ups.iter().map(|u| u.addr.to_string()).collect();
+    let serin = proxy(&config(
+        &eps,
+        "    loadBalancer: {type: RingHash, hashHeader: x-user}",
+        "",
+    ));
+    let http = client();
+    let mut seen = BTreeMap::new();
+    for user in 0..30 {
+        let key = format!("user-{user}");
+        let (_, first) = who(http
+            .get(serin.url("gw"))
+            .header("x-user", &key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}")))
+        .await;
+        for _ in 0..3 {
+            let (_, again) = who(http
+                .get(serin.url("gw"))
+                .header("x-user", &key)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}")))
+            .await;
+            assert_eq!(again, first, "{key} moved");
+        }
+        seen.insert(first, ());
+    }
+    assert!(
+        seen.len() >= 2,
+        "30 keys all landed on one endpoint: {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_request_sends_less_to_a_slow_endpoint() {
+    let fast = Upstream::start("fast");
+    let slow = Upstream::start("slow");
+    slow.set_delay(std::time::Duration::from_millis(300));
+    let serin = proxy(&config(
+        &[fast.addr.to_string(), slow.addr.to_string()],
+        "",
+        "",
+    ));
+    let http = client();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let http = http.clone();
+        let url = serin.url("gw");
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                let r = http
+                    .get(&url)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(r.status(), 200);
+                let _ = r.bytes().await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert!(
+        fast.requests() > 2 * slow.requests(),
+        "fast {} slow {}",
+        fast.requests(),
+        slow.requests()
+    );
+}
+
+#[tokio::test]
+async fn h2c_upstreams_get_http2() {
+    let up = Upstream::start("h2");
+    let serin = proxy(&config(&[up.addr.to_string()], "    protocol: h2c", ""));
+    let seen = echo(
+        client()
+            .get(format!("{}/x", serin.url("gw")))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .await;
+    assert_eq!(seen["version"], "HTTP/2.0");
+    assert_eq!(seen["path"], "/x");
+}
+
+#[tokio::test]
+async fn timeouts_answer_504() {
+    let up = Upstream::start("slow");
+    let serin = proxy(&config(
+        &[up.addr.to_string()],
+        "",
+        "        timeouts: {request: 5s, backendRequest: 200ms}",
+    ));
+    let resp = client()
+        .get(serin.url("gw"))
+        .header("x-test-delay-ms", "3000")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 504);
+    let serin2 = proxy(&config(
+        &[up.addr.to_string()],
+        "",
+        "        timeouts: {request: 200ms}",
+    ));
+    let resp = client()
+        .get(serin2.url("gw"))
+        .header("x-test-delay-ms", "3000")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 504);
+    let metrics = client()
+        .get(serin2.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(
+        metrics.contains(
+            r#"serin_timeouts_total{route="r",service="svc",version="v1",kind="request"} 1"#
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn retries_only_where_safe() {
+    let bad = Upstream::start("bad");
+    bad.set_status(503);
+    let good = Upstream::start("good");
+    let eps = [bad.addr.to_string(), good.addr.to_string()];
+    let serin = proxy(&config(
+        &eps,
+        "    loadBalancer: {type: RoundRobin}",
+        "        retry: {attempts: 2, codes: [503], backoff: 1ms}",
+    ));
+    let http = client();
+    for _ in 0..10 {
+        let (status, u) = who(http
+            .get(serin.url("gw"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}")))
+        .await;
+        assert_eq!(
+            (status, u.as_str()),
+            (200, "good"),
+            "GET is idempotent: retried"
+        );
+    }
+    let bad_before = bad.requests();
+    let mut post_503 = 0;
+    for _ in 0..10 {
+        let (status, _) = who(http
+            .post(serin.url("gw"))
+            .body("x")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}")))
+        .await;
+        if status == 503 {
+            post_503 += 1;
+        }
+    }
+    // Round robin sends half the POSTs to the bad endpoint; they are not
+    // tried again, so the client sees those 503s.
+    assert_eq!(post_503, bad.requests() - bad_before);
+    assert!(post_503 > 0);
+
+    let serin_unsafe = proxy(&config(
+        &eps,
+        "    loadBalancer: {type: RoundRobin}",
+        "        retry: {attempts: 2, codes: [503], backoff: 1ms, unsafeMethods: true}",
+    ));
+    for _ in 0..6 {
+        let (status, _) = who(http
+            .post(serin_unsafe.url("gw"))
+            .body("x")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}")))
+        .await;
+        assert_eq!(status, 200, "unsafeMethods: POST retried");
+    }
+}
+
+#[tokio::test]
+async fn connect_failures_are_retried_for_every_method() {
+    let good = Upstream::start("good");
+    // A port nothing listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let serin = proxy(&config(
+        &[dead.to_string(), good.addr.to_string()],
+        "    loadBalancer: {type: RoundRobin}",
+        "",
+    ));
+    let http = client();
+    for _ in 0..6 {
+        let (status, _) = who(http
+            .post(serin.url("gw"))
+            .body("payload")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}")))
+        .await;
+        assert_eq!(status, 200);
+    }
+    let metrics = http
+        .get(serin.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    let failures = metric_value(
+        &metrics,
+        "serin_upstream_connect_failures_total{service=\"svc\",version=\"v1\"}",
+    );
+    let retries = metric_value(
+        &metrics,
+        "serin_retries_total{route=\"r\",service=\"svc\",version=\"v1\"}",
+    );
+    assert!(failures >= 1.0, "{metrics}");
+    assert_eq!(
+        failures, retries,
+        "every connect failure was retried: {metrics}"
+    );
+}
+
+#[tokio::test]
+async fn no_endpoint_answers_503_and_dead_upstream_502_or_503() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let serin = proxy(&config(&[dead.to_string()], "", ""));
+    let resp = client()
+        .get(serin.url("gw"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 503);
+    assert!(
+        resp.text()
+            .await
+            .unwrap_or_default()
+            .contains("connect error")
+    );
+}
