@@ -24,7 +24,6 @@ use crate::endpoints::Endpoint;
 use crate::filters;
 use crate::headers;
 use crate::metrics::RejectLabels;
-use crate::pool::SendError;
 use crate::server::WorkerCtx;
 use crate::snapshot::{CompiledBackendRef, CompiledRule};
 use crate::strict::{self, ConnFlags};
@@ -109,6 +108,7 @@ pub async fn handle(
     mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let start = Instant::now();
+    let client_version = req.version();
     info.requests.set(info.requests.get() + 1);
     if let Err(reason) = strict::check_request(req.version(), req.headers(), &info.flags) {
         return Ok(reject(&ctx, &info, reason));
@@ -145,10 +145,11 @@ pub async fn handle(
                 req.uri().path()
             ),
         );
+        let summary = snapshot.access_log.then(|| req_summary(&req));
         log_access(
             &snapshot,
             &info,
-            &req_summary(&req),
+            summary.as_ref(),
             &resp,
             start,
             None,
@@ -157,9 +158,7 @@ pub async fn handle(
         );
         return Ok(resp);
     };
-    let rule = rule.clone();
-    let matched = matched.clone();
-    let summary = req_summary(&req);
+    let summary = snapshot.access_log.then(|| req_summary(&req));
 
     // Request filters, in order.
     let mut response_filters = Vec::new();
@@ -169,7 +168,7 @@ pub async fn handle(
             FilterConfig::ResponseHeaderModifier(m) => response_filters.push(m),
             FilterConfig::UrlRewrite(rw) => {
                 let mut uri = req.uri().clone();
-                filters::rewrite_url(&mut uri, req.headers_mut(), &matched, rw);
+                filters::rewrite_url(&mut uri, req.headers_mut(), matched, rw);
                 *req.uri_mut() = uri;
             }
             FilterConfig::RequestRedirect(cfg) => {
@@ -184,15 +183,15 @@ pub async fn handle(
                             .map(str::to_string)
                     })
                     .unwrap_or_default();
-                let resp = filters::redirect(cfg, req.uri(), &host_hdr, info.tls, &matched);
+                let resp = filters::redirect(cfg, req.uri(), &host_hdr, info.tls, matched);
                 rule.local_metrics.count_request(resp.status().as_u16());
                 log_access(
                     &snapshot,
                     &info,
-                    &summary,
+                    summary.as_ref(),
                     &resp,
                     start,
-                    Some(&rule),
+                    Some(rule),
                     None,
                     0,
                 );
@@ -212,7 +211,7 @@ pub async fn handle(
     let result = if is_upgrade(&req) {
         upgrade(&ctx, &info, req, backend_ref).await
     } else {
-        forward(&ctx, &info, req, &rule, backend_ref).await
+        forward(&ctx, &info, req, rule, backend_ref).await
     };
     let (mut resp, endpoint, retries) = match result {
         Ok(v) => v,
@@ -221,7 +220,7 @@ pub async fn handle(
     for m in response_filters {
         filters::modify_headers(resp.headers_mut(), m);
     }
-    if ctx.shared.is_draining() && summary.version < Version::HTTP_2 {
+    if ctx.shared.is_draining() && client_version < Version::HTTP_2 {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -234,10 +233,10 @@ pub async fn handle(
     log_access(
         &snapshot,
         &info,
-        &summary,
+        summary.as_ref(),
         &resp,
         start,
-        Some(&rule),
+        Some(rule),
         Some((backend_ref, endpoint.as_deref())),
         retries,
     );
@@ -248,7 +247,6 @@ pub async fn handle(
 pub struct RequestSummary {
     method: Method,
     path: String,
-    version: Version,
     request_id: Option<HeaderValue>,
     trace_id: Option<String>,
 }
@@ -257,7 +255,6 @@ fn req_summary(req: &Request<Incoming>) -> RequestSummary {
     RequestSummary {
         method: req.method().clone(),
         path: req.uri().path().to_string(),
-        version: req.version(),
         request_id: req.headers().get(&headers::X_REQUEST_ID).cloned(),
         trace_id: headers::trace_id(req.headers()).map(str::to_string),
     }
@@ -323,11 +320,15 @@ async fn read_first_frame(
     body.frame().await.transpose()
 }
 
+/// At most this many endpoints are remembered as tried (more retries than
+/// that are refused by config validation anyway).
+const MAX_TRIED: usize = 12;
+
 async fn forward(
     ctx: &Rc<WorkerCtx>,
     info: &ConnInfo,
     req: Request<Incoming>,
-    rule: &Arc<CompiledRule>,
+    rule: &CompiledRule,
     backend_ref: &CompiledBackendRef,
 ) -> Result<Forwarded, Response<ResponseBody>> {
     let service = &backend_ref.service;
@@ -346,128 +347,173 @@ async fn forward(
         ReplayBody::new(first, incoming)
     };
     upstream_head(&mut parts, info, protocol, false);
-    if protocol == UpstreamProtocol::H2c {
-        parts.version = Version::HTTP_2;
-    } else {
-        parts.version = Version::HTTP_11;
-    }
+    parts.version = match protocol {
+        UpstreamProtocol::H2c => Version::HTTP_2,
+        UpstreamProtocol::Http1 => Version::HTTP_11,
+    };
     let hash_key = service
         .hash_header
         .as_ref()
         .and_then(|h| parts.headers.get(h))
         .map(|v| v.as_bytes().to_vec());
-    let idempotent = is_idempotent(&parts.method);
     let retry = &rule.retry;
-    let may_retry_response = retry.configured && (idempotent || retry.unsafe_methods);
+    // Whether a request that may have reached the upstream can be sent
+    // again (a status in `codes`, a reset, a per-try timeout).
+    let may_resend = retry.configured && (is_idempotent(&parts.method) || retry.unsafe_methods);
+    // An HTTP/2 stream the upstream refused was not processed but is not
+    // handed back by hyper: keep a copy to send it again.
+    let keep_copy = may_resend || protocol == UpstreamProtocol::H2c;
 
     let attempts = async {
-        let mut tried: Vec<u64> = Vec::new();
+        let mut tried = [0u64; MAX_TRIED];
+        let mut n_tried = 0usize;
         let mut retries = 0u32;
         let mut body = Some(body);
+        // A request that came back unsent from a failed connection.
+        let mut unsent: Option<Request<ReplayBody>> = None;
         loop {
             let endpoints = backend_ref.backend.endpoints();
-            let Some(ep) = balance::pick(
+            let picked = balance::pick(
                 service.lb,
                 &backend_ref.backend,
                 &endpoints,
                 hash_key.as_deref(),
-                &tried,
-            ) else {
-                return (
-                    local(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &format!("no ready endpoint for {}", backend_ref.backend.key),
-                    ),
-                    None,
-                    retries,
-                );
-            };
+                &tried[..n_tried],
+            );
             drop(endpoints);
-            tried.push(ep.id);
-            let Some(this_body) = body.take() else {
-                return (
-                    local(StatusCode::BAD_GATEWAY, "request body cannot be replayed"),
-                    Some(ep),
-                    retries,
-                );
+            let Some(ep) = picked else {
+                let msg = format!("no ready endpoint for {}", backend_ref.backend.key);
+                return (local(StatusCode::SERVICE_UNAVAILABLE, &msg), None, retries);
             };
-            let next_body = this_body.try_clone();
-            let Some(uri) = upstream_uri(&parts, protocol, &ep) else {
-                return (
-                    local(StatusCode::BAD_REQUEST, "request URI cannot be forwarded"),
-                    Some(ep),
-                    retries,
-                );
-            };
-            let mut up = Request::new(this_body);
-            *up.method_mut() = parts.method.clone();
-            *up.uri_mut() = uri;
-            *up.version_mut() = parts.version;
-            *up.headers_mut() = parts.headers.clone();
+            if n_tried < MAX_TRIED {
+                tried[n_tried] = ep.id;
+                n_tried += 1;
+            }
+            let can_retry = retries < retry.attempts;
             let guard = ep.start_request();
-            let send = ctx.pools.send(&ep, &service.pool, up);
-            let outcome = match rule.timeouts.backend_request {
-                Some(t) => match tokio::time::timeout(t, send).await {
-                    Ok(r) => Some(r),
-                    Err(_) => None,
-                },
-                None => Some(send.await),
-            };
-            drop(guard);
-            let can_retry = retries < retry.attempts && next_body.is_some();
-            let (failure, retry_now) = match outcome {
-                Some(Ok(resp)) => {
-                    let code = resp.status().as_u16();
-                    if can_retry && may_retry_response && retry.codes.contains(&code) {
-                        (Some(resp), true)
-                    } else {
-                        return (strip_response(resp), Some(ep), retries);
-                    }
-                }
-                Some(Err(e)) => {
+            let conn = match ctx.pools.checkout(&ep, &service.pool).await {
+                Ok(c) => c,
+                Err(e) => {
+                    drop(guard);
                     if e.is_connect() {
                         backend_ref.metrics.connect_failures.inc();
                     }
-                    tracing::debug!(error = %e, endpoint = %ep.addr, "upstream attempt failed");
-                    let safe = e.never_reached_upstream() || may_retry_response;
-                    if can_retry && safe {
-                        (None, true)
+                    tracing::debug!(error = %e, endpoint = %ep.addr, "upstream connect failed");
+                    if can_retry {
+                        retries += 1;
+                        backend_ref.metrics.retries.inc();
+                        continue;
+                    }
+                    let status = if e.is_connect() {
+                        StatusCode::SERVICE_UNAVAILABLE
                     } else {
-                        let status = if e.is_connect() {
-                            StatusCode::SERVICE_UNAVAILABLE
-                        } else {
-                            StatusCode::BAD_GATEWAY
-                        };
-                        let reason = match e {
-                            SendError::Connect { .. } | SendError::ConnectTimeout(_) => {
-                                "upstream connect error"
-                            }
-                            _ => "upstream reset or closed the connection",
-                        };
-                        return (local(status, reason), Some(ep), retries);
+                        StatusCode::BAD_GATEWAY
+                    };
+                    return (local(status, "upstream connect error"), Some(ep), retries);
+                }
+            };
+            let (up, next_body) = match unsent.take() {
+                Some(r) => {
+                    let next = if keep_copy {
+                        r.body().try_clone()
+                    } else {
+                        None
+                    };
+                    (r, next)
+                }
+                None => {
+                    let Some(this_body) = body.take() else {
+                        return (
+                            local(StatusCode::BAD_GATEWAY, "request body cannot be replayed"),
+                            Some(ep),
+                            retries,
+                        );
+                    };
+                    let Some(uri) = upstream_uri(&parts, protocol, &ep) else {
+                        return (
+                            local(StatusCode::BAD_REQUEST, "request URI cannot be forwarded"),
+                            Some(ep),
+                            retries,
+                        );
+                    };
+                    let next = if keep_copy {
+                        this_body.try_clone()
+                    } else {
+                        None
+                    };
+                    let mut up = Request::new(this_body);
+                    *up.method_mut() = parts.method.clone();
+                    *up.uri_mut() = uri;
+                    *up.version_mut() = parts.version;
+                    // Copy the headers only when another try may need them.
+                    *up.headers_mut() = if next.is_some() {
+                        parts.headers.clone()
+                    } else {
+                        std::mem::take(&mut parts.headers)
+                    };
+                    (up, next)
+                }
+            };
+            let send = conn.send(up);
+            let outcome = match rule.timeouts.backend_request {
+                Some(t) => tokio::time::timeout(t, send).await.ok(),
+                None => Some(send.await),
+            };
+            drop(guard);
+            match outcome {
+                Some(Ok(resp)) => {
+                    let code = resp.status().as_u16();
+                    if !(can_retry
+                        && may_resend
+                        && next_body.is_some()
+                        && retry.codes.contains(&code))
+                    {
+                        return (strip_response(resp), Some(ep), retries);
+                    }
+                    drop(resp);
+                    body = next_body;
+                }
+                Some(Err((e, returned))) => {
+                    tracing::debug!(error = %e, endpoint = %ep.addr, "upstream attempt failed");
+                    match returned {
+                        // Never written: the same request goes to another
+                        // endpoint, whatever its method.
+                        Some(r) if can_retry => unsent = Some(r),
+                        _ if can_retry
+                            && next_body.is_some()
+                            && (may_resend || e.never_reached_upstream()) =>
+                        {
+                            body = next_body;
+                        }
+                        _ => {
+                            let reason = "upstream reset or closed the connection";
+                            return (local(StatusCode::BAD_GATEWAY, reason), Some(ep), retries);
+                        }
                     }
                 }
                 None => {
                     backend_ref.metrics.timeout("backendRequest");
-                    if can_retry && may_retry_response && retry.codes.contains(&504) {
-                        (None, true)
-                    } else {
+                    if !(can_retry
+                        && may_resend
+                        && next_body.is_some()
+                        && retry.codes.contains(&504))
+                    {
                         return (
                             local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
                             Some(ep),
                             retries,
                         );
                     }
+                    body = next_body;
                 }
-            };
-            debug_assert!(retry_now);
-            drop(failure);
+            }
             retries += 1;
             backend_ref.metrics.retries.inc();
-            body = next_body;
-            let delay = backoff(retry.backoff, retries);
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
+            if unsent.is_none() {
+                let delay = backoff(retry.backoff, retries);
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
             }
         }
     };
@@ -539,13 +585,22 @@ async fn upgrade(
     parts.uri = uri;
     let up = Request::from_parts(parts, ReplayBody::empty());
     let guard = ep.start_request();
-    let mut resp = match ctx.pools.send(&ep, &service.pool, up).await {
-        Ok(r) => r,
+    let conn = match ctx.pools.checkout(&ep, &service.pool).await {
+        Ok(c) => c,
         Err(e) => {
             if e.is_connect() {
                 backend_ref.metrics.connect_failures.inc();
             }
             return Err(local(StatusCode::BAD_GATEWAY, "upstream connect error"));
+        }
+    };
+    let mut resp = match conn.send(up).await {
+        Ok(r) => r,
+        Err(_) => {
+            return Err(local(
+                StatusCode::BAD_GATEWAY,
+                "upstream reset or closed the connection",
+            ));
         }
     };
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -573,13 +628,14 @@ async fn upgrade(
 fn log_access(
     snapshot: &crate::snapshot::Snapshot,
     info: &ConnInfo,
-    req: &RequestSummary,
+    req: Option<&RequestSummary>,
     resp: &Response<ResponseBody>,
     start: Instant,
     rule: Option<&Arc<CompiledRule>>,
     backend: Option<(&CompiledBackendRef, Option<&Endpoint>)>,
     retries: u32,
 ) {
+    let Some(req) = req else { return };
     if !snapshot.access_log {
         return;
     }

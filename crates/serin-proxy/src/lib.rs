@@ -48,13 +48,15 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// `Some(deadline)` once draining started.
     pub drain: watch::Sender<Option<Instant>>,
+    /// Mirrors `drain` for the request path (a watch borrow takes a lock).
+    draining: std::sync::atomic::AtomicBool,
     open_connections: AtomicUsize,
     backends: Mutex<BTreeMap<BackendKey, Arc<Backend>>>,
 }
 
 impl Shared {
     pub fn is_draining(&self) -> bool {
-        self.drain.borrow().is_some()
+        self.draining.load(Ordering::Relaxed)
     }
 
     pub fn drain_expired(&self) -> bool {
@@ -206,6 +208,7 @@ impl Proxy {
             )),
             metrics,
             drain,
+            draining: std::sync::atomic::AtomicBool::new(false),
             open_connections: AtomicUsize::new(0),
             backends: Mutex::new(BTreeMap::new()),
         });
@@ -491,6 +494,7 @@ impl Proxy {
     /// connection closed or `timeout` passed.
     pub async fn drain(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
+        self.shared.draining.store(true, Ordering::Relaxed);
         self.shared.drain.send_replace(Some(deadline));
         {
             let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());

@@ -129,7 +129,7 @@ impl Metrics {
         );
         // Shown from the start, so a dashboard sees 0 rather than nothing.
         for result in ["success", "failure"] {
-            reloads.get_or_create(&ResultLabels {
+            let _ = reloads.get_or_create(&ResultLabels {
                 result: result.to_string(),
             });
         }

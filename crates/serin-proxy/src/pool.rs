@@ -115,19 +115,6 @@ impl Pools {
         Rc::new(Self::default())
     }
 
-    /// Sends a request to an endpoint over a pooled (or new) connection.
-    pub async fn send(
-        self: &Rc<Self>,
-        ep: &Arc<Endpoint>,
-        settings: &PoolSettings,
-        req: Request<ReplayBody>,
-    ) -> Result<Response<ResponseBody>, SendError> {
-        match settings.protocol {
-            UpstreamProtocol::Http1 => self.send_h1(ep, settings, req).await,
-            UpstreamProtocol::H2c => self.send_h2(ep, settings, req).await,
-        }
-    }
-
     fn take_idle(&self, ep: u64, idle_timeout: Duration) -> Option<http1::SendRequest<ReplayBody>> {
         let mut map = self.map.borrow_mut();
         let pool = map.get_mut(&ep)?;
@@ -166,80 +153,74 @@ impl Pools {
         Ok(stream)
     }
 
-    async fn send_h1(
+    /// A connection to an endpoint: a pooled one, or a new one. Failing here
+    /// means the request was not sent (safe to retry anywhere).
+    pub async fn checkout(
         self: &Rc<Self>,
         ep: &Arc<Endpoint>,
         settings: &PoolSettings,
-        req: Request<ReplayBody>,
-    ) -> Result<Response<ResponseBody>, SendError> {
-        let mut tx = loop {
-            match self.take_idle(ep.id, settings.idle_timeout) {
-                Some(mut tx) => {
-                    // Ready soon after the previous body ended; an error means
-                    // the upstream closed it meanwhile.
-                    if tx.ready().await.is_ok() {
-                        break tx;
-                    }
-                }
-                None => {
-                    let stream = Self::connect(ep, settings).await?;
-                    let (tx, conn) = http1::Builder::new()
-                        .handshake(TokioIo::new(stream))
-                        .await
-                        .map_err(SendError::NotSent)?;
-                    tokio::task::spawn_local(async move {
-                        if let Err(e) = conn.with_upgrades().await {
-                            tracing::debug!(error = %e, "upstream connection ended");
+    ) -> Result<Conn, SendError> {
+        match settings.protocol {
+            UpstreamProtocol::Http1 => loop {
+                let tx = match self.take_idle(ep.id, settings.idle_timeout) {
+                    Some(mut tx) => {
+                        // Ready soon after the previous body ended; an error
+                        // means the upstream closed it meanwhile.
+                        if tx.ready().await.is_err() {
+                            continue;
                         }
-                    });
-                    break tx;
-                }
-            }
-        };
-        let resp = tx.send_request(req).await.map_err(classify)?;
-        let upgrade = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
-        let ret = (!upgrade).then(|| GiveBack {
-            pools: self.clone(),
-            ep: ep.id,
-            tx,
-            max_idle: settings.max_idle,
-        });
-        Ok(resp.map(|body| ResponseBody::Upstream(PooledBody::new(body, ret))))
-    }
-
-    async fn send_h2(
-        self: &Rc<Self>,
-        ep: &Arc<Endpoint>,
-        settings: &PoolSettings,
-        req: Request<ReplayBody>,
-    ) -> Result<Response<ResponseBody>, SendError> {
-        let existing = {
-            let map = self.map.borrow();
-            map.get(&ep.id)
-                .and_then(|p| p.h2.clone())
-                .filter(|tx| !tx.is_closed())
-        };
-        let mut tx = match existing {
-            Some(tx) => tx,
-            None => {
-                let stream = Self::connect(ep, settings).await?;
-                let (tx, conn) = http2::Builder::new(LocalExec)
-                    .timer(TokioTimer::new())
-                    .handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(SendError::NotSent)?;
-                tokio::task::spawn_local(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "upstream h2 connection ended");
+                        tx
                     }
+                    None => {
+                        let stream = Self::connect(ep, settings).await?;
+                        let (tx, conn) = http1::Builder::new()
+                            .handshake(TokioIo::new(stream))
+                            .await
+                            .map_err(SendError::NotSent)?;
+                        tokio::task::spawn_local(async move {
+                            if let Err(e) = conn.with_upgrades().await {
+                                tracing::debug!(error = %e, "upstream connection ended");
+                            }
+                        });
+                        tx
+                    }
+                };
+                return Ok(Conn::H1 {
+                    tx,
+                    pools: self.clone(),
+                    ep: ep.id,
+                    max_idle: settings.max_idle,
                 });
-                self.map.borrow_mut().entry(ep.id).or_default().h2 = Some(tx.clone());
-                tx
+            },
+            UpstreamProtocol::H2c => {
+                let existing = {
+                    let map = self.map.borrow();
+                    map.get(&ep.id)
+                        .and_then(|p| p.h2.clone())
+                        .filter(|tx| !tx.is_closed())
+                };
+                let mut tx = match existing {
+                    Some(tx) => tx,
+                    None => {
+                        let stream = Self::connect(ep, settings).await?;
+                        let (tx, conn) = http2::Builder::new(LocalExec)
+                            .timer(TokioTimer::new())
+                            .handshake(TokioIo::new(stream))
+                            .await
+                            .map_err(SendError::NotSent)?;
+                        tokio::task::spawn_local(async move {
+                            if let Err(e) = conn.await {
+                                tracing::debug!(error = %e, "upstream h2 connection ended");
+                            }
+                        });
+                        self.map.borrow_mut().entry(ep.id).or_default().h2 = Some(tx.clone());
+                        tx
+                    }
+                };
+                tx.ready().await.map_err(SendError::NotSent)?;
+                Ok(Conn::H2(tx))
             }
-        };
-        tx.ready().await.map_err(SendError::NotSent)?;
-        let resp = tx.send_request(req).await.map_err(classify)?;
-        Ok(resp.map(|body| ResponseBody::Upstream(PooledBody::new(body, None))))
+        }
     }
 
     /// Drops idle connections older than their timeout and pools of
@@ -264,6 +245,58 @@ impl Pools {
     #[cfg(test)]
     pub fn idle_count(&self) -> usize {
         self.map.borrow().values().map(|p| p.idle.len()).sum()
+    }
+}
+
+/// A connection ready for one request.
+pub enum Conn {
+    H1 {
+        tx: http1::SendRequest<ReplayBody>,
+        pools: Rc<Pools>,
+        ep: u64,
+        max_idle: usize,
+    },
+    H2(http2::SendRequest<ReplayBody>),
+}
+
+/// A failed exchange, with the request when it was never sent.
+pub type Failed = (SendError, Option<Request<ReplayBody>>);
+
+impl Conn {
+    /// Sends the request. When the connection failed before the request was
+    /// written, the request comes back with the error, ready for another try.
+    pub async fn send(self, req: Request<ReplayBody>) -> Result<Response<ResponseBody>, Failed> {
+        match self {
+            Conn::H1 {
+                mut tx,
+                pools,
+                ep,
+                max_idle,
+            } => {
+                let resp = tx.try_send_request(req).await.map_err(unsent)?;
+                let upgrade = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+                let ret = (!upgrade).then_some(GiveBack {
+                    pools,
+                    ep,
+                    tx,
+                    max_idle,
+                });
+                Ok(resp.map(|body| ResponseBody::Upstream(PooledBody::new(body, ret))))
+            }
+            Conn::H2(mut tx) => {
+                let resp = tx.try_send_request(req).await.map_err(unsent)?;
+                Ok(resp.map(|body| ResponseBody::Upstream(PooledBody::new(body, None))))
+            }
+        }
+    }
+}
+
+fn unsent(mut e: hyper::client::conn::TrySendError<Request<ReplayBody>>) -> Failed {
+    let req = e.take_message();
+    let err = e.into_error();
+    match req {
+        Some(req) => (SendError::NotSent(err), Some(req)),
+        None => (classify(err), None),
     }
 }
 

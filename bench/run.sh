@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# serin side by side with NGINX and HAProxy, in one run, on loopback: HTTP/1.1
+# keep-alive (wrk) and HTTP/2 (h2load), requests/s, the proxy's own CPU time
+# per request, open-loop p50/p99 at a fixed rate (oha) and RSS. Every
+# process is pinned to one CPU (see peers.sh for why). Writes the tables to
+# bench/results/DATE-COMMIT.md.
+#
+#   bench/run.sh [--seconds N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_PER=8
+[[ ${1:-} == --seconds ]] && SECONDS_PER=$2
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+cargo build --profile bench-release -p serin
+BIN=$CARGO_TARGET_DIR/bench-release/serin
+command -v oha >/dev/null 2>&1 || cargo install --locked oha
+
+commit=$(git rev-parse --short HEAD)
+dirty=$([[ -n $(git status --porcelain -- crates) ]] && echo "+uncommitted" || true)
+out=bench/results/$(date -u +%Y-%m-%d)-$commit$dirty.md
+candidate="$BIN proxy --listen {listen} --upstream {upstream} --workers 1 --admin 127.0.0.1:0 --log-format json"
+
+h1=$(bench/peers.sh --candidate "$candidate" --seconds "$SECONDS_PER" 2>&1)
+h2=$(bench/peers.sh --candidate "$candidate" --seconds "$SECONDS_PER" --h2 2>&1)
+{
+  echo "# serin vs NGINX vs HAProxy — commit $commit$dirty, $(date -u +%FT%TZ)"
+  echo
+  echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), all processes pinned to CPU 0; one worker each; ${SECONDS_PER}s per run."
+  echo
+  echo "## HTTP/1.1 keep-alive (wrk, 64 connections; latency open-loop with oha)"
+  echo
+  echo '```'
+  echo "$h1"
+  echo '```'
+  echo
+  echo "## HTTP/2 (h2load, 16 connections x 10 streams; upstream HTTP/1.1)"
+  echo
+  echo '```'
+  echo "$h2"
+  echo '```'
+} >"$out"
+cat "$out"
+echo "written to $out"

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what the tests use that Cargo does not: real clients and servers
+# (curl, nghttp2's nghttp, redis-server). Idempotent; installs only what is
+# missing. Needs root (CI runs as root) or sudo.
+set -euo pipefail
+
+declare -A PKG=(
+  [curl]=curl
+  [nghttp]=nghttp2-client
+  [redis-server]=redis-server
+)
+missing=()
+for cmd in "${!PKG[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${PKG[$cmd]}")
+done
+if ((${#missing[@]})); then
+  SUDO=""
+  [[ $(id -u) -ne 0 ]] && SUDO=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  echo "installing: ${missing[*]}"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+for cmd in "${!PKG[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || { echo "error: $cmd is still missing" >&2; exit 1; }
+done
