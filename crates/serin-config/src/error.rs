@@ -110,13 +110,17 @@ impl Problems {
 
     /// `Ok(value)` when nothing was reported, else every problem, sorted by
     /// place in the file.
-    pub fn finish<T>(mut self, value: T) -> Result<T, ConfigErrors> {
+    pub fn finish<T>(self, value: T) -> Result<T, ConfigErrors> {
         if self.errors.is_empty() {
             return Ok(value);
         }
-        self.errors
-            .sort_by(|a, b| (a.line, a.column).cmp(&(b.line, b.column)));
+        Err(self.into_errors())
+    }
+
+    /// Every problem reported, sorted by place in the file.
+    pub fn into_errors(mut self) -> ConfigErrors {
+        self.errors.sort_by_key(|e| (e.line, e.column));
         self.errors.dedup();
-        Err(ConfigErrors(self.errors))
+        ConfigErrors(self.errors)
     }
 }

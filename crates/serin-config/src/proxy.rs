@@ -25,19 +25,13 @@ pub fn load_proxy_config(path: &Path) -> Result<ProxyConfig, ConfigErrors> {
                 "",
                 format!("cannot read the file: {e}"),
             );
-            return p.finish(Default::default()).map(|()| unreachable_config());
+            return Err(p.into_errors());
         }
     };
     let base = path.parent().unwrap_or(Path::new("."));
     let mut cfg = parse_proxy_config(&text, &name, base)?;
     cfg.source = Some(path.to_path_buf());
     Ok(cfg)
-}
-
-// `finish` on a non-empty problem list never returns Ok; this keeps the
-// types simple without a panic path.
-fn unreachable_config() -> ProxyConfig {
-    ProxyConfig::minimal(Vec::new(), Vec::new(), Vec::new())
 }
 
 /// Parses and validates proxy config text; `base_dir` resolves relative
@@ -49,7 +43,7 @@ pub fn parse_proxy_config(
 ) -> Result<ProxyConfig, ConfigErrors> {
     let mut p = Problems::new(file_name);
     let Some(doc) = parse_document(text, &mut p) else {
-        return p.finish(()).map(|()| unreachable_config());
+        return Err(p.into_errors());
     };
     let raw = raw::Config::decode(Node::root(&doc), &mut p).unwrap_or_default();
     let cfg = validate::validate(raw, base_dir, &mut p);

@@ -109,8 +109,9 @@ pub async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let start = Instant::now();
     let client_version = req.version();
-    info.requests.set(info.requests.get() + 1);
-    if let Err(reason) = strict::check_request(req.version(), req.headers(), &info.flags) {
+    let number = info.requests.get() + 1;
+    info.requests.set(number);
+    if let Err(reason) = strict::check_request(req.version(), req.headers(), &info.flags, number) {
         return Ok(reject(&ctx, &info, reason));
     }
     // An HTTP/2 client names the host in :authority; HTTP/1.1 upstreams and

@@ -23,7 +23,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, keep_te_tr
             .unwrap_or("")
             .split(',')
             .map(str::trim)
-            .filter(|n| !n.is_empty() && !(keep_upgrade && n.eq_ignore_ascii_case("upgrade")))
+            .filter(|n| !(n.is_empty() || keep_upgrade && n.eq_ignore_ascii_case("upgrade")))
             .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
             .collect();
         for n in named {

@@ -356,11 +356,13 @@ impl Proxy {
             };
             sock.settings
                 .store(Arc::new(ListenerSettings { config, tls }));
-            if !control.listeners.contains_key(&sock.address) {
+            if let std::collections::btree_map::Entry::Vacant(slot) =
+                control.listeners.entry(sock.address)
+            {
                 for w in workers.iter() {
                     let _ = w.commands.send(WorkerCommand::Listen(sock.clone()));
                 }
-                control.listeners.insert(sock.address, sock);
+                slot.insert(sock);
             }
         }
     }

@@ -240,12 +240,6 @@ impl Pools {
             !pool.idle.is_empty() || pool.h2.is_some()
         });
     }
-
-    /// Idle connections held now (for tests and the admin API).
-    #[cfg(test)]
-    pub fn idle_count(&self) -> usize {
-        self.map.borrow().values().map(|p| p.idle.len()).sum()
-    }
 }
 
 /// A connection ready for one request.

@@ -7,6 +7,7 @@
 
 use std::cell::Cell;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use serin_config::proxy::ListenerConfig;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -239,19 +239,31 @@ async fn serve_connection(
         flags: flags.clone(),
         requests: Cell::new(0),
     });
+    let limits = &cfg.limits;
     match &settings.tls {
         None => {
-            let io = RawHeadScanner::new(stream, flags.clone(), true);
-            serve_io(ctx, info, cfg, io).await;
+            // Prior knowledge: an HTTP/2 client starts with the preface.
+            // Waiting for it counts against the header-read timeout.
+            let first = tokio::time::timeout(limits.header_read_timeout, sniff_h2_preface(&stream));
+            let h2 = match first.await {
+                Ok(Some(h2)) => h2,
+                Ok(None) => return,
+                Err(_) => {
+                    tracing::debug!(%remote, "no request within the header-read timeout");
+                    return;
+                }
+            };
+            let io = RawHeadScanner::new(stream, flags.clone(), !h2);
+            serve_io(ctx, info, cfg, io, h2).await;
         }
         Some(acceptor) => {
             let handshake =
-                tokio::time::timeout(cfg.limits.header_read_timeout, acceptor.accept(stream));
+                tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
             match handshake.await {
                 Ok(Ok(tls_stream)) => {
                     let h2 = tls::negotiated_h2(&tls_stream);
                     let io = RawHeadScanner::new(tls_stream, flags.clone(), !h2);
-                    serve_io(ctx, info, cfg, io).await;
+                    serve_io(ctx, info, cfg, io, h2).await;
                 }
                 Ok(Err(e)) => tracing::debug!(error = %e, %remote, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
@@ -260,39 +272,90 @@ async fn serve_connection(
     }
 }
 
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Peeks at the first bytes: `Some(true)` for the HTTP/2 preface,
+/// `Some(false)` for anything else, `None` when the client went away.
+async fn sniff_h2_preface(stream: &TcpStream) -> Option<bool> {
+    let mut buf = [0u8; 24];
+    loop {
+        let n = stream.peek(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Some(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Some(true);
+        }
+        // A prefix of the preface so far (a client sending it piecemeal):
+        // the peeked bytes keep the socket readable, so poll again later.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 async fn serve_io<T>(
     ctx: Rc<WorkerCtx>,
     info: Rc<ConnInfo>,
     cfg: &ListenerConfig,
     io: RawHeadScanner<T>,
+    h2: bool,
 ) where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let limits = &cfg.limits;
-    let mut builder = auto::Builder::new(LocalExec);
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_headers(limits.max_request_headers)
-        // hyper refuses a head larger than its read buffer (431).
-        .max_buf_size(limits.max_request_header_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.http2_max_concurrent_streams)
-        .max_header_list_size(u32::try_from(limits.max_request_header_bytes).unwrap_or(u32::MAX))
-        .max_pending_accept_reset_streams(Some(50))
-        .max_local_error_reset_streams(Some(256))
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(20));
     let flags = info.flags.clone();
     let svc_ctx = ctx.clone();
     let service = service_fn(move |req| forward::handle(svc_ctx.clone(), info.clone(), req));
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    if h2 {
+        let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.http2_max_concurrent_streams)
+            .max_header_list_size(
+                u32::try_from(limits.max_request_header_bytes).unwrap_or(u32::MAX),
+            )
+            .max_pending_accept_reset_streams(Some(50))
+            .max_local_error_reset_streams(Some(256))
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20));
+        let conn = builder.serve_connection(TokioIo::new(io), service);
+        drive(&ctx, &flags, limits.idle_timeout, conn, |c| {
+            c.graceful_shutdown()
+        })
+        .await;
+    } else {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_headers(limits.max_request_headers)
+            .max_header_size(limits.max_request_header_bytes);
+        let conn = builder
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        drive(&ctx, &flags, limits.idle_timeout, conn, |c| {
+            c.graceful_shutdown()
+        })
+        .await;
+    }
+}
+
+/// Runs a client connection to its end: graceful shutdown when serin
+/// drains or the connection idles, cut off when the drain deadline passes.
+async fn drive<C, E>(
+    ctx: &WorkerCtx,
+    flags: &ConnFlags,
+    idle: Duration,
+    conn: C,
+    graceful: impl Fn(Pin<&mut C>),
+) where
+    C: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     tokio::pin!(conn);
     let mut drain = ctx.shared.drain.subscribe();
-    let idle = limits.idle_timeout;
     let mut last_activity = flags.activity();
     let mut idle_tick = tokio::time::interval_at(tokio::time::Instant::now() + idle, idle);
     let mut shutting_down = false;
@@ -307,7 +370,7 @@ async fn serve_io<T>(
             _ = drain.wait_for(|d| d.is_some()), if !shutting_down => {
                 // HTTP/1: finish the request in flight, answer with
                 // `Connection: close`; HTTP/2: GOAWAY, finish open streams.
-                conn.as_mut().graceful_shutdown();
+                graceful(conn.as_mut());
                 shutting_down = true;
             }
             _ = idle_tick.tick() => {
@@ -316,7 +379,7 @@ async fn serve_io<T>(
                 }
                 let now = flags.activity();
                 if now == last_activity && !shutting_down {
-                    conn.as_mut().graceful_shutdown();
+                    graceful(conn.as_mut());
                     shutting_down = true;
                 }
                 last_activity = now;

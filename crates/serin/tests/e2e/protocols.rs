@@ -405,7 +405,8 @@ async fn grpc_trailers_and_status_are_preserved() {
         .get("grpc-message")
         .or_else(|| trailers.get("grpc-message"))
         .map(|v| v.as_bytes().to_vec());
-    assert_eq!(message.as_deref(), Some(&b"service not registered"[..]));
+    // grpc-message is percent-encoded on the wire.
+    assert_eq!(message.as_deref(), Some(&b"service%20not%20registered"[..]));
 }
 
 /// A WebSocket upstream: greets each client, then echoes every message

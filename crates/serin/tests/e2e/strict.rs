@@ -52,7 +52,7 @@ fn status_of(resp: &str) -> &str {
 fn assert_refused_with(request: &[u8], statuses: &[&str]) {
     let (up, serin) = start();
     let (resp, closed) = raw::exchange_closes(serin.listener("gw"), request);
-    let shown = String::from_utf8_lossy(request);
+    let shown = String::from_utf8_lossy(&request[..request.len().min(300)]);
     assert!(
         statuses.contains(&status_of(&resp)),
         "expected {statuses:?} for {shown:?}, serin answered:\n{resp}"
@@ -254,10 +254,11 @@ fn more_than_60_kib_of_headers() {
 fn just_under_the_header_limits_is_served() {
     let (up, serin) = start();
     let mut req = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".to_vec();
-    // 97 more headers (99 in all), about 50 KiB.
-    for i in 0..97 {
+    // 85 more headers (87 in all: the upstream, itself a hyper server with
+    // a limit of 100, also gets serin's forwarding headers), about 56 KiB.
+    for i in 0..85 {
         req.extend_from_slice(format!("X-H{i}: ").as_bytes());
-        req.extend_from_slice(&[b'a'; 512]);
+        req.extend_from_slice(&[b'a'; 660]);
         req.extend_from_slice(b"\r\n");
     }
     req.extend_from_slice(b"\r\n");
