@@ -167,6 +167,7 @@ services:
     let mut scaled = v1.clone();
     scaled.replicas = 7;
     assert!(v1.same_template(&scaled));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -197,6 +198,7 @@ fn load_stack_reads_relative_to_the_file() {
         missing.contains("nope.yaml:1:1: cannot read the stack file"),
         "{missing}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -479,6 +481,7 @@ fn env_files_and_secrets_problems() {
     assert_error(&errs, &["services[0].secrets[5].fromFile: cannot read"]);
     // Never the secret's value in a message.
     assert!(errs.iter().all(|e| !e.contains("abc")), "{errs:#?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

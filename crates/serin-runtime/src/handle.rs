@@ -99,6 +99,16 @@ pub struct RuntimeHandle {
     shared: Arc<Shared>,
 }
 
+impl std::fmt::Debug for RuntimeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.shared.lock();
+        f.debug_struct("RuntimeHandle")
+            .field("versions", &state.versions.len())
+            .field("shutting_down", &state.shutting_down)
+            .finish()
+    }
+}
+
 /// Recent log lines and, when following, the lines still to come.
 pub struct Logs {
     /// Oldest first.
@@ -414,7 +424,7 @@ impl RuntimeHandle {
                 .await;
         }
         self.shared.workdir.remove();
-        let _ = self.shared.shutdown_done.send(true);
+        self.shared.shutdown_done.send_replace(true);
         Ok(())
     }
 }

@@ -313,10 +313,10 @@ async fn run_process(ctx: &mut ReplicaCtx, port: u16) -> Outcome {
                     humantime::format_duration(round_ms(grace))
                 ));
                 let status = proc.terminate(grace).await;
-                ctx.say(exit_text(&{
-                    let (code, signal, reason) = describe_exit(status);
-                    ExitInfo { code, signal, reason: reason.into(), at_unix_ms: now_ms() }
-                }));
+                let (code, signal, reason) = describe_exit(status);
+                let exit = ExitInfo { code, signal, reason: reason.into(), at_unix_ms: now_ms() };
+                ctx.say(exit_text(&exit));
+                ctx.update(|r| r.status.last_exit = Some(exit));
                 Outcome::Stopped
             }
         }

@@ -238,7 +238,7 @@ impl Shared {
         };
         self.sync_registry(shutting_down, vs);
         if let Some(entry) = vs.replicas.get(&uid) {
-            let _ = entry.stop.send(true);
+            entry.stop.send_replace(true);
         }
         self.emit(event);
     }
