@@ -93,6 +93,7 @@
 //!   `SERIN_FILES_DIR` and `SERIN_SECRETS_DIR` are set by serin and may not
 //!   be set in `env` or `secrets`.
 
+mod gateway;
 pub mod model;
 pub mod raw;
 mod validate;
@@ -131,12 +132,51 @@ pub fn load_stack(path: &Path) -> Result<Stack, ConfigErrors> {
 /// messages; `base_dir` is the folder relative paths are resolved against
 /// (made absolute here).
 pub fn parse_stack(text: &str, file_name: &str, base_dir: &Path) -> Result<Stack, ConfigErrors> {
+    parse_stack_file(text, file_name, base_dir).map(|f| f.stack)
+}
+
+/// A stack file: its services and the gateway in front of them.
+#[derive(Debug, Clone)]
+pub struct StackFile {
+    pub stack: Stack,
+    /// The proxy config of the gateway: one listener named `gateway`, the
+    /// stack's services (endpoints found by the runtime) and the routes.
+    pub gateway: crate::proxy::ProxyConfig,
+}
+
+/// Reads, decodes and validates a stack file with its gateway.
+pub fn load_stack_file(path: &Path) -> Result<StackFile, ConfigErrors> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let mut problems = Problems::new(name.clone());
+        problems.report(
+            Span::new(1, 1),
+            "",
+            format!("cannot read the stack file: {e}"),
+        );
+        problems.into_errors()
+    })?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => Path::new(".").to_path_buf(),
+    };
+    parse_stack_file(&text, &name, &dir)
+}
+
+/// Decodes and validates stack file text with its gateway; every problem of
+/// both is reported at once.
+pub fn parse_stack_file(
+    text: &str,
+    file_name: &str,
+    base_dir: &Path,
+) -> Result<StackFile, ConfigErrors> {
     let mut problems = Problems::new(file_name);
     let Some(doc) = parse_document(text, &mut problems) else {
-        return problems.finish(Stack::default());
+        return Err(problems.into_errors());
     };
     let raw = raw::RawStack::decode(Node::root(&doc), &mut problems).unwrap_or_default();
     let base_dir = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_path_buf());
     let stack = validate::validate(&raw, file_name, &base_dir, &mut problems);
-    problems.finish(stack)
+    let gateway = gateway::validate(&raw, &stack, &base_dir, &mut problems);
+    problems.finish(StackFile { stack, gateway })
 }

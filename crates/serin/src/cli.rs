@@ -38,6 +38,75 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a whole stack on this machine: its services as supervised
+    /// processes, and the gateway in front of them.
+    ///
+    /// With no STACK, runs examples/qotm/stack.yaml (built in, so it works
+    /// from any folder). Ctrl-C or SIGTERM stops everything gracefully;
+    /// the services also die with serin if it is killed.
+    Up(UpArgs),
+
+    /// List the replicas of a running `serin up` (like `kubectl get pods`).
+    Ps {
+        #[command(flatten)]
+        admin: AdminTarget,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Set the number of replicas of a service version: `serin scale qotm/v1 3`.
+    Scale {
+        /// SERVICE/VERSION (or SERVICE when it has one version).
+        target: String,
+        /// The number of replicas wanted.
+        replicas: u32,
+        /// Wait until the version has that many ready replicas.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        admin: AdminTarget,
+    },
+
+    /// Restart a service version one replica at a time: a new replica is
+    /// started and must be ready before an old one stops.
+    Restart {
+        /// SERVICE/VERSION (or SERVICE when it has one version).
+        target: String,
+        /// Wait until the rollout is complete.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        admin: AdminTarget,
+    },
+
+    /// Show the logs of a service's replicas: `serin logs qotm -f`.
+    Logs {
+        /// SERVICE or SERVICE/VERSION; none: every service.
+        target: Option<String>,
+        /// Keep printing new lines as they come.
+        #[arg(short, long)]
+        follow: bool,
+        /// Lines of history to print first.
+        #[arg(long, default_value_t = 100)]
+        tail: usize,
+        #[command(flatten)]
+        admin: AdminTarget,
+    },
+
+    /// Roll out a changed stack file to a running `serin up`.
+    ///
+    /// The file is checked first; when it has problems nothing changes.
+    /// Changed versions roll out with their strategy (RollingUpdate with
+    /// maxSurge/maxUnavailable, or Recreate); the gateway's routes change at
+    /// once.
+    Apply {
+        /// The stack file; default: the file `serin up` was started with.
+        stack: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminTarget,
+    },
+
     /// Run the proxy: from a config file, or in front of one upstream.
     ///
     /// With --config, serves the listeners, routes and services of a YAML
@@ -99,6 +168,26 @@ pub struct ProxyArgs {
     /// beside the config file).
     #[arg(long, value_name = "FILE")]
     pub state_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The stack file (default: examples/qotm/stack.yaml, built in).
+    #[arg(value_name = "STACK")]
+    pub stack: Option<PathBuf>,
+
+    /// Listen on this address instead of the stack's gateway.listen.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Serve the admin API on this address instead of the stack's
+    /// gateway.admin.
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
+
+    /// Print replica logs without colours.
+    #[arg(long)]
+    pub no_color: bool,
 }
 
 #[derive(Debug, Args)]

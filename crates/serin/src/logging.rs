@@ -13,11 +13,7 @@ pub fn init(format: LogFormat, verbose: u8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let json = match format {
-        LogFormat::Json => true,
-        LogFormat::Text => false,
-        LogFormat::Auto => !std::io::stderr().is_terminal(),
-    };
+    let json = is_json(format);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -32,5 +28,14 @@ pub fn init(format: LogFormat, verbose: u8) {
     };
     if let Err(e) = result {
         eprintln!("serin: cannot set up logging: {e}");
+    }
+}
+
+/// Whether logs are JSON: asked for, or automatic and not on a terminal.
+pub fn is_json(format: LogFormat) -> bool {
+    match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
     }
 }

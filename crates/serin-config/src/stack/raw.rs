@@ -15,6 +15,24 @@ config_struct! {
     /// The whole stack file.
     pub struct RawStack {
         services: Spanned<Vec<RawService>> = "services" [required],
+        gateway: Option<RawGateway> = "gateway",
+    }
+}
+
+config_struct! {
+    /// The gateway of a stack: one listener in front of the stack's
+    /// services, its admin API, and routes in the proxy's vocabulary whose
+    /// backends are the stack's services and versions.
+    pub struct RawGateway {
+        listen: Option<Spanned<String>> = "listen",
+        admin: Option<Spanned<String>> = "admin",
+        admin_token: Option<String> = "adminToken",
+        tls: Option<crate::proxy::raw::Tls> = "tls",
+        limits: Option<crate::proxy::raw::Limits> = "limits",
+        access_log: Option<crate::proxy::raw::AccessLog> = "accessLog",
+        workers: Option<Spanned<usize>> = "workers",
+        drain_timeout: Option<Duration> = "drainTimeout",
+        routes: Vec<crate::proxy::raw::Route> = "routes",
     }
 }
 
@@ -22,6 +40,10 @@ config_struct! {
     /// One service: defaults for its versions, and the versions.
     pub struct RawService {
         name: Spanned<String> = "name" [required],
+        /// How the gateway speaks to this service (`http1`, `h2c`).
+        protocol: crate::proxy::raw::UpstreamProtocol = "protocol",
+        load_balancer: Option<crate::proxy::raw::LoadBalancer> = "loadBalancer",
+        connect_timeout: Option<Duration> = "connectTimeout",
         depends_on: Vec<Spanned<String>> = "dependsOn",
         versions: Option<Spanned<Vec<RawVersion>>> = "versions",
         command: Option<Spanned<String>> = "command",

@@ -35,6 +35,43 @@ impl AdminClient {
         self.send(reqwest::Method::POST, path, Some(body))
     }
 
+    /// GETs `path` and calls `line` for each line of the answer as it
+    /// arrives (for streams that do not end, like `logs -f`).
+    pub fn stream_lines(&self, path: &str, mut line: impl FnMut(&str)) -> anyhow::Result<()> {
+        let url = format!("{}{path}", self.base);
+        // No overall timeout: a followed log stream lasts as long as serin.
+        let mut req = reqwest::Client::builder().build()?.get(&url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        self.rt.block_on(async {
+            let mut resp = req.send().await.with_context(|| {
+                format!(
+                    "cannot reach the admin API at {} (is serin running?)",
+                    self.base
+                )
+            })?;
+            if !resp.status().is_success() {
+                let status = resp.status();
+                let text = resp.text().await.unwrap_or_default();
+                bail!("{text} (HTTP {status})");
+            }
+            let mut pending = Vec::new();
+            while let Some(chunk) = resp.chunk().await? {
+                pending.extend_from_slice(&chunk);
+                while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
+                    let rest = pending.split_off(nl + 1);
+                    line(String::from_utf8_lossy(&pending[..nl]).trim_end_matches('\r'));
+                    pending = rest;
+                }
+            }
+            if !pending.is_empty() {
+                line(&String::from_utf8_lossy(&pending));
+            }
+            Ok(())
+        })
+    }
+
     fn send(
         &self,
         method: reqwest::Method,

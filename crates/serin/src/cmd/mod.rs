@@ -2,6 +2,8 @@
 
 mod admin_client;
 mod proxy;
+mod stack_control;
+mod up;
 mod validate;
 mod weights;
 
@@ -10,7 +12,28 @@ use std::process::ExitCode;
 use crate::cli::{Cli, Command};
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let json_logs = crate::logging::is_json(cli.log_format);
     match cli.command {
+        Command::Up(args) => up::run(args, json_logs),
+        Command::Ps { admin, json } => stack_control::ps(&admin, json),
+        Command::Scale {
+            target,
+            replicas,
+            wait,
+            admin,
+        } => stack_control::scale(&admin, &target, replicas, wait),
+        Command::Restart {
+            target,
+            wait,
+            admin,
+        } => stack_control::restart(&admin, &target, wait),
+        Command::Logs {
+            target,
+            follow,
+            tail,
+            admin,
+        } => stack_control::logs(&admin, target.as_deref(), follow, tail),
+        Command::Apply { stack, admin } => stack_control::apply(&admin, stack.as_deref()),
         Command::Proxy(args) => proxy::run(args),
         Command::Validate(args) => validate::run(&args),
         Command::Weights(cmd) => weights::run(cmd),

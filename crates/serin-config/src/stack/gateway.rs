@@ -1,0 +1,128 @@
+//! The stack's gateway, checked and turned into a proxy config whose
+//! services are the stack's services (endpoints come from the runtime).
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use super::model::Stack;
+use super::raw::RawStack;
+use crate::decode::Spanned;
+use crate::error::Problems;
+use crate::proxy::{self, ProxyConfig, raw as praw};
+
+/// Where the gateway listens unless the stack says.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The admin API's address unless the stack says (loopback: it changes
+/// routing).
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+/// The gateway listener's name (routes may name it in `parentRefs`).
+pub const LISTENER_NAME: &str = "gateway";
+
+fn address(
+    given: Option<&Spanned<String>>,
+    default: &str,
+    gateway: &praw::Listener,
+    check: bool,
+    p: &mut Problems,
+) -> Spanned<String> {
+    match given {
+        Some(a) => {
+            // The listener's address is checked with the proxy config.
+            if check && a.parse::<SocketAddr>().is_err() {
+                a.report(
+                    p,
+                    format!(
+                        "bad address `{}`: expected IP:PORT such as 127.0.0.1:8080",
+                        **a
+                    ),
+                );
+            }
+            a.clone()
+        }
+        None => Spanned {
+            value: default.to_string(),
+            span: gateway.span,
+            path: gateway.node_path.clone(),
+        },
+    }
+}
+
+pub(super) fn validate(
+    raw: &RawStack,
+    stack: &Stack,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> ProxyConfig {
+    let gw = raw.gateway.clone().unwrap_or_default();
+    let anchor = praw::Listener {
+        span: gw.span,
+        node_path: "gateway".into(),
+        ..Default::default()
+    };
+    let listen = address(gw.listen.as_ref(), DEFAULT_LISTEN, &anchor, false, p);
+    let admin = address(gw.admin.as_ref(), DEFAULT_ADMIN, &anchor, true, p);
+    let admin_addr = admin.parse::<SocketAddr>().ok().map(|a| Spanned {
+        value: a,
+        span: admin.span,
+        path: admin.path.clone(),
+    });
+    let services = raw
+        .services
+        .value
+        .iter()
+        .filter_map(|rs| {
+            let spec = stack.services.iter().find(|s| s.name == *rs.name)?;
+            Some(praw::Service {
+                span: rs.span,
+                node_path: rs.node_path.clone(),
+                name: rs.name.clone(),
+                protocol: rs.protocol,
+                connect_timeout: rs.connect_timeout,
+                load_balancer: rs.load_balancer.clone(),
+                pool: None,
+                versions: spec
+                    .versions
+                    .iter()
+                    .map(|v| praw::Version {
+                        span: rs.span,
+                        node_path: rs.node_path.clone(),
+                        name: Spanned {
+                            value: v.name.clone(),
+                            span: rs.name.span,
+                            path: rs.name.path.clone(),
+                        },
+                        endpoints: None,
+                    })
+                    .collect(),
+            })
+        })
+        .collect();
+    let config = praw::Config {
+        span: gw.span,
+        node_path: "gateway".into(),
+        admin: Some(praw::Admin {
+            span: admin.span,
+            node_path: admin.path.clone(),
+            address: admin_addr,
+            token: gw.admin_token.clone(),
+        }),
+        access_log: gw.access_log.clone(),
+        workers: gw.workers.clone(),
+        drain_timeout: gw.drain_timeout,
+        listeners: vec![praw::Listener {
+            span: listen.span,
+            node_path: listen.path.clone(),
+            name: Spanned {
+                value: LISTENER_NAME.to_string(),
+                span: listen.span,
+                path: listen.path.clone(),
+            },
+            address: listen,
+            tls: gw.tls.clone(),
+            limits: gw.limits.clone(),
+        }],
+        services,
+        routes: gw.routes.clone(),
+    };
+    proxy::validate_raw(config, base_dir, p)
+}

@@ -1,0 +1,248 @@
+//! `serin up`: the local runtime and the gateway in one process.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::json;
+use serin_config::stack::StackFile;
+use serin_discovery::Registry;
+use serin_proxy::{Proxy, ProxyOptions};
+use serin_runtime::{ColorChoice, LogFormat, Runtime, RuntimeHandle, RuntimeOptions};
+
+use crate::cli::UpArgs;
+
+/// The default stack, built in so `serin up` works from anywhere.
+const DEFAULT_STACK: &str = include_str!("../../../../examples/qotm/stack.yaml");
+const DEFAULT_CREDENTIALS: &str = include_str!("../../../../examples/qotm/credentials.txt");
+const DEFAULT_STACK_PATH: &str = "examples/qotm/stack.yaml";
+
+pub fn run(args: UpArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
+    let rt = super::control_runtime()?;
+    rt.block_on(up(args, json_logs))
+}
+
+/// Where the stack comes from: the given file, `examples/qotm/stack.yaml`
+/// when it is here, else the built-in copy written to a folder of its own.
+fn stack_path(args: &UpArgs) -> anyhow::Result<PathBuf> {
+    if let Some(p) = &args.stack {
+        return Ok(p.clone());
+    }
+    let here = Path::new(DEFAULT_STACK_PATH);
+    if here.exists() {
+        return Ok(here.to_path_buf());
+    }
+    let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
+    let dir = std::env::temp_dir().join(format!("serin-qotm-{user}"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::write(dir.join("stack.yaml"), DEFAULT_STACK)?;
+    std::fs::write(dir.join("credentials.txt"), DEFAULT_CREDENTIALS)?;
+    Ok(dir.join("stack.yaml"))
+}
+
+async fn up(args: UpArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
+    let path = stack_path(&args)?;
+    let StackFile { stack, mut gateway } = match serin_config::stack::load_stack_file(&path) {
+        Ok(f) => f,
+        Err(errors) => {
+            eprint!("{errors}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if let (Some(a), Some(l)) = (args.listen, gateway.listeners.first_mut()) {
+        l.address = a;
+    }
+    if let Some(a) = args.admin {
+        gateway.admin.address = a;
+    }
+    gateway.source = Some(path.clone());
+    let registry = Registry::new();
+    let proxy = match Proxy::start(
+        gateway.clone(),
+        registry.clone(),
+        ProxyOptions {
+            state_file: Some(serin_proxy::state::path_beside(&path)),
+            watch_config: false,
+        },
+    ) {
+        Ok(p) => p,
+        Err(serin_proxy::StartError::Config(errors)) => {
+            eprint!("{errors}");
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let options = RuntimeOptions {
+        log_format: if json_logs {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        },
+        color: if args.no_color {
+            ColorChoice::Never
+        } else {
+            ColorChoice::Auto
+        },
+        ..RuntimeOptions::default()
+    };
+    let runtime = Runtime::start(stack.clone(), registry, options)
+        .await
+        .context("cannot start the stack")?;
+    let state = Arc::new(UpState {
+        proxy: proxy.clone(),
+        runtime: runtime.clone(),
+        path: path.clone(),
+        overrides: Overrides {
+            listen: args.listen,
+            admin: args.admin,
+        },
+    });
+    let app = serin_proxy::admin::router(proxy.clone())
+        .merge(serin_runtime::admin_router(runtime.clone()))
+        .merge(Router::new().route("/apply", post(apply)).with_state(state));
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_addr = gateway.admin.address;
+    let (admin_bound, admin) =
+        serin_proxy::admin::serve(admin_addr, gateway.admin.token.clone(), app, async {
+            let _ = admin_stopped.await;
+        })
+        .await
+        .with_context(|| format!("cannot serve the admin API on {admin_addr}"))?;
+    let admin_task = tokio::spawn(admin);
+    for (name, addr) in proxy.listener_addrs() {
+        tracing::info!(listener = %name, address = %addr, "listening");
+    }
+    tracing::info!(address = %admin_bound, "admin API listening");
+    print_summary(&path, &proxy, admin_bound, &stack);
+
+    super::proxy::wait_for_signals(&proxy).await?;
+    tracing::info!("stopping the stack");
+    // Replicas leave the registry first, so no new request goes to one that
+    // is stopping; then the gateway drains.
+    if let Err(e) = runtime.shutdown().await {
+        tracing::error!(error = %e, "stopping the stack");
+    }
+    proxy.drain(gateway.drain_timeout).await;
+    let _ = stop_admin.send(());
+    let _ = admin_task.await;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(
+    path: &Path,
+    proxy: &Proxy,
+    admin: std::net::SocketAddr,
+    stack: &serin_config::stack::Stack,
+) {
+    let gateway = proxy
+        .listener_addrs()
+        .first()
+        .map(|(_, a)| format!("http://{a}"))
+        .unwrap_or_default();
+    let mut out = format!("\nserin up: {}\n", path.display());
+    for s in &stack.services {
+        let versions: Vec<String> = s
+            .versions
+            .iter()
+            .map(|v| format!("{} ×{}", v.name, v.replicas))
+            .collect();
+        out.push_str(&format!(
+            "  service {:<10} {}\n",
+            s.name,
+            versions.join(", ")
+        ));
+    }
+    out.push_str(&format!("  gateway          {gateway}\n"));
+    for r in &proxy.snapshot().config.routes {
+        for rule in &r.rules {
+            for m in &rule.matches {
+                if let serin_config::proxy::PathMatch::PathPrefix(p)
+                | serin_config::proxy::PathMatch::Exact(p) = &m.path
+                {
+                    out.push_str(&format!("    curl {gateway}{}/\n", p.trim_end_matches('/')));
+                }
+            }
+        }
+    }
+    out.push_str(&format!(
+        "  admin API        http://{admin}  (serin ps, serin logs -f, serin weights get ROUTE)\n\
+         Ctrl-C stops everything.\n"
+    ));
+    eprintln!("{out}");
+}
+
+/// Command-line overrides that an `apply` keeps.
+struct Overrides {
+    listen: Option<std::net::SocketAddr>,
+    admin: Option<std::net::SocketAddr>,
+}
+
+struct UpState {
+    proxy: Arc<Proxy>,
+    runtime: RuntimeHandle,
+    path: PathBuf,
+    overrides: Overrides,
+}
+
+#[derive(serde::Deserialize)]
+struct ApplyBody {
+    /// The stack file's text; when absent, the file serin was started from is
+    /// read again.
+    #[serde(default)]
+    stack: Option<String>,
+}
+
+/// Rolls out a changed stack file: the gateway's routes first (checked
+/// before anything changes), then the services.
+async fn apply(State(state): State<Arc<UpState>>, Json(body): Json<ApplyBody>) -> Response {
+    let base = state.path.parent().unwrap_or(Path::new("."));
+    let name = state.path.display().to_string();
+    let parsed = match body.stack {
+        Some(text) => serin_config::stack::parse_stack_file(&text, &name, base),
+        None => serin_config::stack::load_stack_file(&state.path),
+    };
+    let StackFile { stack, mut gateway } = match parsed {
+        Ok(f) => f,
+        Err(errors) => return rejected(&errors),
+    };
+    if let (Some(a), Some(l)) = (state.overrides.listen, gateway.listeners.first_mut()) {
+        l.address = a;
+    }
+    if let Some(a) = state.overrides.admin {
+        gateway.admin.address = a;
+    }
+    gateway.source = Some(state.path.clone());
+    let proxy = state.proxy.clone();
+    match tokio::task::spawn_blocking(move || proxy.apply_config(gateway)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(errors)) => return rejected(&errors),
+        Err(e) => {
+            return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+        }
+    }
+    match state.runtime.apply(stack).await {
+        Ok(summary) => Json(json!({ "result": "applied", "summary": summary })).into_response(),
+        Err(e) => (
+            axum::http::StatusCode::BAD_REQUEST,
+            Json(json!({ "error": e.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+fn rejected(errors: &serin_config::ConfigErrors) -> Response {
+    (
+        axum::http::StatusCode::BAD_REQUEST,
+        Json(json!({
+            "error": "stack file rejected; the running stack stays as it was",
+            "problems": errors.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        })),
+    )
+        .into_response()
+}
