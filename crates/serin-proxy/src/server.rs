@@ -91,6 +91,7 @@ pub struct WorkerHandle {
 pub struct WorkerCtx {
     pub shared: Arc<Shared>,
     pub pools: Rc<Pools>,
+    pub connections: Connections,
 }
 
 pub fn spawn_worker(id: usize, shared: Arc<Shared>) -> std::io::Result<WorkerHandle> {
@@ -113,8 +114,10 @@ pub fn spawn_worker(id: usize, shared: Arc<Shared>) -> std::io::Result<WorkerHan
                 let ctx = Rc::new(WorkerCtx {
                     shared: shared.clone(),
                     pools: Pools::new(),
+                    connections: Connections::default(),
                 });
                 tokio::task::spawn_local(sweep_pools(ctx.clone()));
+                tokio::task::spawn_local(Connections::supervise(ctx.clone()));
                 let mut drain = shared.drain.subscribe();
                 loop {
                     tokio::select! {
@@ -342,11 +345,128 @@ async fn serve_io<T>(
     }
 }
 
-/// Runs a client connection to its end: graceful shutdown when serin
-/// drains or the connection idles, cut off when the drain deadline passes.
+/// What a worker's supervisor tells one connection.
+#[derive(Default)]
+pub struct ConnControl {
+    /// Start a graceful shutdown (drain, idle).
+    shutdown: Cell<bool>,
+    /// Stop now (the drain deadline passed).
+    kill: Cell<bool>,
+    waker: std::cell::RefCell<Option<std::task::Waker>>,
+    flags: Arc<ConnFlags>,
+    idle_timeout: Cell<Duration>,
+    /// The activity count seen at the last sweep, and when it last changed.
+    seen: Cell<(u64, Option<tokio::time::Instant>)>,
+}
+
+impl ConnControl {
+    fn wake(&self) {
+        if let Some(w) = self.waker.borrow().as_ref() {
+            w.wake_by_ref();
+        }
+    }
+}
+
+/// The worker's connections, swept now and then for idleness and drain.
+/// One timer per worker instead of one per connection, and nothing polled
+/// per request.
+#[derive(Default)]
+pub struct Connections {
+    list: std::cell::RefCell<Vec<std::rc::Weak<ConnControl>>>,
+}
+
+/// How often connections are checked for idleness and drain deadlines.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+
+impl Connections {
+    fn register(&self, ctl: &Rc<ConnControl>) {
+        self.list.borrow_mut().push(Rc::downgrade(ctl));
+    }
+
+    /// Runs for the life of the worker.
+    pub async fn supervise(ctx: Rc<WorkerCtx>) {
+        let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = tokio::time::Instant::now();
+            let draining = ctx.shared.is_draining();
+            let expired = ctx.shared.drain_expired();
+            ctx.connections.list.borrow_mut().retain(|weak| {
+                let Some(ctl) = weak.upgrade() else {
+                    return false;
+                };
+                let activity = ctl.flags.activity();
+                let (last, since) = ctl.seen.get();
+                let since = if since.is_none() || activity != last { now } else { since.unwrap_or(now) };
+                ctl.seen.set((activity, Some(since)));
+                if expired {
+                    ctl.kill.set(true);
+                    ctl.wake();
+                } else if !ctl.shutdown.get()
+                    && (draining || now.duration_since(since) >= ctl.idle_timeout.get())
+                {
+                    // HTTP/1: finish the request in flight, answer with
+                    // `Connection: close`; HTTP/2: GOAWAY, finish open
+                    // streams. An idle connection just closes.
+                    ctl.shutdown.set(true);
+                    ctl.wake();
+                }
+                true
+            });
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A client connection under its supervisor's control.
+    struct Controlled<C, G> {
+        #[pin]
+        conn: C,
+        ctl: Rc<ConnControl>,
+        graceful: G,
+        shutdown_started: bool,
+    }
+}
+
+impl<C, E, G> std::future::Future for Controlled<C, G>
+where
+    C: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+    G: Fn(Pin<&mut C>),
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let mut this = self.project();
+        {
+            let mut w = this.ctl.waker.borrow_mut();
+            if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *w = Some(cx.waker().clone());
+            }
+        }
+        if this.ctl.kill.get() {
+            return std::task::Poll::Ready(());
+        }
+        if this.ctl.shutdown.get() && !*this.shutdown_started {
+            *this.shutdown_started = true;
+            (this.graceful)(this.conn.as_mut());
+        }
+        match this.conn.poll(cx) {
+            std::task::Poll::Ready(Err(e)) => {
+                tracing::debug!(error = %e, "client connection ended with an error");
+                std::task::Poll::Ready(())
+            }
+            std::task::Poll::Ready(Ok(())) => std::task::Poll::Ready(()),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+/// Runs a client connection to its end under the worker's supervisor.
 async fn drive<C, E>(
     ctx: &WorkerCtx,
-    flags: &ConnFlags,
+    flags: &Arc<ConnFlags>,
     idle: Duration,
     conn: C,
     graceful: impl Fn(Pin<&mut C>),
@@ -354,36 +474,20 @@ async fn drive<C, E>(
     C: std::future::Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    tokio::pin!(conn);
-    let mut drain = ctx.shared.drain.subscribe();
-    let mut last_activity = flags.activity();
-    let mut idle_tick = tokio::time::interval_at(tokio::time::Instant::now() + idle, idle);
-    let mut shutting_down = false;
-    loop {
-        tokio::select! {
-            res = conn.as_mut() => {
-                if let Err(e) = res {
-                    tracing::debug!(error = %e, "client connection ended with an error");
-                }
-                break;
-            }
-            _ = drain.wait_for(|d| d.is_some()), if !shutting_down => {
-                // HTTP/1: finish the request in flight, answer with
-                // `Connection: close`; HTTP/2: GOAWAY, finish open streams.
-                graceful(conn.as_mut());
-                shutting_down = true;
-            }
-            _ = idle_tick.tick() => {
-                if shutting_down && ctx.shared.drain_expired() {
-                    break;
-                }
-                let now = flags.activity();
-                if now == last_activity && !shutting_down {
-                    graceful(conn.as_mut());
-                    shutting_down = true;
-                }
-                last_activity = now;
-            }
-        }
+    let ctl = Rc::new(ConnControl {
+        flags: flags.clone(),
+        idle_timeout: Cell::new(idle),
+        ..Default::default()
+    });
+    if ctx.shared.is_draining() {
+        ctl.shutdown.set(true);
     }
+    ctx.connections.register(&ctl);
+    Controlled {
+        conn,
+        ctl,
+        graceful,
+        shutdown_started: false,
+    }
+    .await;
 }

@@ -188,6 +188,36 @@ impl Serin {
         panic!("serin did not report its admin API within 30 s");
     }
 
+    /// Runs `serin up STACK --listen 127.0.0.1:0 --admin 127.0.0.1:0
+    /// --no-color EXTRA...` in the stack file's folder and waits until the
+    /// admin API is up (the replicas may still be starting). The gateway
+    /// listener is named `gateway`.
+    pub fn up(bin: &str, stack: &Path, extra_args: &[&str]) -> Self {
+        let mut args = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--no-color",
+        ];
+        args.extend_from_slice(extra_args);
+        Self::up_with(bin, stack, &args)
+    }
+
+    /// Runs `serin up STACK ARGS...` in the stack file's folder with exactly
+    /// these arguments (for a stack whose addresses must stay as written)
+    /// and waits until the admin API is up.
+    pub fn up_with(bin: &str, stack: &Path, args: &[&str]) -> Self {
+        let stack_arg = stack.display().to_string();
+        let mut all = vec!["up", stack_arg.as_str()];
+        all.extend_from_slice(args);
+        let dir = match stack.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Self::spawn(bin, &all, &dir, stack)
+    }
+
     /// The bound address of a listener.
     pub fn listener(&self, name: &str) -> SocketAddr {
         self.listeners
@@ -250,6 +280,20 @@ impl Serin {
             eprintln!("{l}");
         }
         eprintln!("-----");
+    }
+}
+
+/// Whether process `pid` still runs: it exists and is not a zombie (a
+/// zombie has ended; only its exit status waits to be collected).
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and
+        // may itself hold spaces or parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
     }
 }
 
