@@ -38,7 +38,7 @@ pub struct ConnInfo {
 }
 
 /// A response serin makes itself, with a short plain-text reason.
-fn local(status: StatusCode, reason: &str) -> Response<ResponseBody> {
+pub(crate) fn local(status: StatusCode, reason: &str) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::full(format!("{reason}\n")));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -163,8 +163,28 @@ pub async fn handle(
 
     // Request filters, in order.
     let mut response_filters = Vec::new();
+    let mut auth_filters = rule.auth.iter();
     for f in &rule.filters {
         match f {
+            FilterConfig::ExternalAuth(_) => {
+                let Some(auth) = auth_filters.next() else {
+                    continue;
+                };
+                if let Err(denied) = crate::ext_auth::check(&ctx, &info, &mut req, auth).await {
+                    rule.local_metrics.count_request(denied.status().as_u16());
+                    log_access(
+                        &snapshot,
+                        &info,
+                        summary.as_ref(),
+                        &denied,
+                        start,
+                        Some(rule),
+                        None,
+                        0,
+                    );
+                    return Ok(denied);
+                }
+            }
             FilterConfig::RequestHeaderModifier(m) => filters::modify_headers(req.headers_mut(), m),
             FilterConfig::ResponseHeaderModifier(m) => response_filters.push(m),
             FilterConfig::UrlRewrite(rw) => {
@@ -549,7 +569,7 @@ fn backoff(base: Duration, retry: u32) -> Duration {
 }
 
 /// Removes the upstream's hop-by-hop headers from its response.
-fn strip_response(mut resp: Response<ResponseBody>) -> Response<ResponseBody> {
+pub(crate) fn strip_response(mut resp: Response<ResponseBody>) -> Response<ResponseBody> {
     headers::remove_hop_by_hop(resp.headers_mut(), false, false);
     resp
 }

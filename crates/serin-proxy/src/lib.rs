@@ -10,6 +10,7 @@ pub mod admin;
 mod balance;
 pub mod body;
 pub mod endpoints;
+mod ext_auth;
 mod filters;
 mod forward;
 mod headers;
@@ -312,13 +313,20 @@ impl Proxy {
             self.shared.backend(key, &self.registry)
         });
         // Backends no route uses any more are forgotten.
-        let referenced: BTreeSet<BackendKey> = snap
-            .config
-            .routes
-            .iter()
-            .flat_map(|r| r.rules.iter())
+        let rules = || snap.config.routes.iter().flat_map(|r| r.rules.iter());
+        let referenced: BTreeSet<BackendKey> = rules()
             .flat_map(|rule| rule.backends.iter())
             .map(|b| BackendKey::new(&b.service, &b.version))
+            .chain(
+                rules()
+                    .flat_map(|rule| rule.filters.iter())
+                    .filter_map(|f| match f {
+                        serin_config::proxy::FilterConfig::ExternalAuth(a) => {
+                            Some(BackendKey::new(&a.service, &a.version))
+                        }
+                        _ => None,
+                    }),
+            )
             .collect();
         self.shared.snapshot.store(Arc::new(snap));
         self.shared

@@ -398,7 +398,11 @@ impl Connections {
                 };
                 let activity = ctl.flags.activity();
                 let (last, since) = ctl.seen.get();
-                let since = if since.is_none() || activity != last { now } else { since.unwrap_or(now) };
+                let since = if since.is_none() || activity != last {
+                    now
+                } else {
+                    since.unwrap_or(now)
+                };
                 ctl.seen.set((activity, Some(since)));
                 if expired {
                     ctl.kill.set(true);

@@ -32,8 +32,17 @@ pub struct CompiledBackendRef {
     pub metrics: BackendMetrics,
 }
 
+/// An ExternalAuth filter with its auth service resolved.
+pub struct CompiledExtAuth {
+    pub config: serin_config::proxy::ExternalAuthConfig,
+    pub backend: Arc<Backend>,
+    pub service: Arc<CompiledService>,
+}
+
 /// One rule of a route, ready to serve.
 pub struct CompiledRule {
+    /// The ExternalAuth filters of `filters`, in order.
+    pub auth: Vec<CompiledExtAuth>,
     pub route: Arc<str>,
     pub index: usize,
     pub filters: Vec<FilterConfig>,
@@ -111,7 +120,20 @@ pub fn compile(
                         metrics: BackendMetrics::new(metrics, &route.name, &b.service, &b.version),
                     });
                 }
+                let auth = rule
+                    .filters
+                    .iter()
+                    .filter_map(|f| match f {
+                        FilterConfig::ExternalAuth(a) => Some(CompiledExtAuth {
+                            config: a.clone(),
+                            backend: backend(&BackendKey::new(&a.service, &a.version)),
+                            service: services.get(a.service.as_str())?.clone(),
+                        }),
+                        _ => None,
+                    })
+                    .collect();
                 Arc::new(CompiledRule {
+                    auth,
                     route: route_name.clone(),
                     index,
                     filters: rule.filters.clone(),

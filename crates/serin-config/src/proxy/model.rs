@@ -56,6 +56,17 @@ pub mod defaults {
     pub const RETRY_BACKOFF: Duration = Duration::from_millis(25);
     /// Gateway API's default backend weight.
     pub const WEIGHT: u32 = 1;
+    /// An auth check is a small lookup; a slow one is a failing one.
+    pub const EXTERNAL_AUTH_TIMEOUT: Duration = Duration::from_secs(1);
+    /// Request headers an auth service gets when the filter names none:
+    /// what carries credentials, and what correlates logs and traces.
+    pub const EXTERNAL_AUTH_HEADERS: [&str; 5] = [
+        "authorization",
+        "cookie",
+        "x-request-id",
+        "traceparent",
+        "tracestate",
+    ];
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -217,6 +228,27 @@ pub enum FilterConfig {
     ResponseHeaderModifier(HeaderModifierConfig),
     UrlRewrite(UrlRewriteConfig),
     RequestRedirect(RedirectConfig),
+    ExternalAuth(ExternalAuthConfig),
+}
+
+/// Ask an auth service before forwarding (Gateway API ExternalAuth, HTTP).
+#[derive(Debug, Clone, Serialize)]
+pub struct ExternalAuthConfig {
+    pub service: String,
+    pub version: String,
+    /// Prefix of the path the auth service is asked on (the request's path
+    /// follows it).
+    pub path_prefix: String,
+    /// Request headers sent to the auth service (besides Host and the
+    /// method and path, which it always gets).
+    #[serde(serialize_with = "ser_headers")]
+    pub allowed_headers: Vec<HeaderName>,
+    /// Headers of an allowing answer copied into the upstream request.
+    #[serde(serialize_with = "ser_headers")]
+    pub allowed_response_headers: Vec<HeaderName>,
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    pub fail_open: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

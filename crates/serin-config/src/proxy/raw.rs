@@ -164,6 +164,7 @@ config_enum! {
         ResponseHeaderModifier = "ResponseHeaderModifier",
         UrlRewrite = "URLRewrite",
         RequestRedirect = "RequestRedirect",
+        ExternalAuth = "ExternalAuth",
     }
     default = RequestHeaderModifier
 }
@@ -208,6 +209,30 @@ config_struct! {
         response_header_modifier: Option<HeaderModifier> = "responseHeaderModifier",
         url_rewrite: Option<UrlRewrite> = "urlRewrite",
         request_redirect: Option<RequestRedirect> = "requestRedirect",
+        external_auth: Option<ExternalAuth> = "externalAuth",
+    }
+}
+
+config_struct! {
+    /// The Gateway API's ExternalAuth filter (HTTP): the auth service is
+    /// asked first.
+    pub struct ExternalAuth {
+        protocol: Option<Spanned<String>> = "protocol",
+        backend_ref: BackendRef = "backendRef" [required],
+        http: Option<ExternalAuthHttp> = "http",
+        /// serin: how long the auth service may take (default 1s).
+        timeout: Option<std::time::Duration> = "timeout",
+        /// serin: let requests through when the auth service cannot answer
+        /// (default false: fail closed).
+        fail_open: Option<bool> = "failOpen",
+    }
+}
+
+config_struct! {
+    pub struct ExternalAuthHttp {
+        path: Option<Spanned<String>> = "path",
+        allowed_headers: Vec<Spanned<String>> = "allowedHeaders",
+        allowed_response_headers: Vec<Spanned<String>> = "allowedResponseHeaders",
     }
 }
 

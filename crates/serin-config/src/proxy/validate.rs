@@ -374,7 +374,7 @@ fn rule_config(rule: &raw::Rule, services: &[ServiceConfig], p: &mut Problems) -
     let filters: Vec<FilterConfig> = rule
         .filters
         .iter()
-        .filter_map(|f| filter_config(f, &matches, p))
+        .filter_map(|f| filter_config(f, &matches, services, p))
         .collect();
     let redirects = filters
         .iter()
@@ -611,6 +611,7 @@ fn value_match(v: &raw::ValueMatch, is_header: bool, p: &mut Problems) -> Option
 fn filter_config(
     f: &raw::Filter,
     matches: &[MatchConfig],
+    services: &[ServiceConfig],
     p: &mut Problems,
 ) -> Option<FilterConfig> {
     use raw::FilterType as T;
@@ -646,6 +647,55 @@ fn filter_config(
             }
             None => {
                 missing(p, "urlRewrite");
+                None
+            }
+        },
+        T::ExternalAuth => match &f.external_auth {
+            Some(a) => {
+                if let Some(proto) = &a.protocol
+                    && proto.as_str() != "HTTP"
+                {
+                    proto.report(p, "only the HTTP protocol is supported for ExternalAuth");
+                }
+                let backend = backend_ref(&a.backend_ref, services, p)?;
+                let http = a.http.clone().unwrap_or_default();
+                let path_prefix = http
+                    .path
+                    .as_ref()
+                    .map_or(String::new(), |v| v.trim_end_matches('/').to_string());
+                if let Some(v) = &http.path
+                    && !v.is_empty()
+                    && !v.starts_with('/')
+                {
+                    v.report(p, "a path must start with `/`");
+                }
+                let allowed_headers = if http.allowed_headers.is_empty() {
+                    defaults::EXTERNAL_AUTH_HEADERS
+                        .iter()
+                        .map(|h| HeaderName::from_static(h))
+                        .collect()
+                } else {
+                    http.allowed_headers
+                        .iter()
+                        .filter_map(|h| header_name(h, p))
+                        .collect()
+                };
+                Some(FilterConfig::ExternalAuth(ExternalAuthConfig {
+                    service: backend.service,
+                    version: backend.version,
+                    path_prefix,
+                    allowed_headers,
+                    allowed_response_headers: http
+                        .allowed_response_headers
+                        .iter()
+                        .filter_map(|h| header_name(h, p))
+                        .collect(),
+                    timeout: a.timeout.unwrap_or(defaults::EXTERNAL_AUTH_TIMEOUT),
+                    fail_open: a.fail_open.unwrap_or(false),
+                }))
+            }
+            None => {
+                missing(p, "externalAuth");
                 None
             }
         },

@@ -1,6 +1,6 @@
 //! What every module here uses.
 
-pub use serin_testkit::{Serin, Upstream};
+pub use serin_testkit::{Serin, Upstream, wait_until};
 
 pub const SERIN: &str = env!("CARGO_BIN_EXE_serin");
 
