@@ -117,18 +117,46 @@ impl RouteTable {
                         })
                 })
         };
-        let entries_for = |host: Option<&str>| VirtualHost {
-            entries: cands
+        // Gateway API: rules of the route with the most specific matching
+        // hostname come first (a non-wildcard match, then the most
+        // characters); match precedence orders rules within that. The
+        // candidates are already in match order, and the sort is stable.
+        let host_rank = |hostnames: &[String], host: &str| -> (u8, usize) {
+            hostnames
+                .iter()
+                .filter_map(|h| {
+                    if h == host {
+                        Some((2, h.len()))
+                    } else if h == "*" {
+                        Some((0, 0))
+                    } else {
+                        h.strip_prefix('*')
+                            .filter(|s| !s.is_empty() && host.ends_with(s) && host.len() > s.len())
+                            .map(|s| (1, s.len()))
+                    }
+                })
+                .max()
+                .unwrap_or((0, 0))
+        };
+        let entries_for = |host: Option<&str>| {
+            let mut chosen: Vec<(&Cand<'_>, (u8, usize))> = cands
                 .iter()
                 .filter(|c| match host {
                     Some(h) => applies(c.hostnames, h),
                     None => c.hostnames.is_empty() || c.hostnames.iter().any(|h| h == "*"),
                 })
-                .map(|c| Entry {
-                    m: c.m.clone(),
-                    rule: c.rule.clone(),
-                })
-                .collect(),
+                .map(|c| (c, host.map_or((0, 0), |h| host_rank(c.hostnames, h))))
+                .collect();
+            chosen.sort_by_key(|(_, rank)| std::cmp::Reverse(*rank));
+            VirtualHost {
+                entries: chosen
+                    .into_iter()
+                    .map(|(c, _)| Entry {
+                        m: c.m.clone(),
+                        rule: c.rule.clone(),
+                    })
+                    .collect(),
+            }
         };
         for h in exact_names {
             table.exact.insert(h.to_string(), entries_for(Some(h)));
@@ -137,18 +165,26 @@ impl RouteTable {
         for suffix in wild_names {
             // A wildcard vhost holds routes for that wildcard (and broader
             // ones) plus hostname-less routes.
+            let mut chosen: Vec<(&Cand<'_>, usize)> = cands
+                .iter()
+                .filter_map(|c| {
+                    if c.hostnames.is_empty() || c.hostnames.iter().any(|h| h == "*") {
+                        return Some((c, 0));
+                    }
+                    c.hostnames
+                        .iter()
+                        .filter_map(|h| h.strip_prefix('*'))
+                        .filter(|s| !s.is_empty() && suffix.ends_with(s))
+                        .map(str::len)
+                        .max()
+                        .map(|len| (c, len))
+                })
+                .collect();
+            chosen.sort_by_key(|(_, rank)| std::cmp::Reverse(*rank));
             let vh = VirtualHost {
-                entries: cands
-                    .iter()
-                    .filter(|c| {
-                        c.hostnames.is_empty()
-                            || c.hostnames.iter().any(|h| {
-                                h == "*"
-                                    || h.strip_prefix('*')
-                                        .is_some_and(|s| !s.is_empty() && suffix.ends_with(s))
-                            })
-                    })
-                    .map(|c| Entry {
+                entries: chosen
+                    .into_iter()
+                    .map(|(c, _)| Entry {
                         m: c.m.clone(),
                         rule: c.rule.clone(),
                     })
@@ -267,5 +303,123 @@ mod tests {
         assert!(prefix_matches("/foo", "/foo/bar"));
         assert!(!prefix_matches("/foo", "/foobar"));
         assert!(prefix_matches("", "/anything"));
+    }
+}
+
+#[cfg(test)]
+mod table_tests {
+    use std::sync::Arc;
+
+    use http::{HeaderMap, HeaderValue, Method};
+    use serin_config::proxy::parse_proxy_config;
+
+    use crate::endpoints::Backend;
+    use crate::metrics::Metrics;
+    use crate::snapshot::compile;
+
+    /// Which rule (route name, index) a request lands on.
+    fn route_of(
+        yaml: &str,
+        host: &str,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Option<(String, usize)> {
+        let cfg = parse_proxy_config(yaml, "t.yaml", std::path::Path::new("."))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let snap = compile(Arc::new(cfg), &Metrics::new(), |k| {
+            Arc::new(Backend::new(k.clone()))
+        });
+        let table = snap.table("gw").unwrap_or_else(|| panic!("no table"));
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            let name = http::HeaderName::from_bytes(k.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+            h.insert(
+                name,
+                HeaderValue::from_str(v).unwrap_or_else(|e| panic!("{e}")),
+            );
+        }
+        let (p, q) = path
+            .split_once('?')
+            .map_or((path, None), |(p, q)| (p, Some(q)));
+        table
+            .lookup(host, &method, p, q, &h)
+            .map(|(rule, _)| (rule.route.to_string(), rule.index))
+    }
+
+    const CONFIG: &str = r#"
+listeners: [{name: gw, address: "127.0.0.1:0"}]
+services: [{name: s, versions: [{name: v1, endpoints: ["127.0.0.1:1"]}]}]
+routes:
+  - name: first
+    rules:
+      - matches: [{path: {type: PathPrefix, value: /}}]
+        backendRefs: [{name: s}]
+      - matches: [{path: {type: PathPrefix, value: /a}}]
+        backendRefs: [{name: s}]
+      - matches: [{path: {type: PathPrefix, value: /a/b}}]
+        backendRefs: [{name: s}]
+  - name: second
+    rules:
+      - matches: [{path: {type: PathPrefix, value: /a/b}, method: POST}]
+        backendRefs: [{name: s}]
+      - matches: [{path: {type: PathPrefix, value: /a/b}, headers: [{name: x, value: "1"}, {name: y, value: "2"}]}]
+        backendRefs: [{name: s}]
+      - matches: [{path: {type: PathPrefix, value: /a/b}, headers: [{name: x, value: "1"}]}]
+        backendRefs: [{name: s}]
+      - matches: [{path: {type: Exact, value: /a/b/c}}]
+        backendRefs: [{name: s}]
+  - name: hosted
+    hostnames: ["*.example.com"]
+    rules:
+      - matches: [{path: {type: PathPrefix, value: /a}}]
+        backendRefs: [{name: s}]
+"#;
+
+    #[test]
+    fn precedence_is_the_gateway_apis() {
+        let r = |method: Method, path: &str, headers: &[(&str, &str)]| {
+            route_of(CONFIG, "h", method, path, headers)
+        };
+        assert_eq!(r(Method::GET, "/x", &[]), Some(("first".into(), 0)));
+        assert_eq!(r(Method::GET, "/a/x", &[]), Some(("first".into(), 1)));
+        // Longest prefix first.
+        assert_eq!(r(Method::GET, "/a/b/x", &[]), Some(("first".into(), 2)));
+        // A method match beats header matches at the same prefix length.
+        assert_eq!(
+            r(Method::POST, "/a/b/x", &[("x", "1"), ("y", "2")]),
+            Some(("second".into(), 0))
+        );
+        // More header matches beat fewer.
+        assert_eq!(
+            r(Method::GET, "/a/b/x", &[("x", "1"), ("y", "2")]),
+            Some(("second".into(), 1))
+        );
+        assert_eq!(
+            r(Method::GET, "/a/b/x", &[("x", "1")]),
+            Some(("second".into(), 2))
+        );
+        // Exact beats every prefix.
+        assert_eq!(
+            r(Method::POST, "/a/b/c", &[("x", "1")]),
+            Some(("second".into(), 3))
+        );
+    }
+
+    #[test]
+    fn hostnames_pick_their_routes_first() {
+        assert_eq!(
+            route_of(CONFIG, "www.example.com", Method::GET, "/a/b", &[]),
+            Some(("hosted".into(), 0))
+        );
+        // Hostname-less routes still serve the wildcard host's other paths.
+        assert_eq!(
+            route_of(CONFIG, "www.example.com", Method::GET, "/z", &[]),
+            Some(("first".into(), 0))
+        );
+        assert_eq!(
+            route_of(CONFIG, "example.com", Method::GET, "/a/b", &[]),
+            Some(("first".into(), 2))
+        );
     }
 }

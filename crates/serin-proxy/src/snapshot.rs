@@ -180,3 +180,44 @@ fn compile_service(s: &ServiceConfig) -> CompiledService {
         hash_header: s.load_balancer.hash_header.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serin_config::proxy::parse_proxy_config;
+
+    #[test]
+    fn weighted_pick_follows_the_weights() {
+        let cfg = parse_proxy_config(
+            r#"
+listeners: [{name: gw, address: "127.0.0.1:0"}]
+services: [{name: s, versions: [{name: a, endpoints: ["127.0.0.1:1"]}, {name: b, endpoints: ["127.0.0.1:2"]}, {name: c, endpoints: ["127.0.0.1:3"]}]}]
+routes:
+  - name: r
+    rules:
+      - backendRefs: [{name: s, version: a, weight: 70}, {name: s, version: b, weight: 30}, {name: s, version: c, weight: 0}]
+"#,
+            "t.yaml",
+            std::path::Path::new("."),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let snap = compile(Arc::new(cfg), &Metrics::new(), |k| {
+            Arc::new(Backend::new(k.clone()))
+        });
+        let rule = snap
+            .table("gw")
+            .and_then(|t| t.lookup("h", &http::Method::GET, "/", None, &http::HeaderMap::new()))
+            .map(|(r, _)| r.clone())
+            .unwrap_or_else(|| panic!("no rule"));
+        let mut counts = BTreeMap::new();
+        let n = 100_000;
+        for _ in 0..n {
+            let b = rule.pick_backend().unwrap_or_else(|| panic!("no backend"));
+            *counts.entry(b.backend.key.version.to_string()).or_insert(0) += 1;
+        }
+        let share = |v: &str| f64::from(*counts.get(v).unwrap_or(&0)) * 100.0 / f64::from(n);
+        assert!((share("a") - 70.0).abs() < 1.0, "{counts:?}");
+        assert!((share("b") - 30.0).abs() < 1.0, "{counts:?}");
+        assert_eq!(counts.get("c"), None, "weight 0 gets nothing");
+    }
+}
