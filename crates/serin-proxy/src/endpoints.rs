@@ -104,6 +104,9 @@ pub fn hash64(bytes: &[u8]) -> u64 {
 #[derive(Debug)]
 pub struct Backend {
     pub key: BackendKey,
+    /// Requests and retries in flight, for the circuit breaker.
+    pub requests: Arc<crate::resilience::Gauge>,
+    pub retries: Arc<crate::resilience::Gauge>,
     endpoints: ArcSwap<EndpointSet>,
     /// Round-robin cursor.
     pub cursor: AtomicUsize,
@@ -113,6 +116,8 @@ impl Backend {
     pub fn new(key: BackendKey) -> Self {
         Self {
             key,
+            requests: Arc::default(),
+            retries: Arc::default(),
             endpoints: ArcSwap::from_pointee(EndpointSet::default()),
             cursor: AtomicUsize::new(0),
         }

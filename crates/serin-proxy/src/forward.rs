@@ -24,6 +24,7 @@ use crate::endpoints::Endpoint;
 use crate::filters;
 use crate::headers;
 use crate::metrics::RejectLabels;
+use crate::resilience;
 use crate::server::WorkerCtx;
 use crate::snapshot::{CompiledBackendRef, CompiledRule};
 use crate::strict::{self, ConnFlags};
@@ -221,6 +222,30 @@ pub async fn handle(
         }
     }
 
+    // Load shedding per rule: past its concurrency limit, 503 at once.
+    let _rule_permit = match rule.max_concurrent_requests {
+        None => None,
+        Some(max) => match rule.in_flight.try_acquire(max) {
+            Some(p) => Some(p),
+            None => {
+                rule.local_metrics.shed();
+                rule.local_metrics.count_request(503);
+                let resp = resilience::overflow("maxConcurrentRequests");
+                log_access(
+                    &snapshot,
+                    &info,
+                    summary.as_ref(),
+                    &resp,
+                    start,
+                    Some(rule),
+                    None,
+                    0,
+                );
+                return Ok(resp);
+            }
+        },
+    };
+
     let Some(backend_ref) = rule.pick_backend() else {
         rule.local_metrics.count_request(500);
         return Ok(local(
@@ -228,6 +253,42 @@ pub async fn handle(
             "every backend of this route has weight 0",
         ));
     };
+
+    if let Some(fault) = &rule.fault {
+        let abort = match resilience::decide(fault, req.headers()) {
+            resilience::Fault::None => None,
+            resilience::Fault::Delay(d) => {
+                backend_ref.metrics.fault();
+                tokio::time::sleep(d).await;
+                None
+            }
+            resilience::Fault::Abort(status) => Some(status),
+            resilience::Fault::DelayThenAbort(d, status) => {
+                tokio::time::sleep(d).await;
+                Some(status)
+            }
+        };
+        if let Some(status) = abort {
+            backend_ref.metrics.fault();
+            let resp = resilience::aborted(status);
+            backend_ref.metrics.count_request(status);
+            backend_ref
+                .metrics
+                .duration
+                .observe(start.elapsed().as_secs_f64());
+            log_access(
+                &snapshot,
+                &info,
+                summary.as_ref(),
+                &resp,
+                start,
+                Some(rule),
+                Some((backend_ref, None)),
+                0,
+            );
+            return Ok(resp);
+        }
+    }
 
     let result = if is_upgrade(&req) {
         upgrade(&ctx, &info, req, backend_ref).await
@@ -385,7 +446,29 @@ async fn forward(
     // handed back by hyper: keep a copy to send it again.
     let keep_copy = may_resend || protocol == UpstreamProtocol::H2c;
 
+    // Circuit breaker: requests in flight to this service version.
+    let cb = service.circuit_breaker;
+    let Some(_request_permit) = backend_ref.backend.requests.try_acquire(cb.max_requests) else {
+        backend_ref.metrics.overflow("maxRequests");
+        return Err(resilience::overflow("maxRequests"));
+    };
+    // Circuit breaker: retries in flight. The permit is held through the
+    // retry it allowed.
+    let take_retry = |slot: &mut Option<resilience::Permit>| -> bool {
+        match backend_ref.backend.retries.try_acquire(cb.max_retries) {
+            Some(p) => {
+                *slot = Some(p);
+                true
+            }
+            None => {
+                backend_ref.metrics.overflow("maxRetries");
+                false
+            }
+        }
+    };
+
     let attempts = async {
+        let mut retry_permit: Option<resilience::Permit> = None;
         let mut tried = [0u64; MAX_TRIED];
         let mut n_tried = 0usize;
         let mut retries = 0u32;
@@ -420,7 +503,7 @@ async fn forward(
                         backend_ref.metrics.connect_failures.inc();
                     }
                     tracing::debug!(error = %e, endpoint = %ep.addr, "upstream connect failed");
-                    if can_retry {
+                    if can_retry && take_retry(&mut retry_permit) {
                         retries += 1;
                         backend_ref.metrics.retries.inc();
                         continue;
@@ -487,7 +570,8 @@ async fn forward(
                     if !(can_retry
                         && may_resend
                         && next_body.is_some()
-                        && retry.codes.contains(&code))
+                        && retry.codes.contains(&code)
+                        && take_retry(&mut retry_permit))
                     {
                         return (strip_response(resp), Some(ep), retries);
                     }
@@ -499,10 +583,11 @@ async fn forward(
                     match returned {
                         // Never written: the same request goes to another
                         // endpoint, whatever its method.
-                        Some(r) if can_retry => unsent = Some(r),
+                        Some(r) if can_retry && take_retry(&mut retry_permit) => unsent = Some(r),
                         _ if can_retry
                             && next_body.is_some()
-                            && (may_resend || e.never_reached_upstream()) =>
+                            && (may_resend || e.never_reached_upstream())
+                            && take_retry(&mut retry_permit) =>
                         {
                             body = next_body;
                         }
@@ -517,7 +602,8 @@ async fn forward(
                     if !(can_retry
                         && may_resend
                         && next_body.is_some()
-                        && retry.codes.contains(&504))
+                        && retry.codes.contains(&504)
+                        && take_retry(&mut retry_permit))
                     {
                         return (
                             local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),

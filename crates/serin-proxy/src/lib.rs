@@ -16,6 +16,7 @@ mod forward;
 mod headers;
 pub mod metrics;
 mod pool;
+mod resilience;
 mod routing;
 mod server;
 pub mod snapshot;

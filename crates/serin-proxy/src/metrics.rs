@@ -52,6 +52,21 @@ pub struct RejectLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OverflowLabels {
+    pub service: String,
+    pub version: String,
+    /// `maxRequests` or `maxRetries`.
+    pub limit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShedLabels {
+    /// `listener` or `route`.
+    pub scope: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: String,
 }
@@ -75,6 +90,9 @@ pub struct Metrics {
     pub active_connections: Family<ListenerLabels, Gauge>,
     pub rejected: Family<RejectLabels, Counter>,
     pub reloads: Family<ResultLabels, Counter>,
+    pub overflows: Family<OverflowLabels, Counter>,
+    pub shed: Family<ShedLabels, Counter>,
+    pub faults: Family<BackendLabels, Counter>,
 }
 
 impl Metrics {
@@ -127,6 +145,24 @@ impl Metrics {
             "Configuration reloads, by result (success or failure)",
             reloads.clone(),
         );
+        let overflows = Family::<OverflowLabels, Counter>::default();
+        registry.register(
+            "circuit_breaker_overflows",
+            "Requests refused (or retries not made) because a circuit breaker limit was reached",
+            overflows.clone(),
+        );
+        let shed = Family::<ShedLabels, Counter>::default();
+        registry.register(
+            "load_shed",
+            "Connections or requests refused by a listener's or a route's limit",
+            shed.clone(),
+        );
+        let faults = Family::<BackendLabels, Counter>::default();
+        registry.register(
+            "faults_injected",
+            "Requests delayed or aborted on purpose",
+            faults.clone(),
+        );
         // Shown from the start, so a dashboard sees 0 rather than nothing.
         for result in ["success", "failure"] {
             let _ = reloads.get_or_create(&ResultLabels {
@@ -143,6 +179,9 @@ impl Metrics {
             active_connections,
             rejected,
             reloads,
+            overflows,
+            shed,
+            faults,
         })
     }
 
@@ -231,6 +270,31 @@ impl BackendMetrics {
                 make().inc();
             }
         }
+    }
+
+    pub fn overflow(&self, limit: &str) {
+        self.metrics
+            .overflows
+            .get_or_create(&OverflowLabels {
+                service: self.labels.service.clone(),
+                version: self.labels.version.clone(),
+                limit: limit.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn fault(&self) {
+        self.metrics.faults.get_or_create(&self.labels).inc();
+    }
+
+    pub fn shed(&self) {
+        self.metrics
+            .shed
+            .get_or_create(&ShedLabels {
+                scope: "route".into(),
+                name: self.labels.route.clone(),
+            })
+            .inc();
     }
 
     pub fn timeout(&self, kind: &str) {

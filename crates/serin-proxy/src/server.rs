@@ -37,6 +37,8 @@ pub struct ListenerSocket {
     pub settings: ArcSwap<ListenerSettings>,
     /// Set to true to stop accepting on this socket.
     pub stop: watch::Sender<bool>,
+    /// Client connections open on this listener (all workers).
+    pub open: Arc<crate::resilience::Gauge>,
 }
 
 pub struct ListenerSettings {
@@ -62,6 +64,7 @@ impl ListenerSocket {
         Ok(Self {
             address,
             configured: config.address,
+            open: Arc::default(),
             socket,
             settings: ArcSwap::from_pointee(ListenerSettings {
                 config: config.clone(),
@@ -187,7 +190,17 @@ async fn accept_loop(ctx: Rc<WorkerCtx>, listener: Arc<ListenerSocket>) {
             _ = drain.wait_for(|d| d.is_some()) => break,
             res = tokio_listener.accept() => match res {
                 Ok((stream, remote)) => {
-                    tokio::task::spawn_local(serve_connection(ctx.clone(), listener.clone(), stream, remote));
+                    let max = listener.settings.load().config.limits.max_connections;
+                    match listener.open.try_acquire(max) {
+                        Some(permit) => {
+                            let (ctx, listener) = (ctx.clone(), listener.clone());
+                            tokio::task::spawn_local(async move {
+                                let _permit = permit;
+                                serve_connection(ctx, listener, stream, remote).await;
+                            });
+                        }
+                        None => shed_connection(&ctx, &listener, stream),
+                    }
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -197,6 +210,22 @@ async fn accept_loop(ctx: Rc<WorkerCtx>, listener: Arc<ListenerSocket>) {
             }
         }
     }
+}
+
+/// Over the listener's connection limit: a short 503 and close, without
+/// reading the request (HTTP/1 clients see why; others see a closed
+/// connection).
+fn shed_connection(ctx: &WorkerCtx, listener: &ListenerSocket, stream: TcpStream) {
+    const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\nx-serin-overflow: maxConnections\r\nconnection: close\r\ncontent-length: 46\r\n\r\noverloaded: maxConnections reached; try later\n";
+    let _ = stream.try_write(OVERLOADED);
+    ctx.shared
+        .metrics
+        .shed
+        .get_or_create(&crate::metrics::ShedLabels {
+            scope: "listener".into(),
+            name: listener.name(),
+        })
+        .inc();
 }
 
 struct OpenConnection {
@@ -248,11 +277,15 @@ async fn serve_connection(
             // Prior knowledge: an HTTP/2 client starts with the preface.
             // Waiting for it counts against the header-read timeout.
             let first = tokio::time::timeout(limits.header_read_timeout, sniff_h2_preface(&stream));
-            let h2 = match first.await {
-                Ok(Some(h2)) => h2,
-                Ok(None) => return,
-                Err(_) => {
+            let h2 = match unless_draining(&ctx, first).await {
+                Some(Ok(Some(h2))) => h2,
+                Some(Ok(None)) => return,
+                Some(Err(_)) => {
                     tracing::debug!(%remote, "no request within the header-read timeout");
+                    return;
+                }
+                None => {
+                    tracing::debug!(%remote, "draining: closing a connection that sent nothing");
                     return;
                 }
             };
@@ -262,16 +295,33 @@ async fn serve_connection(
         Some(acceptor) => {
             let handshake =
                 tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
-            match handshake.await {
-                Ok(Ok(tls_stream)) => {
+            match unless_draining(&ctx, handshake).await {
+                Some(Ok(Ok(tls_stream))) => {
                     let h2 = tls::negotiated_h2(&tls_stream);
                     let io = RawHeadScanner::new(tls_stream, flags.clone(), !h2);
                     serve_io(ctx, info, cfg, io, h2).await;
                 }
-                Ok(Err(e)) => tracing::debug!(error = %e, %remote, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                Some(Ok(Err(e))) => tracing::debug!(error = %e, %remote, "TLS handshake failed"),
+                Some(Err(_)) => tracing::debug!(%remote, "TLS handshake timed out"),
+                None => {
+                    tracing::debug!(%remote, "draining: closing a connection in its TLS handshake")
+                }
             }
         }
+    }
+}
+
+/// Runs `first` (what a new connection does before hyper serves it: the
+/// preface sniff or the TLS handshake), or gives `None` when the proxy
+/// drains first: a connection that sent no request yet (clients open spare
+/// ones) would otherwise hold the drain until its header-read timeout.
+/// Bytes already there win, so a request that arrived is still served.
+async fn unless_draining<F: std::future::Future>(ctx: &WorkerCtx, first: F) -> Option<F::Output> {
+    let mut drain = ctx.shared.drain.subscribe();
+    tokio::select! {
+        biased;
+        out = first => Some(out),
+        _ = drain.wait_for(|d| d.is_some()) => None,
     }
 }
 

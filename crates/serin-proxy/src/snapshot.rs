@@ -19,6 +19,7 @@ use crate::routing::RouteTable;
 /// A service's settings as the request path needs them.
 pub struct CompiledService {
     pub name: Arc<str>,
+    pub circuit_breaker: serin_config::proxy::CircuitBreakerConfig,
     pub pool: PoolSettings,
     pub lb: LbPolicy,
     pub hash_header: Option<HeaderName>,
@@ -51,6 +52,10 @@ pub struct CompiledRule {
     cumulative: Vec<u64>,
     pub timeouts: TimeoutsConfig,
     pub retry: RetryConfig,
+    pub fault: Option<serin_config::proxy::FaultConfig>,
+    pub max_concurrent_requests: Option<usize>,
+    /// Requests of this rule in flight (for `max_concurrent_requests`).
+    pub in_flight: Arc<crate::resilience::Gauge>,
     /// Metrics of requests this rule answers itself (redirects, no backend).
     pub local_metrics: BackendMetrics,
 }
@@ -141,6 +146,9 @@ pub fn compile(
                     cumulative,
                     timeouts: rule.timeouts,
                     retry: rule.retry.clone(),
+                    fault: rule.fault.clone(),
+                    max_concurrent_requests: rule.max_concurrent_requests,
+                    in_flight: Arc::default(),
                     local_metrics: BackendMetrics::local(metrics, &route.name),
                 })
             })
@@ -169,6 +177,7 @@ pub fn compile(
 
 fn compile_service(s: &ServiceConfig) -> CompiledService {
     CompiledService {
+        circuit_breaker: s.circuit_breaker,
         name: s.name.as_str().into(),
         pool: PoolSettings {
             protocol: s.protocol,

@@ -35,6 +35,19 @@ pub mod defaults {
     /// Concurrent HTTP/2 streams per client connection (Envoy and Go use 100
     /// to 250; an unbounded number is a resource-exhaustion attack).
     pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 100;
+    /// Client connections per listener: far above what one machine's
+    /// services need, low enough that a connection flood is refused before
+    /// file descriptors run out (Linux's usual soft limit is 1024 per
+    /// process; serin raises nothing itself).
+    pub const MAX_CONNECTIONS: usize = 10_000;
+    /// Requests in flight to one service version. Envoy's 1024 is a common
+    /// surprise; serin's limit is higher because it only exists to stop a
+    /// stuck upstream from collecting every request: past it, answer 503 at
+    /// once rather than queue.
+    pub const CB_MAX_REQUESTS: usize = 10_000;
+    /// Retries in flight to one service version at once (Envoy's default):
+    /// more retries than that during an outage only add load to it.
+    pub const CB_MAX_RETRIES: usize = 3;
     /// Connecting on loopback or a LAN takes well under this; waiting longer
     /// only delays the retry on another endpoint.
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -121,6 +134,8 @@ pub struct ListenerLimits {
     #[serde(with = "humantime_serde_compat")]
     pub idle_timeout: Duration,
     pub http2_max_concurrent_streams: u32,
+    /// Client connections open at once; more are refused.
+    pub max_connections: usize,
 }
 
 impl Default for ListenerLimits {
@@ -131,6 +146,7 @@ impl Default for ListenerLimits {
             header_read_timeout: defaults::HEADER_READ_TIMEOUT,
             idle_timeout: defaults::IDLE_TIMEOUT,
             http2_max_concurrent_streams: defaults::HTTP2_MAX_CONCURRENT_STREAMS,
+            max_connections: defaults::MAX_CONNECTIONS,
         }
     }
 }
@@ -145,7 +161,24 @@ pub struct ServiceConfig {
     pub max_idle_per_endpoint: usize,
     #[serde(with = "humantime_serde_compat")]
     pub pool_idle_timeout: Duration,
+    pub circuit_breaker: CircuitBreakerConfig,
     pub versions: Vec<VersionConfig>,
+}
+
+/// Limits per service version; an overflow answers 503 at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CircuitBreakerConfig {
+    pub max_requests: usize,
+    pub max_retries: usize,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        Self {
+            max_requests: defaults::CB_MAX_REQUESTS,
+            max_retries: defaults::CB_MAX_RETRIES,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -182,6 +215,18 @@ pub struct RuleConfig {
     pub backends: Vec<BackendRefConfig>,
     pub timeouts: TimeoutsConfig,
     pub retry: RetryConfig,
+    pub fault: Option<FaultConfig>,
+    /// Requests of this rule in flight at once; more get 503 at once.
+    pub max_concurrent_requests: Option<usize>,
+}
+
+/// Delay or abort a share of requests on purpose.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultConfig {
+    /// Only requests matching every header match (none: every request).
+    pub headers: Vec<ValueMatch>,
+    pub delay: Option<(Duration, f64)>,
+    pub abort: Option<(u16, f64)>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -65,6 +65,7 @@ config_struct! {
         header_read_timeout: Option<Duration> = "headerReadTimeout",
         idle_timeout: Option<Duration> = "idleTimeout",
         http2_max_concurrent_streams: Option<Spanned<u32>> = "http2MaxConcurrentStreams",
+        max_connections: Option<Spanned<usize>> = "maxConnections",
     }
 }
 
@@ -105,6 +106,7 @@ config_struct! {
         connect_timeout: Option<Duration> = "connectTimeout",
         load_balancer: Option<LoadBalancer> = "loadBalancer",
         pool: Option<Pool> = "pool",
+        circuit_breaker: Option<CircuitBreaker> = "circuitBreaker",
         versions: Vec<Version> = "versions" [required],
     }
 }
@@ -141,6 +143,40 @@ config_struct! {
         backend_refs: Vec<BackendRef> = "backendRefs",
         timeouts: Option<Timeouts> = "timeouts",
         retry: Option<Retry> = "retry",
+        fault: Option<Fault> = "fault",
+        max_concurrent_requests: Option<Spanned<usize>> = "maxConcurrentRequests",
+    }
+}
+
+config_struct! {
+    /// Fault injection (after Istio's): delay or abort a share of requests,
+    /// or only those carrying a header, to test failure handling on purpose.
+    pub struct Fault {
+        delay: Option<FaultDelay> = "delay",
+        abort: Option<FaultAbort> = "abort",
+        headers: Vec<ValueMatch> = "headers",
+    }
+}
+
+config_struct! {
+    pub struct FaultDelay {
+        fixed_delay: std::time::Duration = "fixedDelay" [required],
+        percent: Option<Spanned<f64>> = "percent",
+    }
+}
+
+config_struct! {
+    pub struct FaultAbort {
+        status: Spanned<u16> = "httpStatus" [required],
+        percent: Option<Spanned<f64>> = "percent",
+    }
+}
+
+config_struct! {
+    /// Envoy's circuit breaker thresholds, per service version.
+    pub struct CircuitBreaker {
+        max_requests: Option<Spanned<usize>> = "maxRequests",
+        max_retries: Option<Spanned<usize>> = "maxRetries",
     }
 }
 

@@ -139,6 +139,10 @@ fn listeners(raw: &[raw::Listener], base_dir: &Path, p: &mut Problems) -> Vec<Li
             if let Some(v) = raw.idle_timeout {
                 limits.idle_timeout = v;
             }
+            if let Some(v) = &raw.max_connections {
+                positive(v, p);
+                limits.max_connections = **v;
+            }
         }
         out.push(ListenerConfig {
             name: l.name.value.clone(),
@@ -229,7 +233,18 @@ fn services(raw: &[raw::Service], p: &mut Problems) -> Vec<ServiceConfig> {
             );
         }
         let pool = s.pool.clone().unwrap_or_default();
+        let mut circuit_breaker = CircuitBreakerConfig::default();
+        if let Some(cb) = &s.circuit_breaker {
+            if let Some(v) = &cb.max_requests {
+                positive(v, p);
+                circuit_breaker.max_requests = **v;
+            }
+            if let Some(v) = &cb.max_retries {
+                circuit_breaker.max_retries = **v;
+            }
+        }
         out.push(ServiceConfig {
+            circuit_breaker,
             name: s.name.value.clone(),
             protocol: s.protocol,
             connect_timeout: s.connect_timeout.unwrap_or(defaults::CONNECT_TIMEOUT),
@@ -472,6 +487,10 @@ fn rule_config(rule: &raw::Rule, services: &[ServiceConfig], p: &mut Problems) -
             }
         }
     };
+    let fault = rule.fault.as_ref().and_then(|f| fault_config(f, p));
+    if let Some(v) = &rule.max_concurrent_requests {
+        positive(v, p);
+    }
     RuleConfig {
         name: rule.name.clone(),
         matches,
@@ -479,7 +498,49 @@ fn rule_config(rule: &raw::Rule, services: &[ServiceConfig], p: &mut Problems) -
         backends,
         timeouts,
         retry,
+        fault,
+        max_concurrent_requests: rule.max_concurrent_requests.as_ref().map(|v| **v),
     }
+}
+
+fn percent(v: Option<&Spanned<f64>>, p: &mut Problems) -> f64 {
+    match v {
+        None => 100.0,
+        Some(v) if (0.0..=100.0).contains(&**v) => **v,
+        Some(v) => {
+            v.report(p, "a percentage must be from 0 to 100");
+            100.0
+        }
+    }
+}
+
+fn fault_config(f: &raw::Fault, p: &mut Problems) -> Option<FaultConfig> {
+    if f.delay.is_none() && f.abort.is_none() {
+        p.report(
+            f.span,
+            f.node_path.clone(),
+            "a fault needs `delay` or `abort`",
+        );
+        return None;
+    }
+    let abort = f.abort.as_ref().map(|a| {
+        if !(200..=599).contains(&*a.status) {
+            a.status.report(p, "httpStatus must be from 200 to 599");
+        }
+        (*a.status, percent(a.percent.as_ref(), p))
+    });
+    Some(FaultConfig {
+        headers: f
+            .headers
+            .iter()
+            .filter_map(|h| value_match(h, true, p))
+            .collect(),
+        delay: f
+            .delay
+            .as_ref()
+            .map(|d| (d.fixed_delay, percent(d.percent.as_ref(), p))),
+        abort,
+    })
 }
 
 fn backend_ref(

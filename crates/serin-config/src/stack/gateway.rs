@@ -80,6 +80,7 @@ pub(super) fn validate(
                 connect_timeout: rs.connect_timeout,
                 load_balancer: rs.load_balancer.clone(),
                 pool: None,
+                circuit_breaker: rs.circuit_breaker.clone(),
                 versions: spec
                     .versions
                     .iter()

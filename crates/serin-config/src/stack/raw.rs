@@ -44,6 +44,7 @@ config_struct! {
         protocol: crate::proxy::raw::UpstreamProtocol = "protocol",
         load_balancer: Option<crate::proxy::raw::LoadBalancer> = "loadBalancer",
         connect_timeout: Option<Duration> = "connectTimeout",
+        circuit_breaker: Option<crate::proxy::raw::CircuitBreaker> = "circuitBreaker",
         depends_on: Vec<Spanned<String>> = "dependsOn",
         versions: Option<Spanned<Vec<RawVersion>>> = "versions",
         command: Option<Spanned<String>> = "command",

@@ -72,6 +72,7 @@ fn quick_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
             hash_header: None,
         },
         max_idle_per_endpoint: defaults::MAX_IDLE_PER_ENDPOINT,
+        circuit_breaker: Default::default(),
         pool_idle_timeout: defaults::POOL_IDLE_TIMEOUT,
         versions: vec![VersionConfig {
             name: "default".into(),
@@ -101,6 +102,8 @@ fn quick_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
                 backend_request: None,
             },
             retry: RetryConfig::default(),
+            fault: None,
+            max_concurrent_requests: None,
         }],
     };
     Ok(ProxyConfig::minimal(

@@ -1,0 +1,231 @@
+//! Containing failures: circuit breakers, load shedding, fault injection.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use crate::common::{Upstream, client, metric_value, metrics_text, proxy, wait_until};
+
+fn config(up: &Upstream, service_extra: &str, rule_extra: &str, listener_extra: &str) -> String {
+    format!(
+        r#"
+listeners:
+  - name: gw
+    address: 127.0.0.1:0
+{listener_extra}
+services:
+  - name: svc
+{service_extra}
+    versions: [{{name: v1, endpoints: ["{}"]}}]
+routes:
+  - name: r
+    rules:
+      - backendRefs: [{{name: svc, version: v1}}]
+{rule_extra}
+"#,
+        up.addr
+    )
+}
+
+/// Sends `n` requests at once (each held `delay_ms` by the upstream) and
+/// returns (status, overflow header) of each.
+async fn concurrent(url: &str, n: usize, delay_ms: u64) -> Vec<(u16, String)> {
+    let http = client();
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let http = http.clone();
+            let url = url.to_string();
+            tokio::spawn(async move {
+                let r = http
+                    .get(&url)
+                    .header("x-test-delay-ms", delay_ms.to_string())
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let h = r
+                    .headers()
+                    .get("x-serin-overflow")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                (r.status().as_u16(), h)
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap_or_else(|e| panic!("{e}")));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn max_requests_refuses_at_once_with_a_header_saying_why() {
+    let up = Upstream::start("slow");
+    let serin = proxy(&config(&up, "    circuitBreaker: {maxRequests: 2}", "", ""));
+    let results = concurrent(&serin.url("gw"), 5, 1500).await;
+    let ok = results.iter().filter(|(s, _)| *s == 200).count();
+    let refused = results
+        .iter()
+        .filter(|(s, h)| *s == 503 && h == "maxRequests")
+        .count();
+    assert_eq!((ok, refused), (2, 3), "{results:?}");
+    assert_eq!(
+        up.requests(),
+        2,
+        "refused requests never reach the upstream"
+    );
+    let m = metrics_text(&serin).await;
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"serin_circuit_breaker_overflows_total{service="svc",version="v1",limit="maxRequests"}"#
+        ),
+        3.0
+    );
+}
+
+#[tokio::test]
+async fn max_retries_bounds_retries_in_flight() {
+    let up = Upstream::start("failing");
+    up.set_status(503);
+    let serin = proxy(&config(
+        &up,
+        "    circuitBreaker: {maxRetries: 0}",
+        "        retry: {attempts: 3, codes: [503], backoff: 1ms}",
+        "",
+    ));
+    for _ in 0..5 {
+        let r = client()
+            .get(serin.url("gw"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status(), 503);
+    }
+    assert_eq!(up.requests(), 5, "no retry was allowed");
+    let m = metrics_text(&serin).await;
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"serin_circuit_breaker_overflows_total{service="svc",version="v1",limit="maxRetries"}"#
+        ),
+        5.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rule_sheds_requests_past_its_concurrency_limit() {
+    let up = Upstream::start("slow");
+    let serin = proxy(&config(&up, "", "        maxConcurrentRequests: 1", ""));
+    let results = concurrent(&serin.url("gw"), 3, 1500).await;
+    let refused = results
+        .iter()
+        .filter(|(s, h)| *s == 503 && h == "maxConcurrentRequests")
+        .count();
+    assert_eq!(refused, 2, "{results:?}");
+    let m = metrics_text(&serin).await;
+    assert_eq!(
+        metric_value(&m, r#"serin_load_shed_total{scope="route",name="r"}"#),
+        2.0
+    );
+}
+
+#[test]
+fn a_listener_refuses_connections_past_its_limit() {
+    let up = Upstream::start("up");
+    let serin = proxy(&config(&up, "", "", "    limits: {maxConnections: 1}"));
+    let addr = serin.listener("gw");
+    // One keep-alive connection holds the only slot.
+    let mut first = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
+    first
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut buf = [0u8; 4096];
+    first
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let n = first.read(&mut buf).unwrap_or_else(|e| panic!("{e}"));
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let second = serin_testkit::raw::exchange(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(second.starts_with("HTTP/1.1 503"), "{second}");
+    assert!(
+        second.contains("x-serin-overflow: maxConnections"),
+        "{second}"
+    );
+    drop(first);
+    let freed = wait_until(Duration::from_secs(10), || {
+        serin_testkit::raw::exchange(
+            addr,
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .starts_with("HTTP/1.1 200")
+    });
+    assert!(freed, "the slot came back when the first connection closed");
+}
+
+#[tokio::test]
+async fn faults_are_injected_for_a_share_or_by_header() {
+    let up = Upstream::start("up");
+    let serin = proxy(&config(
+        &up,
+        "",
+        r#"        fault:
+          abort: {httpStatus: 503, percent: 100}
+          headers: [{name: x-fault, value: abort}]"#,
+        "",
+    ));
+    let http = client();
+    let r = http
+        .get(serin.url("gw"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 200);
+    let r = http
+        .get(serin.url("gw"))
+        .header("x-fault", "abort")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.headers().get("x-serin-fault").map(|v| v.as_bytes()),
+        Some(&b"abort"[..])
+    );
+    assert_eq!(up.requests(), 1);
+
+    let half = proxy(&config(
+        &up,
+        "",
+        r#"        fault:
+          delay: {fixedDelay: 1ms, percent: 100}
+          abort: {httpStatus: 500, percent: 50}"#,
+        "",
+    ));
+    let mut aborted = 0;
+    for _ in 0..400 {
+        let r = http
+            .get(half.url("gw"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        if r.status() == 500 {
+            aborted += 1;
+        }
+    }
+    assert!((120..=280).contains(&aborted), "{aborted} of 400 aborted");
+    let m = metrics_text(&half).await;
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"serin_requests_total{route="r",service="svc",version="v1",code="500"}"#
+        ),
+        f64::from(aborted)
+    );
+    assert!(
+        metric_value(
+            &m,
+            r#"serin_faults_injected_total{route="r",service="svc",version="v1"}"#
+        ) >= 400.0
+    );
+}
