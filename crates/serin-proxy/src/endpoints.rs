@@ -107,6 +107,8 @@ pub struct Backend {
     /// Requests and retries in flight, for the circuit breaker.
     pub requests: Arc<crate::resilience::Gauge>,
     pub retries: Arc<crate::resilience::Gauge>,
+    /// Requests, errors and latency, for serin's own analysis (canary).
+    pub stats: crate::stats::BackendStats,
     endpoints: ArcSwap<EndpointSet>,
     /// Round-robin cursor.
     pub cursor: AtomicUsize,
@@ -118,6 +120,7 @@ impl Backend {
             key,
             requests: Arc::default(),
             retries: Arc::default(),
+            stats: Default::default(),
             endpoints: ArcSwap::from_pointee(EndpointSet::default()),
             cursor: AtomicUsize::new(0),
         }

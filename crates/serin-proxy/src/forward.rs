@@ -307,11 +307,10 @@ pub async fn handle(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     let status = resp.status().as_u16();
+    let elapsed = start.elapsed();
     backend_ref.metrics.count_request(status);
-    backend_ref
-        .metrics
-        .duration
-        .observe(start.elapsed().as_secs_f64());
+    backend_ref.metrics.duration.observe(elapsed.as_secs_f64());
+    backend_ref.backend.stats.record(status, elapsed);
     log_access(
         &snapshot,
         &info,

@@ -21,6 +21,7 @@ mod routing;
 mod server;
 pub mod snapshot;
 pub mod state;
+pub mod stats;
 mod strict;
 mod tls;
 pub mod weights;
@@ -462,6 +463,17 @@ impl Proxy {
                 .inc();
         })?;
         self.apply_config(config)
+    }
+
+    /// The cumulative counters of every version of `service` that a route
+    /// uses (diff two calls for a window).
+    pub fn service_stats(&self, service: &str) -> BTreeMap<String, stats::StatsSnapshot> {
+        self.shared
+            .backends()
+            .iter()
+            .filter(|b| &*b.key.service == service)
+            .map(|b| (b.key.version.to_string(), b.stats.snapshot()))
+            .collect()
     }
 
     /// Changes weights of a route at run time and keeps them in the state

@@ -1,0 +1,130 @@
+//! Counters per service version that serin itself reads (the canary's
+//! analysis): requests, server errors and a latency histogram, all
+//! cumulative; a reader diffs two snapshots to get a window.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Upper bounds of the latency buckets, in seconds (the last is +Inf).
+/// Finer than the Prometheus histogram's at the low end so that a ratio of
+/// two p99s of fast services is still meaningful.
+pub const LATENCY_BOUNDS: [f64; 20] = [
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.04, 0.06, 0.1, 0.15, 0.25,
+    0.4, 0.6, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Debug, Default)]
+pub struct BackendStats {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    buckets: [AtomicU64; LATENCY_BOUNDS.len() + 1],
+}
+
+/// The counters at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatsSnapshot {
+    pub requests: u64,
+    /// Answers with a 5xx status (serin's own 502/503/504 included).
+    pub errors: u64,
+    /// Requests per latency bucket (see [`LATENCY_BOUNDS`]; last: slower).
+    pub buckets: Vec<u64>,
+}
+
+impl BackendStats {
+    pub fn record(&self, status: u16, elapsed: Duration) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if status >= 500 {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let secs = elapsed.as_secs_f64();
+        let i = LATENCY_BOUNDS.partition_point(|b| *b < secs);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            requests: self.requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            buckets: self
+                .buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+        }
+    }
+}
+
+impl StatsSnapshot {
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &StatsSnapshot) -> StatsSnapshot {
+        StatsSnapshot {
+            requests: self.requests.saturating_sub(earlier.requests),
+            errors: self.errors.saturating_sub(earlier.errors),
+            buckets: self
+                .buckets
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b.saturating_sub(earlier.buckets.get(i).copied().unwrap_or(0)))
+                .collect(),
+        }
+    }
+
+    /// Share of requests that were server errors (0 when there were none).
+    pub fn error_rate(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.errors as f64 / self.requests as f64
+        }
+    }
+
+    /// The `q` quantile of latency (seconds), interpolated within its
+    /// bucket as Prometheus' `histogram_quantile` does; `None` with no data.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let total: u64 = self.buckets.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = q * total as f64;
+        let mut seen = 0u64;
+        for (i, count) in self.buckets.iter().enumerate() {
+            let before = seen as f64;
+            seen += count;
+            if seen as f64 >= rank && *count > 0 {
+                let lower = if i == 0 { 0.0 } else { LATENCY_BOUNDS[i - 1] };
+                let Some(upper) = LATENCY_BOUNDS.get(i).copied() else {
+                    return Some(lower);
+                };
+                let within = (rank - before) / *count as f64;
+                return Some(lower + (upper - lower) * within.clamp(0.0, 1.0));
+            }
+        }
+        LATENCY_BOUNDS.last().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_rates_and_quantiles() {
+        let s = BackendStats::default();
+        let before = s.snapshot();
+        for _ in 0..98 {
+            s.record(200, Duration::from_millis(2));
+        }
+        s.record(503, Duration::from_millis(2));
+        s.record(200, Duration::from_millis(700));
+        let w = s.snapshot().since(&before);
+        assert_eq!((w.requests, w.errors), (100, 1));
+        assert!((w.error_rate() - 0.01).abs() < 1e-9);
+        let p50 = w.quantile(0.5).unwrap_or(0.0);
+        assert!(p50 > 0.001 && p50 <= 0.002, "{p50}");
+        let p999 = w.quantile(0.999).unwrap_or(0.0);
+        assert!(p999 > 0.6 && p999 <= 1.0, "{p999}");
+        assert_eq!(StatsSnapshot::default().quantile(0.99), None);
+    }
+}
