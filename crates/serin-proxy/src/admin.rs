@@ -140,6 +140,8 @@ async fn endpoints(State(proxy): State<Arc<Proxy>>) -> Response {
                     "address": e.addr.to_string(),
                     "name": &*e.name,
                     "active_requests": e.active(),
+                    "healthy": e.health.is_healthy(),
+                    "ejected_for_ms": e.health.ejected_for(crate::outlier::now_ms()),
                 })).collect::<Vec<_>>(),
             })
         })

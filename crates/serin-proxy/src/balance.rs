@@ -9,13 +9,15 @@ use serin_config::proxy::LbPolicy;
 use crate::endpoints::{Backend, Endpoint, EndpointSet, hash64};
 
 /// Picks an endpoint, skipping the ones in `exclude` (already tried by this
-/// request) when others exist.
+/// request) when others exist, and ejected or unhealthy ones unless fewer
+/// than `panic_threshold` percent are left.
 pub fn pick(
     policy: LbPolicy,
     backend: &Backend,
     set: &EndpointSet,
     hash_key: Option<&[u8]>,
     exclude: &[u64],
+    panic_threshold: f64,
 ) -> Option<Arc<Endpoint>> {
     let list = &set.list;
     match list.len() {
@@ -23,8 +25,23 @@ pub fn pick(
         1 => return Some(list[0].clone()),
         _ => {}
     }
-    let usable = |e: &Arc<Endpoint>| !exclude.contains(&e.id);
-    if !exclude.is_empty() && !list.iter().any(usable) {
+    // Health matters only while something is ejected or unhealthy.
+    let degraded = backend.degraded_until.load(Ordering::Relaxed);
+    let now = if degraded == 0 {
+        0
+    } else {
+        crate::outlier::now_ms()
+    };
+    if degraded != 0 && degraded <= now {
+        backend.degraded_until.store(0, Ordering::Relaxed);
+    }
+    let check_health = (degraded > now || backend.unhealthy.load(Ordering::Relaxed) > 0) && {
+        let usable = list.iter().filter(|e| e.health.usable(now)).count();
+        (usable as f64) * 100.0 >= panic_threshold * list.len() as f64 && usable > 0
+    };
+    let usable =
+        |e: &Arc<Endpoint>| !exclude.contains(&e.id) && (!check_health || e.health.usable(now));
+    if (!exclude.is_empty() || check_health) && !list.iter().any(usable) {
         // Everything was tried: any endpoint is better than none.
         return Some(list[fastrand::usize(..list.len())].clone());
     }
@@ -113,7 +130,7 @@ mod tests {
         let b = backend(3);
         let set = b.endpoints();
         let picks: Vec<u16> = (0..6)
-            .filter_map(|_| pick(LbPolicy::RoundRobin, &b, &set, None, &[]))
+            .filter_map(|_| pick(LbPolicy::RoundRobin, &b, &set, None, &[], 50.0))
             .map(|e| e.addr.port())
             .collect();
         assert_eq!(picks, vec![9000, 9001, 9002, 9000, 9001, 9002]);
@@ -126,7 +143,7 @@ mod tests {
         let busy = set.list[0].clone();
         let _g: Vec<_> = (0..5).map(|_| busy.start_request()).collect();
         for _ in 0..50 {
-            let e = pick(LbPolicy::LeastRequest, &b, &set, None, &[]).map(|e| e.addr.port());
+            let e = pick(LbPolicy::LeastRequest, &b, &set, None, &[], 50.0).map(|e| e.addr.port());
             assert_eq!(e, Some(9001));
         }
     }
@@ -138,8 +155,24 @@ mod tests {
         let mut seen = HashMap::new();
         for user in 0..400 {
             let key = format!("user-{user}");
-            let a = pick(LbPolicy::RingHash, &b, &set, Some(key.as_bytes()), &[]).map(|e| e.id);
-            let again = pick(LbPolicy::RingHash, &b, &set, Some(key.as_bytes()), &[]).map(|e| e.id);
+            let a = pick(
+                LbPolicy::RingHash,
+                &b,
+                &set,
+                Some(key.as_bytes()),
+                &[],
+                50.0,
+            )
+            .map(|e| e.id);
+            let again = pick(
+                LbPolicy::RingHash,
+                &b,
+                &set,
+                Some(key.as_bytes()),
+                &[],
+                50.0,
+            )
+            .map(|e| e.id);
             assert_eq!(a, again);
             *seen.entry(a).or_insert(0) += 1;
         }
@@ -158,7 +191,7 @@ mod tests {
             LbPolicy::Random,
         ] {
             for _ in 0..20 {
-                let e = pick(policy, &b, &set, None, &[first]).map(|e| e.id);
+                let e = pick(policy, &b, &set, None, &[first], 50.0).map(|e| e.id);
                 assert_eq!(e, Some(set.list[1].id));
             }
         }

@@ -19,6 +19,8 @@ pub struct Endpoint {
     pub name: Arc<str>,
     /// Requests in flight to this endpoint, across workers (for P2C).
     active: AtomicUsize,
+    /// Ejection and health-check state.
+    pub health: crate::outlier::EndpointHealth,
 }
 
 impl Endpoint {
@@ -28,6 +30,7 @@ impl Endpoint {
             addr: spec.addr,
             name: spec.name.clone(),
             active: AtomicUsize::new(0),
+            health: Default::default(),
         }
     }
 
@@ -109,6 +112,11 @@ pub struct Backend {
     pub retries: Arc<crate::resilience::Gauge>,
     /// Requests, errors and latency, for serin's own analysis (canary).
     pub stats: crate::stats::BackendStats,
+    /// The latest ejection deadline of any endpoint (ms; 0: none), so the
+    /// balancer can skip health checks when nothing is ejected.
+    pub degraded_until: std::sync::atomic::AtomicU64,
+    /// Endpoints that fail active health checks now.
+    pub unhealthy: AtomicUsize,
     endpoints: ArcSwap<EndpointSet>,
     /// Round-robin cursor.
     pub cursor: AtomicUsize,
@@ -121,6 +129,8 @@ impl Backend {
             requests: Arc::default(),
             retries: Arc::default(),
             stats: Default::default(),
+            degraded_until: Default::default(),
+            unhealthy: AtomicUsize::new(0),
             endpoints: ArcSwap::from_pointee(EndpointSet::default()),
             cursor: AtomicUsize::new(0),
         }
@@ -133,7 +143,7 @@ impl Backend {
     /// Replaces the endpoint set, keeping the state of endpoints that stay.
     pub fn set_endpoints(&self, specs: &[EndpointSpec]) {
         let old = self.endpoints.load();
-        let list = specs
+        let list: Vec<Arc<Endpoint>> = specs
             .iter()
             .map(|spec| {
                 old.list
@@ -143,6 +153,8 @@ impl Backend {
                     .unwrap_or_else(|| Arc::new(Endpoint::new(spec)))
             })
             .collect();
+        let unhealthy = list.iter().filter(|e| !e.health.is_healthy()).count();
         self.endpoints.store(Arc::new(EndpointSet::new(list)));
+        self.unhealthy.store(unhealthy, Ordering::Relaxed);
     }
 }

@@ -67,8 +67,15 @@ async fn ask(
 ) -> Result<Response<ResponseBody>, &'static str> {
     let cfg = &auth.config;
     let endpoints = auth.backend.endpoints();
-    let ep = balance::pick(auth.service.lb, &auth.backend, &endpoints, None, &[])
-        .ok_or("no ready endpoint of the auth service")?;
+    let ep = balance::pick(
+        auth.service.lb,
+        &auth.backend,
+        &endpoints,
+        None,
+        &[],
+        auth.service.panic_threshold,
+    )
+    .ok_or("no ready endpoint of the auth service")?;
     drop(endpoints);
     let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let uri: Uri = format!("{}{path}", cfg.path_prefix)

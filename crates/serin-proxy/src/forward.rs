@@ -24,6 +24,7 @@ use crate::endpoints::Endpoint;
 use crate::filters;
 use crate::headers;
 use crate::metrics::RejectLabels;
+use crate::outlier::{self, Outcome};
 use crate::resilience;
 use crate::server::WorkerCtx;
 use crate::snapshot::{CompiledBackendRef, CompiledRule};
@@ -482,6 +483,7 @@ async fn forward(
                 &endpoints,
                 hash_key.as_deref(),
                 &tried[..n_tried],
+                service.panic_threshold,
             );
             drop(endpoints);
             let Some(ep) = picked else {
@@ -492,12 +494,20 @@ async fn forward(
                 tried[n_tried] = ep.id;
                 n_tried += 1;
             }
+            let observe = |outcome: Outcome| {
+                if let Some(cfg) = &service.outlier
+                    && outlier::record(&backend_ref.backend, &ep, cfg, outcome)
+                {
+                    backend_ref.metrics.ejected();
+                }
+            };
             let can_retry = retries < retry.attempts;
             let guard = ep.start_request();
             let conn = match ctx.pools.checkout(&ep, &service.pool).await {
                 Ok(c) => c,
                 Err(e) => {
                     drop(guard);
+                    observe(Outcome::LocalFailure);
                     if e.is_connect() {
                         backend_ref.metrics.connect_failures.inc();
                     }
@@ -563,6 +573,10 @@ async fn forward(
                 None => Some(send.await),
             };
             drop(guard);
+            observe(match &outcome {
+                Some(Ok(resp)) => Outcome::Status(resp.status().as_u16()),
+                _ => Outcome::LocalFailure,
+            });
             match outcome {
                 Some(Ok(resp)) => {
                     let code = resp.status().as_u16();
@@ -678,7 +692,14 @@ async fn upgrade(
     let (mut parts, _body) = req.into_parts();
     upstream_head(&mut parts, info, UpstreamProtocol::Http1, true);
     let endpoints = backend_ref.backend.endpoints();
-    let Some(ep) = balance::pick(service.lb, &backend_ref.backend, &endpoints, None, &[]) else {
+    let Some(ep) = balance::pick(
+        service.lb,
+        &backend_ref.backend,
+        &endpoints,
+        None,
+        &[],
+        service.panic_threshold,
+    ) else {
         return Err(local(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoint"));
     };
     drop(endpoints);

@@ -14,7 +14,9 @@ mod ext_auth;
 mod filters;
 mod forward;
 mod headers;
+mod health;
 pub mod metrics;
+mod outlier;
 mod pool;
 mod resilience;
 mod routing;
@@ -145,6 +147,16 @@ pub struct Proxy {
     static_services: Mutex<BTreeSet<String>>,
     /// Bumped when a new snapshot is live.
     generation: watch::Sender<u64>,
+    /// Active health-check tasks by backend, with the settings they run.
+    health_checks: Mutex<
+        BTreeMap<
+            BackendKey,
+            (
+                serin_config::proxy::HealthCheckConfig,
+                tokio::task::AbortHandle,
+            ),
+        >,
+    >,
 }
 
 fn bind_error(
@@ -228,6 +240,7 @@ impl Proxy {
             }),
             static_services: Mutex::new(BTreeSet::new()),
             generation,
+            health_checks: Mutex::new(BTreeMap::new()),
         });
         proxy.publish_static_endpoints(&effective);
         proxy.install_snapshot(effective);
@@ -330,13 +343,53 @@ impl Proxy {
                     }),
             )
             .collect();
+        let checks: BTreeMap<BackendKey, serin_config::proxy::HealthCheckConfig> = snap
+            .config
+            .services
+            .iter()
+            .filter_map(|s| Some((s, s.health_check.clone()?)))
+            .flat_map(|(s, hc)| {
+                s.versions
+                    .iter()
+                    .map(move |v| (BackendKey::new(&s.name, &v.name), hc.clone()))
+            })
+            .filter(|(k, _)| referenced.contains(k))
+            .collect();
         self.shared.snapshot.store(Arc::new(snap));
+        self.restart_health_checks(checks);
         self.shared
             .backends
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|k, _| referenced.contains(k));
         self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Starts, keeps or stops health-check tasks so that exactly `wanted`
+    /// run, each with its settings.
+    fn restart_health_checks(
+        &self,
+        wanted: BTreeMap<BackendKey, serin_config::proxy::HealthCheckConfig>,
+    ) {
+        let mut running = self.health_checks.lock().unwrap_or_else(|e| e.into_inner());
+        running.retain(|key, (cfg, task)| {
+            let keep = wanted.get(key) == Some(cfg);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        for (key, cfg) in wanted {
+            if running.contains_key(&key) {
+                continue;
+            }
+            let backend = self.shared.backend(&key, &self.registry);
+            let task = rt.spawn(health::run(backend, cfg.clone()));
+            running.insert(key, (cfg, task.abort_handle()));
+        }
     }
 
     fn activate_listeners(&self, bound: Vec<(ListenerConfig, Arc<ListenerSocket>)>) {

@@ -93,6 +93,7 @@ pub struct Metrics {
     pub overflows: Family<OverflowLabels, Counter>,
     pub shed: Family<ShedLabels, Counter>,
     pub faults: Family<BackendLabels, Counter>,
+    pub ejections: Family<UpstreamLabels, Counter>,
 }
 
 impl Metrics {
@@ -163,6 +164,12 @@ impl Metrics {
             "Requests delayed or aborted on purpose",
             faults.clone(),
         );
+        let ejections = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "outlier_ejections",
+            "Endpoints ejected by outlier detection",
+            ejections.clone(),
+        );
         // Shown from the start, so a dashboard sees 0 rather than nothing.
         for result in ["success", "failure"] {
             let _ = reloads.get_or_create(&ResultLabels {
@@ -182,6 +189,7 @@ impl Metrics {
             overflows,
             shed,
             faults,
+            ejections,
         })
     }
 
@@ -279,6 +287,16 @@ impl BackendMetrics {
                 service: self.labels.service.clone(),
                 version: self.labels.version.clone(),
                 limit: limit.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn ejected(&self) {
+        self.metrics
+            .ejections
+            .get_or_create(&UpstreamLabels {
+                service: self.labels.service.clone(),
+                version: self.labels.version.clone(),
             })
             .inc();
     }

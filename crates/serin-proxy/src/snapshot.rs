@@ -20,6 +20,8 @@ use crate::routing::RouteTable;
 pub struct CompiledService {
     pub name: Arc<str>,
     pub circuit_breaker: serin_config::proxy::CircuitBreakerConfig,
+    pub outlier: Option<serin_config::proxy::OutlierConfig>,
+    pub panic_threshold: f64,
     pub pool: PoolSettings,
     pub lb: LbPolicy,
     pub hash_header: Option<HeaderName>,
@@ -61,7 +63,10 @@ pub struct CompiledRule {
 }
 
 impl CompiledRule {
-    /// Picks a backend by weight. `None` when every weight is 0.
+    /// Picks a backend by weight. `None` when every weight is 0. A version
+    /// with no ready endpoint gives its share to the others that have some
+    /// (a version still starting must not fail its share of requests); when
+    /// none has any, the pick stands and the request gets a 503.
     pub fn pick_backend(&self) -> Option<&CompiledBackendRef> {
         let total = *self.cumulative.last()?;
         if total == 0 {
@@ -69,7 +74,30 @@ impl CompiledRule {
         }
         let r = fastrand::u64(..total);
         let i = self.cumulative.partition_point(|c| *c <= r);
-        self.backends.get(i)
+        let picked = self.backends.get(i)?;
+        if !picked.backend.endpoints().list.is_empty() {
+            return Some(picked);
+        }
+        let ready =
+            |b: &&CompiledBackendRef| b.weight > 0 && !b.backend.endpoints().list.is_empty();
+        let ready_total: u64 = self
+            .backends
+            .iter()
+            .filter(ready)
+            .map(|b| u64::from(b.weight))
+            .sum();
+        if ready_total == 0 {
+            return Some(picked);
+        }
+        let mut r = fastrand::u64(..ready_total);
+        for b in self.backends.iter().filter(ready) {
+            let w = u64::from(b.weight);
+            if r < w {
+                return Some(b);
+            }
+            r -= w;
+        }
+        Some(picked)
     }
 }
 
@@ -178,6 +206,8 @@ pub fn compile(
 fn compile_service(s: &ServiceConfig) -> CompiledService {
     CompiledService {
         circuit_breaker: s.circuit_breaker,
+        outlier: s.outlier_detection,
+        panic_threshold: s.panic_threshold,
         name: s.name.as_str().into(),
         pool: PoolSettings {
             protocol: s.protocol,

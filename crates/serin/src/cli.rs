@@ -131,6 +131,10 @@ pub enum Command {
         #[command(subcommand)]
         service: serin_demo::DemoCommand,
     },
+
+    /// Turn a stack file into another platform's objects.
+    #[command(subcommand)]
+    Render(RenderCommand),
 }
 
 #[derive(Debug, Args)]
@@ -262,4 +266,42 @@ fn parse_weight(s: &str) -> Result<(String, u32), String> {
         .parse::<u32>()
         .map_err(|_| format!("weight `{v}` is not a whole number"))?;
     Ok((k.to_string(), w))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RenderCommand {
+    /// Print the Kubernetes objects of a stack as one YAML stream: a
+    /// Deployment and a Service per service version, a Service per service,
+    /// their ConfigMaps and Secrets, the gateway (Deployment, Service,
+    /// ConfigMap, RBAC) and an HTTPRoute per route with its weights.
+    ///
+    /// Apply with `serin render kubernetes STACK | kubectl apply -f -`, or
+    /// write a Kustomize base with --output-dir.
+    Kubernetes(RenderKubernetesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RenderKubernetesArgs {
+    /// The stack file.
+    #[arg(value_name = "STACK")]
+    pub stack: PathBuf,
+
+    /// Images are IMAGE_REPO/NAME:TAG (serin, serin-demo, or the service's
+    /// name).
+    #[arg(long, value_name = "IMAGE_REPO", default_value = serin_kube::DEFAULT_IMAGE_REPO)]
+    pub image_repo: String,
+
+    /// The images' tag.
+    #[arg(long, value_name = "TAG", default_value = serin_kube::DEFAULT_TAG)]
+    pub tag: String,
+
+    /// Put every object in this namespace (default: none, so the one
+    /// kubectl applies to).
+    #[arg(long, short = 'n', value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Write a Kustomize base here (one file per object and a
+    /// kustomization.yaml) instead of printing.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
 }

@@ -45,6 +45,20 @@ pub mod defaults {
     /// stuck upstream from collecting every request: past it, answer 503 at
     /// once rather than queue.
     pub const CB_MAX_REQUESTS: usize = 10_000;
+    /// Envoy's outlier detection defaults.
+    pub const OUTLIER_CONSECUTIVE: u32 = 5;
+    pub const OUTLIER_INTERVAL: Duration = Duration::from_secs(10);
+    pub const OUTLIER_BASE_EJECTION: Duration = Duration::from_secs(30);
+    pub const OUTLIER_MAX_EJECTION: Duration = Duration::from_secs(300);
+    /// Envoy ejects at most 10 % (and always at least one endpoint).
+    pub const OUTLIER_MAX_EJECTION_PERCENT: f64 = 10.0;
+    /// Envoy's health check thresholds; serin checks every 5 s by default.
+    pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+    pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+    pub const HEALTH_HEALTHY_THRESHOLD: u32 = 2;
+    pub const HEALTH_UNHEALTHY_THRESHOLD: u32 = 3;
+    /// Envoy's panic threshold.
+    pub const PANIC_THRESHOLD: f64 = 50.0;
     /// Retries in flight to one service version at once (Envoy's default):
     /// more retries than that during an outage only add load to it.
     pub const CB_MAX_RETRIES: usize = 3;
@@ -162,7 +176,48 @@ pub struct ServiceConfig {
     #[serde(with = "humantime_serde_compat")]
     pub pool_idle_timeout: Duration,
     pub circuit_breaker: CircuitBreakerConfig,
+    pub outlier_detection: Option<OutlierConfig>,
+    pub health_check: Option<HealthCheckConfig>,
+    /// Below this share of usable (healthy, not ejected) endpoints, every
+    /// endpoint is used: better spread over all than overload the few.
+    pub panic_threshold: f64,
     pub versions: Vec<VersionConfig>,
+}
+
+/// Ejects endpoints that keep failing (Envoy's outlier detection).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct OutlierConfig {
+    /// Consecutive 5xx answers (serin's own 502/503/504 included).
+    pub consecutive_5xx: Option<u32>,
+    /// Consecutive 502, 503, 504 or local-origin failures.
+    pub consecutive_gateway_errors: Option<u32>,
+    /// Consecutive connect failures, resets and timeouts.
+    pub consecutive_local_origin_failures: Option<u32>,
+    /// How often an endpoint's ejection multiplier decays.
+    #[serde(with = "humantime_serde_compat")]
+    pub interval: Duration,
+    /// Ejection time, times the number of ejections so far.
+    #[serde(with = "humantime_serde_compat")]
+    pub base_ejection_time: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub max_ejection_time: Duration,
+    /// At most this share of a version's endpoints is ejected at once (at
+    /// least one may be, whatever the share).
+    pub max_ejection_percent: f64,
+}
+
+/// Active HTTP health checks of every endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthCheckConfig {
+    pub path: String,
+    #[serde(with = "humantime_serde_compat")]
+    pub interval: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    #[serde(with = "humantime_serde_compat")]
+    pub jitter: Duration,
 }
 
 /// Limits per service version; an overflow answers 503 at once.

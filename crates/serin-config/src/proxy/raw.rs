@@ -107,6 +107,9 @@ config_struct! {
         load_balancer: Option<LoadBalancer> = "loadBalancer",
         pool: Option<Pool> = "pool",
         circuit_breaker: Option<CircuitBreaker> = "circuitBreaker",
+        outlier_detection: Option<OutlierDetection> = "outlierDetection",
+        health_check: Option<HealthCheck> = "healthCheck",
+        panic_threshold: Option<Spanned<f64>> = "panicThreshold",
         versions: Vec<Version> = "versions" [required],
     }
 }
@@ -169,6 +172,31 @@ config_struct! {
     pub struct FaultAbort {
         status: Spanned<u16> = "httpStatus" [required],
         percent: Option<Spanned<f64>> = "percent",
+    }
+}
+
+config_struct! {
+    /// Passive health: Envoy's outlier detection, per endpoint.
+    pub struct OutlierDetection {
+        consecutive_5xx: Option<Spanned<u32>> = "consecutive5xx",
+        consecutive_gateway_errors: Option<Spanned<u32>> = "consecutiveGatewayErrors",
+        consecutive_local_origin_failures: Option<Spanned<u32>> = "consecutiveLocalOriginFailures",
+        interval: Option<std::time::Duration> = "interval",
+        base_ejection_time: Option<std::time::Duration> = "baseEjectionTime",
+        max_ejection_time: Option<std::time::Duration> = "maxEjectionTime",
+        max_ejection_percent: Option<Spanned<f64>> = "maxEjectionPercent",
+    }
+}
+
+config_struct! {
+    /// Active health checks over HTTP.
+    pub struct HealthCheck {
+        path: Spanned<String> = "path" [required],
+        interval: Option<std::time::Duration> = "interval",
+        timeout: Option<std::time::Duration> = "timeout",
+        healthy_threshold: Option<Spanned<u32>> = "healthyThreshold",
+        unhealthy_threshold: Option<Spanned<u32>> = "unhealthyThreshold",
+        jitter: Option<std::time::Duration> = "jitter",
     }
 }
 

@@ -243,7 +243,77 @@ fn services(raw: &[raw::Service], p: &mut Problems) -> Vec<ServiceConfig> {
                 circuit_breaker.max_retries = **v;
             }
         }
+        let outlier_detection = s.outlier_detection.as_ref().map(|o| {
+            let count = |v: &Option<Spanned<u32>>, p: &mut Problems| {
+                v.as_ref().map(|c| {
+                    if **c == 0 {
+                        c.report(p, "must be at least 1");
+                    }
+                    **c
+                })
+            };
+            let (c5, cg, cl) = (
+                count(&o.consecutive_5xx, p),
+                count(&o.consecutive_gateway_errors, p),
+                count(&o.consecutive_local_origin_failures, p),
+            );
+            let any = c5.is_some() || cg.is_some() || cl.is_some();
+            OutlierConfig {
+                // With no counter named, Envoy's default: five 5xx in a row.
+                consecutive_5xx: if any {
+                    c5
+                } else {
+                    Some(defaults::OUTLIER_CONSECUTIVE)
+                },
+                consecutive_gateway_errors: cg,
+                consecutive_local_origin_failures: cl,
+                interval: o.interval.unwrap_or(defaults::OUTLIER_INTERVAL),
+                base_ejection_time: o
+                    .base_ejection_time
+                    .unwrap_or(defaults::OUTLIER_BASE_EJECTION),
+                max_ejection_time: o
+                    .max_ejection_time
+                    .unwrap_or(defaults::OUTLIER_MAX_EJECTION),
+                max_ejection_percent: percent_of(
+                    o.max_ejection_percent.as_ref(),
+                    defaults::OUTLIER_MAX_EJECTION_PERCENT,
+                    p,
+                ),
+            }
+        });
+        let health_check = s.health_check.as_ref().map(|h| {
+            if !h.path.starts_with('/') {
+                h.path.report(p, "a path must start with `/`");
+            }
+            let threshold = |v: &Option<Spanned<u32>>, d: u32, p: &mut Problems| {
+                v.as_ref().map_or(d, |c| {
+                    if **c == 0 {
+                        c.report(p, "must be at least 1");
+                    }
+                    **c
+                })
+            };
+            HealthCheckConfig {
+                path: h.path.value.clone(),
+                interval: h.interval.unwrap_or(defaults::HEALTH_INTERVAL),
+                timeout: h.timeout.unwrap_or(defaults::HEALTH_TIMEOUT),
+                healthy_threshold: threshold(
+                    &h.healthy_threshold,
+                    defaults::HEALTH_HEALTHY_THRESHOLD,
+                    p,
+                ),
+                unhealthy_threshold: threshold(
+                    &h.unhealthy_threshold,
+                    defaults::HEALTH_UNHEALTHY_THRESHOLD,
+                    p,
+                ),
+                jitter: h.jitter.unwrap_or_default(),
+            }
+        });
         out.push(ServiceConfig {
+            outlier_detection,
+            health_check,
+            panic_threshold: percent_of(s.panic_threshold.as_ref(), defaults::PANIC_THRESHOLD, p),
             circuit_breaker,
             name: s.name.value.clone(),
             protocol: s.protocol,
@@ -500,6 +570,17 @@ fn rule_config(rule: &raw::Rule, services: &[ServiceConfig], p: &mut Problems) -
         retry,
         fault,
         max_concurrent_requests: rule.max_concurrent_requests.as_ref().map(|v| **v),
+    }
+}
+
+fn percent_of(v: Option<&Spanned<f64>>, default: f64, p: &mut Problems) -> f64 {
+    match v {
+        None => default,
+        Some(v) if (0.0..=100.0).contains(&**v) => **v,
+        Some(v) => {
+            v.report(p, "a percentage must be from 0 to 100");
+            default
+        }
     }
 }
 

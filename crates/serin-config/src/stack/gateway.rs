@@ -81,6 +81,9 @@ pub(super) fn validate(
                 load_balancer: rs.load_balancer.clone(),
                 pool: None,
                 circuit_breaker: rs.circuit_breaker.clone(),
+                outlier_detection: rs.outlier_detection.clone(),
+                health_check: None,
+                panic_threshold: None,
                 versions: spec
                     .versions
                     .iter()

@@ -77,6 +77,9 @@ pub struct ServiceSpec {
     pub depends_on: Vec<String>,
     /// In file order, at least one, names unique.
     pub versions: Vec<VersionSpec>,
+    /// The `canary:` section: defaults for `serin canary start` on this
+    /// service (each unset key falls back to the built-in default).
+    pub canary: Option<CanaryDefaults>,
 }
 
 impl ServiceSpec {
@@ -239,4 +242,71 @@ impl Default for Strategy {
             max_unavailable: DEFAULT_MAX_UNAVAILABLE,
         }
     }
+}
+
+/// A service's defaults for `serin canary start`, as written (`None`: not
+/// set here). The meanings and the built-in defaults are serin-canary's.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CanaryDefaults {
+    /// Canary weights in percent, strictly increasing, from 1 to 100.
+    pub steps: Option<Vec<u32>>,
+    /// How long each step's analysis window lasts.
+    pub interval: Option<Duration>,
+    /// The highest canary error rate that passes, from 0 to 1.
+    pub max_error_rate: Option<f64>,
+    /// The highest p99(canary) / p99(baseline) that passes.
+    pub max_latency_ratio: Option<f64>,
+    /// p99s below this count as this much in the latency ratio.
+    pub latency_floor: Option<Duration>,
+    /// Fewer canary requests in a window make it inconclusive.
+    pub min_requests: Option<u64>,
+    /// Failed checks that roll the canary back.
+    pub failures: Option<u32>,
+    /// Consecutive inconclusive windows that halt the canary.
+    pub inconclusive_limit: Option<u32>,
+    /// Prometheus' URL: the analysis asks it instead of serin's counters.
+    pub prometheus: Option<String>,
+    /// PromQL templates overriding the built-in ones, by name:
+    /// `requests`, `error_rate`, `latency_p99` (`errorRate` and
+    /// `latencyP99` in the file).
+    pub queries: BTreeMap<String, String>,
+}
+
+// Every number in it was checked to be finite, so equality is an
+// equivalence and `ServiceSpec` stays `Eq`.
+impl Eq for CanaryDefaults {}
+
+/// Reads an error rate written as a percentage (`1%`, `0.5%`) or a
+/// fraction (`0.01`); the result is from 0 to 1.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let (number, scale) = match t.strip_suffix('%') {
+        Some(n) => (n.trim(), 100.0),
+        None => (t, 1.0),
+    };
+    let v: f64 = number.parse().map_err(|_| {
+        format!("`{s}` is not a rate: write a percentage like 1% or a fraction like 0.01")
+    })?;
+    let rate = v / scale;
+    if !rate.is_finite() || !(0.0..=1.0).contains(&rate) {
+        return Err(format!("`{s}` is not a rate from 0% to 100%"));
+    }
+    Ok(rate)
+}
+
+/// Checks canary steps: at least one, each from 1 to 100, strictly
+/// increasing.
+pub fn check_canary_steps(steps: &[u32]) -> Result<(), String> {
+    if steps.is_empty() {
+        return Err("give at least one step, e.g. [5, 25, 50, 100]".into());
+    }
+    if let Some(s) = steps.iter().find(|s| !(1..=100).contains(*s)) {
+        return Err(format!(
+            "step {s} is not a weight from 1 to 100 (percent of the traffic)"
+        ));
+    }
+    if steps.windows(2).any(|w| w[0] >= w[1]) {
+        return Err("steps must increase, e.g. [5, 25, 50, 100]".into());
+    }
+    Ok(())
 }

@@ -45,6 +45,7 @@ config_struct! {
         load_balancer: Option<crate::proxy::raw::LoadBalancer> = "loadBalancer",
         connect_timeout: Option<Duration> = "connectTimeout",
         circuit_breaker: Option<crate::proxy::raw::CircuitBreaker> = "circuitBreaker",
+        outlier_detection: Option<crate::proxy::raw::OutlierDetection> = "outlierDetection",
         depends_on: Vec<Spanned<String>> = "dependsOn",
         versions: Option<Spanned<Vec<RawVersion>>> = "versions",
         command: Option<Spanned<String>> = "command",
@@ -59,6 +60,8 @@ config_struct! {
         files: Option<Vec<RawFile>> = "files",
         secrets: Option<Vec<RawSecret>> = "secrets",
         strategy: Option<RawStrategy> = "strategy",
+        /// Defaults for `serin canary start` on this service.
+        canary: Option<RawCanary> = "canary",
     }
 }
 
@@ -78,6 +81,33 @@ config_struct! {
         files: Option<Vec<RawFile>> = "files",
         secrets: Option<Vec<RawSecret>> = "secrets",
         strategy: Option<RawStrategy> = "strategy",
+    }
+}
+
+config_struct! {
+    /// A service's defaults for `serin canary start` (each flag of the
+    /// command overrides its key).
+    pub struct RawCanary {
+        steps: Option<Spanned<Vec<Spanned<u32>>>> = "steps",
+        interval: Option<Spanned<Duration>> = "interval",
+        /// `1%` or `0.01`.
+        max_error_rate: Option<Spanned<String>> = "maxErrorRate",
+        max_latency_ratio: Option<Spanned<f64>> = "maxLatencyRatio",
+        latency_floor: Option<Spanned<Duration>> = "latencyFloor",
+        min_requests: Option<Spanned<u64>> = "minRequests",
+        failures: Option<Spanned<u32>> = "failures",
+        inconclusive_limit: Option<Spanned<u32>> = "inconclusiveLimit",
+        prometheus: Option<Spanned<String>> = "prometheus",
+        queries: Option<RawCanaryQueries> = "queries",
+    }
+}
+
+config_struct! {
+    /// PromQL templates that replace the built-in ones.
+    pub struct RawCanaryQueries {
+        requests: Option<Spanned<String>> = "requests",
+        error_rate: Option<Spanned<String>> = "errorRate",
+        latency_p99: Option<Spanned<String>> = "latencyP99",
     }
 }
 

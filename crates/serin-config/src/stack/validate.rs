@@ -91,6 +91,114 @@ fn service(raw: &RawService, base_dir: &Path, p: &mut Problems) -> ServiceSpec {
         name: raw.name.value.clone(),
         depends_on: raw.depends_on.iter().map(|d| d.value.clone()).collect(),
         versions,
+        canary: raw.canary.as_ref().map(|c| canary(c, p)),
+    }
+}
+
+/// A service's `canary:` defaults, each value checked on its own.
+fn canary(raw: &RawCanary, p: &mut Problems) -> CanaryDefaults {
+    let steps = raw.steps.as_ref().map(|steps| {
+        let values: Vec<u32> = steps.value.iter().map(|s| s.value).collect();
+        if let Err(msg) = check_canary_steps(&values) {
+            // Point at the first bad step when there is one.
+            match steps.value.iter().find(|s| !(1..=100).contains(&s.value)) {
+                Some(bad) => bad.report(p, msg),
+                None => steps.report(p, msg),
+            }
+        }
+        values
+    });
+    let interval = raw.interval.as_ref().map(|i| {
+        if i.value.is_zero() {
+            i.report(p, "`interval` must be more than 0");
+        }
+        i.value
+    });
+    let max_error_rate = raw
+        .max_error_rate
+        .as_ref()
+        .and_then(|r| match parse_rate(&r.value) {
+            Ok(v) => Some(v),
+            Err(msg) => {
+                r.report(p, msg);
+                None
+            }
+        });
+    let max_latency_ratio = raw.max_latency_ratio.as_ref().map(|r| {
+        if !(r.value.is_finite() && r.value >= 1.0) {
+            r.report(
+                p,
+                format!(
+                    "`maxLatencyRatio` must be at least 1 (the canary's p99 over the \
+                     baseline's), found {}",
+                    r.value
+                ),
+            );
+        }
+        r.value
+    });
+    let at_least_one = |v: &Option<Spanned<u32>>, key: &str, p: &mut Problems| {
+        v.as_ref().map(|v| {
+            if v.value < 1 {
+                v.report(p, format!("`{key}` must be at least 1"));
+            }
+            v.value
+        })
+    };
+    let failures = at_least_one(&raw.failures, "failures", p);
+    let inconclusive_limit = at_least_one(&raw.inconclusive_limit, "inconclusiveLimit", p);
+    let min_requests = raw.min_requests.as_ref().map(|m| {
+        if m.value < 1 {
+            m.report(
+                p,
+                "`minRequests` must be at least 1: a window with no traffic proves nothing",
+            );
+        }
+        m.value
+    });
+    let prometheus = raw.prometheus.as_ref().map(|u| {
+        let ok = u
+            .value
+            .strip_prefix("http://")
+            .or_else(|| u.value.strip_prefix("https://"))
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace));
+        if !ok {
+            u.report(
+                p,
+                format!(
+                    "`{}` is not a Prometheus URL such as http://127.0.0.1:9090",
+                    u.value
+                ),
+            );
+        }
+        u.value.trim_end_matches('/').to_string()
+    });
+    let mut queries = BTreeMap::new();
+    if let Some(q) = &raw.queries {
+        for (name, template) in [
+            ("requests", &q.requests),
+            ("error_rate", &q.error_rate),
+            ("latency_p99", &q.latency_p99),
+        ] {
+            if let Some(t) = template {
+                if t.value.trim().is_empty() {
+                    t.report(p, "a query template cannot be empty");
+                }
+                queries.insert(name.to_string(), t.value.clone());
+            }
+        }
+    }
+    CanaryDefaults {
+        steps,
+        interval,
+        max_error_rate,
+        max_latency_ratio,
+        latency_floor: raw.latency_floor.as_ref().map(|f| f.value),
+        min_requests,
+        failures,
+        inconclusive_limit,
+        prometheus,
+        queries,
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod admin_client;
 mod proxy;
+mod render;
 mod stack_control;
 mod up;
 mod validate;
@@ -37,6 +38,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Proxy(args) => proxy::run(args),
         Command::Validate(args) => validate::run(&args),
         Command::Weights(cmd) => weights::run(cmd),
+        Command::Render(cmd) => render::run(cmd),
         Command::Demo { service } => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(serin_demo::run(service))?;

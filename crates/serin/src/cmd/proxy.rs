@@ -73,6 +73,9 @@ fn quick_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
         },
         max_idle_per_endpoint: defaults::MAX_IDLE_PER_ENDPOINT,
         circuit_breaker: Default::default(),
+        outlier_detection: None,
+        health_check: None,
+        panic_threshold: defaults::PANIC_THRESHOLD,
         pool_idle_timeout: defaults::POOL_IDLE_TIMEOUT,
         versions: vec![VersionConfig {
             name: "default".into(),

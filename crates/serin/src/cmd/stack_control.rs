@@ -136,7 +136,10 @@ pub fn apply(admin: &AdminTarget, stack: Option<&Path>) -> anyhow::Result<ExitCo
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .with_context(|| format!("cannot read {}", p.display()))?;
-            json!({ "stack": text })
+            // The file's own name in errors, and its folder for relative
+            // paths, as `serin up FILE` would have them.
+            let path = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+            json!({ "stack": text, "path": path })
         }
         None => json!({}),
     };

@@ -196,13 +196,22 @@ struct ApplyBody {
     /// read again.
     #[serde(default)]
     stack: Option<String>,
+    /// Where `stack` was read from: errors name it, and relative paths in it
+    /// are resolved against its folder. Default: the file serin was started
+    /// from.
+    #[serde(default)]
+    path: Option<PathBuf>,
 }
 
 /// Rolls out a changed stack file: the gateway's routes first (checked
 /// before anything changes), then the services.
 async fn apply(State(state): State<Arc<UpState>>, Json(body): Json<ApplyBody>) -> Response {
-    let base = state.path.parent().unwrap_or(Path::new("."));
-    let name = state.path.display().to_string();
+    let file = body.path.as_deref().unwrap_or(&state.path);
+    let base = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = file.display().to_string();
     let parsed = match body.stack {
         Some(text) => serin_config::stack::parse_stack_file(&text, &name, base),
         None => serin_config::stack::load_stack_file(&state.path),

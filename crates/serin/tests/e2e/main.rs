@@ -3,8 +3,12 @@
 
 mod common;
 mod config_errors;
+mod ext_auth;
+mod observability;
 mod protocols;
 mod reload;
+mod resilience;
 mod routing;
 mod strict;
+mod up;
 mod upstreams;

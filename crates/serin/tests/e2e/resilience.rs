@@ -229,3 +229,180 @@ async fn faults_are_injected_for_a_share_or_by_header() {
         ) >= 400.0
     );
 }
+
+fn multi_config(ups: &[&Upstream], service_extra: &str) -> String {
+    let eps: Vec<String> = ups.iter().map(|u| format!("\"{}\"", u.addr)).collect();
+    format!(
+        r#"
+listeners:
+  - name: gw
+    address: 127.0.0.1:0
+services:
+  - name: svc
+    loadBalancer: {{type: RoundRobin}}
+{service_extra}
+    versions: [{{name: v1, endpoints: [{}]}}]
+routes:
+  - name: r
+    rules:
+      - backendRefs: [{{name: svc, version: v1}}]
+"#,
+        eps.join(", ")
+    )
+}
+
+async fn endpoints_json(serin: &crate::common::Serin) -> serde_json::Value {
+    client()
+        .get(serin.admin_url("/endpoints"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_endpoint_that_keeps_failing_is_ejected() {
+    let good1 = Upstream::start("good1");
+    let good2 = Upstream::start("good2");
+    let bad = Upstream::start("bad");
+    bad.set_status(500);
+    let serin = proxy(&multi_config(
+        &[&good1, &bad, &good2],
+        "    outlierDetection: {consecutive5xx: 3, baseEjectionTime: 60s, maxEjectionPercent: 50}",
+    ));
+    let http = client();
+    let mut errors = 0;
+    for _ in 0..60 {
+        let r = http
+            .get(serin.url("gw"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        if r.status() == 500 {
+            errors += 1;
+        }
+    }
+    assert_eq!(bad.requests(), 3, "ejected after three 5xx in a row");
+    assert_eq!(errors, 3);
+    let eps = endpoints_json(&serin).await;
+    let bad_state = eps["backends"][0]["endpoints"]
+        .as_array()
+        .and_then(|l| {
+            l.iter()
+                .find(|e| e["address"] == bad.addr.to_string())
+                .cloned()
+        })
+        .unwrap_or_default();
+    assert!(
+        bad_state["ejected_for_ms"].as_u64().unwrap_or(0) > 0,
+        "{eps}"
+    );
+    let m = metrics_text(&serin).await;
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"serin_outlier_ejections_total{service="svc",version="v1"}"#
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn failing_health_checks_take_an_endpoint_out_and_passing_ones_bring_it_back() {
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    a.set_status(503);
+    let serin = proxy(&multi_config(
+        &[&a, &b],
+        "    healthCheck: {path: /health, interval: 100ms, timeout: 1s, healthyThreshold: 1, unhealthyThreshold: 2}",
+    ));
+    let unhealthy = |want: bool| {
+        let serin = &serin;
+        let a_addr = a.addr.to_string();
+        async move {
+            for _ in 0..200 {
+                let eps = endpoints_json(serin).await;
+                let state = eps["backends"][0]["endpoints"]
+                    .as_array()
+                    .and_then(|l| l.iter().find(|e| e["address"] == a_addr).cloned())
+                    .unwrap_or_default();
+                if state["healthy"] == serde_json::Value::Bool(!want) {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            false
+        }
+    };
+    assert!(unhealthy(true).await, "a never marked unhealthy");
+    let http = client();
+    for _ in 0..20 {
+        // a answers 503 to everything: a 200 from b means a was skipped.
+        let r = http
+            .get(serin.url("gw"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status(), 200, "only the healthy endpoint gets traffic");
+    }
+    a.set_status(0);
+    assert!(unhealthy(false).await, "a never came back");
+    let mut from_a = 0;
+    for _ in 0..20 {
+        let r = http
+            .get(serin.url("gw"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        if r.headers().get("x-upstream").map(|v| v.as_bytes()) == Some(&b"a"[..]) {
+            from_a += 1;
+        }
+    }
+    assert!(from_a >= 5, "a gets its share again ({from_a} of 20)");
+}
+
+#[tokio::test]
+async fn below_the_panic_threshold_traffic_spreads_over_every_endpoint() {
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    a.set_status(503);
+    b.set_status(503);
+    let serin = proxy(&multi_config(
+        &[&a, &b],
+        "    healthCheck: {path: /health, interval: 100ms, healthyThreshold: 1, unhealthyThreshold: 1}\n    panicThreshold: 50",
+    ));
+    let both_down = wait_until(Duration::from_secs(10), || {
+        let out = std::process::Command::new("curl")
+            .args(["-s", &serin.admin_url("/endpoints")])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .matches("\"healthy\":false")
+                    .count()
+            })
+            .unwrap_or(0);
+        out == 2
+    });
+    assert!(both_down);
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..20 {
+        let r = client()
+            .get(serin.url("gw"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let who = r
+            .headers()
+            .get("x-upstream")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        *seen.entry(who).or_insert(0) += 1;
+    }
+    assert!(
+        seen.get("a") >= Some(&5) && seen.get("b") >= Some(&5),
+        "spread over both: {seen:?}"
+    );
+}
