@@ -467,8 +467,22 @@ async fn forward(
         }
     };
 
+    // The retry budget: every request deposits, every retry that may reach
+    // the upstream withdraws.
+    use tower::retry::budget::Budget;
+    rule.budget.deposit();
+    let budget_allows = || {
+        let ok = rule.budget.withdraw();
+        if !ok {
+            backend_ref.metrics.budget_exhausted();
+        }
+        ok
+    };
+
     let attempts = async {
         let mut retry_permit: Option<resilience::Permit> = None;
+        // A delay the upstream asked for with Retry-After.
+        let mut asked_delay: Option<Duration> = None;
         let mut tried = [0u64; MAX_TRIED];
         let mut n_tried = 0usize;
         let mut retries = 0u32;
@@ -580,14 +594,18 @@ async fn forward(
             match outcome {
                 Some(Ok(resp)) => {
                     let code = resp.status().as_u16();
+                    let retry_after = retry_after(&resp);
                     if !(can_retry
                         && may_resend
                         && next_body.is_some()
                         && retry.codes.contains(&code)
+                        && retry_after.is_none_or(|d| d <= MAX_RETRY_AFTER)
+                        && budget_allows()
                         && take_retry(&mut retry_permit))
                     {
                         return (strip_response(resp), Some(ep), retries);
                     }
+                    asked_delay = retry_after;
                     drop(resp);
                     body = next_body;
                 }
@@ -599,7 +617,7 @@ async fn forward(
                         Some(r) if can_retry && take_retry(&mut retry_permit) => unsent = Some(r),
                         _ if can_retry
                             && next_body.is_some()
-                            && (may_resend || e.never_reached_upstream())
+                            && (e.never_reached_upstream() || (may_resend && budget_allows()))
                             && take_retry(&mut retry_permit) =>
                         {
                             body = next_body;
@@ -616,6 +634,7 @@ async fn forward(
                         && may_resend
                         && next_body.is_some()
                         && retry.codes.contains(&504)
+                        && budget_allows()
                         && take_retry(&mut retry_permit))
                     {
                         return (
@@ -630,7 +649,9 @@ async fn forward(
             retries += 1;
             backend_ref.metrics.retries.inc();
             if unsent.is_none() {
-                let delay = backoff(retry.backoff, retries);
+                let delay = asked_delay
+                    .take()
+                    .unwrap_or_else(|| backoff(retry.backoff, retries));
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
@@ -650,6 +671,19 @@ async fn forward(
             }
         },
         None => Ok(attempts.await),
+    }
+}
+
+/// A `Retry-After` longer than this is not waited for: the answer goes back
+/// to the client, who can wait better than a request held open.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// `Retry-After` in seconds (the HTTP-date form is not waited for).
+fn retry_after(resp: &Response<ResponseBody>) -> Option<Duration> {
+    let v = resp.headers().get(header::RETRY_AFTER)?.to_str().ok()?;
+    match v.trim().parse::<u64>() {
+        Ok(secs) => Some(Duration::from_secs(secs)),
+        Err(_) => Some(Duration::MAX),
     }
 }
 

@@ -94,6 +94,7 @@ pub struct Metrics {
     pub shed: Family<ShedLabels, Counter>,
     pub faults: Family<BackendLabels, Counter>,
     pub ejections: Family<UpstreamLabels, Counter>,
+    pub budget_exhausted: Family<BackendLabels, Counter>,
 }
 
 impl Metrics {
@@ -170,6 +171,12 @@ impl Metrics {
             "Endpoints ejected by outlier detection",
             ejections.clone(),
         );
+        let budget_exhausted = Family::<BackendLabels, Counter>::default();
+        registry.register(
+            "retry_budget_exhausted",
+            "Retries not made because the route's retry budget was spent",
+            budget_exhausted.clone(),
+        );
         // Shown from the start, so a dashboard sees 0 rather than nothing.
         for result in ["success", "failure"] {
             let _ = reloads.get_or_create(&ResultLabels {
@@ -190,6 +197,7 @@ impl Metrics {
             shed,
             faults,
             ejections,
+            budget_exhausted,
         })
     }
 
@@ -298,6 +306,13 @@ impl BackendMetrics {
                 service: self.labels.service.clone(),
                 version: self.labels.version.clone(),
             })
+            .inc();
+    }
+
+    pub fn budget_exhausted(&self) {
+        self.metrics
+            .budget_exhausted
+            .get_or_create(&self.labels)
             .inc();
     }
 

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::HeaderName;
 use serin_config::proxy::{
@@ -56,6 +57,8 @@ pub struct CompiledRule {
     pub retry: RetryConfig,
     pub fault: Option<serin_config::proxy::FaultConfig>,
     pub max_concurrent_requests: Option<usize>,
+    /// Retries that may reach the upstream draw on this (Linkerd's budget).
+    pub budget: tower::retry::budget::TpsBudget,
     /// Requests of this rule in flight (for `max_concurrent_requests`).
     pub in_flight: Arc<crate::resilience::Gauge>,
     /// Metrics of requests this rule answers itself (redirects, no backend).
@@ -175,6 +178,14 @@ pub fn compile(
                     timeouts: rule.timeouts,
                     retry: rule.retry.clone(),
                     fault: rule.fault.clone(),
+                    budget: tower::retry::budget::TpsBudget::new(
+                        rule.retry
+                            .budget
+                            .ttl
+                            .clamp(Duration::from_secs(1), Duration::from_secs(60)),
+                        rule.retry.budget.min_retries_per_second.min(1_000_000),
+                        (rule.retry.budget.percent / 100.0).clamp(0.0, 1000.0) as f32,
+                    ),
                     max_concurrent_requests: rule.max_concurrent_requests,
                     in_flight: Arc::default(),
                     local_metrics: BackendMetrics::local(metrics, &route.name),

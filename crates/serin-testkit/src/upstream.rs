@@ -156,6 +156,7 @@ async fn answer(
         .or_else(|| Some(ctl.status.load(Ordering::SeqCst)).filter(|s| *s != 0))
         .unwrap_or(200);
     let size = header_num(&req, "x-test-body-bytes");
+    let retry_after = header_num(&req, "x-test-retry-after");
     let method = req.method().to_string();
     let uri = req.uri().clone();
     let version = format!("{:?}", req.version());
@@ -195,6 +196,10 @@ async fn answer(
     };
     let mut resp = Response::new(Full::new(payload));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    if let Some(secs) = retry_after {
+        resp.headers_mut()
+            .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+    }
     resp.headers_mut().insert(
         "x-upstream",
         http::HeaderValue::from_str(&label).unwrap_or(http::HeaderValue::from_static("?")),

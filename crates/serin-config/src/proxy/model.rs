@@ -45,6 +45,11 @@ pub mod defaults {
     /// stuck upstream from collecting every request: past it, answer 503 at
     /// once rather than queue.
     pub const CB_MAX_REQUESTS: usize = 10_000;
+    /// Linkerd's retry budget: retries add at most 20 % to the requests of
+    /// the last 10 s, plus 10 a second so that quiet routes can retry too.
+    pub const RETRY_BUDGET_PERCENT: f64 = 20.0;
+    pub const RETRY_BUDGET_MIN_PER_SECOND: u32 = 10;
+    pub const RETRY_BUDGET_TTL: Duration = Duration::from_secs(10);
     /// Envoy's outlier detection defaults.
     pub const OUTLIER_CONSECUTIVE: u32 = 5;
     pub const OUTLIER_INTERVAL: Duration = Duration::from_secs(10);
@@ -418,6 +423,28 @@ pub struct RetryConfig {
     /// Whether the file configured retries at all (else only connect
     /// failures are retried).
     pub configured: bool,
+    /// Limits retries that may reach the upstream (not those of requests
+    /// that provably never did).
+    pub budget: RetryBudgetConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RetryBudgetConfig {
+    /// Retries allowed per 100 requests.
+    pub percent: f64,
+    pub min_retries_per_second: u32,
+    #[serde(with = "humantime_serde_compat")]
+    pub ttl: Duration,
+}
+
+impl Default for RetryBudgetConfig {
+    fn default() -> Self {
+        Self {
+            percent: defaults::RETRY_BUDGET_PERCENT,
+            min_retries_per_second: defaults::RETRY_BUDGET_MIN_PER_SECOND,
+            ttl: defaults::RETRY_BUDGET_TTL,
+        }
+    }
 }
 
 impl Default for RetryConfig {
@@ -428,6 +455,7 @@ impl Default for RetryConfig {
             backoff: defaults::RETRY_BACKOFF,
             unsafe_methods: false,
             configured: false,
+            budget: RetryBudgetConfig::default(),
         }
     }
 }

@@ -361,6 +361,17 @@ config_struct! {
         codes: Vec<Spanned<u16>> = "codes",
         backoff: Option<Duration> = "backoff",
         unsafe_methods: Option<bool> = "unsafeMethods",
+        budget: Option<RetryBudget> = "budget",
+    }
+}
+
+config_struct! {
+    /// Linkerd's retry budget: retries may add `percent` of the requests of
+    /// the last `ttl`, plus `minRetriesPerSecond`.
+    pub struct RetryBudget {
+        percent: Option<Spanned<f64>> = "percent",
+        min_retries_per_second: Option<Spanned<u32>> = "minRetriesPerSecond",
+        ttl: Option<Spanned<Duration>> = "ttl",
     }
 }
 

@@ -548,12 +548,35 @@ fn rule_config(rule: &raw::Rule, services: &[ServiceConfig], p: &mut Problems) -
                     .map(|c| **c)
                     .collect()
             };
+            let mut budget = RetryBudgetConfig::default();
+            if let Some(b) = &r.budget {
+                if let Some(v) = &b.percent {
+                    if !(0.0..=1000.0).contains(&**v) {
+                        v.report(p, "percent must be from 0 to 1000");
+                    } else {
+                        budget.percent = **v;
+                    }
+                }
+                if let Some(v) = &b.min_retries_per_second {
+                    budget.min_retries_per_second = **v;
+                }
+                if let Some(v) = &b.ttl {
+                    if **v < std::time::Duration::from_secs(1)
+                        || **v > std::time::Duration::from_secs(60)
+                    {
+                        v.report(p, "ttl must be from 1s to 60s");
+                    } else {
+                        budget.ttl = **v;
+                    }
+                }
+            }
             RetryConfig {
                 attempts,
                 codes,
                 backoff: r.backoff.unwrap_or(defaults::RETRY_BACKOFF),
                 unsafe_methods: r.unsafe_methods.unwrap_or(false),
                 configured: true,
+                budget,
             }
         }
     };

@@ -406,3 +406,78 @@ async fn below_the_panic_threshold_traffic_spreads_over_every_endpoint() {
         "spread over both: {seen:?}"
     );
 }
+
+#[tokio::test]
+async fn a_retry_budget_bounds_the_extra_load_on_a_failing_upstream() {
+    let up = Upstream::start("failing");
+    up.set_status(503);
+    let serin = proxy(&config(
+        &up,
+        "",
+        "        retry: {attempts: 3, codes: [503], backoff: 0ms, budget: {percent: 20, minRetriesPerSecond: 1, ttl: 10s}}",
+        "",
+    ));
+    let http = client();
+    let n = 300;
+    for _ in 0..n {
+        let r = http
+            .get(serin.url("gw"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status(), 503);
+    }
+    // Without a budget: 4 tries each (1200). With it: 20 % more, plus the
+    // reserve of 1 a second over 10 s.
+    let seen = up.requests();
+    assert!(seen >= n, "{seen}");
+    assert!(
+        seen <= n + n / 5 + 10 + 5,
+        "the upstream saw {seen} requests for {n}"
+    );
+    let m = metrics_text(&serin).await;
+    assert!(
+        metric_value(
+            &m,
+            r#"serin_retry_budget_exhausted_total{route="r",service="svc",version="v1"}"#
+        ) > 0.0
+    );
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_and_a_long_one_is_not_waited_for() {
+    let up = Upstream::start("busy");
+    let serin = proxy(&config(
+        &up,
+        "",
+        "        retry: {attempts: 1, codes: [503], backoff: 0ms}",
+        "",
+    ));
+    let http = client();
+    let r = http
+        .get(serin.url("gw"))
+        .header("x-test-status", "503")
+        .header("x-test-retry-after", "3600")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.headers().get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"3600"[..])
+    );
+    assert_eq!(
+        up.requests(),
+        1,
+        "an hour is not waited for: the client gets the answer"
+    );
+    let r = http
+        .get(serin.url("gw"))
+        .header("x-test-status", "503")
+        .header("x-test-retry-after", "0")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 503);
+    assert_eq!(up.requests(), 3, "retried after the (zero) delay asked for");
+}
