@@ -168,6 +168,8 @@ pub async fn handle(
     let mut auth_filters = rule.auth.iter();
     for f in &rule.filters {
         match f {
+            // Started once the request's body is known (in `forward`).
+            FilterConfig::RequestMirror(_) => {}
             FilterConfig::ExternalAuth(_) => {
                 let Some(auth) = auth_filters.next() else {
                     continue;
@@ -429,6 +431,11 @@ async fn forward(
         ReplayBody::new(first, incoming)
     };
     upstream_head(&mut parts, info, protocol, false);
+    let mirrored = if rule.mirrors.is_empty() {
+        None
+    } else {
+        crate::mirror::start(ctx, &rule.mirrors, &parts, &body)
+    };
     parts.version = match protocol {
         UpstreamProtocol::H2c => Version::HTTP_2,
         UpstreamProtocol::Http1 => Version::HTTP_11,
@@ -658,20 +665,24 @@ async fn forward(
             }
         }
     };
-    match rule.timeouts.request {
+    let done = match rule.timeouts.request {
         Some(deadline) => match tokio::time::timeout(deadline, attempts).await {
-            Ok(done) => Ok(done),
+            Ok(done) => done,
             Err(_) => {
                 backend_ref.metrics.timeout("request");
-                Ok((
+                (
                     local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
                     None,
                     0,
-                ))
+                )
             }
         },
-        None => Ok(attempts.await),
+        None => attempts.await,
+    };
+    if let Some(tx) = mirrored {
+        let _ = tx.send(done.0.status().as_u16());
     }
+    Ok(done)
 }
 
 /// A `Retry-After` longer than this is not waited for: the answer goes back

@@ -16,6 +16,7 @@ mod forward;
 mod headers;
 mod health;
 pub mod metrics;
+mod mirror;
 mod outlier;
 mod pool;
 mod resilience;

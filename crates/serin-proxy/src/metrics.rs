@@ -60,6 +60,15 @@ pub struct OverflowLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MirrorLabels {
+    /// The shadow's backend.
+    pub service: String,
+    pub version: String,
+    /// `same` or `different` status than the primary's, or `error`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShedLabels {
     /// `listener` or `route`.
     pub scope: String,
@@ -95,6 +104,7 @@ pub struct Metrics {
     pub faults: Family<BackendLabels, Counter>,
     pub ejections: Family<UpstreamLabels, Counter>,
     pub budget_exhausted: Family<BackendLabels, Counter>,
+    pub mirrors: Family<MirrorLabels, Counter>,
 }
 
 impl Metrics {
@@ -177,6 +187,12 @@ impl Metrics {
             "Retries not made because the route's retry budget was spent",
             budget_exhausted.clone(),
         );
+        let mirrors = Family::<MirrorLabels, Counter>::default();
+        registry.register(
+            "mirror_responses",
+            "Shadow (mirrored) answers, by whether their status matched the primary's",
+            mirrors.clone(),
+        );
         // Shown from the start, so a dashboard sees 0 rather than nothing.
         for result in ["success", "failure"] {
             let _ = reloads.get_or_create(&ResultLabels {
@@ -198,6 +214,7 @@ impl Metrics {
             faults,
             ejections,
             budget_exhausted,
+            mirrors,
         })
     }
 

@@ -47,6 +47,8 @@ pub struct CompiledExtAuth {
 pub struct CompiledRule {
     /// The ExternalAuth filters of `filters`, in order.
     pub auth: Vec<CompiledExtAuth>,
+    /// The RequestMirror filters of `filters`.
+    pub mirrors: Vec<crate::mirror::CompiledMirror>,
     pub route: Arc<str>,
     pub index: usize,
     pub filters: Vec<FilterConfig>,
@@ -168,8 +170,21 @@ pub fn compile(
                         _ => None,
                     })
                     .collect();
+                let mirrors = rule
+                    .filters
+                    .iter()
+                    .filter_map(|f| match f {
+                        FilterConfig::RequestMirror(m) => Some(crate::mirror::CompiledMirror {
+                            config: m.clone(),
+                            backend: backend(&BackendKey::new(&m.service, &m.version)),
+                            service: services.get(m.service.as_str())?.clone(),
+                        }),
+                        _ => None,
+                    })
+                    .collect();
                 Arc::new(CompiledRule {
                     auth,
+                    mirrors,
                     route: route_name.clone(),
                     index,
                     filters: rule.filters.clone(),

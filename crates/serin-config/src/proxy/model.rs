@@ -334,6 +334,15 @@ pub enum FilterConfig {
     UrlRewrite(UrlRewriteConfig),
     RequestRedirect(RedirectConfig),
     ExternalAuth(ExternalAuthConfig),
+    RequestMirror(MirrorConfig),
+}
+
+/// Shadow traffic: a share of requests is copied to another backend.
+#[derive(Debug, Clone, Serialize)]
+pub struct MirrorConfig {
+    pub service: String,
+    pub version: String,
+    pub percent: f64,
 }
 
 /// Ask an auth service before forwarding (Gateway API ExternalAuth, HTTP).

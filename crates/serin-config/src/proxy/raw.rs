@@ -229,6 +229,7 @@ config_enum! {
         UrlRewrite = "URLRewrite",
         RequestRedirect = "RequestRedirect",
         ExternalAuth = "ExternalAuth",
+        RequestMirror = "RequestMirror",
     }
     default = RequestHeaderModifier
 }
@@ -274,6 +275,16 @@ config_struct! {
         url_rewrite: Option<UrlRewrite> = "urlRewrite",
         request_redirect: Option<RequestRedirect> = "requestRedirect",
         external_auth: Option<ExternalAuth> = "externalAuth",
+        request_mirror: Option<RequestMirror> = "requestMirror",
+    }
+}
+
+config_struct! {
+    /// Gateway API's RequestMirror: a copy of the request goes to another
+    /// backend; its answer is compared with the primary's and discarded.
+    pub struct RequestMirror {
+        backend_ref: BackendRef = "backendRef" [required],
+        percent: Option<Spanned<f64>> = "percent",
     }
 }
 

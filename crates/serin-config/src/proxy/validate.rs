@@ -815,6 +815,20 @@ fn filter_config(
                 None
             }
         },
+        T::RequestMirror => match &f.request_mirror {
+            Some(m) => {
+                let backend = backend_ref(&m.backend_ref, services, p)?;
+                Some(FilterConfig::RequestMirror(MirrorConfig {
+                    service: backend.service,
+                    version: backend.version,
+                    percent: percent_of(m.percent.as_ref(), 100.0, p),
+                }))
+            }
+            None => {
+                missing(p, "requestMirror");
+                None
+            }
+        },
         T::ExternalAuth => match &f.external_auth {
             Some(a) => {
                 if let Some(proto) = &a.protocol

@@ -1,0 +1,110 @@
+//! Request mirroring: shadows get a copy, the primary never waits, and the
+//! shadows' statuses are compared with the primary's.
+
+use crate::common::{Upstream, client, echo, metric_value, metrics_text, proxy, wait_until};
+
+fn config(v1: &Upstream, v2: &Upstream, percent: u32) -> String {
+    format!(
+        r#"
+listeners:
+  - name: gw
+    address: 127.0.0.1:0
+services:
+  - name: svc
+    versions:
+      - {{name: v1, endpoints: ["{}"]}}
+      - {{name: v2, endpoints: ["{}"]}}
+routes:
+  - name: r
+    rules:
+      - filters:
+          - type: RequestMirror
+            requestMirror: {{backendRef: {{name: svc, version: v2}}, percent: {percent}}}
+        backendRefs: [{{name: svc, version: v1}}]
+"#,
+        v1.addr, v2.addr
+    )
+}
+
+#[tokio::test]
+async fn shadows_get_copies_and_their_differences_are_counted() {
+    let v1 = Upstream::start("v1");
+    let v2 = Upstream::start("v2");
+    v2.set_status(500);
+    let serin = proxy(&config(&v1, &v2, 100));
+    let http = client();
+    for i in 0..20 {
+        let r = http
+            .post(format!("{}/orders", serin.url("gw")))
+            .body(format!("order {i}"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status(), 200, "the client only ever sees the primary");
+        let seen = echo(r).await;
+        assert_eq!(seen["upstream"], "v1");
+        assert_eq!(seen["body"], format!("order {i}"));
+    }
+    assert!(wait_until(std::time::Duration::from_secs(10), || v2
+        .requests()
+        == 20));
+    let counted = wait_until(std::time::Duration::from_secs(10), || {
+        let m = std::process::Command::new("curl")
+            .args(["-s", &serin.admin_url("/metrics")])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default();
+        m.contains(
+            r#"serin_mirror_responses_total{service="svc",version="v2",result="different"} 20"#,
+        )
+    });
+    assert!(counted, "{}", metrics_text(&serin).await);
+    // Same status: counted as such.
+    v2.set_status(0);
+    for _ in 0..5 {
+        let _ = http.get(serin.url("gw")).send().await;
+    }
+    assert!(wait_until(std::time::Duration::from_secs(10), || v2
+        .requests()
+        == 25));
+    let m = metrics_text(&serin).await;
+    let same = metric_value(
+        &m,
+        r#"serin_mirror_responses_total{service="svc",version="v2",result="same"}"#,
+    );
+    assert!(same <= 5.0);
+}
+
+#[tokio::test]
+async fn the_primary_never_waits_for_a_slow_shadow() {
+    let v1 = Upstream::start("v1");
+    let v2 = Upstream::start("v2");
+    // Longer than the test client's own 30 s timeout: waiting would fail.
+    v2.set_delay(std::time::Duration::from_secs(120));
+    let serin = proxy(&config(&v1, &v2, 100));
+    for _ in 0..3 {
+        let r = client()
+            .get(serin.url("gw"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status(), 200);
+    }
+    assert!(wait_until(std::time::Duration::from_secs(10), || v2
+        .requests()
+        == 3));
+}
+
+#[tokio::test]
+async fn a_percent_mirrors_a_share() {
+    let v1 = Upstream::start("v1");
+    let v2 = Upstream::start("v2");
+    let serin = proxy(&config(&v1, &v2, 25));
+    let http = client();
+    for _ in 0..400 {
+        let _ = http.get(serin.url("gw")).send().await;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let n = v2.requests();
+    assert!((60..=140).contains(&n), "{n} of 400 mirrored at 25%");
+}
