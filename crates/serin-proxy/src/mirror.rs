@@ -50,9 +50,7 @@ pub fn start(
     let (tx, rx) = oneshot::channel::<u16>();
     let primary = futures_util::future::FutureExt::shared(async move { rx.await.ok() });
     for m in chosen {
-        let Some(copy) = body.try_clone() else {
-            return None;
-        };
+        let copy = body.try_clone()?;
         let mut req = Request::new(copy);
         *req.method_mut() = parts.method.clone();
         *req.version_mut() = match m.service.pool.protocol {

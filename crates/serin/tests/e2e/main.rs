@@ -4,6 +4,7 @@
 mod common;
 mod config_errors;
 mod ext_auth;
+mod mirror;
 mod observability;
 mod protocols;
 mod reload;
