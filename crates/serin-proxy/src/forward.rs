@@ -25,6 +25,7 @@ use crate::filters;
 use crate::headers;
 use crate::metrics::RejectLabels;
 use crate::outlier::{self, Outcome};
+use crate::ratelimit;
 use crate::resilience;
 use crate::server::WorkerCtx;
 use crate::snapshot::{CompiledBackendRef, CompiledRule};
@@ -225,6 +226,52 @@ pub async fn handle(
         }
     }
 
+    // Rate limit per client.
+    let mut rate_headers = None;
+    if let Some(rl) = &rule.rate_limit {
+        let key = rl.key(req.headers(), info.remote.ip());
+        let scope = format!("{}:{}", rule.route, rule.index);
+        match rl.check(&ctx.redis, &scope, &key).await {
+            ratelimit::Verdict::Allow { remaining, reset } => {
+                rate_headers = Some((remaining, reset))
+            }
+            ratelimit::Verdict::Deny { retry_after } => {
+                rule.local_metrics.rate_limited(rl.config.global.is_some());
+                rule.local_metrics.count_request(429);
+                let resp = ratelimit::too_many(rl, retry_after);
+                log_access(
+                    &snapshot,
+                    &info,
+                    summary.as_ref(),
+                    &resp,
+                    start,
+                    Some(rule),
+                    None,
+                    0,
+                );
+                return Ok(resp);
+            }
+            ratelimit::Verdict::Unavailable => {
+                rule.local_metrics.count_request(503);
+                let resp = local(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "rate limit service unavailable",
+                );
+                log_access(
+                    &snapshot,
+                    &info,
+                    summary.as_ref(),
+                    &resp,
+                    start,
+                    Some(rule),
+                    None,
+                    0,
+                );
+                return Ok(resp);
+            }
+        }
+    }
+
     // Load shedding per rule: past its concurrency limit, 503 at once.
     let _rule_permit = match rule.max_concurrent_requests {
         None => None,
@@ -304,6 +351,9 @@ pub async fn handle(
     };
     for m in response_filters {
         filters::modify_headers(resp.headers_mut(), m);
+    }
+    if let (Some(rl), Some((remaining, reset))) = (&rule.rate_limit, rate_headers) {
+        rl.headers(resp.headers_mut(), remaining, reset);
     }
     if ctx.shared.is_draining() && client_version < Version::HTTP_2 {
         resp.headers_mut()

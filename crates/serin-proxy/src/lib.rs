@@ -19,6 +19,7 @@ pub mod metrics;
 mod mirror;
 mod outlier;
 mod pool;
+mod ratelimit;
 mod resilience;
 mod routing;
 mod server;

@@ -105,6 +105,7 @@ pub struct Metrics {
     pub ejections: Family<UpstreamLabels, Counter>,
     pub budget_exhausted: Family<BackendLabels, Counter>,
     pub mirrors: Family<MirrorLabels, Counter>,
+    pub rate_limited: Family<ShedLabels, Counter>,
 }
 
 impl Metrics {
@@ -193,6 +194,12 @@ impl Metrics {
             "Shadow (mirrored) answers, by whether their status matched the primary's",
             mirrors.clone(),
         );
+        let rate_limited = Family::<ShedLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused with 429 by a rate limit (scope: local or global)",
+            rate_limited.clone(),
+        );
         // Shown from the start, so a dashboard sees 0 rather than nothing.
         for result in ["success", "failure"] {
             let _ = reloads.get_or_create(&ResultLabels {
@@ -215,6 +222,7 @@ impl Metrics {
             ejections,
             budget_exhausted,
             mirrors,
+            rate_limited,
         })
     }
 
@@ -335,6 +343,16 @@ impl BackendMetrics {
 
     pub fn fault(&self) {
         self.metrics.faults.get_or_create(&self.labels).inc();
+    }
+
+    pub fn rate_limited(&self, global: bool) {
+        self.metrics
+            .rate_limited
+            .get_or_create(&ShedLabels {
+                scope: if global { "global" } else { "local" }.into(),
+                name: self.labels.route.clone(),
+            })
+            .inc();
     }
 
     pub fn shed(&self) {

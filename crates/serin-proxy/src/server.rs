@@ -95,6 +95,7 @@ pub struct WorkerCtx {
     pub shared: Arc<Shared>,
     pub pools: Rc<Pools>,
     pub connections: Connections,
+    pub redis: crate::ratelimit::RedisConnections,
 }
 
 pub fn spawn_worker(id: usize, shared: Arc<Shared>) -> std::io::Result<WorkerHandle> {
@@ -118,6 +119,7 @@ pub fn spawn_worker(id: usize, shared: Arc<Shared>) -> std::io::Result<WorkerHan
                     shared: shared.clone(),
                     pools: Pools::new(),
                     connections: Connections::default(),
+                    redis: Default::default(),
                 });
                 tokio::task::spawn_local(sweep_pools(ctx.clone()));
                 tokio::task::spawn_local(Connections::supervise(ctx.clone()));

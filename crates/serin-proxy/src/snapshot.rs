@@ -59,6 +59,7 @@ pub struct CompiledRule {
     pub retry: RetryConfig,
     pub fault: Option<serin_config::proxy::FaultConfig>,
     pub max_concurrent_requests: Option<usize>,
+    pub rate_limit: Option<crate::ratelimit::CompiledRateLimit>,
     /// Retries that may reach the upstream draw on this (Linkerd's budget).
     pub budget: tower::retry::budget::TpsBudget,
     /// Requests of this rule in flight (for `max_concurrent_requests`).
@@ -193,6 +194,10 @@ pub fn compile(
                     timeouts: rule.timeouts,
                     retry: rule.retry.clone(),
                     fault: rule.fault.clone(),
+                    rate_limit: rule
+                        .rate_limit
+                        .clone()
+                        .map(crate::ratelimit::CompiledRateLimit::new),
                     budget: tower::retry::budget::TpsBudget::new(
                         rule.retry
                             .budget

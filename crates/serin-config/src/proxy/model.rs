@@ -278,6 +278,33 @@ pub struct RuleConfig {
     pub fault: Option<FaultConfig>,
     /// Requests of this rule in flight at once; more get 503 at once.
     pub max_concurrent_requests: Option<usize>,
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+/// Requests per client per unit of time; over it, 429.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RateLimitConfig {
+    pub requests: u32,
+    #[serde(with = "humantime_serde_compat")]
+    pub per: Duration,
+    /// Requests a client may make at once after being quiet (local only).
+    pub burst: u32,
+    /// `None`: the client's address; else this header's value (requests
+    /// without it share one bucket).
+    #[serde(serialize_with = "ser_opt_header")]
+    pub key_header: Option<HeaderName>,
+    pub global: Option<GlobalRateLimitConfig>,
+}
+
+/// A fixed-window count per key in Redis, shared by every serin.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GlobalRateLimitConfig {
+    pub redis: String,
+    /// When Redis cannot answer: let requests through (true) or refuse them
+    /// with 503 (false).
+    pub fail_open: bool,
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
 }
 
 /// Delay or abort a share of requests on purpose.

@@ -148,6 +148,44 @@ config_struct! {
         retry: Option<Retry> = "retry",
         fault: Option<Fault> = "fault",
         max_concurrent_requests: Option<Spanned<usize>> = "maxConcurrentRequests",
+        rate_limit: Option<RateLimit> = "rateLimit",
+    }
+}
+
+config_enum! {
+    pub enum RateLimitUnit { Second = "second", Minute = "minute", Hour = "hour" }
+    default = Second
+}
+
+config_enum! {
+    pub enum RateLimitKeyType { ClientAddress = "ClientAddress", Header = "Header" }
+    default = ClientAddress
+}
+
+config_struct! {
+    /// Token buckets per client (address or a header's value); `global`
+    /// shares the count between every serin through Redis.
+    pub struct RateLimit {
+        requests: Spanned<u32> = "requests" [required],
+        unit: RateLimitUnit = "unit",
+        burst: Option<Spanned<u32>> = "burst",
+        key: Option<RateLimitKey> = "key",
+        global: Option<GlobalRateLimit> = "global",
+    }
+}
+
+config_struct! {
+    pub struct RateLimitKey {
+        kind: RateLimitKeyType = "type",
+        name: Option<Spanned<String>> = "name",
+    }
+}
+
+config_struct! {
+    pub struct GlobalRateLimit {
+        redis: Spanned<String> = "redis" [required],
+        fail_open: Option<bool> = "failOpen",
+        timeout: Option<Duration> = "timeout",
     }
 }
 

@@ -584,7 +584,51 @@ fn rule_config(rule: &raw::Rule, services: &[ServiceConfig], p: &mut Problems) -
     if let Some(v) = &rule.max_concurrent_requests {
         positive(v, p);
     }
+    let rate_limit = rule.rate_limit.as_ref().map(|r| {
+        if *r.requests == 0 {
+            r.requests.report(p, "must be at least 1");
+        }
+        let key_header = match (
+            r.key.as_ref().map(|k| k.kind),
+            r.key.as_ref().and_then(|k| k.name.as_ref()),
+        ) {
+            (Some(raw::RateLimitKeyType::Header), Some(name)) => header_name(name, p),
+            (Some(raw::RateLimitKeyType::Header), None) => {
+                let span = r.key.as_ref().map_or(r.span, |k| k.span);
+                p.report(
+                    span,
+                    format!("{}.key", r.node_path),
+                    "a Header key needs `name`",
+                );
+                None
+            }
+            _ => None,
+        };
+        let global = r.global.as_ref().map(|g| {
+            if !g.redis.starts_with("redis://") && !g.redis.starts_with("rediss://") {
+                g.redis
+                    .report(p, "expected a Redis URL such as redis://127.0.0.1:6379/");
+            }
+            GlobalRateLimitConfig {
+                redis: g.redis.value.clone(),
+                fail_open: g.fail_open.unwrap_or(true),
+                timeout: g.timeout.unwrap_or(std::time::Duration::from_millis(100)),
+            }
+        });
+        RateLimitConfig {
+            requests: (*r.requests).max(1),
+            per: match r.unit {
+                raw::RateLimitUnit::Second => std::time::Duration::from_secs(1),
+                raw::RateLimitUnit::Minute => std::time::Duration::from_secs(60),
+                raw::RateLimitUnit::Hour => std::time::Duration::from_secs(3600),
+            },
+            burst: r.burst.as_ref().map_or(*r.requests, |b| **b).max(1),
+            key_header,
+            global,
+        }
+    });
     RuleConfig {
+        rate_limit,
         name: rule.name.clone(),
         matches,
         filters,

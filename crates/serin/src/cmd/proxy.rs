@@ -107,6 +107,7 @@ fn quick_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
             retry: RetryConfig::default(),
             fault: None,
             max_concurrent_requests: None,
+            rate_limit: None,
         }],
     };
     Ok(ProxyConfig::minimal(
@@ -124,6 +125,7 @@ async fn serve(
     let admin_addr = config.admin.address;
     let admin_token = config.admin.token.clone();
     let drain_timeout = config.drain_timeout;
+    let canary_beside = config.source.clone();
     let proxy = match Proxy::start(
         config,
         Registry::new(),
@@ -139,11 +141,17 @@ async fn serve(
         }
         Err(e) => return Err(e.into()),
     };
+    let canary = super::canary::start_controller(
+        &proxy,
+        canary_beside.as_deref(),
+        std::collections::BTreeMap::new(),
+    )
+    .await?;
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let (admin_bound, admin) = serin_proxy::admin::serve(
         admin_addr,
         admin_token,
-        serin_proxy::admin::router(proxy.clone()),
+        serin_proxy::admin::router(proxy.clone()).merge(serin_canary::api::router(canary.clone())),
         async {
             let _ = admin_stopped.await;
         },
@@ -156,6 +164,8 @@ async fn serve(
     }
     tracing::info!(address = %admin_bound, "admin API listening");
     wait_for_signals(&proxy).await?;
+    // Canaries stop deciding; their state stays for the next start.
+    canary.stop();
     tracing::info!(timeout = ?drain_timeout, "draining");
     proxy.drain(drain_timeout).await;
     let _ = stop_admin.send(());

@@ -1,12 +1,14 @@
 //! End-to-end tests of the `serin` binary: real processes, real sockets,
 //! real clients. One test binary; one module per area.
 
+mod canary;
 mod common;
 mod config_errors;
 mod ext_auth;
 mod mirror;
 mod observability;
 mod protocols;
+mod ratelimit;
 mod reload;
 mod resilience;
 mod routing;
