@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Installs what the tests use that Cargo does not: real clients and servers
-# (curl, nghttp2's nghttp, redis-server). Idempotent; installs only what is
-# missing. Needs root (CI runs as root) or sudo.
+# (curl, nghttp2's nghttp, redis-server, prometheus with its promtool).
+# Idempotent; installs only what is missing. Needs root (CI runs as root) or
+# sudo.
 set -euo pipefail
 
 declare -A PKG=(
   [curl]=curl
   [nghttp]=nghttp2-client
   [redis-server]=redis-server
+  [prometheus]=prometheus
+  [kubectl]=kubernetes-client  # `kubectl kustomize` builds deploy/kubernetes
 )
 missing=()
 for cmd in "${!PKG[@]}"; do
@@ -24,3 +27,9 @@ fi
 for cmd in "${!PKG[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || { echo "error: $cmd is still missing" >&2; exit 1; }
 done
+# Validates rendered Kubernetes objects offline (crates/serin-kube's tests).
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+  echo "installing: kubernetes-validate (pip)"
+  python3 -m pip install --quiet kubernetes-validate
+fi
+command -v kubernetes-validate >/dev/null 2>&1 || { echo "error: kubernetes-validate is still missing" >&2; exit 1; }

@@ -1,1 +1,61 @@
+//! Progressive delivery: a canary release moves traffic to a new version of
+//! a service step by step (5% → 25% → 50% → 100% by default), compares the
+//! new version with the old one over each step's window, and advances,
+//! rolls back or halts by itself.
+//!
+//! The [`Controller`] runs inside the serin process that serves the traffic
+//! (one tokio task per canary, one canary per service at a time), driven
+//! over the admin API ([`api::router`]). Its two seams are traits, so where
+//! weights are written and where figures come from can change without
+//! touching the controller:
+//!
+//! - a [`WeightSink`] writes weights: [`ProxySink`] (the running proxy's
+//!   route rules, persisted by the proxy) today; a Kubernetes HTTPRoute sink
+//!   later;
+//! - a [`MetricsSource`] measures a window: [`EmbeddedSource`] (the proxy's
+//!   own per-version counters, nothing to set up) or [`PrometheusSource`]
+//!   (PromQL over Prometheus' HTTP API, with templated queries).
+//!
+//! # The rules of a canary
+//!
+//! At each step the sink sets the canary's weight to the step's percentage
+//! and the baseline's to the rest, on every route rule whose backends hold
+//! both versions. After one interval the window is judged ([`analysis`]):
+//!
+//! - fewer than `min_requests` canary requests: **inconclusive** — it
+//!   neither advances nor counts as healthy; `inconclusive_limit`
+//!   inconclusive windows in a row **halt** the canary (weights stay);
+//! - canary error rate above `max_error_rate`, or p99(canary) /
+//!   p99(baseline) above `max_latency_ratio`: a **failed check**; after
+//!   `failures` of them the canary is **rolled back** (all traffic to the
+//!   baseline);
+//! - otherwise it **passes** and advances; passing the last step
+//!   **promotes** the canary (it takes all the traffic).
+//!
+//! Every change is written to a state file ([`store`]) before the next
+//! window starts, so a restarted serin (even after SIGKILL) resumes each
+//! canary at the same step with the same weights, and every decision is
+//! appended to an audit log ([`audit`]).
 
+pub mod analysis;
+pub mod api;
+pub mod audit;
+mod controller;
+mod duration_text;
+pub mod embedded;
+pub mod error;
+pub mod prometheus;
+pub mod settings;
+pub mod sink;
+pub mod source;
+pub mod store;
+
+pub use analysis::{Analysis, Verdict, VersionFigures, WindowFigures};
+pub use controller::{Controller, ControllerOptions, Status, files_beside};
+pub use embedded::EmbeddedSource;
+pub use error::CanaryError;
+pub use prometheus::PrometheusSource;
+pub use settings::{Options, Settings, StartRequest};
+pub use sink::{ProxySink, RuleRef, WeightSink};
+pub use source::{MetricsSource, Target};
+pub use store::{CanaryState, Phase};

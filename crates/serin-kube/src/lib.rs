@@ -1,1 +1,118 @@
+//! serin on Kubernetes: the objects a stack file becomes in a cluster.
+//!
+//! [`render`] turns a loaded stack file ([`serin_config::stack::StackFile`])
+//! into typed Kubernetes objects ([`Object`]), written as one YAML stream
+//! ([`Manifests::to_yaml`]) or as a Kustomize base ([`Manifests::kustomize`],
+//! [`write_kustomize`]). `serin render kubernetes STACK` prints the stream.
+//!
+//! # What a stack becomes
+//!
+//! | stack | Kubernetes |
+//! |---|---|
+//! | a service version `S/V` | Deployment `S-V` (labels `app: S`, `version: V`), Service `S-V` selecting that version |
+//! | a service `S` | Service `S` selecting every version (`app: S`) |
+//! | `replicas`, `strategy`, `terminationGracePeriod` | the Deployment's `replicas`, `strategy`, `terminationGracePeriodSeconds` |
+//! | `readiness`, `liveness` | `readinessProbe`, `livenessProbe` (no readiness probe: a TCP probe on the port, as the local runtime does) |
+//! | `command: serin-demo` | image `REPO/serin-demo:TAG`; any other command: `REPO/S:TAG` (the image's entrypoint is the program) |
+//! | `args`, `env` | `args`, `env`, plus `PORT` (8080, the container port) and `SERIN_SERVICE`, `SERIN_VERSION`, `SERIN_REPLICA` (the pod's name) |
+//! | `files` | ConfigMap `S-V-files` mounted at `$SERIN_FILES_DIR` |
+//! | `secrets` | Secret `S-V-secrets` (`stringData`, values from the stack): env vars, or files under `$SERIN_SECRETS_DIR` with `asFile` |
+//! | args naming files in the stack's folder (`credentials.txt`) | Secret `S-V-workdir` mounted as the working directory, since processes run in the stack file's folder |
+//! | the gateway | Deployment, Service, ConfigMap (`serin.yaml`: the proxy config, services without static endpoints), ServiceAccount, Role and RoleBinding `serin-gateway` |
+//! | each gateway route | an HTTPRoute with the rules, matches, filters, `backendRefs` (the per-version Services, port 8080) and weights |
+//!
+//! Every object carries `app.kubernetes.io/part-of: serin`. Pods run as a
+//! non-root user with a read-only root filesystem (a writable `/tmp`), drop
+//! every capability, and only the gateway's mounts a ServiceAccount token.
+//! Service pods carry `prometheus.io/scrape`, `port` (8080) and `path`
+//! (`/metrics`) annotations.
+//!
+//! The HTTPRoutes use the Gateway API's experimental channel types, since
+//! serin's routes have `retry` and the `ExternalAuth` filter; a route with
+//! neither is also a valid standard-channel HTTPRoute. They have no
+//! `parentRefs`: they belong to serin's own gateway.
+//!
+//! # What does not carry over
+//!
+//! - `restartBackoff`: the kubelet has its own CrashLoopBackOff (10 s to
+//!   5 min); `restartPolicy` other than `Always` is refused, since a
+//!   Deployment's pods always restart.
+//! - Probe durations are whole seconds in Kubernetes: they are rounded up.
+//! - Kubernetes expands `$(VAR)` in args and env values; every `$` is
+//!   doubled so that they reach the program as written.
+//! - The demo services listen on loopback unless told otherwise: their
+//!   containers get `--host 0.0.0.0` (unless the args already set `--host`).
+//! - The gateway's admin API stays on the pod's loopback (it can change
+//!   routing); reach it with `kubectl port-forward`. Its metrics are there
+//!   too, so the gateway's pod has no `prometheus.io/*` annotations yet. A
+//!   stack `adminToken` is refused rather than written into a ConfigMap.
+//! - serin-only route settings (`retry.unsafeMethods` and `budget`,
+//!   ExternalAuth `timeout` and `failOpen`, `fault`, `maxConcurrentRequests`)
+//!   have no HTTPRoute field: they are in the gateway's ConfigMap only.
+//! - `workers` equal to the rendering machine's CPU count is taken for the
+//!   default and left out: the pod picks its own.
 
+mod error;
+mod gateway;
+mod names;
+mod output;
+mod proxy_file;
+mod route;
+mod workload;
+
+pub use error::RenderError;
+pub use names::{
+    CONTAINER_PORT, GATEWAY_NAME, LABEL_APP, LABEL_PART_OF, LABEL_VERSION, PART_OF, PORT_NAME,
+};
+pub use output::{KUSTOMIZATION, Manifests, Object, write_kustomize};
+
+use serin_config::stack::StackFile;
+
+/// Where images come from unless `--image-repo` says: podman names the
+/// images it builds `localhost/NAME`, and kind and minikube load them under
+/// that name.
+pub const DEFAULT_IMAGE_REPO: &str = "localhost";
+
+/// The image tag unless `--tag` says: the version of serin that rendered the
+/// objects, so that the images and the objects come from the same source.
+pub const DEFAULT_TAG: &str = env!("CARGO_PKG_VERSION");
+
+/// The program whose image is shared by every service that runs it.
+pub const DEMO_PROGRAM: &str = "serin-demo";
+
+/// How to render.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderOptions {
+    /// Images are `IMAGE_REPO/NAME:TAG`.
+    pub image_repo: String,
+    pub tag: String,
+    /// Written into every object; `None`: the namespace `kubectl` applies to.
+    pub namespace: Option<String>,
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        Self {
+            image_repo: DEFAULT_IMAGE_REPO.to_string(),
+            tag: DEFAULT_TAG.to_string(),
+            namespace: None,
+        }
+    }
+}
+
+/// Renders the Kubernetes objects of a stack, in the order `kubectl apply`
+/// should create them: RBAC, the gateway's config, each service's config,
+/// Services and Deployments, the gateway, then the HTTPRoutes.
+pub fn render(stack: &StackFile, options: &RenderOptions) -> Result<Manifests, RenderError> {
+    let ctx = names::Context::new(stack, options)?;
+    let mut objects = gateway::rbac(&ctx);
+    objects.push(gateway::config_map(&ctx, &stack.gateway)?);
+    for service in &stack.stack.services {
+        objects.extend(workload::service_objects(&ctx, service)?);
+    }
+    objects.extend(gateway::workload(&ctx, &stack.gateway)?);
+    for r in &stack.gateway.routes {
+        objects.push(Object::HttpRoute(Box::new(route::http_route(&ctx, r)?)));
+    }
+    Ok(Manifests { objects })
+}

@@ -169,3 +169,50 @@ fn eject(backend: &Backend, ep: &Endpoint, cfg: &OutlierConfig) -> bool {
     );
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serin_discovery::{BackendKey, EndpointSpec};
+    use std::time::Duration;
+
+    fn cfg() -> OutlierConfig {
+        OutlierConfig {
+            consecutive_5xx: Some(3),
+            consecutive_gateway_errors: None,
+            consecutive_local_origin_failures: Some(2),
+            interval: Duration::from_secs(10),
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+            max_ejection_percent: 67.0,
+        }
+    }
+
+    #[test]
+    fn three_5xx_in_a_row_eject_and_a_success_resets() {
+        let b = Backend::new(BackendKey::new("s", "v1"));
+        let specs: Vec<EndpointSpec> = (0..3)
+            .map(|i| EndpointSpec {
+                addr: ([127, 0, 0, 1], 9000 + i).into(),
+                name: format!("e{i}").into(),
+            })
+            .collect();
+        b.set_endpoints(&specs);
+        let set = b.endpoints();
+        let (e0, e1, e2) = (&set.list[0], &set.list[1], &set.list[2]);
+        assert!(!record(&b, e0, &cfg(), Outcome::Status(500)));
+        assert!(!record(&b, e0, &cfg(), Outcome::Status(500)));
+        assert!(!record(&b, e0, &cfg(), Outcome::Status(200)));
+        assert!(!record(&b, e0, &cfg(), Outcome::Status(500)));
+        assert!(!record(&b, e0, &cfg(), Outcome::Status(500)));
+        assert!(record(&b, e0, &cfg(), Outcome::Status(500)));
+        assert!(!e0.health.usable(now_ms()));
+        // Two local-origin failures eject the second.
+        assert!(!record(&b, e1, &cfg(), Outcome::LocalFailure));
+        assert!(record(&b, e1, &cfg(), Outcome::LocalFailure));
+        // 67 % of three: no third ejection.
+        for _ in 0..5 {
+            assert!(!record(&b, e2, &cfg(), Outcome::Status(503)));
+        }
+    }
+}

@@ -125,6 +125,11 @@ pub enum Command {
     #[command(subcommand)]
     Weights(WeightsCommand),
 
+    /// Canary releases in a running serin: move traffic to a new version
+    /// step by step, judge it against the old one, roll back or promote.
+    #[command(subcommand)]
+    Canary(crate::cmd::canary::CanaryCommand),
+
     /// Run one of the demo services (qotm, auth, pinger, details, frontend,
     /// counter); the same program as `serin-demo`.
     Demo {

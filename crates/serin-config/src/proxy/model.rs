@@ -64,9 +64,11 @@ pub mod defaults {
     pub const HEALTH_UNHEALTHY_THRESHOLD: u32 = 3;
     /// Envoy's panic threshold.
     pub const PANIC_THRESHOLD: f64 = 50.0;
-    /// Retries in flight to one service version at once (Envoy's default):
-    /// more retries than that during an outage only add load to it.
-    pub const CB_MAX_RETRIES: usize = 3;
+    /// Retries in flight to one service version at once. Envoy's 3 is one
+    /// of its most reported surprises (under load, retries silently stop);
+    /// in serin the retry budget is what bounds retries, and this is only a
+    /// backstop against a runaway.
+    pub const CB_MAX_RETRIES: usize = 1_000;
     /// Connecting on loopback or a LAN takes well under this; waiting longer
     /// only delays the retry on another endpoint.
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);

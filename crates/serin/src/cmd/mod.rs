@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 mod admin_client;
+pub(crate) mod canary;
 mod proxy;
 mod render;
 mod stack_control;
@@ -38,6 +39,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Proxy(args) => proxy::run(args),
         Command::Validate(args) => validate::run(&args),
         Command::Weights(cmd) => weights::run(cmd),
+        Command::Canary(cmd) => canary::run(cmd),
         Command::Render(cmd) => render::run(cmd),
         Command::Demo { service } => {
             let rt = tokio::runtime::Runtime::new()?;

@@ -93,9 +93,13 @@ async fn up(args: UpArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
     let runtime = Runtime::start(stack.clone(), registry, options)
         .await
         .context("cannot start the stack")?;
+    let canary =
+        super::canary::start_controller(&proxy, Some(&path), super::canary::stack_defaults(&stack))
+            .await?;
     let state = Arc::new(UpState {
         proxy: proxy.clone(),
         runtime: runtime.clone(),
+        canary: canary.clone(),
         path: path.clone(),
         overrides: Overrides {
             listen: args.listen,
@@ -104,6 +108,7 @@ async fn up(args: UpArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
     });
     let app = serin_proxy::admin::router(proxy.clone())
         .merge(serin_runtime::admin_router(runtime.clone()))
+        .merge(serin_canary::api::router(canary.clone()))
         .merge(Router::new().route("/apply", post(apply)).with_state(state));
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_addr = gateway.admin.address;
@@ -121,6 +126,8 @@ async fn up(args: UpArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
     print_summary(&path, &proxy, admin_bound, &stack);
 
     super::proxy::wait_for_signals(&proxy).await?;
+    // Canaries stop deciding; their state stays for the next `serin up`.
+    canary.stop();
     tracing::info!("stopping the stack");
     // Replicas leave the registry first, so no new request goes to one that
     // is stopping; then the gateway drains.
@@ -186,6 +193,8 @@ struct Overrides {
 struct UpState {
     proxy: Arc<Proxy>,
     runtime: RuntimeHandle,
+    /// Takes the services' `canary:` defaults of an applied stack.
+    canary: serin_canary::Controller,
     path: PathBuf,
     overrides: Overrides,
 }
@@ -229,7 +238,9 @@ async fn apply(State(state): State<Arc<UpState>>, Json(body): Json<ApplyBody>) -
     gateway.source = Some(state.path.clone());
     let proxy = state.proxy.clone();
     match tokio::task::spawn_blocking(move || proxy.apply_config(gateway)).await {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => state
+            .canary
+            .set_defaults(super::canary::stack_defaults(&stack)),
         Ok(Err(errors)) => return rejected(&errors),
         Err(e) => {
             return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();

@@ -481,3 +481,112 @@ async fn retry_after_is_honoured_and_a_long_one_is_not_waited_for() {
     assert_eq!(r.status(), 503);
     assert_eq!(up.requests(), 3, "retried after the (zero) delay asked for");
 }
+
+/// The chaos test: three replicas, one answering 500s and one slow, under
+/// continuous load. The bad ones are ejected, retries stay bounded (counted
+/// at the upstreams), and the client sees no failure a healthy replica
+/// could have served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chaos_bad_replicas_are_contained() {
+    let good = Upstream::start("good");
+    let erroring = Upstream::start("erroring");
+    erroring.set_status(500);
+    let slow = Upstream::start("slow");
+    slow.set_delay(Duration::from_secs(5));
+    let eps = [&good, &erroring, &slow]
+        .iter()
+        .map(|u| format!("\"{}\"", u.addr))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let serin = proxy(&format!(
+        r#"
+listeners:
+  - name: gw
+    address: 127.0.0.1:0
+services:
+  - name: qotm
+    outlierDetection:
+      consecutive5xx: 3
+      consecutiveLocalOriginFailures: 2
+      baseEjectionTime: 60s
+      maxEjectionPercent: 67
+    # One healthy replica of three is enough: no panic mode.
+    panicThreshold: 30
+    versions: [{{name: v1, endpoints: [{eps}]}}]
+routes:
+  - name: qotm
+    rules:
+      - backendRefs: [{{name: qotm, version: v1}}]
+        timeouts: {{request: 10s, backendRequest: 300ms}}
+        retry: {{attempts: 2, codes: [500, 502, 503, 504], backoff: 1ms}}
+"#
+    ));
+    let clients = 8;
+    let per_client = 50;
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let url = serin.url("gw");
+            tokio::spawn(async move {
+                let http = client();
+                let mut failures = Vec::new();
+                for _ in 0..per_client {
+                    match http.get(&url).send().await {
+                        Ok(r) if r.status() == 200 => {}
+                        Ok(r) => failures.push(r.status().to_string()),
+                        Err(e) => failures.push(e.to_string()),
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for t in tasks {
+        failures.extend(t.await.unwrap_or_else(|e| panic!("{e}")));
+    }
+    let m = metrics_text(&serin).await;
+    assert!(
+        failures.is_empty(),
+        "{} client failures: {:?}\n{}",
+        failures.len(),
+        &failures[..failures.len().min(5)],
+        m.lines()
+            .filter(|l| !l.starts_with('#') && !l.contains("_bucket"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // Each bad replica got its threshold's worth, plus what was already in
+    // flight when it was ejected (at most one per client).
+    assert!(
+        erroring.requests() <= 3 + clients,
+        "erroring saw {}",
+        erroring.requests()
+    );
+    assert!(
+        slow.requests() <= 2 + clients,
+        "slow saw {}",
+        slow.requests()
+    );
+    let total = clients * per_client;
+    assert_eq!(
+        good.requests(),
+        total,
+        "every request was served by the healthy replica"
+    );
+    let m = metrics_text(&serin).await;
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"serin_outlier_ejections_total{service="qotm",version="v1"}"#
+        ),
+        2.0
+    );
+    let retries = metric_value(
+        &m,
+        r#"serin_retries_total{route="qotm",service="qotm",version="v1"}"#,
+    );
+    assert!(
+        retries as usize <= erroring.requests() + slow.requests(),
+        "{retries} retries"
+    );
+}

@@ -1,0 +1,260 @@
+//! Judging one window: the canary's figures against the baseline's and the
+//! thresholds. A pure function, so every rule is tested here without
+//! processes or clocks.
+
+use serde::{Deserialize, Serialize};
+
+use crate::settings::Settings;
+
+/// Below this many baseline requests in a window there is no baseline p99
+/// worth dividing by (at 100% the baseline gets only requests that were in
+/// flight when the weights changed): the canary is judged on its error rate
+/// only, and the analysis says so.
+pub const MIN_BASELINE_REQUESTS: u64 = 10;
+
+/// What one version did in a window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VersionFigures {
+    pub version: String,
+    pub requests: u64,
+    /// Answers with a 5xx status.
+    pub errors: u64,
+    /// `errors / requests` (0 without requests).
+    pub error_rate: f64,
+    /// The 99th percentile of latency to response headers, in seconds;
+    /// none without requests.
+    pub p99_seconds: Option<f64>,
+}
+
+impl VersionFigures {
+    pub fn new(version: &str, requests: u64, errors: u64, p99_seconds: Option<f64>) -> Self {
+        Self {
+            version: version.to_string(),
+            requests,
+            errors,
+            error_rate: if requests == 0 {
+                0.0
+            } else {
+                errors as f64 / requests as f64
+            },
+            p99_seconds,
+        }
+    }
+}
+
+/// Both versions over one window, as a metrics source measured them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WindowFigures {
+    pub canary: VersionFigures,
+    pub baseline: VersionFigures,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Healthy: advance.
+    Pass,
+    /// A failed check.
+    Fail,
+    /// Too little data: neither advance nor count as healthy.
+    Inconclusive,
+}
+
+impl Verdict {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Fail => "fail",
+            Self::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+/// One judged window, as shown in status and written to the audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    /// When the window ended (RFC 3339).
+    pub at: String,
+    /// The step (index from 0) and the canary's weight in percent.
+    pub step: usize,
+    pub canary_weight: u32,
+    pub window_seconds: f64,
+    /// `embedded` or `prometheus`.
+    pub source: String,
+    pub canary: VersionFigures,
+    pub baseline: VersionFigures,
+    /// p99(canary) / p99(baseline), each at least the latency floor; none
+    /// when it was not compared.
+    pub latency_ratio: Option<f64>,
+    pub verdict: Verdict,
+    /// Why it failed or was inconclusive, and anything the reader should
+    /// know (e.g. that the baseline had no traffic).
+    pub reasons: Vec<String>,
+}
+
+/// The outcome of [`judge`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judgement {
+    pub verdict: Verdict,
+    pub latency_ratio: Option<f64>,
+    pub reasons: Vec<String>,
+}
+
+pub fn percent(rate: f64) -> String {
+    format!("{:.2}%", rate * 100.0)
+}
+
+pub fn millis(seconds: f64) -> String {
+    let ms = seconds * 1000.0;
+    if ms < 10.0 {
+        format!("{ms:.1}ms")
+    } else {
+        format!("{ms:.0}ms")
+    }
+}
+
+/// Judges a window. Inconclusive when the canary had fewer than
+/// `min_requests` requests (or no latency figures); a failed check when its
+/// error rate is above `max_error_rate` or its p99 is more than
+/// `max_latency_ratio` times the baseline's; else a pass.
+pub fn judge(f: &WindowFigures, s: &Settings) -> Judgement {
+    let mut reasons = Vec::new();
+    if f.canary.requests < s.min_requests {
+        reasons.push(format!(
+            "only {} canary request{} in the window, fewer than min-requests {}",
+            f.canary.requests,
+            if f.canary.requests == 1 { "" } else { "s" },
+            s.min_requests
+        ));
+        return Judgement {
+            verdict: Verdict::Inconclusive,
+            latency_ratio: None,
+            reasons,
+        };
+    }
+    let mut failed = false;
+    if f.canary.error_rate > s.max_error_rate {
+        failed = true;
+        reasons.push(format!(
+            "canary error rate {} ({} of {}) is above max-error-rate {}",
+            percent(f.canary.error_rate),
+            f.canary.errors,
+            f.canary.requests,
+            percent(s.max_error_rate)
+        ));
+    }
+    let floor = s.latency_floor.as_secs_f64();
+    let mut latency_ratio = None;
+    let baseline_p99 = f
+        .baseline
+        .p99_seconds
+        .filter(|_| f.baseline.requests >= MIN_BASELINE_REQUESTS.min(s.min_requests));
+    match (f.canary.p99_seconds, baseline_p99) {
+        (None, _) => {
+            reasons.push("no latency figures for the canary".into());
+            return Judgement {
+                verdict: if failed {
+                    Verdict::Fail
+                } else {
+                    Verdict::Inconclusive
+                },
+                latency_ratio: None,
+                reasons,
+            };
+        }
+        (Some(_), None) => {
+            reasons.push(format!(
+                "the baseline had {} in the window: judged on the canary's error rate only",
+                if f.baseline.requests == 0 {
+                    "no traffic".to_string()
+                } else {
+                    format!("only {} requests", f.baseline.requests)
+                }
+            ));
+        }
+        (Some(c), Some(b)) => {
+            let ratio = c.max(floor) / b.max(floor);
+            latency_ratio = Some(ratio);
+            if ratio > s.max_latency_ratio {
+                failed = true;
+                reasons.push(format!(
+                    "canary p99 {} is {ratio:.2} times the baseline's {}, above max-latency-ratio {}",
+                    millis(c),
+                    millis(b),
+                    s.max_latency_ratio
+                ));
+            }
+        }
+    }
+    Judgement {
+        verdict: if failed { Verdict::Fail } else { Verdict::Pass },
+        latency_ratio,
+        reasons,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Options;
+
+    fn settings() -> Settings {
+        Options::default().resolve().unwrap()
+    }
+
+    fn figures(c: (u64, u64, f64), b: (u64, u64, f64)) -> WindowFigures {
+        WindowFigures {
+            canary: VersionFigures::new("v2", c.0, c.1, (c.0 > 0).then_some(c.2)),
+            baseline: VersionFigures::new("v1", b.0, b.1, (b.0 > 0).then_some(b.2)),
+        }
+    }
+
+    #[test]
+    fn healthy_canary_passes() {
+        let j = judge(&figures((100, 0, 0.004), (1900, 1, 0.003)), &settings());
+        assert_eq!(j.verdict, Verdict::Pass, "{j:?}");
+        // Both under the 10 ms floor: equal.
+        assert_eq!(j.latency_ratio, Some(1.0));
+    }
+
+    #[test]
+    fn too_little_traffic_is_inconclusive_even_when_it_looks_bad() {
+        let j = judge(&figures((49, 49, 0.9), (1000, 0, 0.002)), &settings());
+        assert_eq!(j.verdict, Verdict::Inconclusive);
+        assert!(j.reasons[0].contains("only 49 canary requests"), "{j:?}");
+        let j = judge(&figures((0, 0, 0.0), (0, 0, 0.0)), &settings());
+        assert_eq!(j.verdict, Verdict::Inconclusive);
+    }
+
+    #[test]
+    fn errors_fail() {
+        let j = judge(&figures((100, 2, 0.002), (1000, 0, 0.002)), &settings());
+        assert_eq!(j.verdict, Verdict::Fail);
+        assert!(j.reasons[0].contains("2.00% (2 of 100)"), "{j:?}");
+        // Exactly at the limit passes.
+        let j = judge(&figures((100, 1, 0.002), (1000, 0, 0.002)), &settings());
+        assert_eq!(j.verdict, Verdict::Pass, "{j:?}");
+    }
+
+    #[test]
+    fn slow_fails() {
+        let j = judge(&figures((100, 0, 0.5), (1000, 0, 0.002)), &settings());
+        assert_eq!(j.verdict, Verdict::Fail);
+        assert_eq!(j.latency_ratio, Some(50.0));
+        let j = judge(&figures((100, 0, 0.150), (1000, 0, 0.100)), &settings());
+        assert_eq!(j.verdict, Verdict::Pass, "{j:?}");
+        let j = judge(&figures((100, 0, 0.151), (1000, 0, 0.100)), &settings());
+        assert_eq!(j.verdict, Verdict::Fail, "{j:?}");
+    }
+
+    #[test]
+    fn no_baseline_traffic_judges_errors_only_and_says_so() {
+        let j = judge(&figures((100, 0, 0.5), (0, 0, 0.0)), &settings());
+        assert_eq!(j.verdict, Verdict::Pass);
+        assert_eq!(j.latency_ratio, None);
+        assert!(j.reasons[0].contains("baseline had no traffic"), "{j:?}");
+        let j = judge(&figures((100, 5, 0.001), (3, 0, 0.001)), &settings());
+        assert_eq!(j.verdict, Verdict::Fail);
+        assert!(j.reasons[1].contains("only 3 requests"), "{j:?}");
+    }
+}

@@ -1,0 +1,866 @@
+//! The controller: one tokio task per running canary that sets the step's
+//! weights, waits one interval, judges the window and decides; and the
+//! commands of the admin API (start, pause, resume, promote, abort).
+//!
+//! Decisions on one canary are serialized by its slot's lock: the task
+//! takes it to conclude a window, a command takes it to act. Every command
+//! bumps the slot's epoch, so a window that a command interrupted is not
+//! judged; the task starts a new one.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::analysis::{Analysis, Judgement, Verdict, VersionFigures, WindowFigures, judge};
+use crate::audit::{Actor, AuditEntry, AuditLog};
+use crate::error::CanaryError;
+use crate::prometheus::PrometheusSource;
+use crate::settings::{Options, Settings, StartRequest};
+use crate::sink::{RuleRef, SinkError, WeightSink, shared_rules};
+use crate::source::{MetricsSource, QueryView, SourceError, Target};
+use crate::store::{CanaryState, Phase, Store};
+
+/// Where a controller keeps things, and the services' defaults.
+#[derive(Debug, Clone, Default)]
+pub struct ControllerOptions {
+    /// The state file; none: canaries live in memory only.
+    pub state_file: Option<PathBuf>,
+    /// The audit log; none: decisions are only logged.
+    pub audit_file: Option<PathBuf>,
+    /// Per-service defaults (a stack's `canary:` sections).
+    pub defaults: BTreeMap<String, Options>,
+}
+
+/// `NAME.canary.json` and `NAME.canary-audit.jsonl` beside a config or
+/// stack file `NAME.yaml`.
+pub fn files_beside(config: &Path) -> (PathBuf, PathBuf) {
+    let stem = config
+        .file_stem()
+        .map_or_else(|| "serin".into(), |s| s.to_string_lossy().into_owned());
+    (
+        config.with_file_name(format!("{stem}.canary.json")),
+        config.with_file_name(format!("{stem}.canary-audit.jsonl")),
+    )
+}
+
+/// A canary as `status` shows it: its state, where its figures come from
+/// (with the queries, for Prometheus) and the window in progress.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    #[serde(flatten)]
+    pub state: CanaryState,
+    /// `embedded` or `prometheus`.
+    pub source: String,
+    /// Prometheus' URL, when it is the source.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<String>,
+    /// The PromQL run at the end of each window, by name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub queries: BTreeMap<String, QueryView>,
+    /// The window being measured, when one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_ends_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_log: Option<String>,
+}
+
+/// What the admin API may ask of a running canary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Pause,
+    Resume,
+    Promote,
+    Abort,
+}
+
+impl Command {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pause" => Some(Self::Pause),
+            "resume" => Some(Self::Resume),
+            "promote" => Some(Self::Promote),
+            "abort" => Some(Self::Abort),
+            _ => None,
+        }
+    }
+}
+
+/// The running side of one canary.
+struct Slot {
+    id: u64,
+    /// Held while deciding (end of a window, or a command).
+    decide: tokio::sync::Mutex<()>,
+    /// Bumped by every command: a window in progress is dropped.
+    epoch: watch::Sender<u64>,
+    source: Arc<dyn MetricsSource>,
+    task: Mutex<Option<JoinHandle<()>>>,
+    /// The window being measured: its start and length.
+    window: Mutex<Option<(SystemTime, Duration)>>,
+}
+
+struct Inner {
+    sink: Arc<dyn WeightSink>,
+    embedded: Arc<dyn MetricsSource>,
+    store: Store,
+    audit: AuditLog,
+    defaults: RwLock<BTreeMap<String, Options>>,
+    slots: Mutex<BTreeMap<String, Arc<Slot>>>,
+    /// Serializes starts, so two cannot both find the service free.
+    starting: tokio::sync::Mutex<()>,
+}
+
+/// Runs canaries. Cheap to clone; every clone is the same controller.
+#[derive(Clone)]
+pub struct Controller {
+    inner: Arc<Inner>,
+}
+
+fn now_text() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+fn new_id() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// `step 2/4 (25%)`
+fn step_text(state: &CanaryState) -> String {
+    format!(
+        "step {}/{} ({}%)",
+        state.step + 1,
+        state.settings.steps.len(),
+        state.settings.steps.get(state.step).copied().unwrap_or(0)
+    )
+}
+
+/// One line of figures: `v2: 120 requests, 0.00% errors, p99 3.1ms; v1: …`.
+fn figures_text(a: &Analysis) -> String {
+    let one = |f: &VersionFigures| {
+        format!(
+            "{}: {} requests, {} errors, p99 {}",
+            f.version,
+            f.requests,
+            crate::analysis::percent(f.error_rate),
+            f.p99_seconds
+                .map_or_else(|| "-".to_string(), crate::analysis::millis)
+        )
+    };
+    let mut s = format!("{}; {}", one(&a.canary), one(&a.baseline));
+    if let Some(r) = a.latency_ratio {
+        s.push_str(&format!("; p99 ratio {r:.2}"));
+    }
+    s
+}
+
+impl Controller {
+    /// Opens the state file and resumes every canary that was not finished
+    /// (at the same step, with the same weights; the window starts again).
+    /// Must be called inside a tokio runtime.
+    pub async fn start(
+        sink: Arc<dyn WeightSink>,
+        embedded: Arc<dyn MetricsSource>,
+        options: ControllerOptions,
+    ) -> Result<Self, CanaryError> {
+        let store = Store::open(options.state_file)?;
+        let me = Self {
+            inner: Arc::new(Inner {
+                sink,
+                embedded,
+                store,
+                audit: AuditLog::new(options.audit_file),
+                defaults: RwLock::new(options.defaults),
+                slots: Mutex::new(BTreeMap::new()),
+                starting: tokio::sync::Mutex::new(()),
+            }),
+        };
+        for mut state in me.inner.store.list() {
+            if state.phase.is_final() {
+                continue;
+            }
+            let from = state.weights.clone();
+            let slot = match me.source_for(&state.settings) {
+                Ok(source) => Arc::new(Slot::new(state.id, source)),
+                Err(e) => {
+                    state.phase = Phase::Halted;
+                    state.message = format!("halted: cannot resume after a restart: {e}");
+                    me.commit(state, Actor::Controller, "halt", from, None);
+                    continue;
+                }
+            };
+            match me
+                .inner
+                .sink
+                .set(&state.target(), state.canary_weight())
+                .await
+            {
+                Ok(rules) => {
+                    state.rules = rules;
+                    state.message = format!(
+                        "serin restarted: {} at {}, weights {} (a new window starts)",
+                        state.phase.as_str(),
+                        step_text(&state),
+                        weights_text(&state.weights)
+                    );
+                }
+                Err(e) => {
+                    state.phase = Phase::Halted;
+                    state.message =
+                        format!("halted: cannot set the weights again after a restart: {e}");
+                }
+            }
+            let service = state.service.clone();
+            me.commit(state, Actor::Controller, "restart", from, None);
+            me.inner
+                .slots
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(service.clone(), slot.clone());
+            me.ensure_task(&service, &slot);
+        }
+        Ok(me)
+    }
+
+    /// Stops every canary task (the state stays as it is, to be resumed by
+    /// the next start): for a process that is shutting down.
+    pub fn stop(&self) {
+        for slot in self
+            .inner
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            if let Some(task) = slot.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                task.abort();
+            }
+        }
+    }
+
+    /// Replaces the per-service defaults (after the stack file changed).
+    pub fn set_defaults(&self, defaults: BTreeMap<String, Options>) {
+        *self
+            .inner
+            .defaults
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = defaults;
+    }
+
+    fn source_for(&self, settings: &Settings) -> Result<Arc<dyn MetricsSource>, SourceError> {
+        Ok(match &settings.prometheus {
+            Some(p) => Arc::new(PrometheusSource::new(&p.url, p.queries.clone())?),
+            None => self.inner.embedded.clone(),
+        })
+    }
+
+    fn slot(&self, service: &str) -> Option<Arc<Slot>> {
+        self.inner
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(service)
+            .cloned()
+    }
+
+    /// Every canary, running or finished (the last one of each service).
+    pub fn list(&self) -> Vec<Status> {
+        self.inner
+            .store
+            .list()
+            .into_iter()
+            .map(|s| self.view(s))
+            .collect()
+    }
+
+    pub fn status(&self, service: &str) -> Result<Status, CanaryError> {
+        self.inner
+            .store
+            .get(service)
+            .map(|s| self.view(s))
+            .ok_or_else(|| CanaryError::NoCanary(service.to_string()))
+    }
+
+    fn view(&self, state: CanaryState) -> Status {
+        let target = state.target();
+        let (source, prometheus, queries) = match &state.settings.prometheus {
+            Some(p) => (
+                "prometheus".to_string(),
+                Some(p.url.clone()),
+                p.queries.views(&target, state.settings.interval),
+            ),
+            None => (
+                self.inner.embedded.kind().to_string(),
+                None,
+                BTreeMap::new(),
+            ),
+        };
+        let window = self
+            .slot(&state.service)
+            .filter(|s| s.id == state.id && state.phase == Phase::Progressing)
+            .and_then(|s| *s.window.lock().unwrap_or_else(|e| e.into_inner()));
+        Status {
+            source,
+            prometheus,
+            queries,
+            window_started_at: window
+                .map(|(at, _)| humantime::format_rfc3339_millis(at).to_string()),
+            window_ends_at: window
+                .map(|(at, len)| humantime::format_rfc3339_millis(at + len).to_string()),
+            audit_log: self.inner.audit.path().map(|p| p.display().to_string()),
+            state,
+        }
+    }
+
+    /// Starts a canary of `service`: checks the versions, the routes and the
+    /// options, sets the first step's weights and starts the analysis.
+    pub async fn start_canary(
+        &self,
+        service: &str,
+        request: StartRequest,
+    ) -> Result<Status, CanaryError> {
+        let _one_at_a_time = self.inner.starting.lock().await;
+        let versions = self
+            .inner
+            .sink
+            .versions(service)
+            .await
+            .map_err(|e| match e {
+                SinkError::UnknownService(s) => CanaryError::UnknownService(s),
+                e => e.into(),
+            })?;
+        let known = |v: &str| -> Result<(), CanaryError> {
+            if versions.iter().any(|k| k == v) {
+                Ok(())
+            } else {
+                Err(CanaryError::UnknownVersion {
+                    service: service.to_string(),
+                    version: v.to_string(),
+                    known: versions.join(", "),
+                })
+            }
+        };
+        if request.to.is_empty() {
+            return Err(CanaryError::BadOptions(
+                "`to`: name the canary version".into(),
+            ));
+        }
+        known(&request.to)?;
+        if let Some(from) = &request.from {
+            known(from)?;
+            if *from == request.to {
+                return Err(CanaryError::BadOptions(format!(
+                    "the canary and the baseline are both `{from}`"
+                )));
+            }
+        }
+        let defaults = self
+            .inner
+            .defaults
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(service)
+            .cloned()
+            .unwrap_or_default();
+        let settings = request.options.clone().or(&defaults).resolve()?;
+
+        if let Some(old) = self.inner.store.get(service)
+            && !old.phase.is_final()
+        {
+            return Err(CanaryError::Conflict(format!(
+                "a canary of {service} ({} → {}) is already {} at {}; promote or abort it first",
+                old.baseline,
+                old.canary,
+                old.phase.as_str(),
+                step_text(&old)
+            )));
+        }
+
+        let carriers = self.inner.sink.carriers(service, &request.to).await?;
+        let baseline = match &request.from {
+            Some(f) => f.clone(),
+            None => infer_baseline(service, &request.to, &carriers)?,
+        };
+        let target = Target {
+            service: service.to_string(),
+            baseline: baseline.clone(),
+            canary: request.to.clone(),
+        };
+        let initial_rules = shared_rules(carriers, &target);
+        if initial_rules.is_empty() {
+            return Err(CanaryError::Routing(format!(
+                "no route rule sends traffic to both {service}/{baseline} and {service}/{to}: add \
+                 `{{name: {service}, version: {to}, weight: 0}}` to the backendRefs of a rule \
+                 that has {service}/{baseline}",
+                to = request.to
+            )));
+        }
+        let source = self
+            .source_for(&settings)
+            .map_err(|e| CanaryError::BadOptions(e.to_string()))?;
+        let first = settings.steps.first().copied().unwrap_or(100);
+        let rules = self.inner.sink.set(&target, first).await?;
+        let from: BTreeMap<String, u32> = initial_rules
+            .first()
+            .map(|r| {
+                r.weights
+                    .iter()
+                    .filter(|(v, _)| **v == baseline || **v == request.to)
+                    .map(|(v, w)| (v.clone(), *w))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let now = now_text();
+        let mut state = CanaryState {
+            id: new_id(),
+            service: service.to_string(),
+            baseline,
+            canary: request.to.clone(),
+            phase: Phase::Progressing,
+            step: 0,
+            weights: BTreeMap::new(),
+            failures: 0,
+            inconclusive: 0,
+            message: String::new(),
+            settings,
+            rules,
+            initial_rules,
+            last_analysis: None,
+            started_at: now.clone(),
+            updated_at: now,
+        };
+        state.weights = state.weights_for(first);
+        state.message = format!(
+            "started: {} → {}, {}, weights {}",
+            state.baseline,
+            state.canary,
+            step_text(&state),
+            weights_text(&state.weights)
+        );
+        let slot = Arc::new(Slot::new(state.id, source));
+        if let Some(old) = self
+            .inner
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(service.to_string(), slot.clone())
+            && let Some(task) = old.task.lock().unwrap_or_else(|e| e.into_inner()).take()
+        {
+            task.abort();
+        }
+        self.commit(state, Actor::Api, "start", from, None);
+        self.ensure_task(service, &slot);
+        self.status(service)
+    }
+
+    /// Pause, resume, promote or abort the canary of `service`.
+    pub async fn command(&self, service: &str, command: Command) -> Result<Status, CanaryError> {
+        let state = self
+            .inner
+            .store
+            .get(service)
+            .ok_or_else(|| CanaryError::NoCanary(service.to_string()))?;
+        let slot = match self.slot(service).filter(|s| s.id == state.id) {
+            Some(s) => s,
+            None => {
+                // A finished canary from before a restart has no slot.
+                let source = self
+                    .source_for(&state.settings)
+                    .unwrap_or_else(|_| self.inner.embedded.clone());
+                let s = Arc::new(Slot::new(state.id, source));
+                self.inner
+                    .slots
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(service.to_string(), s.clone());
+                s
+            }
+        };
+        let _deciding = slot.decide.lock().await;
+        let mut state = self
+            .inner
+            .store
+            .get(service)
+            .filter(|s| s.id == slot.id)
+            .ok_or_else(|| CanaryError::NoCanary(service.to_string()))?;
+        let from = state.weights.clone();
+        let wrong_phase = |state: &CanaryState, what: &str| {
+            CanaryError::Conflict(format!(
+                "cannot {what} the canary of {service}: it is {}",
+                state.phase.as_str()
+            ))
+        };
+        let decision = match command {
+            Command::Pause => {
+                if state.phase != Phase::Progressing {
+                    return Err(wrong_phase(&state, "pause"));
+                }
+                state.phase = Phase::Paused;
+                state.message = format!(
+                    "paused at {}; weights stay at {}",
+                    step_text(&state),
+                    weights_text(&state.weights)
+                );
+                "pause"
+            }
+            Command::Resume => {
+                if !matches!(state.phase, Phase::Paused | Phase::Halted) {
+                    return Err(wrong_phase(&state, "resume"));
+                }
+                state.phase = Phase::Progressing;
+                state.inconclusive = 0;
+                state.message = format!("resumed at {}; a new window starts", step_text(&state));
+                "resume"
+            }
+            Command::Promote => {
+                if state.phase.is_final() {
+                    return Err(wrong_phase(&state, "promote"));
+                }
+                self.set_weights(&mut state, 100).await?;
+                state.phase = Phase::Promoted;
+                state.message = format!(
+                    "promoted over the API: {}/{} takes all the traffic",
+                    state.service, state.canary
+                );
+                "promote"
+            }
+            Command::Abort => {
+                if state.phase.is_final() {
+                    return Err(wrong_phase(&state, "abort"));
+                }
+                self.set_weights(&mut state, 0).await?;
+                state.phase = Phase::RolledBack;
+                state.message = format!(
+                    "aborted over the API at {}: all traffic back to {}/{}",
+                    step_text(&state),
+                    state.service,
+                    state.baseline
+                );
+                "abort"
+            }
+        };
+        *slot.window.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.commit(state, Actor::Api, decision, from, None);
+        slot.epoch.send_modify(|e| *e += 1);
+        if command == Command::Resume {
+            self.ensure_task(service, &slot);
+        }
+        self.status(service)
+    }
+
+    async fn set_weights(&self, state: &mut CanaryState, percent: u32) -> Result<(), SinkError> {
+        state.rules = self.inner.sink.set(&state.target(), percent).await?;
+        state.weights = state.weights_for(percent);
+        Ok(())
+    }
+
+    /// Keeps the new state (file, then audit log).
+    fn commit(
+        &self,
+        mut state: CanaryState,
+        actor: Actor,
+        decision: &str,
+        from: BTreeMap<String, u32>,
+        figures: Option<Analysis>,
+    ) {
+        state.updated_at = now_text();
+        let entry = AuditEntry {
+            time: state.updated_at.clone(),
+            actor,
+            service: state.service.clone(),
+            decision: decision.to_string(),
+            baseline: state.baseline.clone(),
+            canary: state.canary.clone(),
+            step: state.step,
+            from,
+            to: state.weights.clone(),
+            figures,
+            message: state.message.clone(),
+        };
+        if let Err(e) = self.inner.store.put(state) {
+            tracing::error!(error = %e, "canary state not saved");
+        }
+        self.inner.audit.record(&entry);
+    }
+
+    fn ensure_task(&self, service: &str, slot: &Arc<Slot>) {
+        let mut task = slot.task.lock().unwrap_or_else(|e| e.into_inner());
+        if task.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        *task = Some(tokio::spawn(
+            self.clone().drive(service.to_string(), slot.clone()),
+        ));
+    }
+
+    /// The loop of one canary: a window per iteration while it progresses.
+    async fn drive(self, service: String, slot: Arc<Slot>) {
+        let mut epochs = slot.epoch.subscribe();
+        loop {
+            epochs.borrow_and_update();
+            let Some(state) = self.inner.store.get(&service).filter(|s| s.id == slot.id) else {
+                return;
+            };
+            match state.phase {
+                Phase::Progressing => {}
+                Phase::Paused => {
+                    if epochs.changed().await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                Phase::Halted | Phase::Promoted | Phase::RolledBack => return,
+            }
+            let target = state.target();
+            let interval = state.settings.interval;
+            let began = Instant::now();
+            *slot.window.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((SystemTime::now(), interval));
+            let begun = slot.source.begin(&target).await;
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                changed = epochs.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            }
+            let _deciding = slot.decide.lock().await;
+            if epochs.has_changed().unwrap_or(true) {
+                continue;
+            }
+            let Some(state) = self
+                .inner
+                .store
+                .get(&service)
+                .filter(|s| s.id == slot.id && s.phase == Phase::Progressing)
+            else {
+                continue;
+            };
+            let window = began.elapsed();
+            let figures = match begun {
+                Ok(()) => slot.source.end(&target, window).await,
+                Err(e) => Err(e),
+            };
+            *slot.window.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            self.conclude(state, figures, window, slot.source.kind())
+                .await;
+        }
+    }
+
+    /// Judges a window and acts on the verdict.
+    async fn conclude(
+        &self,
+        mut state: CanaryState,
+        figures: Result<WindowFigures, SourceError>,
+        window: Duration,
+        source: &str,
+    ) {
+        let (figures, judgement) = match figures {
+            Ok(f) => {
+                let j = judge(&f, &state.settings);
+                (f, j)
+            }
+            Err(e) => (
+                WindowFigures {
+                    canary: VersionFigures::new(&state.canary, 0, 0, None),
+                    baseline: VersionFigures::new(&state.baseline, 0, 0, None),
+                },
+                Judgement {
+                    verdict: Verdict::Inconclusive,
+                    latency_ratio: None,
+                    reasons: vec![format!("no figures for the window: {e}")],
+                },
+            ),
+        };
+        let analysis = Analysis {
+            at: now_text(),
+            step: state.step,
+            canary_weight: state.canary_weight(),
+            window_seconds: (window.as_secs_f64() * 1000.0).round() / 1000.0,
+            source: source.to_string(),
+            canary: figures.canary,
+            baseline: figures.baseline,
+            latency_ratio: judgement.latency_ratio,
+            verdict: judgement.verdict,
+            reasons: judgement.reasons,
+        };
+        let from = state.weights.clone();
+        let steps = state.settings.steps.clone();
+        let why = if analysis.reasons.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", analysis.reasons.join("; "))
+        };
+        let figures_line = figures_text(&analysis);
+        let decision = match analysis.verdict {
+            Verdict::Pass => {
+                state.inconclusive = 0;
+                let passed = step_text(&state);
+                if state.step + 1 >= steps.len() {
+                    match self.set_weights(&mut state, 100).await {
+                        Ok(()) => {
+                            state.phase = Phase::Promoted;
+                            state.message = format!(
+                                "promoted: {passed} passed ({figures_line}){why}; {}/{} takes all \
+                                 the traffic",
+                                state.service, state.canary
+                            );
+                            "promote"
+                        }
+                        Err(e) => self.halt_on_sink_error(&mut state, &e),
+                    }
+                } else {
+                    let next = steps[state.step + 1];
+                    match self.set_weights(&mut state, next).await {
+                        Ok(()) => {
+                            state.step += 1;
+                            state.message = format!(
+                                "{passed} passed ({figures_line}){why}; now {}",
+                                step_text(&state)
+                            );
+                            "advance"
+                        }
+                        Err(e) => self.halt_on_sink_error(&mut state, &e),
+                    }
+                }
+            }
+            Verdict::Fail => {
+                state.inconclusive = 0;
+                state.failures += 1;
+                let limit = state.settings.failures;
+                if state.failures >= limit {
+                    let at = step_text(&state);
+                    match self.set_weights(&mut state, 0).await {
+                        Ok(()) => {
+                            state.phase = Phase::RolledBack;
+                            state.message = format!(
+                                "rolled back at {at} after {} failed check{}: {}; all traffic \
+                                 back to {}/{} ({figures_line})",
+                                state.failures,
+                                if state.failures == 1 { "" } else { "s" },
+                                analysis.reasons.join("; "),
+                                state.service,
+                                state.baseline
+                            );
+                            "rollback"
+                        }
+                        Err(e) => self.halt_on_sink_error(&mut state, &e),
+                    }
+                } else {
+                    state.message = format!(
+                        "failed check {} of {limit} at {}: {} ({figures_line}); the step is \
+                         judged again",
+                        state.failures,
+                        step_text(&state),
+                        analysis.reasons.join("; ")
+                    );
+                    "check-failed"
+                }
+            }
+            Verdict::Inconclusive => {
+                state.inconclusive += 1;
+                let limit = state.settings.inconclusive_limit;
+                if state.inconclusive >= limit {
+                    state.phase = Phase::Halted;
+                    state.message = format!(
+                        "halted after {} inconclusive window{} in a row at {}: {}; weights stay \
+                         at {} (send traffic and resume, or promote or abort)",
+                        state.inconclusive,
+                        if state.inconclusive == 1 { "" } else { "s" },
+                        step_text(&state),
+                        analysis.reasons.join("; "),
+                        weights_text(&state.weights)
+                    );
+                    "halt"
+                } else {
+                    state.message = format!(
+                        "inconclusive window {} of {limit} at {}: {}",
+                        state.inconclusive,
+                        step_text(&state),
+                        analysis.reasons.join("; ")
+                    );
+                    "inconclusive"
+                }
+            }
+        };
+        state.last_analysis = Some(analysis.clone());
+        self.commit(state, Actor::Controller, decision, from, Some(analysis));
+    }
+
+    fn halt_on_sink_error(&self, state: &mut CanaryState, e: &SinkError) -> &'static str {
+        tracing::error!(service = %state.service, error = %e, "canary: cannot set weights");
+        state.phase = Phase::Halted;
+        state.message = format!(
+            "halted at {}: cannot set weights: {e}; they stay at {}",
+            step_text(state),
+            weights_text(&state.weights)
+        );
+        "halt"
+    }
+}
+
+impl Slot {
+    fn new(id: u64, source: Arc<dyn MetricsSource>) -> Self {
+        let (epoch, _) = watch::channel(0);
+        Self {
+            id,
+            decide: tokio::sync::Mutex::new(()),
+            epoch,
+            source,
+            task: Mutex::new(None),
+            window: Mutex::new(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+/// `v1 95%, v2 5%`
+pub fn weights_text(w: &BTreeMap<String, u32>) -> String {
+    w.iter()
+        .map(|(v, p)| format!("{v} {p}%"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The baseline when none was named: the one other version of the service
+/// that shares route rules with the canary.
+fn infer_baseline(
+    service: &str,
+    canary: &str,
+    carriers: &[RuleRef],
+) -> Result<String, CanaryError> {
+    let mut others: Vec<&String> = carriers
+        .iter()
+        .flat_map(|r| r.weights.keys())
+        .filter(|v| *v != canary)
+        .collect();
+    others.sort();
+    others.dedup();
+    match others.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(CanaryError::Routing(format!(
+            "no route rule sends traffic to {service}/{canary} next to another version of \
+             {service}: add `{{name: {service}, version: {canary}, weight: 0}}` to the \
+             backendRefs of a rule with the current version"
+        ))),
+        many => Err(CanaryError::Routing(format!(
+            "{service}/{canary} shares route rules with {}: name the baseline with --from",
+            many.iter()
+                .map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}

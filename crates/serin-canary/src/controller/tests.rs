@@ -1,0 +1,327 @@
+//! The controller's decisions with a fake sink and scripted figures (the
+//! end-to-end tests in crates/serin/tests/e2e/canary.rs do the same with
+//! real processes and traffic).
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::*;
+use crate::source::BoxFuture;
+
+struct FakeSink {
+    rules: Mutex<Vec<RuleRef>>,
+}
+
+impl FakeSink {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            rules: Mutex::new(vec![RuleRef {
+                route: "qotm".into(),
+                rule: 0,
+                weights: BTreeMap::from([("v1".into(), 90), ("v2".into(), 10)]),
+            }]),
+        })
+    }
+
+    fn weights(&self) -> BTreeMap<String, u32> {
+        self.rules.lock().unwrap()[0].weights.clone()
+    }
+}
+
+impl WeightSink for FakeSink {
+    fn versions<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<Vec<String>, SinkError>> {
+        Box::pin(async move {
+            if service == "qotm" {
+                Ok(vec!["v1".into(), "v2".into(), "v3".into()])
+            } else {
+                Err(SinkError::UnknownService(service.into()))
+            }
+        })
+    }
+
+    fn carriers<'a>(
+        &'a self,
+        _service: &'a str,
+        version: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<RuleRef>, SinkError>> {
+        Box::pin(async move {
+            Ok(self
+                .rules
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|r| r.weights.contains_key(version))
+                .cloned()
+                .collect())
+        })
+    }
+
+    fn set<'a>(
+        &'a self,
+        target: &'a Target,
+        canary_percent: u32,
+    ) -> BoxFuture<'a, Result<Vec<RuleRef>, SinkError>> {
+        Box::pin(async move {
+            let mut rules = self.rules.lock().unwrap();
+            for r in rules.iter_mut() {
+                if r.weights.contains_key(&target.baseline)
+                    && r.weights.contains_key(&target.canary)
+                {
+                    r.weights
+                        .insert(target.baseline.clone(), 100 - canary_percent);
+                    r.weights.insert(target.canary.clone(), canary_percent);
+                }
+            }
+            Ok(rules.clone())
+        })
+    }
+}
+
+/// Answers scripted windows, then `rest` forever.
+struct Script {
+    windows: Mutex<VecDeque<WindowFigures>>,
+    rest: WindowFigures,
+}
+
+impl MetricsSource for Script {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    fn begin<'a>(&'a self, _target: &'a Target) -> BoxFuture<'a, Result<(), SourceError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn end<'a>(
+        &'a self,
+        _target: &'a Target,
+        _window: Duration,
+    ) -> BoxFuture<'a, Result<WindowFigures, SourceError>> {
+        Box::pin(async move {
+            Ok(self
+                .windows
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or_else(|| self.rest.clone()))
+        })
+    }
+}
+
+fn window(canary: (u64, u64, f64), baseline: (u64, u64, f64)) -> WindowFigures {
+    WindowFigures {
+        canary: VersionFigures::new("v2", canary.0, canary.1, Some(canary.2)),
+        baseline: VersionFigures::new("v1", baseline.0, baseline.1, Some(baseline.2)),
+    }
+}
+
+fn healthy() -> WindowFigures {
+    window((200, 0, 0.002), (2000, 0, 0.002))
+}
+
+fn empty() -> WindowFigures {
+    WindowFigures::default()
+}
+
+fn script(windows: Vec<WindowFigures>, rest: WindowFigures) -> Arc<Script> {
+    Arc::new(Script {
+        windows: Mutex::new(windows.into()),
+        rest,
+    })
+}
+
+fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("serin-canary-test-{}", new_id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn controller(sink: Arc<FakeSink>, source: Arc<Script>, dir: &std::path::Path) -> Controller {
+    let (state_file, audit_file) = files_beside(&dir.join("stack.yaml"));
+    Controller::start(
+        sink,
+        source,
+        ControllerOptions {
+            state_file: Some(state_file),
+            audit_file: Some(audit_file),
+            defaults: BTreeMap::new(),
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn request(steps: &[u32]) -> StartRequest {
+    StartRequest {
+        to: "v2".into(),
+        from: None,
+        options: Options {
+            steps: Some(steps.to_vec()),
+            interval: Some(Duration::from_millis(100)),
+            ..Options::default()
+        },
+    }
+}
+
+async fn wait_for(c: &Controller, cond: impl Fn(&Status) -> bool) -> Status {
+    for _ in 0..300 {
+        let s = c.status("qotm").unwrap();
+        if cond(&s) {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("condition never held: {:#?}", c.status("qotm"));
+}
+
+fn audit_decisions(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("stack.canary-audit.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["decision"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn healthy_canary_is_promoted() {
+    let dir = temp_dir();
+    let sink = FakeSink::new();
+    let c = controller(sink.clone(), script(vec![], healthy()), &dir).await;
+    let s = c
+        .start_canary("qotm", request(&[5, 50, 100]))
+        .await
+        .unwrap();
+    assert_eq!(s.state.baseline, "v1", "inferred from the shared rule");
+    assert_eq!(s.state.phase, Phase::Progressing);
+    let s = wait_for(&c, |s| s.state.phase.is_final()).await;
+    assert_eq!(s.state.phase, Phase::Promoted, "{}", s.state.message);
+    assert_eq!(sink.weights()["v2"], 100);
+    assert_eq!(sink.weights()["v1"], 0);
+    assert_eq!(
+        audit_decisions(&dir),
+        ["start", "advance", "advance", "promote"]
+    );
+}
+
+#[tokio::test]
+async fn failing_checks_roll_back() {
+    let dir = temp_dir();
+    let sink = FakeSink::new();
+    let slow = window((200, 0, 0.5), (2000, 0, 0.002));
+    let c = controller(sink.clone(), script(vec![healthy()], slow), &dir).await;
+    c.start_canary("qotm", request(&[5, 50, 100]))
+        .await
+        .unwrap();
+    let s = wait_for(&c, |s| s.state.phase.is_final()).await;
+    assert_eq!(s.state.phase, Phase::RolledBack, "{}", s.state.message);
+    assert_eq!(s.state.failures, 2);
+    assert!(s.state.message.contains("p99"), "{}", s.state.message);
+    assert_eq!(sink.weights()["v2"], 0);
+    assert_eq!(sink.weights()["v1"], 100);
+    assert_eq!(
+        audit_decisions(&dir),
+        ["start", "advance", "check-failed", "rollback"]
+    );
+}
+
+#[tokio::test]
+async fn no_traffic_halts_and_never_promotes() {
+    let dir = temp_dir();
+    let sink = FakeSink::new();
+    let c = controller(sink.clone(), script(vec![], empty()), &dir).await;
+    c.start_canary("qotm", request(&[5, 100])).await.unwrap();
+    let s = wait_for(&c, |s| s.state.phase == Phase::Halted).await;
+    assert_eq!(s.state.step, 0);
+    assert_eq!(s.state.inconclusive, 3);
+    assert!(
+        s.state.message.contains("inconclusive"),
+        "{}",
+        s.state.message
+    );
+    assert_eq!(sink.weights()["v2"], 5, "weights stay");
+    // Halted holds the service; resume starts counting again.
+    let e = c
+        .start_canary("qotm", request(&[5, 100]))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CanaryError::Conflict(_)), "{e}");
+    let s = c.command("qotm", Command::Resume).await.unwrap();
+    assert_eq!(
+        (s.state.phase, s.state.inconclusive),
+        (Phase::Progressing, 0)
+    );
+    let s = c.command("qotm", Command::Abort).await.unwrap();
+    assert_eq!(s.state.phase, Phase::RolledBack);
+    assert_eq!(sink.weights()["v2"], 0);
+    let e = c.command("qotm", Command::Promote).await.unwrap_err();
+    assert!(matches!(e, CanaryError::Conflict(_)), "{e}");
+}
+
+#[tokio::test]
+async fn a_restart_resumes_at_the_same_step_and_weights() {
+    let dir = temp_dir();
+    let sink = FakeSink::new();
+    let first = controller(sink.clone(), script(vec![healthy()], empty()), &dir).await;
+    let mut req = request(&[5, 25, 50, 100]);
+    req.options.inconclusive_limit = Some(1000);
+    first.start_canary("qotm", req).await.unwrap();
+    wait_for(&first, |s| s.state.step == 1 && s.state.inconclusive >= 1).await;
+    first.stop();
+
+    // A new process: the proxy's weights may be anything; the canary's win.
+    let sink = FakeSink::new();
+    let second = controller(sink.clone(), script(vec![], healthy()), &dir).await;
+    let s = second.status("qotm").unwrap();
+    assert_eq!((s.state.phase, s.state.step), (Phase::Progressing, 1));
+    assert_eq!(sink.weights()["v2"], 25);
+    assert_eq!(sink.weights()["v1"], 75);
+    let s = wait_for(&second, |s| s.state.phase.is_final()).await;
+    assert_eq!(s.state.phase, Phase::Promoted, "{}", s.state.message);
+    assert!(audit_decisions(&dir).contains(&"restart".to_string()));
+}
+
+#[tokio::test]
+async fn pause_resume_promote_and_bad_requests() {
+    let dir = temp_dir();
+    let sink = FakeSink::new();
+    let c = controller(sink.clone(), script(vec![], healthy()), &dir).await;
+    let mut req = request(&[5, 25, 50, 100]);
+    req.options.interval = Some(Duration::from_secs(60));
+    c.start_canary("qotm", req.clone()).await.unwrap();
+    let s = c.command("qotm", Command::Pause).await.unwrap();
+    assert_eq!(s.state.phase, Phase::Paused);
+    assert!(matches!(
+        c.command("qotm", Command::Pause).await,
+        Err(CanaryError::Conflict(_))
+    ));
+    c.command("qotm", Command::Resume).await.unwrap();
+    let s = c.command("qotm", Command::Promote).await.unwrap();
+    assert_eq!(s.state.phase, Phase::Promoted);
+    assert_eq!(sink.weights()["v2"], 100);
+
+    // After a finished canary a new one may start; v3 shares no rule.
+    let mut bad = req.clone();
+    bad.to = "v3".into();
+    assert!(matches!(
+        c.start_canary("qotm", bad).await,
+        Err(CanaryError::Routing(_))
+    ));
+    let mut bad = req.clone();
+    bad.to = "v9".into();
+    assert!(matches!(
+        c.start_canary("qotm", bad).await,
+        Err(CanaryError::UnknownVersion { .. })
+    ));
+    assert!(matches!(
+        c.start_canary("nope", req.clone()).await,
+        Err(CanaryError::UnknownService(_))
+    ));
+    assert!(matches!(
+        c.command("nope", Command::Abort).await,
+        Err(CanaryError::NoCanary(_))
+    ));
+}

@@ -1,0 +1,435 @@
+//! What a canary is told: the options of `serin canary start` (the same as
+//! a service's `canary:` section in the stack file), their defaults, and the
+//! checked [`Settings`] a canary runs with.
+//!
+//! Precedence, key by key: the start request, then the service's `canary:`
+//! section, then the built-in defaults below.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serin_config::stack::{CanaryDefaults, check_canary_steps, parse_rate};
+
+use crate::error::CanaryError;
+use crate::prometheus::Queries;
+
+/// Flagger's and Argo Rollouts' usual ramp: a small blast radius first,
+/// then half, then everything.
+pub const DEFAULT_STEPS: [u32; 4] = [5, 25, 50, 100];
+/// Long enough for a few hundred requests of modest traffic and for
+/// Prometheus to scrape several times (its default scrape is 15s–30s).
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+/// 1%: a canary may not fail more than one request in a hundred.
+pub const DEFAULT_MAX_ERROR_RATE: f64 = 0.01;
+/// The canary's p99 may be at most half again the baseline's.
+pub const DEFAULT_MAX_LATENCY_RATIO: f64 = 1.5;
+/// p99s under 10 ms count as 10 ms in the latency ratio: between two fast
+/// versions on a loaded machine, a 2 ms against 4 ms p99 is scheduling
+/// noise, not a regression (and histogram buckets are coarse down there).
+pub const DEFAULT_LATENCY_FLOOR: Duration = Duration::from_millis(10);
+/// Below 50 canary requests one error moves the rate by 2%: too few to
+/// judge either way.
+pub const DEFAULT_MIN_REQUESTS: u64 = 50;
+/// A single bad window can be bad luck; two are a pattern.
+pub const DEFAULT_FAILURES: u32 = 2;
+/// Three windows without traffic in a row stop the canary rather than let
+/// it sit at a step forever.
+pub const DEFAULT_INCONCLUSIVE_LIMIT: u32 = 3;
+
+/// Options as given: every key optional; [`Options::or`] fills gaps from
+/// a fallback and [`Options::resolve`] checks them and fills in the
+/// built-in defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<u32>>,
+    #[serde(
+        default,
+        with = "crate::duration_text::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub interval: Option<Duration>,
+    /// `"1%"` or `0.01`.
+    #[serde(
+        default,
+        deserialize_with = "rate",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_error_rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_latency_ratio: Option<f64>,
+    #[serde(
+        default,
+        with = "crate::duration_text::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub latency_floor: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inconclusive_limit: Option<u32>,
+    /// Prometheus' base URL: analyse with PromQL instead of serin's own
+    /// counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<String>,
+    /// PromQL templates replacing the built-in ones: `requests`,
+    /// `error_rate`, `latency_p99`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub queries: BTreeMap<String, String>,
+}
+
+fn rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Text(String),
+        Number(f64),
+    }
+    match Option::<Written>::deserialize(d)? {
+        None => Ok(None),
+        Some(Written::Text(s)) => parse_rate(&s).map(Some).map_err(serde::de::Error::custom),
+        Some(Written::Number(n)) => parse_rate(&n.to_string())
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
+impl From<&CanaryDefaults> for Options {
+    fn from(d: &CanaryDefaults) -> Self {
+        Self {
+            steps: d.steps.clone(),
+            interval: d.interval,
+            max_error_rate: d.max_error_rate,
+            max_latency_ratio: d.max_latency_ratio,
+            latency_floor: d.latency_floor,
+            min_requests: d.min_requests,
+            failures: d.failures,
+            inconclusive_limit: d.inconclusive_limit,
+            prometheus: d.prometheus.clone(),
+            queries: d.queries.clone(),
+        }
+    }
+}
+
+impl Options {
+    /// These options, with the keys they leave out taken from `fallback`.
+    /// Query templates are merged by name.
+    pub fn or(self, fallback: &Options) -> Options {
+        let mut queries = fallback.queries.clone();
+        queries.extend(self.queries);
+        Options {
+            steps: self.steps.or_else(|| fallback.steps.clone()),
+            interval: self.interval.or(fallback.interval),
+            max_error_rate: self.max_error_rate.or(fallback.max_error_rate),
+            max_latency_ratio: self.max_latency_ratio.or(fallback.max_latency_ratio),
+            latency_floor: self.latency_floor.or(fallback.latency_floor),
+            min_requests: self.min_requests.or(fallback.min_requests),
+            failures: self.failures.or(fallback.failures),
+            inconclusive_limit: self.inconclusive_limit.or(fallback.inconclusive_limit),
+            prometheus: self.prometheus.or_else(|| fallback.prometheus.clone()),
+            queries,
+        }
+    }
+
+    /// Checks every option and fills in the built-in defaults; all
+    /// problems are reported at once.
+    pub fn resolve(self) -> Result<Settings, CanaryError> {
+        let mut problems = Vec::new();
+        let steps = self.steps.unwrap_or_else(|| DEFAULT_STEPS.to_vec());
+        if let Err(e) = check_canary_steps(&steps) {
+            problems.push(format!("steps: {e}"));
+        }
+        let interval = self.interval.unwrap_or(DEFAULT_INTERVAL);
+        if interval < Duration::from_millis(100) {
+            problems.push("interval: must be at least 100ms".into());
+        }
+        let max_error_rate = self.max_error_rate.unwrap_or(DEFAULT_MAX_ERROR_RATE);
+        if !(0.0..=1.0).contains(&max_error_rate) {
+            problems.push("max_error_rate: must be from 0% to 100%".into());
+        }
+        let max_latency_ratio = self.max_latency_ratio.unwrap_or(DEFAULT_MAX_LATENCY_RATIO);
+        if !(max_latency_ratio.is_finite() && max_latency_ratio >= 1.0) {
+            problems.push(format!(
+                "max_latency_ratio: must be at least 1 (p99 of the canary over the baseline's), \
+                 found {max_latency_ratio}"
+            ));
+        }
+        let min_requests = self.min_requests.unwrap_or(DEFAULT_MIN_REQUESTS);
+        if min_requests < 1 {
+            problems.push("min_requests: must be at least 1".into());
+        }
+        let failures = self.failures.unwrap_or(DEFAULT_FAILURES);
+        if failures < 1 {
+            problems.push("failures: must be at least 1".into());
+        }
+        let inconclusive_limit = self
+            .inconclusive_limit
+            .unwrap_or(DEFAULT_INCONCLUSIVE_LIMIT);
+        if inconclusive_limit < 1 {
+            problems.push("inconclusive_limit: must be at least 1".into());
+        }
+        let prometheus = match self.prometheus {
+            None => {
+                if !self.queries.is_empty() {
+                    problems.push(
+                        "queries: PromQL templates need a Prometheus (--prometheus URL)".into(),
+                    );
+                }
+                None
+            }
+            Some(url) => {
+                let url = url.trim().trim_end_matches('/').to_string();
+                if !(url.starts_with("http://") || url.starts_with("https://"))
+                    || url.contains(char::is_whitespace)
+                {
+                    problems.push(format!(
+                        "prometheus: `{url}` is not a URL such as http://127.0.0.1:9090"
+                    ));
+                }
+                match Queries::default().with_overrides(&self.queries) {
+                    Ok(queries) => Some(PrometheusSettings { url, queries }),
+                    Err(e) => {
+                        problems.push(format!("queries: {e}"));
+                        None
+                    }
+                }
+            }
+        };
+        if !problems.is_empty() {
+            return Err(CanaryError::BadOptions(problems.join("; ")));
+        }
+        Ok(Settings {
+            steps,
+            interval,
+            max_error_rate,
+            max_latency_ratio,
+            latency_floor: self.latency_floor.unwrap_or(DEFAULT_LATENCY_FLOOR),
+            min_requests,
+            failures,
+            inconclusive_limit,
+            prometheus,
+        })
+    }
+}
+
+/// The checked settings of one canary (kept in the state file with it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Canary weights in percent, increasing, each from 1 to 100.
+    pub steps: Vec<u32>,
+    /// How long each analysis window lasts.
+    #[serde(with = "crate::duration_text")]
+    pub interval: Duration,
+    /// The highest canary error rate (5xx share, 0 to 1) that passes.
+    pub max_error_rate: f64,
+    /// The highest p99(canary) / p99(baseline) that passes.
+    pub max_latency_ratio: f64,
+    /// p99s below this count as this much in the ratio.
+    #[serde(with = "crate::duration_text")]
+    pub latency_floor: Duration,
+    /// Fewer canary requests in a window make it inconclusive.
+    pub min_requests: u64,
+    /// Failed checks that roll the canary back.
+    pub failures: u32,
+    /// Inconclusive windows in a row that halt the canary.
+    pub inconclusive_limit: u32,
+    /// Analyse with Prometheus; none: with serin's own counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrometheusSettings {
+    pub url: String,
+    pub queries: Queries,
+}
+
+/// What `POST /canary/{service}/start` takes: the canary version, the
+/// baseline (optional when only one other version shares the route rules),
+/// and any [`Options`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StartRequest {
+    pub to: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(flatten)]
+    pub options: Options,
+}
+
+impl StartRequest {
+    /// Reads a start request, refusing unknown keys (serde cannot with a
+    /// flattened struct, and a misspelt option must not go unnoticed).
+    pub fn from_json(value: serde_json::Value) -> Result<Self, CanaryError> {
+        const KNOWN: &[&str] = &[
+            "to",
+            "from",
+            "steps",
+            "interval",
+            "max_error_rate",
+            "max_latency_ratio",
+            "latency_floor",
+            "min_requests",
+            "failures",
+            "inconclusive_limit",
+            "prometheus",
+            "queries",
+        ];
+        if let Some(map) = value.as_object() {
+            let unknown: Vec<&str> = map
+                .keys()
+                .map(String::as_str)
+                .filter(|k| !KNOWN.contains(k))
+                .collect();
+            if !unknown.is_empty() {
+                return Err(CanaryError::BadOptions(format!(
+                    "unknown option{} {}; known: {}",
+                    if unknown.len() == 1 { "" } else { "s" },
+                    unknown.join(", "),
+                    KNOWN.join(", ")
+                )));
+            }
+        }
+        serde_json::from_value(value).map_err(|e| CanaryError::BadOptions(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_precedence() {
+        let s = Options::default().resolve().unwrap();
+        assert_eq!(s.steps, vec![5, 25, 50, 100]);
+        assert_eq!(s.interval, Duration::from_secs(30));
+        assert!((s.max_error_rate - 0.01).abs() < 1e-12);
+        assert_eq!(
+            (s.min_requests, s.failures, s.inconclusive_limit),
+            (50, 2, 3)
+        );
+        assert!(s.prometheus.is_none());
+
+        let service = Options {
+            steps: Some(vec![10, 100]),
+            failures: Some(5),
+            ..Options::default()
+        };
+        let given = Options {
+            failures: Some(1),
+            ..Options::default()
+        };
+        let s = given.or(&service).resolve().unwrap();
+        assert_eq!(s.steps, vec![10, 100]);
+        assert_eq!(s.failures, 1);
+    }
+
+    #[test]
+    fn start_requests_from_json() {
+        let r = StartRequest::from_json(serde_json::json!({
+            "to": "v2", "steps": [100], "interval": "1s", "max_error_rate": "2.5%",
+            "latency_floor": 0.05,
+        }))
+        .unwrap();
+        assert_eq!(r.to, "v2");
+        assert_eq!(r.options.steps, Some(vec![100]));
+        assert_eq!(r.options.interval, Some(Duration::from_secs(1)));
+        assert_eq!(r.options.latency_floor, Some(Duration::from_millis(50)));
+        assert!((r.options.max_error_rate.unwrap() - 0.025).abs() < 1e-12);
+
+        let e = StartRequest::from_json(serde_json::json!({"to": "v2", "step": [5]}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown option step"), "{e}");
+        let e = StartRequest::from_json(serde_json::json!({"to": "v2", "max_error_rate": "150%"}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("0% to 100%"), "{e}");
+    }
+
+    #[test]
+    fn bad_options_are_all_reported() {
+        let e = Options {
+            steps: Some(vec![50, 25]),
+            max_latency_ratio: Some(0.5),
+            failures: Some(0),
+            queries: BTreeMap::from([("requests".into(), "x".into())]),
+            ..Options::default()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        for part in [
+            "steps must increase",
+            "max_latency_ratio",
+            "failures",
+            "queries",
+        ] {
+            assert!(e.contains(part), "{part} missing in {e}");
+        }
+    }
+
+    #[test]
+    fn stack_file_canary_section() {
+        let text = r#"
+services:
+  - name: qotm
+    command: serin-demo
+    canary:
+      steps: [10, 50, 100]
+      interval: 5s
+      maxErrorRate: 2%
+      maxLatencyRatio: 2
+      minRequests: 20
+      failures: 1
+      inconclusiveLimit: 4
+      prometheus: http://127.0.0.1:9090/
+      queries:
+        requests: 'sum(x{service="{{service}}"})'
+    versions:
+      - {name: v1, args: [qotm]}
+"#;
+        let stack = serin_config::stack::parse_stack(text, "stack.yaml", std::path::Path::new("."))
+            .unwrap();
+        let d = stack.services[0].canary.as_ref().unwrap();
+        let o = Options::from(d);
+        let s = o.resolve().unwrap();
+        assert_eq!(s.steps, vec![10, 50, 100]);
+        assert_eq!(s.interval, Duration::from_secs(5));
+        assert!((s.max_error_rate - 0.02).abs() < 1e-12);
+        assert_eq!(
+            (s.min_requests, s.failures, s.inconclusive_limit),
+            (20, 1, 4)
+        );
+        let p = s.prometheus.unwrap();
+        assert_eq!(p.url, "http://127.0.0.1:9090");
+        assert_eq!(p.queries.requests, r#"sum(x{service="{{service}}"})"#);
+
+        let bad = r#"
+services:
+  - name: qotm
+    command: serin-demo
+    canary:
+      steps: [5, 250]
+      maxErrorRate: lots
+      failures: 0
+      stpes: [1]
+"#;
+        let errors = serin_config::stack::parse_stack(bad, "stack.yaml", std::path::Path::new("."))
+            .unwrap_err()
+            .to_string();
+        for part in [
+            "stack.yaml:6:18",
+            "services[0].canary.steps[1]",
+            "step 250",
+            "maxErrorRate",
+            "`failures` must be at least 1",
+            "did you mean `steps`",
+        ] {
+            assert!(errors.contains(part), "{part} missing in:\n{errors}");
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Where the figures of a window come from.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::analysis::WindowFigures;
+
+/// A boxed future, so the traits stay object-safe (`Arc<dyn ...>`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The two versions of a service that a canary compares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub service: String,
+    pub baseline: String,
+    pub canary: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot query Prometheus at {url}: {message}")]
+    Prometheus { url: String, message: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Measures canary and baseline over a window. One source may serve many
+/// canaries (one per service) at once.
+pub trait MetricsSource: Send + Sync {
+    /// `embedded` or `prometheus`: shown with every analysis.
+    fn kind(&self) -> &'static str;
+
+    /// A window for `target` starts now.
+    fn begin<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<(), SourceError>>;
+
+    /// The figures of `target` since its last [`begin`](Self::begin), which
+    /// was `window` ago.
+    fn end<'a>(
+        &'a self,
+        target: &'a Target,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<WindowFigures, SourceError>>;
+
+    /// The queries it runs for `target` over `window` (name → query), for
+    /// `status`; empty when it runs none.
+    fn queries(&self, _target: &Target, _window: Duration) -> BTreeMap<String, QueryView> {
+        BTreeMap::new()
+    }
+}
+
+/// One templated query as status shows it: the template and what it
+/// becomes for each version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryView {
+    pub template: String,
+    pub canary: String,
+    pub baseline: String,
+}

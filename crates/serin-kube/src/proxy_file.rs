@@ -1,0 +1,865 @@
+//! The gateway's proxy config written back as a proxy config file (the
+//! format of `serin_config::proxy::raw`), for the gateway's ConfigMap.
+//!
+//! Values equal to serin's defaults are left out so that the file reads like
+//! one a person wrote; reading the file back gives the same validated config
+//! (a test checks that).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+use serin_config::proxy::{
+    self as p, FilterConfig, LbPolicy, PathMatch, PathModifier, ProxyConfig, StringMatch,
+    UpstreamProtocol, defaults,
+};
+
+use crate::RenderError;
+
+/// The validated config as a proxy config file, with `listen` as the
+/// address of its one listener and `admin` as the admin API's.
+pub(crate) fn write(
+    cfg: &ProxyConfig,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    tls: Option<(String, String)>,
+) -> Result<String, RenderError> {
+    let file = File::from_config(cfg, listen, admin, tls)?;
+    serde_saphyr::to_string(&file).map_err(|e| RenderError::Yaml {
+        what: "the gateway's proxy config".into(),
+        message: e.to_string(),
+    })
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Durations as the config writes them: `25ms`, `15s`, `2m`, exact.
+fn duration(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    for (unit, size) in [
+        ("h", 3_600_000_000_000u128),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("us", 1_000),
+    ] {
+        if nanos >= size && nanos.is_multiple_of(size) {
+            return format!("{}{unit}", nanos / size);
+        }
+    }
+    if nanos == 0 {
+        "0s".into()
+    } else {
+        format!("{nanos}ns")
+    }
+}
+
+fn header_value(v: &http::HeaderValue) -> Result<String, String> {
+    std::str::from_utf8(v.as_bytes())
+        .map(str::to_string)
+        .map_err(|_| "a header value is not UTF-8".to_string())
+}
+
+/// The regex text as written: validation wraps it as `^(?:...)$`.
+pub(crate) fn regex_source(r: &regex::Regex) -> String {
+    let s = r.as_str();
+    s.strip_prefix("^(?:")
+        .and_then(|s| s.strip_suffix(")$"))
+        .unwrap_or(s)
+        .to_string()
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct File {
+    admin: Admin,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_log: Option<AccessLog>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workers: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drain_timeout: Option<String>,
+    listeners: Vec<Listener>,
+    services: Vec<Service>,
+    routes: Vec<Route>,
+}
+
+#[derive(Serialize)]
+struct Admin {
+    address: String,
+}
+
+#[derive(Serialize)]
+struct AccessLog {
+    format: &'static str,
+}
+
+#[derive(Serialize)]
+struct Listener {
+    name: String,
+    address: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls: Option<Tls>,
+    #[serde(skip_serializing_if = "Limits::is_empty")]
+    limits: Limits,
+}
+
+#[derive(Serialize)]
+struct Tls {
+    certificate: String,
+    key: String,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Limits {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_request_header_bytes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_request_headers: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    header_read_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idle_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http2_max_concurrent_streams: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_connections: Option<usize>,
+}
+
+impl Limits {
+    fn is_empty(&self) -> bool {
+        self.max_request_header_bytes.is_none()
+            && self.max_request_headers.is_none()
+            && self.header_read_timeout.is_none()
+            && self.idle_timeout.is_none()
+            && self.http2_max_concurrent_streams.is_none()
+            && self.max_connections.is_none()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Service {
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    protocol: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connect_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    load_balancer: Option<LoadBalancer>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pool: Option<Pool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    circuit_breaker: Option<CircuitBreaker>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outlier_detection: Option<Outlier>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health_check: Option<HealthCheck>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    panic_threshold: Option<f64>,
+    /// Names only: no `endpoints`, so discovery finds them.
+    versions: Vec<Named>,
+}
+
+#[derive(Serialize)]
+struct Named {
+    name: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LoadBalancer {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hash_header: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Pool {
+    max_idle_per_endpoint: usize,
+    idle_timeout: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CircuitBreaker {
+    max_requests: usize,
+    max_retries: usize,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Outlier {
+    #[serde(rename = "consecutive5xx", skip_serializing_if = "Option::is_none")]
+    consecutive_5xx: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    consecutive_gateway_errors: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    consecutive_local_origin_failures: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interval: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    base_ejection_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_ejection_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_ejection_percent: Option<f64>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HealthCheck {
+    path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interval: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    healthy_threshold: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unhealthy_threshold: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jitter: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Route {
+    name: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    parent_refs: Vec<Named>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    hostnames: Vec<String>,
+    rules: Vec<Rule>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Rule {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    matches: Vec<Match>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    filters: Vec<Filter>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    backend_refs: Vec<BackendRef>,
+    #[serde(skip_serializing_if = "Timeouts::is_empty")]
+    timeouts: Timeouts,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry: Option<Retry>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fault: Option<Fault>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_concurrent_requests: Option<usize>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Match {
+    path: TypedValue,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    headers: Vec<NamedMatch>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    query_params: Vec<NamedMatch>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<String>,
+}
+
+#[derive(Serialize)]
+struct TypedValue {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    value: String,
+}
+
+#[derive(Serialize)]
+struct NamedMatch {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    name: String,
+    value: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Filter {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_header_modifier: Option<HeaderModifier>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_header_modifier: Option<HeaderModifier>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url_rewrite: Option<UrlRewrite>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_redirect: Option<Redirect>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    external_auth: Option<ExternalAuth>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_mirror: Option<Mirror>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Mirror {
+    backend_ref: BackendRef,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    percent: Option<f64>,
+}
+
+impl Filter {
+    fn new(kind: &'static str) -> Self {
+        Self {
+            kind,
+            request_header_modifier: None,
+            response_header_modifier: None,
+            url_rewrite: None,
+            request_redirect: None,
+            external_auth: None,
+            request_mirror: None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct HeaderModifier {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    set: Vec<HeaderPair>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    add: Vec<HeaderPair>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    remove: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct HeaderPair {
+    name: String,
+    value: String,
+}
+
+#[derive(Serialize)]
+struct UrlRewrite {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hostname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<PathMod>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Redirect {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scheme: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hostname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<PathMod>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+    status_code: u16,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PathMod {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replace_full_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replace_prefix_match: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ExternalAuth {
+    backend_ref: BackendRef,
+    http: ExternalAuthHttp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout: Option<String>,
+    #[serde(skip_serializing_if = "is_false")]
+    fail_open: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ExternalAuthHttp {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    allowed_headers: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    allowed_response_headers: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct BackendRef {
+    name: String,
+    version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    weight: Option<u32>,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Timeouts {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backend_request: Option<String>,
+}
+
+impl Timeouts {
+    fn is_empty(&self) -> bool {
+        self.request.is_none() && self.backend_request.is_none()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Retry {
+    attempts: u32,
+    codes: Vec<u16>,
+    backoff: String,
+    #[serde(skip_serializing_if = "is_false")]
+    unsafe_methods: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    budget: Option<RetryBudget>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RetryBudget {
+    percent: f64,
+    min_retries_per_second: u32,
+    ttl: String,
+}
+
+#[derive(Serialize)]
+struct Fault {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delay: Option<FaultDelay>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    abort: Option<FaultAbort>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    headers: Vec<NamedMatch>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FaultDelay {
+    fixed_delay: String,
+    percent: f64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FaultAbort {
+    http_status: u16,
+    percent: f64,
+}
+
+impl File {
+    fn from_config(
+        cfg: &ProxyConfig,
+        listen: SocketAddr,
+        admin: SocketAddr,
+        tls: Option<(String, String)>,
+    ) -> Result<Self, RenderError> {
+        let limits = cfg
+            .listeners
+            .first()
+            .map(|l| limits(&l.limits))
+            .unwrap_or_default();
+        let listener_name = cfg
+            .listeners
+            .first()
+            .map_or_else(|| "gateway".to_string(), |l| l.name.clone());
+        Ok(Self {
+            admin: Admin {
+                address: admin.to_string(),
+            },
+            access_log: cfg.access_log.map(|f| AccessLog { format: f.as_str() }),
+            // The model has no "unset": the default is one worker per CPU
+            // of the machine that loaded it, which is not the pod's.
+            workers: (cfg.workers != p::default_workers()).then_some(cfg.workers),
+            drain_timeout: (cfg.drain_timeout != defaults::DRAIN_TIMEOUT)
+                .then(|| duration(cfg.drain_timeout)),
+            listeners: vec![Listener {
+                name: listener_name,
+                address: listen.to_string(),
+                tls: tls.map(|(certificate, key)| Tls { certificate, key }),
+                limits,
+            }],
+            services: cfg.services.iter().map(service).collect(),
+            routes: cfg.routes.iter().map(route).collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+fn limits(l: &p::ListenerLimits) -> Limits {
+    let d = p::ListenerLimits::default();
+    Limits {
+        max_request_header_bytes: (l.max_request_header_bytes != d.max_request_header_bytes)
+            .then_some(l.max_request_header_bytes),
+        max_request_headers: (l.max_request_headers != d.max_request_headers)
+            .then_some(l.max_request_headers),
+        header_read_timeout: (l.header_read_timeout != d.header_read_timeout)
+            .then(|| duration(l.header_read_timeout)),
+        idle_timeout: (l.idle_timeout != d.idle_timeout).then(|| duration(l.idle_timeout)),
+        http2_max_concurrent_streams: (l.http2_max_concurrent_streams
+            != d.http2_max_concurrent_streams)
+            .then_some(l.http2_max_concurrent_streams),
+        max_connections: (l.max_connections != d.max_connections).then_some(l.max_connections),
+    }
+}
+
+fn service(s: &p::ServiceConfig) -> Service {
+    let lb = &s.load_balancer;
+    let pool_default = s.max_idle_per_endpoint == defaults::MAX_IDLE_PER_ENDPOINT
+        && s.pool_idle_timeout == defaults::POOL_IDLE_TIMEOUT;
+    Service {
+        name: s.name.clone(),
+        protocol: (s.protocol != UpstreamProtocol::default()).then(|| s.protocol.as_str()),
+        connect_timeout: (s.connect_timeout != defaults::CONNECT_TIMEOUT)
+            .then(|| duration(s.connect_timeout)),
+        load_balancer: (lb.policy != LbPolicy::default() || lb.hash_header.is_some()).then(|| {
+            LoadBalancer {
+                kind: lb.policy.as_str(),
+                hash_header: lb.hash_header.as_ref().map(|h| h.as_str().to_string()),
+            }
+        }),
+        pool: (!pool_default).then(|| Pool {
+            max_idle_per_endpoint: s.max_idle_per_endpoint,
+            idle_timeout: duration(s.pool_idle_timeout),
+        }),
+        circuit_breaker: (s.circuit_breaker != p::CircuitBreakerConfig::default()).then_some(
+            CircuitBreaker {
+                max_requests: s.circuit_breaker.max_requests,
+                max_retries: s.circuit_breaker.max_retries,
+            },
+        ),
+        outlier_detection: s.outlier_detection.as_ref().map(outlier),
+        health_check: s.health_check.as_ref().map(health_check),
+        #[allow(clippy::float_cmp)] // the default exactly, or written out
+        panic_threshold: (s.panic_threshold != defaults::PANIC_THRESHOLD)
+            .then_some(s.panic_threshold),
+        versions: s
+            .versions
+            .iter()
+            .map(|v| Named {
+                name: v.name.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn outlier(o: &p::OutlierConfig) -> Outlier {
+    Outlier {
+        consecutive_5xx: o.consecutive_5xx,
+        consecutive_gateway_errors: o.consecutive_gateway_errors,
+        consecutive_local_origin_failures: o.consecutive_local_origin_failures,
+        interval: (o.interval != defaults::OUTLIER_INTERVAL).then(|| duration(o.interval)),
+        base_ejection_time: (o.base_ejection_time != defaults::OUTLIER_BASE_EJECTION)
+            .then(|| duration(o.base_ejection_time)),
+        max_ejection_time: (o.max_ejection_time != defaults::OUTLIER_MAX_EJECTION)
+            .then(|| duration(o.max_ejection_time)),
+        #[allow(clippy::float_cmp)] // the default exactly, or written out
+        max_ejection_percent: (o.max_ejection_percent != defaults::OUTLIER_MAX_EJECTION_PERCENT)
+            .then_some(o.max_ejection_percent),
+    }
+}
+
+fn health_check(h: &p::HealthCheckConfig) -> HealthCheck {
+    HealthCheck {
+        path: h.path.clone(),
+        interval: (h.interval != defaults::HEALTH_INTERVAL).then(|| duration(h.interval)),
+        timeout: (h.timeout != defaults::HEALTH_TIMEOUT).then(|| duration(h.timeout)),
+        healthy_threshold: (h.healthy_threshold != defaults::HEALTH_HEALTHY_THRESHOLD)
+            .then_some(h.healthy_threshold),
+        unhealthy_threshold: (h.unhealthy_threshold != defaults::HEALTH_UNHEALTHY_THRESHOLD)
+            .then_some(h.unhealthy_threshold),
+        jitter: (!h.jitter.is_zero()).then(|| duration(h.jitter)),
+    }
+}
+
+fn route(r: &p::RouteConfig) -> Result<Route, RenderError> {
+    let err = |message: String| RenderError::Route {
+        route: r.name.clone(),
+        message,
+    };
+    let mut rules = Vec::new();
+    for rule in &r.rules {
+        rules.push(self::rule(rule).map_err(err)?);
+    }
+    Ok(Route {
+        name: r.name.clone(),
+        parent_refs: r
+            .listeners
+            .iter()
+            .map(|l| Named { name: l.clone() })
+            .collect(),
+        hostnames: r.hostnames.clone(),
+        rules,
+    })
+}
+
+fn rule(rule: &p::RuleConfig) -> Result<Rule, String> {
+    let request = match rule.timeouts.request {
+        None => Some("0s".to_string()),
+        Some(d) if d == defaults::REQUEST_TIMEOUT => None,
+        Some(d) => Some(duration(d)),
+    };
+    Ok(Rule {
+        name: rule.name.clone(),
+        matches: rule.matches.iter().map(match_).collect(),
+        filters: rule.filters.iter().map(filter).collect::<Result<_, _>>()?,
+        backend_refs: rule
+            .backends
+            .iter()
+            .map(|b| BackendRef {
+                name: b.service.clone(),
+                version: b.version.clone(),
+                weight: Some(b.weight),
+            })
+            .collect(),
+        timeouts: Timeouts {
+            request,
+            backend_request: rule.timeouts.backend_request.map(duration),
+        },
+        retry: rule.retry.configured.then(|| Retry {
+            attempts: rule.retry.attempts,
+            codes: rule.retry.codes.clone(),
+            backoff: duration(rule.retry.backoff),
+            unsafe_methods: rule.retry.unsafe_methods,
+            budget: (rule.retry.budget != p::RetryBudgetConfig::default()).then(|| RetryBudget {
+                percent: rule.retry.budget.percent,
+                min_retries_per_second: rule.retry.budget.min_retries_per_second,
+                ttl: duration(rule.retry.budget.ttl),
+            }),
+        }),
+        fault: rule.fault.as_ref().map(|f| Fault {
+            delay: f.delay.map(|(d, percent)| FaultDelay {
+                fixed_delay: duration(d),
+                percent,
+            }),
+            abort: f.abort.map(|(http_status, percent)| FaultAbort {
+                http_status,
+                percent,
+            }),
+            headers: f.headers.iter().map(named_match).collect(),
+        }),
+        max_concurrent_requests: rule.max_concurrent_requests,
+    })
+}
+
+fn match_(m: &p::MatchConfig) -> Match {
+    let path = match &m.path {
+        PathMatch::Exact(v) => TypedValue {
+            kind: "Exact",
+            value: v.clone(),
+        },
+        // Stored without its trailing slash; `/` is stored as "".
+        PathMatch::PathPrefix(v) => TypedValue {
+            kind: "PathPrefix",
+            value: if v.is_empty() { "/".into() } else { v.clone() },
+        },
+        PathMatch::RegularExpression(r) => TypedValue {
+            kind: "RegularExpression",
+            value: regex_source(r),
+        },
+    };
+    Match {
+        path,
+        headers: m.headers.iter().map(named_match).collect(),
+        query_params: m.query_params.iter().map(named_match).collect(),
+        method: m.method.as_ref().map(ToString::to_string),
+    }
+}
+
+fn named_match(v: &p::ValueMatch) -> NamedMatch {
+    let (kind, value) = match &v.value {
+        StringMatch::Exact(s) => ("Exact", s.clone()),
+        StringMatch::RegularExpression(r) => ("RegularExpression", regex_source(r)),
+    };
+    NamedMatch {
+        kind,
+        name: v.name.clone(),
+        value,
+    }
+}
+
+fn path_mod(m: &PathModifier) -> PathMod {
+    match m {
+        PathModifier::ReplaceFullPath(v) => PathMod {
+            kind: "ReplaceFullPath",
+            replace_full_path: Some(v.clone()),
+            replace_prefix_match: None,
+        },
+        PathModifier::ReplacePrefixMatch(v) => PathMod {
+            kind: "ReplacePrefixMatch",
+            replace_full_path: None,
+            replace_prefix_match: Some(v.clone()),
+        },
+    }
+}
+
+fn header_modifier(m: &p::HeaderModifierConfig) -> Result<HeaderModifier, String> {
+    let pairs = |list: &[(http::HeaderName, http::HeaderValue)]| {
+        list.iter()
+            .map(|(n, v)| {
+                Ok(HeaderPair {
+                    name: n.as_str().to_string(),
+                    value: header_value(v)?,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()
+    };
+    Ok(HeaderModifier {
+        set: pairs(&m.set)?,
+        add: pairs(&m.add)?,
+        remove: m.remove.iter().map(|h| h.as_str().to_string()).collect(),
+    })
+}
+
+fn filter(f: &FilterConfig) -> Result<Filter, String> {
+    Ok(match f {
+        FilterConfig::RequestHeaderModifier(m) => Filter {
+            request_header_modifier: Some(header_modifier(m)?),
+            ..Filter::new("RequestHeaderModifier")
+        },
+        FilterConfig::ResponseHeaderModifier(m) => Filter {
+            response_header_modifier: Some(header_modifier(m)?),
+            ..Filter::new("ResponseHeaderModifier")
+        },
+        FilterConfig::UrlRewrite(u) => Filter {
+            url_rewrite: Some(UrlRewrite {
+                hostname: u.hostname.clone(),
+                path: u.path.as_ref().map(path_mod),
+            }),
+            ..Filter::new("URLRewrite")
+        },
+        FilterConfig::RequestRedirect(r) => Filter {
+            request_redirect: Some(Redirect {
+                scheme: r.scheme.clone(),
+                hostname: r.hostname.clone(),
+                path: r.path.as_ref().map(path_mod),
+                port: r.port,
+                status_code: r.status.as_u16(),
+            }),
+            ..Filter::new("RequestRedirect")
+        },
+        FilterConfig::ExternalAuth(a) => Filter {
+            external_auth: Some(ExternalAuth {
+                backend_ref: BackendRef {
+                    name: a.service.clone(),
+                    version: a.version.clone(),
+                    weight: None,
+                },
+                http: ExternalAuthHttp {
+                    path: (!a.path_prefix.is_empty()).then(|| a.path_prefix.clone()),
+                    allowed_headers: a
+                        .allowed_headers
+                        .iter()
+                        .map(|h| h.as_str().to_string())
+                        .collect(),
+                    allowed_response_headers: a
+                        .allowed_response_headers
+                        .iter()
+                        .map(|h| h.as_str().to_string())
+                        .collect(),
+                },
+                timeout: (a.timeout != defaults::EXTERNAL_AUTH_TIMEOUT)
+                    .then(|| duration(a.timeout)),
+                fail_open: a.fail_open,
+            }),
+            ..Filter::new("ExternalAuth")
+        },
+        FilterConfig::RequestMirror(m) => Filter {
+            request_mirror: Some(Mirror {
+                backend_ref: BackendRef {
+                    name: m.service.clone(),
+                    version: m.version.clone(),
+                    weight: None,
+                },
+                #[allow(clippy::float_cmp)] // 100 exactly is the default
+                percent: (m.percent != 100.0).then_some(m.percent),
+            }),
+            ..Filter::new("RequestMirror")
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Settings a stack cannot set (yet) but a proxy config can: written
+    /// back, they read as the same config.
+    #[test]
+    fn a_proxy_config_reads_back_the_same() {
+        let text = r#"
+listeners: [{name: gateway, address: "127.0.0.1:8080"}]
+services:
+  - name: a
+    healthCheck: {path: /healthz, interval: 2s, timeout: 300ms, healthyThreshold: 1, unhealthyThreshold: 4, jitter: 100ms}
+    panicThreshold: 25
+    outlierDetection: {consecutiveLocalOriginFailures: 2, baseEjectionTime: 10s, maxEjectionTime: 1m}
+    pool: {maxIdlePerEndpoint: 8, idleTimeout: 20s}
+    loadBalancer: {type: RoundRobin}
+    versions: [{name: v1}, {name: v2}]
+routes:
+  - name: r
+    rules:
+      - matches: [{path: {type: PathPrefix, value: /}, headers: [{type: RegularExpression, name: x-a, value: "b.*"}]}]
+        filters:
+          - type: RequestMirror
+            requestMirror: {backendRef: {name: a, version: v2}, percent: 5}
+        backendRefs: [{name: a, version: v1}]
+        retry: {attempts: 2, budget: {percent: 50, minRetriesPerSecond: 1, ttl: 5s}}
+        fault: {headers: [{name: x-fault, value: "1"}], delay: {fixedDelay: 1s, percent: 50}}
+"#;
+        let json = |v: serde_json::Result<serde_json::Value>| v.ok();
+        let cfg =
+            serin_config::proxy::parse_proxy_config(text, "in.yaml", std::path::Path::new("/"))
+                .unwrap_or_else(|e| panic!("{e}"));
+        let listen = SocketAddr::from(([0, 0, 0, 0], 8080));
+        let admin = SocketAddr::from(([127, 0, 0, 1], 9901));
+        let written = write(&cfg, listen, admin, None).unwrap_or_else(|e| panic!("{e}"));
+        let back = serin_config::proxy::parse_proxy_config(
+            &written,
+            "out.yaml",
+            std::path::Path::new("/"),
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{written}"));
+        assert_eq!(
+            json(serde_json::to_value(&back.services)),
+            json(serde_json::to_value(&cfg.services)),
+            "{written}"
+        );
+        assert_eq!(
+            json(serde_json::to_value(&back.routes)),
+            json(serde_json::to_value(&cfg.routes)),
+            "{written}"
+        );
+    }
+
+    #[test]
+    fn durations_are_exact() {
+        assert_eq!(duration(Duration::from_millis(25)), "25ms");
+        assert_eq!(duration(Duration::from_secs(15)), "15s");
+        assert_eq!(duration(Duration::from_secs(90)), "90s");
+        assert_eq!(duration(Duration::from_secs(120)), "2m");
+        assert_eq!(duration(Duration::from_micros(1500)), "1500us");
+        assert_eq!(duration(Duration::ZERO), "0s");
+        for text in ["25ms", "15s", "90s", "2m", "1500us", "0s", "7ns"] {
+            let d = serin_config::parse_duration(text).ok();
+            assert_eq!(d.map(duration).as_deref(), Some(text));
+        }
+    }
+}

@@ -1,0 +1,668 @@
+//! Canary releases (`serin canary`): real serin, real qotm demo services as
+//! the versions (healthy, slow with `--delay`, erroring with
+//! `--error-rate`), load from the test itself, the CLI against the admin
+//! API, and a real Prometheus for the PromQL-backed analysis. Windows are
+//! short (1–4 s); nothing here asserts on elapsed time.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use serin_testkit::free_port;
+use serin_testkit::process::TempDir;
+
+use crate::common::{SERIN, Serin, client, proxy, wait_until};
+
+/// A `serin demo qotm` process: one version of the service.
+struct Qotm {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Qotm {
+    fn start(version: &str, extra: &[&str]) -> Self {
+        let port = free_port();
+        let child = Command::new(SERIN)
+            .args(["demo", "qotm", "--version", version])
+            .args(extra)
+            .env("PORT", port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run qotm: {e}"));
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        assert!(
+            wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(
+                addr
+            )
+            .is_ok()),
+            "qotm {version} did not listen on {addr}"
+        );
+        Self { child, addr }
+    }
+}
+
+impl Drop for Qotm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// qotm v1 and v2 behind one route (v1 100, v2 0); v3 exists but no route
+/// uses it.
+fn config(v1: &Qotm, v2: &Qotm) -> String {
+    format!(
+        r#"
+listeners:
+  - name: web
+    address: 127.0.0.1:0
+services:
+  - name: qotm
+    versions:
+      - {{name: v1, endpoints: ["{v1}"]}}
+      - {{name: v2, endpoints: ["{v2}"]}}
+      - {{name: v3, endpoints: ["{v1}"]}}
+routes:
+  - name: qotm
+    rules:
+      - backendRefs:
+          - {{name: qotm, version: v1, weight: 100}}
+          - {{name: qotm, version: v2, weight: 0}}
+"#,
+        v1 = v1.addr,
+        v2 = v2.addr
+    )
+}
+
+/// Requests in a loop from a few tasks until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// `workers` tasks, each pausing `pause` between requests.
+    fn start(url: String, workers: usize, pause: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..workers)
+            .map(|_| {
+                let (url, stop) = (url.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let http = client();
+                    while !stop.load(Ordering::SeqCst) {
+                        if let Ok(r) = http.get(&url).send().await {
+                            let _ = r.bytes().await;
+                        }
+                        tokio::time::sleep(pause).await;
+                    }
+                })
+            })
+            .collect();
+        Self { stop, tasks }
+    }
+
+    async fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The usual load: enough for 20+ canary requests per 1 s window at 20%.
+fn load(serin: &Serin) -> Load {
+    Load::start(
+        format!("{}/", serin.url("web")),
+        8,
+        Duration::from_millis(20),
+    )
+}
+
+/// Runs `serin canary ARGS --admin ADDR`: (exit code, stdout and stderr).
+async fn cli(serin: &Serin, args: &[&str]) -> (i32, String) {
+    let run = tokio::process::Command::new(SERIN)
+        .arg("canary")
+        .args(args)
+        .arg("--admin")
+        .arg(serin.admin.to_string())
+        .stdin(Stdio::null())
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .unwrap_or_else(|_| panic!("serin canary {args:?} did not end"))
+        .unwrap_or_else(|e| panic!("serin canary {args:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+async fn get(serin: &Serin, path: &str) -> (u16, Value) {
+    let r = client()
+        .get(serin.admin_url(path))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {path}: {e}: {text}")),
+    )
+}
+
+async fn status(serin: &Serin) -> Value {
+    let (code, v) = get(serin, "/canary/qotm").await;
+    assert_eq!(code, 200, "{v}");
+    v
+}
+
+/// The proxy's weights of qotm/v1 and qotm/v2 on the route's rule.
+async fn route_weights(serin: &Serin) -> (u64, u64) {
+    let (_, v) = get(serin, "/routes/qotm/weights").await;
+    let w = &v["rules"][0]["weights"];
+    (
+        w["qotm/v1"].as_u64().unwrap_or(999),
+        w["qotm/v2"].as_u64().unwrap_or(999),
+    )
+}
+
+fn canary_weights(v: &Value) -> (u64, u64) {
+    (
+        v["weights"]["v1"].as_u64().unwrap_or(999),
+        v["weights"]["v2"].as_u64().unwrap_or(999),
+    )
+}
+
+/// Polls the status until `cond` holds (up to two minutes).
+async fn wait_status(serin: &Serin, cond: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let v = status(serin).await;
+        if cond(&v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the canary never reached the expected state:\n{v:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The audit log's entries.
+fn audit(serin: &Serin) -> Vec<Value> {
+    std::fs::read_to_string(serin.dir.join("serin.canary-audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line {l}: {e}")))
+        .collect()
+}
+
+fn decisions(entries: &[Value]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|e| e["decision"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+/// The version that answers the gateway's next request.
+async fn answering_version(serin: &Serin) -> String {
+    let v: Value = client()
+        .get(format!("{}/", serin.url("web")))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    v["version"].as_str().unwrap_or("?").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_canary_is_promoted() {
+    let v1 = Qotm::start("v1", &[]);
+    let v2 = Qotm::start("v2", &[]);
+    let serin = proxy(&config(&v1, &v2));
+    let load = load(&serin);
+    let (code, out) = cli(
+        &serin,
+        &[
+            "start", "qotm", "--to", "v2", "--steps", "20,50,100", "--interval", "1s",
+            "--min-requests", "20", "--watch",
+        ],
+    )
+    .await;
+    load.stop().await;
+    assert_eq!(code, 0, "--watch exits 0 on promotion:\n{out}");
+    assert!(out.contains("Promoted"), "{out}");
+    let v = status(&serin).await;
+    assert_eq!(v["phase"], "Promoted", "{v:#}");
+    assert_eq!(v["baseline"], "v1", "the baseline was inferred");
+    assert_eq!(canary_weights(&v), (0, 100));
+    assert_eq!(route_weights(&serin).await, (0, 100));
+    assert_eq!(answering_version(&serin).await, "v2");
+
+    let entries = audit(&serin);
+    let d = decisions(&entries);
+    assert_eq!(d.first().map(String::as_str), Some("start"), "{d:?}");
+    assert_eq!(d.last().map(String::as_str), Some("promote"), "{d:?}");
+    assert_eq!(d.iter().filter(|d| *d == "advance").count(), 2, "{d:?}");
+    let promote = entries.last().unwrap_or_else(|| panic!("no audit"));
+    assert_eq!(promote["actor"], "controller");
+    assert_eq!(promote["to"]["v2"], 100);
+    assert!(promote["figures"]["canary"]["requests"].as_u64() >= Some(20));
+    assert!(promote["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_canary_is_rolled_back() {
+    let v1 = Qotm::start("v1", &[]);
+    let v2 = Qotm::start("v2", &["--delay", "500ms"]);
+    let serin = proxy(&config(&v1, &v2));
+    // Slow answers hold a worker for half a second: more workers.
+    let load = Load::start(format!("{}/", serin.url("web")), 16, Duration::from_millis(20));
+    let (code, out) = cli(
+        &serin,
+        &[
+            "start", "qotm", "--to", "v2", "--steps", "20,50,100", "--interval", "2s",
+            "--min-requests", "20", "--watch",
+        ],
+    )
+    .await;
+    load.stop().await;
+    assert_eq!(code, 2, "--watch exits 2 on rollback:\n{out}");
+    let v = status(&serin).await;
+    assert_eq!(v["phase"], "RolledBack", "{v:#}");
+    assert_eq!(v["failures"], 2);
+    assert!(
+        v["message"].as_str().is_some_and(|m| m.contains("p99")),
+        "{v:#}"
+    );
+    let ratio = v["last_analysis"]["latency_ratio"].as_f64().unwrap_or(0.0);
+    assert!(ratio > 1.5, "{v:#}");
+    assert_eq!(canary_weights(&v), (100, 0));
+    assert_eq!(route_weights(&serin).await, (100, 0));
+    assert_eq!(answering_version(&serin).await, "v1");
+    let d = decisions(&audit(&serin));
+    assert!(!d.contains(&"promote".to_string()), "{d:?}");
+    assert_eq!(d.last().map(String::as_str), Some("rollback"), "{d:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erroring_canary_is_rolled_back() {
+    let v1 = Qotm::start("v1", &[]);
+    let v2 = Qotm::start("v2", &["--error-rate", "0.5"]);
+    let serin = proxy(&config(&v1, &v2));
+    let load = load(&serin);
+    // Without --watch: the canary runs in serin, not in the CLI.
+    let (code, out) = cli(
+        &serin,
+        &[
+            "start", "qotm", "--to", "v2", "--from", "v1", "--steps", "20,50,100",
+            "--interval", "1s", "--min-requests", "20",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Progressing"), "{out}");
+    let v = wait_status(&serin, |v| v["phase"] != "Progressing").await;
+    load.stop().await;
+    assert_eq!(v["phase"], "RolledBack", "{v:#}");
+    assert!(
+        v["message"].as_str().is_some_and(|m| m.contains("error rate")),
+        "{v:#}"
+    );
+    let rate = v["last_analysis"]["canary"]["error_rate"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(rate > 0.2, "{v:#}");
+    assert_eq!(route_weights(&serin).await, (100, 0));
+    let d = decisions(&audit(&serin));
+    assert!(!d.contains(&"promote".to_string()), "{d:?}");
+    assert!(!d.contains(&"advance".to_string()), "never past the first step: {d:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_traffic_is_inconclusive_and_halts_never_promoting() {
+    let v1 = Qotm::start("v1", &[]);
+    let v2 = Qotm::start("v2", &[]);
+    let serin = proxy(&config(&v1, &v2));
+    let (code, out) = cli(
+        &serin,
+        &["start", "qotm", "--to", "v2", "--interval", "1s", "--watch"],
+    )
+    .await;
+    assert_eq!(code, 3, "--watch exits 3 when the canary halts:\n{out}");
+    let v = status(&serin).await;
+    assert_eq!(v["phase"], "Halted", "{v:#}");
+    assert_eq!(v["step"], 0);
+    assert_eq!(v["inconclusive"], 3);
+    let message = v["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("3 inconclusive windows") && message.contains("fewer than min-requests"),
+        "{message}"
+    );
+    assert_eq!(v["last_analysis"]["verdict"], "inconclusive");
+    // The weights stay at the first step (5% by default).
+    assert_eq!(canary_weights(&v), (95, 5));
+    assert_eq!(route_weights(&serin).await, (95, 5));
+    let d = decisions(&audit(&serin));
+    assert_eq!(d, ["start", "inconclusive", "inconclusive", "halt"]);
+
+    // A halted canary holds the service until it is resumed or ended.
+    let (code, out) = cli(&serin, &["start", "qotm", "--to", "v2"]).await;
+    assert_ne!(code, 0);
+    assert!(out.contains("already Halted"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_canary_then_restart_resumes_at_the_same_step_and_weights() {
+    let v1 = Qotm::start("v1", &[]);
+    let v2 = Qotm::start("v2", &[]);
+    let mut first = proxy(&config(&v1, &v2));
+    let load1 = load(&first);
+    let (code, out) = cli(
+        &first,
+        &[
+            "start", "qotm", "--to", "v2", "--steps", "20,40,60,80,100", "--interval", "1s",
+            "--min-requests", "20", "--inconclusive-limit", "1000",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    wait_status(&first, |v| v["step"].as_u64() >= Some(1)).await;
+    load1.stop().await;
+    // Without traffic the canary stays where it is: wait for a window
+    // judged inconclusive, then take the step and weights.
+    let before = wait_status(&first, |v| {
+        v["last_analysis"]["verdict"] == "inconclusive"
+    })
+    .await;
+    let step = before["step"].as_u64().unwrap_or(0);
+    assert!((1..4).contains(&step), "{before:#}");
+    let weights = canary_weights(&before);
+    assert_eq!(weights.1, [20, 40, 60, 80, 100][step as usize]);
+
+    first.signal("KILL");
+    assert_eq!(first.wait(Duration::from_secs(10)), None, "killed by a signal");
+
+    let config = first.config.display().to_string();
+    let second = Serin::spawn(
+        SERIN,
+        &["proxy", "--config", &config, "--admin", "127.0.0.1:0"],
+        &first.dir,
+        &first.config,
+    );
+    let after = status(&second).await;
+    assert_eq!(after["phase"], "Progressing", "{after:#}");
+    assert_eq!(after["step"].as_u64(), Some(step), "{after:#}");
+    assert_eq!(canary_weights(&after), weights);
+    assert_eq!(route_weights(&second).await, weights);
+    assert!(
+        after["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("restarted")),
+        "{after:#}"
+    );
+    // It goes on from there.
+    let load2 = load(&second);
+    let done = wait_status(&second, |v| v["phase"] != "Progressing").await;
+    load2.stop().await;
+    assert_eq!(done["phase"], "Promoted", "{done:#}");
+    let d = decisions(&audit(&second));
+    assert!(d.contains(&"restart".to_string()), "{d:?}");
+    assert_eq!(d.last().map(String::as_str), Some("promote"), "{d:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_promote_pause_resume_and_errors_through_the_cli_and_api() {
+    let v1 = Qotm::start("v1", &[]);
+    let v2 = Qotm::start("v2", &[]);
+    let serin = proxy(&config(&v1, &v2));
+    let slow = ["--interval", "1h"];
+
+    let (code, out) = cli(&serin, &[&["start", "qotm", "--to", "v2"][..], &slow].concat()).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(route_weights(&serin).await, (95, 5));
+    // One canary per service.
+    let (code, out) = cli(&serin, &[&["start", "qotm", "--to", "v2"][..], &slow].concat()).await;
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("already Progressing") && out.contains("409"), "{out}");
+
+    let (code, out) = cli(&serin, &["pause", "qotm"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Paused"), "{out}");
+    let (code, out) = cli(&serin, &["resume", "qotm"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Progressing"), "{out}");
+
+    let (code, out) = cli(&serin, &["abort", "qotm"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("RolledBack"), "{out}");
+    assert_eq!(route_weights(&serin).await, (100, 0));
+    let (code, out) = cli(&serin, &["abort", "qotm"]).await;
+    assert_ne!(code, 0, "a finished canary cannot be aborted again: {out}");
+
+    // A new canary after the finished one; promoted by hand.
+    let (code, out) = cli(&serin, &[&["start", "qotm", "--to", "v2"][..], &slow].concat()).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli(&serin, &["promote", "qotm"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Promoted"), "{out}");
+    assert_eq!(route_weights(&serin).await, (0, 100));
+    assert_eq!(answering_version(&serin).await, "v2");
+    let entries = audit(&serin);
+    assert_eq!(
+        decisions(&entries),
+        ["start", "pause", "resume", "abort", "start", "promote"]
+    );
+    assert!(entries.iter().all(|e| e["actor"] == "api"));
+    assert_eq!(entries[3]["from"]["v2"], 5);
+    assert_eq!(entries[3]["to"]["v2"], 0);
+
+    let (code, out) = cli(&serin, &["status"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("qotm: Promoted  v1 → v2"), "{out}");
+
+    // Errors say what is wrong, with the right status.
+    let (code, out) = cli(&serin, &["start", "nope", "--to", "v2"]).await;
+    assert_ne!(code, 0);
+    assert!(out.contains("unknown service `nope`") && out.contains("404"), "{out}");
+    let (code, out) = cli(&serin, &["start", "qotm", "--to", "v9"]).await;
+    assert_ne!(code, 0);
+    assert!(out.contains("no version `v9`") && out.contains("404"), "{out}");
+    let (code, out) = cli(&serin, &["start", "qotm", "--to", "v3", "--from", "v1"]).await;
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("no route rule sends traffic to both qotm/v1 and qotm/v3") && out.contains("422"),
+        "{out}"
+    );
+    let (code, out) = cli(&serin, &["start", "qotm", "--to", "v1", "--steps", "50,20"]).await;
+    assert_ne!(code, 0);
+    assert!(out.contains("steps must increase") && out.contains("400"), "{out}");
+    let (code, out) = cli(&serin, &["pause", "nope"]).await;
+    assert_ne!(code, 0);
+    assert!(out.contains("no canary for service `nope`"), "{out}");
+
+    let http = client();
+    let r = http
+        .post(serin.admin_url("/canary/qotm/start"))
+        .json(&serde_json::json!({"to": "v1", "intervl": "1s"}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("intervl")),
+        "{body}"
+    );
+    let (code, body) = get(&serin, "/canary/nope").await;
+    assert_eq!(code, 404, "{body}");
+    let (code, body) = get(&serin, "/canary").await;
+    assert_eq!(code, 200);
+    assert_eq!(body["canaries"].as_array().map(Vec::len), Some(1), "{body}");
+}
+
+/// A real Prometheus scraping one serin's admin API every second.
+struct Prometheus {
+    child: Child,
+    url: String,
+    _dir: TempDir,
+}
+
+impl Prometheus {
+    async fn start(admin: SocketAddr) -> Self {
+        let dir = TempDir::new("serin-canary-prometheus");
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+                 scrape_configs:\n  - job_name: serin\n    static_configs:\n      - targets: [\"{admin}\"]\n"
+            ),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("prometheus.log"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap_or_else(|e| panic!("{e}")))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run prometheus ({e}): it comes with Debian's `prometheus` package; \
+                     run scripts/install-test-deps.sh"
+                )
+            });
+        let me = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        // Ready, and serin's metrics are in.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let up = client()
+                .get(format!("{}/api/v1/query?query=up%7Bjob%3D%22serin%22%7D", me.url))
+                .send()
+                .await;
+            if let Ok(r) = up
+                && let Ok(v) = r.json::<Value>().await
+                && v["data"]["result"][0]["value"][1] == "1"
+            {
+                return me;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "prometheus did not scrape serin: {}",
+                std::fs::read_to_string(me._dir.path().join("prometheus.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_backed_analysis_rolls_back_an_erroring_canary() {
+    let v1 = Qotm::start("v1", &[]);
+    let v2 = Qotm::start("v2", &["--error-rate", "0.5"]);
+    let serin = proxy(&config(&v1, &v2));
+    let prometheus = Prometheus::start(serin.admin).await;
+    let load = load(&serin);
+    let (code, out) = cli(
+        &serin,
+        &[
+            "start", "qotm", "--to", "v2", "--steps", "50,100", "--interval", "4s",
+            "--min-requests", "20", "--prometheus", &prometheus.url, "--watch",
+        ],
+    )
+    .await;
+    load.stop().await;
+    assert_eq!(code, 2, "rolled back on Prometheus' figures:\n{out}");
+    let v = status(&serin).await;
+    assert_eq!(v["phase"], "RolledBack", "{v:#}");
+    assert_eq!(v["source"], "prometheus");
+    assert_eq!(v["prometheus"], prometheus.url.as_str());
+    let a = &v["last_analysis"];
+    assert_eq!(a["source"], "prometheus", "{v:#}");
+    assert!(a["canary"]["requests"].as_u64() >= Some(20), "{v:#}");
+    assert!(a["canary"]["error_rate"].as_f64() > Some(0.2), "{v:#}");
+    assert!(a["baseline"]["requests"].as_u64() >= Some(20), "{v:#}");
+    assert_eq!(a["baseline"]["error_rate"].as_f64(), Some(0.0), "{v:#}");
+    // The queries are shown, templates and what they became.
+    let q = &v["queries"]["error_rate"];
+    assert!(
+        q["template"].as_str().is_some_and(|t| t.contains("{{version}}")),
+        "{v:#}"
+    );
+    assert!(
+        q["canary"].as_str().is_some_and(|t| t.contains("version=\"v2\"") && t.contains("[4s]")),
+        "{v:#}"
+    );
+    assert_eq!(route_weights(&serin).await, (100, 0));
+    let (code, out) = cli(&serin, &["status", "qotm"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("prometheus http://127.0.0.1:"), "{out}");
+    assert!(out.contains("latency_p99"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_queries_can_be_overridden() {
+    let v1 = Qotm::start("v1", &[]);
+    let v2 = Qotm::start("v2", &[]);
+    let serin = proxy(&config(&v1, &v2));
+    let prometheus = Prometheus::start(serin.admin).await;
+    let load = load(&serin);
+    // An error-rate template that always says 100%: a healthy canary is
+    // rolled back, so the override is what was run.
+    let (code, out) = cli(
+        &serin,
+        &[
+            "start", "qotm", "--to", "v2", "--steps", "50,100", "--interval", "3s",
+            "--min-requests", "10", "--failures", "1", "--prometheus", &prometheus.url,
+            "--query", "error_rate=vector(1)", "--watch",
+        ],
+    )
+    .await;
+    load.stop().await;
+    assert_eq!(code, 2, "{out}");
+    let v = status(&serin).await;
+    assert_eq!(v["queries"]["error_rate"]["canary"], "vector(1)", "{v:#}");
+    assert_eq!(v["last_analysis"]["canary"]["error_rate"].as_f64(), Some(1.0), "{v:#}");
+    let mut rest: BTreeMap<String, String> = BTreeMap::new();
+    for name in ["requests", "latency_p99"] {
+        rest.insert(
+            name.into(),
+            v["queries"][name]["template"].as_str().unwrap_or("").into(),
+        );
+    }
+    assert!(rest["requests"].contains("serin_requests_total"), "{rest:?}");
+}
