@@ -31,5 +31,7 @@ done
 if ! command -v kubernetes-validate >/dev/null 2>&1; then
   echo "installing: kubernetes-validate (pip)"
   python3 -m pip install --quiet kubernetes-validate
+  # pyenv's Pythons need their shims refreshed to find new scripts.
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
 fi
 command -v kubernetes-validate >/dev/null 2>&1 || { echo "error: kubernetes-validate is still missing" >&2; exit 1; }
