@@ -25,6 +25,9 @@ use crate::sink::{RuleRef, SinkError, WeightSink, shared_rules};
 use crate::source::{MetricsSource, QueryView, SourceError, Target};
 use crate::store::{CanaryState, Phase, Store};
 
+/// How often a window that waits for endpoints looks again.
+const ENDPOINT_POLL: Duration = Duration::from_millis(200);
+
 /// Where a controller keeps things, and the services' defaults.
 #[derive(Debug, Clone, Default)]
 pub struct ControllerOptions {
@@ -54,6 +57,8 @@ pub fn files_beside(config: &Path) -> (PathBuf, PathBuf) {
 pub struct Status {
     #[serde(flatten)]
     pub state: CanaryState,
+    /// `step 2/4 (25%)`, or `header step (x-canary: always)`.
+    pub step_label: String,
     /// `embedded` or `prometheus`.
     pub source: String,
     /// Prometheus' URL, when it is the source.
@@ -133,8 +138,13 @@ fn new_id() -> u64 {
         .unwrap_or(0)
 }
 
-/// `step 2/4 (25%)`
+/// `step 2/4 (25%)`, or `header step (x-canary: always)`.
 fn step_text(state: &CanaryState) -> String {
+    if state.match_step
+        && let Some(m) = &state.settings.first_step
+    {
+        return format!("{} step ({m})", m.kind.as_str());
+    }
     format!(
         "step {}/{} ({}%)",
         state.step + 1,
@@ -197,14 +207,9 @@ impl Controller {
                     continue;
                 }
             };
-            match me
-                .inner
-                .sink
-                .set(&state.target(), state.canary_weight())
-                .await
-            {
-                Ok(rules) => {
-                    state.rules = rules;
+            let (percent, match_step) = (state.canary_weight(), state.match_step);
+            match me.set_weights(&mut state, percent, match_step).await {
+                Ok(()) => {
                     state.message = format!(
                         "serin restarted: {} at {}, weights {} (a new window starts)",
                         state.phase.as_str(),
@@ -308,6 +313,7 @@ impl Controller {
             .filter(|s| s.id == state.id && state.phase == Phase::Progressing)
             .and_then(|s| *s.window.lock().unwrap_or_else(|e| e.into_inner()));
         Status {
+            step_label: step_text(&state),
             source,
             prometheus,
             queries,
@@ -406,8 +412,26 @@ impl Controller {
         let source = self
             .source_for(&settings)
             .map_err(|e| CanaryError::BadOptions(e.to_string()))?;
-        let first = settings.steps.first().copied().unwrap_or(100);
+        let match_step = settings.first_step.is_some();
+        let first = if match_step {
+            0
+        } else {
+            settings.steps.first().copied().unwrap_or(100)
+        };
         let rules = self.inner.sink.set(&target, first).await?;
+        if let Some(m) = &settings.first_step
+            && let Err(e) = self.inner.sink.route_matching(&target, Some(m)).await
+        {
+            // Leave the weights as they were before the canary.
+            if let Some(r) = initial_rules.first()
+                && let Some(w) = r.weights.get(&target.canary)
+            {
+                let total: u32 = r.weights.values().sum();
+                let percent = (w * 100).checked_div(total).unwrap_or(0);
+                let _ = self.inner.sink.set(&target, percent).await;
+            }
+            return Err(e.into());
+        }
         let from: BTreeMap<String, u32> = initial_rules
             .first()
             .map(|r| {
@@ -426,6 +450,7 @@ impl Controller {
             canary: request.to.clone(),
             phase: Phase::Progressing,
             step: 0,
+            match_step,
             weights: BTreeMap::new(),
             failures: 0,
             inconclusive: 0,
@@ -524,7 +549,7 @@ impl Controller {
                 if state.phase.is_final() {
                     return Err(wrong_phase(&state, "promote"));
                 }
-                self.set_weights(&mut state, 100).await?;
+                self.set_weights(&mut state, 100, false).await?;
                 state.phase = Phase::Promoted;
                 state.message = format!(
                     "promoted over the API: {}/{} takes all the traffic",
@@ -536,7 +561,7 @@ impl Controller {
                 if state.phase.is_final() {
                     return Err(wrong_phase(&state, "abort"));
                 }
-                self.set_weights(&mut state, 0).await?;
+                self.set_weights(&mut state, 0, false).await?;
                 state.phase = Phase::RolledBack;
                 state.message = format!(
                     "aborted over the API at {}: all traffic back to {}/{}",
@@ -556,9 +581,27 @@ impl Controller {
         self.status(service)
     }
 
-    async fn set_weights(&self, state: &mut CanaryState, percent: u32) -> Result<(), SinkError> {
-        state.rules = self.inner.sink.set(&state.target(), percent).await?;
+    /// Sets the canary's weight; with `match_step`, matching requests go
+    /// to the canary too (the header or cookie step), else no longer.
+    async fn set_weights(
+        &self,
+        state: &mut CanaryState,
+        percent: u32,
+        match_step: bool,
+    ) -> Result<(), SinkError> {
+        let target = state.target();
+        state.rules = self.inner.sink.set(&target, percent).await?;
         state.weights = state.weights_for(percent);
+        if let Some(m) = &state.settings.first_step {
+            if match_step {
+                self.inner.sink.route_matching(&target, Some(m)).await?;
+            } else if state.match_step
+                && let Err(e) = self.inner.sink.route_matching(&target, None).await
+            {
+                tracing::error!(service = %state.service, error = %e, "canary: cannot remove the rules of the header step");
+            }
+        }
+        state.match_step = match_step;
         Ok(())
     }
 
@@ -621,6 +664,31 @@ impl Controller {
             }
             let target = state.target();
             let interval = state.settings.interval;
+            // Wait (up to one interval) for both versions to have
+            // endpoints: replicas may still be starting after a restart.
+            let waiting = Instant::now();
+            while !self.inner.sink.has_endpoints(&target).await && waiting.elapsed() < interval {
+                tokio::select! {
+                    () = tokio::time::sleep(ENDPOINT_POLL) => {}
+                    changed = epochs.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        break;
+                    }
+                }
+            }
+            if epochs.has_changed().unwrap_or(true) {
+                continue;
+            }
+            // A reload of the config file drops the rules of a header step:
+            // they are put back for each window.
+            if state.match_step
+                && let Some(m) = &state.settings.first_step
+                && let Err(e) = self.inner.sink.route_matching(&target, Some(m)).await
+            {
+                tracing::error!(service = %service, error = %e, "canary: cannot route the header step");
+            }
             let began = Instant::now();
             *slot.window.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some((SystemTime::now(), interval));
@@ -706,8 +774,20 @@ impl Controller {
             Verdict::Pass => {
                 state.inconclusive = 0;
                 let passed = step_text(&state);
-                if state.step + 1 >= steps.len() {
-                    match self.set_weights(&mut state, 100).await {
+                if state.match_step {
+                    let first = steps.first().copied().unwrap_or(100);
+                    match self.set_weights(&mut state, first, false).await {
+                        Ok(()) => {
+                            state.message = format!(
+                                "{passed} passed ({figures_line}){why}; now {}",
+                                step_text(&state)
+                            );
+                            "advance"
+                        }
+                        Err(e) => self.halt_on_sink_error(&mut state, &e),
+                    }
+                } else if state.step + 1 >= steps.len() {
+                    match self.set_weights(&mut state, 100, false).await {
                         Ok(()) => {
                             state.phase = Phase::Promoted;
                             state.message = format!(
@@ -721,7 +801,7 @@ impl Controller {
                     }
                 } else {
                     let next = steps[state.step + 1];
-                    match self.set_weights(&mut state, next).await {
+                    match self.set_weights(&mut state, next, false).await {
                         Ok(()) => {
                             state.step += 1;
                             state.message = format!(
@@ -740,7 +820,7 @@ impl Controller {
                 let limit = state.settings.failures;
                 if state.failures >= limit {
                     let at = step_text(&state);
-                    match self.set_weights(&mut state, 0).await {
+                    match self.set_weights(&mut state, 0, false).await {
                         Ok(()) => {
                             state.phase = Phase::RolledBack;
                             state.message = format!(

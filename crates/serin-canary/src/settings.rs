@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
-use serin_config::stack::{CanaryDefaults, check_canary_steps, parse_rate};
+use serin_config::stack::{CanaryDefaults, check_canary_steps, parse_match_step, parse_rate};
 
 use crate::error::CanaryError;
 use crate::prometheus::Queries;
@@ -80,6 +80,13 @@ pub struct Options {
     /// `error_rate`, `latency_p99`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub queries: BTreeMap<String, String>,
+    /// `NAME=VALUE`: first a step where only requests carrying this header
+    /// reach the canary (the workshops' A/B testing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_step: Option<String>,
+    /// `NAME=VALUE`: the same with a cookie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_step: Option<String>,
 }
 
 fn rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
@@ -111,6 +118,8 @@ impl From<&CanaryDefaults> for Options {
             inconclusive_limit: d.inconclusive_limit,
             prometheus: d.prometheus.clone(),
             queries: d.queries.clone(),
+            header_step: d.header_step.clone(),
+            cookie_step: d.cookie_step.clone(),
         }
     }
 }
@@ -121,6 +130,7 @@ impl Options {
     pub fn or(self, fallback: &Options) -> Options {
         let mut queries = fallback.queries.clone();
         queries.extend(self.queries);
+        let own_match_step = self.header_step.is_some() || self.cookie_step.is_some();
         Options {
             steps: self.steps.or_else(|| fallback.steps.clone()),
             interval: self.interval.or(fallback.interval),
@@ -132,6 +142,18 @@ impl Options {
             inconclusive_limit: self.inconclusive_limit.or(fallback.inconclusive_limit),
             prometheus: self.prometheus.or_else(|| fallback.prometheus.clone()),
             queries,
+            // A header or cookie step given here replaces the fallback's
+            // either way: they are one setting.
+            header_step: if own_match_step {
+                self.header_step
+            } else {
+                fallback.header_step.clone()
+            },
+            cookie_step: if own_match_step {
+                self.cookie_step
+            } else {
+                fallback.cookie_step.clone()
+            },
         }
     }
 
@@ -199,6 +221,31 @@ impl Options {
                 }
             }
         };
+        let mut first_step = None;
+        for (given, kind) in [
+            (&self.header_step, MatchKind::Header),
+            (&self.cookie_step, MatchKind::Cookie),
+        ] {
+            if let Some(s) = given {
+                match parse_match_step(s) {
+                    Ok((name, value)) => {
+                        first_step = Some(MatchStep {
+                            kind,
+                            name: if kind == MatchKind::Header {
+                                name.to_ascii_lowercase()
+                            } else {
+                                name
+                            },
+                            value,
+                        });
+                    }
+                    Err(e) => problems.push(format!("{}_step: {e}", kind.as_str())),
+                }
+            }
+        }
+        if self.header_step.is_some() && self.cookie_step.is_some() {
+            problems.push("header_step and cookie_step: give one of them".into());
+        }
         if !problems.is_empty() {
             return Err(CanaryError::BadOptions(problems.join("; ")));
         }
@@ -212,6 +259,7 @@ impl Options {
             failures,
             inconclusive_limit,
             prometheus,
+            first_step,
         })
     }
 }
@@ -240,6 +288,45 @@ pub struct Settings {
     /// Analyse with Prometheus; none: with serin's own counters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus: Option<PrometheusSettings>,
+    /// Before the weighted steps: only requests matching this reach the
+    /// canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_step: Option<MatchStep>,
+}
+
+/// A step where the canary gets only the requests that carry a header or a
+/// cookie (testers, or a chosen group of users); every other request goes
+/// to the baseline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatchStep {
+    pub kind: MatchKind,
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatchKind {
+    Header,
+    Cookie,
+}
+
+impl MatchKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Header => "header",
+            Self::Cookie => "cookie",
+        }
+    }
+}
+
+impl std::fmt::Display for MatchStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            MatchKind::Header => write!(f, "{}: {}", self.name, self.value),
+            MatchKind::Cookie => write!(f, "{}={}", self.name, self.value),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -277,6 +364,8 @@ impl StartRequest {
             "inconclusive_limit",
             "prometheus",
             "queries",
+            "header_step",
+            "cookie_step",
         ];
         if let Some(map) = value.as_object() {
             let unknown: Vec<&str> = map
@@ -389,6 +478,7 @@ services:
       prometheus: http://127.0.0.1:9090/
       queries:
         requests: 'sum(x{service="{{service}}"})'
+      headerStep: X-Canary=always
     versions:
       - {name: v1, args: [qotm]}
 "#;
@@ -407,6 +497,11 @@ services:
         let p = s.prometheus.unwrap();
         assert_eq!(p.url, "http://127.0.0.1:9090");
         assert_eq!(p.queries.requests, r#"sum(x{service="{{service}}"})"#);
+        let m = s.first_step.unwrap();
+        assert_eq!(
+            (m.kind, m.name.as_str(), m.value.as_str()),
+            (MatchKind::Header, "x-canary", "always")
+        );
 
         let bad = r#"
 services:
@@ -417,6 +512,7 @@ services:
       maxErrorRate: lots
       failures: 0
       stpes: [1]
+      headerStep: novalue
 "#;
         let errors = serin_config::stack::parse_stack(bad, "stack.yaml", std::path::Path::new("."))
             .unwrap_err()
@@ -428,6 +524,7 @@ services:
             "maxErrorRate",
             "`failures` must be at least 1",
             "did you mean `steps`",
+            "services[0].canary.headerStep: `novalue` is not NAME=VALUE",
         ] {
             assert!(errors.contains(part), "{part} missing in:\n{errors}");
         }

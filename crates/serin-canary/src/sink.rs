@@ -4,9 +4,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use serin_config::proxy::{MatchConfig, PathMatch, StringMatch, ValueMatch};
 use serin_proxy::Proxy;
 use serin_proxy::weights::WeightChange;
 
+use crate::settings::{MatchKind, MatchStep};
 use crate::source::{BoxFuture, Target};
 
 /// A route rule that sends traffic to a service, with the weights of the
@@ -25,6 +27,8 @@ pub enum SinkError {
     UnknownService(String),
     #[error("cannot set weights of route `{route}`: {message}")]
     Rejected { route: String, message: String },
+    #[error("this weight sink cannot route by header or cookie")]
+    NoMatching,
     #[error("no route rule sends traffic to both {service}/{baseline} and {service}/{canary}")]
     NoRule {
         service: String,
@@ -55,6 +59,24 @@ pub trait WeightSink: Send + Sync {
         target: &'a Target,
         canary_percent: u32,
     ) -> BoxFuture<'a, Result<Vec<RuleRef>, SinkError>>;
+
+    /// With `Some(step)`: requests matching `step` go to the canary only,
+    /// beside every rule that holds both versions (the rest keep their
+    /// weights). With `None`: no longer. Idempotent.
+    fn route_matching<'a>(
+        &'a self,
+        _target: &'a Target,
+        _step: Option<&'a MatchStep>,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async { Err(SinkError::NoMatching) })
+    }
+
+    /// Whether both versions have endpoints to send traffic to. A window
+    /// waits for it (up to one interval), so replicas still starting after
+    /// a restart are not judged as a failing canary.
+    fn has_endpoints<'a>(&'a self, _target: &'a Target) -> BoxFuture<'a, bool> {
+        Box::pin(async { true })
+    }
 }
 
 /// The rules of `rules` that hold both versions of `target`.
@@ -66,6 +88,10 @@ pub fn shared_rules(rules: Vec<RuleRef>, target: &Target) -> Vec<RuleRef> {
         })
         .collect()
 }
+
+/// Names of the rules a header or cookie step adds start with this (then
+/// `SERVICE:RULE`).
+pub const MATCH_RULE_PREFIX: &str = "serin-canary:";
 
 /// Weights in the running proxy, through [`Proxy::set_weights`]: applied at
 /// once with no connection dropped, and kept in the proxy's state file.
@@ -121,6 +147,109 @@ impl WeightSink for ProxySink {
         version: &'a str,
     ) -> BoxFuture<'a, Result<Vec<RuleRef>, SinkError>> {
         Box::pin(async move { Ok(self.carriers_now(service, version)) })
+    }
+
+    fn route_matching<'a>(
+        &'a self,
+        target: &'a Target,
+        step: Option<&'a MatchStep>,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            let prefix = format!("{MATCH_RULE_PREFIX}{}:", target.service);
+            let Some(step) = step else {
+                let snap = self.proxy.snapshot();
+                for route in &snap.config.routes {
+                    for rule in &route.rules {
+                        if let Some(name) = rule.name.as_deref()
+                            && name.starts_with(&prefix)
+                        {
+                            self.proxy.remove_rule(&route.name, name);
+                        }
+                    }
+                }
+                return Ok(());
+            };
+            let condition = match step.kind {
+                MatchKind::Header => ValueMatch {
+                    name: step.name.clone(),
+                    value: StringMatch::Exact(step.value.clone()),
+                },
+                MatchKind::Cookie => {
+                    // One cookie among others, in one Cookie header or
+                    // several (joined with commas).
+                    let pattern = format!(
+                        r"(?:^|.*[;,]\s*){}={}(?:\s*[;,].*|$)",
+                        regex::escape(&step.name),
+                        regex::escape(&step.value)
+                    );
+                    let regex = regex::Regex::new(&pattern).map_err(|e| SinkError::Rejected {
+                        route: String::new(),
+                        message: e.to_string(),
+                    })?;
+                    ValueMatch {
+                        name: "cookie".into(),
+                        value: StringMatch::RegularExpression(regex),
+                    }
+                }
+            };
+            let snap = self.proxy.snapshot();
+            let shared = shared_rules(self.carriers_now(&target.service, &target.canary), target);
+            if shared.is_empty() {
+                return Err(SinkError::NoRule {
+                    service: target.service.clone(),
+                    baseline: target.baseline.clone(),
+                    canary: target.canary.clone(),
+                });
+            }
+            for r in shared {
+                let Some(original) = snap
+                    .config
+                    .routes
+                    .iter()
+                    .find(|x| x.name == r.route)
+                    .and_then(|x| x.rules.get(r.rule))
+                else {
+                    continue;
+                };
+                let mut rule = original.clone();
+                rule.name = Some(format!("{prefix}{}", r.rule));
+                if rule.matches.is_empty() {
+                    rule.matches.push(MatchConfig {
+                        path: PathMatch::PathPrefix(String::new()),
+                        headers: Vec::new(),
+                        query_params: Vec::new(),
+                        method: None,
+                    });
+                }
+                for m in &mut rule.matches {
+                    m.headers.push(condition.clone());
+                }
+                rule.backends
+                    .retain(|b| b.service == target.service && b.version == target.canary);
+                for b in &mut rule.backends {
+                    b.weight = 1;
+                }
+                self.proxy
+                    .add_rule(&r.route, rule)
+                    .map_err(|e| SinkError::Rejected {
+                        route: r.route.clone(),
+                        message: e.to_string(),
+                    })?;
+            }
+            Ok(())
+        })
+    }
+
+    fn has_endpoints<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            [&target.baseline, &target.canary].iter().all(|v| {
+                !self
+                    .proxy
+                    .registry()
+                    .get(&serin_discovery::BackendKey::new(&target.service, v))
+                    .is_empty()
+            })
+        })
     }
 
     fn set<'a>(

@@ -62,6 +62,10 @@ pub struct CanaryState {
     pub phase: Phase,
     /// The step (index into `settings.steps`) being judged or last reached.
     pub step: usize,
+    /// In the header or cookie step (before `step` 0): only matching
+    /// requests reach the canary.
+    #[serde(default)]
+    pub match_step: bool,
     /// Version → percent, as last set.
     pub weights: BTreeMap<String, u32>,
     /// Failed checks so far.

@@ -94,6 +94,7 @@
 //!   be set in `env` or `secrets`.
 
 mod gateway;
+pub use gateway::mesh_route_name;
 pub mod model;
 pub mod raw;
 mod validate;
@@ -142,6 +143,9 @@ pub struct StackFile {
     /// The proxy config of the gateway: one listener named `gateway`, the
     /// stack's services (endpoints found by the runtime) and the routes.
     pub gateway: crate::proxy::ProxyConfig,
+    /// The sidecars' outbound routes (`caller>callee`), checked like the
+    /// gateway's; their listeners come and go with the replicas.
+    pub mesh: Vec<crate::proxy::RouteConfig>,
 }
 
 /// Reads, decodes and validates a stack file with its gateway.
@@ -177,6 +181,15 @@ pub fn parse_stack_file(
     let raw = raw::RawStack::decode(Node::root(&doc), &mut problems).unwrap_or_default();
     let base_dir = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_path_buf());
     let stack = validate::validate(&raw, file_name, &base_dir, &mut problems);
-    let gateway = gateway::validate(&raw, &stack, &base_dir, &mut problems);
-    problems.finish(StackFile { stack, gateway })
+    let mut gateway = gateway::validate(&raw, &stack, &base_dir, &mut problems);
+    let (mesh, routes): (Vec<_>, Vec<_>) = gateway
+        .routes
+        .into_iter()
+        .partition(|r| r.name.contains('>'));
+    gateway.routes = routes;
+    problems.finish(StackFile {
+        stack,
+        gateway,
+        mesh,
+    })
 }

@@ -501,3 +501,55 @@ fn empty_and_broken_files() {
     );
     assert_error(&errors("services: [\n"), &["stack.yaml:", "YAML syntax"]);
 }
+
+#[test]
+fn sidecar_outbound_entries_are_checked() {
+    let text = r#"
+services:
+  - name: web
+    command: app
+    sidecar:
+      outbound:
+        - {name: nosuch, env: NOSUCH_URL}
+        - {name: api, env: PORT}
+        - {name: api, env: "1BAD"}
+  - name: api
+    command: app
+    sidecar: {}
+"#;
+    let errors = serin_config::stack::parse_stack_file(text, "s.yaml", std::path::Path::new("."))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        errors.contains(
+            "s.yaml:7:18: services[0].sidecar.outbound[0].name: no service named `nosuch`"
+        ),
+        "{errors}"
+    );
+    assert!(errors.contains("`PORT` is set by serin"), "{errors}");
+    assert!(errors.contains("an environment variable name"), "{errors}");
+    let good = r#"
+services:
+  - name: web
+    command: app
+    sidecar:
+      outbound:
+        - name: api
+          env: API_URL
+          rule: {backendRefs: [{name: api, weight: 1}], retry: {attempts: 1}}
+  - name: api
+    command: app
+    sidecar: {}
+"#;
+    let file = serin_config::stack::parse_stack_file(good, "s.yaml", std::path::Path::new("."))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(file.mesh.len(), 1);
+    assert_eq!(file.mesh[0].name, "web>api");
+    assert!(file.gateway.routes.is_empty());
+    let web = &file.stack.services[0].versions[0];
+    assert_eq!(
+        web.sidecar.as_ref().map(|s| s.outbound[0].env.as_str()),
+        Some("API_URL")
+    );
+}

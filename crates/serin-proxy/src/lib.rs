@@ -559,6 +559,72 @@ impl Proxy {
         weights::route_weights(&self.shared.snapshot.load().config, &change.route)
     }
 
+    /// Adds a rule to route `route` at run time, after the rules of the
+    /// file (so every file rule keeps its index, and the weights kept for
+    /// it), and serves it at once; a rule with the same name is replaced.
+    /// It lives until [`Proxy::remove_rule`] or the next reload of the file,
+    /// and is not kept in the state file. The canary's header step uses it.
+    /// Gives the rule's index.
+    pub fn add_rule(
+        &self,
+        route: &str,
+        rule: serin_config::proxy::RuleConfig,
+    ) -> Result<usize, weights::WeightError> {
+        let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        let mut file = control.file_config.clone();
+        let r = file
+            .routes
+            .iter_mut()
+            .find(|r| r.name == route)
+            .ok_or_else(|| weights::WeightError::UnknownRoute(route.to_string()))?;
+        let same = rule
+            .name
+            .as_ref()
+            .and_then(|n| r.rules.iter().position(|x| x.name.as_ref() == Some(n)));
+        let index = match same {
+            Some(i) => {
+                r.rules[i] = rule;
+                i
+            }
+            None => {
+                r.rules.push(rule);
+                r.rules.len() - 1
+            }
+        };
+        let mut effective = file.clone();
+        effective
+            .apply_weights(&control.state.weights)
+            .map_err(weights::WeightError::Invalid)?;
+        control.file_config = file;
+        drop(control);
+        self.install_snapshot(effective);
+        Ok(index)
+    }
+
+    /// Removes a rule added by [`Proxy::add_rule`], by name; false when the
+    /// route has no rule of that name. (Meant for those rules only: they
+    /// come after the file's, so no file rule changes its index.)
+    pub fn remove_rule(&self, route: &str, name: &str) -> bool {
+        let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        let mut file = control.file_config.clone();
+        let Some(r) = file.routes.iter_mut().find(|r| r.name == route) else {
+            return false;
+        };
+        let before = r.rules.len();
+        r.rules.retain(|x| x.name.as_deref() != Some(name));
+        if r.rules.len() == before {
+            return false;
+        }
+        let mut effective = file.clone();
+        if let Err(e) = effective.apply_weights(&control.state.weights) {
+            tracing::warn!(error = %e, "weight changes not applied");
+        }
+        control.file_config = file;
+        drop(control);
+        self.install_snapshot(effective);
+        true
+    }
+
     fn save_state(&self, state: &state::StateFile) {
         if let Some(path) = &self.options.state_file
             && let Err(e) = state::save(path, state)

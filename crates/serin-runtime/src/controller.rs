@@ -207,6 +207,7 @@ fn create_replica(shared: &Arc<Shared>, state: &mut State, vkey: &VersionKey) {
         last_exit: None,
         message: None,
         revision: vs.revision,
+        sidecar: None,
     };
     let entry = ReplicaEntry {
         revision: vs.revision,

@@ -93,10 +93,30 @@ async fn lifecycle(ctx: &mut ReplicaCtx) {
         }
     };
     ctx.update(|r| r.status.port = port);
+    let mut sidecar_ports = None;
+    if let Some(sc) = ctx.spec.sidecar.clone() {
+        let mut ports = crate::status::SidecarPorts::default();
+        let take = || ctx.shared.allocate_port();
+        let allocated = (|| -> std::io::Result<()> {
+            ports.inbound = take()?;
+            for o in &sc.outbound {
+                ports.outbound.insert(o.service.clone(), take()?);
+            }
+            Ok(())
+        })();
+        if let Err(e) = allocated {
+            ctx.say(format!("cannot find free ports for the sidecar: {e}"));
+            ctx.update(|r| r.status.message = Some(format!("no free port: {e}")));
+            ctx.stopped().await;
+            return;
+        }
+        sidecar_ports = Some(ports.clone());
+        ctx.update(|r| r.status.sidecar = Some(ports));
+    }
     let mut crash = CrashLoop::new(ctx.spec.restart_backoff);
     loop {
         let started = Instant::now();
-        let exit = match run_process(ctx, port).await {
+        let exit = match run_process(ctx, port, sidecar_ports.as_ref()).await {
             Outcome::Stopped => return,
             Outcome::Ended(exit) => exit,
         };
@@ -190,7 +210,11 @@ async fn wait_dependencies(ctx: &mut ReplicaCtx) -> bool {
 }
 
 /// The environment and command line of the replica's process.
-fn process_spec(ctx: &ReplicaCtx, port: u16) -> Result<ProcessSpec, String> {
+fn process_spec(
+    ctx: &ReplicaCtx,
+    port: u16,
+    sidecar: Option<&crate::status::SidecarPorts>,
+) -> Result<ProcessSpec, String> {
     let resolved = resolve(&ctx.spec.program)?;
     let dir = ctx.shared.workdir.replica_dir(&ctx.source.replica, ctx.uid);
     let written = write_replica_dir(&dir, &ctx.spec)
@@ -205,6 +229,15 @@ fn process_spec(ctx: &ReplicaCtx, port: u16) -> Result<ProcessSpec, String> {
         env.push((s.name.clone().into(), s.value.expose().into()));
     }
     env.push(("PORT".into(), port.to_string().into()));
+    // The app reaches its dependencies through its sidecar's outbound
+    // listeners.
+    if let (Some(spec), Some(ports)) = (&ctx.spec.sidecar, sidecar) {
+        for o in &spec.outbound {
+            if let Some(p) = ports.outbound.get(&o.service) {
+                env.push((o.env.clone().into(), format!("http://127.0.0.1:{p}").into()));
+            }
+        }
+    }
     env.push(("SERIN_SERVICE".into(), ctx.vkey.0.clone().into()));
     env.push(("SERIN_VERSION".into(), ctx.vkey.1.clone().into()));
     env.push(("SERIN_REPLICA".into(), ctx.source.replica.clone().into()));
@@ -230,11 +263,15 @@ fn process_spec(ctx: &ReplicaCtx, port: u16) -> Result<ProcessSpec, String> {
 }
 
 /// Runs the process once, until it ends, fails liveness, or is stopped.
-async fn run_process(ctx: &mut ReplicaCtx, port: u16) -> Outcome {
+async fn run_process(
+    ctx: &mut ReplicaCtx,
+    port: u16,
+    sidecar: Option<&crate::status::SidecarPorts>,
+) -> Outcome {
     if ctx.stopping() {
         return Outcome::Stopped;
     }
-    let started = match process_spec(ctx, port) {
+    let started = match process_spec(ctx, port, sidecar) {
         Ok(spec) => match ctx.shared.spawner.spawn(&spec).await {
             Ok(p) => Ok((p, spec)),
             Err(e) => Err(format!("cannot start `{}`: {e}", spec.program.display())),

@@ -165,7 +165,14 @@ impl Shared {
             .values()
             .filter(|r| r.status.ready && !r.stopping && r.status.port != 0)
             .map(|r| EndpointSpec {
-                addr: SocketAddr::from(([127, 0, 0, 1], r.status.port)),
+                // With a sidecar, traffic goes through its inbound listener.
+                addr: SocketAddr::from((
+                    [127, 0, 0, 1],
+                    r.status
+                        .sidecar
+                        .as_ref()
+                        .map_or(r.status.port, |s| s.inbound),
+                )),
                 name: r.status.name.as_str().into(),
             })
             .collect();

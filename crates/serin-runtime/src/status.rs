@@ -94,6 +94,18 @@ pub struct ReplicaStatus {
     /// Which rollout of its version it belongs to (bumped by every restart
     /// or changed template).
     pub revision: u64,
+    /// The replica's sidecar, when its service has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar: Option<SidecarPorts>,
+}
+
+/// The ports of a replica's sidecar (kept across restarts, as `port`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SidecarPorts {
+    /// Where other services (and the gateway) reach this replica.
+    pub inbound: u16,
+    /// Dependency service → the port of its outbound listener.
+    pub outbound: std::collections::BTreeMap<String, u16>,
 }
 
 /// Something that happened in the runtime, for dashboards and waiting.

@@ -11,6 +11,7 @@ use crate::source::BoxFuture;
 
 struct FakeSink {
     rules: Mutex<Vec<RuleRef>>,
+    matching: Mutex<Option<crate::settings::MatchStep>>,
 }
 
 impl FakeSink {
@@ -21,6 +22,7 @@ impl FakeSink {
                 rule: 0,
                 weights: BTreeMap::from([("v1".into(), 90), ("v2".into(), 10)]),
             }]),
+            matching: Mutex::new(None),
         })
     }
 
@@ -30,6 +32,17 @@ impl FakeSink {
 }
 
 impl WeightSink for FakeSink {
+    fn route_matching<'a>(
+        &'a self,
+        _target: &'a Target,
+        step: Option<&'a crate::settings::MatchStep>,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            *self.matching.lock().unwrap() = step.cloned();
+            Ok(())
+        })
+    }
+
     fn versions<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<Vec<String>, SinkError>> {
         Box::pin(async move {
             if service == "qotm" {
@@ -324,4 +337,37 @@ async fn pause_resume_promote_and_bad_requests() {
         c.command("nope", Command::Abort).await,
         Err(CanaryError::NoCanary(_))
     ));
+}
+
+#[tokio::test]
+async fn a_header_step_comes_before_the_weights() {
+    let dir = temp_dir();
+    let sink = FakeSink::new();
+    let c = controller(sink.clone(), script(vec![empty()], healthy()), &dir).await;
+    let mut req = request(&[50, 100]);
+    req.options.header_step = Some("X-Canary=always".into());
+    let s = c.start_canary("qotm", req).await.unwrap();
+    assert!(s.state.match_step);
+    assert_eq!(s.step_label, "header step (x-canary: always)");
+    assert_eq!(sink.weights()["v2"], 0, "only matching requests reach v2");
+    assert_eq!(
+        sink.matching
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|m| m.name.clone()),
+        Some("x-canary".into())
+    );
+    let s = wait_for(&c, |s| s.state.phase.is_final()).await;
+    assert_eq!(s.state.phase, Phase::Promoted, "{}", s.state.message);
+    assert!(!s.state.match_step);
+    assert!(
+        sink.matching.lock().unwrap().is_none(),
+        "the header rules are gone"
+    );
+    assert_eq!(sink.weights()["v2"], 100);
+    assert_eq!(
+        audit_decisions(&dir),
+        ["start", "inconclusive", "advance", "advance", "promote"]
+    );
 }

@@ -101,6 +101,66 @@ pub(super) fn validate(
             })
         })
         .collect();
+    // Each sidecar's outbound hop is a route named `caller>callee`, checked
+    // with the gateway's and taken out of it again by the caller.
+    let mut routes = gw.routes.clone();
+    for rs in &raw.services.value {
+        let Some(sc) = &rs.sidecar else { continue };
+        let mut envs = std::collections::BTreeSet::new();
+        for o in &sc.outbound {
+            let Some(dep) = stack.services.iter().find(|s| s.name == *o.name) else {
+                o.name
+                    .report(p, format!("no service named `{}` in this stack", *o.name));
+                continue;
+            };
+            let valid_env = !o.env.is_empty()
+                && o.env
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !o.env.as_bytes()[0].is_ascii_digit();
+            if !valid_env {
+                o.env
+                    .report(p, "an environment variable name: letters, digits and _");
+            } else if super::model::RESERVED_ENV.contains(&o.env.as_str()) {
+                o.env.report(p, format!("`{}` is set by serin", *o.env));
+            } else if !envs.insert(o.env.value.clone()) {
+                o.env
+                    .report(p, format!("`{}` is used by another outbound", *o.env));
+            }
+            let rule = o.rule.clone().unwrap_or_else(|| praw::Rule {
+                span: o.span,
+                node_path: o.node_path.clone(),
+                backend_refs: dep
+                    .versions
+                    .iter()
+                    .map(|v| praw::BackendRef {
+                        span: o.name.span,
+                        node_path: o.name.path.clone(),
+                        name: o.name.clone(),
+                        version: Some(Spanned {
+                            value: v.name.clone(),
+                            span: o.name.span,
+                            path: o.name.path.clone(),
+                        }),
+                        weight: None,
+                    })
+                    .collect(),
+                ..Default::default()
+            });
+            routes.push(praw::Route {
+                span: o.span,
+                node_path: o.node_path.clone(),
+                name: Spanned {
+                    value: mesh_route_name(&rs.name, &o.name),
+                    span: o.name.span,
+                    path: o.name.path.clone(),
+                },
+                parent_refs: Vec::new(),
+                hostnames: Vec::new(),
+                rules: vec![rule],
+            });
+        }
+    }
     let config = praw::Config {
         span: gw.span,
         node_path: "gateway".into(),
@@ -126,7 +186,13 @@ pub(super) fn validate(
             limits: gw.limits.clone(),
         }],
         services,
-        routes: gw.routes.clone(),
+        routes,
     };
     proxy::validate_raw(config, base_dir, p)
+}
+
+/// The route of a sidecar's outbound hop: `caller>callee`, which also labels
+/// its metrics with both.
+pub fn mesh_route_name(caller: &str, callee: &str) -> String {
+    format!("{caller}>{callee}")
 }

@@ -105,6 +105,22 @@ pub struct VersionSpec {
     pub files: Vec<FileSpec>,
     pub secrets: Vec<SecretSpec>,
     pub strategy: Strategy,
+    /// Run a sidecar for each replica (the service's `sidecar:`).
+    pub sidecar: Option<SidecarSpec>,
+}
+
+/// What a replica's sidecar listens for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SidecarSpec {
+    /// Dependencies, each with its own outbound listener; the app finds the
+    /// listener's URL in `env`.
+    pub outbound: Vec<OutboundSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundSpec {
+    pub service: String,
+    pub env: String,
 }
 
 impl VersionSpec {
@@ -270,6 +286,11 @@ pub struct CanaryDefaults {
     /// `requests`, `error_rate`, `latency_p99` (`errorRate` and
     /// `latencyP99` in the file).
     pub queries: BTreeMap<String, String>,
+    /// `NAME=VALUE`: a first step where only requests with this header
+    /// reach the canary.
+    pub header_step: Option<String>,
+    /// `NAME=VALUE`: the same with a cookie.
+    pub cookie_step: Option<String>,
 }
 
 // Every number in it was checked to be finite, so equality is an
@@ -292,6 +313,25 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
         return Err(format!("`{s}` is not a rate from 0% to 100%"));
     }
     Ok(rate)
+}
+
+/// Reads a canary's header or cookie step, `NAME=VALUE`.
+pub fn parse_match_step(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not NAME=VALUE, e.g. x-canary=always"))?;
+    let (name, value) = (name.trim(), value.trim());
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.!#$%&'*+^`|~".contains(&b))
+    {
+        return Err(format!("`{name}` is not a header or cookie name"));
+    }
+    if value.is_empty() || value.chars().any(|c| c.is_control()) {
+        return Err(format!("`{s}` needs a value without control characters"));
+    }
+    Ok((name.to_string(), value.to_string()))
 }
 
 /// Checks canary steps: at least one, each from 1 to 100, strictly

@@ -20,6 +20,28 @@ config_struct! {
 }
 
 config_struct! {
+    /// A sidecar per replica: an inbound listener in front of the app and an
+    /// outbound listener per dependency, all on 127.0.0.1.
+    pub struct RawSidecar {
+        outbound: Vec<RawOutbound> = "outbound",
+    }
+}
+
+config_struct! {
+    /// One dependency called through the sidecar.
+    pub struct RawOutbound {
+        /// The service called.
+        name: Spanned<String> = "name" [required],
+        /// The environment variable that gets `http://127.0.0.1:PORT`.
+        env: Spanned<String> = "env" [required],
+        /// The rule of this hop, in the proxy's vocabulary (backendRefs with
+        /// weights, timeouts, retry, ...); default: every version of the
+        /// service, equal weights.
+        rule: Option<crate::proxy::raw::Rule> = "rule",
+    }
+}
+
+config_struct! {
     /// The gateway of a stack: one listener in front of the stack's
     /// services, its admin API, and routes in the proxy's vocabulary whose
     /// backends are the stack's services and versions.
@@ -45,6 +67,7 @@ config_struct! {
         load_balancer: Option<crate::proxy::raw::LoadBalancer> = "loadBalancer",
         connect_timeout: Option<Duration> = "connectTimeout",
         circuit_breaker: Option<crate::proxy::raw::CircuitBreaker> = "circuitBreaker",
+        sidecar: Option<RawSidecar> = "sidecar",
         outlier_detection: Option<crate::proxy::raw::OutlierDetection> = "outlierDetection",
         depends_on: Vec<Spanned<String>> = "dependsOn",
         versions: Option<Spanned<Vec<RawVersion>>> = "versions",
@@ -99,6 +122,11 @@ config_struct! {
         inconclusive_limit: Option<Spanned<u32>> = "inconclusiveLimit",
         prometheus: Option<Spanned<String>> = "prometheus",
         queries: Option<RawCanaryQueries> = "queries",
+        /// `x-canary=always`: a first step where only such requests reach
+        /// the canary.
+        header_step: Option<Spanned<String>> = "headerStep",
+        /// `canary=always`: the same with a cookie.
+        cookie_step: Option<Spanned<String>> = "cookieStep",
     }
 }
 

@@ -188,6 +188,19 @@ fn canary(raw: &RawCanary, p: &mut Problems) -> CanaryDefaults {
             }
         }
     }
+    let match_step = |v: &Option<Spanned<String>>, p: &mut Problems| {
+        v.as_ref().map(|s| {
+            if let Err(msg) = parse_match_step(&s.value) {
+                s.report(p, msg);
+            }
+            s.value.clone()
+        })
+    };
+    let header_step = match_step(&raw.header_step, p);
+    let cookie_step = match_step(&raw.cookie_step, p);
+    if let (Some(_), Some(c)) = (&raw.header_step, &raw.cookie_step) {
+        c.report(p, "a canary takes `headerStep` or `cookieStep`, not both");
+    }
     CanaryDefaults {
         steps,
         interval,
@@ -199,6 +212,8 @@ fn canary(raw: &RawCanary, p: &mut Problems) -> CanaryDefaults {
         inconclusive_limit,
         prometheus,
         queries,
+        header_step,
+        cookie_step,
     }
 }
 
@@ -363,6 +378,16 @@ fn version(
         files,
         secrets,
         strategy,
+        sidecar: svc.sidecar.as_ref().map(|sc| SidecarSpec {
+            outbound: sc
+                .outbound
+                .iter()
+                .map(|o| OutboundSpec {
+                    service: o.name.value.clone(),
+                    env: o.env.value.clone(),
+                })
+                .collect(),
+        }),
     }
 }
 

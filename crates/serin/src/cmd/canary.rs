@@ -14,6 +14,16 @@ use serde_json::{Value, json};
 use super::admin_client::AdminClient;
 use crate::cli::AdminTarget;
 
+/// `println!` that ignores a closed stdout (`serin canary status | head`).
+macro_rules! out {
+    () => {{
+        let _ = writeln!(std::io::stdout());
+    }};
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Exit status of `--watch` when the canary was rolled back.
 const EXIT_ROLLED_BACK: u8 = 2;
 /// Exit status of `--watch` when the canary halted.
@@ -43,11 +53,16 @@ pub enum CanaryCommand {
     /// it is judged for one interval, and it stays (promoted) or everything
     /// goes back (rolled back).
     ///
+    /// With --header-step (or --cookie-step), a first step sends only the
+    /// requests carrying that header (or cookie) to the canary, everything
+    /// else to the baseline, and judges it like any step before the weights
+    /// move.
+    ///
     /// Options not given come from the service's `canary:` section in the
     /// stack file, then from the defaults shown here. With --watch, exits 0
     /// when the canary is promoted, 2 when it is rolled back, 3 when it
     /// halts.
-    Start(StartArgs),
+    Start(Box<StartArgs>),
 
     /// Show canaries: phase, step, weights, the last window's figures and,
     /// with Prometheus, the queries.
@@ -152,6 +167,15 @@ pub struct StartArgs {
     #[arg(long = "query", value_name = "NAME=PROMQL", value_parser = parse_query)]
     pub queries: Vec<(String, String)>,
 
+    /// First a step where only requests with this header reach the canary
+    /// (weights stay at 0 until it passes), e.g. x-canary=always.
+    #[arg(long, value_name = "NAME=VALUE", conflicts_with = "cookie_step")]
+    pub header_step: Option<String>,
+
+    /// The same with a cookie, e.g. canary=always.
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub cookie_step: Option<String>,
+
     /// Follow the canary until it ends: exit 0 when promoted, 2 when rolled
     /// back, 3 when halted.
     #[arg(long)]
@@ -170,7 +194,7 @@ fn parse_query(s: &str) -> Result<(String, String), String> {
 
 pub fn run(cmd: CanaryCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        CanaryCommand::Start(args) => start(args),
+        CanaryCommand::Start(args) => start(*args),
         CanaryCommand::Status {
             service,
             watch: follow,
@@ -188,16 +212,16 @@ pub fn run(cmd: CanaryCommand) -> anyhow::Result<ExitCode> {
                 None => {
                     let v = client.get("/canary")?;
                     if json {
-                        println!("{}", serde_json::to_string_pretty(&v)?);
+                        out!("{}", serde_json::to_string_pretty(&v)?);
                         return Ok(ExitCode::SUCCESS);
                     }
                     let all = v["canaries"].as_array().cloned().unwrap_or_default();
                     if all.is_empty() {
-                        println!("no canaries");
+                        out!("no canaries");
                     }
                     for (i, c) in all.iter().enumerate() {
                         if i > 0 {
-                            println!();
+                            out!();
                         }
                         print_status(c, false)?;
                     }
@@ -229,7 +253,10 @@ fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
         body.insert("steps".into(), json!(v));
     }
     if let Some(v) = args.interval {
-        body.insert("interval".into(), json!(humantime::format_duration(v).to_string()));
+        body.insert(
+            "interval".into(),
+            json!(humantime::format_duration(v).to_string()),
+        );
     }
     if let Some(v) = args.max_error_rate {
         body.insert("max_error_rate".into(), json!(v));
@@ -255,6 +282,12 @@ fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
     if let Some(v) = &args.prometheus {
         body.insert("prometheus".into(), json!(v));
     }
+    if let Some(v) = &args.header_step {
+        body.insert("header_step".into(), json!(v));
+    }
+    if let Some(v) = &args.cookie_step {
+        body.insert("cookie_step".into(), json!(v));
+    }
     if !args.queries.is_empty() {
         let q: BTreeMap<&str, &str> = args
             .queries
@@ -272,7 +305,7 @@ fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
         watch(&client, &args.service)
     } else {
         print_status(&v, false)?;
-        println!(
+        out!(
             "\nfollow it with: serin canary status {} --watch",
             args.service
         );
@@ -297,8 +330,11 @@ fn weights(v: &Value) -> String {
         .unwrap_or_default()
 }
 
-/// `step 2/4 (25%)`
+/// `step 2/4 (25%)`, or `header step (x-canary: always)`.
 fn step(v: &Value) -> String {
+    if let Some(label) = v["step_label"].as_str() {
+        return label.to_string();
+    }
     let steps: Vec<u64> = v["settings"]["steps"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_u64).collect())
@@ -353,11 +389,11 @@ fn analysis_line(a: &Value) -> String {
 
 fn print_status(v: &Value, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(v)?);
+        out!("{}", serde_json::to_string_pretty(v)?);
         return Ok(());
     }
     let s = &v["settings"];
-    println!(
+    out!(
         "{}: {}  {} → {}  {}",
         text(v, "service"),
         text(v, "phase"),
@@ -365,15 +401,21 @@ fn print_status(v: &Value, json: bool) -> anyhow::Result<()> {
         text(v, "canary"),
         step(v)
     );
-    println!("  weights      {}", weights(v));
+    out!("  weights      {}", weights(v));
     let rules: Vec<String> = v["rules"]
         .as_array()
         .into_iter()
         .flatten()
-        .map(|r| format!("{} rule {}", text(r, "route"), r["rule"].as_u64().unwrap_or(0)))
+        .map(|r| {
+            format!(
+                "{} rule {}",
+                text(r, "route"),
+                r["rule"].as_u64().unwrap_or(0)
+            )
+        })
         .collect();
-    println!("  routes       {}", rules.join(", "));
-    println!(
+    out!("  routes       {}", rules.join(", "));
+    out!(
         "  checks       failed {}/{}, inconclusive in a row {}/{}",
         v["failures"].as_u64().unwrap_or(0),
         s["failures"].as_u64().unwrap_or(0),
@@ -386,7 +428,7 @@ fn print_status(v: &Value, json: bool) -> anyhow::Result<()> {
         .flatten()
         .map(|x| x.to_string())
         .collect();
-    println!(
+    out!(
         "  settings     steps {}, interval {}, max-error-rate {}, max-latency-ratio {}, \
          latency-floor {}, min-requests {}",
         steps.join(","),
@@ -397,27 +439,27 @@ fn print_status(v: &Value, json: bool) -> anyhow::Result<()> {
         s["min_requests"]
     );
     match v["prometheus"].as_str() {
-        Some(url) => println!("  source       prometheus {url}"),
-        None => println!("  source       {}", text(v, "source")),
+        Some(url) => out!("  source       prometheus {url}"),
+        None => out!("  source       {}", text(v, "source")),
     }
     if let Some(a) = v.get("last_analysis").filter(|a| !a.is_null()) {
-        println!("  last window  {}", analysis_line(a));
+        out!("  last window  {}", analysis_line(a));
         for r in a["reasons"].as_array().into_iter().flatten() {
-            println!("               {}", r.as_str().unwrap_or(""));
+            out!("               {}", r.as_str().unwrap_or(""));
         }
     }
     if let Some(end) = v["window_ends_at"].as_str() {
-        println!("  next check   {end}");
+        out!("  next check   {end}");
     }
-    println!("  message      {}", text(v, "message"));
+    out!("  message      {}", text(v, "message"));
     if let Some(q) = v["queries"].as_object() {
-        println!("  queries");
+        out!("  queries");
         for (name, q) in q {
-            println!("    {name:<12} {}", text(q, "template"));
+            out!("    {name:<12} {}", text(q, "template"));
         }
     }
     if let Some(a) = v["audit_log"].as_str() {
-        println!("  audit log    {a}");
+        out!("  audit log    {a}");
     }
     Ok(())
 }
@@ -562,6 +604,11 @@ pub fn stack_defaults(
     stack
         .services
         .iter()
-        .filter_map(|s| Some((s.name.clone(), serin_canary::Options::from(s.canary.as_ref()?))))
+        .filter_map(|s| {
+            Some((
+                s.name.clone(),
+                serin_canary::Options::from(s.canary.as_ref()?),
+            ))
+        })
         .collect()
 }

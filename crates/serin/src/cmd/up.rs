@@ -47,7 +47,11 @@ fn stack_path(args: &UpArgs) -> anyhow::Result<PathBuf> {
 
 async fn up(args: UpArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
     let path = stack_path(&args)?;
-    let StackFile { stack, mut gateway } = match serin_config::stack::load_stack_file(&path) {
+    let StackFile {
+        stack,
+        mut gateway,
+        mesh,
+    } = match serin_config::stack::load_stack_file(&path) {
         Ok(f) => f,
         Err(errors) => {
             eprint!("{errors}");
@@ -96,8 +100,10 @@ async fn up(args: UpArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
     let canary =
         super::canary::start_controller(&proxy, Some(&path), super::canary::stack_defaults(&stack))
             .await?;
+    let sidecars = super::mesh::Mesh::new(proxy.clone(), runtime.clone(), gateway.clone(), mesh);
+    tokio::spawn(sidecars.clone().run());
     let state = Arc::new(UpState {
-        proxy: proxy.clone(),
+        sidecars,
         runtime: runtime.clone(),
         canary: canary.clone(),
         path: path.clone(),
@@ -191,7 +197,8 @@ struct Overrides {
 }
 
 struct UpState {
-    proxy: Arc<Proxy>,
+    /// Builds the running config: the gateway and the replicas' sidecars.
+    sidecars: Arc<super::mesh::Mesh>,
     runtime: RuntimeHandle,
     /// Takes the services' `canary:` defaults of an applied stack.
     canary: serin_canary::Controller,
@@ -225,7 +232,11 @@ async fn apply(State(state): State<Arc<UpState>>, Json(body): Json<ApplyBody>) -
         Some(text) => serin_config::stack::parse_stack_file(&text, &name, base),
         None => serin_config::stack::load_stack_file(&state.path),
     };
-    let StackFile { stack, mut gateway } = match parsed {
+    let StackFile {
+        stack,
+        mut gateway,
+        mesh,
+    } = match parsed {
         Ok(f) => f,
         Err(errors) => return rejected(&errors),
     };
@@ -236,8 +247,8 @@ async fn apply(State(state): State<Arc<UpState>>, Json(body): Json<ApplyBody>) -
         gateway.admin.address = a;
     }
     gateway.source = Some(state.path.clone());
-    let proxy = state.proxy.clone();
-    match tokio::task::spawn_blocking(move || proxy.apply_config(gateway)).await {
+    let sidecars = state.sidecars.clone();
+    match tokio::task::spawn_blocking(move || sidecars.set_source(gateway, mesh)).await {
         Ok(Ok(())) => state
             .canary
             .set_defaults(super::canary::stack_defaults(&stack)),

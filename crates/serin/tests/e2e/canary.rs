@@ -89,6 +89,16 @@ struct Load {
 impl Load {
     /// `workers` tasks, each pausing `pause` between requests.
     fn start(url: String, workers: usize, pause: Duration) -> Self {
+        Self::with_header(url, workers, pause, None)
+    }
+
+    /// The same, every request carrying `header`.
+    fn with_header(
+        url: String,
+        workers: usize,
+        pause: Duration,
+        header: Option<(&'static str, &'static str)>,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let tasks = (0..workers)
             .map(|_| {
@@ -96,7 +106,11 @@ impl Load {
                 tokio::spawn(async move {
                     let http = client();
                     while !stop.load(Ordering::SeqCst) {
-                        if let Ok(r) = http.get(&url).send().await {
+                        let mut req = http.get(&url);
+                        if let Some((k, v)) = header {
+                            req = req.header(k, v);
+                        }
+                        if let Ok(r) = req.send().await {
                             let _ = r.bytes().await;
                         }
                         tokio::time::sleep(pause).await;
@@ -222,8 +236,16 @@ fn decisions(entries: &[Value]) -> Vec<String> {
 
 /// The version that answers the gateway's next request.
 async fn answering_version(serin: &Serin) -> String {
-    let v: Value = client()
-        .get(format!("{}/", serin.url("web")))
+    answering_version_with(serin, None).await
+}
+
+/// The same for a request carrying `header`.
+async fn answering_version_with(serin: &Serin, header: Option<(&str, &str)>) -> String {
+    let mut req = client().get(format!("{}/", serin.url("web")));
+    if let Some((k, v)) = header {
+        req = req.header(k, v);
+    }
+    let v: Value = req
         .send()
         .await
         .unwrap_or_else(|e| panic!("{e}"))
@@ -242,8 +264,17 @@ async fn healthy_canary_is_promoted() {
     let (code, out) = cli(
         &serin,
         &[
-            "start", "qotm", "--to", "v2", "--steps", "20,50,100", "--interval", "1s",
-            "--min-requests", "20", "--watch",
+            "start",
+            "qotm",
+            "--to",
+            "v2",
+            "--steps",
+            "20,50,100",
+            "--interval",
+            "1s",
+            "--min-requests",
+            "20",
+            "--watch",
         ],
     )
     .await;
@@ -275,12 +306,25 @@ async fn slow_canary_is_rolled_back() {
     let v2 = Qotm::start("v2", &["--delay", "500ms"]);
     let serin = proxy(&config(&v1, &v2));
     // Slow answers hold a worker for half a second: more workers.
-    let load = Load::start(format!("{}/", serin.url("web")), 16, Duration::from_millis(20));
+    let load = Load::start(
+        format!("{}/", serin.url("web")),
+        16,
+        Duration::from_millis(20),
+    );
     let (code, out) = cli(
         &serin,
         &[
-            "start", "qotm", "--to", "v2", "--steps", "20,50,100", "--interval", "2s",
-            "--min-requests", "20", "--watch",
+            "start",
+            "qotm",
+            "--to",
+            "v2",
+            "--steps",
+            "20,50,100",
+            "--interval",
+            "2s",
+            "--min-requests",
+            "20",
+            "--watch",
         ],
     )
     .await;
@@ -313,8 +357,18 @@ async fn erroring_canary_is_rolled_back() {
     let (code, out) = cli(
         &serin,
         &[
-            "start", "qotm", "--to", "v2", "--from", "v1", "--steps", "20,50,100",
-            "--interval", "1s", "--min-requests", "20",
+            "start",
+            "qotm",
+            "--to",
+            "v2",
+            "--from",
+            "v1",
+            "--steps",
+            "20,50,100",
+            "--interval",
+            "1s",
+            "--min-requests",
+            "20",
         ],
     )
     .await;
@@ -324,7 +378,9 @@ async fn erroring_canary_is_rolled_back() {
     load.stop().await;
     assert_eq!(v["phase"], "RolledBack", "{v:#}");
     assert!(
-        v["message"].as_str().is_some_and(|m| m.contains("error rate")),
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("error rate")),
         "{v:#}"
     );
     let rate = v["last_analysis"]["canary"]["error_rate"]
@@ -334,7 +390,10 @@ async fn erroring_canary_is_rolled_back() {
     assert_eq!(route_weights(&serin).await, (100, 0));
     let d = decisions(&audit(&serin));
     assert!(!d.contains(&"promote".to_string()), "{d:?}");
-    assert!(!d.contains(&"advance".to_string()), "never past the first step: {d:?}");
+    assert!(
+        !d.contains(&"advance".to_string()),
+        "never past the first step: {d:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,8 +438,18 @@ async fn sigkill_mid_canary_then_restart_resumes_at_the_same_step_and_weights() 
     let (code, out) = cli(
         &first,
         &[
-            "start", "qotm", "--to", "v2", "--steps", "20,40,60,80,100", "--interval", "1s",
-            "--min-requests", "20", "--inconclusive-limit", "1000",
+            "start",
+            "qotm",
+            "--to",
+            "v2",
+            "--steps",
+            "20,40,60,80,100",
+            "--interval",
+            "1s",
+            "--min-requests",
+            "20",
+            "--inconclusive-limit",
+            "1000",
         ],
     )
     .await;
@@ -389,17 +458,18 @@ async fn sigkill_mid_canary_then_restart_resumes_at_the_same_step_and_weights() 
     load1.stop().await;
     // Without traffic the canary stays where it is: wait for a window
     // judged inconclusive, then take the step and weights.
-    let before = wait_status(&first, |v| {
-        v["last_analysis"]["verdict"] == "inconclusive"
-    })
-    .await;
+    let before = wait_status(&first, |v| v["last_analysis"]["verdict"] == "inconclusive").await;
     let step = before["step"].as_u64().unwrap_or(0);
     assert!((1..4).contains(&step), "{before:#}");
     let weights = canary_weights(&before);
     assert_eq!(weights.1, [20, 40, 60, 80, 100][step as usize]);
 
     first.signal("KILL");
-    assert_eq!(first.wait(Duration::from_secs(10)), None, "killed by a signal");
+    assert_eq!(
+        first.wait(Duration::from_secs(10)),
+        None,
+        "killed by a signal"
+    );
 
     let config = first.config.display().to_string();
     let second = Serin::spawn(
@@ -436,13 +506,24 @@ async fn abort_promote_pause_resume_and_errors_through_the_cli_and_api() {
     let serin = proxy(&config(&v1, &v2));
     let slow = ["--interval", "1h"];
 
-    let (code, out) = cli(&serin, &[&["start", "qotm", "--to", "v2"][..], &slow].concat()).await;
+    let (code, out) = cli(
+        &serin,
+        &[&["start", "qotm", "--to", "v2"][..], &slow].concat(),
+    )
+    .await;
     assert_eq!(code, 0, "{out}");
     assert_eq!(route_weights(&serin).await, (95, 5));
     // One canary per service.
-    let (code, out) = cli(&serin, &[&["start", "qotm", "--to", "v2"][..], &slow].concat()).await;
+    let (code, out) = cli(
+        &serin,
+        &[&["start", "qotm", "--to", "v2"][..], &slow].concat(),
+    )
+    .await;
     assert_ne!(code, 0, "{out}");
-    assert!(out.contains("already Progressing") && out.contains("409"), "{out}");
+    assert!(
+        out.contains("already Progressing") && out.contains("409"),
+        "{out}"
+    );
 
     let (code, out) = cli(&serin, &["pause", "qotm"]).await;
     assert_eq!(code, 0, "{out}");
@@ -459,7 +540,11 @@ async fn abort_promote_pause_resume_and_errors_through_the_cli_and_api() {
     assert_ne!(code, 0, "a finished canary cannot be aborted again: {out}");
 
     // A new canary after the finished one; promoted by hand.
-    let (code, out) = cli(&serin, &[&["start", "qotm", "--to", "v2"][..], &slow].concat()).await;
+    let (code, out) = cli(
+        &serin,
+        &[&["start", "qotm", "--to", "v2"][..], &slow].concat(),
+    )
+    .await;
     assert_eq!(code, 0, "{out}");
     let (code, out) = cli(&serin, &["promote", "qotm"]).await;
     assert_eq!(code, 0, "{out}");
@@ -482,19 +567,29 @@ async fn abort_promote_pause_resume_and_errors_through_the_cli_and_api() {
     // Errors say what is wrong, with the right status.
     let (code, out) = cli(&serin, &["start", "nope", "--to", "v2"]).await;
     assert_ne!(code, 0);
-    assert!(out.contains("unknown service `nope`") && out.contains("404"), "{out}");
+    assert!(
+        out.contains("unknown service `nope`") && out.contains("404"),
+        "{out}"
+    );
     let (code, out) = cli(&serin, &["start", "qotm", "--to", "v9"]).await;
     assert_ne!(code, 0);
-    assert!(out.contains("no version `v9`") && out.contains("404"), "{out}");
+    assert!(
+        out.contains("no version `v9`") && out.contains("404"),
+        "{out}"
+    );
     let (code, out) = cli(&serin, &["start", "qotm", "--to", "v3", "--from", "v1"]).await;
     assert_ne!(code, 0);
     assert!(
-        out.contains("no route rule sends traffic to both qotm/v1 and qotm/v3") && out.contains("422"),
+        out.contains("no route rule sends traffic to both qotm/v1 and qotm/v3")
+            && out.contains("422"),
         "{out}"
     );
     let (code, out) = cli(&serin, &["start", "qotm", "--to", "v1", "--steps", "50,20"]).await;
     assert_ne!(code, 0);
-    assert!(out.contains("steps must increase") && out.contains("400"), "{out}");
+    assert!(
+        out.contains("steps must increase") && out.contains("400"),
+        "{out}"
+    );
     let (code, out) = cli(&serin, &["pause", "nope"]).await;
     assert_ne!(code, 0);
     assert!(out.contains("no canary for service `nope`"), "{out}");
@@ -509,7 +604,9 @@ async fn abort_promote_pause_resume_and_errors_through_the_cli_and_api() {
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap_or_else(|e| panic!("{e}"));
     assert!(
-        body["error"].as_str().is_some_and(|e| e.contains("intervl")),
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("intervl")),
         "{body}"
     );
     let (code, body) = get(&serin, "/canary/nope").await;
@@ -543,7 +640,10 @@ impl Prometheus {
             .unwrap_or_else(|e| panic!("{e}"));
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap_or_else(|e| panic!("{e}")))
@@ -564,7 +664,10 @@ impl Prometheus {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let up = client()
-                .get(format!("{}/api/v1/query?query=up%7Bjob%3D%22serin%22%7D", me.url))
+                .get(format!(
+                    "{}/api/v1/query?query=up%7Bjob%3D%22serin%22%7D",
+                    me.url
+                ))
                 .send()
                 .await;
             if let Ok(r) = up
@@ -600,8 +703,19 @@ async fn prometheus_backed_analysis_rolls_back_an_erroring_canary() {
     let (code, out) = cli(
         &serin,
         &[
-            "start", "qotm", "--to", "v2", "--steps", "50,100", "--interval", "4s",
-            "--min-requests", "20", "--prometheus", &prometheus.url, "--watch",
+            "start",
+            "qotm",
+            "--to",
+            "v2",
+            "--steps",
+            "50,100",
+            "--interval",
+            "4s",
+            "--min-requests",
+            "20",
+            "--prometheus",
+            &prometheus.url,
+            "--watch",
         ],
     )
     .await;
@@ -620,11 +734,15 @@ async fn prometheus_backed_analysis_rolls_back_an_erroring_canary() {
     // The queries are shown, templates and what they became.
     let q = &v["queries"]["error_rate"];
     assert!(
-        q["template"].as_str().is_some_and(|t| t.contains("{{version}}")),
+        q["template"]
+            .as_str()
+            .is_some_and(|t| t.contains("{{version}}")),
         "{v:#}"
     );
     assert!(
-        q["canary"].as_str().is_some_and(|t| t.contains("version=\"v2\"") && t.contains("[4s]")),
+        q["canary"]
+            .as_str()
+            .is_some_and(|t| t.contains("version=\"v2\"") && t.contains("[4s]")),
         "{v:#}"
     );
     assert_eq!(route_weights(&serin).await, (100, 0));
@@ -646,9 +764,23 @@ async fn prometheus_queries_can_be_overridden() {
     let (code, out) = cli(
         &serin,
         &[
-            "start", "qotm", "--to", "v2", "--steps", "50,100", "--interval", "3s",
-            "--min-requests", "10", "--failures", "1", "--prometheus", &prometheus.url,
-            "--query", "error_rate=vector(1)", "--watch",
+            "start",
+            "qotm",
+            "--to",
+            "v2",
+            "--steps",
+            "50,100",
+            "--interval",
+            "3s",
+            "--min-requests",
+            "10",
+            "--failures",
+            "1",
+            "--prometheus",
+            &prometheus.url,
+            "--query",
+            "error_rate=vector(1)",
+            "--watch",
         ],
     )
     .await;
@@ -656,7 +788,11 @@ async fn prometheus_queries_can_be_overridden() {
     assert_eq!(code, 2, "{out}");
     let v = status(&serin).await;
     assert_eq!(v["queries"]["error_rate"]["canary"], "vector(1)", "{v:#}");
-    assert_eq!(v["last_analysis"]["canary"]["error_rate"].as_f64(), Some(1.0), "{v:#}");
+    assert_eq!(
+        v["last_analysis"]["canary"]["error_rate"].as_f64(),
+        Some(1.0),
+        "{v:#}"
+    );
     let mut rest: BTreeMap<String, String> = BTreeMap::new();
     for name in ["requests", "latency_p99"] {
         rest.insert(
@@ -664,5 +800,163 @@ async fn prometheus_queries_can_be_overridden() {
             v["queries"][name]["template"].as_str().unwrap_or("").into(),
         );
     }
-    assert!(rest["requests"].contains("serin_requests_total"), "{rest:?}");
+    assert!(
+        rest["requests"].contains("serin_requests_total"),
+        "{rest:?}"
+    );
+}
+
+/// The route's rules, as the admin API lists them: (name, backends).
+async fn route_rules(serin: &Serin) -> Vec<(String, Vec<String>)> {
+    let (_, v) = get(serin, "/routes").await;
+    v["routes"][0]["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap_or("").to_string(),
+                r["backends"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|b| format!("{}={}", b["version"].as_str().unwrap_or("?"), b["weight"]))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_step_sends_only_matching_requests_to_the_canary_first() {
+    let v1 = Qotm::start("v1", &[]);
+    let v2 = Qotm::start("v2", &[]);
+    let serin = proxy(&config(&v1, &v2));
+    let (code, out) = cli(
+        &serin,
+        &[
+            "start",
+            "qotm",
+            "--to",
+            "v2",
+            "--header-step",
+            "x-canary=always",
+            "--steps",
+            "50,100",
+            "--interval",
+            "1s",
+            "--min-requests",
+            "20",
+            "--inconclusive-limit",
+            "1000",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("header step (x-canary: always)"), "{out}");
+    let v = status(&serin).await;
+    assert_eq!(v["match_step"], true, "{v:#}");
+    assert_eq!(canary_weights(&v), (100, 0));
+    // Without traffic carrying the header it stays in the header step:
+    // only those requests reach v2.
+    for _ in 0..20 {
+        assert_eq!(answering_version(&serin).await, "v1");
+        assert_eq!(
+            answering_version_with(&serin, Some(("x-canary", "always"))).await,
+            "v2"
+        );
+    }
+    assert_eq!(
+        answering_version_with(&serin, Some(("x-canary", "sometimes"))).await,
+        "v1"
+    );
+    let rules = route_rules(&serin).await;
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert_eq!(
+        rules[1],
+        ("serin-canary:qotm:0".to_string(), vec!["v2=1".to_string()])
+    );
+    assert_eq!(status(&serin).await["match_step"], true);
+
+    // Testers send the header, everyone else the usual traffic: the step
+    // passes and the weights move.
+    let testers = Load::with_header(
+        format!("{}/", serin.url("web")),
+        4,
+        Duration::from_millis(20),
+        Some(("x-canary", "always")),
+    );
+    let everyone = load(&serin);
+    let v = wait_status(&serin, |v| v["phase"] != "Progressing").await;
+    testers.stop().await;
+    everyone.stop().await;
+    assert_eq!(v["phase"], "Promoted", "{v:#}");
+    assert_eq!(route_weights(&serin).await, (0, 100));
+    let rules = route_rules(&serin).await;
+    assert_eq!(rules.len(), 1, "the header rule is gone: {rules:?}");
+    let entries = audit(&serin);
+    let first_advance = entries
+        .iter()
+        .find(|e| e["decision"] == "advance")
+        .unwrap_or_else(|| panic!("no advance: {entries:?}"));
+    assert!(
+        first_advance["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("header step (x-canary: always) passed")),
+        "{first_advance}"
+    );
+    assert_eq!(first_advance["from"]["v2"], 0);
+    assert_eq!(first_advance["to"]["v2"], 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_step_rolls_back_an_erroring_canary_before_it_gets_live_traffic() {
+    let v1 = Qotm::start("v1", &[]);
+    let v2 = Qotm::start("v2", &["--error-rate", "0.5"]);
+    let serin = proxy(&config(&v1, &v2));
+    let testers = Load::with_header(
+        format!("{}/", serin.url("web")),
+        4,
+        Duration::from_millis(20),
+        Some(("cookie", "theme=dark; canary=always")),
+    );
+    let everyone = load(&serin);
+    let (code, out) = cli(
+        &serin,
+        &[
+            "start",
+            "qotm",
+            "--to",
+            "v2",
+            "--cookie-step",
+            "canary=always",
+            "--steps",
+            "50,100",
+            "--interval",
+            "1s",
+            "--min-requests",
+            "20",
+            "--watch",
+        ],
+    )
+    .await;
+    testers.stop().await;
+    everyone.stop().await;
+    assert_eq!(code, 2, "{out}");
+    let v = status(&serin).await;
+    assert_eq!(v["phase"], "RolledBack", "{v:#}");
+    assert!(
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cookie step (canary=always)")),
+        "{v:#}"
+    );
+    let entries = audit(&serin);
+    assert!(
+        entries.iter().all(|e| e["to"]["v2"] == 0),
+        "v2 never got a weight: {entries:?}"
+    );
+    assert!(!decisions(&entries).contains(&"advance".to_string()));
+    assert_eq!(route_rules(&serin).await.len(), 1);
+    assert_eq!(route_weights(&serin).await, (100, 0));
 }

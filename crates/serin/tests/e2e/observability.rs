@@ -598,8 +598,8 @@ impl Exported {
             let Some((family, kind)) = self.family_of(name) else {
                 let hint = match self.types.get(name).map(String::as_str) {
                     Some("histogram") => " (a histogram: use _bucket, _sum or _count)",
-                    _ if self.types.get(&format!("{name}_total")).is_some()
-                        || self.types.get(name.trim_end_matches("_total")).is_some() =>
+                    _ if self.types.contains_key(&format!("{name}_total"))
+                        || self.types.contains_key(name.trim_end_matches("_total")) =>
                     {
                         " (a counter: the series is NAME_total)"
                     }
@@ -623,12 +623,13 @@ impl Exported {
                     ));
                 }
             }
-            if name.ends_with("_bucket") && kind == "histogram" {
-                if !expr.contains("histogram_quantile(") || !refs.grouping.contains("le") {
-                    problems.push(format!(
-                        "{what}: `{name}` outside histogram_quantile(..., sum by (le, ...)): {expr}"
-                    ));
-                }
+            if name.ends_with("_bucket")
+                && kind == "histogram"
+                && (!expr.contains("histogram_quantile(") || !refs.grouping.contains("le"))
+            {
+                problems.push(format!(
+                    "{what}: `{name}` outside histogram_quantile(..., sum by (le, ...)): {expr}"
+                ));
             }
             known_labels.extend(seen.iter().cloned());
         }
@@ -683,6 +684,18 @@ impl Drop for Load {
 }
 
 fn split_config(v1: &[String], v2: &[String], route_extra: &str) -> String {
+    split_config_with(v1, v2, route_extra, "", "")
+}
+
+/// [`split_config`] with more services after `svc` and more routes after
+/// `shift` (YAML list items, indented as in the config).
+fn split_config_with(
+    v1: &[String],
+    v2: &[String],
+    route_extra: &str,
+    more_services: &str,
+    more_routes: &str,
+) -> String {
     let list = |eps: &[String]| {
         eps.iter()
             .map(|e| format!("\"{e}\""))
@@ -702,6 +715,7 @@ services:
         endpoints: [{}]
       - name: v2
         endpoints: [{}]
+{more_services}
 routes:
   - name: shift
     rules:
@@ -709,10 +723,136 @@ routes:
           - {{name: svc, version: v1, weight: 80}}
           - {{name: svc, version: v2, weight: 20}}
 {route_extra}
+{more_routes}
 "#,
         list(v1),
         list(v2)
     )
+}
+
+/// Upstreams, services, routes and traffic that make every resilience and
+/// mirror counter count: a circuit breaker overflowing, an endpoint
+/// ejected, a spent retry budget, a route shedding load, a rate limit and
+/// a fault hit, and a shadow answering now like the primary, now not.
+struct Incidents {
+    good: Upstream,
+    /// 500 to everything: ejected by outlier detection.
+    erroring: Upstream,
+    /// 503 to everything: retried until the budget is spent.
+    unavailable: Upstream,
+    /// The shadow (mirror) version: 500 unless asked for another status.
+    shadow: Upstream,
+}
+
+impl Incidents {
+    fn start() -> Self {
+        let me = Self {
+            good: Upstream::start("good"),
+            erroring: Upstream::start("erroring"),
+            unavailable: Upstream::start("unavailable"),
+            shadow: Upstream::start("shadow"),
+        };
+        me.erroring.set_status(500);
+        me.unavailable.set_status(503);
+        me.shadow.set_status(500);
+        me
+    }
+
+    fn services(&self) -> String {
+        let (good, erroring, unavailable, shadow) = (
+            self.good.addr,
+            self.erroring.addr,
+            self.unavailable.addr,
+            self.shadow.addr,
+        );
+        format!(
+            r#"  - name: breaker
+    circuitBreaker: {{maxRequests: 1}}
+    versions: [{{name: v1, endpoints: ["{good}"]}}]
+  - name: flaky
+    loadBalancer: {{type: RoundRobin}}
+    outlierDetection: {{consecutive5xx: 1}}
+    versions: [{{name: v1, endpoints: ["{good}", "{erroring}"]}}]
+  - name: failing
+    versions: [{{name: v1, endpoints: ["{unavailable}"]}}]
+  - name: shop
+    versions:
+      - {{name: v1, endpoints: ["{good}"]}}
+      - {{name: v2, endpoints: ["{shadow}"]}}"#
+        )
+    }
+
+    /// One route per incident, on its own path.
+    const ROUTES: &str = r#"  - name: breaker
+    rules:
+      - matches: [{path: {type: PathPrefix, value: /breaker}}]
+        backendRefs: [{name: breaker, version: v1}]
+  - name: flaky
+    rules:
+      - matches: [{path: {type: PathPrefix, value: /flaky}}]
+        backendRefs: [{name: flaky, version: v1}]
+  - name: budget
+    rules:
+      - matches: [{path: {type: PathPrefix, value: /budget}}]
+        backendRefs: [{name: failing, version: v1}]
+        retry: {attempts: 3, codes: [503], backoff: 0ms, budget: {percent: 0, minRetriesPerSecond: 0}}
+  - name: shed
+    rules:
+      - matches: [{path: {type: PathPrefix, value: /shed}}]
+        backendRefs: [{name: shop, version: v1}]
+        maxConcurrentRequests: 1
+  - name: limited
+    rules:
+      - matches: [{path: {type: PathPrefix, value: /limited}}]
+        backendRefs: [{name: shop, version: v1}]
+        rateLimit: {requests: 1, unit: hour}
+  - name: fault
+    rules:
+      - matches: [{path: {type: PathPrefix, value: /fault}}]
+        backendRefs: [{name: shop, version: v1}]
+        fault: {abort: {httpStatus: 503, percent: 100}}
+  - name: mirror
+    rules:
+      - matches: [{path: {type: PathPrefix, value: /mirror}}]
+        filters:
+          - type: RequestMirror
+            requestMirror: {backendRef: {name: shop, version: v2}}
+        backendRefs: [{name: shop, version: v1}]"#;
+
+    /// Series that count once the traffic of [`Incidents::drive`] flows.
+    const COUNTED: [&str; 8] = [
+        r#"serin_circuit_breaker_overflows_total{service="breaker",version="v1",limit="maxRequests"}"#,
+        r#"serin_outlier_ejections_total{service="flaky",version="v1"}"#,
+        r#"serin_retry_budget_exhausted_total{route="budget",service="failing",version="v1"}"#,
+        r#"serin_load_shed_total{scope="route",name="shed"}"#,
+        r#"serin_rate_limited_total{scope="local",name="limited"}"#,
+        r#"serin_faults_injected_total{route="fault",service="shop",version="v1"}"#,
+        r#"serin_mirror_responses_total{service="shop",version="v2",result="same"}"#,
+        r#"serin_mirror_responses_total{service="shop",version="v2",result="different"}"#,
+    ];
+
+    /// Keeps every incident happening, on the listener at `base`.
+    fn drive(load: &Load, base: &str) {
+        let at = |path: &str| format!("{base}{path}");
+        // Two slow requests at a time against a limit of one.
+        let slow = [("x-test-delay-ms", "300")];
+        for _ in 0..2 {
+            load.spawn(at("/breaker"), &slow, Duration::from_millis(20));
+            load.spawn(at("/shed"), &slow, Duration::from_millis(20));
+        }
+        load.spawn(at("/flaky"), &[], Duration::from_millis(50));
+        load.spawn(at("/budget"), &[], Duration::from_millis(50));
+        load.spawn(at("/limited"), &[], Duration::from_millis(100));
+        load.spawn(at("/fault"), &[], Duration::from_millis(50));
+        // The shadow answers 500: different from the primary's 200, unless
+        // both are asked for 200 (same), at the same pace.
+        load.spawn(at("/mirror"), &[], Duration::from_millis(20));
+        load.spawn(
+            at("/mirror"),
+            &[("x-test-status", "200")],
+            Duration::from_millis(20),
+        );
+    }
 }
 
 /// Grafana's variables in `text` replaced by `values` (`$name`, `${name}`).
@@ -1182,11 +1322,14 @@ async fn dashboard_queries_use_only_exported_metrics_and_run_in_prometheus() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .unwrap_or_else(|e| panic!("{e}"));
+    let incidents = Incidents::start();
     // v2 has a dead endpoint: connect failures, each retried on the other.
-    let serin: Serin = proxy(&split_config(
+    let serin: Serin = proxy(&split_config_with(
         &[v1.addr.to_string()],
         &[dead.to_string(), v2.addr.to_string()],
         "        timeouts: {request: 400ms}",
+        &incidents.services(),
+        Incidents::ROUTES,
     ));
     let prom = Prometheus::start(
         TempDir::new("serin-prom-dash"),
@@ -1207,6 +1350,7 @@ async fn dashboard_queries_use_only_exported_metrics_and_run_in_prometheus() {
         &[("x-test-delay-ms", "1000")],
         Duration::from_millis(200),
     );
+    Incidents::drive(&load, &serin.url("gw"));
     let gw = serin.listener("gw");
     let rejected = tokio::task::spawn_blocking(move || {
         raw::exchange_closes(
@@ -1234,7 +1378,19 @@ async fn dashboard_queries_use_only_exported_metrics_and_run_in_prometheus() {
         "serin_active_connections",
         "serin_downstream_rejected_total",
         "serin_config_reloads_total",
+        "serin_circuit_breaker_overflows_total",
+        "serin_load_shed_total",
+        "serin_faults_injected_total",
+        "serin_outlier_ejections_total",
+        "serin_retry_budget_exhausted_total",
+        "serin_mirror_responses_total",
+        "serin_rate_limited_total",
     ];
+    // Series that must have counted something, not only exist.
+    let counting: Vec<&str> = ["serin_upstream_connect_failures_total{"]
+        .into_iter()
+        .chain(Incidents::COUNTED)
+        .collect();
     let deadline = Instant::now() + Duration::from_secs(20);
     let exported = loop {
         let text = metrics_text(&serin).await;
@@ -1244,16 +1400,22 @@ async fn dashboard_queries_use_only_exported_metrics_and_run_in_prometheus() {
             .copied()
             .filter(|n| !exported.series.contains_key(*n))
             .collect();
-        let failures_seen = text
-            .lines()
-            .any(|l| l.starts_with("serin_upstream_connect_failures_total{") && !l.ends_with(" 0"));
-        if missing.is_empty() && failures_seen {
+        let not_counted: Vec<&str> = counting
+            .iter()
+            .copied()
+            .filter(|series| {
+                !text
+                    .lines()
+                    .any(|l| l.starts_with(series) && !l.ends_with(" 0"))
+            })
+            .collect();
+        if missing.is_empty() && not_counted.is_empty() {
             break exported;
         }
         assert!(
             Instant::now() < deadline,
-            "series still missing after 20 s of traffic: {missing:?} \
-             (connect failures counted: {failures_seen}):\n{text}"
+            "series still missing after 20 s of traffic: {missing:?}, \
+             or not counting: {not_counted:?}:\n{text}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
@@ -1395,8 +1557,43 @@ async fn dashboard_queries_use_only_exported_metrics_and_run_in_prometheus() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+
+    // The shadow panel gives the number a new version is judged by: half
+    // of shop v2's shadow answers differ from the primary's.
+    let red = DASHBOARDS[0];
+    let title = "Shadow answers by result per version (share)";
+    let (_, expr, _) = panel_queries(&dashboard(red))
+        .into_iter()
+        .find(|(t, _, _)| t == title)
+        .unwrap_or_else(|| panic!("{red}: no panel {title:?}"));
+    let values = resolved
+        .iter()
+        .find(|(rel, _)| rel == red)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let shares: BTreeMap<String, f64> = prom
+        .vector(&substitute(&expr, &values))
+        .await
+        .into_iter()
+        .filter(|(l, _)| {
+            l.get("service").is_some_and(|s| s == "shop")
+                && l.get("version").is_some_and(|v| v == "v2")
+        })
+        .map(|(l, v)| (l.get("result").cloned().unwrap_or_default(), v))
+        .collect();
+    let total: f64 = shares.values().sum();
+    assert!(
+        (total - 1.0).abs() < 1e-6,
+        "{title}: shop v2's shares do not add up to 100%: {shares:?}"
+    );
+    let different = shares.get("different").copied().unwrap_or(0.0);
+    assert!(
+        (0.2..=0.8).contains(&different),
+        "{title}: shop v2 answers differently to half the requests, the panel says {different:.3}: {shares:?}"
+    );
     drop(load);
     drop(prom);
+    drop(incidents);
 }
 
 #[test]

@@ -935,29 +935,17 @@ async fn logs_show_replica_prefixes() {
     stack.stop("TERM").await;
 }
 
-/// The mesh example: the frontend reaches pinger v1 and v2 and details
-/// through the gateway.
+/// The mesh example: every call goes sidecar to sidecar. The frontend
+/// reaches pinger v1 and v2 (a weighted split on its outbound route) and
+/// details through its outbound listeners; each hop is counted with the
+/// caller and the callee, and the split changes at run time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mesh_example_calls_through_the_gateway() {
+async fn mesh_example_calls_sidecar_to_sidecar() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mesh/stack.yaml");
+    // A copy, so that run-time weight changes stay out of the example's folder.
     let yaml =
         std::fs::read_to_string(&example).unwrap_or_else(|e| panic!("{}: {e}", example.display()));
-    // The frontend calls the gateway at its address in the file: move both
-    // to free ports.
-    assert!(yaml.contains("127.0.0.1:8080") && yaml.contains("127.0.0.1:9901"));
-    let (listen, admin) = (serin_testkit::free_port(), serin_testkit::free_port());
-    let dir = TempDir::new("serin-up");
-    let path = dir.path().join("stack.yaml");
-    std::fs::write(
-        &path,
-        yaml.replace("127.0.0.1:8080", &format!("127.0.0.1:{listen}"))
-            .replace("127.0.0.1:9901", &format!("127.0.0.1:{admin}")),
-    )
-    .unwrap_or_else(|e| panic!("write stack: {e}"));
-    let stack = Stack {
-        serin: Serin::up_with(SERIN, &path, &["--no-color"]),
-        dir,
-    };
+    let stack = Stack::start(&yaml);
     for (service, version) in [
         ("frontend", "v1"),
         ("pinger", "v1"),
@@ -977,14 +965,42 @@ async fn mesh_example_calls_through_the_gateway() {
         (pingers.len() == 2).then_some(())
     })
     .await;
-    let page = http
-        .get(stack.url("/"))
+    let metrics = http
+        .get(stack.serin.admin_url("/metrics"))
         .send()
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .text()
         .await
         .unwrap_or_default();
-    assert!(page.contains("pinger"), "{page}");
+    for series in [
+        r#"serin_requests_total{route="frontend>pinger",service="pinger",version="v1",code="200"}"#,
+        r#"serin_requests_total{route="frontend>pinger",service="pinger",version="v2",code="200"}"#,
+        r#"serin_requests_total{route="frontend>details",service="details",version="v1",code="200"}"#,
+        r#"serin_requests_total{route="inbound:pinger-v1-0",service="app:pinger-v1-0",version="app",code="200"}"#,
+        r#"serin_requests_total{route="inbound:frontend-v1-0",service="app:frontend-v1-0",version="app",code="200"}"#,
+    ] {
+        assert!(metrics.contains(series), "{series} missing:\n{metrics}");
+    }
+    // The frontend's split is a route like any other.
+    let out = stack
+        .cli(&["weights", "set", "frontend>pinger", "v1=0", "v2=100"])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for _ in 0..10 {
+        let body: Value = http
+            .get(stack.url("/api"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or_default();
+        assert_eq!(body["pinger"]["body"]["version"], "v2", "{body}");
+    }
     stack.stop("TERM").await;
 }
