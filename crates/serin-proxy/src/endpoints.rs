@@ -110,6 +110,11 @@ pub struct Backend {
     /// Requests and retries in flight, for the circuit breaker.
     pub requests: Arc<crate::resilience::Gauge>,
     pub retries: Arc<crate::resilience::Gauge>,
+    /// Upstream connections open, and requests waiting for one.
+    pub connections: Arc<crate::resilience::Gauge>,
+    pub pending: Arc<crate::resilience::Gauge>,
+    /// Woken when a connection closes or goes back to a pool.
+    pub connection_freed: Arc<tokio::sync::Notify>,
     /// Requests, errors and latency, for serin's own analysis (canary).
     pub stats: crate::stats::BackendStats,
     /// The latest ejection deadline of any endpoint (ms; 0: none), so the
@@ -128,6 +133,9 @@ impl Backend {
             key,
             requests: Arc::default(),
             retries: Arc::default(),
+            connections: Arc::default(),
+            pending: Arc::default(),
+            connection_freed: Arc::default(),
             stats: Default::default(),
             degraded_until: Default::default(),
             unhealthy: AtomicUsize::new(0),

@@ -97,7 +97,7 @@ async fn ask(
     h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     let conn = ctx
         .pools
-        .checkout(&ep, &auth.service.pool)
+        .checkout(&ep, &auth.service.pool, &auth.backend)
         .await
         .map_err(|_| "cannot connect to the auth service")?;
     conn.send(ask)

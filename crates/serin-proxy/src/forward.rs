@@ -25,6 +25,7 @@ use crate::filters;
 use crate::headers;
 use crate::metrics::RejectLabels;
 use crate::outlier::{self, Outcome};
+use crate::pool::SendError;
 use crate::ratelimit;
 use crate::resilience;
 use crate::server::WorkerCtx;
@@ -574,8 +575,16 @@ async fn forward(
             };
             let can_retry = retries < retry.attempts;
             let guard = ep.start_request();
-            let conn = match ctx.pools.checkout(&ep, &service.pool).await {
+            let conn = match ctx
+                .pools
+                .checkout(&ep, &service.pool, &backend_ref.backend)
+                .await
+            {
                 Ok(c) => c,
+                Err(SendError::Overflow(limit)) => {
+                    backend_ref.metrics.overflow(limit);
+                    return (resilience::overflow(limit), Some(ep), retries);
+                }
                 Err(e) => {
                     drop(guard);
                     observe(Outcome::LocalFailure);
@@ -807,7 +816,11 @@ async fn upgrade(
     parts.uri = uri;
     let up = Request::from_parts(parts, ReplayBody::empty());
     let guard = ep.start_request();
-    let conn = match ctx.pools.checkout(&ep, &service.pool).await {
+    let conn = match ctx
+        .pools
+        .checkout(&ep, &service.pool, &backend_ref.backend)
+        .await
+    {
         Ok(c) => c,
         Err(e) => {
             if e.is_connect() {

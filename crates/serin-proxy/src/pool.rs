@@ -55,6 +55,9 @@ pub enum SendError {
     /// refused): safe to retry whatever the method.
     #[error("request not sent: {0}")]
     NotSent(hyper::Error),
+    /// A circuit breaker limit (`maxPendingRequests`) refused the request.
+    #[error("circuit breaker: {0} reached")]
+    Overflow(&'static str),
     /// The upstream may have seen the request.
     #[error("upstream exchange failed: {0}")]
     Upstream(hyper::Error),
@@ -99,6 +102,8 @@ struct EndpointPool {
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
     pub protocol: UpstreamProtocol,
+    pub max_connections: usize,
+    pub max_pending: usize,
     pub connect_timeout: Duration,
     pub max_idle: usize,
     pub idle_timeout: Duration,
@@ -159,9 +164,30 @@ impl Pools {
         self: &Rc<Self>,
         ep: &Arc<Endpoint>,
         settings: &PoolSettings,
+        backend: &crate::endpoints::Backend,
     ) -> Result<Conn, SendError> {
+        let mut pending: Option<crate::resilience::Permit> = None;
         match settings.protocol {
             UpstreamProtocol::Http1 => loop {
+                // Registered before looking, so a place freed between the
+                // look and the wait is not missed.
+                let freed = backend.connection_freed.notified();
+                tokio::pin!(freed);
+                freed.as_mut().enable();
+                let Some(slot) = ConnSlot::take(backend, settings) else {
+                    // maxConnections carry requests: wait for one, if the
+                    // waiting room has a place.
+                    if pending.is_none() {
+                        pending = Some(
+                            backend
+                                .pending
+                                .try_acquire(settings.max_pending)
+                                .ok_or(SendError::Overflow("maxPendingRequests"))?,
+                        );
+                    }
+                    freed.await;
+                    continue;
+                };
                 let tx = match self.take_idle(ep.id, settings.idle_timeout) {
                     Some(mut tx) => {
                         // Ready soon after the previous body ended; an error
@@ -190,6 +216,7 @@ impl Pools {
                     pools: self.clone(),
                     ep: ep.id,
                     max_idle: settings.max_idle,
+                    slot,
                 });
             },
             UpstreamProtocol::H2c => {
@@ -202,6 +229,8 @@ impl Pools {
                 let mut tx = match existing {
                     Some(tx) => tx,
                     None => {
+                        let slot = ConnSlot::take(backend, settings)
+                            .ok_or(SendError::Overflow("maxConnections"))?;
                         let stream = Self::connect(ep, settings).await?;
                         let (tx, conn) = http2::Builder::new(LocalExec)
                             .timer(TokioTimer::new())
@@ -209,6 +238,7 @@ impl Pools {
                             .await
                             .map_err(SendError::NotSent)?;
                         tokio::task::spawn_local(async move {
+                            let _slot = slot;
                             if let Err(e) = conn.await {
                                 tracing::debug!(error = %e, "upstream h2 connection ended");
                             }
@@ -242,6 +272,31 @@ impl Pools {
     }
 }
 
+/// One of a backend's `maxConnections`: held by an HTTP/1.1 connection while
+/// it carries a request (an idle pooled connection holds none, so idle
+/// connections of one worker never starve another's requests), and by an
+/// h2c connection for its life. When it is let go, waiting requests are
+/// told.
+pub(crate) struct ConnSlot {
+    _permit: crate::resilience::Permit,
+    freed: Arc<tokio::sync::Notify>,
+}
+
+impl ConnSlot {
+    fn take(backend: &crate::endpoints::Backend, settings: &PoolSettings) -> Option<Self> {
+        Some(Self {
+            _permit: backend.connections.try_acquire(settings.max_connections)?,
+            freed: backend.connection_freed.clone(),
+        })
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.freed.notify_waiters();
+    }
+}
+
 /// A connection ready for one request.
 pub enum Conn {
     H1 {
@@ -249,6 +304,7 @@ pub enum Conn {
         pools: Rc<Pools>,
         ep: u64,
         max_idle: usize,
+        slot: ConnSlot,
     },
     H2(http2::SendRequest<ReplayBody>),
 }
@@ -266,6 +322,7 @@ impl Conn {
                 pools,
                 ep,
                 max_idle,
+                slot,
             } => {
                 let resp = tx.try_send_request(req).await.map_err(unsent)?;
                 let upgrade = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
@@ -274,6 +331,7 @@ impl Conn {
                     ep,
                     tx,
                     max_idle,
+                    slot,
                 });
                 Ok(resp.map(|body| ResponseBody::Upstream(PooledBody::new(body, ret))))
             }
@@ -299,11 +357,14 @@ struct GiveBack {
     ep: u64,
     tx: http1::SendRequest<ReplayBody>,
     max_idle: usize,
+    /// Let go (and waiting requests told) when the exchange is over.
+    slot: ConnSlot,
 }
 
 impl GiveBack {
     fn give(self) {
         self.pools.put_idle(self.ep, self.tx, self.max_idle);
+        drop(self.slot);
     }
 }
 

@@ -242,6 +242,8 @@ fn compile_service(s: &ServiceConfig) -> CompiledService {
         name: s.name.as_str().into(),
         pool: PoolSettings {
             protocol: s.protocol,
+            max_connections: s.circuit_breaker.max_connections,
+            max_pending: s.circuit_breaker.max_pending_requests,
             connect_timeout: s.connect_timeout,
             max_idle: s.max_idle_per_endpoint,
             idle_timeout: s.pool_idle_timeout,

@@ -144,10 +144,26 @@ fn script(windows: Vec<WindowFigures>, rest: WindowFigures) -> Arc<Script> {
     })
 }
 
-fn temp_dir() -> PathBuf {
+/// A temporary folder, removed on drop.
+struct Dir(PathBuf);
+
+impl std::ops::Deref for Dir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir() -> Dir {
     let dir = std::env::temp_dir().join(format!("serin-canary-test-{}", new_id()));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Dir(dir)
 }
 
 async fn controller(sink: Arc<FakeSink>, source: Arc<Script>, dir: &std::path::Path) -> Controller {

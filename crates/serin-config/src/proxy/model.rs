@@ -40,6 +40,14 @@ pub mod defaults {
     /// file descriptors run out (Linux's usual soft limit is 1024 per
     /// process; serin raises nothing itself).
     pub const MAX_CONNECTIONS: usize = 10_000;
+    /// Upstream connections to one service version. HTTP/1.1 needs one per
+    /// request in flight, so this follows `CB_MAX_REQUESTS`: it exists to
+    /// bound file descriptors, not to queue.
+    pub const CB_MAX_CONNECTIONS: usize = 10_000;
+    /// Requests that may wait for a connection when `maxConnections` are
+    /// open (Envoy's meaning); more get 503 at once. Waiting is bounded by
+    /// the request's own deadline.
+    pub const CB_MAX_PENDING_REQUESTS: usize = 1_000;
     /// Requests in flight to one service version. Envoy's 1024 is a common
     /// surprise; serin's limit is higher because it only exists to stop a
     /// stuck upstream from collecting every request: past it, answer 503 at
@@ -230,6 +238,10 @@ pub struct HealthCheckConfig {
 /// Limits per service version; an overflow answers 503 at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct CircuitBreakerConfig {
+    /// Upstream connections to the version, from every worker.
+    pub max_connections: usize,
+    /// Requests waiting for a connection while `max_connections` are open.
+    pub max_pending_requests: usize,
     pub max_requests: usize,
     pub max_retries: usize,
 }
@@ -237,6 +249,8 @@ pub struct CircuitBreakerConfig {
 impl Default for CircuitBreakerConfig {
     fn default() -> Self {
         Self {
+            max_connections: defaults::CB_MAX_CONNECTIONS,
+            max_pending_requests: defaults::CB_MAX_PENDING_REQUESTS,
             max_requests: defaults::CB_MAX_REQUESTS,
             max_retries: defaults::CB_MAX_RETRIES,
         }

@@ -241,6 +241,8 @@ config_struct! {
 config_struct! {
     /// Envoy's circuit breaker thresholds, per service version.
     pub struct CircuitBreaker {
+        max_connections: Option<Spanned<usize>> = "maxConnections",
+        max_pending_requests: Option<Spanned<usize>> = "maxPendingRequests",
         max_requests: Option<Spanned<usize>> = "maxRequests",
         max_retries: Option<Spanned<usize>> = "maxRetries",
     }

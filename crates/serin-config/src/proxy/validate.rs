@@ -235,6 +235,13 @@ fn services(raw: &[raw::Service], p: &mut Problems) -> Vec<ServiceConfig> {
         let pool = s.pool.clone().unwrap_or_default();
         let mut circuit_breaker = CircuitBreakerConfig::default();
         if let Some(cb) = &s.circuit_breaker {
+            if let Some(v) = &cb.max_connections {
+                positive(v, p);
+                circuit_breaker.max_connections = **v;
+            }
+            if let Some(v) = &cb.max_pending_requests {
+                circuit_breaker.max_pending_requests = **v;
+            }
             if let Some(v) = &cb.max_requests {
                 positive(v, p);
                 circuit_breaker.max_requests = **v;

@@ -590,3 +590,31 @@ routes:
         "{retries} retries"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn max_connections_queues_up_to_max_pending_requests() {
+    let up = Upstream::start("slow");
+    let serin = proxy(&config(
+        &up,
+        "    circuitBreaker: {maxConnections: 1, maxPendingRequests: 1}",
+        "",
+        "",
+    ));
+    let results = concurrent(&serin.url("gw"), 3, 1000).await;
+    let ok = results.iter().filter(|(s, _)| *s == 200).count();
+    let refused = results
+        .iter()
+        .filter(|(s, h)| *s == 503 && h == "maxPendingRequests")
+        .count();
+    // One on the only connection, one waiting for it, one refused.
+    assert_eq!((ok, refused), (2, 1), "{results:?}");
+    assert_eq!(up.connections(), 1, "never more than maxConnections");
+    let m = metrics_text(&serin).await;
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"serin_circuit_breaker_overflows_total{service="svc",version="v1",limit="maxPendingRequests"}"#
+        ),
+        1.0
+    );
+}
