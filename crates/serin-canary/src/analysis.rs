@@ -42,6 +42,55 @@ impl VersionFigures {
     }
 }
 
+/// The canary's shadow answers over one window of the mirror step: each
+/// compared with the baseline's answer to the same request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShadowFigures {
+    /// The canary version (the mirror).
+    pub version: String,
+    /// The share of the baseline's requests shadowed, in percent.
+    pub percent: f64,
+    /// Shadow answers with the baseline's status.
+    pub same: u64,
+    /// Shadow answers with another status.
+    pub different: u64,
+    /// Shadows that got no answer.
+    pub error: u64,
+    /// Shadows whose primary failed before answering: not judged.
+    pub unknown: u64,
+    /// `same + different + error`: the answers judged.
+    pub answers: u64,
+    /// `(different + error) / answers` (0 without answers).
+    pub mismatch_rate: f64,
+}
+
+impl ShadowFigures {
+    pub fn new(
+        version: &str,
+        percent: f64,
+        same: u64,
+        different: u64,
+        error: u64,
+        unknown: u64,
+    ) -> Self {
+        let answers = same + different + error;
+        Self {
+            version: version.to_string(),
+            percent,
+            same,
+            different,
+            error,
+            unknown,
+            answers,
+            mismatch_rate: if answers == 0 {
+                0.0
+            } else {
+                (different + error) as f64 / answers as f64
+            },
+        }
+    }
+}
+
 /// Both versions over one window, as a metrics source measured them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WindowFigures {
@@ -90,6 +139,10 @@ pub struct Analysis {
     /// Why it failed or was inconclusive, and anything the reader should
     /// know (e.g. that the baseline had no traffic).
     pub reasons: Vec<String>,
+    /// In the mirror step: the canary's shadow answers, which it was judged
+    /// by (its live figures are then empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowFigures>,
 }
 
 /// The outcome of [`judge`].
@@ -193,6 +246,44 @@ pub fn judge(f: &WindowFigures, s: &Settings) -> Judgement {
     }
 }
 
+/// Judges a window of the mirror step. Inconclusive when fewer than
+/// `min_requests` shadow answers were compared; a failed check when the
+/// share of them that differed from the baseline's or got no answer is
+/// above `max_error_rate`; else a pass.
+pub fn judge_shadow(f: &ShadowFigures, s: &Settings) -> Judgement {
+    let mut reasons = Vec::new();
+    if f.answers < s.min_requests {
+        reasons.push(format!(
+            "only {} shadow answer{} compared in the window, fewer than min-requests {}",
+            f.answers,
+            if f.answers == 1 { "" } else { "s" },
+            s.min_requests
+        ));
+        return Judgement {
+            verdict: Verdict::Inconclusive,
+            latency_ratio: None,
+            reasons,
+        };
+    }
+    let failed = f.mismatch_rate > s.max_error_rate;
+    if failed {
+        reasons.push(format!(
+            "{} of the canary's shadow answers ({} different, {} without answer, of {}) did \
+             not match the baseline's, above max-error-rate {}",
+            percent(f.mismatch_rate),
+            f.different,
+            f.error,
+            f.answers,
+            percent(s.max_error_rate)
+        ));
+    }
+    Judgement {
+        verdict: if failed { Verdict::Fail } else { Verdict::Pass },
+        latency_ratio: None,
+        reasons,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +298,20 @@ mod tests {
             canary: VersionFigures::new("v2", c.0, c.1, (c.0 > 0).then_some(c.2)),
             baseline: VersionFigures::new("v1", b.0, b.1, (b.0 > 0).then_some(b.2)),
         }
+    }
+
+    #[test]
+    fn shadow_answers_are_judged() {
+        let s = settings();
+        let j = judge_shadow(&ShadowFigures::new("v2", 20.0, 99, 1, 0, 7), &s);
+        assert_eq!(j.verdict, Verdict::Pass, "{j:?}");
+        let j = judge_shadow(&ShadowFigures::new("v2", 20.0, 90, 5, 5, 0), &s);
+        assert_eq!(j.verdict, Verdict::Fail, "{j:?}");
+        assert!(j.reasons[0].contains("10.00%"), "{j:?}");
+        // Unknown primaries are not judged: too few answers.
+        let j = judge_shadow(&ShadowFigures::new("v2", 20.0, 40, 0, 0, 100), &s);
+        assert_eq!(j.verdict, Verdict::Inconclusive, "{j:?}");
+        assert!(j.reasons[0].contains("only 40 shadow answers"), "{j:?}");
     }
 
     #[test]

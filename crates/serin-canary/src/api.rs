@@ -3,7 +3,7 @@
 //!
 //! | | |
 //! |---|---|
-//! | `POST /canary/{service}/start` | start: `{"to": "v2", "from": "v1", "steps": [5, 25, 50, 100], "interval": "30s", "max_error_rate": "1%", "max_latency_ratio": 1.5, "latency_floor": "10ms", "min_requests": 50, "failures": 2, "inconclusive_limit": 3, "prometheus": "http://127.0.0.1:9090", "queries": {"requests": "…"}}` (only `to` is required) |
+//! | `POST /canary/{service}/start` | start: `{"to": "v2", "from": "v1", "steps": [5, 25, 50, 100], "interval": "30s", "max_error_rate": "1%", "max_latency_ratio": 1.5, "latency_floor": "10ms", "min_requests": 50, "failures": 2, "inconclusive_limit": 3, "prometheus": "http://127.0.0.1:9090", "queries": {"requests": "…"}, "header_step": "x-canary=always", "mirror_step": 20}` (only `to` is required) |
 //! | `GET /canary` | every canary: `{"canaries": [STATUS, …]}` |
 //! | `GET /canary/{service}` | one canary's STATUS: phase, step, weights, last analysis, queries |
 //! | `POST /canary/{service}/pause`, `/resume`, `/promote`, `/abort` | act on it; answers its STATUS |

@@ -16,7 +16,9 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::analysis::{Analysis, Judgement, Verdict, VersionFigures, WindowFigures, judge};
+use crate::analysis::{
+    Analysis, Judgement, ShadowFigures, Verdict, VersionFigures, WindowFigures, judge, judge_shadow,
+};
 use crate::audit::{Actor, AuditEntry, AuditLog};
 use crate::error::CanaryError;
 use crate::prometheus::PrometheusSource;
@@ -138,8 +140,15 @@ fn new_id() -> u64 {
         .unwrap_or(0)
 }
 
-/// `step 2/4 (25%)`, or `header step (x-canary: always)`.
+/// `step 2/4 (25%)`, `mirror step (20% shadowed)`, or `header step
+/// (x-canary: always)`.
 fn step_text(state: &CanaryState) -> String {
+    if state.mirror_step {
+        return format!(
+            "mirror step ({}% shadowed)",
+            state.settings.mirror_step.unwrap_or(100.0)
+        );
+    }
     if state.match_step
         && let Some(m) = &state.settings.first_step
     {
@@ -155,6 +164,9 @@ fn step_text(state: &CanaryState) -> String {
 
 /// One line of figures: `v2: 120 requests, 0.00% errors, p99 3.1ms; v1: …`.
 fn figures_text(a: &Analysis) -> String {
+    if let Some(s) = &a.shadow {
+        return shadow_text(s);
+    }
     let one = |f: &VersionFigures| {
         format!(
             "{}: {} requests, {} errors, p99 {}",
@@ -170,6 +182,27 @@ fn figures_text(a: &Analysis) -> String {
         s.push_str(&format!("; p99 ratio {r:.2}"));
     }
     s
+}
+
+/// `v2 shadow answers: 200 compared, 150 same, 50 different, 0 without
+/// answer (25.00% not matching)`.
+fn shadow_text(s: &ShadowFigures) -> String {
+    format!(
+        "{} shadow answers: {} compared, {} same, {} different, {} without answer ({} not \
+         matching)",
+        s.version,
+        s.answers,
+        s.same,
+        s.different,
+        s.error,
+        crate::analysis::percent(s.mismatch_rate)
+    )
+}
+
+/// What a window measured: live traffic, or the mirror step's shadows.
+enum Measured {
+    Live(WindowFigures),
+    Shadow(ShadowFigures),
 }
 
 impl Controller {
@@ -208,7 +241,12 @@ impl Controller {
                 }
             };
             let (percent, match_step) = (state.canary_weight(), state.match_step);
-            match me.set_weights(&mut state, percent, match_step).await {
+            let again = if state.mirror_step {
+                me.enter_mirror(&mut state).await
+            } else {
+                me.set_weights(&mut state, percent, match_step).await
+            };
+            match again {
                 Ok(()) => {
                     state.message = format!(
                         "serin restarted: {} at {}, weights {} (a new window starts)",
@@ -412,16 +450,20 @@ impl Controller {
         let source = self
             .source_for(&settings)
             .map_err(|e| CanaryError::BadOptions(e.to_string()))?;
-        let match_step = settings.first_step.is_some();
-        let first = if match_step {
+        let mirror_step = settings.mirror_step.is_some();
+        let match_step = settings.first_step.is_some() && !mirror_step;
+        let first = if match_step || mirror_step {
             0
         } else {
             settings.steps.first().copied().unwrap_or(100)
         };
         let rules = self.inner.sink.set(&target, first).await?;
-        if let Some(m) = &settings.first_step
-            && let Err(e) = self.inner.sink.route_matching(&target, Some(m)).await
-        {
+        let entered = match (settings.mirror_step, &settings.first_step) {
+            (Some(percent), _) => self.inner.sink.mirror(&target, Some(percent)).await,
+            (None, Some(m)) => self.inner.sink.route_matching(&target, Some(m)).await,
+            (None, None) => Ok(()),
+        };
+        if let Err(e) = entered {
             // Leave the weights as they were before the canary.
             if let Some(r) = initial_rules.first()
                 && let Some(w) = r.weights.get(&target.canary)
@@ -451,6 +493,7 @@ impl Controller {
             phase: Phase::Progressing,
             step: 0,
             match_step,
+            mirror_step,
             weights: BTreeMap::new(),
             failures: 0,
             inconclusive: 0,
@@ -592,6 +635,12 @@ impl Controller {
         let target = state.target();
         state.rules = self.inner.sink.set(&target, percent).await?;
         state.weights = state.weights_for(percent);
+        if state.mirror_step {
+            if let Err(e) = self.inner.sink.mirror(&target, None).await {
+                tracing::error!(service = %state.service, error = %e, "canary: cannot remove the mirror of the mirror step");
+            }
+            state.mirror_step = false;
+        }
         if let Some(m) = &state.settings.first_step {
             if match_step {
                 self.inner.sink.route_matching(&target, Some(m)).await?;
@@ -602,6 +651,20 @@ impl Controller {
             }
         }
         state.match_step = match_step;
+        Ok(())
+    }
+
+    /// The mirror step: no live traffic to the canary, a shadow copy of the
+    /// step's share of the baseline's requests instead (set again after a
+    /// restart: the proxy does not keep it).
+    async fn enter_mirror(&self, state: &mut CanaryState) -> Result<(), SinkError> {
+        let target = state.target();
+        state.rules = self.inner.sink.set(&target, 0).await?;
+        state.weights = state.weights_for(0);
+        let percent = state.settings.mirror_step.unwrap_or(100.0);
+        self.inner.sink.mirror(&target, Some(percent)).await?;
+        state.mirror_step = true;
+        state.match_step = false;
         Ok(())
     }
 
@@ -689,10 +752,23 @@ impl Controller {
             {
                 tracing::error!(service = %service, error = %e, "canary: cannot route the header step");
             }
+            // The same for the mirror of a mirror step. Its windows are
+            // always measured with serin's own shadow counters.
+            let mirror = state
+                .mirror_step
+                .then(|| state.settings.mirror_step.unwrap_or(100.0));
+            if let Some(percent) = mirror
+                && let Err(e) = self.inner.sink.mirror(&target, Some(percent)).await
+            {
+                tracing::error!(service = %service, error = %e, "canary: cannot mirror for the mirror step");
+            }
             let began = Instant::now();
             *slot.window.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some((SystemTime::now(), interval));
-            let begun = slot.source.begin(&target).await;
+            let begun = match mirror {
+                Some(_) => self.inner.embedded.begin_shadow(&target).await,
+                None => slot.source.begin(&target).await,
+            };
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
                 changed = epochs.changed() => {
@@ -715,13 +791,23 @@ impl Controller {
                 continue;
             };
             let window = began.elapsed();
-            let figures = match begun {
-                Ok(()) => slot.source.end(&target, window).await,
-                Err(e) => Err(e),
+            let (figures, kind) = match (begun, mirror) {
+                (Err(e), _) => (Err(e), slot.source.kind()),
+                (Ok(()), Some(percent)) => (
+                    self.inner
+                        .embedded
+                        .end_shadow(&target, percent)
+                        .await
+                        .map(Measured::Shadow),
+                    self.inner.embedded.kind(),
+                ),
+                (Ok(()), None) => (
+                    slot.source.end(&target, window).await.map(Measured::Live),
+                    slot.source.kind(),
+                ),
             };
             *slot.window.lock().unwrap_or_else(|e| e.into_inner()) = None;
-            self.conclude(state, figures, window, slot.source.kind())
-                .await;
+            self.conclude(state, figures, window, kind).await;
         }
     }
 
@@ -729,20 +815,27 @@ impl Controller {
     async fn conclude(
         &self,
         mut state: CanaryState,
-        figures: Result<WindowFigures, SourceError>,
+        figures: Result<Measured, SourceError>,
         window: Duration,
         source: &str,
     ) {
+        let none = WindowFigures {
+            canary: VersionFigures::new(&state.canary, 0, 0, None),
+            baseline: VersionFigures::new(&state.baseline, 0, 0, None),
+        };
+        let mut shadow = None;
         let (figures, judgement) = match figures {
-            Ok(f) => {
+            Ok(Measured::Live(f)) => {
                 let j = judge(&f, &state.settings);
                 (f, j)
             }
+            Ok(Measured::Shadow(f)) => {
+                let j = judge_shadow(&f, &state.settings);
+                shadow = Some(f);
+                (none, j)
+            }
             Err(e) => (
-                WindowFigures {
-                    canary: VersionFigures::new(&state.canary, 0, 0, None),
-                    baseline: VersionFigures::new(&state.baseline, 0, 0, None),
-                },
+                none,
                 Judgement {
                     verdict: Verdict::Inconclusive,
                     latency_ratio: None,
@@ -761,6 +854,7 @@ impl Controller {
             latency_ratio: judgement.latency_ratio,
             verdict: judgement.verdict,
             reasons: judgement.reasons,
+            shadow,
         };
         let from = state.weights.clone();
         let steps = state.settings.steps.clone();
@@ -774,7 +868,25 @@ impl Controller {
             Verdict::Pass => {
                 state.inconclusive = 0;
                 let passed = step_text(&state);
-                if state.match_step {
+                if state.mirror_step {
+                    // On to the header step, or the first live step; the
+                    // mirror goes either way.
+                    let (percent, match_step) = if state.settings.first_step.is_some() {
+                        (0, true)
+                    } else {
+                        (steps.first().copied().unwrap_or(100), false)
+                    };
+                    match self.set_weights(&mut state, percent, match_step).await {
+                        Ok(()) => {
+                            state.message = format!(
+                                "{passed} passed ({figures_line}){why}; now {}",
+                                step_text(&state)
+                            );
+                            "advance"
+                        }
+                        Err(e) => self.halt_on_sink_error(&mut state, &e),
+                    }
+                } else if state.match_step {
                     let first = steps.first().copied().unwrap_or(100);
                     match self.set_weights(&mut state, first, false).await {
                         Ok(()) => {

@@ -8,15 +8,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serin_proxy::Proxy;
-use serin_proxy::stats::StatsSnapshot;
+use serin_proxy::stats::{ShadowSnapshot, StatsSnapshot};
 
-use crate::analysis::{VersionFigures, WindowFigures};
+use crate::analysis::{ShadowFigures, VersionFigures, WindowFigures};
 use crate::source::{BoxFuture, MetricsSource, SourceError, Target};
 
 pub struct EmbeddedSource {
     proxy: Arc<Proxy>,
     /// The counters when each target's window began, by service.
     begun: Mutex<BTreeMap<String, BTreeMap<String, StatsSnapshot>>>,
+    /// The shadow counters when each mirror-step window began, by service.
+    shadow_begun: Mutex<BTreeMap<String, BTreeMap<String, ShadowSnapshot>>>,
 }
 
 impl EmbeddedSource {
@@ -24,6 +26,7 @@ impl EmbeddedSource {
         Self {
             proxy,
             begun: Mutex::new(BTreeMap::new()),
+            shadow_begun: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -76,6 +79,49 @@ impl MetricsSource for EmbeddedSource {
                 canary: figures(&target.canary, &window(&target.canary)),
                 baseline: figures(&target.baseline, &window(&target.baseline)),
             })
+        })
+    }
+
+    fn begin_shadow<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<(), SourceError>> {
+        Box::pin(async move {
+            let now = self.proxy.shadow_stats(&target.service);
+            self.shadow_begun
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(target.service.clone(), now);
+            Ok(())
+        })
+    }
+
+    fn end_shadow<'a>(
+        &'a self,
+        target: &'a Target,
+        percent: f64,
+    ) -> BoxFuture<'a, Result<ShadowFigures, SourceError>> {
+        Box::pin(async move {
+            let now = self.proxy.shadow_stats(&target.service);
+            let before = self
+                .shadow_begun
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&target.service)
+                .unwrap_or_default();
+            let end = now.get(&target.canary).copied().unwrap_or_default();
+            // Counters that went down were recreated: count from zero.
+            let start = before
+                .get(&target.canary)
+                .copied()
+                .filter(|b| b.total() <= end.total())
+                .unwrap_or_default();
+            let w = end.since(&start);
+            Ok(ShadowFigures::new(
+                &target.canary,
+                percent,
+                w.same,
+                w.different,
+                w.error,
+                w.unknown,
+            ))
         })
     }
 }

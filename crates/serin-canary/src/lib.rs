@@ -32,6 +32,13 @@
 //! - otherwise it **passes** and advances; passing the last step
 //!   **promotes** the canary (it takes all the traffic).
 //!
+//! Before the weighted steps, optional first steps send the canary no live
+//! weight: a **mirror step** (`mirror_step`: the canary gets shadow copies
+//! of a share of the baseline's requests, set with [`WeightSink::mirror`],
+//! and is judged by [`analysis::judge_shadow`] on how many of its shadow
+//! answers differ from the baseline's or fail, always from serin's own
+//! shadow counters), then a header or cookie step.
+//!
 //! Every change is written to a state file ([`store`]) before the next
 //! window starts, so a restarted serin (even after SIGKILL) resumes each
 //! canary at the same step with the same weights, and every decision is

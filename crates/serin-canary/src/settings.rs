@@ -87,6 +87,10 @@ pub struct Options {
     /// `NAME=VALUE`: the same with a cookie.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cookie_step: Option<String>,
+    /// Percent: first a step where the canary gets only shadow copies of
+    /// this share of the baseline's requests, judged by its shadow answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror_step: Option<f64>,
 }
 
 fn rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
@@ -120,6 +124,7 @@ impl From<&CanaryDefaults> for Options {
             queries: d.queries.clone(),
             header_step: d.header_step.clone(),
             cookie_step: d.cookie_step.clone(),
+            mirror_step: d.mirror_step,
         }
     }
 }
@@ -154,6 +159,7 @@ impl Options {
             } else {
                 fallback.cookie_step.clone()
             },
+            mirror_step: self.mirror_step.or(fallback.mirror_step),
         }
     }
 
@@ -243,6 +249,14 @@ impl Options {
                 }
             }
         }
+        if let Some(m) = self.mirror_step
+            && !(m.is_finite() && m > 0.0 && m <= 100.0)
+        {
+            problems.push(format!(
+                "mirror_step: the percent of requests to shadow must be above 0 and at most \
+                 100, found {m}"
+            ));
+        }
         if self.header_step.is_some() && self.cookie_step.is_some() {
             problems.push("header_step and cookie_step: give one of them".into());
         }
@@ -260,6 +274,7 @@ impl Options {
             inconclusive_limit,
             prometheus,
             first_step,
+            mirror_step: self.mirror_step,
         })
     }
 }
@@ -292,6 +307,11 @@ pub struct Settings {
     /// canary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_step: Option<MatchStep>,
+    /// Before everything else: the canary gets shadow copies of this
+    /// percent of the baseline's requests, and is judged by its shadow
+    /// answers (always from serin's own counters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror_step: Option<f64>,
 }
 
 /// A step where the canary gets only the requests that carry a header or a
@@ -366,6 +386,7 @@ impl StartRequest {
             "queries",
             "header_step",
             "cookie_step",
+            "mirror_step",
         ];
         if let Some(map) = value.as_object() {
             let unknown: Vec<&str> = map
@@ -437,6 +458,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("0% to 100%"), "{e}");
+        let r =
+            StartRequest::from_json(serde_json::json!({"to": "v2", "mirror_step": 20})).unwrap();
+        assert_eq!(r.options.clone().resolve().unwrap().mirror_step, Some(20.0));
+        let e = StartRequest::from_json(serde_json::json!({"to": "v2", "mirror_step": 150}))
+            .unwrap()
+            .options
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mirror_step"), "{e}");
     }
 
     #[test]
@@ -479,6 +510,7 @@ services:
       queries:
         requests: 'sum(x{service="{{service}}"})'
       headerStep: X-Canary=always
+      mirrorStep: 20
     versions:
       - {name: v1, args: [qotm]}
 "#;
@@ -502,6 +534,7 @@ services:
             (m.kind, m.name.as_str(), m.value.as_str()),
             (MatchKind::Header, "x-canary", "always")
         );
+        assert_eq!(s.mirror_step, Some(20.0));
 
         let bad = r#"
 services:
@@ -513,6 +546,7 @@ services:
       failures: 0
       stpes: [1]
       headerStep: novalue
+      mirrorStep: 0
 "#;
         let errors = serin_config::stack::parse_stack(bad, "stack.yaml", std::path::Path::new("."))
             .unwrap_err()
@@ -525,6 +559,7 @@ services:
             "`failures` must be at least 1",
             "did you mean `steps`",
             "services[0].canary.headerStep: `novalue` is not NAME=VALUE",
+            "`mirrorStep` is the percent of requests to shadow",
         ] {
             assert!(errors.contains(part), "{part} missing in:\n{errors}");
         }

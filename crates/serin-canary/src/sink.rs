@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serin_config::proxy::{MatchConfig, PathMatch, StringMatch, ValueMatch};
-use serin_proxy::Proxy;
+use serin_config::proxy::{MatchConfig, MirrorConfig, PathMatch, StringMatch, ValueMatch};
 use serin_proxy::weights::WeightChange;
+use serin_proxy::{MirrorChange, Proxy};
 
 use crate::settings::{MatchKind, MatchStep};
 use crate::source::{BoxFuture, Target};
@@ -29,6 +29,8 @@ pub enum SinkError {
     Rejected { route: String, message: String },
     #[error("this weight sink cannot route by header or cookie")]
     NoMatching,
+    #[error("this weight sink cannot mirror requests")]
+    NoMirroring,
     #[error("no route rule sends traffic to both {service}/{baseline} and {service}/{canary}")]
     NoRule {
         service: String,
@@ -69,6 +71,18 @@ pub trait WeightSink: Send + Sync {
         _step: Option<&'a MatchStep>,
     ) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async { Err(SinkError::NoMatching) })
+    }
+
+    /// With `Some(percent)`: on every rule that carries the baseline, a
+    /// shadow copy of `percent` of the requests goes to the canary (the
+    /// mirror step); the weights do not change. With `None`: no longer.
+    /// Idempotent.
+    fn mirror<'a>(
+        &'a self,
+        _target: &'a Target,
+        _percent: Option<f64>,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async { Err(SinkError::NoMirroring) })
     }
 
     /// Whether both versions have endpoints to send traffic to. A window
@@ -231,6 +245,43 @@ impl WeightSink for ProxySink {
                 }
                 self.proxy
                     .add_rule(&r.route, rule)
+                    .map_err(|e| SinkError::Rejected {
+                        route: r.route.clone(),
+                        message: e.to_string(),
+                    })?;
+            }
+            Ok(())
+        })
+    }
+
+    fn mirror<'a>(
+        &'a self,
+        target: &'a Target,
+        percent: Option<f64>,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            let rules = self.carriers_now(&target.service, &target.baseline);
+            if percent.is_some() && rules.is_empty() {
+                return Err(SinkError::NoRule {
+                    service: target.service.clone(),
+                    baseline: target.baseline.clone(),
+                    canary: target.canary.clone(),
+                });
+            }
+            for r in rules {
+                let change = match percent {
+                    Some(percent) => MirrorChange::Set(MirrorConfig {
+                        service: target.service.clone(),
+                        version: target.canary.clone(),
+                        percent,
+                    }),
+                    None => MirrorChange::Remove {
+                        service: target.service.clone(),
+                        version: target.canary.clone(),
+                    },
+                };
+                self.proxy
+                    .set_rule_mirror(&r.route, r.rule, change)
                     .map_err(|e| SinkError::Rejected {
                         route: r.route.clone(),
                         message: e.to_string(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::WindowFigures;
+use crate::analysis::{ShadowFigures, WindowFigures};
 
 /// A boxed future, so the traits stay object-safe (`Arc<dyn ...>`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -44,6 +44,32 @@ pub trait MetricsSource: Send + Sync {
         target: &'a Target,
         window: Duration,
     ) -> BoxFuture<'a, Result<WindowFigures, SourceError>>;
+
+    /// A window of the mirror step for `target` starts now: the canary's
+    /// shadow answers are counted from here. Only sources that see the
+    /// proxy's shadow counters have them (the embedded one).
+    fn begin_shadow<'a>(&'a self, _target: &'a Target) -> BoxFuture<'a, Result<(), SourceError>> {
+        Box::pin(async {
+            Err(SourceError::Other(
+                "this metrics source has no shadow figures".into(),
+            ))
+        })
+    }
+
+    /// The canary's shadow answers since the last
+    /// [`begin_shadow`](Self::begin_shadow); `percent` is the share
+    /// mirrored, to report with them.
+    fn end_shadow<'a>(
+        &'a self,
+        _target: &'a Target,
+        _percent: f64,
+    ) -> BoxFuture<'a, Result<ShadowFigures, SourceError>> {
+        Box::pin(async {
+            Err(SourceError::Other(
+                "this metrics source has no shadow figures".into(),
+            ))
+        })
+    }
 
     /// The queries it runs for `target` over `window` (name → query), for
     /// `status`; empty when it runs none.

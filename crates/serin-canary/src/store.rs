@@ -66,6 +66,10 @@ pub struct CanaryState {
     /// requests reach the canary.
     #[serde(default)]
     pub match_step: bool,
+    /// In the mirror step (before the header step and `step` 0): the
+    /// canary gets only shadow copies of the baseline's requests.
+    #[serde(default)]
+    pub mirror_step: bool,
     /// Version → percent, as last set.
     pub weights: BTreeMap<String, u32>,
     /// Failed checks so far.

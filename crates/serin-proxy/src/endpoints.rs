@@ -117,6 +117,9 @@ pub struct Backend {
     pub connection_freed: Arc<tokio::sync::Notify>,
     /// Requests, errors and latency, for serin's own analysis (canary).
     pub stats: crate::stats::BackendStats,
+    /// Shadow answers of this version when it is a mirror, for the canary's
+    /// mirror step.
+    pub shadow: crate::stats::ShadowStats,
     /// The latest ejection deadline of any endpoint (ms; 0: none), so the
     /// balancer can skip health checks when nothing is ejected.
     pub degraded_until: std::sync::atomic::AtomicU64,
@@ -137,6 +140,7 @@ impl Backend {
             pending: Arc::default(),
             connection_freed: Arc::default(),
             stats: Default::default(),
+            shadow: Default::default(),
             degraded_until: Default::default(),
             unhealthy: AtomicUsize::new(0),
             endpoints: ArcSwap::from_pointee(EndpointSet::default()),

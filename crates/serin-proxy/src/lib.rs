@@ -111,6 +111,15 @@ impl Shared {
     }
 }
 
+/// What [`Proxy::set_rule_mirror`] does to a rule's mirror to one backend.
+#[derive(Debug, Clone)]
+pub enum MirrorChange {
+    /// Shadow `percent` of the rule's requests to `service/version`.
+    Set(serin_config::proxy::MirrorConfig),
+    /// No longer shadow to `service/version`.
+    Remove { service: String, version: String },
+}
+
 /// How a proxy is run.
 #[derive(Debug, Clone, Default)]
 pub struct ProxyOptions {
@@ -341,6 +350,9 @@ impl Proxy {
                         serin_config::proxy::FilterConfig::ExternalAuth(a) => {
                             Some(BackendKey::new(&a.service, &a.version))
                         }
+                        serin_config::proxy::FilterConfig::RequestMirror(m) => {
+                            Some(BackendKey::new(&m.service, &m.version))
+                        }
                         _ => None,
                     }),
             )
@@ -557,6 +569,85 @@ impl Proxy {
         self.save_state(&state);
         self.install_snapshot(effective);
         weights::route_weights(&self.shared.snapshot.load().config, &change.route)
+    }
+
+    /// The cumulative shadow counters (request mirroring) of every version
+    /// of `service` that a route uses (diff two calls for a window).
+    pub fn shadow_stats(&self, service: &str) -> BTreeMap<String, stats::ShadowSnapshot> {
+        self.shared
+            .backends()
+            .iter()
+            .filter(|b| &*b.key.service == service)
+            .map(|b| (b.key.version.to_string(), b.shadow.snapshot()))
+            .collect()
+    }
+
+    /// Sets (`Some`) or removes (`None`) the RequestMirror filter of rule
+    /// `rule` of route `route` that shadows to `mirror.service` and
+    /// `mirror.version` (a filter to that backend is replaced), at run time:
+    /// served at once, not kept in the state file, and gone after the next
+    /// reload of the file (like [`Proxy::add_rule`]). The canary's mirror
+    /// step uses it. Removing a mirror the rule does not have changes
+    /// nothing.
+    pub fn set_rule_mirror(
+        &self,
+        route: &str,
+        rule: usize,
+        mirror: MirrorChange,
+    ) -> Result<(), weights::WeightError> {
+        use serin_config::proxy::FilterConfig;
+        let (service, version, percent) = match &mirror {
+            MirrorChange::Set(m) => (m.service.as_str(), m.version.as_str(), Some(m.percent)),
+            MirrorChange::Remove { service, version } => (service.as_str(), version.as_str(), None),
+        };
+        let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        let mut file = control.file_config.clone();
+        if percent.is_some() {
+            let known = file
+                .services
+                .iter()
+                .find(|s| s.name == service)
+                .is_some_and(|s| s.versions.iter().any(|v| v.name == version));
+            if !known {
+                return Err(weights::WeightError::Invalid(format!(
+                    "no service version {service}/{version} to mirror to"
+                )));
+            }
+        }
+        if let Some(p) = percent
+            && !(p.is_finite() && p > 0.0 && p <= 100.0)
+        {
+            return Err(weights::WeightError::Invalid(format!(
+                "a mirror's percent must be above 0 and at most 100, found {p}"
+            )));
+        }
+        let r = file
+            .routes
+            .iter_mut()
+            .find(|r| r.name == route)
+            .ok_or_else(|| weights::WeightError::UnknownRoute(route.to_string()))?;
+        let n = r.rules.len();
+        let target = r.rules.get_mut(rule).ok_or_else(|| {
+            weights::WeightError::Invalid(format!("route `{route}` has {n} rules, no rule {rule}"))
+        })?;
+        let before = target.filters.len();
+        target.filters.retain(|f| {
+            !matches!(f, FilterConfig::RequestMirror(m) if m.service == service && m.version == version)
+        });
+        let removed = target.filters.len() != before;
+        match mirror {
+            MirrorChange::Set(m) => target.filters.push(FilterConfig::RequestMirror(m)),
+            MirrorChange::Remove { .. } if !removed => return Ok(()),
+            MirrorChange::Remove { .. } => {}
+        }
+        let mut effective = file.clone();
+        effective
+            .apply_weights(&control.state.weights)
+            .map_err(weights::WeightError::Invalid)?;
+        control.file_config = file;
+        drop(control);
+        self.install_snapshot(effective);
+        Ok(())
     }
 
     /// Adds a rule to route `route` at run time, after the rules of the

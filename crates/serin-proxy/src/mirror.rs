@@ -83,6 +83,7 @@ pub fn start(
                 (None, _) => "error",
                 (Some(_), None) => "unknown",
             };
+            backend.shadow.record(result);
             count(&ctx.shared.metrics, labels, result);
         });
     }

@@ -105,6 +105,69 @@ impl StatsSnapshot {
     }
 }
 
+/// Shadow answers of one version (request mirroring), compared with the
+/// primary's: cumulative, like [`BackendStats`].
+#[derive(Debug, Default)]
+pub struct ShadowStats {
+    same: AtomicU64,
+    different: AtomicU64,
+    error: AtomicU64,
+    unknown: AtomicU64,
+}
+
+/// The shadow counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowSnapshot {
+    /// The shadow answered with the primary's status.
+    pub same: u64,
+    /// The shadow answered with another status.
+    pub different: u64,
+    /// The shadow got no answer (no endpoint, connection failure).
+    pub error: u64,
+    /// The primary's status is not known (it failed before answering).
+    pub unknown: u64,
+}
+
+impl ShadowStats {
+    /// Counts one shadow answer: `same`, `different`, `error` or `unknown`
+    /// (the `result` label of `serin_mirror_responses_total`).
+    pub fn record(&self, result: &str) {
+        let counter = match result {
+            "same" => &self.same,
+            "different" => &self.different,
+            "error" => &self.error,
+            _ => &self.unknown,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> ShadowSnapshot {
+        ShadowSnapshot {
+            same: self.same.load(Ordering::Relaxed),
+            different: self.different.load(Ordering::Relaxed),
+            error: self.error.load(Ordering::Relaxed),
+            unknown: self.unknown.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl ShadowSnapshot {
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &ShadowSnapshot) -> ShadowSnapshot {
+        ShadowSnapshot {
+            same: self.same.saturating_sub(earlier.same),
+            different: self.different.saturating_sub(earlier.different),
+            error: self.error.saturating_sub(earlier.error),
+            unknown: self.unknown.saturating_sub(earlier.unknown),
+        }
+    }
+
+    /// Every shadow answer counted.
+    pub fn total(&self) -> u64 {
+        self.same + self.different + self.error + self.unknown
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +189,18 @@ mod tests {
         let p999 = w.quantile(0.999).unwrap_or(0.0);
         assert!(p999 > 0.6 && p999 <= 1.0, "{p999}");
         assert_eq!(StatsSnapshot::default().quantile(0.99), None);
+    }
+
+    #[test]
+    fn shadow_windows() {
+        let s = ShadowStats::default();
+        s.record("same");
+        let before = s.snapshot();
+        for r in ["same", "same", "different", "error", "unknown"] {
+            s.record(r);
+        }
+        let w = s.snapshot().since(&before);
+        assert_eq!((w.same, w.different, w.error, w.unknown), (2, 1, 1, 1));
+        assert_eq!(w.total(), 5);
     }
 }

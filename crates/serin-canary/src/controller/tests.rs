@@ -12,6 +12,9 @@ use crate::source::BoxFuture;
 struct FakeSink {
     rules: Mutex<Vec<RuleRef>>,
     matching: Mutex<Option<crate::settings::MatchStep>>,
+    mirror: Mutex<Option<f64>>,
+    /// Every canary weight set while a mirror was on.
+    weights_while_mirroring: Mutex<Vec<u32>>,
 }
 
 impl FakeSink {
@@ -23,6 +26,8 @@ impl FakeSink {
                 weights: BTreeMap::from([("v1".into(), 90), ("v2".into(), 10)]),
             }]),
             matching: Mutex::new(None),
+            mirror: Mutex::new(None),
+            weights_while_mirroring: Mutex::new(Vec::new()),
         })
     }
 
@@ -32,6 +37,17 @@ impl FakeSink {
 }
 
 impl WeightSink for FakeSink {
+    fn mirror<'a>(
+        &'a self,
+        _target: &'a Target,
+        percent: Option<f64>,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            *self.mirror.lock().unwrap() = percent;
+            Ok(())
+        })
+    }
+
     fn route_matching<'a>(
         &'a self,
         _target: &'a Target,
@@ -76,6 +92,12 @@ impl WeightSink for FakeSink {
         canary_percent: u32,
     ) -> BoxFuture<'a, Result<Vec<RuleRef>, SinkError>> {
         Box::pin(async move {
+            if self.mirror.lock().unwrap().is_some() {
+                self.weights_while_mirroring
+                    .lock()
+                    .unwrap()
+                    .push(canary_percent);
+            }
             let mut rules = self.rules.lock().unwrap();
             for r in rules.iter_mut() {
                 if r.weights.contains_key(&target.baseline)
@@ -95,6 +117,8 @@ impl WeightSink for FakeSink {
 struct Script {
     windows: Mutex<VecDeque<WindowFigures>>,
     rest: WindowFigures,
+    /// Shadow answers of mirror-step windows, then healthy ones.
+    shadows: Mutex<VecDeque<crate::analysis::ShadowFigures>>,
 }
 
 impl MetricsSource for Script {
@@ -120,6 +144,22 @@ impl MetricsSource for Script {
                 .unwrap_or_else(|| self.rest.clone()))
         })
     }
+
+    fn begin_shadow<'a>(&'a self, _target: &'a Target) -> BoxFuture<'a, Result<(), SourceError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn end_shadow<'a>(
+        &'a self,
+        _target: &'a Target,
+        percent: f64,
+    ) -> BoxFuture<'a, Result<crate::analysis::ShadowFigures, SourceError>> {
+        Box::pin(async move {
+            Ok(self.shadows.lock().unwrap().pop_front().unwrap_or_else(|| {
+                crate::analysis::ShadowFigures::new("v2", percent, 200, 0, 0, 0)
+            }))
+        })
+    }
 }
 
 fn window(canary: (u64, u64, f64), baseline: (u64, u64, f64)) -> WindowFigures {
@@ -141,6 +181,7 @@ fn script(windows: Vec<WindowFigures>, rest: WindowFigures) -> Arc<Script> {
     Arc::new(Script {
         windows: Mutex::new(windows.into()),
         rest,
+        shadows: Mutex::new(VecDeque::new()),
     })
 }
 
@@ -386,4 +427,100 @@ async fn a_header_step_comes_before_the_weights() {
         audit_decisions(&dir),
         ["start", "inconclusive", "advance", "advance", "promote"]
     );
+}
+
+#[tokio::test]
+async fn a_mirror_step_comes_first_and_passes_to_the_weights() {
+    let dir = temp_dir();
+    let sink = FakeSink::new();
+    let source = script(vec![], healthy());
+    source
+        .shadows
+        .lock()
+        .unwrap()
+        .push_back(crate::analysis::ShadowFigures::new("v2", 20.0, 3, 0, 0, 0));
+    let c = controller(sink.clone(), source, &dir).await;
+    let mut req = request(&[50, 100]);
+    req.options.mirror_step = Some(20.0);
+    req.options.header_step = Some("X-Canary=always".into());
+    let s = c.start_canary("qotm", req).await.unwrap();
+    assert!(s.state.mirror_step && !s.state.match_step);
+    assert_eq!(s.step_label, "mirror step (20% shadowed)");
+    assert_eq!(sink.weights()["v2"], 0, "no live traffic to v2");
+    assert_eq!(*sink.mirror.lock().unwrap(), Some(20.0));
+    let s = wait_for(&c, |s| s.state.phase.is_final()).await;
+    assert_eq!(s.state.phase, Phase::Promoted, "{}", s.state.message);
+    assert!(sink.mirror.lock().unwrap().is_none(), "the mirror is gone");
+    assert!(
+        sink.weights_while_mirroring
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|w| *w == 0)
+    );
+    assert_eq!(
+        audit_decisions(&dir),
+        [
+            "start",
+            "inconclusive",
+            "advance",
+            "advance",
+            "advance",
+            "promote"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_mirror_step_whose_shadows_differ_rolls_back_without_live_traffic() {
+    let dir = temp_dir();
+    let sink = FakeSink::new();
+    let source = script(vec![], healthy());
+    for _ in 0..2 {
+        source
+            .shadows
+            .lock()
+            .unwrap()
+            .push_back(crate::analysis::ShadowFigures::new(
+                "v2", 20.0, 100, 100, 0, 0,
+            ));
+    }
+    let c = controller(sink.clone(), source, &dir).await;
+    let mut req = request(&[50, 100]);
+    req.options.mirror_step = Some(20.0);
+    c.start_canary("qotm", req).await.unwrap();
+    let s = wait_for(&c, |s| s.state.phase.is_final()).await;
+    assert_eq!(s.state.phase, Phase::RolledBack, "{}", s.state.message);
+    assert!(
+        s.state.message.contains("mirror step (20% shadowed)"),
+        "{}",
+        s.state.message
+    );
+    let shadow = s.state.last_analysis.and_then(|a| a.shadow).unwrap();
+    assert_eq!((shadow.answers, shadow.different), (200, 100));
+    assert!(sink.mirror.lock().unwrap().is_none(), "the mirror is gone");
+    assert_eq!(sink.weights()["v2"], 0);
+    assert_eq!(audit_decisions(&dir), ["start", "check-failed", "rollback"]);
+}
+
+#[tokio::test]
+async fn a_restart_in_the_mirror_step_sets_the_mirror_again() {
+    let dir = temp_dir();
+    let sink = FakeSink::new();
+    let c = controller(sink.clone(), script(vec![], healthy()), &dir).await;
+    let mut req = request(&[50, 100]);
+    req.options.mirror_step = Some(20.0);
+    req.options.interval = Some(Duration::from_secs(60));
+    c.start_canary("qotm", req).await.unwrap();
+    c.stop();
+    // A new process: the proxy forgot the mirror (it is not in its state
+    // file), the canary's state file brings it back.
+    let sink = FakeSink::new();
+    let c = controller(sink.clone(), script(vec![], healthy()), &dir).await;
+    let s = c.status("qotm").unwrap();
+    assert!(s.state.mirror_step, "{}", s.state.message);
+    assert_eq!(s.step_label, "mirror step (20% shadowed)");
+    assert_eq!(*sink.mirror.lock().unwrap(), Some(20.0));
+    assert_eq!(sink.weights()["v2"], 0);
+    c.stop();
 }

@@ -291,6 +291,9 @@ pub struct CanaryDefaults {
     pub header_step: Option<String>,
     /// `NAME=VALUE`: the same with a cookie.
     pub cookie_step: Option<String>,
+    /// Percent (above 0, at most 100): a first step where the canary gets
+    /// only shadow copies of this share of the baseline's requests.
+    pub mirror_step: Option<f64>,
 }
 
 // Every number in it was checked to be finite, so equality is an

@@ -127,6 +127,9 @@ config_struct! {
         header_step: Option<Spanned<String>> = "headerStep",
         /// `canary=always`: the same with a cookie.
         cookie_step: Option<Spanned<String>> = "cookieStep",
+        /// `20`: first a step where the canary gets shadow copies of 20%
+        /// of the baseline's requests.
+        mirror_step: Option<Spanned<f64>> = "mirrorStep",
     }
 }
 

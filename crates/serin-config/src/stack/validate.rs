@@ -201,6 +201,19 @@ fn canary(raw: &RawCanary, p: &mut Problems) -> CanaryDefaults {
     if let (Some(_), Some(c)) = (&raw.header_step, &raw.cookie_step) {
         c.report(p, "a canary takes `headerStep` or `cookieStep`, not both");
     }
+    let mirror_step = raw.mirror_step.as_ref().map(|m| {
+        if !(m.value.is_finite() && m.value > 0.0 && m.value <= 100.0) {
+            m.report(
+                p,
+                format!(
+                    "`mirrorStep` is the percent of requests to shadow, above 0 and at most \
+                     100, found {}",
+                    m.value
+                ),
+            );
+        }
+        m.value
+    });
     CanaryDefaults {
         steps,
         interval,
@@ -214,6 +227,7 @@ fn canary(raw: &RawCanary, p: &mut Problems) -> CanaryDefaults {
         queries,
         header_step,
         cookie_step,
+        mirror_step,
     }
 }
 

@@ -176,6 +176,13 @@ pub struct StartArgs {
     #[arg(long, value_name = "NAME=VALUE")]
     pub cookie_step: Option<String>,
 
+    /// Before any live traffic (and before a header or cookie step), a step
+    /// where the canary gets shadow copies of PERCENT of the baseline's
+    /// requests and is judged by its shadow answers (those that differ from
+    /// the baseline's or fail count against max-error-rate), e.g. 20.
+    #[arg(long, value_name = "PERCENT")]
+    pub mirror_step: Option<f64>,
+
     /// Follow the canary until it ends: exit 0 when promoted, 2 when rolled
     /// back, 3 when halted.
     #[arg(long)]
@@ -288,6 +295,9 @@ fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
     if let Some(v) = &args.cookie_step {
         body.insert("cookie_step".into(), json!(v));
     }
+    if let Some(v) = args.mirror_step {
+        body.insert("mirror_step".into(), json!(v));
+    }
     if !args.queries.is_empty() {
         let q: BTreeMap<&str, &str> = args
             .queries
@@ -374,6 +384,20 @@ fn figures(f: &Value) -> String {
 }
 
 fn analysis_line(a: &Value) -> String {
+    if let Some(sh) = a.get("shadow").filter(|s| !s.is_null()) {
+        return format!(
+            "{} in the mirror step ({}% shadowed) — {} shadow answers: {} compared, {} same, \
+             {} different, {} without answer ({} not matching)",
+            text(a, "verdict"),
+            sh["percent"].as_f64().unwrap_or(0.0),
+            text(sh, "version"),
+            sh["answers"].as_u64().unwrap_or(0),
+            sh["same"].as_u64().unwrap_or(0),
+            sh["different"].as_u64().unwrap_or(0),
+            sh["error"].as_u64().unwrap_or(0),
+            percent(&sh["mismatch_rate"])
+        );
+    }
     let mut s = format!(
         "{} at {}% — {}; {}",
         text(a, "verdict"),
@@ -438,6 +462,9 @@ fn print_status(v: &Value, json: bool) -> anyhow::Result<()> {
         text(s, "latency_floor"),
         s["min_requests"]
     );
+    if let Some(m) = s["mirror_step"].as_f64() {
+        out!("  mirror step  {m}% of the baseline's requests shadowed (serin's own counters)");
+    }
     match v["prometheus"].as_str() {
         Some(url) => out!("  source       prometheus {url}"),
         None => out!("  source       {}", text(v, "source")),

@@ -960,3 +960,145 @@ async fn cookie_step_rolls_back_an_erroring_canary_before_it_gets_live_traffic()
     assert_eq!(route_rules(&serin).await.len(), 1);
     assert_eq!(route_weights(&serin).await, (100, 0));
 }
+
+/// The sum of `serin_mirror_responses_total` for qotm/v2, all results.
+async fn shadows_of_v2(serin: &Serin) -> u64 {
+    crate::common::metrics_text(serin)
+        .await
+        .lines()
+        .filter(|l| {
+            l.starts_with("serin_mirror_responses_total{")
+                && l.contains(r#"service="qotm""#)
+                && l.contains(r#"version="v2""#)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_step_rolls_back_a_canary_whose_shadow_answers_differ_before_any_live_traffic() {
+    let v1 = Qotm::start("v1", &[]);
+    let v2 = Qotm::start("v2", &["--error-rate", "1"]);
+    let serin = proxy(&config(&v1, &v2));
+    let load = load(&serin);
+    let (code, out) = cli(
+        &serin,
+        &[
+            "start",
+            "qotm",
+            "--to",
+            "v2",
+            "--mirror-step",
+            "50",
+            "--steps",
+            "50,100",
+            "--interval",
+            "1s",
+            "--min-requests",
+            "20",
+            "--watch",
+        ],
+    )
+    .await;
+    assert_eq!(code, 2, "--watch exits 2 on rollback:\n{out}");
+    assert!(out.contains("mirror step (50% shadowed)"), "{out}");
+    let v = status(&serin).await;
+    assert_eq!(v["phase"], "RolledBack", "{v:#}");
+    assert_eq!(v["mirror_step"], false, "{v:#}");
+    assert!(
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("rolled back at mirror step (50% shadowed)")),
+        "{v:#}"
+    );
+    let shadow = &v["last_analysis"]["shadow"];
+    assert!(shadow["different"].as_u64() >= Some(20), "{v:#}");
+    assert_eq!(v["last_analysis"]["verdict"], "fail", "{v:#}");
+    // Judged by its shadows only: no live request reached v2.
+    assert_eq!(v["last_analysis"]["canary"]["requests"], 0, "{v:#}");
+    let entries = audit(&serin);
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["to"]["v2"] == 0 && e["from"]["v2"] == 0),
+        "v2 never got a weight: {entries:?}"
+    );
+    let d = decisions(&entries);
+    assert!(!d.contains(&"advance".to_string()), "{d:?}");
+    assert_eq!(d.last().map(String::as_str), Some("rollback"), "{d:?}");
+    assert!(
+        entries
+            .iter()
+            .filter(|e| e["decision"] == "check-failed" || e["decision"] == "rollback")
+            .all(|e| e["figures"]["shadow"]["answers"].as_u64() >= Some(20)),
+        "{entries:?}"
+    );
+    assert_eq!(route_weights(&serin).await, (100, 0));
+    // The mirror is gone with the canary: no more shadows reach v2.
+    let before = shadows_of_v2(&serin).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = shadows_of_v2(&serin).await;
+    load.stop().await;
+    assert_eq!(before, after, "shadows still reach v2 after the rollback");
+    assert_eq!(answering_version(&serin).await, "v1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_step_passes_a_healthy_canary_on_to_the_live_steps_and_promotion() {
+    let v1 = Qotm::start("v1", &[]);
+    let v2 = Qotm::start("v2", &[]);
+    let serin = proxy(&config(&v1, &v2));
+    let load = load(&serin);
+    let (code, out) = cli(
+        &serin,
+        &[
+            "start",
+            "qotm",
+            "--to",
+            "v2",
+            "--mirror-step",
+            "50",
+            "--steps",
+            "50,100",
+            "--interval",
+            "1s",
+            "--min-requests",
+            "20",
+            "--watch",
+        ],
+    )
+    .await;
+    load.stop().await;
+    assert_eq!(code, 0, "--watch exits 0 on promotion:\n{out}");
+    let v = status(&serin).await;
+    assert_eq!(v["phase"], "Promoted", "{v:#}");
+    assert_eq!(route_weights(&serin).await, (0, 100));
+    let entries = audit(&serin);
+    assert_eq!(entries[0]["decision"], "start");
+    assert_eq!(
+        entries[0]["to"]["v2"], 0,
+        "the mirror step sends no live traffic"
+    );
+    let first_advance = entries
+        .iter()
+        .find(|e| e["decision"] == "advance")
+        .unwrap_or_else(|| panic!("no advance: {entries:?}"));
+    assert!(
+        first_advance["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("mirror step (50% shadowed) passed")),
+        "{first_advance}"
+    );
+    assert_eq!(first_advance["from"]["v2"], 0);
+    assert_eq!(first_advance["to"]["v2"], 50);
+    let shadow = &first_advance["figures"]["shadow"];
+    assert!(shadow["same"].as_u64() >= Some(20), "{first_advance}");
+    assert_eq!(shadow["different"], 0, "{first_advance}");
+    // Every entry before the first advance kept v2 at 0.
+    for e in entries.iter().take_while(|e| e["decision"] != "advance") {
+        assert_eq!(e["to"]["v2"], 0, "{e}");
+    }
+    let d = decisions(&entries);
+    assert_eq!(d.last().map(String::as_str), Some("promote"), "{d:?}");
+    assert_eq!(d.iter().filter(|d| *d == "advance").count(), 2, "{d:?}");
+}
