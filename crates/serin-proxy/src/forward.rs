@@ -164,6 +164,22 @@ pub async fn handle(
         return Ok(resp);
     };
     let summary = snapshot.access_log.then(|| req_summary(&req));
+    // A response the rule gives itself (redirect, denial, limit): counted
+    // and logged as the rule's own.
+    let answer = |resp: Response<ResponseBody>| {
+        rule.local_metrics.count_request(resp.status().as_u16());
+        log_access(
+            &snapshot,
+            &info,
+            summary.as_ref(),
+            &resp,
+            start,
+            Some(rule),
+            None,
+            0,
+        );
+        Ok(resp)
+    };
 
     // Request filters, in order.
     let mut response_filters = Vec::new();
@@ -177,18 +193,7 @@ pub async fn handle(
                     continue;
                 };
                 if let Err(denied) = crate::ext_auth::check(&ctx, &info, &mut req, auth).await {
-                    rule.local_metrics.count_request(denied.status().as_u16());
-                    log_access(
-                        &snapshot,
-                        &info,
-                        summary.as_ref(),
-                        &denied,
-                        start,
-                        Some(rule),
-                        None,
-                        0,
-                    );
-                    return Ok(denied);
+                    return answer(denied);
                 }
             }
             FilterConfig::RequestHeaderModifier(m) => filters::modify_headers(req.headers_mut(), m),
@@ -211,18 +216,7 @@ pub async fn handle(
                     })
                     .unwrap_or_default();
                 let resp = filters::redirect(cfg, req.uri(), &host_hdr, info.tls, matched);
-                rule.local_metrics.count_request(resp.status().as_u16());
-                log_access(
-                    &snapshot,
-                    &info,
-                    summary.as_ref(),
-                    &resp,
-                    start,
-                    Some(rule),
-                    None,
-                    0,
-                );
-                return Ok(resp);
+                return answer(resp);
             }
         }
     }
@@ -238,37 +232,14 @@ pub async fn handle(
             }
             ratelimit::Verdict::Deny { retry_after } => {
                 rule.local_metrics.rate_limited(rl.config.global.is_some());
-                rule.local_metrics.count_request(429);
-                let resp = ratelimit::too_many(rl, retry_after);
-                log_access(
-                    &snapshot,
-                    &info,
-                    summary.as_ref(),
-                    &resp,
-                    start,
-                    Some(rule),
-                    None,
-                    0,
-                );
-                return Ok(resp);
+                return answer(ratelimit::too_many(rl, retry_after));
             }
             ratelimit::Verdict::Unavailable => {
-                rule.local_metrics.count_request(503);
                 let resp = local(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "rate limit service unavailable",
                 );
-                log_access(
-                    &snapshot,
-                    &info,
-                    summary.as_ref(),
-                    &resp,
-                    start,
-                    Some(rule),
-                    None,
-                    0,
-                );
-                return Ok(resp);
+                return answer(resp);
             }
         }
     }
@@ -280,26 +251,13 @@ pub async fn handle(
             Some(p) => Some(p),
             None => {
                 rule.local_metrics.shed();
-                rule.local_metrics.count_request(503);
-                let resp = resilience::overflow("maxConcurrentRequests");
-                log_access(
-                    &snapshot,
-                    &info,
-                    summary.as_ref(),
-                    &resp,
-                    start,
-                    Some(rule),
-                    None,
-                    0,
-                );
-                return Ok(resp);
+                return answer(resilience::overflow("maxConcurrentRequests"));
             }
         },
     };
 
     let Some(backend_ref) = rule.pick_backend() else {
-        rule.local_metrics.count_request(500);
-        return Ok(local(
+        return answer(local(
             StatusCode::INTERNAL_SERVER_ERROR,
             "every backend of this route has weight 0",
         ));

@@ -600,7 +600,7 @@ async fn max_connections_queues_up_to_max_pending_requests() {
         "",
         "",
     ));
-    let results = concurrent(&serin.url("gw"), 3, 1000).await;
+    let results = concurrent(&serin.url("gw"), 3, 3000).await;
     let ok = results.iter().filter(|(s, _)| *s == 200).count();
     let refused = results
         .iter()
