@@ -62,7 +62,7 @@ async fn concurrent(url: &str, n: usize, delay_ms: u64) -> Vec<(u16, String)> {
 async fn max_requests_refuses_at_once_with_a_header_saying_why() {
     let up = Upstream::start("slow");
     let serin = proxy(&config(&up, "    circuitBreaker: {maxRequests: 2}", "", ""));
-    let results = concurrent(&serin.url("gw"), 5, 1500).await;
+    let results = concurrent(&serin.url("gw"), 5, 3000).await;
     let ok = results.iter().filter(|(s, _)| *s == 200).count();
     let refused = results
         .iter()
@@ -117,7 +117,7 @@ async fn max_retries_bounds_retries_in_flight() {
 async fn a_rule_sheds_requests_past_its_concurrency_limit() {
     let up = Upstream::start("slow");
     let serin = proxy(&config(&up, "", "        maxConcurrentRequests: 1", ""));
-    let results = concurrent(&serin.url("gw"), 3, 1500).await;
+    let results = concurrent(&serin.url("gw"), 3, 3000).await;
     let refused = results
         .iter()
         .filter(|(s, h)| *s == 503 && h == "maxConcurrentRequests")
