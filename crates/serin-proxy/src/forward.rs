@@ -356,21 +356,19 @@ fn req_summary(req: &Request<Incoming>) -> RequestSummary {
 type Forwarded = (Response<ResponseBody>, Option<Arc<Endpoint>>, u32);
 
 /// Prepares the upstream request's head: hop-by-hop headers out, forwarding
-/// headers and request id in, the URI in the form the upstream protocol
-/// wants.
+/// headers in (the request id was set by [`handle`], for every request).
 fn upstream_head(
     parts: &mut http::request::Parts,
     info: &ConnInfo,
     protocol: UpstreamProtocol,
     keep_upgrade: bool,
-) -> HeaderValue {
+) {
     headers::remove_hop_by_hop(
         &mut parts.headers,
         keep_upgrade,
         protocol == UpstreamProtocol::H2c,
     );
     headers::set_forwarded(&mut parts.headers, info.remote.ip(), info.tls);
-    headers::ensure_request_id(&mut parts.headers)
 }
 
 fn upstream_uri(
