@@ -44,3 +44,26 @@ pub async fn metrics_text(serin: &Serin) -> String {
         .await
         .unwrap_or_default()
 }
+
+/// A response header's value as text ("" when absent).
+pub fn header(resp: &reqwest::Response, name: &str) -> String {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Polls the admin API's /metrics (every 50 ms, up to 10 s) until `cond`
+/// holds for its text; returns whether it did, and the last text.
+pub async fn metrics_until(serin: &Serin, cond: impl Fn(&str) -> bool) -> (bool, String) {
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = metrics_text(serin).await;
+        if cond(&text) {
+            return (true, text);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    (false, text)
+}

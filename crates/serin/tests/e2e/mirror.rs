@@ -1,7 +1,7 @@
 //! Request mirroring: shadows get a copy, the primary never waits, and the
 //! shadows' statuses are compared with the primary's.
 
-use crate::common::{Upstream, client, echo, metrics_text, proxy, wait_until};
+use crate::common::{Upstream, client, echo, metrics_until, proxy, wait_until};
 
 fn config(v1: &Upstream, v2: &Upstream, percent: u32) -> String {
     format!(
@@ -48,34 +48,23 @@ async fn shadows_get_copies_and_their_differences_are_counted() {
     assert!(wait_until(std::time::Duration::from_secs(10), || v2
         .requests()
         == 20));
-    let counted = wait_until(std::time::Duration::from_secs(10), || {
-        let m = std::process::Command::new("curl")
-            .args(["-s", &serin.admin_url("/metrics")])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .unwrap_or_default();
+    let (counted, text) = metrics_until(&serin, |m| {
         m.contains(
             r#"serin_mirror_responses_total{service="svc",version="v2",result="different"} 20"#,
         )
-    });
-    assert!(counted, "{}", metrics_text(&serin).await);
+    })
+    .await;
+    assert!(counted, "{text}");
     // Same status: counted as such.
     v2.set_status(0);
     for _ in 0..5 {
         let _ = http.get(serin.url("gw")).send().await;
     }
-    let same = wait_until(std::time::Duration::from_secs(10), || {
-        std::process::Command::new("curl")
-            .args(["-s", &serin.admin_url("/metrics")])
-            .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout).contains(
-                    r#"serin_mirror_responses_total{service="svc",version="v2",result="same"} 5"#,
-                )
-            })
-            .unwrap_or(false)
-    });
-    assert!(same, "{}", metrics_text(&serin).await);
+    let (same, text) = metrics_until(&serin, |m| {
+        m.contains(r#"serin_mirror_responses_total{service="svc",version="v2",result="same"} 5"#)
+    })
+    .await;
+    assert!(same, "{text}");
 }
 
 #[tokio::test]

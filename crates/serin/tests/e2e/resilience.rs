@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use crate::common::{Upstream, client, metric_value, metrics_text, proxy, wait_until};
+use crate::common::{Upstream, client, header, metric_value, metrics_text, proxy, wait_until};
 
 fn config(up: &Upstream, service_extra: &str, rule_extra: &str, listener_extra: &str) -> String {
     format!(
@@ -41,12 +41,7 @@ async fn concurrent(url: &str, n: usize, delay_ms: u64) -> Vec<(u16, String)> {
                     .send()
                     .await
                     .unwrap_or_else(|e| panic!("{e}"));
-                let h = r
-                    .headers()
-                    .get("x-serin-overflow")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
+                let h = header(&r, "x-serin-overflow");
                 (r.status().as_u16(), h)
             })
         })
@@ -373,18 +368,15 @@ async fn below_the_panic_threshold_traffic_spreads_over_every_endpoint() {
         &[&a, &b],
         "    healthCheck: {path: /health, interval: 100ms, healthyThreshold: 1, unhealthyThreshold: 1}\n    panicThreshold: 50",
     ));
-    let both_down = wait_until(Duration::from_secs(10), || {
-        let out = std::process::Command::new("curl")
-            .args(["-s", &serin.admin_url("/endpoints")])
-            .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .matches("\"healthy\":false")
-                    .count()
-            })
-            .unwrap_or(0);
-        out == 2
-    });
+    let mut both_down = false;
+    for _ in 0..200 {
+        let eps = endpoints_json(&serin).await;
+        if eps.to_string().matches("\"healthy\":false").count() == 2 {
+            both_down = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(both_down);
     let mut seen = std::collections::BTreeMap::new();
     for _ in 0..20 {
@@ -393,12 +385,7 @@ async fn below_the_panic_threshold_traffic_spreads_over_every_endpoint() {
             .send()
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let who = r
-            .headers()
-            .get("x-upstream")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+        let who = header(&r, "x-upstream");
         *seen.entry(who).or_insert(0) += 1;
     }
     assert!(

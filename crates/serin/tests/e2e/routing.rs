@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::common::{Upstream, client, echo, proxy};
+use crate::common::{Upstream, client, echo, header, proxy};
 
 fn two_upstreams_config(a: &Upstream, b: &Upstream, routes: &str) -> String {
     format!(
@@ -32,12 +32,7 @@ async fn upstream_of(url: String, headers: &[(&str, &str)]) -> (u16, String) {
     }
     let resp = req.send().await.unwrap_or_else(|e| panic!("request: {e}"));
     let status = resp.status().as_u16();
-    let who = resp
-        .headers()
-        .get("x-upstream")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let who = header(&resp, "x-upstream");
     (status, who)
 }
 

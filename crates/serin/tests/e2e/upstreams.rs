@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::common::{Upstream, client, echo, metric_value, proxy};
+use crate::common::{Upstream, client, echo, header, metric_value, proxy};
 
 fn config(endpoints: &[String], service_extra: &str, rule_extra: &str) -> String {
     let eps: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
@@ -29,12 +29,7 @@ routes:
 
 async fn who(resp: reqwest::Response) -> (u16, String) {
     let status = resp.status().as_u16();
-    let who = resp
-        .headers()
-        .get("x-upstream")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let who = header(&resp, "x-upstream");
     let _ = resp.bytes().await;
     (status, who)
 }
