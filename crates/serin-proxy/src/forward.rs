@@ -225,8 +225,7 @@ pub async fn handle(
     let mut rate_headers = None;
     if let Some(rl) = &rule.rate_limit {
         let key = rl.key(req.headers(), info.remote.ip());
-        let scope = format!("{}:{}", rule.route, rule.index);
-        match rl.check(&ctx.redis, &scope, &key).await {
+        match rl.check(&ctx.redis, (&rule.route, rule.index), key).await {
             ratelimit::Verdict::Allow { remaining, reset } => {
                 rate_headers = Some((remaining, reset))
             }

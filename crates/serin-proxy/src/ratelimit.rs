@@ -69,14 +69,21 @@ impl CompiledRateLimit {
         }
     }
 
-    pub async fn check(&self, redis: &RedisConnections, scope: &str, key: &str) -> Verdict {
+    /// `scope` names the limit in Redis (`route:rule`); only the global
+    /// limit reads it.
+    pub async fn check(
+        &self,
+        redis: &RedisConnections,
+        scope: (&str, usize),
+        key: String,
+    ) -> Verdict {
         if let Some(global) = &self.config.global {
-            return check_global(redis, global, &self.config, scope, key).await;
+            return check_global(redis, global, &self.config, scope, &key).await;
         }
         if self.checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
             self.local.retain_recent();
         }
-        match self.local.check_key(&key.to_string()) {
+        match self.local.check_key(&key) {
             Ok(state) => Verdict::Allow {
                 remaining: u64::from(state.remaining_burst_capacity()),
                 reset: self.config.per / self.config.requests.max(1),
@@ -144,7 +151,7 @@ async fn check_global(
     redis: &RedisConnections,
     global: &GlobalRateLimitConfig,
     cfg: &RateLimitConfig,
-    scope: &str,
+    (route, rule): (&str, usize),
     key: &str,
 ) -> Verdict {
     let per = cfg.per.as_secs().max(1);
@@ -153,7 +160,7 @@ async fn check_global(
         .unwrap_or_default();
     let window = now.as_secs() / per;
     let reset = Duration::from_secs((window + 1) * per).saturating_sub(now);
-    let redis_key = format!("serin:ratelimit:{scope}:{key}:{window}");
+    let redis_key = format!("serin:ratelimit:{route}:{rule}:{key}:{window}");
     let count = async {
         let mut conn = redis.get(&global.redis).await?;
         let (count, _): (u64, i64) = redis::pipe()
