@@ -69,10 +69,6 @@ impl Mesh {
     /// Rebuilds the proxy config from the stack and the replicas now.
     fn rebuild(&self, force: bool) -> Result<(), ConfigErrors> {
         let replicas = self.runtime.ps();
-        let config = {
-            let s = self.source.lock().unwrap_or_else(|e| e.into_inner());
-            build(&s.gateway, &s.mesh, &replicas)
-        };
         let signature = signature(&replicas);
         {
             let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
@@ -80,6 +76,10 @@ impl Mesh {
                 return Ok(());
             }
         }
+        let config = {
+            let s = self.source.lock().unwrap_or_else(|e| e.into_inner());
+            build(&s.gateway, &s.mesh, &replicas)
+        };
         self.proxy.apply_config(config)?;
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(signature);
         Ok(())
