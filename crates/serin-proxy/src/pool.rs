@@ -98,6 +98,10 @@ struct EndpointPool {
     h2: Option<http2::SendRequest<ReplayBody>>,
 }
 
+/// How often a request waiting for a connection looks again even without
+/// being woken.
+const PENDING_RECHECK: Duration = Duration::from_millis(100);
+
 /// Settings of one service that the pool needs.
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
@@ -185,7 +189,11 @@ impl Pools {
                                 .ok_or(SendError::Overflow("maxPendingRequests"))?,
                         );
                     }
-                    freed.await;
+                    // Woken when a place is freed; the timeout is a backstop
+                    // (a wake-up was seen missing under load, cause not yet
+                    // found): a missed one costs a re-check, not the
+                    // request's whole deadline.
+                    let _ = tokio::time::timeout(PENDING_RECHECK, freed).await;
                     continue;
                 };
                 let tx = match self.take_idle(ep.id, settings.idle_timeout) {
