@@ -286,14 +286,14 @@ impl Pools {
 /// h2c connection for its life. When it is let go, waiting requests are
 /// told.
 pub(crate) struct ConnSlot {
-    _permit: crate::resilience::Permit,
+    permit: Option<crate::resilience::Permit>,
     freed: Arc<tokio::sync::Notify>,
 }
 
 impl ConnSlot {
     fn take(backend: &crate::endpoints::Backend, settings: &PoolSettings) -> Option<Self> {
         Some(Self {
-            _permit: backend.connections.try_acquire(settings.max_connections)?,
+            permit: Some(backend.connections.try_acquire(settings.max_connections)?),
             freed: backend.connection_freed.clone(),
         })
     }
@@ -301,6 +301,9 @@ impl ConnSlot {
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
+        // The place is given back before the waiters are told: a waiter on
+        // another worker may run at once, and must find it free.
+        drop(self.permit.take());
         self.freed.notify_waiters();
     }
 }

@@ -25,18 +25,21 @@ pub struct Permit(Arc<Gauge>);
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        (self.0).0.fetch_sub(1, Ordering::Relaxed);
+        (self.0).0.fetch_sub(1, Ordering::Release);
     }
 }
 
 impl Gauge {
     /// Takes one unit unless `max` are taken.
     pub fn try_acquire(self: &Arc<Self>, max: usize) -> Option<Permit> {
-        let prev = self.0.fetch_add(1, Ordering::Relaxed);
-        if prev >= max {
-            self.0.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        }
+        // Never counts past `max`, not even for a moment: a refused taker's
+        // passing increment would refuse someone else, who might then wait
+        // for a wake-up that never comes.
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
         Some(Permit(self.clone()))
     }
 

@@ -578,6 +578,23 @@ routes:
     );
 }
 
+/// Requests on two workers queue for one upstream connection: each place
+/// given back must wake a waiter, whichever worker it waits on. A lost
+/// wake-up leaves a request waiting until its deadline (504).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn waiting_requests_on_every_worker_get_the_freed_connection() {
+    let up = Upstream::start("v1");
+    let serin = proxy(&config(
+        &up,
+        "    circuitBreaker: {maxConnections: 1, maxPendingRequests: 1000}",
+        "",
+        "workers: 2",
+    ));
+    let results = concurrent(&serin.url("gw"), 200, 1).await;
+    let failed: Vec<_> = results.iter().filter(|(s, _)| *s != 200).collect();
+    assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn max_connections_queues_up_to_max_pending_requests() {
     let up = Upstream::start("slow");
