@@ -8,14 +8,18 @@
 //!
 //! ```json
 //! {"time":"2025-01-01T12:00:00.000Z","level":"info","service":"qotm","version":"v1",
-//!  "replica":"qotm-v1-0","stream":"stdout","message":"listening on 127.0.0.1:40211"}
+//!  "replica":"qotm-v1-0","trace_id":"","message":"listening on 127.0.0.1:40211",
+//!  "kind":"service","stream":"stdout"}
 //! ```
 //!
-//! When the replica's line is itself a JSON object it is put under `"fields"`
-//! instead of `"message"`, and its own `"level"` (if a string) becomes the
-//! line's level; otherwise the level is `info`. `stream` is `stdout`,
-//! `stderr`, or `serin` for what the runtime says about the replica
-//! (started, exited, restarting).
+//! The first seven fields are the schema serin's access log shares (README,
+//! "Logs"). When the replica's line is itself a JSON object it is also put
+//! under `"fields"`; its own `level` (if a string) becomes the line's level,
+//! its `message` or `msg` the message and its `trace_id` (or `traceId`) the
+//! trace id. A plain line's level is `info` and its trace id is the one
+//! written as `trace_id=…` in it, if any. `stream` is `stdout`, `stderr`,
+//! or `serin` for what the runtime says about the replica (started, exited,
+//! restarting).
 //!
 //! Secret values (of at least [`MIN_MASKED_SECRET_LEN`] characters) that a
 //! replica prints are replaced by `***` before a line is stored or shown.
@@ -95,25 +99,35 @@ impl LogLine {
             Ok(serde_json::Value::Object(fields)) => Some(fields),
             _ => None,
         };
-        let level = parsed
-            .as_ref()
-            .and_then(|f| f.get("level"))
-            .and_then(|l| l.as_str())
-            .map_or_else(|| "info".to_string(), str::to_ascii_lowercase);
+        let field = |names: &[&str]| -> Option<&str> {
+            let fields = parsed.as_ref()?;
+            names.iter().find_map(|n| fields.get(*n)?.as_str())
+        };
+        let level = field(&["level"]).map_or_else(|| "info".to_string(), str::to_ascii_lowercase);
+        let trace_id = match &parsed {
+            Some(_) => field(&["trace_id", "traceId"]).unwrap_or(""),
+            None => logfmt_trace_id(&self.message),
+        };
+        let message = match &parsed {
+            Some(_) => field(&["message", "msg"]).unwrap_or(&self.message),
+            None => &self.message,
+        };
         obj.insert("level".into(), level.into());
         obj.insert("service".into(), self.service.clone().into());
         obj.insert("version".into(), self.version.clone().into());
         obj.insert("replica".into(), self.replica.clone().into());
+        obj.insert("trace_id".into(), trace_id.into());
+        obj.insert("message".into(), message.into());
+        obj.insert("kind".into(), "service".into());
         let stream = match self.stream {
             LogStream::Stdout => "stdout",
             LogStream::Stderr => "stderr",
             LogStream::Serin => "serin",
         };
         obj.insert("stream".into(), stream.into());
-        match parsed {
-            Some(fields) => obj.insert("fields".into(), serde_json::Value::Object(fields)),
-            None => obj.insert("message".into(), self.message.clone().into()),
-        };
+        if let Some(fields) = parsed {
+            obj.insert("fields".into(), serde_json::Value::Object(fields));
+        }
         serde_json::Value::Object(obj)
     }
 
@@ -128,6 +142,18 @@ impl LogLine {
             "{}/{}/{} | {note}{}",
             self.service, self.version, self.index, self.message
         )
+    }
+}
+
+/// The 32-hex-digit id after `trace_id=` in a plain line, or "".
+fn logfmt_trace_id(line: &str) -> &str {
+    let Some(at) = line.find("trace_id=") else {
+        return "";
+    };
+    let rest = line[at + "trace_id=".len()..].trim_start_matches('"');
+    match rest.get(..32) {
+        Some(id) if id.bytes().all(|b| b.is_ascii_hexdigit()) => id,
+        _ => "",
     }
 }
 
@@ -404,10 +430,23 @@ mod tests {
         assert_eq!(plain["message"], "hello");
         assert_eq!(plain["level"], "info");
         assert_eq!(plain["stream"], "stdout");
-        let structured = line(r#"{"level":"WARN","msg":"slow"}"#, LogStream::Stderr).to_json();
+        assert_eq!(plain["trace_id"], "");
+        assert_eq!(plain["kind"], "service");
+        let structured = line(
+            r#"{"level":"WARN","msg":"slow","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736"}"#,
+            LogStream::Stderr,
+        )
+        .to_json();
         assert_eq!(structured["fields"]["msg"], "slow");
         assert_eq!(structured["level"], "warn");
-        assert!(structured.get("message").is_none());
+        assert_eq!(structured["message"], "slow");
+        assert_eq!(structured["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        let logfmt = line(
+            "GET / trace_id=4bf92f3577b34da6a3ce929d0e0e4736 status=200",
+            LogStream::Stdout,
+        )
+        .to_json();
+        assert_eq!(logfmt["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     }
 
     #[test]
