@@ -27,7 +27,10 @@ fn a_full_section_is_read() {
     );
     assert_eq!(t.service_name.as_deref(), Some("edge"));
     assert_eq!(t.sampling_ratio, 0.25);
-    assert_eq!(t.headers, vec![("x-api-key".to_string(), "abc".to_string())]);
+    assert_eq!(
+        t.headers,
+        vec![("x-api-key".to_string(), "abc".to_string())]
+    );
 }
 
 #[test]
@@ -46,17 +49,29 @@ fn bad_values_are_reported_at_their_place() {
     )
     .expect_err("invalid");
     let all = errs.join("\n");
-    assert!(all.contains("serin.yaml:3:13") && all.contains("bad endpoint"), "{all}");
-    assert!(all.contains("serin.yaml:4:18") && all.contains("from 0 to 1"), "{all}");
-    assert!(all.contains("serviceNmae") && all.contains("serviceName"), "{all}");
-    assert!(all.contains("`bad name` is not a valid header name"), "{all}");
+    assert!(
+        all.contains("serin.yaml:3:13") && all.contains("bad endpoint"),
+        "{all}"
+    );
+    assert!(
+        all.contains("serin.yaml:4:18") && all.contains("from 0 to 1"),
+        "{all}"
+    );
+    assert!(
+        all.contains("serviceNmae") && all.contains("serviceName"),
+        "{all}"
+    );
+    assert!(
+        all.contains("`bad name` is not a valid header name"),
+        "{all}"
+    );
 }
 
 #[test]
 fn a_stack_file_traces_its_gateway_and_sidecars() {
     let text = "services:\n  - name: a\n    command: serin-demo\ntracing:\n  endpoint: http://127.0.0.1:4318\n  serviceName: shop\n";
-    let file = parse_stack_file(text, "stack.yaml", Path::new("/"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let file =
+        parse_stack_file(text, "stack.yaml", Path::new("/")).unwrap_or_else(|e| panic!("{e}"));
     let t = file.gateway.tracing.expect("tracing on");
     assert_eq!(t.service_name.as_deref(), Some("shop"));
 }

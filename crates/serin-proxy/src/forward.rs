@@ -542,7 +542,10 @@ async fn forward(
             let can_retry = retries < retry.attempts;
             let attempt = trace.attempt(
                 retries + 1,
-                (&backend_ref.backend.key.service, &backend_ref.backend.key.version),
+                (
+                    &backend_ref.backend.key.service,
+                    &backend_ref.backend.key.version,
+                ),
                 (&ep.name, ep.addr),
             );
             let guard = ep.start_request();
@@ -797,7 +800,10 @@ async fn upgrade(
     parts.uri = uri;
     let attempt = trace.attempt(
         1,
-        (&backend_ref.backend.key.service, &backend_ref.backend.key.version),
+        (
+            &backend_ref.backend.key.service,
+            &backend_ref.backend.key.version,
+        ),
         (&ep.name, ep.addr),
     );
     attempt.propagate(&mut parts.headers);

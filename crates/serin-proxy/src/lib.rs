@@ -747,7 +747,10 @@ impl Proxy {
                 match telemetry::Exporter::start(cfg) {
                     Ok(e) => {
                         tracing::info!(
-                            endpoint = cfg.traces_url().as_deref().unwrap_or("(from OTEL_EXPORTER_OTLP_* variables)"),
+                            endpoint = cfg
+                                .traces_url()
+                                .as_deref()
+                                .unwrap_or("(from OTEL_EXPORTER_OTLP_* variables)"),
                             "exporting traces over OTLP/HTTP"
                         );
                         *slot = Some(e);

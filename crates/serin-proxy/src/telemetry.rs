@@ -71,7 +71,8 @@ impl Exporter {
             builder = builder.with_endpoint(url);
         }
         if !config.headers.is_empty() {
-            builder = builder.with_headers(config.headers.iter().cloned().collect::<HashMap<_, _>>());
+            builder =
+                builder.with_headers(config.headers.iter().cloned().collect::<HashMap<_, _>>());
         }
         let exporter = builder.build()?;
         // The SDK's resource reads OTEL_SERVICE_NAME and
@@ -208,7 +209,10 @@ impl RequestTrace {
             return;
         };
         let span = cx.span();
-        span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
+        span.set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
         if let Some((service, version)) = backend {
             span.set_attribute(KeyValue::new("serin.service", service.to_string()));
             span.set_attribute(KeyValue::new("serin.version", version.to_string()));
@@ -270,7 +274,10 @@ impl Attempt {
     /// The upstream answered `status`.
     pub fn answered(self, status: u16) {
         if let Some(mut span) = self.0 {
-            span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
+            span.set_attribute(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status),
+            ));
             if status >= 500 {
                 span.set_status(Status::error(""));
             }

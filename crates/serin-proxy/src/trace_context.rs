@@ -180,7 +180,10 @@ mod tests {
     #[test]
     fn parses_and_writes_back_the_same() {
         let tp = TraceParent::parse(GOOD.as_bytes()).expect("valid");
-        assert_eq!(tp.parent_id, [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]);
+        assert_eq!(
+            tp.parent_id,
+            [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]
+        );
         assert!(tp.sampled());
         assert_eq!(tp.to_header(), GOOD);
         assert_eq!(
@@ -221,7 +224,10 @@ mod tests {
         h.insert(TRACESTATE.clone(), HeaderValue::from_static("vendor=1"));
         let tp = continue_or_start(&mut h);
         assert_eq!(tp.to_header(), GOOD);
-        assert_eq!(h.get(&TRACEPARENT).map(|v| v.as_bytes()), Some(GOOD.as_bytes()));
+        assert_eq!(
+            h.get(&TRACEPARENT).map(|v| v.as_bytes()),
+            Some(GOOD.as_bytes())
+        );
         assert!(h.contains_key(&TRACESTATE));
     }
 

@@ -131,6 +131,34 @@ impl LogLine {
         serde_json::Value::Object(obj)
     }
 
+    /// [`Self::to_json`] as one line, the schema's fields first and in the
+    /// schema's order (a JSON object's keys are otherwise sorted).
+    pub fn to_json_line(&self) -> String {
+        let serde_json::Value::Object(mut obj) = self.to_json() else {
+            return String::new();
+        };
+        let mut line = String::with_capacity(256);
+        line.push('{');
+        let mut push = |key: &str, value: &serde_json::Value| {
+            if line.len() > 1 {
+                line.push(',');
+            }
+            line.push_str(&serde_json::Value::from(key).to_string());
+            line.push(':');
+            line.push_str(&value.to_string());
+        };
+        for key in JSON_ORDER {
+            if let Some(v) = obj.remove(key) {
+                push(key, &v);
+            }
+        }
+        for (key, v) in &obj {
+            push(key, v);
+        }
+        line.push('}');
+        line
+    }
+
     /// `service/version/index | message` without colour.
     pub fn to_text(&self) -> String {
         let note = if self.stream == LogStream::Serin {
@@ -156,6 +184,12 @@ fn logfmt_trace_id(line: &str) -> &str {
         _ => "",
     }
 }
+
+/// The order of a JSON line's fields: the log schema's, then the rest.
+const JSON_ORDER: [&str; 10] = [
+    "time", "level", "service", "version", "replica", "trace_id", "message", "kind", "stream",
+    "fields",
+];
 
 /// Which replicas' lines to read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -362,7 +396,7 @@ impl Printer {
                         );
                     }
                     let text = match format {
-                        LogFormat::Json => line.to_json().to_string(),
+                        LogFormat::Json => line.to_json_line(),
                         LogFormat::Text => text_line(&line, color, &mut width),
                     };
                     let _ = writeln!(out, "{text}");
@@ -431,6 +465,11 @@ mod tests {
         assert_eq!(plain["level"], "info");
         assert_eq!(plain["stream"], "stdout");
         assert_eq!(plain["trace_id"], "");
+        let text = line("hello", LogStream::Stdout).to_json_line();
+        assert!(
+            text.starts_with(r#"{"time":"2025-01-01T00:00:00.000Z","level":"info","service":"qotm","version":"v1","replica":"qotm-v1-0","trace_id":"","message":"hello","kind":"service""#),
+            "{text}"
+        );
         assert_eq!(plain["kind"], "service");
         let structured = line(
             r#"{"level":"WARN","msg":"slow","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736"}"#,

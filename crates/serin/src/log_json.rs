@@ -117,7 +117,8 @@ impl Visit for Fields {
         self.0.push((field.name(), Value::from(value.to_string())));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0.push((field.name(), Value::from(format!("{value:?}"))));
+        self.0
+            .push((field.name(), Value::from(format!("{value:?}"))));
     }
 }
 
@@ -182,7 +183,9 @@ mod tests {
         });
         assert_eq!(out.len(), 2);
         for v in &out {
-            for key in ["time", "level", "service", "version", "replica", "trace_id", "message"] {
+            for key in [
+                "time", "level", "service", "version", "replica", "trace_id", "message",
+            ] {
                 assert!(v.get(key).is_some(), "{key} missing in {v}");
             }
         }

@@ -82,7 +82,10 @@ fn tracing(raw: Option<&raw::Tracing>, p: &mut Problems) -> Option<TracingConfig
     }
     let sampling_ratio = match &raw.sampling_ratio {
         Some(r) if !(0.0..=1.0).contains(&**r) => {
-            r.report(p, format!("samplingRatio must be from 0 to 1, found {}", **r));
+            r.report(
+                p,
+                format!("samplingRatio must be from 0 to 1, found {}", **r),
+            );
             defaults::TRACING_SAMPLING_RATIO
         }
         Some(r) => **r,

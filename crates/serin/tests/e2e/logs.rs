@@ -55,7 +55,10 @@ async fn access_and_service_lines_share_a_schema_and_the_trace_id() {
     assert_eq!(access["route"], "qotm");
     assert_eq!(access["path"], "/qotm/");
     assert_eq!(access["listener"], "gateway");
-    assert!(access["request_id"].as_str().is_some_and(|r| !r.is_empty()), "{access}");
+    assert!(
+        access["request_id"].as_str().is_some_and(|r| !r.is_empty()),
+        "{access}"
+    );
     assert_eq!(service["service"], "qotm");
     assert_eq!(service["replica"], "qotm-v1-0");
     assert_eq!(service["message"], "request");

@@ -18,7 +18,11 @@ const EXPORT_WAIT: Duration = Duration::from_secs(30);
 /// A client's own position in a trace: (trace id, span id).
 pub(crate) fn client_position() -> (String, String) {
     use std::hash::{BuildHasher, Hasher};
-    let random = || std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let random = || {
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    };
     (
         format!("{:016x}{:016x}", random(), random()),
         format!("{:016x}", random() | 1),
@@ -27,7 +31,11 @@ pub(crate) fn client_position() -> (String, String) {
 
 /// The one span of `spans` that `pick` selects; fails with them all shown.
 #[track_caller]
-fn one<'a>(spans: &'a [ReceivedSpan], what: &str, pick: impl Fn(&ReceivedSpan) -> bool) -> &'a ReceivedSpan {
+fn one<'a>(
+    spans: &'a [ReceivedSpan],
+    what: &str,
+    pick: impl Fn(&ReceivedSpan) -> bool,
+) -> &'a ReceivedSpan {
     let found: Vec<&ReceivedSpan> = spans.iter().filter(|s| pick(s)).collect();
     assert_eq!(found.len(), 1, "expected one {what} span among {spans:#?}");
     found[0]
@@ -41,11 +49,15 @@ fn server(spans: &[ReceivedSpan], listener: &str) -> ReceivedSpan {
 }
 
 fn attempt_of(spans: &[ReceivedSpan], parent: &ReceivedSpan, number: u32) -> ReceivedSpan {
-    one(spans, &format!("attempt {number} under {}", parent.name), |s| {
-        s.kind == SPAN_KIND_CLIENT
-            && s.parent_span_id == parent.span_id
-            && s.attr("serin.attempt") == number.to_string()
-    })
+    one(
+        spans,
+        &format!("attempt {number} under {}", parent.name),
+        |s| {
+            s.kind == SPAN_KIND_CLIENT
+                && s.parent_span_id == parent.span_id
+                && s.attr("serin.attempt") == number.to_string()
+        },
+    )
     .clone()
 }
 
@@ -58,8 +70,8 @@ fn attempt_of(spans: &[ReceivedSpan], parent: &ReceivedSpan, number: u32) -> Rec
 async fn mesh_hops_are_parent_and_child_in_the_clients_trace() {
     let receiver = OtlpReceiver::start();
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mesh/stack.yaml");
-    let yaml = std::fs::read_to_string(&example)
-        .unwrap_or_else(|e| panic!("{}: {e}", example.display()));
+    let yaml =
+        std::fs::read_to_string(&example).unwrap_or_else(|e| panic!("{}: {e}", example.display()));
     let yaml = format!(
         "{yaml}\ntracing:\n  endpoint: {}\n  serviceName: mesh\n",
         receiver.endpoint()
@@ -95,13 +107,19 @@ async fn mesh_hops_are_parent_and_child_in_the_clients_trace() {
     assert!(spans.iter().all(|s| s.service == "mesh"), "{spans:#?}");
 
     let gateway = server(&spans, "gateway");
-    assert_eq!(gateway.parent_span_id, client_span, "continues the client's span");
+    assert_eq!(
+        gateway.parent_span_id, client_span,
+        "continues the client's span"
+    );
     assert_eq!(gateway.attr("serin.route"), "frontend");
     assert_eq!(gateway.attr("http.response.status_code"), "200");
     let gateway_try = attempt_of(&spans, &gateway, 1);
 
     let inbound = server(&spans, "in:frontend-");
-    assert_eq!(inbound.parent_span_id, gateway_try.span_id, "gateway → sidecar");
+    assert_eq!(
+        inbound.parent_span_id, gateway_try.span_id,
+        "gateway → sidecar"
+    );
     let inbound_try = attempt_of(&spans, &inbound, 1);
 
     let outbound = server(&spans, "out:frontend-v1-0:pinger");
@@ -113,7 +131,10 @@ async fn mesh_hops_are_parent_and_child_in_the_clients_trace() {
     let outbound_try = attempt_of(&spans, &outbound, 1);
 
     let pinger = server(&spans, "in:pinger-");
-    assert_eq!(pinger.parent_span_id, outbound_try.span_id, "sidecar → sidecar");
+    assert_eq!(
+        pinger.parent_span_id, outbound_try.span_id,
+        "sidecar → sidecar"
+    );
     attempt_of(&spans, &pinger, 1);
     stack.stop("TERM").await;
 }
@@ -159,7 +180,10 @@ async fn a_new_trace_with_one_span_per_attempt() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(resp.status(), 503);
     let body = echo(resp).await;
-    let sent = body["headers"]["traceparent"].as_str().unwrap_or("").to_string();
+    let sent = body["headers"]["traceparent"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     let parts: Vec<&str> = sent.split('-').collect();
     assert_eq!(parts.len(), 4, "the upstream got a traceparent: {body}");
     let (trace, parent) = (parts[1].to_string(), parts[2].to_string());
@@ -170,7 +194,10 @@ async fn a_new_trace_with_one_span_per_attempt() {
     });
     let spans: Vec<ReceivedSpan> = spans.into_iter().filter(|s| s.trace_id == trace).collect();
     let request = server(&spans, "gw");
-    assert_eq!(request.parent_span_id, "", "a new trace's first span is its root");
+    assert_eq!(
+        request.parent_span_id, "",
+        "a new trace's first span is its root"
+    );
     assert_eq!(request.service, "edge");
     assert_eq!(request.name, "GET r");
     assert_eq!(request.attr("http.response.status_code"), "503");
@@ -179,7 +206,10 @@ async fn a_new_trace_with_one_span_per_attempt() {
     assert_eq!(second.attr("http.request.resend_count"), "1");
     assert_eq!(first.attr("http.response.status_code"), "503");
     assert_ne!(first.attr("server.port"), second.attr("server.port"));
-    assert_eq!(parent, second.span_id, "the upstream's parent is the last attempt");
+    assert_eq!(
+        parent, second.span_id,
+        "the upstream's parent is the last attempt"
+    );
 }
 
 /// Without an exporter serin still propagates: a client's `traceparent` and
@@ -216,7 +246,10 @@ routes: [{{name: r, rules: [{{backendRefs: [{{name: svc, version: v1}}]}}]}}]
             req = req.header("traceparent", v);
         }
         let body = echo(req.send().await.unwrap_or_else(|e| panic!("{e}"))).await;
-        let tp = body["headers"]["traceparent"].as_str().unwrap_or("").to_string();
+        let tp = body["headers"]["traceparent"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         let parts: Vec<&str> = tp.split('-').collect();
         assert!(
             parts.len() == 4 && parts[0] == "00" && parts[1].len() == 32 && parts[2].len() == 16,
