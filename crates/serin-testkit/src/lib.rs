@@ -5,6 +5,7 @@
 pub mod otlp;
 pub mod process;
 pub mod raw;
+pub mod server;
 pub mod upstream;
 
 pub use otlp::{OtlpReceiver, ReceivedSpan};

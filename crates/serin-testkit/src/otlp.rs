@@ -20,6 +20,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use prost::Message;
 
+use crate::server::ServerThread;
+
 /// One received span, with ids in lower-case hex.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReceivedSpan {
@@ -48,54 +50,27 @@ pub const SPAN_KIND_CLIENT: i32 = 3;
 pub struct OtlpReceiver {
     pub addr: SocketAddr,
     spans: Arc<Mutex<Vec<ReceivedSpan>>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: ServerThread,
 }
 
 impl OtlpReceiver {
     /// Starts a receiver on 127.0.0.1 with a port the OS picks.
     pub fn start() -> Self {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap_or_else(|e| panic!("bind OTLP receiver: {e}"));
-        let addr = std_listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("receiver address: {e}"));
-        std_listener
-            .set_nonblocking(true)
-            .unwrap_or_else(|e| panic!("nonblocking: {e}"));
         let spans = Arc::new(Mutex::new(Vec::new()));
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let kept = spans.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap_or_else(|e| panic!("runtime: {e}"));
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener)
-                    .unwrap_or_else(|e| panic!("listener: {e}"));
-                loop {
-                    tokio::select! {
-                        _ = &mut stopped => break,
-                        accepted = listener.accept() => {
-                            let Ok((stream, _)) = accepted else { continue };
-                            let kept = kept.clone();
-                            tokio::spawn(async move {
-                                let svc = service_fn(move |req| receive(req, kept.clone()));
-                                let _ = auto::Builder::new(TokioExecutor::new())
-                                    .serve_connection(TokioIo::new(stream), svc)
-                                    .await;
-                            });
-                        }
-                    }
-                }
-            });
+        let server = ServerThread::start(move |stream| {
+            let kept = kept.clone();
+            async move {
+                let svc = service_fn(move |req| receive(req, kept.clone()));
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            }
         });
         Self {
-            addr,
+            addr: server.addr,
             spans,
-            stop: Some(stop),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -123,17 +98,6 @@ impl OtlpReceiver {
                 return spans;
             }
             std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for OtlpReceiver {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }

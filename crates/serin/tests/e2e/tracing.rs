@@ -2,14 +2,13 @@
 //! exported over OTLP/HTTP to a receiver inside the test that decodes them
 //! as a collector would.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serin_testkit::otlp::{SPAN_KIND_CLIENT, SPAN_KIND_SERVER};
 use serin_testkit::{OtlpReceiver, ReceivedSpan};
 
 use crate::common::{Upstream, client, echo, proxy};
-use crate::up::Stack;
+use crate::up::{Stack, mesh_example};
 
 /// Spans reach the receiver when the SDK's batch is sent (every 5 s by
 /// default) or at exit; this bounds the wait.
@@ -69,22 +68,13 @@ fn attempt_of(spans: &[ReceivedSpan], parent: &ReceivedSpan, number: u32) -> Rec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mesh_hops_are_parent_and_child_in_the_clients_trace() {
     let receiver = OtlpReceiver::start();
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mesh/stack.yaml");
-    let yaml =
-        std::fs::read_to_string(&example).unwrap_or_else(|e| panic!("{}: {e}", example.display()));
     let yaml = format!(
-        "{yaml}\ntracing:\n  endpoint: {}\n  serviceName: mesh\n",
+        "{}\ntracing:\n  endpoint: {}\n  serviceName: mesh\n",
+        mesh_example(),
         receiver.endpoint()
     );
     let stack = Stack::start(&yaml);
-    for (service, version) in [
-        ("frontend", "v1"),
-        ("pinger", "v1"),
-        ("pinger", "v2"),
-        ("details", "v1"),
-    ] {
-        stack.wait_ready(service, version, 1).await;
-    }
+    stack.wait_mesh_ready().await;
     let (trace, client_span) = client_position();
     let resp = client()
         .get(stack.url("/api"))

@@ -936,25 +936,35 @@ async fn logs_show_replica_prefixes() {
     stack.stop("TERM").await;
 }
 
+/// The text of examples/mesh/stack.yaml.
+pub(crate) fn mesh_example() -> String {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mesh/stack.yaml");
+    std::fs::read_to_string(&example).unwrap_or_else(|e| panic!("{}: {e}", example.display()))
+}
+
+impl Stack {
+    /// Waits until every version of the mesh example has its replica ready.
+    pub(crate) async fn wait_mesh_ready(&self) {
+        for (service, version) in [
+            ("frontend", "v1"),
+            ("pinger", "v1"),
+            ("pinger", "v2"),
+            ("details", "v1"),
+        ] {
+            self.wait_ready(service, version, 1).await;
+        }
+    }
+}
+
 /// The mesh example: every call goes sidecar to sidecar. The frontend
 /// reaches pinger v1 and v2 (a weighted split on its outbound route) and
 /// details through its outbound listeners; each hop is counted with the
 /// caller and the callee, and the split changes at run time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mesh_example_calls_sidecar_to_sidecar() {
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mesh/stack.yaml");
     // A copy, so that run-time weight changes stay out of the example's folder.
-    let yaml =
-        std::fs::read_to_string(&example).unwrap_or_else(|e| panic!("{}: {e}", example.display()));
-    let stack = Stack::start(&yaml);
-    for (service, version) in [
-        ("frontend", "v1"),
-        ("pinger", "v1"),
-        ("pinger", "v2"),
-        ("details", "v1"),
-    ] {
-        stack.wait_ready(service, version, 1).await;
-    }
+    let stack = Stack::start(&mesh_example());
+    stack.wait_mesh_ready().await;
     let http = client();
     let mut pingers = BTreeSet::new();
     eventually("the frontend sees pinger v1 and v2", async || {
