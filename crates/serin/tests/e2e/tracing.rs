@@ -250,3 +250,52 @@ routes: [{{name: r, rules: [{{backendRefs: [{{name: svc, version: v1}}]}}]}}]
     }
     assert_ne!(seen[0], seen[1], "each new trace has its own id");
 }
+
+/// Sampling is parent-based: with `samplingRatio: 0` serin records no new
+/// trace, but a client's sampled trace is recorded and an unsampled one is
+/// not; either way the upstream learns the decision from the flags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampling_follows_the_client() {
+    let receiver = OtlpReceiver::start();
+    let up = Upstream::start("up");
+    let serin = proxy(&format!(
+        r#"
+tracing: {{endpoint: "{}", samplingRatio: 0}}
+listeners: [{{name: gw, address: "127.0.0.1:0"}}]
+services: [{{name: svc, versions: [{{name: v1, endpoints: ["{}"]}}]}}]
+routes: [{{name: r, rules: [{{backendRefs: [{{name: svc, version: v1}}]}}]}}]
+"#,
+        receiver.endpoint(),
+        up.addr
+    ));
+    let http = client();
+    let mut traces = Vec::new();
+    for flags in [None, Some("00"), Some("01")] {
+        let (trace, span) = client_position();
+        let mut req = http.get(serin.url("gw"));
+        if let Some(f) = flags {
+            req = req.header("traceparent", format!("00-{trace}-{span}-{f}"));
+        }
+        let body = echo(req.send().await.unwrap_or_else(|e| panic!("{e}"))).await;
+        let sent = body["headers"]["traceparent"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let want = if flags == Some("01") { "-01" } else { "-00" };
+        assert!(sent.ends_with(want), "{flags:?}: upstream got {sent}");
+        traces.push(sent.split('-').nth(1).unwrap_or("").to_string());
+    }
+    // Spans leave in the order they ended: once the last request's are in,
+    // the others would have been too.
+    let sampled = traces[2].clone();
+    let spans = tokio::task::block_in_place(|| {
+        receiver.wait_for(EXPORT_WAIT, |spans| {
+            spans.iter().filter(|s| s.trace_id == sampled).count() >= 2
+        })
+    });
+    assert!(spans.iter().any(|s| s.trace_id == sampled), "{spans:#?}");
+    assert!(
+        spans.iter().all(|s| s.trace_id == sampled),
+        "only the client's sampled trace is recorded: {spans:#?}"
+    );
+}
