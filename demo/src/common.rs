@@ -207,17 +207,26 @@ pub fn with_health(router: Router, readiness: &Arc<Readiness>) -> Router {
 async fn log_request(State(id): State<Arc<Identity>>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let trace_id = trace_id(req.headers()).unwrap_or("").to_owned();
     let start = Instant::now();
     let response = next.run(req).await;
     let status = response.status().as_u16();
     let duration_ms = (start.elapsed().as_secs_f64() * 1e6).round() / 1e3;
     let probe = path == "/health" || path == "/ready";
     if probe && response.status().is_success() {
-        id_event!(Level::DEBUG, id, method = %method, path = %path, status, duration_ms, "request");
+        id_event!(Level::DEBUG, id, method = %method, path = %path, status, duration_ms, trace_id, "request");
     } else {
-        id_event!(Level::INFO, id, method = %method, path = %path, status, duration_ms, "request");
+        id_event!(Level::INFO, id, method = %method, path = %path, status, duration_ms, trace_id, "request");
     }
     response
+}
+
+/// The trace id of the request's W3C `traceparent`, for the log line (so
+/// that it joins serin's access log and spans).
+fn trace_id(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let v = headers.get("traceparent")?.to_str().ok()?;
+    let id = v.get(3..35)?;
+    id.bytes().all(|b| b.is_ascii_hexdigit()).then_some(id)
 }
 
 /// Serves `router` on `addr` until SIGTERM or Ctrl-C, then drains in-flight

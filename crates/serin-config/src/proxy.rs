@@ -71,6 +71,7 @@ impl ProxyConfig {
                 span: Default::default(),
             },
             access_log: None,
+            tracing: None,
             workers: default_workers(),
             drain_timeout: defaults::DRAIN_TIMEOUT,
             listeners,

@@ -31,6 +31,7 @@ use crate::resilience;
 use crate::server::WorkerCtx;
 use crate::snapshot::{CompiledBackendRef, CompiledRule};
 use crate::strict::{self, ConnFlags};
+use crate::telemetry::RequestTrace;
 
 /// What the request path knows of the client connection.
 pub struct ConnInfo {
@@ -128,6 +129,12 @@ pub async fn handle(
     }
     headers::ensure_request_id(req.headers_mut());
     let snapshot = ctx.shared.snapshot.load_full();
+    let trace = RequestTrace::start(
+        snapshot.tracer.as_ref(),
+        &mut req,
+        &info.listener,
+        info.remote.ip(),
+    );
     let host = request_host(&req);
     let Some(table) = snapshot.table(&info.listener) else {
         return Ok(local(StatusCode::NOT_FOUND, "no routes on this listener"));
@@ -151,9 +158,10 @@ pub async fn handle(
             ),
         );
         let summary = snapshot.access_log.then(|| req_summary(&req));
-        log_access(
+        complete(
             &snapshot,
             &info,
+            &trace,
             summary.as_ref(),
             &resp,
             start,
@@ -163,14 +171,16 @@ pub async fn handle(
         );
         return Ok(resp);
     };
+    trace.routed(req.method(), &rule.route, req.uri().path());
     let summary = snapshot.access_log.then(|| req_summary(&req));
     // A response the rule gives itself (redirect, denial, limit): counted
     // and logged as the rule's own.
     let answer = |resp: Response<ResponseBody>| {
         rule.local_metrics.count_request(resp.status().as_u16());
-        log_access(
+        complete(
             &snapshot,
             &info,
+            &trace,
             summary.as_ref(),
             &resp,
             start,
@@ -284,9 +294,10 @@ pub async fn handle(
                 .metrics
                 .duration
                 .observe(start.elapsed().as_secs_f64());
-            log_access(
+            complete(
                 &snapshot,
                 &info,
+                &trace,
                 summary.as_ref(),
                 &resp,
                 start,
@@ -299,9 +310,9 @@ pub async fn handle(
     }
 
     let result = if is_upgrade(&req) {
-        upgrade(&ctx, &info, req, backend_ref).await
+        upgrade(&ctx, &info, &trace, req, backend_ref).await
     } else {
-        forward(&ctx, &info, req, rule, backend_ref).await
+        forward(&ctx, &info, &trace, req, rule, backend_ref).await
     };
     let (mut resp, endpoint, retries) = match result {
         Ok(v) => v,
@@ -322,9 +333,10 @@ pub async fn handle(
     backend_ref.metrics.count_request(status);
     backend_ref.metrics.duration.observe(elapsed.as_secs_f64());
     backend_ref.backend.stats.record(status, elapsed);
-    log_access(
+    complete(
         &snapshot,
         &info,
+        &trace,
         summary.as_ref(),
         &resp,
         start,
@@ -340,7 +352,6 @@ pub struct RequestSummary {
     method: Method,
     path: String,
     request_id: Option<HeaderValue>,
-    trace_id: Option<String>,
 }
 
 fn req_summary(req: &Request<Incoming>) -> RequestSummary {
@@ -348,7 +359,6 @@ fn req_summary(req: &Request<Incoming>) -> RequestSummary {
         method: req.method().clone(),
         path: req.uri().path().to_string(),
         request_id: req.headers().get(&headers::X_REQUEST_ID).cloned(),
-        trace_id: headers::trace_id(req.headers()).map(str::to_string),
     }
 }
 
@@ -417,6 +427,7 @@ const MAX_TRIED: usize = 12;
 async fn forward(
     ctx: &Rc<WorkerCtx>,
     info: &ConnInfo,
+    trace: &RequestTrace,
     req: Request<Incoming>,
     rule: &CompiledRule,
     backend_ref: &CompiledBackendRef,
@@ -529,6 +540,14 @@ async fn forward(
                 }
             };
             let can_retry = retries < retry.attempts;
+            let attempt = trace.attempt(
+                retries + 1,
+                (
+                    &backend_ref.backend.key.service,
+                    &backend_ref.backend.key.version,
+                ),
+                (&ep.name, ep.addr),
+            );
             let guard = ep.start_request();
             let conn = match ctx
                 .pools
@@ -537,11 +556,13 @@ async fn forward(
             {
                 Ok(c) => c,
                 Err(SendError::Overflow(limit)) => {
+                    attempt.failed("overflow");
                     backend_ref.metrics.overflow(limit);
                     return (resilience::overflow(limit), Some(ep), retries);
                 }
                 Err(e) => {
                     drop(guard);
+                    attempt.failed("connect_error");
                     observe(Outcome::LocalFailure);
                     if e.is_connect() {
                         backend_ref.metrics.connect_failures.inc();
@@ -602,12 +623,19 @@ async fn forward(
                     (up, next)
                 }
             };
+            let mut up = up;
+            attempt.propagate(up.headers_mut());
             let send = conn.send(up);
             let outcome = match rule.timeouts.backend_request {
                 Some(t) => tokio::time::timeout(t, send).await.ok(),
                 None => Some(send.await),
             };
             drop(guard);
+            match &outcome {
+                Some(Ok(resp)) => attempt.answered(resp.status().as_u16()),
+                Some(Err(_)) => attempt.failed("connection_error"),
+                None => attempt.failed("timeout"),
+            }
             observe(match &outcome {
                 Some(Ok(resp)) => Outcome::Status(resp.status().as_u16()),
                 _ => Outcome::LocalFailure,
@@ -737,6 +765,7 @@ pub(crate) fn strip_response(mut resp: Response<ResponseBody>) -> Response<Respo
 async fn upgrade(
     ctx: &Rc<WorkerCtx>,
     info: &ConnInfo,
+    trace: &RequestTrace,
     mut req: Request<Incoming>,
     backend_ref: &CompiledBackendRef,
 ) -> Result<Forwarded, Response<ResponseBody>> {
@@ -769,6 +798,15 @@ async fn upgrade(
         ));
     };
     parts.uri = uri;
+    let attempt = trace.attempt(
+        1,
+        (
+            &backend_ref.backend.key.service,
+            &backend_ref.backend.key.version,
+        ),
+        (&ep.name, ep.addr),
+    );
+    attempt.propagate(&mut parts.headers);
     let up = Request::from_parts(parts, ReplayBody::empty());
     let guard = ep.start_request();
     let conn = match ctx
@@ -778,6 +816,7 @@ async fn upgrade(
     {
         Ok(c) => c,
         Err(e) => {
+            attempt.failed("connect_error");
             if e.is_connect() {
                 backend_ref.metrics.connect_failures.inc();
             }
@@ -785,8 +824,12 @@ async fn upgrade(
         }
     };
     let mut resp = match conn.send(up).await {
-        Ok(r) => r,
+        Ok(r) => {
+            attempt.answered(r.status().as_u16());
+            r
+        }
         Err(_) => {
+            attempt.failed("connection_error");
             return Err(local(
                 StatusCode::BAD_GATEWAY,
                 "upstream reset or closed the connection",
@@ -814,10 +857,12 @@ async fn upgrade(
     Ok((resp, Some(ep), 0))
 }
 
+/// Ends the request's span and writes its access log line.
 #[allow(clippy::too_many_arguments)]
-fn log_access(
+fn complete(
     snapshot: &crate::snapshot::Snapshot,
     info: &ConnInfo,
+    trace: &RequestTrace,
     req: Option<&RequestSummary>,
     resp: &Response<ResponseBody>,
     start: Instant,
@@ -825,34 +870,54 @@ fn log_access(
     backend: Option<(&CompiledBackendRef, Option<&Endpoint>)>,
     retries: u32,
 ) {
+    let (service, version) = backend.map_or(("", ""), |(b, _)| {
+        (&*b.backend.key.service, &*b.backend.key.version)
+    });
+    trace.finish(
+        resp.status().as_u16(),
+        backend.is_some().then_some((service, version)),
+    );
     let Some(req) = req else { return };
     if !snapshot.access_log {
         return;
     }
-    let (service, version) = backend.map_or(("", ""), |(b, _)| {
-        (&*b.backend.key.service, &*b.backend.key.version)
-    });
-    let endpoint = backend
-        .and_then(|(_, e)| e)
-        .map(|e| e.addr.to_string())
-        .unwrap_or_default();
+    let endpoint = backend.and_then(|(_, e)| e);
     let bytes = resp.body().size_hint().exact().unwrap_or(0);
+    let status = resp.status().as_u16();
+    // The field names are the log schema shared with the runtime's service
+    // logs (README, "Logs"); `service`, `version` and `replica` name what
+    // served the request.
     tracing::info!(
         target: "serin::access",
-        method = %req.method,
-        path = %req.path,
-        status = resp.status().as_u16(),
-        duration_ms = start.elapsed().as_secs_f64() * 1000.0,
-        route = rule.map_or("", |r| &*r.route),
         service,
         version,
-        endpoint,
+        replica = endpoint.map_or("", |e| &*e.name),
+        trace_id = %trace.trace_id(),
+        method = %req.method,
+        path = %req.path,
+        status,
+        duration_ms = start.elapsed().as_secs_f64() * 1000.0,
+        route = rule.map_or("", |r| &*r.route),
+        upstream = %OptionalAddr(endpoint.map(|e| e.addr)),
         bytes,
         retries,
         request_id = req.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
-        trace_id = req.trace_id.as_deref().unwrap_or(""),
         listener = %info.listener,
         client = %info.remote.ip(),
-        "request"
+        "{} {} {status}",
+        req.method,
+        req.path,
     );
+}
+
+/// An address, or nothing, for a log field.
+struct OptionalAddr(Option<SocketAddr>);
+
+impl std::fmt::Display for OptionalAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(a) => a.fmt(f),
+            None => Ok(()),
+        }
+    }
 }

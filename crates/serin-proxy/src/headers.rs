@@ -1,4 +1,5 @@
-//! Headers a proxy owns: hop-by-hop removal, forwarding headers, request ids.
+//! Headers a proxy owns: hop-by-hop removal, forwarding headers, request ids
+//! (trace context is in [`crate::trace_context`]).
 
 use std::net::IpAddr;
 
@@ -7,7 +8,6 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -116,15 +116,6 @@ fn new_request_id() -> HeaderValue {
         j += 2;
     }
     HeaderValue::from_bytes(&s).unwrap_or_else(|_| HeaderValue::from_static("0"))
-}
-
-/// The trace id of a W3C `traceparent` (`00-<trace-id>-<span-id>-<flags>`).
-pub fn trace_id(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(&TRACEPARENT)?.to_str().ok()?;
-    let mut parts = v.split('-');
-    let _version = parts.next()?;
-    let id = parts.next()?;
-    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
 }
 
 #[cfg(test)]

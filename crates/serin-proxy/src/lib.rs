@@ -27,7 +27,9 @@ pub mod snapshot;
 pub mod state;
 pub mod stats;
 mod strict;
+pub mod telemetry;
 mod tls;
+pub mod trace_context;
 pub mod weights;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -158,6 +160,8 @@ pub struct Proxy {
     static_services: Mutex<BTreeSet<String>>,
     /// Bumped when a new snapshot is live.
     generation: watch::Sender<u64>,
+    /// The trace exporter while tracing is on.
+    exporter: Mutex<Option<telemetry::Exporter>>,
     /// Active health-check tasks by backend, with the settings they run.
     health_checks: Mutex<
         BTreeMap<
@@ -251,6 +255,7 @@ impl Proxy {
             }),
             static_services: Mutex::new(BTreeSet::new()),
             generation,
+            exporter: Mutex::new(None),
             health_checks: Mutex::new(BTreeMap::new()),
         });
         proxy.publish_static_endpoints(&effective);
@@ -335,9 +340,10 @@ impl Proxy {
     }
 
     fn install_snapshot(&self, effective: ProxyConfig) {
-        let snap = snapshot::compile(Arc::new(effective), &self.shared.metrics, |key| {
+        let mut snap = snapshot::compile(Arc::new(effective), &self.shared.metrics, |key| {
             self.shared.backend(key, &self.registry)
         });
+        snap.tracer = self.tracer_for(snap.config.tracing.as_ref());
         // Backends no route uses any more are forgotten.
         let rules = || snap.config.routes.iter().flat_map(|r| r.rules.iter());
         let referenced: BTreeSet<BackendKey> = rules()
@@ -724,6 +730,38 @@ impl Proxy {
         }
     }
 
+    /// The tracer for a config's tracing; the exporter is restarted when
+    /// the tracing settings changed (the old one exports what it holds on
+    /// its own thread).
+    fn tracer_for(
+        &self,
+        config: Option<&serin_config::proxy::TracingConfig>,
+    ) -> Option<telemetry::Tracer> {
+        let wanted = telemetry::wanted(config);
+        let mut slot = self.exporter.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().map(|e| &e.config) != wanted.as_ref() {
+            if let Some(old) = slot.take() {
+                std::thread::spawn(move || old.shutdown());
+            }
+            if let Some(cfg) = &wanted {
+                match telemetry::Exporter::start(cfg) {
+                    Ok(e) => {
+                        tracing::info!(
+                            endpoint = cfg
+                                .traces_url()
+                                .as_deref()
+                                .unwrap_or("(from OTEL_EXPORTER_OTLP_* variables)"),
+                            "exporting traces over OTLP/HTTP"
+                        );
+                        *slot = Some(e);
+                    }
+                    Err(e) => tracing::error!(error = %e, "tracing is off"),
+                }
+            }
+        }
+        slot.as_ref().map(telemetry::Exporter::tracer)
+    }
+
     /// Stops accepting, lets requests in flight finish (HTTP/1 answers with
     /// `Connection: close`, HTTP/2 gets GOAWAY) and returns when every
     /// connection closed or `timeout` passed.
@@ -747,6 +785,15 @@ impl Proxy {
             if let Some(t) = w.thread.take() {
                 let _ = tokio::task::spawn_blocking(move || t.join()).await;
             }
+        }
+        // The spans of the last requests are exported before exit.
+        let exporter = self
+            .exporter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(e) = exporter {
+            let _ = tokio::task::spawn_blocking(move || e.shutdown()).await;
         }
     }
 }

@@ -113,6 +113,9 @@ pub struct Snapshot {
     /// Route tables by listener name.
     pub tables: BTreeMap<String, Arc<RouteTable>>,
     pub access_log: bool,
+    /// Records spans when traces are exported (set by the control plane,
+    /// which owns the exporter).
+    pub tracer: Option<crate::telemetry::Tracer>,
     /// Counts requests that match no route.
     pub unrouted: BackendMetrics,
 }
@@ -228,6 +231,7 @@ pub fn compile(
         .collect();
     Snapshot {
         access_log: config.access_log.is_some(),
+        tracer: None,
         tables,
         unrouted: BackendMetrics::local(metrics, ""),
         config,

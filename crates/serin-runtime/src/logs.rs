@@ -8,14 +8,18 @@
 //!
 //! ```json
 //! {"time":"2025-01-01T12:00:00.000Z","level":"info","service":"qotm","version":"v1",
-//!  "replica":"qotm-v1-0","stream":"stdout","message":"listening on 127.0.0.1:40211"}
+//!  "replica":"qotm-v1-0","trace_id":"","message":"listening on 127.0.0.1:40211",
+//!  "kind":"service","stream":"stdout"}
 //! ```
 //!
-//! When the replica's line is itself a JSON object it is put under `"fields"`
-//! instead of `"message"`, and its own `"level"` (if a string) becomes the
-//! line's level; otherwise the level is `info`. `stream` is `stdout`,
-//! `stderr`, or `serin` for what the runtime says about the replica
-//! (started, exited, restarting).
+//! The first seven fields are the schema serin's access log shares (README,
+//! "Logs"). When the replica's line is itself a JSON object it is also put
+//! under `"fields"`; its own `level` (if a string) becomes the line's level,
+//! its `message` or `msg` the message and its `trace_id` (or `traceId`) the
+//! trace id. A plain line's level is `info` and its trace id is the one
+//! written as `trace_id=…` in it, if any. `stream` is `stdout`, `stderr`,
+//! or `serin` for what the runtime says about the replica (started, exited,
+//! restarting).
 //!
 //! Secret values (of at least [`MIN_MASKED_SECRET_LEN`] characters) that a
 //! replica prints are replaced by `***` before a line is stored or shown.
@@ -95,26 +99,64 @@ impl LogLine {
             Ok(serde_json::Value::Object(fields)) => Some(fields),
             _ => None,
         };
-        let level = parsed
-            .as_ref()
-            .and_then(|f| f.get("level"))
-            .and_then(|l| l.as_str())
-            .map_or_else(|| "info".to_string(), str::to_ascii_lowercase);
+        let field = |names: &[&str]| -> Option<&str> {
+            let fields = parsed.as_ref()?;
+            names.iter().find_map(|n| fields.get(*n)?.as_str())
+        };
+        let level = field(&["level"]).map_or_else(|| "info".to_string(), str::to_ascii_lowercase);
+        let trace_id = match &parsed {
+            Some(_) => field(&["trace_id", "traceId"]).unwrap_or(""),
+            None => logfmt_trace_id(&self.message),
+        };
+        let message = match &parsed {
+            Some(_) => field(&["message", "msg"]).unwrap_or(&self.message),
+            None => &self.message,
+        };
         obj.insert("level".into(), level.into());
         obj.insert("service".into(), self.service.clone().into());
         obj.insert("version".into(), self.version.clone().into());
         obj.insert("replica".into(), self.replica.clone().into());
+        obj.insert("trace_id".into(), trace_id.into());
+        obj.insert("message".into(), message.into());
+        obj.insert("kind".into(), "service".into());
         let stream = match self.stream {
             LogStream::Stdout => "stdout",
             LogStream::Stderr => "stderr",
             LogStream::Serin => "serin",
         };
         obj.insert("stream".into(), stream.into());
-        match parsed {
-            Some(fields) => obj.insert("fields".into(), serde_json::Value::Object(fields)),
-            None => obj.insert("message".into(), self.message.clone().into()),
-        };
+        if let Some(fields) = parsed {
+            obj.insert("fields".into(), serde_json::Value::Object(fields));
+        }
         serde_json::Value::Object(obj)
+    }
+
+    /// [`Self::to_json`] as one line, the schema's fields first and in the
+    /// schema's order (a JSON object's keys are otherwise sorted).
+    pub fn to_json_line(&self) -> String {
+        let serde_json::Value::Object(mut obj) = self.to_json() else {
+            return String::new();
+        };
+        let mut line = String::with_capacity(256);
+        line.push('{');
+        let mut push = |key: &str, value: &serde_json::Value| {
+            if line.len() > 1 {
+                line.push(',');
+            }
+            line.push_str(&serde_json::Value::from(key).to_string());
+            line.push(':');
+            line.push_str(&value.to_string());
+        };
+        for key in JSON_ORDER {
+            if let Some(v) = obj.remove(key) {
+                push(key, &v);
+            }
+        }
+        for (key, v) in &obj {
+            push(key, v);
+        }
+        line.push('}');
+        line
     }
 
     /// `service/version/index | message` without colour.
@@ -130,6 +172,24 @@ impl LogLine {
         )
     }
 }
+
+/// The 32-hex-digit id after `trace_id=` in a plain line, or "".
+fn logfmt_trace_id(line: &str) -> &str {
+    let Some(at) = line.find("trace_id=") else {
+        return "";
+    };
+    let rest = line[at + "trace_id=".len()..].trim_start_matches('"');
+    match rest.get(..32) {
+        Some(id) if id.bytes().all(|b| b.is_ascii_hexdigit()) => id,
+        _ => "",
+    }
+}
+
+/// The order of a JSON line's fields: the log schema's, then the rest.
+const JSON_ORDER: [&str; 10] = [
+    "time", "level", "service", "version", "replica", "trace_id", "message", "kind", "stream",
+    "fields",
+];
 
 /// Which replicas' lines to read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -336,7 +396,7 @@ impl Printer {
                         );
                     }
                     let text = match format {
-                        LogFormat::Json => line.to_json().to_string(),
+                        LogFormat::Json => line.to_json_line(),
                         LogFormat::Text => text_line(&line, color, &mut width),
                     };
                     let _ = writeln!(out, "{text}");
@@ -404,10 +464,28 @@ mod tests {
         assert_eq!(plain["message"], "hello");
         assert_eq!(plain["level"], "info");
         assert_eq!(plain["stream"], "stdout");
-        let structured = line(r#"{"level":"WARN","msg":"slow"}"#, LogStream::Stderr).to_json();
+        assert_eq!(plain["trace_id"], "");
+        let text = line("hello", LogStream::Stdout).to_json_line();
+        assert!(
+            text.starts_with(r#"{"time":"2025-01-01T00:00:00.000Z","level":"info","service":"qotm","version":"v1","replica":"qotm-v1-0","trace_id":"","message":"hello","kind":"service""#),
+            "{text}"
+        );
+        assert_eq!(plain["kind"], "service");
+        let structured = line(
+            r#"{"level":"WARN","msg":"slow","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736"}"#,
+            LogStream::Stderr,
+        )
+        .to_json();
         assert_eq!(structured["fields"]["msg"], "slow");
         assert_eq!(structured["level"], "warn");
-        assert!(structured.get("message").is_none());
+        assert_eq!(structured["message"], "slow");
+        assert_eq!(structured["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        let logfmt = line(
+            "GET / trace_id=4bf92f3577b34da6a3ce929d0e0e4736 status=200",
+            LogStream::Stdout,
+        )
+        .to_json();
+        assert_eq!(logfmt["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Logs via tracing: text in a terminal, JSON lines when asked or piped.
+//! Logs via tracing: text in a terminal, JSON lines (see [`crate::log_json`])
+//! when asked or piped.
 
 use std::io::IsTerminal;
 
@@ -18,11 +19,7 @@ pub fn init(format: LogFormat, verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let result = if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init()
+        builder.event_format(crate::log_json::JsonLines).try_init()
     } else {
         builder.with_target(false).try_init()
     };

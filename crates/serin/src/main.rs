@@ -3,6 +3,7 @@
 
 mod cli;
 mod cmd;
+mod log_json;
 mod logging;
 
 use clap::Parser;

@@ -96,6 +96,14 @@ pub mod defaults {
     pub const RETRY_CODES: [u16; 3] = [502, 503, 504];
     /// Base of the jittered exponential back-off between retries.
     pub const RETRY_BACKOFF: Duration = Duration::from_millis(25);
+    /// Every new trace is sampled: the spans of a few services on one
+    /// machine are cheap, and a trace missing when it is wanted costs more.
+    /// Lower it where traffic is heavy; a client's sampling decision
+    /// (`traceparent` flags) is always followed.
+    pub const TRACING_SAMPLING_RATIO: f64 = 1.0;
+    /// The `service.name` of serin's spans when neither `serviceName` nor
+    /// `OTEL_SERVICE_NAME` gives one.
+    pub const TRACING_SERVICE_NAME: &str = "serin";
     /// Gateway API's default backend weight.
     pub const WEIGHT: u32 = 1;
     /// An auth check is a small lookup; a slow one is a failing one.
@@ -117,6 +125,9 @@ pub struct ProxyConfig {
     pub source: Option<PathBuf>,
     pub admin: AdminConfig,
     pub access_log: Option<LogFormat>,
+    /// Tracing as configured; `None`: only `OTEL_EXPORTER_OTLP_*` variables
+    /// may turn it on.
+    pub tracing: Option<TracingConfig>,
     /// Data-plane worker threads (each with its own connection pools).
     pub workers: usize,
     #[serde(with = "humantime_serde_compat")]
@@ -124,6 +135,35 @@ pub struct ProxyConfig {
     pub listeners: Vec<ListenerConfig>,
     pub services: Vec<ServiceConfig>,
     pub routes: Vec<RouteConfig>,
+}
+
+/// Where and how spans are exported (OTLP over HTTP, protobuf).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TracingConfig {
+    /// The OTLP/HTTP base URL, as `OTEL_EXPORTER_OTLP_ENDPOINT`: spans go to
+    /// `ENDPOINT/v1/traces`. `None`: the `OTEL_EXPORTER_OTLP_*` variables
+    /// say, else the OpenTelemetry default `http://localhost:4318`.
+    pub endpoint: Option<String>,
+    /// `service.name` of the spans; `None`: `OTEL_SERVICE_NAME`, else
+    /// [`defaults::TRACING_SERVICE_NAME`].
+    pub service_name: Option<String>,
+    /// Share of new traces recorded (0 to 1); a client's `traceparent`
+    /// decides for the traces it continues.
+    pub sampling_ratio: f64,
+    /// Headers sent with every export (e.g. an API key).
+    #[serde(skip)]
+    pub headers: Vec<(String, String)>,
+}
+
+impl TracingConfig {
+    /// The URL spans are posted to, when the config names one.
+    pub fn traces_url(&self) -> Option<String> {
+        let base = self.endpoint.as_deref()?;
+        if base.ends_with("/v1/traces") {
+            return Some(base.to_string());
+        }
+        Some(format!("{}/v1/traces", base.trim_end_matches('/')))
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -14,6 +14,7 @@ config_struct! {
     pub struct Config {
         admin: Option<Admin> = "admin",
         access_log: Option<AccessLog> = "accessLog",
+        tracing: Option<Tracing> = "tracing",
         workers: Option<Spanned<usize>> = "workers",
         drain_timeout: Option<Duration> = "drainTimeout",
         listeners: Vec<Listener> = "listeners",
@@ -38,6 +39,18 @@ config_struct! {
     pub struct AccessLog {
         enabled: Option<bool> = "enabled",
         format: LogFormat = "format",
+    }
+}
+
+config_struct! {
+    /// Distributed tracing: W3C trace context, spans exported over OTLP/HTTP
+    /// (the names of the OpenTelemetry SDK's environment variables).
+    pub struct Tracing {
+        enabled: Option<bool> = "enabled",
+        endpoint: Option<Spanned<String>> = "endpoint",
+        service_name: Option<Spanned<String>> = "serviceName",
+        sampling_ratio: Option<Spanned<f64>> = "samplingRatio",
+        headers: Option<BTreeMap<String, Spanned<String>>> = "headers",
     }
 }
 

@@ -39,6 +39,7 @@ pub(crate) fn validate(raw: raw::Config, base_dir: &Path, p: &mut Problems) -> P
             .as_ref()
             .filter(|a| a.enabled.unwrap_or(true))
             .map(|a| a.format),
+        tracing: tracing(raw.tracing.as_ref(), p),
         workers,
         drain_timeout: raw.drain_timeout.unwrap_or(defaults::DRAIN_TIMEOUT),
         listeners,
@@ -50,6 +51,62 @@ pub(crate) fn validate(raw: raw::Config, base_dir: &Path, p: &mut Problems) -> P
 /// One worker per CPU, as NGINX's `worker_processes auto`.
 pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+/// The tracing section; `enabled: false` turns it off as if absent.
+fn tracing(raw: Option<&raw::Tracing>, p: &mut Problems) -> Option<TracingConfig> {
+    let raw = raw.filter(|t| t.enabled.unwrap_or(true))?;
+    if let Some(e) = &raw.endpoint {
+        match e.parse::<http::Uri>() {
+            Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => {}
+            Ok(uri) if uri.scheme_str() == Some("https") => e.report(
+                p,
+                format!(
+                    "`{}`: serin exports over plain HTTP; send to a local OpenTelemetry Collector (http://HOST:4318) that forwards over TLS",
+                    **e
+                ),
+            ),
+            _ => e.report(
+                p,
+                format!(
+                    "bad endpoint `{}`: expected an OTLP/HTTP URL such as http://127.0.0.1:4318",
+                    **e
+                ),
+            ),
+        }
+    }
+    if let Some(n) = &raw.service_name
+        && n.trim().is_empty()
+    {
+        n.report(p, "serviceName must not be empty");
+    }
+    let sampling_ratio = match &raw.sampling_ratio {
+        Some(r) if !(0.0..=1.0).contains(&**r) => {
+            r.report(
+                p,
+                format!("samplingRatio must be from 0 to 1, found {}", **r),
+            );
+            defaults::TRACING_SAMPLING_RATIO
+        }
+        Some(r) => **r,
+        None => defaults::TRACING_SAMPLING_RATIO,
+    };
+    let mut headers = Vec::new();
+    for (name, value) in raw.headers.iter().flatten() {
+        if HeaderName::from_bytes(name.as_bytes()).is_err() {
+            value.report(p, format!("`{name}` is not a valid header name"));
+        } else if HeaderValue::from_str(value).is_err() {
+            value.report(p, format!("the value of header `{name}` is not valid"));
+        } else {
+            headers.push((name.clone(), value.value.clone()));
+        }
+    }
+    Some(TracingConfig {
+        endpoint: raw.endpoint.as_ref().map(|e| e.value.clone()),
+        service_name: raw.service_name.as_ref().map(|n| n.value.clone()),
+        sampling_ratio,
+        headers,
+    })
 }
 
 fn admin(raw: Option<&raw::Admin>, p: &mut Problems) -> AdminConfig {

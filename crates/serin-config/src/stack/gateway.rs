@@ -171,6 +171,7 @@ pub(super) fn validate(
             token: gw.admin_token.clone(),
         }),
         access_log: gw.access_log.clone(),
+        tracing: raw.tracing.clone(),
         workers: gw.workers.clone(),
         drain_timeout: gw.drain_timeout,
         listeners: vec![praw::Listener {

@@ -16,6 +16,8 @@ config_struct! {
     pub struct RawStack {
         services: Spanned<Vec<RawService>> = "services" [required],
         gateway: Option<RawGateway> = "gateway",
+        /// Tracing of the gateway and every sidecar (they share one process).
+        tracing: Option<crate::proxy::raw::Tracing> = "tracing",
     }
 }
 

@@ -15,3 +15,6 @@ mod routing;
 mod strict;
 mod up;
 mod upstreams;
+// Issue #6, points 5 and 6.
+mod logs;
+mod tracing;

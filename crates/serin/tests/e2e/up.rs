@@ -16,7 +16,7 @@ use serin_testkit::process::{TempDir, pid_alive};
 use crate::common::{SERIN, client};
 
 /// The longest any one thing may take before a test gives up.
-const LIMIT: Duration = Duration::from_secs(30);
+pub(crate) const LIMIT: Duration = Duration::from_secs(30);
 
 /// Keys every test service shares: quick probes and quick restarts, so the
 /// tests do not wait out Kubernetes' defaults.
@@ -50,7 +50,7 @@ fn qotm_gateway(backends: &[&str]) -> String {
 }
 
 /// The stack of most tests: qotm v1 ×`v1` (all traffic) and nothing else.
-fn qotm_v1_stack(v1: u32) -> String {
+pub(crate) fn qotm_v1_stack(v1: u32) -> String {
     format!(
         "{}services:
   - name: qotm
@@ -66,7 +66,7 @@ fn qotm_v1_stack(v1: u32) -> String {
 
 /// Polls `f` until it gives a value; fails the test with `what` after
 /// [`LIMIT`].
-async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+pub(crate) async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f().await {
@@ -100,17 +100,18 @@ async fn serin_cli(args: &[&str]) -> Output {
 }
 
 /// A running `serin up` of a stack file in a folder of its own.
-struct Stack {
+/// (Also used by the tracing and logs tests.)
+pub(crate) struct Stack {
     // Dropped first: serin is killed (its children die with it), then the
     // folder goes.
-    serin: Serin,
+    pub(crate) serin: Serin,
     dir: TempDir,
 }
 
 impl Stack {
     /// Writes `yaml` as `stack.yaml` in a new folder and runs `serin up` on
     /// it with the gateway and admin API on free ports.
-    fn start(yaml: &str) -> Self {
+    pub(crate) fn start(yaml: &str) -> Self {
         let dir = TempDir::new("serin-up");
         std::fs::write(dir.path().join("stack.yaml"), yaml)
             .unwrap_or_else(|e| panic!("write stack: {e}"));
@@ -128,7 +129,7 @@ impl Stack {
     }
 
     /// `http://GATEWAY` + `path`.
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.serin.url("gateway"))
     }
 
@@ -181,7 +182,7 @@ impl Stack {
 
     /// Waits until `service/version` has exactly `n` replicas, every one
     /// running and ready, and returns them.
-    async fn wait_ready(&self, service: &str, version: &str, n: usize) -> Vec<Value> {
+    pub(crate) async fn wait_ready(&self, service: &str, version: &str, n: usize) -> Vec<Value> {
         eventually(
             &format!("{service}/{version}: {n} ready replicas"),
             async || {
@@ -207,7 +208,7 @@ impl Stack {
 
     /// Sends `signal` (INT or TERM) to serin, expects it to stop everything
     /// and exit 0, and checks that no replica process is left.
-    async fn stop(mut self, signal: &str) {
+    pub(crate) async fn stop(mut self, signal: &str) {
         let pids = self.pids().await;
         self.serin.signal(signal);
         let code = tokio::task::block_in_place(|| self.serin.wait(LIMIT));
@@ -935,25 +936,35 @@ async fn logs_show_replica_prefixes() {
     stack.stop("TERM").await;
 }
 
+/// The text of examples/mesh/stack.yaml.
+pub(crate) fn mesh_example() -> String {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mesh/stack.yaml");
+    std::fs::read_to_string(&example).unwrap_or_else(|e| panic!("{}: {e}", example.display()))
+}
+
+impl Stack {
+    /// Waits until every version of the mesh example has its replica ready.
+    pub(crate) async fn wait_mesh_ready(&self) {
+        for (service, version) in [
+            ("frontend", "v1"),
+            ("pinger", "v1"),
+            ("pinger", "v2"),
+            ("details", "v1"),
+        ] {
+            self.wait_ready(service, version, 1).await;
+        }
+    }
+}
+
 /// The mesh example: every call goes sidecar to sidecar. The frontend
 /// reaches pinger v1 and v2 (a weighted split on its outbound route) and
 /// details through its outbound listeners; each hop is counted with the
 /// caller and the callee, and the split changes at run time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mesh_example_calls_sidecar_to_sidecar() {
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mesh/stack.yaml");
     // A copy, so that run-time weight changes stay out of the example's folder.
-    let yaml =
-        std::fs::read_to_string(&example).unwrap_or_else(|e| panic!("{}: {e}", example.display()));
-    let stack = Stack::start(&yaml);
-    for (service, version) in [
-        ("frontend", "v1"),
-        ("pinger", "v1"),
-        ("pinger", "v2"),
-        ("details", "v1"),
-    ] {
-        stack.wait_ready(service, version, 1).await;
-    }
+    let stack = Stack::start(&mesh_example());
+    stack.wait_mesh_ready().await;
     let http = client();
     let mut pingers = BTreeSet::new();
     eventually("the frontend sees pinger v1 and v2", async || {
