@@ -150,7 +150,9 @@ async function qotm(page) {
     to: "v2",
     from: "v1",
     steps: [20, 60, 100],
-    interval: "10m",
+    // Long enough to read the first step, short enough to see a verdict.
+    interval: "8s",
+    min_requests: 5,
   });
   await page.locator('[data-testid="canary-step-qotm"]').waitFor({ timeout: WAIT });
   result.canary_step = await text(page, "canary-step-qotm");
@@ -167,6 +169,14 @@ async function qotm(page) {
   result.mesh_edges = await page.locator("#mesh svg g.edge").count();
   result.screenshots.canary = join(artifacts, "3-canary.png");
   await page.screenshot({ path: result.screenshots.canary });
+  // The first window's verdict and figures.
+  await page.locator('[data-testid="canary-figures-qotm"]').waitFor({ timeout: WAIT });
+  result.canary_verdict = await text(page, "canary-verdict-qotm");
+  result.canary_figures = await page
+    .locator('[data-testid="canary-figures-qotm"] tbody tr')
+    .allInnerTexts();
+  result.screenshots.verdict = join(artifacts, "5-canary-verdict.png");
+  await page.screenshot({ path: result.screenshots.verdict });
   result.screenshots.full = join(artifacts, "4-full-page.png");
   await page.screenshot({ path: result.screenshots.full, fullPage: true });
 

@@ -189,6 +189,18 @@ async fn dashboard_follows_traffic_weights_and_a_canary_in_a_browser() {
     assert_eq!(findings["canary_step"], "step 1/3 (20%)");
     assert_eq!(findings["canary_phase"], "Progressing");
     assert_eq!(findings["weights_canary"], "Weights: v1 80% · v2 20%");
+    // The first window was judged: a verdict and both versions' figures.
+    let verdict = findings["canary_verdict"].as_str().unwrap_or_default();
+    assert!(
+        ["pass", "fail", "inconclusive"].contains(&verdict),
+        "{findings}"
+    );
+    let figures = strings(&findings["canary_figures"]);
+    assert_eq!(figures.len(), 2, "{findings}");
+    assert!(
+        figures[0].starts_with("v1\t") && figures[1].starts_with("v2\t"),
+        "{figures:?}"
+    );
     let changes = strings(&findings["changes"]);
     assert!(
         changes
@@ -278,4 +290,58 @@ async fn stop_with_open_stream(mut serin: Serin) {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(code, Some(0), "serin did not stop cleanly");
     drop(events);
+}
+
+/// With an admin token, the dashboard wants it like the rest of the admin
+/// API: as `Authorization: Bearer`, or (what a browser can send for a page
+/// and an event stream) as `?token=` on `/ui` addresses only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_wants_the_admin_token() {
+    let upstream = crate::common::Upstream::start("a");
+    let serin = crate::common::proxy(&format!(
+        "listeners:
+  - name: gw
+    address: 127.0.0.1:0
+admin:
+  address: 127.0.0.1:0
+  token: s3cret
+services:
+  - name: svc
+    versions:
+      - name: v1
+        endpoints: [\"{}\"]
+routes:
+  - name: r
+    rules:
+      - backendRefs: [{{name: svc, version: v1}}]
+",
+        upstream.addr
+    ));
+    let http = client();
+    let status = |path: &str, bearer: Option<&str>| {
+        let mut req = http.get(serin.admin_url(path));
+        if let Some(t) = bearer {
+            req = req.bearer_auth(t);
+        }
+        async move { req.send().await.map(|r| r.status().as_u16()).unwrap_or(0) }
+    };
+    for path in ["/ui", "/ui/state", "/ui/events"] {
+        assert_eq!(status(path, None).await, 401, "{path} without a token");
+        assert_eq!(
+            status(path, Some("wrong")).await,
+            401,
+            "{path}, wrong token"
+        );
+        assert_eq!(
+            status(&format!("{path}?token=wrong"), None).await,
+            401,
+            "{path}?token=wrong"
+        );
+    }
+    assert_eq!(status("/ui?token=s3cret", None).await, 200);
+    assert_eq!(status("/ui/state", Some("s3cret")).await, 200);
+    assert_eq!(status("/ui/events?token=s3cret", None).await, 200);
+    // The query form is for the dashboard only.
+    assert_eq!(status("/routes?token=s3cret", None).await, 401);
+    assert_eq!(status("/routes", Some("s3cret")).await, 200);
 }

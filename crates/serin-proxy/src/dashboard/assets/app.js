@@ -284,14 +284,14 @@
 
   // ---- canaries ----
 
-  function figuresTable(a) {
+  function figuresTable(a, id) {
     const pct = (x) => (x * 100).toFixed(2) + " %";
     const sec = (x) => (x === null || x === undefined ? "–" : (x * 1000).toFixed(1) + " ms");
     const row = (f) => el("tr", {}, el("th", { scope: "row", text: f.version }),
       el("td", { class: "num", text: String(f.requests) }),
       el("td", { class: "num", text: pct(f.error_rate) }),
       el("td", { class: "num", text: sec(f.p99_seconds) }));
-    return el("table", {},
+    return el("table", { "data-testid": "canary-figures-" + id },
       el("caption", { text: "Last window (" + Math.round(a.window_seconds) + " s)" }),
       el("thead", {}, el("tr", {},
         el("th", { scope: "col", text: "Version" }),
@@ -317,13 +317,13 @@
         el("dt", { text: "Step" }), el("dd", { "data-testid": "canary-step-" + id, text: c.step_label }),
         el("dt", { text: "Weights" }), el("dd", { "data-testid": "canary-weights-" + id, text: weights }),
         el("dt", { text: "Failed checks" }), el("dd", { text: String(c.failures) }),
-        el("dt", { text: "Last verdict" }), el("dd", {}, a ? el("span", { class: "state state-" + verdictClass(a.verdict), text: String(a.verdict) }) : "none yet"),
+        el("dt", { text: "Last verdict" }), el("dd", { "data-testid": "canary-verdict-" + id }, a ? el("span", { class: "state state-" + verdictClass(a.verdict), text: String(a.verdict) }) : "none yet"),
         el("dt", { text: "Window ends" }), el("dd", { text: c.window_ends_at ? fmtTime(Date.parse(c.window_ends_at)) : "–" }),
         el("dt", { text: "Note" }), el("dd", { text: c.message || "–" }));
       return el("article", { class: "canary", "aria-labelledby": "canary-" + id, "data-testid": "canary-" + id },
         el("h3", { id: "canary-" + id, text: c.service + ": " + c.baseline + " → " + c.canary }),
         dl,
-        a ? figuresTable(a) : null,
+        a ? figuresTable(a, id) : null,
         a && a.reasons && a.reasons.length ? el("p", { class: "hint", text: a.reasons.join("; ") }) : null);
     }));
   }
@@ -419,6 +419,8 @@
     const NS = "http://www.w3.org/2000/svg";
     const svg = document.createElementNS(NS, "svg");
     svg.setAttribute("viewBox", "0 0 " + width + " " + height);
+    // Natural size, shrunk to fit when the column is narrower.
+    svg.setAttribute("width", width);
     svg.setAttribute("role", "img");
     svg.setAttribute("aria-labelledby", "mesh-heading");
     const mk = (tag, attrs, text) => {
