@@ -34,6 +34,12 @@ async function adminCall(method, path, body) {
   return JSON.parse(text);
 }
 
+/** Saves a screenshot as ARTIFACT_DIR/FILE and notes its path. */
+async function shot(page, name, file, fullPage = false) {
+  result.screenshots[name] = join(artifacts, file);
+  await page.screenshot({ path: result.screenshots[name], fullPage });
+}
+
 const text = (page, testid) =>
   page.locator(`[data-testid="${testid}"]`).first().innerText({ timeout: WAIT });
 
@@ -100,10 +106,8 @@ async function mesh(page) {
   );
   result.mesh = await page.locator("#mesh li").allInnerTexts();
   result.mesh_nodes = await page.locator("#mesh svg g.node text").allTextContents();
-  result.screenshots.mesh = join(artifacts, "1-mesh.png");
-  await page.screenshot({ path: result.screenshots.mesh });
-  result.screenshots.full = join(artifacts, "2-full-page.png");
-  await page.screenshot({ path: result.screenshots.full, fullPage: true });
+  await shot(page, "mesh", "1-mesh.png");
+  await shot(page, "full", "2-full-page.png", true);
 }
 
 async function qotm(page) {
@@ -131,8 +135,7 @@ async function qotm(page) {
   result.rps_text = await page
     .locator('[data-testid="row-qotm-all"] [data-field="rps"]')
     .innerText();
-  result.screenshots.traffic = join(artifacts, "1-traffic.png");
-  await page.screenshot({ path: result.screenshots.traffic });
+  await shot(page, "traffic", "1-traffic.png");
 
   // A weight change over the admin API shows without a reload.
   await adminCall("PUT", "/routes/qotm/weights", { weights: { v1: 50, v2: 50 } });
@@ -142,8 +145,7 @@ async function qotm(page) {
     { timeout: WAIT },
   );
   result.weights_after = await text(page, "weights-qotm");
-  result.screenshots.weights = join(artifacts, "2-weights-changed.png");
-  await page.screenshot({ path: result.screenshots.weights });
+  await shot(page, "weights", "2-weights-changed.png");
 
   // A canary's step, weights and decisions show while it runs.
   await adminCall("POST", "/canary/qotm/start", {
@@ -167,18 +169,15 @@ async function qotm(page) {
   result.replica_rows = await page.locator("#replicas tbody tr").count();
   result.endpoint_rows = await page.locator("#endpoints tbody tr").count();
   result.mesh_edges = await page.locator("#mesh svg g.edge").count();
-  result.screenshots.canary = join(artifacts, "3-canary.png");
-  await page.screenshot({ path: result.screenshots.canary });
+  await shot(page, "canary", "3-canary.png");
   // The first window's verdict and figures.
   await page.locator('[data-testid="canary-figures-qotm"]').waitFor({ timeout: WAIT });
   result.canary_verdict = await text(page, "canary-verdict-qotm");
   result.canary_figures = await page
     .locator('[data-testid="canary-figures-qotm"] tbody tr')
     .allInnerTexts();
-  result.screenshots.verdict = join(artifacts, "5-canary-verdict.png");
-  await page.screenshot({ path: result.screenshots.verdict });
-  result.screenshots.full = join(artifacts, "4-full-page.png");
-  await page.screenshot({ path: result.screenshots.full, fullPage: true });
+  await shot(page, "verdict", "5-canary-verdict.png");
+  await shot(page, "full", "4-full-page.png", true);
 
   // Keyboard: the first Tab reaches the skip link.
   await page.keyboard.press("Tab");

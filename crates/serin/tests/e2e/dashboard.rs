@@ -149,26 +149,49 @@ fn check_screenshots(findings: &Value) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboard_follows_traffic_weights_and_a_canary_in_a_browser() {
-    let (_dir, stack) = example_copy("qotm");
-    let serin = Serin::up(SERIN, &stack, &[]);
-    let qotm = format!("{}/qotm/", serin.url("gateway"));
-    wait_for_ok(&serin, &qotm).await;
-    let (stop, answered) = traffic(qotm);
+/// What a browser run leaves: serin still running (in its folder), the
+/// script's findings, and how many requests the traffic got answered.
+struct Browsed {
+    serin: Serin,
+    _dir: TempDir,
+    findings: Value,
+    answered: usize,
+}
 
-    let artifacts = artifact_dir("qotm");
-    let findings = run_browser("qotm", &serin.admin_url(""), &artifacts).await;
+/// Runs `serin up` on a copy of `examples/EXAMPLE`, sends requests to
+/// `path` on the gateway, and runs the browser script's `EXAMPLE` part
+/// while they flow; its screenshots go to `test-artifacts/dashboard/EXAMPLE`.
+async fn browse(example: &str, path: &str) -> Browsed {
+    let (dir, stack) = example_copy(example);
+    let serin = Serin::up(SERIN, &stack, &[]);
+    let url = format!("{}{path}", serin.url("gateway"));
+    wait_for_ok(&serin, &url).await;
+    let (stop, answered) = traffic(url);
+    let artifacts = artifact_dir(example);
+    let findings = run_browser(example, &serin.admin_url(""), &artifacts).await;
     stop.store(true, Ordering::Relaxed);
     if findings.get("error").is_some() {
         serin.dump();
         panic!("the browser script failed: {findings:#}");
     }
     check_screenshots(&findings);
-    assert!(
-        answered.load(Ordering::Relaxed) > 0,
-        "no request was answered"
-    );
+    Browsed {
+        serin,
+        _dir: dir,
+        findings,
+        answered: answered.load(Ordering::Relaxed),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_follows_traffic_weights_and_a_canary_in_a_browser() {
+    let Browsed {
+        serin,
+        _dir,
+        findings,
+        answered,
+    } = browse("qotm", "/qotm/").await;
+    assert!(answered > 0, "no request was answered");
 
     assert_eq!(findings["title"], "serin dashboard");
     assert_eq!(findings["connection"], "Live");
@@ -234,20 +257,13 @@ async fn dashboard_follows_traffic_weights_and_a_canary_in_a_browser() {
 /// and the mesh graph shows who calls whom with traffic on every hop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_draws_the_mesh_of_sidecars_in_a_browser() {
-    let (_dir, stack) = example_copy("mesh");
-    let serin = Serin::up(SERIN, &stack, &[]);
-    let api = format!("{}/api", serin.url("gateway"));
-    wait_for_ok(&serin, &api).await;
-    let (stop, _) = traffic(api);
-
-    let artifacts = artifact_dir("mesh");
-    let findings = run_browser("mesh", &serin.admin_url(""), &artifacts).await;
-    stop.store(true, Ordering::Relaxed);
-    if findings.get("error").is_some() {
-        serin.dump();
-        panic!("the browser script failed: {findings:#}");
-    }
-    check_screenshots(&findings);
+    let Browsed {
+        serin,
+        _dir,
+        findings,
+        answered,
+    } = browse("mesh", "/api").await;
+    assert!(answered > 0, "no request was answered");
     let routes = strings(&findings["routes"]);
     for r in ["frontend", "frontend>pinger", "frontend>details"] {
         assert!(routes.iter().any(|x| x == r), "{r} not in {routes:?}");

@@ -440,7 +440,9 @@
       const g = mk("g", { class: "edge" });
       const x1 = a.x + NW, y1 = a.y + NH / 2, x2 = b.x, y2 = b.y + NH / 2;
       g.append(mk("line", { x1, y1, x2: x2 - 2, y2, "marker-end": "url(#arrow)" }));
-      g.append(mk("text", { x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 4, "text-anchor": "middle" }, edgeLabel(e)));
+      // Nearer the callee than the caller, so a caller's fan-out labels
+      // do not overlap.
+      g.append(mk("text", { x: x1 + 0.6 * (x2 - x1), y: y1 + 0.6 * (y2 - y1) - 5, "text-anchor": "middle" }, edgeLabel(e)));
       g.append(mk("title", {}, e.from + " calls " + e.to + " (" + e.routes.join(", ") + ")"));
       svg.append(g);
     }
