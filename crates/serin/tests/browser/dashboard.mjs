@@ -186,4 +186,15 @@ async function qotm(page) {
   result.images_without_label = await page
     .locator('[role="img"]')
     .evaluateAll((els) => els.filter((e) => !e.getAttribute("aria-label") && !e.getAttribute("aria-labelledby")).length);
+
+  // Keyboard: a chart's legend entry hides and shows its series.
+  const legend = page.locator('[data-route="qotm"] .chart .u-legend [role="button"]').first();
+  await legend.focus();
+  result.legend_label = await legend.getAttribute("aria-label");
+  const pressed = () => legend.getAttribute("aria-pressed");
+  result.legend_pressed = [await pressed()];
+  await page.keyboard.press("Enter");
+  result.legend_pressed.push(await pressed());
+  await page.keyboard.press("Enter");
+  result.legend_pressed.push(await pressed());
 }

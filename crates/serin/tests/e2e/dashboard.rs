@@ -244,6 +244,11 @@ async fn dashboard_follows_traffic_weights_and_a_canary_in_a_browser() {
     // skip link first; every picture has a text alternative.
     assert_eq!(findings["scroll_width"], 1366, "{findings}");
     assert_eq!(findings["first_tab"], "Skip to content");
+    assert_eq!(findings["legend_label"], "v1 (shown when pressed)");
+    assert_eq!(
+        strings(&findings["legend_pressed"]),
+        ["true", "false", "true"]
+    );
     assert_eq!(findings["images_without_label"], 0, "{findings}");
     assert!(
         strings(&findings["console_errors"]).is_empty(),

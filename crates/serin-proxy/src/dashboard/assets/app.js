@@ -201,6 +201,25 @@
     return [xs].concat(cols);
   }
 
+  /** uPlot's legend hides a series on click; this lets the keyboard do it too. */
+  function keyboardLegend(plot) {
+    plot.root.querySelectorAll(".u-legend .u-series").forEach((row, i) => {
+      if (i === 0) return; // the time axis
+      const sync = () => row.setAttribute("aria-pressed", String(plot.series[i].show !== false));
+      row.setAttribute("tabindex", "0");
+      row.setAttribute("role", "button");
+      row.setAttribute("aria-label", plot.series[i].label + " (shown when pressed)");
+      sync();
+      row.addEventListener("click", () => setTimeout(sync));
+      row.addEventListener("keydown", (ev) => {
+        if (ev.key !== "Enter" && ev.key !== " ") return;
+        ev.preventDefault();
+        plot.setSeries(i, { show: plot.series[i].show === false });
+        sync();
+      });
+    });
+  }
+
   function updateRouteView(view) {
     view.weights.replaceChildren(el("strong", { text: "Weights: " }), weightsText(view.route));
     const last = samples.length ? samples[samples.length - 1] : null;
@@ -219,6 +238,7 @@
       if (!c.plot) {
         const width = Math.max(200, c.holder.clientWidth || 280);
         c.plot = new uPlot(chartOpts(c.def.title, c.def.unit, c.series, width), data, c.holder);
+        keyboardLegend(c.plot);
       } else {
         c.plot.setData(data);
       }
