@@ -176,8 +176,8 @@ async function qotm(page) {
   result.canary_figures = await page
     .locator('[data-testid="canary-figures-qotm"] tbody tr')
     .allInnerTexts();
-  await shot(page, "verdict", "5-canary-verdict.png");
-  await shot(page, "full", "4-full-page.png", true);
+  await shot(page, "verdict", "4-canary-verdict.png");
+  await shot(page, "full", "5-full-page.png", true);
 
   // Keyboard: the first Tab reaches the skip link.
   await page.keyboard.press("Tab");
