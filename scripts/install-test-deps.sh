@@ -35,3 +35,24 @@ if ! command -v kubernetes-validate >/dev/null 2>&1; then
   if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
 fi
 command -v kubernetes-validate >/dev/null 2>&1 || { echo "error: kubernetes-validate is still missing" >&2; exit 1; }
+
+# --- Dashboard browser test (crates/serin/tests/e2e/dashboard.rs): headless
+# Chromium from Debian, driven by Playwright (playwright-core, pinned by the
+# folder's package-lock.json; it downloads no browser of its own).
+if [[ ! -x /usr/bin/chromium ]]; then
+  SUDO=""
+  [[ $(id -u) -ne 0 ]] && SUDO=sudo
+  echo "installing: chromium"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+[[ -x /usr/bin/chromium ]] || { echo "error: /usr/bin/chromium is still missing" >&2; exit 1; }
+command -v npm >/dev/null 2>&1 || { echo "error: npm is missing (Node.js is needed for the browser test)" >&2; exit 1; }
+browser_tests="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/crates/serin/tests/browser"
+# The stamp is the lock file last installed: a changed lock installs again.
+stamp="$browser_tests/node_modules/.serin-installed-lock.json"
+if ! cmp -s "$browser_tests/package-lock.json" "$stamp"; then
+  echo "installing: playwright-core (npm ci in crates/serin/tests/browser)"
+  (cd "$browser_tests" && npm ci --no-audit --no-fund --loglevel=error)
+  cp "$browser_tests/package-lock.json" "$stamp"
+fi

@@ -3,7 +3,7 @@
 //! over the API: when, who, which service, the weights before and after,
 //! and the figures behind it. Lines are only ever appended.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -43,9 +43,14 @@ pub struct AuditEntry {
     pub message: String,
 }
 
+/// How many decisions [`AuditLog::recent`] remembers.
+const RECENT: usize = 50;
+
 pub struct AuditLog {
     path: Option<PathBuf>,
     lock: Mutex<()>,
+    /// The last decisions, for the dashboard.
+    recent: Mutex<VecDeque<AuditEntry>>,
 }
 
 impl AuditLog {
@@ -54,11 +59,18 @@ impl AuditLog {
         Self {
             path,
             lock: Mutex::new(()),
+            recent: Mutex::new(VecDeque::new()),
         }
     }
 
     pub fn path(&self) -> Option<&PathBuf> {
         self.path.as_ref()
+    }
+
+    /// The decisions of this process's last moments, oldest first.
+    pub fn recent(&self) -> Vec<AuditEntry> {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.iter().cloned().collect()
     }
 
     /// Appends an entry (and logs it). A write failure is logged, never
@@ -73,6 +85,13 @@ impl AuditLog {
             "canary: {}",
             entry.message
         );
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            if recent.len() == RECENT {
+                recent.pop_front();
+            }
+            recent.push_back(entry.clone());
+        }
         let Some(path) = &self.path else { return };
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let result = serde_json::to_string(entry)

@@ -314,6 +314,12 @@ impl Controller {
             .cloned()
     }
 
+    /// The last decisions of this process (the audit log keeps them all),
+    /// oldest first.
+    pub fn recent_decisions(&self) -> Vec<crate::audit::AuditEntry> {
+        self.inner.audit.recent()
+    }
+
     /// Every canary, running or finished (the last one of each service).
     pub fn list(&self) -> Vec<Status> {
         self.inner

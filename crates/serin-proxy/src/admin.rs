@@ -1,5 +1,6 @@
 //! The admin API (default 127.0.0.1:9901): readiness, Prometheus metrics,
-//! the effective config, routes with their weights, weight changes, reload.
+//! the effective config, routes with their weights, weight changes, reload,
+//! and the dashboard at `/ui` (see [`crate::dashboard`]).
 //! Other parts of serin (the local runtime) add their own routes with
 //! [`serve`]'s `extra` router.
 
@@ -183,10 +184,21 @@ async fn require_token(
     if req.uri().path() == "/ready" {
         return next.run(req).await;
     }
-    let given = headers
+    let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    // A browser cannot set the header on the dashboard's page or its event
+    // stream: there the token may come as `?token=…`.
+    let given = bearer.or_else(|| {
+        if !(req.uri().path() == "/ui" || req.uri().path().starts_with("/ui/")) {
+            return None;
+        }
+        form_urlencoded::parse(req.uri().query()?.as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
+    });
     // Compare without an early exit on the first differing byte.
     let ok = given.is_some_and(|g| {
         g.len() == token.len()

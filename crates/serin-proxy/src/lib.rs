@@ -9,7 +9,9 @@
 pub mod admin;
 mod balance;
 pub mod body;
+pub mod dashboard;
 pub mod endpoints;
+pub mod events;
 mod ext_auth;
 mod filters;
 mod forward;
@@ -162,6 +164,8 @@ pub struct Proxy {
     generation: watch::Sender<u64>,
     /// The trace exporter while tracing is on.
     exporter: Mutex<Option<telemetry::Exporter>>,
+    /// Recent changes of the running config, for the dashboard.
+    events: events::EventLog,
     /// Active health-check tasks by backend, with the settings they run.
     health_checks: Mutex<
         BTreeMap<
@@ -256,6 +260,7 @@ impl Proxy {
             static_services: Mutex::new(BTreeSet::new()),
             generation,
             exporter: Mutex::new(None),
+            events: events::EventLog::default(),
             health_checks: Mutex::new(BTreeMap::new()),
         });
         proxy.publish_static_endpoints(&effective);
@@ -298,6 +303,11 @@ impl Proxy {
             .values()
             .map(|l| (l.name(), l.address))
             .collect()
+    }
+
+    /// Recent changes of the running config, oldest first.
+    pub fn events(&self) -> Vec<events::ControlEvent> {
+        self.events.list()
     }
 
     /// A receiver that changes whenever a new snapshot is live.
@@ -453,8 +463,16 @@ impl Proxy {
     /// Validates `config` (binding new listeners, loading TLS files) and, if
     /// all is well, makes it the running config. Otherwise nothing changes.
     pub fn apply_config(&self, config: ProxyConfig) -> Result<(), ConfigErrors> {
+        let routes = config.routes.len();
         let result = self.try_apply(config);
         let label = if result.is_ok() { "success" } else { "failure" };
+        match &result {
+            Ok(()) => self.events.record(
+                "config-applied",
+                format!("configuration applied ({routes} routes)"),
+            ),
+            Err(e) => self.record_rejected(e),
+        }
         self.shared
             .metrics
             .reloads
@@ -526,7 +544,8 @@ impl Proxy {
                 message: "this proxy was not started from a config file".into(),
             }]));
         };
-        let config = serin_config::proxy::load_proxy_config(&path).inspect_err(|_| {
+        let config = serin_config::proxy::load_proxy_config(&path).inspect_err(|e| {
+            self.record_rejected(e);
             self.shared
                 .metrics
                 .reloads
@@ -536,6 +555,21 @@ impl Proxy {
                 .inc();
         })?;
         self.apply_config(config)
+    }
+
+    fn record_rejected(&self, errors: &ConfigErrors) {
+        let first = errors
+            .0
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        self.events.record(
+            "config-rejected",
+            format!(
+                "configuration rejected ({} problems): {first}",
+                errors.0.len()
+            ),
+        );
     }
 
     /// The cumulative counters of every version of `service` that a route
@@ -574,6 +608,19 @@ impl Proxy {
         drop(control);
         self.save_state(&state);
         self.install_snapshot(effective);
+        self.events.record(
+            "weights",
+            format!(
+                "route {}: weights {}",
+                change.route,
+                change
+                    .weights
+                    .iter()
+                    .map(|(v, w)| format!("{v}={w}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        );
         weights::route_weights(&self.shared.snapshot.load().config, &change.route)
     }
 
@@ -636,6 +683,16 @@ impl Proxy {
         let target = r.rules.get_mut(rule).ok_or_else(|| {
             weights::WeightError::Invalid(format!("route `{route}` has {n} rules, no rule {rule}"))
         })?;
+        let note = match percent {
+            Some(p) => (
+                "mirror-set",
+                format!("route {route} rule {rule}: mirror {p}% to {service}/{version}"),
+            ),
+            None => (
+                "mirror-removed",
+                format!("route {route} rule {rule}: no mirror to {service}/{version}"),
+            ),
+        };
         let before = target.filters.len();
         target.filters.retain(|f| {
             !matches!(f, FilterConfig::RequestMirror(m) if m.service == service && m.version == version)
@@ -653,6 +710,7 @@ impl Proxy {
         control.file_config = file;
         drop(control);
         self.install_snapshot(effective);
+        self.events.record(note.0, note.1);
         Ok(())
     }
 
@@ -695,6 +753,8 @@ impl Proxy {
         control.file_config = file;
         drop(control);
         self.install_snapshot(effective);
+        self.events
+            .record("rule-added", format!("route {route}: rule {index} added"));
         Ok(index)
     }
 
@@ -719,6 +779,10 @@ impl Proxy {
         control.file_config = file;
         drop(control);
         self.install_snapshot(effective);
+        self.events.record(
+            "rule-removed",
+            format!("route {route}: rule {name} removed"),
+        );
         true
     }
 

@@ -83,26 +83,37 @@ impl StatsSnapshot {
     /// The `q` quantile of latency (seconds), interpolated within its
     /// bucket as Prometheus' `histogram_quantile` does; `None` with no data.
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        let total: u64 = self.buckets.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        let rank = q * total as f64;
-        let mut seen = 0u64;
-        for (i, count) in self.buckets.iter().enumerate() {
-            let before = seen as f64;
-            seen += count;
-            if seen as f64 >= rank && *count > 0 {
-                let lower = if i == 0 { 0.0 } else { LATENCY_BOUNDS[i - 1] };
-                let Some(upper) = LATENCY_BOUNDS.get(i).copied() else {
-                    return Some(lower);
-                };
-                let within = (rank - before) / *count as f64;
-                return Some(lower + (upper - lower) * within.clamp(0.0, 1.0));
-            }
-        }
-        LATENCY_BOUNDS.last().copied()
+        bucket_quantile(&LATENCY_BOUNDS, &self.buckets, q)
     }
+}
+
+/// The `q` quantile of a histogram given as request counts per bucket
+/// (`counts[i]` up to `bounds[i]`; one more count than bounds: slower than
+/// the last), interpolated within its bucket as Prometheus'
+/// `histogram_quantile` does; `None` with no data.
+pub fn bucket_quantile(bounds: &[f64], counts: &[u64], q: f64) -> Option<f64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let mut seen = 0u64;
+    for (i, count) in counts.iter().enumerate() {
+        let before = seen as f64;
+        seen += count;
+        if seen as f64 >= rank && *count > 0 {
+            let lower = match i.checked_sub(1) {
+                None => 0.0,
+                Some(j) => bounds.get(j).or(bounds.last()).copied().unwrap_or(0.0),
+            };
+            let Some(upper) = bounds.get(i).copied() else {
+                return Some(lower);
+            };
+            let within = (rank - before) / *count as f64;
+            return Some(lower + (upper - lower) * within.clamp(0.0, 1.0));
+        }
+    }
+    bounds.last().copied()
 }
 
 /// Shadow answers of one version (request mirroring), compared with the

@@ -151,7 +151,15 @@ async fn serve(
     let (admin_bound, admin) = serin_proxy::admin::serve(
         admin_addr,
         admin_token,
-        serin_proxy::admin::router(proxy.clone()).merge(serin_canary::api::router(canary.clone())),
+        serin_proxy::admin::router(proxy.clone())
+            .merge(serin_canary::api::router(canary.clone()))
+            .merge(
+                serin_proxy::dashboard::Dashboard::start(
+                    proxy.clone(),
+                    super::dashboard::providers(&canary, None),
+                )
+                .router(),
+            ),
         async {
             let _ = admin_stopped.await;
         },

@@ -115,6 +115,13 @@ async fn up(args: UpArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
     let app = serin_proxy::admin::router(proxy.clone())
         .merge(serin_runtime::admin_router(runtime.clone()))
         .merge(serin_canary::api::router(canary.clone()))
+        .merge(
+            serin_proxy::dashboard::Dashboard::start(
+                proxy.clone(),
+                super::dashboard::providers(&canary, Some(&runtime)),
+            )
+            .router(),
+        )
         .merge(Router::new().route("/apply", post(apply)).with_state(state));
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_addr = gateway.admin.address;
@@ -184,7 +191,8 @@ fn print_summary(
         }
     }
     out.push_str(&format!(
-        "  admin API        http://{admin}  (serin ps, serin logs -f, serin weights get ROUTE)\n\
+        "  admin API        http://{admin}  (serin ps, serin logs -f, serin weights get ROUTE)\n  \
+         dashboard        http://{admin}/ui\n\
          Ctrl-C stops everything.\n"
     ));
     eprintln!("{out}");

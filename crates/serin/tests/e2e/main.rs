@@ -4,6 +4,7 @@
 mod canary;
 mod common;
 mod config_errors;
+mod dashboard;
 mod ext_auth;
 mod mirror;
 mod observability;
