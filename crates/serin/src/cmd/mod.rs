@@ -39,6 +39,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Apply { stack, admin } => stack_control::apply(&admin, stack.as_deref()),
         Command::Proxy(args) => proxy::run(args),
         Command::Validate(args) => validate::run(&args),
+        Command::Healthcheck { admin } => {
+            admin_client::AdminClient::new(&admin)?.get("/ready")?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Weights(cmd) => weights::run(cmd),
         Command::Canary(cmd) => canary::run(cmd),
         Command::Render(cmd) => render::run(cmd),
