@@ -5,6 +5,7 @@ mod canary;
 mod common;
 mod config_errors;
 mod ext_auth;
+mod images;
 mod mirror;
 mod observability;
 mod protocols;
