@@ -65,4 +65,4 @@ pub use prometheus::PrometheusSource;
 pub use settings::{Options, Settings, StartRequest};
 pub use sink::{ProxySink, RuleRef, WeightSink};
 pub use source::{MetricsSource, Target};
-pub use store::{CanaryState, Phase};
+pub use store::{CanaryState, FileBackend, Phase, StateBackend, StoreError};
