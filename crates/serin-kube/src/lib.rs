@@ -58,11 +58,13 @@ mod names;
 mod output;
 mod proxy_file;
 mod route;
+pub mod route_client;
 mod workload;
 
 pub use error::RenderError;
 pub use names::{
     CONTAINER_PORT, GATEWAY_NAME, LABEL_APP, LABEL_PART_OF, LABEL_VERSION, PART_OF, PORT_NAME,
+    version_object_name,
 };
 pub use output::{KUSTOMIZATION, Manifests, Object, write_kustomize};
 
