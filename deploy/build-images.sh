@@ -77,6 +77,9 @@ if ((binaries_only)); then
 fi
 cp -r deploy/rootfs "$context/rootfs"
 mkdir -m 1777 "$context/rootfs/tmp"
+# The state folder's parents belong to root; the folder itself is the
+# user's (the Containerfile copies it with --chown).
+mkdir -p "$context/rootfs/var/run/serin"
 mkdir "$context/state"
 
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
@@ -87,7 +90,10 @@ created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)
 for image in serin serin-demo; do
   echo "==> podman build $repo/$image:$tag" >&2
-  podman build --quiet --target "$image" --tag "$repo/$image:$tag" \
+  # Docker's image format: OCI's has no HEALTHCHECK (podman drops it).
+  # No --layers: the shared first stage leaves no dangling image behind.
+  podman build --quiet --format docker --layers=false \
+    --target "$image" --tag "$repo/$image:$tag" \
     --build-arg "VERSION=$version" --build-arg "REVISION=$revision" \
     --build-arg "CREATED=$created" \
     --file deploy/Containerfile "$context" >/dev/null
