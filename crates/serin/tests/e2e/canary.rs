@@ -18,13 +18,13 @@ use serin_testkit::process::TempDir;
 use crate::common::{SERIN, Serin, client, proxy, wait_until};
 
 /// A `serin demo qotm` process: one version of the service.
-struct Qotm {
+pub(crate) struct Qotm {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Qotm {
-    fn start(version: &str, extra: &[&str]) -> Self {
+    pub(crate) fn start(version: &str, extra: &[&str]) -> Self {
         let port = free_port();
         let child = Command::new(SERIN)
             .args(["demo", "qotm", "--version", version])
@@ -81,14 +81,14 @@ routes:
 }
 
 /// Requests in a loop from a few tasks until stopped.
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Load {
     /// `workers` tasks, each pausing `pause` between requests.
-    fn start(url: String, workers: usize, pause: Duration) -> Self {
+    pub(crate) fn start(url: String, workers: usize, pause: Duration) -> Self {
         Self::with_header(url, workers, pause, None)
     }
 
@@ -121,7 +121,7 @@ impl Load {
         Self { stop, tasks }
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.stop.store(true, Ordering::SeqCst);
         for t in self.tasks.drain(..) {
             let _ = t.await;
@@ -617,14 +617,14 @@ async fn abort_promote_pause_resume_and_errors_through_the_cli_and_api() {
 }
 
 /// A real Prometheus scraping one serin's admin API every second.
-struct Prometheus {
+pub(crate) struct Prometheus {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     _dir: TempDir,
 }
 
 impl Prometheus {
-    async fn start(admin: SocketAddr) -> Self {
+    pub(crate) async fn start(admin: SocketAddr) -> Self {
         let dir = TempDir::new("serin-canary-prometheus");
         let config = dir.path().join("prometheus.yml");
         std::fs::write(

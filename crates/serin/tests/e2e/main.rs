@@ -2,6 +2,7 @@
 //! real clients. One test binary; one module per area.
 
 mod canary;
+mod canary_kube;
 mod common;
 mod config_errors;
 mod ext_auth;
