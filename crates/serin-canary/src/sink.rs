@@ -40,7 +40,7 @@ pub enum SinkError {
 }
 
 /// Writes weights. Implementations: the running proxy ([`ProxySink`]); a
-/// Kubernetes HTTPRoute writer is the planned second.
+/// Kubernetes HTTPRoute (`serin canary run --kubernetes`, crates/serin).
 pub trait WeightSink: Send + Sync {
     /// The versions of `service`, or [`SinkError::UnknownService`].
     fn versions<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<Vec<String>, SinkError>>;

@@ -168,13 +168,15 @@ impl Cluster {
 
     /// The canary's state, from the route's annotation.
     fn state(&self) -> Value {
+        self.saved_state()
+            .unwrap_or_else(|| panic!("no {STATE_ANNOTATION} annotation: {:#}", self.route()))
+    }
+
+    fn saved_state(&self) -> Option<Value> {
         let route = self.route();
-        let text = route["metadata"]["annotations"][STATE_ANNOTATION]
-            .as_str()
-            .unwrap_or_else(|| panic!("no {STATE_ANNOTATION} annotation: {route:#}"));
-        serde_json::from_str::<Value>(text).unwrap_or_else(|e| panic!("{e}: {text}"))["canaries"]
-            ["qotm"]
-            .clone()
+        let text = route["metadata"]["annotations"][STATE_ANNOTATION].as_str()?;
+        let state: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        Some(state["canaries"]["qotm"].clone())
     }
 
     /// `serin canary run qotm --to v2 --kubernetes --route qotm ARGS`,
@@ -284,12 +286,13 @@ async fn kubernetes_canary_resumes_from_the_route_annotation_after_sigkill_and_p
     let log_seen = WeightLog::start(&cluster.api).await;
     let args = [&["--steps", "25,50,100"][..], &WINDOWS[..]].concat();
 
-    // The first run passes the first step, then dies with no chance to
-    // say goodbye.
+    // The first run passes the first step (weights written, then the
+    // state saved), then dies with no chance to say goodbye.
     let first_log = serin.dir.join("canary-run-1.log");
     let mut first = cluster.run(&prometheus.url, &args, &first_log);
     let reached = wait_until(Duration::from_secs(120), || {
-        weights(&cluster.route()) == (50, 50)
+        cluster.saved_state().is_some_and(|s| s["step"] == 1)
+            && weights(&cluster.route()) == (50, 50)
     });
     let _ = first.kill();
     let _ = first.wait();
