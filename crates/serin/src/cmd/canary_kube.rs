@@ -143,11 +143,7 @@ impl WeightSink for HttpRouteSink {
                 target,
             );
             if rules.is_empty() {
-                return Err(SinkError::NoRule {
-                    service: target.service.clone(),
-                    baseline: target.baseline.clone(),
-                    canary: target.canary.clone(),
-                });
+                return Err(SinkError::no_rule(target));
             }
             let name = |v: &str| serin_kube::version_object_name(&target.service, v);
             let changes: BTreeMap<usize, RuleWeights> = rules

@@ -57,6 +57,11 @@ impl Drop for Qotm {
 /// qotm v1 and v2 behind one route (v1 100, v2 0); v3 exists but no route
 /// uses it.
 fn config(v1: &Qotm, v2: &Qotm) -> String {
+    weighted_config(v1, v2, (100, 0))
+}
+
+/// The same with other weights of v1 and v2.
+pub(crate) fn weighted_config(v1: &Qotm, v2: &Qotm, (w1, w2): (u32, u32)) -> String {
     format!(
         r#"
 listeners:
@@ -72,8 +77,8 @@ routes:
   - name: qotm
     rules:
       - backendRefs:
-          - {{name: qotm, version: v1, weight: 100}}
-          - {{name: qotm, version: v2, weight: 0}}
+          - {{name: qotm, version: v1, weight: {w1}}}
+          - {{name: qotm, version: v2, weight: {w2}}}
 "#,
         v1 = v1.addr,
         v2 = v2.addr

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use serin_testkit::kube_api::{HTTP_ROUTE, KubeApi};
 use serin_testkit::process::TempDir;
 
-use crate::canary::{Load, Prometheus, Qotm};
+use crate::canary::{Load, Prometheus, Qotm, weighted_config};
 use crate::common::{SERIN, Serin, client, proxy, wait_until};
 
 const NAMESPACE: &str = "shop";
@@ -116,29 +116,6 @@ impl Drop for WeightLog {
     }
 }
 
-/// qotm v1 and v2 behind a gateway that sends both half the traffic.
-fn gateway(v1: &Qotm, v2: &Qotm) -> Serin {
-    proxy(&format!(
-        r#"
-listeners:
-  - name: web
-    address: 127.0.0.1:0
-services:
-  - name: qotm
-    versions:
-      - {{name: v1, endpoints: ["{}"]}}
-      - {{name: v2, endpoints: ["{}"]}}
-routes:
-  - name: qotm
-    rules:
-      - backendRefs:
-          - {{name: qotm, version: v1, weight: 50}}
-          - {{name: qotm, version: v2, weight: 50}}
-"#,
-        v1.addr, v2.addr
-    ))
-}
-
 /// The stand-in with the route, and a kubeconfig pointing at it.
 struct Cluster {
     api: KubeApi,
@@ -213,47 +190,81 @@ fn exit_code(child: &mut Child, log: &std::path::Path) -> i32 {
     })
 }
 
-const WINDOWS: [&str; 6] = [
+/// Everything a test runs: the stand-in, qotm v1 and v2 behind a gateway
+/// that sends each half the traffic (under load), a Prometheus scraping it
+/// and the log of the route's weights.
+struct Scene {
+    cluster: Cluster,
+    serin: Serin,
+    prometheus: Prometheus,
+    load: Load,
+    weights: WeightLog,
+    _versions: (Qotm, Qotm),
+}
+
+impl Scene {
+    async fn start(v2_args: &[&str]) -> Self {
+        let cluster = Cluster::start();
+        let v1 = Qotm::start("v1", &[]);
+        let v2 = Qotm::start("v2", v2_args);
+        let serin = proxy(&weighted_config(&v1, &v2, (50, 50)));
+        let prometheus = Prometheus::start(serin.admin).await;
+        let load = Load::start(
+            format!("{}/", serin.url("web")),
+            4,
+            Duration::from_millis(20),
+        );
+        let weights = WeightLog::start(&cluster.api).await;
+        Self {
+            cluster,
+            serin,
+            prometheus,
+            load,
+            weights,
+            _versions: (v1, v2),
+        }
+    }
+
+    /// `serin canary run …` with the test's steps and windows.
+    fn run(&self, log: &std::path::Path) -> Child {
+        let args = [&["--steps", "25,50,100"][..], &WINDOWS[..]].concat();
+        self.cluster.run(&self.prometheus.url, &args, log)
+    }
+}
+
+/// Short windows; one failed check rolls back. Latency is not judged (p99s
+/// under 1 s count as 1 s): these tests are about errors, and two fast
+/// versions on a busy machine differ by noise.
+const WINDOWS: [&str; 8] = [
     "--interval",
     "3s",
     "--min-requests",
     "10",
     "--failures",
     "1",
+    "--latency-floor",
+    "1s",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubernetes_canary_rolls_back_an_erroring_version_in_the_http_route() {
-    let cluster = Cluster::start();
-    let v1 = Qotm::start("v1", &[]);
-    let v2 = Qotm::start("v2", &["--error-rate", "0.5"]);
-    let serin = gateway(&v1, &v2);
-    let prometheus = Prometheus::start(serin.admin).await;
-    let load = Load::start(
-        format!("{}/", serin.url("web")),
-        4,
-        Duration::from_millis(20),
-    );
-    let log_seen = WeightLog::start(&cluster.api).await;
-    let log = serin.dir.join("canary-run.log");
-
-    let mut run = cluster.run(
-        &prometheus.url,
-        &[&["--steps", "25,50,100"][..], &WINDOWS[..]].concat(),
-        &log,
-    );
+    let scene = Scene::start(&["--error-rate", "0.5"]).await;
+    let cluster = &scene.cluster;
+    let log = scene.serin.dir.join("canary-run.log");
+    let mut run = scene.run(&log);
     let code = exit_code(&mut run, &log);
-    load.stop().await;
+    scene.load.stop().await;
     let out = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(code, 2, "rolled back (exit 2):\n{out}");
     assert!(out.contains("RolledBack"), "{out}");
 
     // The stand-in saw the first step, then everything back to v1.
+    let seen = &scene.weights;
     assert!(
-        wait_until(Duration::from_secs(5), || log_seen.seen()
+        wait_until(Duration::from_secs(5), || seen.seen()
             == [(75, 25), (100, 0)]),
         "weights written: {:?}\n{out}",
-        log_seen.seen()
+        seen.seen()
     );
     let route = cluster.route();
     assert_eq!(weights(&route), (100, 0));
@@ -273,23 +284,14 @@ async fn kubernetes_canary_rolls_back_an_erroring_version_in_the_http_route() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubernetes_canary_resumes_from_the_route_annotation_after_sigkill_and_promotes() {
-    let cluster = Cluster::start();
-    let v1 = Qotm::start("v1", &[]);
-    let v2 = Qotm::start("v2", &[]);
-    let serin = gateway(&v1, &v2);
-    let prometheus = Prometheus::start(serin.admin).await;
-    let load = Load::start(
-        format!("{}/", serin.url("web")),
-        4,
-        Duration::from_millis(20),
-    );
-    let log_seen = WeightLog::start(&cluster.api).await;
-    let args = [&["--steps", "25,50,100"][..], &WINDOWS[..]].concat();
+    let scene = Scene::start(&[]).await;
+    let cluster = &scene.cluster;
+    let seen = &scene.weights;
 
     // The first run passes the first step (weights written, then the
     // state saved), then dies with no chance to say goodbye.
-    let first_log = serin.dir.join("canary-run-1.log");
-    let mut first = cluster.run(&prometheus.url, &args, &first_log);
+    let first_log = scene.serin.dir.join("canary-run-1.log");
+    let mut first = scene.run(&first_log);
     let reached = wait_until(Duration::from_secs(120), || {
         cluster.saved_state().is_some_and(|s| s["step"] == 1)
             && weights(&cluster.route()) == (50, 50)
@@ -299,7 +301,7 @@ async fn kubernetes_canary_resumes_from_the_route_annotation_after_sigkill_and_p
     assert!(
         reached,
         "never at step 2: {:?}\n{}",
-        log_seen.seen(),
+        seen.seen(),
         std::fs::read_to_string(&first_log).unwrap_or_default()
     );
     let state = cluster.state();
@@ -308,18 +310,17 @@ async fn kubernetes_canary_resumes_from_the_route_annotation_after_sigkill_and_p
 
     // The same command again resumes at step 2 (no new canary, no step 1
     // again) and promotes.
-    let second_log = serin.dir.join("canary-run-2.log");
-    let mut second = cluster.run(&prometheus.url, &args, &second_log);
+    let second_log = scene.serin.dir.join("canary-run-2.log");
+    let mut second = scene.run(&second_log);
     let code = exit_code(&mut second, &second_log);
-    load.stop().await;
     let out = std::fs::read_to_string(&second_log).unwrap_or_default();
     assert_eq!(code, 0, "promoted (exit 0):\n{out}");
     assert!(out.contains("resuming"), "{out}");
     assert!(
-        wait_until(Duration::from_secs(5), || log_seen.seen()
+        wait_until(Duration::from_secs(5), || seen.seen()
             == [(75, 25), (50, 50), (0, 100)]),
         "weights written: {:?}\n{out}",
-        log_seen.seen()
+        seen.seen()
     );
     let resumed = cluster.state();
     assert_eq!(resumed["phase"], "Promoted", "{resumed:#}");
