@@ -11,6 +11,11 @@ declare -A PKG=(
   [redis-server]=redis-server
   [prometheus]=prometheus
   [kubectl]=kubernetes-client  # `kubectl kustomize` builds deploy/kubernetes
+  # Container images (deploy/build-images.sh, tests/e2e/images.rs).
+  [podman]=podman
+  [runc]=runc
+  [jq]=jq
+  [readelf]=binutils
 )
 missing=()
 for cmd in "${!PKG[@]}"; do
@@ -55,4 +60,35 @@ if ! cmp -s "$browser_tests/package-lock.json" "$stamp"; then
   echo "installing: playwright-core (npm ci in crates/serin/tests/browser)"
   (cd "$browser_tests" && npm ci --no-audit --no-fund --loglevel=error)
   cp "$browser_tests/package-lock.json" "$stamp"
+fi
+
+# podman in this sandbox (no systemd, cgroup v1/hybrid, no CAP_SYS_RESOURCE
+# for raising rlimits): cgroupfs instead of systemd, no default ulimits.
+# Containers run with `--runtime runc` (crun refuses hybrid cgroups). Only
+# missing settings are added; other settings in the file are kept.
+containers_conf=${CONTAINERS_CONF:-/etc/containers/containers.conf}
+need_ulimits=1
+need_cgroup=1
+if [[ -f $containers_conf ]]; then
+  grep -Eq '^[[:space:]]*default_ulimits[[:space:]]*=' "$containers_conf" && need_ulimits=0
+  grep -Eq '^[[:space:]]*cgroup_manager[[:space:]]*=' "$containers_conf" && need_cgroup=0
+fi
+if ((need_ulimits || need_cgroup)); then
+  SUDO=""
+  [[ $(id -u) -ne 0 ]] && SUDO=sudo
+  echo "configuring podman: $containers_conf"
+  $SUDO mkdir -p "$(dirname "$containers_conf")"
+  $SUDO touch "$containers_conf"
+  # A key goes into its table: after an existing [table] header, else in a
+  # new table at the end.
+  add_setting() {
+    local table=$1 line=$2
+    if grep -Eq "^[[:space:]]*\[$table\][[:space:]]*$" "$containers_conf"; then
+      $SUDO sed -i -E "0,/^[[:space:]]*\[$table\][[:space:]]*$/s//[$table]\n$line/" "$containers_conf"
+    else
+      printf '\n[%s]\n%s\n' "$table" "$line" | $SUDO tee -a "$containers_conf" >/dev/null
+    fi
+  }
+  if ((need_ulimits)); then add_setting containers 'default_ulimits = []'; fi
+  if ((need_cgroup)); then add_setting engine 'cgroup_manager = "cgroupfs"'; fi
 fi

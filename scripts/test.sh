@@ -4,4 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-test-deps.sh
+# The static binaries of the container images (tests/e2e/images.rs packs
+# them): built first, so this build does not compete with running tests.
+deploy/build-images.sh --profile image-test --binaries-only
 cargo test --workspace --locked "$@"

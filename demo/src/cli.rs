@@ -40,6 +40,10 @@ pub enum DemoCommand {
     /// `GET /` increments a counter in Redis.
     #[command(disable_version_flag = true)]
     Counter(CounterArgs),
+    /// A container health check: GETs a running service's `/ready` (or
+    /// --path) and exits 0 on a 2xx answer, 1 otherwise.
+    #[command(disable_version_flag = true)]
+    Healthcheck(HealthcheckArgs),
 }
 
 /// Options every service has.
@@ -54,6 +58,22 @@ pub struct ServeArgs {
     /// Version this replica reports (in answers and logs).
     #[arg(long = "version", env = "SERIN_VERSION", default_value = "v1")]
     pub version: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// The service's address (one it listens on).
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    pub host: IpAddr,
+    /// The service's port [default: the `PORT` environment variable].
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// The path to GET.
+    #[arg(long, default_value = "/ready")]
+    pub path: String,
+    /// Give up after this long.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Args)]

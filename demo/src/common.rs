@@ -2,7 +2,7 @@
 //! `/health` and `/ready` endpoints, request logging and graceful shutdown.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,14 +66,19 @@ pub fn replica_name() -> String {
 
 /// The address to listen on: `--host` and `--port`, else the `PORT` variable.
 pub fn listen_addr(args: &ServeArgs) -> anyhow::Result<SocketAddr> {
-    let port = match args.port {
+    service_addr(args.host, args.port)
+}
+
+/// `host` and `port`, else the `PORT` variable.
+pub fn service_addr(host: IpAddr, port: Option<u16>) -> anyhow::Result<SocketAddr> {
+    let port = match port {
         Some(port) => port,
         None => port_from_env(std::env::var_os("PORT"))?,
     };
     if port == 0 {
         bail!("port 0 is not allowed: choose a port between 1 and 65535");
     }
-    Ok(SocketAddr::new(args.host, port))
+    Ok(SocketAddr::new(host, port))
 }
 
 fn port_from_env(value: Option<std::ffi::OsString>) -> anyhow::Result<u16> {

@@ -16,6 +16,7 @@ mod common;
 mod counter;
 mod details;
 mod frontend;
+mod healthcheck;
 mod pinger;
 mod qotm;
 
@@ -25,7 +26,8 @@ use anyhow::Context as _;
 use clap::Parser as _;
 
 pub use cli::{
-    AuthArgs, Cli, CounterArgs, DemoCommand, FrontendArgs, PingerArgs, QotmArgs, ServeArgs,
+    AuthArgs, Cli, CounterArgs, DemoCommand, FrontendArgs, HealthcheckArgs, PingerArgs, QotmArgs,
+    ServeArgs,
 };
 
 /// Runs one demo service until it is asked to stop (SIGTERM or Ctrl-C).
@@ -33,7 +35,10 @@ pub use cli::{
 /// Installs the JSON log subscriber unless the process already has one, so it
 /// is safe to call from a binary that set up its own tracing.
 pub async fn run(cmd: DemoCommand) -> anyhow::Result<()> {
-    common::init_logging();
+    // A health check is one-shot: its answer is its exit status, no logs.
+    if !matches!(cmd, DemoCommand::Healthcheck(_)) {
+        common::init_logging();
+    }
     match cmd {
         DemoCommand::Qotm(args) => qotm::run(args).await,
         DemoCommand::Auth(args) => auth::run(args).await,
@@ -41,6 +46,7 @@ pub async fn run(cmd: DemoCommand) -> anyhow::Result<()> {
         DemoCommand::Details(args) => details::run(args).await,
         DemoCommand::Frontend(args) => frontend::run(args).await,
         DemoCommand::Counter(args) => counter::run(args).await,
+        DemoCommand::Healthcheck(args) => healthcheck::run(&args).await,
     }
 }
 

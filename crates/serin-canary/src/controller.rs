@@ -25,7 +25,7 @@ use crate::prometheus::PrometheusSource;
 use crate::settings::{Options, Settings, StartRequest};
 use crate::sink::{RuleRef, SinkError, WeightSink, shared_rules};
 use crate::source::{MetricsSource, QueryView, SourceError, Target};
-use crate::store::{CanaryState, Phase, Store};
+use crate::store::{CanaryState, FileBackend, Phase, StateBackend, Store};
 
 /// How often a window that waits for endpoints looks again.
 const ENDPOINT_POLL: Duration = Duration::from_millis(200);
@@ -33,8 +33,12 @@ const ENDPOINT_POLL: Duration = Duration::from_millis(200);
 /// Where a controller keeps things, and the services' defaults.
 #[derive(Debug, Clone, Default)]
 pub struct ControllerOptions {
-    /// The state file; none: canaries live in memory only.
+    /// The state file; none: canaries live in memory only (unless
+    /// `state_backend` is set).
     pub state_file: Option<PathBuf>,
+    /// Where the state is kept instead of `state_file` (e.g. on a
+    /// Kubernetes object).
+    pub state_backend: Option<Arc<dyn StateBackend>>,
     /// The audit log; none: decisions are only logged.
     pub audit_file: Option<PathBuf>,
     /// Per-service defaults (a stack's `canary:` sections).
@@ -214,7 +218,12 @@ impl Controller {
         embedded: Arc<dyn MetricsSource>,
         options: ControllerOptions,
     ) -> Result<Self, CanaryError> {
-        let store = Store::open(options.state_file)?;
+        let backend = options.state_backend.or_else(|| {
+            options
+                .state_file
+                .map(|p| Arc::new(FileBackend::new(p)) as Arc<dyn StateBackend>)
+        });
+        let store = Store::open(backend).await?;
         let me = Self {
             inner: Arc::new(Inner {
                 sink,
@@ -236,7 +245,8 @@ impl Controller {
                 Err(e) => {
                     state.phase = Phase::Halted;
                     state.message = format!("halted: cannot resume after a restart: {e}");
-                    me.commit(state, Actor::Controller, "halt", from, None);
+                    me.commit(state, Actor::Controller, "halt", from, None)
+                        .await;
                     continue;
                 }
             };
@@ -262,7 +272,8 @@ impl Controller {
                 }
             }
             let service = state.service.clone();
-            me.commit(state, Actor::Controller, "restart", from, None);
+            me.commit(state, Actor::Controller, "restart", from, None)
+                .await;
             me.inner
                 .slots
                 .lock()
@@ -530,7 +541,7 @@ impl Controller {
         {
             task.abort();
         }
-        self.commit(state, Actor::Api, "start", from, None);
+        self.commit(state, Actor::Api, "start", from, None).await;
         self.ensure_task(service, &slot);
         self.status(service)
     }
@@ -622,7 +633,7 @@ impl Controller {
             }
         };
         *slot.window.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        self.commit(state, Actor::Api, decision, from, None);
+        self.commit(state, Actor::Api, decision, from, None).await;
         slot.epoch.send_modify(|e| *e += 1);
         if command == Command::Resume {
             self.ensure_task(service, &slot);
@@ -674,8 +685,8 @@ impl Controller {
         Ok(())
     }
 
-    /// Keeps the new state (file, then audit log).
-    fn commit(
+    /// Keeps the new state (saved, then the audit log).
+    async fn commit(
         &self,
         mut state: CanaryState,
         actor: Actor,
@@ -697,7 +708,7 @@ impl Controller {
             figures,
             message: state.message.clone(),
         };
-        if let Err(e) = self.inner.store.put(state) {
+        if let Err(e) = self.inner.store.put(state).await {
             tracing::error!(error = %e, "canary state not saved");
         }
         self.inner.audit.record(&entry);
@@ -992,7 +1003,8 @@ impl Controller {
             }
         };
         state.last_analysis = Some(analysis.clone());
-        self.commit(state, Actor::Controller, decision, from, Some(analysis));
+        self.commit(state, Actor::Controller, decision, from, Some(analysis))
+            .await;
     }
 
     fn halt_on_sink_error(&self, state: &mut CanaryState, e: &SinkError) -> &'static str {

@@ -10,8 +10,8 @@
 //! touching the controller:
 //!
 //! - a [`WeightSink`] writes weights: [`ProxySink`] (the running proxy's
-//!   route rules, persisted by the proxy) today; a Kubernetes HTTPRoute sink
-//!   later;
+//!   route rules, persisted by the proxy), or the HTTPRoute of a cluster
+//!   (`serin canary run --kubernetes`, in crates/serin);
 //! - a [`MetricsSource`] measures a window: [`EmbeddedSource`] (the proxy's
 //!   own per-version counters, nothing to set up) or [`PrometheusSource`]
 //!   (PromQL over Prometheus' HTTP API, with templated queries).
@@ -39,10 +39,11 @@
 //! answers differ from the baseline's or fail, always from serin's own
 //! shadow counters), then a header or cookie step.
 //!
-//! Every change is written to a state file ([`store`]) before the next
-//! window starts, so a restarted serin (even after SIGKILL) resumes each
-//! canary at the same step with the same weights, and every decision is
-//! appended to an audit log ([`audit`]).
+//! Every change is saved ([`store`]: a state file, or a [`StateBackend`]
+//! such as an annotation on the HTTPRoute) before the next window starts,
+//! so a restarted serin (even after SIGKILL) resumes each canary at the
+//! same step with the same weights, and every decision is appended to an
+//! audit log ([`audit`]).
 
 pub mod analysis;
 pub mod api;
@@ -65,4 +66,4 @@ pub use prometheus::PrometheusSource;
 pub use settings::{Options, Settings, StartRequest};
 pub use sink::{ProxySink, RuleRef, WeightSink};
 pub use source::{MetricsSource, Target};
-pub use store::{CanaryState, Phase};
+pub use store::{CanaryState, FileBackend, Phase, StateBackend, StoreError};

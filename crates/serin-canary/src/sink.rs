@@ -39,8 +39,19 @@ pub enum SinkError {
     },
 }
 
+impl SinkError {
+    /// No route rule holds both versions of `target`.
+    pub fn no_rule(target: &Target) -> Self {
+        Self::NoRule {
+            service: target.service.clone(),
+            baseline: target.baseline.clone(),
+            canary: target.canary.clone(),
+        }
+    }
+}
+
 /// Writes weights. Implementations: the running proxy ([`ProxySink`]); a
-/// Kubernetes HTTPRoute writer is the planned second.
+/// Kubernetes HTTPRoute (`serin canary run --kubernetes`, crates/serin).
 pub trait WeightSink: Send + Sync {
     /// The versions of `service`, or [`SinkError::UnknownService`].
     fn versions<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<Vec<String>, SinkError>>;
@@ -209,11 +220,7 @@ impl WeightSink for ProxySink {
             let snap = self.proxy.snapshot();
             let shared = shared_rules(self.carriers_now(&target.service, &target.canary), target);
             if shared.is_empty() {
-                return Err(SinkError::NoRule {
-                    service: target.service.clone(),
-                    baseline: target.baseline.clone(),
-                    canary: target.canary.clone(),
-                });
+                return Err(SinkError::no_rule(target));
             }
             for r in shared {
                 let Some(original) = snap
@@ -262,11 +269,7 @@ impl WeightSink for ProxySink {
         Box::pin(async move {
             let rules = self.carriers_now(&target.service, &target.baseline);
             if percent.is_some() && rules.is_empty() {
-                return Err(SinkError::NoRule {
-                    service: target.service.clone(),
-                    baseline: target.baseline.clone(),
-                    canary: target.canary.clone(),
-                });
+                return Err(SinkError::no_rule(target));
             }
             for r in rules {
                 let change = match percent {
@@ -312,11 +315,7 @@ impl WeightSink for ProxySink {
             let percent = canary_percent.min(100);
             let rules = shared_rules(self.carriers_now(&target.service, &target.canary), target);
             if rules.is_empty() {
-                return Err(SinkError::NoRule {
-                    service: target.service.clone(),
-                    baseline: target.baseline.clone(),
-                    canary: target.canary.clone(),
-                });
+                return Err(SinkError::no_rule(target));
             }
             for r in &rules {
                 let change = WeightChange {

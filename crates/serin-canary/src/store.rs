@@ -1,20 +1,22 @@
-//! The canary state file, `NAME.canary.json` beside the config or stack
-//! file: every canary (one per service, the last one started) with its
-//! phase, step, weights and counters. Written atomically (temporary file,
-//! fsync, rename) on every change, so a crash, even SIGKILL, leaves either
-//! the old or the new state and a restarted serin resumes from it.
+//! The canary state: every canary (one per service, the last one started)
+//! with its phase, step, weights and counters, saved whole on every change
+//! before the next window starts, so a restarted serin (even after SIGKILL)
+//! resumes from it. Where it is saved is a [`StateBackend`]: the state
+//! file `NAME.canary.json` beside the config or stack file (written
+//! atomically: temporary file, fsync, rename), or, for `serin canary run
+//! --kubernetes`, an annotation on the HTTPRoute.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::Analysis;
 use crate::settings::Settings;
 use crate::sink::RuleRef;
-use crate::source::Target;
+use crate::source::{BoxFuture, Target};
 
 /// Where a canary is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,9 +127,9 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("canary state file {path} is not valid: {source}")]
+    #[error("canary state in {place} is not valid: {source}")]
     Parse {
-        path: PathBuf,
+        place: String,
         source: serde_json::Error,
     },
     #[error("cannot write canary state file {path}: {source}")]
@@ -135,41 +137,92 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A [`StateBackend`] other than a file failed.
+    #[error("canary state in {place}: {message}")]
+    Backend { place: String, message: String },
 }
 
-/// Every canary's state, in memory and (with a path) on disk.
+/// Where the canaries' state is kept between runs: the text of the state
+/// (JSON), read once at start and written whole on every change. A file
+/// ([`FileBackend`]) beside the config or stack; in a cluster, an
+/// annotation on the HTTPRoute (crates/serin-kube).
+pub trait StateBackend: Send + Sync + std::fmt::Debug {
+    /// Where it is, for messages: a path, `HTTPRoute ns/name`.
+    fn place(&self) -> String;
+
+    /// The text last saved; `None` when nothing was saved yet.
+    fn load(&self) -> BoxFuture<'_, Result<Option<String>, StoreError>>;
+
+    /// Replaces the saved text with `text`, durably, before returning.
+    fn save<'a>(&'a self, text: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+/// The state file, `NAME.canary.json`: written atomically (temporary file,
+/// fsync, rename).
+#[derive(Debug)]
+pub struct FileBackend {
+    path: PathBuf,
+}
+
+impl FileBackend {
+    pub fn new(path: PathBuf) -> Self {
+        Self { path }
+    }
+}
+
+impl StateBackend for FileBackend {
+    fn place(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn load(&self) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
+        Box::pin(async move {
+            match std::fs::read_to_string(&self.path) {
+                Ok(text) => Ok(Some(text)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(source) => Err(StoreError::Read {
+                    path: self.path.clone(),
+                    source,
+                }),
+            }
+        })
+    }
+
+    fn save<'a>(&'a self, text: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move { write_atomically(&self.path, text) })
+    }
+}
+
+/// Every canary's state, in memory and (with a backend) saved.
 pub struct Store {
-    path: Option<PathBuf>,
+    backend: Option<Arc<dyn StateBackend>>,
     canaries: Mutex<BTreeMap<String, CanaryState>>,
+    /// Held while saving, so that saves land in the order of the changes.
+    saving: tokio::sync::Mutex<()>,
 }
 
 impl Store {
-    /// Reads the file at `path` (none yet: no canaries); `None`: memory
-    /// only.
-    pub fn open(path: Option<PathBuf>) -> Result<Self, StoreError> {
-        let canaries = match &path {
+    /// Reads what `backend` saved (nothing yet: no canaries); `None`:
+    /// memory only.
+    pub async fn open(backend: Option<Arc<dyn StateBackend>>) -> Result<Self, StoreError> {
+        let canaries = match &backend {
             None => BTreeMap::new(),
-            Some(p) => match std::fs::read_to_string(p) {
-                Ok(text) => {
+            Some(b) => match b.load().await? {
+                Some(text) => {
                     serde_json::from_str::<File>(&text)
                         .map_err(|source| StoreError::Parse {
-                            path: p.clone(),
+                            place: b.place(),
                             source,
                         })?
                         .canaries
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-                Err(source) => {
-                    return Err(StoreError::Read {
-                        path: p.clone(),
-                        source,
-                    });
-                }
+                None => BTreeMap::new(),
             },
         };
         Ok(Self {
-            path,
+            backend,
             canaries: Mutex::new(canaries),
+            saving: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -190,30 +243,34 @@ impl Store {
             .collect()
     }
 
-    /// Keeps `state` (replacing the service's earlier one) and writes the
-    /// file. On a write error the memory keeps the change (the running
+    /// Keeps `state` (replacing the service's earlier one) and saves every
+    /// canary. On a save error the memory keeps the change (the running
     /// canary goes on) and the error is returned to be reported.
-    pub fn put(&self, state: CanaryState) -> Result<(), StoreError> {
-        let mut canaries = self.canaries.lock().unwrap_or_else(|e| e.into_inner());
-        canaries.insert(state.service.clone(), state);
-        match &self.path {
-            Some(p) => write_atomically(
-                p,
-                &File {
-                    canaries: canaries.clone(),
-                },
-            ),
-            None => Ok(()),
-        }
+    pub async fn put(&self, state: CanaryState) -> Result<(), StoreError> {
+        let _in_order = self.saving.lock().await;
+        let file = {
+            let mut canaries = self.canaries.lock().unwrap_or_else(|e| e.into_inner());
+            canaries.insert(state.service.clone(), state);
+            File {
+                canaries: canaries.clone(),
+            }
+        };
+        let Some(backend) = &self.backend else {
+            return Ok(());
+        };
+        let text = serde_json::to_string_pretty(&file).map_err(|e| StoreError::Backend {
+            place: backend.place(),
+            message: e.to_string(),
+        })?;
+        backend.save(&text).await
     }
 }
 
-fn write_atomically(path: &Path, file: &File) -> Result<(), StoreError> {
+fn write_atomically(path: &Path, text: &str) -> Result<(), StoreError> {
     let err = |source| StoreError::Write {
         path: path.to_path_buf(),
         source,
     };
-    let text = serde_json::to_string_pretty(file).map_err(|e| err(std::io::Error::other(e)))?;
     let tmp = path.with_extension("json.tmp");
     let mut f = std::fs::File::create(&tmp).map_err(err)?;
     f.write_all(text.as_bytes()).map_err(err)?;

@@ -67,6 +67,7 @@ impl ProxyConfig {
             source: None,
             admin: AdminConfig {
                 address: std::net::SocketAddr::from(([127, 0, 0, 1], 9901)),
+                metrics_address: None,
                 token: None,
                 span: Default::default(),
             },

@@ -16,7 +16,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serin_config::proxy::ProxyConfig;
 
-use crate::names::{CONTAINER_PORT, Context, GATEWAY_NAME, LABEL_APP, PORT_NAME, labels};
+use crate::names::{
+    CONTAINER_PORT, Context, GATEWAY_NAME, LABEL_APP, METRICS_PORT, METRICS_PORT_NAME, PORT_NAME,
+    labels, prometheus_annotations,
+};
 use crate::workload::{container_security, mount, pod_security, resources, seconds};
 use crate::{Object, RenderError, proxy_file};
 
@@ -118,10 +121,20 @@ fn listen_port(gw: &ProxyConfig) -> u16 {
         .unwrap_or(CONTAINER_PORT)
 }
 
+/// The port of the gateway's metrics listener: [`METRICS_PORT`] or the
+/// next one its listener and admin API leave free.
+fn metrics_port(gw: &ProxyConfig) -> u16 {
+    let taken = [listen_port(gw), gw.admin.address.port()];
+    (METRICS_PORT..=u16::MAX)
+        .find(|p| !taken.contains(p))
+        .unwrap_or(METRICS_PORT)
+}
+
 /// The ConfigMap with the gateway's proxy config: the stack's routes and
 /// services, the services with no static endpoints (discovery finds them),
-/// the listener on every address of the pod and the admin API on its
-/// loopback.
+/// the listener on every address of the pod, the admin API on its loopback
+/// and the metrics listener (only `/metrics`) on every address, for
+/// Prometheus.
 pub(crate) fn config_map(ctx: &Context, gw: &ProxyConfig) -> Result<Object, RenderError> {
     if gw.admin.token.is_some() {
         return Err(RenderError::AdminToken);
@@ -143,6 +156,7 @@ pub(crate) fn config_map(ctx: &Context, gw: &ProxyConfig) -> Result<Object, Rend
         gw,
         SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
         SocketAddr::from((Ipv4Addr::LOCALHOST, admin_port)),
+        Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, metrics_port(gw)))),
         tls,
     )?;
     Ok(Object::ConfigMap(Box::new(ConfigMap {
@@ -254,12 +268,20 @@ pub(crate) fn workload(ctx: &Context, gw: &ProxyConfig) -> Result<Vec<Object>, R
             .map(|s| (*s).to_string())
             .collect(),
         ),
-        ports: Some(vec![ContainerPort {
-            name: Some(PORT_NAME.into()),
-            container_port: i32::from(port),
-            protocol: Some("TCP".into()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some(PORT_NAME.into()),
+                container_port: i32::from(port),
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some(METRICS_PORT_NAME.into()),
+                container_port: i32::from(metrics_port(gw)),
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+        ]),
         readiness_probe: Some(tcp_probe(5)),
         liveness_probe: Some(tcp_probe(10)),
         resources: Some(resources(CPU_REQUEST, MEMORY_REQUEST, MEMORY_LIMIT)),
@@ -285,6 +307,7 @@ pub(crate) fn workload(ctx: &Context, gw: &ProxyConfig) -> Result<Vec<Object>, R
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(gateway_labels()),
+                    annotations: Some(prometheus_annotations(metrics_port(gw))),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {

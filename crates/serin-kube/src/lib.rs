@@ -43,9 +43,10 @@
 //! - The demo services listen on loopback unless told otherwise: their
 //!   containers get `--host 0.0.0.0` (unless the args already set `--host`).
 //! - The gateway's admin API stays on the pod's loopback (it can change
-//!   routing); reach it with `kubectl port-forward`. Its metrics are there
-//!   too, so the gateway's pod has no `prometheus.io/*` annotations yet. A
-//!   stack `adminToken` is refused rather than written into a ConfigMap.
+//!   routing); reach it with `kubectl port-forward`. Its metrics are also
+//!   served alone on port 9090 (`admin.metricsAddress`, port `metrics`),
+//!   which the gateway pod's `prometheus.io/*` annotations name. A stack
+//!   `adminToken` is refused rather than written into a ConfigMap.
 //! - serin-only route settings (`retry.unsafeMethods` and `budget`,
 //!   ExternalAuth `timeout` and `failOpen`, `fault`, `maxConcurrentRequests`)
 //!   have no HTTPRoute field: they are in the gateway's ConfigMap only.
@@ -58,11 +59,13 @@ mod names;
 mod output;
 mod proxy_file;
 mod route;
+pub mod route_client;
 mod workload;
 
 pub use error::RenderError;
 pub use names::{
     CONTAINER_PORT, GATEWAY_NAME, LABEL_APP, LABEL_PART_OF, LABEL_VERSION, PART_OF, PORT_NAME,
+    version_object_name,
 };
 pub use output::{KUSTOMIZATION, Manifests, Object, write_kustomize};
 

@@ -26,6 +26,21 @@ pub const GATEWAY_NAME: &str = "serin-gateway";
 pub const CONTAINER_PORT: u16 = 8080;
 /// The name of that port in containers and Services.
 pub const PORT_NAME: &str = "http";
+/// The gateway's metrics listener (`admin.metricsAddress`), which
+/// Prometheus scrapes while the admin API stays on the pod's loopback (the
+/// first port from here that its listener and admin API do not use).
+pub const METRICS_PORT: u16 = 9090;
+/// The name of that port in the gateway's container.
+pub const METRICS_PORT_NAME: &str = "metrics";
+
+/// The pod annotations Prometheus' kubernetes-pods scrape job reads.
+pub fn prometheus_annotations(port: u16) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("prometheus.io/scrape".to_string(), "true".to_string()),
+        ("prometheus.io/port".to_string(), port.to_string()),
+        ("prometheus.io/path".to_string(), "/metrics".to_string()),
+    ])
+}
 /// Kubernetes' limit for a DNS label (Service names, label values).
 const MAX_LABEL: usize = 63;
 

@@ -17,14 +17,16 @@ use serin_config::proxy::{
 use crate::RenderError;
 
 /// The validated config as a proxy config file, with `listen` as the
-/// address of its one listener and `admin` as the admin API's.
+/// address of its one listener, `admin` as the admin API's and `metrics`
+/// as the metrics listener's.
 pub(crate) fn write(
     cfg: &ProxyConfig,
     listen: SocketAddr,
     admin: SocketAddr,
+    metrics: Option<SocketAddr>,
     tls: Option<(String, String)>,
 ) -> Result<String, RenderError> {
-    let file = File::from_config(cfg, listen, admin, tls)?;
+    let file = File::from_config(cfg, listen, admin, metrics, tls)?;
     serde_saphyr::to_string(&file).map_err(|e| RenderError::Yaml {
         what: "the gateway's proxy config".into(),
         message: e.to_string(),
@@ -87,8 +89,11 @@ struct File {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Admin {
     address: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_address: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -469,6 +474,7 @@ impl File {
         cfg: &ProxyConfig,
         listen: SocketAddr,
         admin: SocketAddr,
+        metrics: Option<SocketAddr>,
         tls: Option<(String, String)>,
     ) -> Result<Self, RenderError> {
         let limits = cfg
@@ -483,6 +489,7 @@ impl File {
         Ok(Self {
             admin: Admin {
                 address: admin.to_string(),
+                metrics_address: metrics.map(|m| m.to_string()),
             },
             access_log: cfg.access_log.map(|f| AccessLog { format: f.as_str() }),
             // The model has no "unset": the default is one worker per CPU
@@ -830,7 +837,9 @@ routes:
                 .unwrap_or_else(|e| panic!("{e}"));
         let listen = SocketAddr::from(([0, 0, 0, 0], 8080));
         let admin = SocketAddr::from(([127, 0, 0, 1], 9901));
-        let written = write(&cfg, listen, admin, None).unwrap_or_else(|e| panic!("{e}"));
+        let metrics = SocketAddr::from(([0, 0, 0, 0], 9090));
+        let written =
+            write(&cfg, listen, admin, Some(metrics), None).unwrap_or_else(|e| panic!("{e}"));
         let back = serin_config::proxy::parse_proxy_config(
             &written,
             "out.yaml",

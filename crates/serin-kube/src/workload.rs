@@ -443,11 +443,7 @@ fn deployment(
         },
     };
 
-    let annotations = BTreeMap::from([
-        ("prometheus.io/scrape".to_string(), "true".to_string()),
-        ("prometheus.io/port".to_string(), CONTAINER_PORT.to_string()),
-        ("prometheus.io/path".to_string(), "/metrics".to_string()),
-    ]);
+    let annotations = crate::names::prometheus_annotations(CONTAINER_PORT);
 
     Ok(Deployment {
         metadata: ctx.meta(name, obj_labels.clone()),

@@ -39,6 +39,14 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
         .with_state(proxy)
 }
 
+/// Only `GET /metrics`, for the metrics listener (`admin.metricsAddress`):
+/// it changes nothing, so it needs no token and may listen beyond loopback.
+pub fn metrics_router(proxy: Arc<Proxy>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(proxy)
+}
+
 async fn ready(State(proxy): State<Arc<Proxy>>) -> Response {
     if proxy.shared().is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()

@@ -2,12 +2,14 @@
 //! runner for the `serin` binary that dumps its logs when a test fails, and
 //! raw socket clients. Everything listens on 127.0.0.1 with OS-picked ports.
 
+pub mod kube_api;
 pub mod otlp;
 pub mod process;
 pub mod raw;
 pub mod server;
 pub mod upstream;
 
+pub use kube_api::KubeApi;
 pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use process::{Serin, wait_until};
 pub use upstream::{Upstream, UpstreamControl};

@@ -77,10 +77,15 @@ impl Serin {
     /// `serin proxy --config FILE` with the admin API on a free port. Waits
     /// until the admin API is up.
     pub fn proxy(bin: &str, config: &str) -> Self {
+        Self::proxy_with_env(bin, config, &[])
+    }
+
+    /// [`Serin::proxy`] with extra environment variables (e.g. `KUBECONFIG`).
+    pub fn proxy_with_env(bin: &str, config: &str, env: &[(&str, &str)]) -> Self {
         let tmp = TempDir::new("serin-test");
         let path = tmp.path().join("serin.yaml");
         std::fs::write(&path, config).unwrap_or_else(|e| panic!("write config: {e}"));
-        let mut s = Self::spawn(
+        let mut s = Self::spawn_with_env(
             bin,
             &[
                 "proxy",
@@ -91,6 +96,7 @@ impl Serin {
             ],
             tmp.path(),
             &path,
+            env,
         );
         s._tmp = Some(tmp);
         s
@@ -99,7 +105,19 @@ impl Serin {
     /// Runs `serin ARGS` (which must start something with an admin API) in
     /// `dir` and waits for the admin API.
     pub fn spawn(bin: &str, args: &[&str], dir: &Path, config: &Path) -> Self {
+        Self::spawn_with_env(bin, args, dir, config, &[])
+    }
+
+    /// [`Serin::spawn`] with extra environment variables.
+    pub fn spawn_with_env(
+        bin: &str,
+        args: &[&str],
+        dir: &Path,
+        config: &Path,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut cmd = Command::new(bin);
+        cmd.envs(env.iter().copied());
         cmd.args(args)
             .arg("--log-format")
             .arg("json")

@@ -115,6 +115,14 @@ pub enum Command {
     /// proxies every request to one upstream with no file.
     Proxy(ProxyArgs),
 
+    /// A container health check: GETs the running serin's admin `/ready`
+    /// (no token needed) and exits 0 when it answers 200, 1 otherwise
+    /// (also while it drains for shutdown).
+    Healthcheck {
+        #[command(flatten)]
+        admin: AdminTarget,
+    },
+
     /// Check a proxy config file without running it.
     ///
     /// Prints every problem at once as FILE:LINE:COLUMN: FIELD: MESSAGE and

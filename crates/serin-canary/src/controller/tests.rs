@@ -215,7 +215,7 @@ async fn controller(sink: Arc<FakeSink>, source: Arc<Script>, dir: &std::path::P
         ControllerOptions {
             state_file: Some(state_file),
             audit_file: Some(audit_file),
-            defaults: BTreeMap::new(),
+            ..ControllerOptions::default()
         },
     )
     .await

@@ -169,6 +169,10 @@ impl TracingConfig {
 #[derive(Debug, Clone, Serialize)]
 pub struct AdminConfig {
     pub address: SocketAddr,
+    /// A second listener that serves only `GET /metrics`, with no token:
+    /// for a Prometheus outside the pod while the admin API stays on
+    /// loopback.
+    pub metrics_address: Option<SocketAddr>,
     #[serde(skip)]
     pub token: Option<String>,
     #[serde(skip)]

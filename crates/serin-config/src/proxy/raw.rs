@@ -27,6 +27,7 @@ config_struct! {
     pub struct Admin {
         address: Option<Spanned<SocketAddr>> = "address",
         token: Option<String> = "token",
+        metrics_address: Option<Spanned<SocketAddr>> = "metricsAddress",
     }
 }
 

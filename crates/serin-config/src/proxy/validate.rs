@@ -116,6 +116,7 @@ fn admin(raw: Option<&raw::Admin>, p: &mut Problems) -> AdminConfig {
     let Some(raw) = raw else {
         return AdminConfig {
             address: default_addr,
+            metrics_address: None,
             token: None,
             span: Span::default(),
         };
@@ -131,8 +132,23 @@ fn admin(raw: Option<&raw::Admin>, p: &mut Problems) -> AdminConfig {
             ),
         );
     }
+    let metrics_address = raw.metrics_address.as_ref().map(|a| **a);
+    if let Some(m) = &raw.metrics_address
+        && **m == address
+        && m.port() != 0
+    {
+        p.report(
+            m.span,
+            "admin.metricsAddress",
+            format!(
+                "{} is the admin API's address: give the metrics their own port",
+                **m
+            ),
+        );
+    }
     AdminConfig {
         address,
+        metrics_address,
         token: raw.token.clone().filter(|t| !t.is_empty()),
         span: raw.address.as_ref().map_or(raw.span, |a| a.span),
     }

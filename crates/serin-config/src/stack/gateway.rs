@@ -169,6 +169,7 @@ pub(super) fn validate(
             node_path: admin.path.clone(),
             address: admin_addr,
             token: gw.admin_token.clone(),
+            metrics_address: None,
         }),
         access_log: gw.access_log.clone(),
         tracing: raw.tracing.clone(),

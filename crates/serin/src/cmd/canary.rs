@@ -107,10 +107,36 @@ pub enum CanaryCommand {
         #[command(flatten)]
         admin: AdminTarget,
     },
+
+    /// Run a canary in a Kubernetes cluster, in this process, until it is
+    /// promoted (exit 0), rolled back (2) or halted (3): the same steps and
+    /// checks as `start`, with the weights written to the HTTPRoute's
+    /// backendRefs and the figures from Prometheus (--prometheus).
+    ///
+    /// The canary's state is kept in the HTTPRoute's annotation
+    /// serin.io/canary-state: run the same command again after a restart
+    /// and it resumes at the step it was at. Header, cookie and mirror
+    /// steps need serin's own proxy and are not available here.
+    Run(Box<super::canary_kube::RunArgs>),
 }
 
 #[derive(Debug, Args)]
 pub struct StartArgs {
+    #[command(flatten)]
+    pub canary: CanaryArgs,
+
+    /// Follow the canary until it ends: exit 0 when promoted, 2 when rolled
+    /// back, 3 when halted.
+    #[arg(long)]
+    pub watch: bool,
+
+    #[command(flatten)]
+    pub admin: AdminTarget,
+}
+
+/// What a canary is and how it is judged: `start` and `run` alike.
+#[derive(Debug, Args)]
+pub struct CanaryArgs {
     /// The service, as named in the stack or config file.
     pub service: String,
 
@@ -182,14 +208,6 @@ pub struct StartArgs {
     /// the baseline's or fail count against max-error-rate), e.g. 20.
     #[arg(long, value_name = "PERCENT")]
     pub mirror_step: Option<f64>,
-
-    /// Follow the canary until it ends: exit 0 when promoted, 2 when rolled
-    /// back, 3 when halted.
-    #[arg(long)]
-    pub watch: bool,
-
-    #[command(flatten)]
-    pub admin: AdminTarget,
 }
 
 fn parse_query(s: &str) -> Result<(String, String), String> {
@@ -240,6 +258,7 @@ pub fn run(cmd: CanaryCommand) -> anyhow::Result<ExitCode> {
         CanaryCommand::Resume { service, admin } => act(&admin, &service, "resume"),
         CanaryCommand::Promote { service, admin } => act(&admin, &service, "promote"),
         CanaryCommand::Abort { service, admin } => act(&admin, &service, "abort"),
+        CanaryCommand::Run(args) => super::canary_kube::run(*args),
     }
 }
 
@@ -250,7 +269,9 @@ fn act(admin: &AdminTarget, service: &str, action: &str) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
+/// The start request of a canary, as `POST /canary/{service}/start` takes
+/// it (and [`serin_canary::StartRequest::from_json`] reads it).
+pub(crate) fn start_body(args: &CanaryArgs) -> Value {
     let mut body = serde_json::Map::new();
     body.insert("to".into(), json!(args.to));
     if let Some(v) = &args.from {
@@ -306,19 +327,19 @@ fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
             .collect();
         body.insert("queries".into(), json!(q));
     }
+    Value::Object(body)
+}
+
+fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
+    let body = start_body(&args.canary);
     let client = AdminClient::new(&args.admin)?;
-    let v = client.post(
-        &format!("/canary/{}/start", args.service),
-        &Value::Object(body),
-    )?;
+    let service = &args.canary.service;
+    let v = client.post(&format!("/canary/{service}/start"), &body)?;
     if args.watch {
-        watch(&client, &args.service)
+        watch(&client, service)
     } else {
         print_status(&v, false)?;
-        out!(
-            "\nfollow it with: serin canary status {} --watch",
-            args.service
-        );
+        out!("\nfollow it with: serin canary status {service} --watch");
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -547,12 +568,20 @@ fn bar_line(v: &Value) -> String {
 /// halted (3). In a terminal a live bar is redrawn and each decision is
 /// printed above it; otherwise each decision is one plain line.
 fn watch(client: &AdminClient, service: &str) -> anyhow::Result<ExitCode> {
+    follow(|| client.get(&format!("/canary/{service}")))
+}
+
+/// [`watch`] with the status from `status` (a call that may fail for a
+/// while, as while serin restarts).
+pub(crate) fn follow(
+    mut status: impl FnMut() -> anyhow::Result<Value>,
+) -> anyhow::Result<ExitCode> {
     let tty = std::io::stdout().is_terminal();
     let mut out = std::io::stdout();
     let mut seen = String::new();
     let mut unreachable_since: Option<std::time::Instant> = None;
     loop {
-        let v = match client.get(&format!("/canary/{service}")) {
+        let v = match status() {
             Ok(v) => {
                 unreachable_since = None;
                 v
@@ -617,6 +646,7 @@ pub async fn start_controller(
             state_file,
             audit_file,
             defaults,
+            state_backend: None,
         },
     )
     .await

@@ -2,6 +2,7 @@
 
 mod admin_client;
 pub(crate) mod canary;
+mod canary_kube;
 mod dashboard;
 mod mesh;
 mod proxy;
@@ -40,6 +41,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Apply { stack, admin } => stack_control::apply(&admin, stack.as_deref()),
         Command::Proxy(args) => proxy::run(args),
         Command::Validate(args) => validate::run(&args),
+        Command::Healthcheck { admin } => {
+            admin_client::AdminClient::new(&admin)?.get("/ready")?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Weights(cmd) => weights::run(cmd),
         Command::Canary(cmd) => canary::run(cmd),
         Command::Render(cmd) => render::run(cmd),

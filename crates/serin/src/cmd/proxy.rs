@@ -123,6 +123,7 @@ async fn serve(
     from_file: bool,
 ) -> anyhow::Result<ExitCode> {
     let admin_addr = config.admin.address;
+    let metrics_addr = config.admin.metrics_address;
     let admin_token = config.admin.token.clone();
     let drain_timeout = config.drain_timeout;
     let canary_beside = config.source.clone();
@@ -167,6 +168,24 @@ async fn serve(
     .await
     .with_context(|| format!("cannot serve the admin API on {admin_addr}"))?;
     let admin_task = tokio::spawn(admin);
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_task = match metrics_addr {
+        Some(addr) => {
+            let (bound, metrics) = serin_proxy::admin::serve(
+                addr,
+                None,
+                serin_proxy::admin::metrics_router(proxy.clone()),
+                async {
+                    let _ = metrics_stopped.await;
+                },
+            )
+            .await
+            .with_context(|| format!("cannot serve the metrics on {addr}"))?;
+            tracing::info!(address = %bound, "metrics listening");
+            Some(tokio::spawn(metrics))
+        }
+        None => None,
+    };
     for (name, addr) in proxy.listener_addrs() {
         tracing::info!(listener = %name, address = %addr, "listening");
     }
@@ -178,6 +197,10 @@ async fn serve(
     proxy.drain(drain_timeout).await;
     let _ = stop_admin.send(());
     let _ = admin_task.await;
+    let _ = stop_metrics.send(());
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -18,13 +18,13 @@ use serin_testkit::process::TempDir;
 use crate::common::{SERIN, Serin, client, proxy, wait_until};
 
 /// A `serin demo qotm` process: one version of the service.
-struct Qotm {
+pub(crate) struct Qotm {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Qotm {
-    fn start(version: &str, extra: &[&str]) -> Self {
+    pub(crate) fn start(version: &str, extra: &[&str]) -> Self {
         let port = free_port();
         let child = Command::new(SERIN)
             .args(["demo", "qotm", "--version", version])
@@ -57,6 +57,11 @@ impl Drop for Qotm {
 /// qotm v1 and v2 behind one route (v1 100, v2 0); v3 exists but no route
 /// uses it.
 fn config(v1: &Qotm, v2: &Qotm) -> String {
+    weighted_config(v1, v2, (100, 0))
+}
+
+/// The same with other weights of v1 and v2.
+pub(crate) fn weighted_config(v1: &Qotm, v2: &Qotm, (w1, w2): (u32, u32)) -> String {
     format!(
         r#"
 listeners:
@@ -72,8 +77,8 @@ routes:
   - name: qotm
     rules:
       - backendRefs:
-          - {{name: qotm, version: v1, weight: 100}}
-          - {{name: qotm, version: v2, weight: 0}}
+          - {{name: qotm, version: v1, weight: {w1}}}
+          - {{name: qotm, version: v2, weight: {w2}}}
 "#,
         v1 = v1.addr,
         v2 = v2.addr
@@ -81,14 +86,14 @@ routes:
 }
 
 /// Requests in a loop from a few tasks until stopped.
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Load {
     /// `workers` tasks, each pausing `pause` between requests.
-    fn start(url: String, workers: usize, pause: Duration) -> Self {
+    pub(crate) fn start(url: String, workers: usize, pause: Duration) -> Self {
         Self::with_header(url, workers, pause, None)
     }
 
@@ -121,7 +126,7 @@ impl Load {
         Self { stop, tasks }
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.stop.store(true, Ordering::SeqCst);
         for t in self.tasks.drain(..) {
             let _ = t.await;
@@ -617,14 +622,14 @@ async fn abort_promote_pause_resume_and_errors_through_the_cli_and_api() {
 }
 
 /// A real Prometheus scraping one serin's admin API every second.
-struct Prometheus {
+pub(crate) struct Prometheus {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     _dir: TempDir,
 }
 
 impl Prometheus {
-    async fn start(admin: SocketAddr) -> Self {
+    pub(crate) async fn start(admin: SocketAddr) -> Self {
         let dir = TempDir::new("serin-canary-prometheus");
         let config = dir.path().join("prometheus.yml");
         std::fs::write(

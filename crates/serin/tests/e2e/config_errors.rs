@@ -153,3 +153,18 @@ fn an_address_that_cannot_be_bound_is_a_config_error_at_its_line() {
     );
     drop(taken);
 }
+
+#[test]
+fn the_metrics_listener_cannot_share_the_admin_address() {
+    let (ok, out) = validate(
+        "admin:\n  address: 127.0.0.1:9901\n  metricsAddress: 127.0.0.1:9901\n\
+         listeners: [{name: web, address: 127.0.0.1:0}]\n",
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("bad.yaml:3:")
+            && out.contains("admin.metricsAddress")
+            && out.contains("give the metrics their own port"),
+        "{out}"
+    );
+}

@@ -2,10 +2,12 @@
 //! real clients. One test binary; one module per area.
 
 mod canary;
+mod canary_kube;
 mod common;
 mod config_errors;
 mod dashboard;
 mod ext_auth;
+mod images;
 mod mirror;
 mod observability;
 mod protocols;

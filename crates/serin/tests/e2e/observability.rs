@@ -1653,3 +1653,57 @@ fn the_promql_tokenizer_finds_metric_names_and_nothing_else() {
         assert!(!p.is_empty(), "{bad} passed");
     }
 }
+
+/// `admin.metricsAddress`: a second listener with only `/metrics` and no
+/// token, for a Prometheus outside the pod, while the admin API wants its
+/// token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_listener_serves_only_metrics_and_wants_no_token() {
+    let upstream = Upstream::start("u");
+    let metrics_port = free_port();
+    let serin = proxy(&format!(
+        "admin: {{token: s3cret, metricsAddress: 127.0.0.1:{metrics_port}}}\n\
+         listeners: [{{name: web, address: 127.0.0.1:0}}]\n\
+         services: [{{name: s, versions: [{{name: v1, endpoints: [\"{}\"]}}]}}]\n\
+         routes: [{{name: r, rules: [{{backendRefs: [{{name: s, version: v1}}]}}]}}]\n",
+        upstream.addr
+    ));
+    let http = client();
+    let sent = http
+        .get(format!("{}/", serin.url("web")))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(sent.status(), 200);
+    let metrics = format!("http://127.0.0.1:{metrics_port}");
+    let resp = http
+        .get(format!("{metrics}/metrics"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap_or_default();
+    assert!(
+        text.contains("serin_requests_total{") && text.contains("route=\"r\""),
+        "{text}"
+    );
+    // Nothing else there: not the routes, not a weight change.
+    for (method, path) in [("GET", "/routes"), ("GET", "/config"), ("POST", "/reload")] {
+        let resp = http
+            .request(
+                method.parse().unwrap_or_default(),
+                format!("{metrics}{path}"),
+            )
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 404, "{method} {path}");
+    }
+    // The admin API still wants its token, for its metrics too.
+    let resp = http
+        .get(serin.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 401);
+}
