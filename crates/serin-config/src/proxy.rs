@@ -50,6 +50,24 @@ pub fn parse_proxy_config(
     p.finish(cfg)
 }
 
+/// Decodes and validates routes written as a document of their own (YAML or
+/// JSON `{"routes": [...]}`, e.g. HTTPRoutes turned into the file's route
+/// format) against `config`'s services and listeners. Problems are reported
+/// as from `source`, at paths under `routes`.
+pub fn parse_routes(
+    text: &str,
+    source: &str,
+    config: &ProxyConfig,
+) -> Result<Vec<RouteConfig>, ConfigErrors> {
+    let mut p = Problems::new(source);
+    let Some(doc) = parse_document(text, &mut p) else {
+        return Err(p.into_errors());
+    };
+    let raw = raw::Config::decode(Node::root(&doc), &mut p).unwrap_or_default();
+    let routes = validate::routes_only(raw.routes.list(), config, &mut p);
+    p.finish(routes)
+}
+
 /// Decodes and validates the parts of a proxy config that another file (the
 /// stack file's `gateway`) embeds, reporting into the caller's problems.
 pub fn validate_raw(raw: raw::Config, base_dir: &Path, problems: &mut Problems) -> ProxyConfig {
@@ -76,6 +94,8 @@ impl ProxyConfig {
             listeners,
             services,
             routes,
+            discovery: None,
+            routes_from_kubernetes: false,
         }
     }
 

@@ -5,6 +5,7 @@
 pub mod kube_api;
 pub mod process;
 pub mod raw;
+mod server_thread;
 pub mod upstream;
 
 pub use kube_api::KubeApi;

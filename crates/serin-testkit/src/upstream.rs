@@ -22,6 +22,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::AsyncWriteExt;
 
+use crate::server_thread::ServerThread;
+
 /// What tests change while an upstream runs.
 #[derive(Default)]
 pub struct UpstreamControl {
@@ -41,8 +43,8 @@ pub struct Upstream {
     pub addr: SocketAddr,
     pub name: String,
     pub control: Arc<UpstreamControl>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Stops on drop.
+    _server: ServerThread,
 }
 
 impl Upstream {
@@ -53,44 +55,18 @@ impl Upstream {
         let addr = std_listener
             .local_addr()
             .unwrap_or_else(|e| panic!("upstream address: {e}"));
-        std_listener
-            .set_nonblocking(true)
-            .unwrap_or_else(|e| panic!("nonblocking: {e}"));
         let control = Arc::new(UpstreamControl::default());
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let ctl = control.clone();
         let label = name.to_string();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap_or_else(|e| panic!("runtime: {e}"));
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener)
-                    .unwrap_or_else(|e| panic!("listener: {e}"));
-                loop {
-                    tokio::select! {
-                        _ = &mut stopped => break,
-                        accepted = listener.accept() => {
-                            let Ok((stream, _)) = accepted else { continue };
-                            ctl.connections.fetch_add(1, Ordering::SeqCst);
-                            let ctl = ctl.clone();
-                            let label = label.clone();
-                            tokio::spawn(async move {
-                                serve(stream, ctl, label).await;
-                            });
-                        }
-                    }
-                }
-            });
+        let server = ServerThread::start(std_listener, move |stream| {
+            ctl.connections.fetch_add(1, Ordering::SeqCst);
+            serve(stream, ctl.clone(), label.clone())
         });
         Self {
             addr,
             name: name.to_string(),
             control,
-            stop: Some(stop),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -111,17 +87,6 @@ impl Upstream {
             u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
             Ordering::SeqCst,
         );
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

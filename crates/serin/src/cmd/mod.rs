@@ -2,6 +2,7 @@
 
 mod admin_client;
 pub(crate) mod canary;
+mod kubernetes;
 mod mesh;
 mod proxy;
 mod render;

@@ -5,6 +5,8 @@ mod canary;
 mod common;
 mod config_errors;
 mod ext_auth;
+// Discovery and routes from the Kubernetes API (against a stand-in).
+mod kubernetes;
 mod mirror;
 mod observability;
 mod protocols;
