@@ -134,3 +134,68 @@ impl ProxyConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod kubernetes_sources {
+    use super::*;
+
+    const SERVICES: &str = "services:\n  - name: cart\n    versions:\n      - name: v1\n";
+
+    #[test]
+    fn discovery_and_routes_may_come_from_kubernetes() {
+        let text = format!("discovery: kubernetes\n{SERVICES}routes: kubernetes\n");
+        let cfg =
+            parse_proxy_config(&text, "t.yaml", Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.discovery, Some(Discovery::Kubernetes));
+        assert!(cfg.routes_from_kubernetes);
+        assert!(cfg.routes.is_empty());
+
+        let text = format!(
+            "{SERVICES}routes:\n  - name: r\n    rules:\n      - backendRefs: [{{name: cart, version: v1}}]\n"
+        );
+        let cfg =
+            parse_proxy_config(&text, "t.yaml", Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.discovery, None);
+        assert!(!cfg.routes_from_kubernetes);
+        assert_eq!(cfg.routes.len(), 1);
+    }
+
+    #[test]
+    fn other_sources_are_errors_at_their_place() {
+        let text = format!("discovery: consul\n{SERVICES}routes: kube\n");
+        let errors = parse_proxy_config(&text, "t.yaml", Path::new("."))
+            .err()
+            .unwrap_or_else(|| panic!("accepted"))
+            .to_string();
+        assert!(
+            errors.contains("t.yaml:1:12: discovery: unknown value `consul`"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("t.yaml:6:9: routes: expected a list of routes or `kubernetes`"),
+            "{errors}"
+        );
+    }
+
+    #[test]
+    fn routes_of_their_own_are_checked_against_the_services() {
+        let cfg = parse_proxy_config(SERVICES, "t.yaml", Path::new("."))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ok = r#"{"routes": [{"name": "r", "rules": [{"backendRefs": [{"name": "cart", "version": "v1"}]}]}]}"#;
+        assert_eq!(
+            parse_routes(ok, "HTTPRoute x", &cfg).map(|r| r.len()),
+            Ok(1)
+        );
+        let bad = r#"{"routes": [{"name": "r", "rules": [{"backendRefs": [{"name": "cart", "version": "v9"}]}]}]}"#;
+        let errors = parse_routes(bad, "HTTPRoute x", &cfg)
+            .err()
+            .unwrap_or_else(|| panic!("accepted"));
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors
+                .iter()
+                .all(|e| e.path.starts_with("routes[0].rules[0].backendRefs[0]")),
+            "{errors}"
+        );
+    }
+}

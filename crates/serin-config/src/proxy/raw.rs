@@ -55,7 +55,10 @@ impl Routes {
 }
 
 impl crate::decode::Decode for Routes {
-    fn decode(node: crate::decode::Node<'_>, problems: &mut crate::error::Problems) -> Option<Self> {
+    fn decode(
+        node: crate::decode::Node<'_>,
+        problems: &mut crate::error::Problems,
+    ) -> Option<Self> {
         if node.is_sequence() || node.is_null() {
             return Vec::<Route>::decode(node, problems).map(Self::List);
         }
