@@ -110,6 +110,10 @@ impl<'a> Node<'a> {
         is_null(self.yaml)
     }
 
+    pub fn is_sequence(&self) -> bool {
+        matches!(self.yaml.data, YamlDataOwned::Sequence(_))
+    }
+
     pub fn report(&self, problems: &mut Problems, message: impl Into<String>) {
         problems.report(self.span(), self.path, message);
     }

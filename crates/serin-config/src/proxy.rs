@@ -50,6 +50,24 @@ pub fn parse_proxy_config(
     p.finish(cfg)
 }
 
+/// Decodes and validates routes written as a document of their own (YAML or
+/// JSON `{"routes": [...]}`, e.g. HTTPRoutes turned into the file's route
+/// format) against `config`'s services and listeners. Problems are reported
+/// as from `source`, at paths under `routes`.
+pub fn parse_routes(
+    text: &str,
+    source: &str,
+    config: &ProxyConfig,
+) -> Result<Vec<RouteConfig>, ConfigErrors> {
+    let mut p = Problems::new(source);
+    let Some(doc) = parse_document(text, &mut p) else {
+        return Err(p.into_errors());
+    };
+    let raw = raw::Config::decode(Node::root(&doc), &mut p).unwrap_or_default();
+    let routes = validate::routes_only(raw.routes.list(), config, &mut p);
+    p.finish(routes)
+}
+
 /// Decodes and validates the parts of a proxy config that another file (the
 /// stack file's `gateway`) embeds, reporting into the caller's problems.
 pub fn validate_raw(raw: raw::Config, base_dir: &Path, problems: &mut Problems) -> ProxyConfig {
@@ -78,6 +96,8 @@ impl ProxyConfig {
             listeners,
             services,
             routes,
+            discovery: None,
+            routes_from_kubernetes: false,
         }
     }
 
@@ -114,5 +134,70 @@ impl ProxyConfig {
         }
         self.routes = next;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod kubernetes_sources {
+    use super::*;
+
+    const SERVICES: &str = "services:\n  - name: cart\n    versions:\n      - name: v1\n";
+
+    #[test]
+    fn discovery_and_routes_may_come_from_kubernetes() {
+        let text = format!("discovery: kubernetes\n{SERVICES}routes: kubernetes\n");
+        let cfg =
+            parse_proxy_config(&text, "t.yaml", Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.discovery, Some(Discovery::Kubernetes));
+        assert!(cfg.routes_from_kubernetes);
+        assert!(cfg.routes.is_empty());
+
+        let text = format!(
+            "{SERVICES}routes:\n  - name: r\n    rules:\n      - backendRefs: [{{name: cart, version: v1}}]\n"
+        );
+        let cfg =
+            parse_proxy_config(&text, "t.yaml", Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.discovery, None);
+        assert!(!cfg.routes_from_kubernetes);
+        assert_eq!(cfg.routes.len(), 1);
+    }
+
+    #[test]
+    fn other_sources_are_errors_at_their_place() {
+        let text = format!("discovery: consul\n{SERVICES}routes: kube\n");
+        let errors = parse_proxy_config(&text, "t.yaml", Path::new("."))
+            .err()
+            .unwrap_or_else(|| panic!("accepted"))
+            .to_string();
+        assert!(
+            errors.contains("t.yaml:1:12: discovery: unknown value `consul`"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("t.yaml:6:9: routes: expected a list of routes or `kubernetes`"),
+            "{errors}"
+        );
+    }
+
+    #[test]
+    fn routes_of_their_own_are_checked_against_the_services() {
+        let cfg = parse_proxy_config(SERVICES, "t.yaml", Path::new("."))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ok = r#"{"routes": [{"name": "r", "rules": [{"backendRefs": [{"name": "cart", "version": "v1"}]}]}]}"#;
+        assert_eq!(
+            parse_routes(ok, "HTTPRoute x", &cfg).map(|r| r.len()),
+            Ok(1)
+        );
+        let bad = r#"{"routes": [{"name": "r", "rules": [{"backendRefs": [{"name": "cart", "version": "v9"}]}]}]}"#;
+        let errors = parse_routes(bad, "HTTPRoute x", &cfg)
+            .err()
+            .unwrap_or_else(|| panic!("accepted"));
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors
+                .iter()
+                .all(|e| e.path.starts_with("routes[0].rules[0].backendRefs[0]")),
+            "{errors}"
+        );
     }
 }

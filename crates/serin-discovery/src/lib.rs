@@ -7,6 +7,8 @@
 //! often than routes, so the registry is separate from the route snapshot and
 //! a change here swaps only the endpoint sets.
 
+pub mod kubernetes;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;

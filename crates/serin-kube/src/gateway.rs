@@ -152,6 +152,11 @@ pub(crate) fn config_map(ctx: &Context, gw: &ProxyConfig) -> Result<Object, Rend
         .first()
         .and_then(|l| l.tls.as_ref())
         .map(|_| (format!("{TLS_DIR}/tls.crt"), format!("{TLS_DIR}/tls.key")));
+    // In the cluster, the versions' endpoints are their Services' pods.
+    let gw = &ProxyConfig {
+        discovery: Some(serin_config::proxy::Discovery::Kubernetes),
+        ..gw.clone()
+    };
     let text = proxy_file::write(
         gw,
         SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),

@@ -29,8 +29,11 @@
 //!
 //! The HTTPRoutes use the Gateway API's experimental channel types, since
 //! serin's routes have `retry` and the `ExternalAuth` filter; a route with
-//! neither is also a valid standard-channel HTTPRoute. They have no
-//! `parentRefs`: they belong to serin's own gateway.
+//! neither is also a valid standard-channel HTTPRoute. Their `parentRefs`
+//! name the Gateway `serin-gateway`; a gateway whose config says
+//! `routes: kubernetes` serves those ([`http_routes`]), and one with
+//! `discovery: kubernetes` finds the pods through the per-version Services'
+//! EndpointSlices.
 //!
 //! # What does not carry over
 //!
@@ -55,6 +58,7 @@
 
 mod error;
 mod gateway;
+pub mod http_routes;
 mod names;
 mod output;
 mod proxy_file;

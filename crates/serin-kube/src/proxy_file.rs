@@ -84,6 +84,8 @@ struct File {
     #[serde(skip_serializing_if = "Option::is_none")]
     drain_timeout: Option<String>,
     listeners: Vec<Listener>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    discovery: Option<&'static str>,
     services: Vec<Service>,
     routes: Vec<Route>,
 }
@@ -497,6 +499,7 @@ impl File {
             workers: (cfg.workers != p::default_workers()).then_some(cfg.workers),
             drain_timeout: (cfg.drain_timeout != defaults::DRAIN_TIMEOUT)
                 .then(|| duration(cfg.drain_timeout)),
+            discovery: cfg.discovery.map(|d| d.as_str()),
             listeners: vec![Listener {
                 name: listener_name,
                 address: listen.to_string(),

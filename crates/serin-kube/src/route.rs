@@ -3,27 +3,28 @@
 //! Services.
 //!
 //! The types are the Gateway API's experimental channel, because serin's
-//! routes use `retry` and the `ExternalAuth` filter, which only it has. No
-//! `parentRefs`: the routes belong to serin's own gateway, which will select
-//! them by label (discovery), not to a Gateway of another implementation.
+//! routes use `retry` and the `ExternalAuth` filter, which only it has. The
+//! `parentRefs` name the Gateway `serin-gateway`: the gateway with
+//! `routes: kubernetes` serves exactly the HTTPRoutes that name it, and no
+//! other implementation's Gateway takes them.
 
 use gateway_api::experimental::httproutes::{
-    HttpRoute, HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteRulesFilters,
-    HttpRouteRulesFiltersExternalAuth, HttpRouteRulesFiltersExternalAuthBackendRef,
-    HttpRouteRulesFiltersExternalAuthHttp, HttpRouteRulesFiltersExternalAuthProtocol,
-    HttpRouteRulesFiltersRequestHeaderModifier, HttpRouteRulesFiltersRequestHeaderModifierAdd,
-    HttpRouteRulesFiltersRequestHeaderModifierSet, HttpRouteRulesFiltersRequestMirror,
-    HttpRouteRulesFiltersRequestMirrorBackendRef, HttpRouteRulesFiltersRequestMirrorFraction,
-    HttpRouteRulesFiltersRequestRedirect, HttpRouteRulesFiltersRequestRedirectPath,
-    HttpRouteRulesFiltersRequestRedirectPathType, HttpRouteRulesFiltersRequestRedirectScheme,
-    HttpRouteRulesFiltersResponseHeaderModifier, HttpRouteRulesFiltersResponseHeaderModifierAdd,
-    HttpRouteRulesFiltersResponseHeaderModifierSet, HttpRouteRulesFiltersType,
-    HttpRouteRulesFiltersUrlRewrite, HttpRouteRulesFiltersUrlRewritePath,
-    HttpRouteRulesFiltersUrlRewritePathType, HttpRouteRulesMatches, HttpRouteRulesMatchesHeaders,
-    HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesMethod, HttpRouteRulesMatchesPath,
-    HttpRouteRulesMatchesPathType, HttpRouteRulesMatchesQueryParams,
-    HttpRouteRulesMatchesQueryParamsType, HttpRouteRulesRetry, HttpRouteRulesTimeouts,
-    HttpRouteSpec,
+    HttpRoute, HttpRouteParentRefs, HttpRouteRules, HttpRouteRulesBackendRefs,
+    HttpRouteRulesFilters, HttpRouteRulesFiltersExternalAuth,
+    HttpRouteRulesFiltersExternalAuthBackendRef, HttpRouteRulesFiltersExternalAuthHttp,
+    HttpRouteRulesFiltersExternalAuthProtocol, HttpRouteRulesFiltersRequestHeaderModifier,
+    HttpRouteRulesFiltersRequestHeaderModifierAdd, HttpRouteRulesFiltersRequestHeaderModifierSet,
+    HttpRouteRulesFiltersRequestMirror, HttpRouteRulesFiltersRequestMirrorBackendRef,
+    HttpRouteRulesFiltersRequestMirrorFraction, HttpRouteRulesFiltersRequestRedirect,
+    HttpRouteRulesFiltersRequestRedirectPath, HttpRouteRulesFiltersRequestRedirectPathType,
+    HttpRouteRulesFiltersRequestRedirectScheme, HttpRouteRulesFiltersResponseHeaderModifier,
+    HttpRouteRulesFiltersResponseHeaderModifierAdd, HttpRouteRulesFiltersResponseHeaderModifierSet,
+    HttpRouteRulesFiltersType, HttpRouteRulesFiltersUrlRewrite,
+    HttpRouteRulesFiltersUrlRewritePath, HttpRouteRulesFiltersUrlRewritePathType,
+    HttpRouteRulesMatches, HttpRouteRulesMatchesHeaders, HttpRouteRulesMatchesHeadersType,
+    HttpRouteRulesMatchesMethod, HttpRouteRulesMatchesPath, HttpRouteRulesMatchesPathType,
+    HttpRouteRulesMatchesQueryParams, HttpRouteRulesMatchesQueryParamsType, HttpRouteRulesRetry,
+    HttpRouteRulesTimeouts, HttpRouteSpec,
 };
 use serin_config::proxy::{
     FilterConfig, HeaderModifierConfig, PathMatch, PathModifier, RouteConfig, RuleConfig,
@@ -31,7 +32,7 @@ use serin_config::proxy::{
 };
 
 use crate::RenderError;
-use crate::names::{CONTAINER_PORT, Context, labels, version_object_name};
+use crate::names::{CONTAINER_PORT, Context, GATEWAY_NAME, labels, version_object_name};
 use crate::proxy_file::regex_source;
 
 type Fallible<T> = Result<T, String>;
@@ -63,6 +64,10 @@ pub(crate) fn http_route(ctx: &Context, r: &RouteConfig) -> Result<HttpRoute, Re
     Ok(HttpRoute {
         metadata: ctx.meta(&r.name, labels(&[])),
         spec: HttpRouteSpec {
+            parent_refs: Some(vec![HttpRouteParentRefs {
+                name: GATEWAY_NAME.into(),
+                ..HttpRouteParentRefs::default()
+            }]),
             hostnames: (!r.hostnames.is_empty()).then(|| r.hostnames.clone()),
             rules: Some(rules),
             ..HttpRouteSpec::default()

@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use rustc_hash::FxHashSet;
-use serin_config::proxy::{ListenerConfig, ProxyConfig};
+use serin_config::proxy::{ListenerConfig, ProxyConfig, RouteConfig};
 use serin_config::{ConfigError, ConfigErrors};
 use serin_discovery::{BackendKey, EndpointSpec, Registry};
 use tokio::sync::watch;
@@ -149,6 +149,9 @@ struct Control {
     file_config: ProxyConfig,
     state: state::StateFile,
     listeners: BTreeMap<SocketAddr, Arc<ListenerSocket>>,
+    /// With `routes: kubernetes`: the routes from HTTPRoutes, which stand in
+    /// for the file's on every apply.
+    kubernetes_routes: Vec<RouteConfig>,
 }
 
 /// A running proxy.
@@ -256,6 +259,7 @@ impl Proxy {
                 file_config: config,
                 state,
                 listeners: BTreeMap::new(),
+                kubernetes_routes: Vec::new(),
             }),
             static_services: Mutex::new(BTreeSet::new()),
             generation,
@@ -486,6 +490,9 @@ impl Proxy {
     fn try_apply(&self, mut config: ProxyConfig) -> Result<(), ConfigErrors> {
         let (existing, old_file, state) = {
             let control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+            if config.routes_from_kubernetes {
+                config.routes = control.kubernetes_routes.clone();
+            }
             (
                 control.listeners.clone(),
                 control.file_config.clone(),
@@ -528,6 +535,46 @@ impl Proxy {
         self.activate_listeners(bound);
         Ok(())
     }
+
+    // ---- Routes from Kubernetes HTTPRoutes (`routes: kubernetes`) ----
+
+    /// The running config as given (file or caller), before run-time weight
+    /// overrides.
+    pub fn file_config(&self) -> ProxyConfig {
+        let control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        control.file_config.clone()
+    }
+
+    /// Serves `routes` (from HTTPRoutes) in place of the file's, now and
+    /// after every reload, through the same validated apply as a reload; when
+    /// that fails nothing changes. Only for a config with `routes:
+    /// kubernetes`.
+    pub fn set_kubernetes_routes(&self, routes: Vec<RouteConfig>) -> Result<(), ConfigErrors> {
+        let (file, previous) = {
+            let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+            let previous = std::mem::replace(&mut control.kubernetes_routes, routes);
+            (control.file_config.clone(), previous)
+        };
+        if !file.routes_from_kubernetes {
+            let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+            control.kubernetes_routes = previous;
+            return Err(ConfigErrors(vec![ConfigError {
+                file: config_file_name(&file).into(),
+                line: 0,
+                column: 0,
+                path: "routes".into(),
+                message: "routes come from this file, not from Kubernetes".into(),
+            }]));
+        }
+        let result = self.apply_config(file);
+        if result.is_err() {
+            let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+            control.kubernetes_routes = previous;
+        }
+        result
+    }
+
+    // ---- end of routes from Kubernetes ----
 
     /// Reloads the config file this proxy was started from.
     pub fn reload_from_file(&self) -> Result<(), ConfigErrors> {

@@ -57,6 +57,8 @@ use hyper_util::server::conn::auto;
 use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, mpsc};
 
+use crate::server_thread::ServerThread;
+
 /// A kind the stand-in serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Kind {
@@ -154,16 +156,11 @@ impl Shared {
     }
 }
 
-struct Running {
-    stop: tokio::sync::oneshot::Sender<()>,
-    thread: std::thread::JoinHandle<()>,
-}
-
 /// The API-server stand-in. Stops on drop.
 pub struct KubeApi {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
-    running: Mutex<Option<Running>>,
+    running: Mutex<Option<ServerThread>>,
 }
 
 impl Default for KubeApi {
@@ -305,9 +302,8 @@ impl KubeApi {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some(r) = running {
-            let _ = r.stop.send(());
-            let _ = r.thread.join();
+        if let Some(mut server) = running {
+            server.stop();
         }
     }
 
@@ -339,43 +335,19 @@ impl Drop for KubeApi {
     }
 }
 
-fn serve_on(listener: std::net::TcpListener, shared: Arc<Shared>) -> Running {
-    listener
-        .set_nonblocking(true)
-        .unwrap_or_else(|e| panic!("nonblocking: {e}"));
-    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("runtime: {e}"));
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener)
-                .unwrap_or_else(|e| panic!("listener: {e}"));
-            loop {
-                tokio::select! {
-                    _ = &mut stopped => break,
-                    accepted = listener.accept() => {
-                        let Ok((stream, _)) = accepted else { continue };
-                        let shared = shared.clone();
-                        tokio::spawn(async move {
-                            let svc = service_fn(move |req| {
-                                let shared = shared.clone();
-                                async move { Ok::<_, Infallible>(handle(req, &shared).await) }
-                            });
-                            let _ = auto::Builder::new(TokioExecutor::new())
-                                .serve_connection(TokioIo::new(stream), svc)
-                                .await;
-                        });
-                    }
-                }
-            }
-        });
-        // Dropping the runtime here cancels every connection task, so the
-        // clients see the connections cut, as when an API server dies.
-    });
-    Running { stop, thread }
+fn serve_on(listener: std::net::TcpListener, shared: Arc<Shared>) -> ServerThread {
+    ServerThread::start(listener, move |stream| {
+        let shared = shared.clone();
+        async move {
+            let svc = service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(handle(req, &shared).await) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        }
+    })
 }
 
 type Body = BoxBody<Bytes, std::io::Error>;

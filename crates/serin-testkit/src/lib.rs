@@ -6,7 +6,7 @@ pub mod kube_api;
 pub mod otlp;
 pub mod process;
 pub mod raw;
-pub mod server;
+mod server_thread;
 pub mod upstream;
 
 pub use kube_api::KubeApi;

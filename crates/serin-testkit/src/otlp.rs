@@ -20,7 +20,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use prost::Message;
 
-use crate::server::ServerThread;
+use crate::server_thread::ServerThread;
 
 /// One received span, with ids in lower-case hex.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,7 +58,7 @@ impl OtlpReceiver {
     pub fn start() -> Self {
         let spans = Arc::new(Mutex::new(Vec::new()));
         let kept = spans.clone();
-        let server = ServerThread::start(move |stream| {
+        let server = ServerThread::start_local(move |stream| {
             let kept = kept.clone();
             async move {
                 let svc = service_fn(move |req| receive(req, kept.clone()));

@@ -22,7 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::AsyncWriteExt;
 
-use crate::server::ServerThread;
+use crate::server_thread::ServerThread;
 
 /// What tests change while an upstream runs.
 #[derive(Default)]
@@ -52,7 +52,7 @@ impl Upstream {
         let control = Arc::new(UpstreamControl::default());
         let ctl = control.clone();
         let label = name.to_string();
-        let server = ServerThread::start(move |stream| {
+        let server = ServerThread::start_local(move |stream| {
             ctl.connections.fetch_add(1, Ordering::SeqCst);
             serve(stream, ctl.clone(), label.clone())
         });

@@ -9,7 +9,7 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 use regex::Regex;
 use serde::Serialize;
 
-pub use super::raw::{LbPolicy, LogFormat, UpstreamProtocol};
+pub use super::raw::{Discovery, LbPolicy, LogFormat, UpstreamProtocol};
 use crate::error::Span;
 
 /// Defaults, each with the reason for its value.
@@ -135,6 +135,12 @@ pub struct ProxyConfig {
     pub listeners: Vec<ListenerConfig>,
     pub services: Vec<ServiceConfig>,
     pub routes: Vec<RouteConfig>,
+    /// `discovery: kubernetes`: endpoints of versions without static ones
+    /// come from EndpointSlices.
+    pub discovery: Option<Discovery>,
+    /// `routes: kubernetes`: `routes` come from HTTPRoute objects, not from
+    /// the file (empty until they arrive).
+    pub routes_from_kubernetes: bool,
 }
 
 /// Where and how spans are exported (OTLP over HTTP, protobuf).

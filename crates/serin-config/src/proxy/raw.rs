@@ -19,7 +19,62 @@ config_struct! {
         drain_timeout: Option<Duration> = "drainTimeout",
         listeners: Vec<Listener> = "listeners",
         services: Vec<Service> = "services",
-        routes: Vec<Route> = "routes",
+        routes: Routes = "routes",
+        discovery: Option<Discovery> = "discovery",
+    }
+}
+
+config_enum! {
+    /// Where endpoints of versions without static `endpoints` come from.
+    /// Without the key: the local runtime (`serin up`) when there is one.
+    pub enum Discovery { Kubernetes = "kubernetes" }
+    default = Kubernetes
+}
+
+/// `routes:` is either the routes themselves or `kubernetes`: routes and
+/// weights from HTTPRoute objects.
+#[derive(Debug, Clone)]
+pub enum Routes {
+    List(Vec<Route>),
+    Kubernetes(crate::error::Span),
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Self::List(Vec::new())
+    }
+}
+
+impl Routes {
+    /// The routes written in the file (none for `kubernetes`).
+    pub fn list(&self) -> &[Route] {
+        match self {
+            Self::List(routes) => routes,
+            Self::Kubernetes(_) => &[],
+        }
+    }
+}
+
+impl crate::decode::Decode for Routes {
+    fn decode(
+        node: crate::decode::Node<'_>,
+        problems: &mut crate::error::Problems,
+    ) -> Option<Self> {
+        if node.is_sequence() || node.is_null() {
+            return Vec::<Route>::decode(node, problems).map(Self::List);
+        }
+        match node.text(problems, "a list of routes or `kubernetes`")? {
+            "kubernetes" => Some(Self::Kubernetes(node.span())),
+            other => {
+                node.report(
+                    problems,
+                    format!(
+                        "expected a list of routes or `kubernetes` (routes from HTTPRoute objects), found `{other}`"
+                    ),
+                );
+                None
+            }
+        }
     }
 }
 

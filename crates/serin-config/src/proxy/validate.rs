@@ -22,7 +22,7 @@ pub(crate) fn validate(raw: raw::Config, base_dir: &Path, p: &mut Problems) -> P
     let listeners = listeners(&raw.listeners, base_dir, p);
     let services = services(&raw.services, p);
     let listener_names: BTreeSet<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
-    let routes = routes(&raw.routes, &services, &listener_names, p);
+    let routes = routes(raw.routes.list(), &services, &listener_names, p);
     let workers = match &raw.workers {
         Some(w) if **w == 0 || **w > 256 => {
             w.report(p, "workers must be from 1 to 256");
@@ -45,7 +45,21 @@ pub(crate) fn validate(raw: raw::Config, base_dir: &Path, p: &mut Problems) -> P
         listeners,
         services,
         routes,
+        discovery: raw.discovery,
+        routes_from_kubernetes: matches!(raw.routes, raw::Routes::Kubernetes(_)),
     }
+}
+
+/// Validates routes that come from elsewhere (Kubernetes HTTPRoutes, turned
+/// into the file's route format) against a validated config's services and
+/// listeners.
+pub(crate) fn routes_only(
+    raw: &[raw::Route],
+    config: &ProxyConfig,
+    p: &mut Problems,
+) -> Vec<RouteConfig> {
+    let listener_names: BTreeSet<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
+    routes(raw, &config.services, &listener_names, p)
 }
 
 /// One worker per CPU, as NGINX's `worker_processes auto`.

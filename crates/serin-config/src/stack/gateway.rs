@@ -188,7 +188,8 @@ pub(super) fn validate(
             limits: gw.limits.clone(),
         }],
         services,
-        routes,
+        routes: praw::Routes::List(routes),
+        discovery: None,
     };
     proxy::validate_raw(config, base_dir, p)
 }

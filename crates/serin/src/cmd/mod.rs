@@ -4,6 +4,7 @@ mod admin_client;
 pub(crate) mod canary;
 mod canary_kube;
 mod dashboard;
+mod kubernetes;
 mod mesh;
 mod proxy;
 mod render;

@@ -142,6 +142,7 @@ async fn serve(
         }
         Err(e) => return Err(e.into()),
     };
+    super::kubernetes::start(&proxy).await?;
     let canary = super::canary::start_controller(
         &proxy,
         canary_beside.as_deref(),

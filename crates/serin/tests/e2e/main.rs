@@ -8,6 +8,8 @@ mod config_errors;
 mod dashboard;
 mod ext_auth;
 mod images;
+// Discovery and routes from the Kubernetes API (against a stand-in).
+mod kubernetes;
 mod mirror;
 mod observability;
 mod protocols;

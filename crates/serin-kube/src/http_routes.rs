@@ -1,0 +1,331 @@
+//! HTTPRoute objects as serin routes: the other direction of [`crate::route`].
+//!
+//! An HTTPRoute is read as JSON, not as the typed Gateway API struct, so
+//! that one malformed object is an error about that object (and names its
+//! field) instead of a failed list. Its spec is rewritten into the proxy
+//! file's route format — the same words, except that `backendRefs` name a
+//! per-version Service (`qotm-v1`, port 8080) where serin names a service
+//! and a version — and validated by the proxy config's own validator
+//! against the running config's services, so a route from an HTTPRoute is
+//! checked exactly as one from the file.
+//!
+//! Only HTTPRoutes whose `parentRefs` name the Gateway `serin-gateway` (the
+//! renderer's) are serin's. [`follow_http_routes`] watches them and hands
+//! every change to the proxy; a bad HTTPRoute is logged and its last good
+//! version (if any) keeps serving.
+
+use std::collections::BTreeMap;
+
+use futures_util::StreamExt;
+use kube::api::{ApiResource, DynamicObject};
+use kube::runtime::reflector;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Map, Value, json};
+use serin_config::ConfigErrors;
+use serin_config::proxy::{ProxyConfig, RouteConfig};
+use serin_discovery::kubernetes::relisting_watcher;
+
+use crate::names::{GATEWAY_NAME, version_object_name};
+
+const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+
+/// One thing wrong with an HTTPRoute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteProblem {
+    /// `namespace/name`
+    pub object: String,
+    /// The field, as in the object: `spec.rules[0].backendRefs[1].name`.
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for RouteProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "HTTPRoute {}: {}: {}",
+            self.object, self.field, self.message
+        )
+    }
+}
+
+/// The Gateway API's HTTPRoute resource (`gateway.networking.k8s.io/v1`).
+pub fn http_route_resource() -> ApiResource {
+    ApiResource::erase::<gateway_api::experimental::httproutes::HttpRoute>(&())
+}
+
+fn object_name(obj: &DynamicObject) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// Whether one of the HTTPRoute's `parentRefs` is the Gateway `gateway` (in
+/// the route's namespace).
+pub fn attached_to(obj: &DynamicObject, gateway: &str) -> bool {
+    let Some(parents) = obj
+        .data
+        .pointer("/spec/parentRefs")
+        .and_then(Value::as_array)
+    else {
+        return false;
+    };
+    let namespace = obj.namespace();
+    parents.iter().any(|p| {
+        let field = |k: &str| p.get(k).and_then(Value::as_str);
+        field("name") == Some(gateway)
+            && field("kind").is_none_or(|k| k == "Gateway")
+            && field("group").is_none_or(|g| g == GATEWAY_GROUP)
+            && field("namespace").is_none_or(|n| Some(n) == namespace.as_deref())
+    })
+}
+
+/// The serin route of one HTTPRoute, validated against `config`'s services.
+pub fn route_from_http_route(
+    obj: &DynamicObject,
+    config: &ProxyConfig,
+) -> Result<RouteConfig, Vec<RouteProblem>> {
+    let object = object_name(obj);
+    let problem = |field: String, message: String| RouteProblem {
+        object: object.clone(),
+        field,
+        message,
+    };
+    // Per-version Service name → (service, version).
+    let backends: BTreeMap<String, (&str, &str)> = config
+        .services
+        .iter()
+        .flat_map(|s| {
+            s.versions.iter().map(move |v| {
+                (
+                    version_object_name(&s.name, &v.name),
+                    (s.name.as_str(), v.name.as_str()),
+                )
+            })
+        })
+        .collect();
+    let Some(spec) = obj.data.get("spec").and_then(Value::as_object) else {
+        return Err(vec![problem("spec".into(), "missing".into())]);
+    };
+    let mut problems = Vec::new();
+    let backend_ref = |r: &Value, field: String, problems: &mut Vec<RouteProblem>| -> Value {
+        let text = |k: &str| r.get(k).and_then(Value::as_str);
+        if !text("group").unwrap_or("").is_empty() || text("kind").is_some_and(|k| k != "Service") {
+            problems.push(problem(
+                field.clone(),
+                "only Services (group \"\", kind Service) can be backends".into(),
+            ));
+        }
+        if text("namespace").is_some_and(|n| Some(n) != obj.namespace().as_deref()) {
+            problems.push(problem(
+                format!("{field}.namespace"),
+                "backends in other namespaces are not supported".into(),
+            ));
+        }
+        if r.get("filters").is_some() {
+            problems.push(problem(
+                format!("{field}.filters"),
+                "filters on a backendRef are not supported; put them on the rule".into(),
+            ));
+        }
+        let name = text("name").unwrap_or("");
+        let Some((service, version)) = backends.get(name) else {
+            let known: Vec<&str> = backends.keys().map(String::as_str).collect();
+            problems.push(problem(
+                format!("{field}.name"),
+                format!(
+                    "`{name}` is not the per-version Service of a service version in the config (known: {})",
+                    known.join(", ")
+                ),
+            ));
+            return json!({ "name": name });
+        };
+        let mut out = json!({ "name": service, "version": version });
+        if let Some(w) = r.get("weight") {
+            out["weight"] = w.clone();
+        }
+        out
+    };
+    let mut rules = Vec::new();
+    for (i, rule) in spec
+        .get("rules")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let Some(rule) = rule.as_object() else {
+            rules.push(rule.clone());
+            continue;
+        };
+        let field = format!("spec.rules[{i}]");
+        let mut out: Map<String, Value> = rule.clone();
+        if let Some(refs) = rule.get("backendRefs").and_then(Value::as_array) {
+            let refs = refs
+                .iter()
+                .enumerate()
+                .map(|(j, r)| backend_ref(r, format!("{field}.backendRefs[{j}]"), &mut problems))
+                .collect();
+            out.insert("backendRefs".into(), Value::Array(refs));
+        }
+        if let Some(filters) = rule.get("filters").and_then(Value::as_array) {
+            let mut converted = Vec::new();
+            for (j, f) in filters.iter().enumerate() {
+                let mut f = f.clone();
+                let field = format!("{field}.filters[{j}]");
+                for key in ["requestMirror", "externalAuth"] {
+                    if let Some(r) = f.pointer(&format!("/{key}/backendRef")).cloned() {
+                        f[key]["backendRef"] =
+                            backend_ref(&r, format!("{field}.{key}.backendRef"), &mut problems);
+                    }
+                }
+                // The Gateway API's mirror share as a fraction; serin's as
+                // a percent.
+                if let Some(fraction) = f.pointer("/requestMirror/fraction").cloned()
+                    && let Some(mirror) = f.get_mut("requestMirror").and_then(Value::as_object_mut)
+                {
+                    mirror.remove("fraction");
+                    let n = fraction.get("numerator").and_then(Value::as_f64);
+                    let d = fraction
+                        .get("denominator")
+                        .and_then(Value::as_f64)
+                        .unwrap_or(100.0);
+                    match n {
+                        Some(n) if d > 0.0 => {
+                            mirror.insert("percent".into(), json!(n * 100.0 / d));
+                        }
+                        _ => problems.push(problem(
+                            format!("{field}.requestMirror.fraction"),
+                            "needs a numerator and a denominator above 0".into(),
+                        )),
+                    }
+                }
+                converted.push(f);
+            }
+            out.insert("filters".into(), Value::Array(converted));
+        }
+        rules.push(Value::Object(out));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let mut route = json!({ "name": obj.name_any(), "rules": rules });
+    if let Some(h) = spec.get("hostnames") {
+        route["hostnames"] = h.clone();
+    }
+    let text = json!({ "routes": [route] }).to_string();
+    let mut routes = serin_config::proxy::parse_routes(&text, &object, config)
+        .map_err(|errors| problems_of(&object, &errors))?;
+    routes
+        .pop()
+        .ok_or_else(|| vec![problem("spec".into(), "gave no route".into())])
+}
+
+/// The validator's problems, at the HTTPRoute's field paths: the document
+/// it read was `{"routes": [route]}`.
+fn problems_of(object: &str, errors: &ConfigErrors) -> Vec<RouteProblem> {
+    errors
+        .iter()
+        .map(|e| {
+            let rest = e.path.strip_prefix("routes[0]").unwrap_or(&e.path);
+            let field = if rest.starts_with(".name") {
+                "metadata.name".to_string()
+            } else {
+                format!("spec{rest}")
+            };
+            RouteProblem {
+                object: object.to_string(),
+                field,
+                message: e.message.clone(),
+            }
+        })
+        .collect()
+}
+
+/// Watches the HTTPRoutes of the client's namespace and, after every
+/// change, hands the routes of those attached to the gateway to `apply`
+/// (which validates and swaps them in, or refuses them). `config` gives the
+/// running config, whose services the routes must name. A bad HTTPRoute is
+/// logged once per version, naming its field, and its last good version
+/// (if any) keeps serving. Runs until the task is dropped.
+pub async fn follow_http_routes<C, A>(client: Client, config: C, apply: A)
+where
+    C: Fn() -> ProxyConfig,
+    A: Fn(Vec<RouteConfig>) -> Result<(), ConfigErrors>,
+{
+    let resource = http_route_resource();
+    let api: Api<DynamicObject> = Api::default_namespaced_with(client, &resource);
+    let writer = reflector::store::Writer::<DynamicObject>::new(resource);
+    let store = writer.as_reader();
+    let mut events =
+        reflector::reflector(writer, relisting_watcher(api, watcher::Config::default())).boxed();
+    let mut last_good: BTreeMap<String, RouteConfig> = BTreeMap::new();
+    // The resourceVersion of each bad HTTPRoute already reported.
+    let mut reported: BTreeMap<String, String> = BTreeMap::new();
+    let mut listed = false;
+    let mut failing = false;
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(Event::InitDone) => listed = true,
+            Ok(Event::Apply(_) | Event::Delete(_)) => {}
+            Ok(Event::Init | Event::InitApply(_)) => continue,
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "HTTPRoute watch failed; the current routes keep serving while it retries");
+                }
+                failing = true;
+                continue;
+            }
+        }
+        failing = false;
+        if !listed {
+            continue;
+        }
+        let running = config();
+        let mut objects = store.state();
+        objects.sort_by_key(|o| object_name(o));
+        let mut routes = Vec::new();
+        let mut present = BTreeMap::new();
+        for obj in objects.iter().filter(|o| attached_to(o, GATEWAY_NAME)) {
+            let key = object_name(obj);
+            let version = obj.resource_version().unwrap_or_default();
+            present.insert(key.clone(), ());
+            match route_from_http_route(obj, &running) {
+                Ok(route) => {
+                    reported.remove(&key);
+                    last_good.insert(key, route.clone());
+                    routes.push(route);
+                }
+                Err(problems) => {
+                    if reported.get(&key) != Some(&version) {
+                        for p in &problems {
+                            tracing::error!(
+                                httproute = %key,
+                                field = %p.field,
+                                "{p}; {}",
+                                if last_good.contains_key(&key) {
+                                    "its last good version keeps serving"
+                                } else {
+                                    "it is not served"
+                                }
+                            );
+                        }
+                        reported.insert(key.clone(), version);
+                    }
+                    if let Some(previous) = last_good.get(&key) {
+                        routes.push(previous.clone());
+                    }
+                }
+            }
+        }
+        last_good.retain(|k, _| present.contains_key(k));
+        reported.retain(|k, _| present.contains_key(k));
+        let count = routes.len();
+        match apply(routes) {
+            Ok(()) => tracing::info!(routes = count, "routes from HTTPRoutes applied"),
+            Err(e) => tracing::error!(
+                "routes from HTTPRoutes rejected; the current routes keep serving:\n{e}"
+            ),
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! HTTPRoutes read back as serin routes: what the renderer writes for a
+//! stack's gateway is, read by `routes: kubernetes`, the same routes (but for
+//! the serin-only settings an HTTPRoute has no field for), and what is wrong
+//! in an HTTPRoute is reported at its field.
+
+use std::path::Path;
+
+use kube::api::DynamicObject;
+use serde_json::{Value, json};
+use serin_config::proxy::ProxyConfig;
+use serin_kube::http_routes::{attached_to, route_from_http_route};
+use serin_kube::{GATEWAY_NAME, Object, RenderOptions};
+
+fn qotm() -> serin_config::stack::StackFile {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/qotm/stack.yaml");
+    serin_config::stack::load_stack_file(&path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn dynamic(value: Value) -> DynamicObject {
+    serde_json::from_value(value).unwrap_or_else(|e| panic!("not an object: {e}"))
+}
+
+/// A route as JSON without what an HTTPRoute cannot carry.
+fn comparable(route: &serin_config::proxy::RouteConfig) -> Value {
+    let mut v = serde_json::to_value(route).unwrap_or_else(|e| panic!("{e}"));
+    if let Some(rules) = v.get_mut("rules").and_then(Value::as_array_mut) {
+        for rule in rules {
+            if let Some(rule) = rule.as_object_mut() {
+                for key in ["fault", "max_concurrent_requests", "rate_limit"] {
+                    rule.remove(key);
+                }
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn rendered_httproutes_read_back_as_the_stack_gateways_routes() {
+    let stack = qotm();
+    let manifests = serin_kube::render(
+        &stack,
+        &RenderOptions {
+            namespace: Some("shop".into()),
+            ..RenderOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut seen = 0;
+    for object in &manifests.objects {
+        let Object::HttpRoute(route) = object else {
+            continue;
+        };
+        let obj = dynamic(serde_json::to_value(route).unwrap_or_else(|e| panic!("{e}")));
+        assert!(attached_to(&obj, GATEWAY_NAME));
+        let back = route_from_http_route(&obj, &stack.gateway).unwrap_or_else(|e| panic!("{e:?}"));
+        let original = stack
+            .gateway
+            .routes
+            .iter()
+            .find(|r| r.name == back.name)
+            .unwrap_or_else(|| panic!("no route {}", back.name));
+        assert_eq!(
+            comparable(&back),
+            comparable(original),
+            "route {}",
+            back.name
+        );
+        seen += 1;
+    }
+    assert_eq!(seen, stack.gateway.routes.len());
+}
+
+fn route(spec: Value) -> DynamicObject {
+    dynamic(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": { "name": "r", "namespace": "shop" },
+        "spec": spec,
+    }))
+}
+
+fn problems(spec: Value, config: &ProxyConfig) -> Vec<String> {
+    match route_from_http_route(&route(spec), config) {
+        Ok(r) => panic!("accepted: {r:?}"),
+        Err(ps) => ps.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn problems_name_the_httproute_and_its_field() {
+    let stack = qotm();
+    let cfg = &stack.gateway;
+    let p = problems(
+        json!({ "rules": [{ "backendRefs": [{ "name": "nope", "port": 8080 }] }] }),
+        cfg,
+    );
+    assert!(
+        p[0].starts_with("HTTPRoute shop/r: spec.rules[0].backendRefs[0].name: `nope` is not"),
+        "{p:?}"
+    );
+    let p = problems(
+        json!({ "rules": [{ "backendRefs": [{ "name": "qotm-v1", "kind": "ConfigMap" }] }] }),
+        cfg,
+    );
+    assert!(
+        p[0].contains("spec.rules[0].backendRefs[0]: only Services"),
+        "{p:?}"
+    );
+    let p = problems(
+        json!({ "rules": [{
+            "matches": [{ "path": { "type": "Bogus", "value": "/" } }],
+            "backendRefs": [{ "name": "qotm-v1", "weight": 2_000_000 }],
+        }] }),
+        cfg,
+    );
+    assert!(
+        p.iter()
+            .any(|m| m.contains("spec.rules[0].matches[0].path.type")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|m| m.contains("spec.rules[0].backendRefs[0].weight")),
+        "{p:?}"
+    );
+    let p = problems(
+        json!({ "rules": [{ "sessionPersistence": {}, "backendRefs": [{ "name": "qotm-v1" }] }] }),
+        cfg,
+    );
+    assert!(p[0].contains("spec.rules[0]"), "{p:?}");
+    assert!(p[0].contains("sessionPersistence"), "{p:?}");
+    assert_eq!(
+        problems(json!({}), cfg),
+        ["HTTPRoute shop/r: spec: a route needs at least one rule"]
+    );
+}
+
+#[test]
+fn only_httproutes_naming_the_gateway_are_attached() {
+    let with = |parents: Value| route(json!({ "parentRefs": parents, "rules": [] }));
+    assert!(attached_to(
+        &with(json!([{ "name": "serin-gateway" }])),
+        GATEWAY_NAME
+    ));
+    assert!(attached_to(
+        &with(
+            json!([{ "group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "serin-gateway", "namespace": "shop" }])
+        ),
+        GATEWAY_NAME
+    ));
+    assert!(!attached_to(
+        &with(json!([{ "name": "other" }])),
+        GATEWAY_NAME
+    ));
+    assert!(!attached_to(
+        &with(json!([{ "kind": "Service", "group": "", "name": "serin-gateway" }])),
+        GATEWAY_NAME
+    ));
+    assert!(!attached_to(
+        &with(json!([{ "name": "serin-gateway", "namespace": "elsewhere" }])),
+        GATEWAY_NAME
+    ));
+    assert!(!attached_to(&route(json!({ "rules": [] })), GATEWAY_NAME));
+}
