@@ -125,8 +125,31 @@ impl LogLine {
             LogStream::Serin => "serin",
         };
         obj.insert("stream".into(), stream.into());
-        if let Some(fields) = parsed {
-            obj.insert("fields".into(), serde_json::Value::Object(fields));
+        if let Some(mut fields) = parsed {
+            // What was lifted to the top is not said twice: the keys the
+            // level, trace id and message came from, and any field equal to
+            // the top-level field of the same name.
+            fn lifted(key: &str) -> &str {
+                match key {
+                    "traceId" => "trace_id",
+                    "msg" => "message",
+                    other => other,
+                }
+            }
+            fields.retain(|k, v| {
+                let top = obj.get(lifted(k)).and_then(|t| t.as_str());
+                let own = v.as_str().map(|v| {
+                    if k == "level" {
+                        v.to_ascii_lowercase()
+                    } else {
+                        v.to_string()
+                    }
+                });
+                top.is_none() || own.as_deref() != top
+            });
+            if !fields.is_empty() {
+                obj.insert("fields".into(), serde_json::Value::Object(fields));
+            }
         }
         serde_json::Value::Object(obj)
     }
@@ -476,7 +499,7 @@ mod tests {
             LogStream::Stderr,
         )
         .to_json();
-        assert_eq!(structured["fields"]["msg"], "slow");
+        assert_eq!(structured["fields"], serde_json::Value::Null, "all lifted");
         assert_eq!(structured["level"], "warn");
         assert_eq!(structured["message"], "slow");
         assert_eq!(structured["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
