@@ -272,6 +272,28 @@ pub async fn handle(
         ));
     };
 
+    // A response on behalf of the chosen backend (its own, or a fault's):
+    // counted in its metrics and figures, then logged.
+    let served = |resp: Response<ResponseBody>, endpoint: Option<&Endpoint>, retries: u32| {
+        let status = resp.status().as_u16();
+        let elapsed = start.elapsed();
+        backend_ref.metrics.count_request(status);
+        backend_ref.metrics.duration.observe(elapsed.as_secs_f64());
+        backend_ref.backend.stats.record(status, elapsed);
+        complete(
+            &snapshot,
+            &info,
+            &trace,
+            summary.as_ref(),
+            &resp,
+            start,
+            Some(rule),
+            Some((backend_ref, endpoint)),
+            retries,
+        );
+        Ok(resp)
+    };
+
     if let Some(fault) = &rule.fault {
         let abort = match resilience::decide(fault, req.headers()) {
             resilience::Fault::None => None,
@@ -288,24 +310,7 @@ pub async fn handle(
         };
         if let Some(status) = abort {
             backend_ref.metrics.fault();
-            let resp = resilience::aborted(status);
-            backend_ref.metrics.count_request(status);
-            backend_ref
-                .metrics
-                .duration
-                .observe(start.elapsed().as_secs_f64());
-            complete(
-                &snapshot,
-                &info,
-                &trace,
-                summary.as_ref(),
-                &resp,
-                start,
-                Some(rule),
-                Some((backend_ref, None)),
-                0,
-            );
-            return Ok(resp);
+            return served(resilience::aborted(status), None, 0);
         }
     }
 
@@ -328,23 +333,7 @@ pub async fn handle(
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    let status = resp.status().as_u16();
-    let elapsed = start.elapsed();
-    backend_ref.metrics.count_request(status);
-    backend_ref.metrics.duration.observe(elapsed.as_secs_f64());
-    backend_ref.backend.stats.record(status, elapsed);
-    complete(
-        &snapshot,
-        &info,
-        &trace,
-        summary.as_ref(),
-        &resp,
-        start,
-        Some(rule),
-        Some((backend_ref, endpoint.as_deref())),
-        retries,
-    );
-    Ok(resp)
+    served(resp, endpoint.as_deref(), retries)
 }
 
 /// What the access log needs of a request after its parts moved on.
