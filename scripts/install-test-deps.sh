@@ -52,7 +52,14 @@ if [[ ! -x /usr/bin/chromium ]]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 [[ -x /usr/bin/chromium ]] || { echo "error: /usr/bin/chromium is still missing" >&2; exit 1; }
-command -v npm >/dev/null 2>&1 || { echo "error: npm is missing (Node.js is needed for the browser test)" >&2; exit 1; }
+if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
+  SUDO=""
+  [[ $(id -u) -ne 0 ]] && SUDO=sudo
+  echo "installing: nodejs npm (the browser test's driver runs on Node.js)"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+command -v npm >/dev/null 2>&1 || { echo "error: npm is still missing (Node.js is needed for the browser test)" >&2; exit 1; }
 browser_tests="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/crates/serin/tests/browser"
 # The stamp is the lock file last installed: a changed lock installs again.
 stamp="$browser_tests/node_modules/.serin-installed-lock.json"
