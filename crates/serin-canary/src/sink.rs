@@ -188,7 +188,12 @@ impl WeightSink for ProxySink {
                         if let Some(name) = rule.name.as_deref()
                             && name.starts_with(&prefix)
                         {
-                            self.proxy.remove_rule(&route.name, name);
+                            self.proxy.remove_rule(&route.name, name).map_err(|e| {
+                                SinkError::Rejected {
+                                    route: route.name.clone(),
+                                    message: e.to_string(),
+                                }
+                            })?;
                         }
                     }
                 }

@@ -103,38 +103,65 @@ impl ProxyConfig {
 
     /// Applies weight overrides (from the admin API or the state file).
     /// Unknown routes, rules or backends are errors and change nothing.
-    pub fn apply_weights(&mut self, overrides: &raw::WeightOverrides) -> Result<(), String> {
+    pub fn apply_weights(
+        &mut self,
+        overrides: &raw::WeightOverrides,
+    ) -> Result<(), WeightOverrideError> {
         let mut next = self.routes.clone();
         for (route_name, rules) in overrides {
             let route = next
                 .iter_mut()
                 .find(|r| &r.name == route_name)
-                .ok_or_else(|| format!("no route named `{route_name}`"))?;
+                .ok_or_else(|| WeightOverrideError::NoRoute(route_name.clone()))?;
             for (idx, weights) in rules {
-                let rule = route
-                    .rules
-                    .get_mut(*idx)
-                    .ok_or_else(|| format!("route `{route_name}` has no rule {idx}"))?;
+                let rule =
+                    route
+                        .rules
+                        .get_mut(*idx)
+                        .ok_or_else(|| WeightOverrideError::NoRule {
+                            route: route_name.clone(),
+                            rule: *idx,
+                        })?;
                 for (key, w) in weights {
                     let b = rule
                         .backends
                         .iter_mut()
                         .find(|b| &b.key() == key)
-                        .ok_or_else(|| {
-                            format!("rule {idx} of route `{route_name}` has no backend `{key}`")
+                        .ok_or_else(|| WeightOverrideError::NoBackend {
+                            route: route_name.clone(),
+                            rule: *idx,
+                            backend: key.clone(),
                         })?;
                     b.weight = *w;
                 }
                 if rule.backends.iter().all(|b| b.weight == 0) {
-                    return Err(format!(
-                        "rule {idx} of route `{route_name}`: weights would sum to 0"
-                    ));
+                    return Err(WeightOverrideError::AllZero {
+                        route: route_name.clone(),
+                        rule: *idx,
+                    });
                 }
             }
         }
         self.routes = next;
         Ok(())
     }
+}
+
+/// Why weight overrides do not fit a config.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WeightOverrideError {
+    #[error("no route named `{0}`")]
+    NoRoute(String),
+    #[error("route `{route}` has no rule {rule}")]
+    NoRule { route: String, rule: usize },
+    #[error("rule {rule} of route `{route}` has no backend `{backend}`")]
+    NoBackend {
+        route: String,
+        rule: usize,
+        backend: String,
+    },
+    #[error("rule {rule} of route `{route}`: weights would sum to 0")]
+    AllZero { route: String, rule: usize },
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::Proxy;
-use crate::weights::{WeightChange, WeightError};
+use crate::weights::WeightChange;
 
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, Json(json!({ "error": message.to_string() }))).into_response()
@@ -126,14 +126,54 @@ async fn set_weights(
         rule: body.rule,
         weights: body.weights,
     };
-    match proxy.set_weights(&change) {
-        Ok(w) => {
+    let p = proxy.clone();
+    let applied = tokio::task::spawn_blocking(move || p.set_weights(&change).map(|a| (change, a)));
+    match applied.await {
+        Ok(Ok((change, applied))) => {
             tracing::info!(route = %change.route, weights = ?change.weights, "weights changed");
-            Json(w).into_response()
+            Json(WeightAnswer::new(applied)).into_response()
         }
-        Err(e @ WeightError::UnknownRoute(_)) => error(StatusCode::NOT_FOUND, e),
-        Err(e) => error(StatusCode::BAD_REQUEST, e),
+        Ok(Err(e)) => edit_error(&e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
+}
+
+/// The answer to a weight change: the route's weights now, and how long
+/// they last.
+#[derive(serde::Serialize)]
+struct WeightAnswer {
+    #[serde(flatten)]
+    weights: Option<crate::weights::RouteWeights>,
+    /// Kept in the state file: they survive a restart.
+    persisted: bool,
+    /// When they end.
+    lasts: &'static str,
+}
+
+impl WeightAnswer {
+    fn new(applied: crate::Applied) -> Self {
+        Self {
+            weights: applied.weights,
+            persisted: applied.persisted,
+            lasts: if applied.persisted {
+                "kept across restarts and reloads, until a reload whose file changes this rule's weights (there the file wins)"
+            } else {
+                "until this process stops (no state file), or a reload whose file changes this rule's weights"
+            },
+        }
+    }
+}
+
+/// The status for a refused change: the change's fault is 4xx, serin's 500.
+fn edit_error(e: &crate::EditError) -> Response {
+    let status = if e.is_not_found() {
+        StatusCode::NOT_FOUND
+    } else if e.is_internal() {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    error(status, e)
 }
 
 async fn endpoints(State(proxy): State<Arc<Proxy>>) -> Response {
@@ -170,8 +210,16 @@ async fn listeners(State(proxy): State<Arc<Proxy>>) -> Response {
 async fn reload(State(proxy): State<Arc<Proxy>>) -> Response {
     let p = proxy.clone();
     match tokio::task::spawn_blocking(move || p.reload_from_file()).await {
-        Ok(Ok(())) => Json(json!({ "result": "reloaded" })).into_response(),
-        Ok(Err(errors)) => (
+        Ok(Ok(applied)) => Json(json!({
+            "result": "reloaded",
+            // Run-time weight changes the file replaced: it changed those
+            // rules' weights, and there the file wins.
+            "replacedWeightChanges": applied.replaced.iter()
+                .map(|(route, rule)| json!({ "route": route, "rule": rule }))
+                .collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Ok(Err(crate::EditError::Config(errors))) => (
             StatusCode::BAD_REQUEST,
             Json(json!({
                 "error": "configuration rejected; the running one stays",
@@ -179,6 +227,7 @@ async fn reload(State(proxy): State<Arc<Proxy>>) -> Response {
             })),
         )
             .into_response(),
+        Ok(Err(e)) => edit_error(&e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }

@@ -23,8 +23,9 @@ use tokio_rustls::TlsAcceptor;
 use crate::forward::{self, ConnInfo};
 use crate::metrics::ListenerLabels;
 use crate::pool::{LocalExec, Pools};
+use crate::shared::Shared;
 use crate::strict::{ConnFlags, RawHeadScanner};
-use crate::{Shared, tls};
+use crate::tls;
 
 /// A bound listening socket and its current settings. The socket outlives
 /// reloads that keep its address; settings change in place.

@@ -63,13 +63,19 @@ pub fn save(path: &Path, state: &StateFile) -> Result<(), StateError> {
         path: path.to_path_buf(),
         source,
     };
-    let tmp = path.with_extension("json.tmp");
+    let tmp = unique_temporary(path);
     let text = serde_json::to_string_pretty(state).map_err(|e| err(std::io::Error::other(e)))?;
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(text.as_bytes()).map_err(err)?;
-    f.write_all(b"\n").map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)?;
+    let written = (|| {
+        let mut f = std::fs::File::create_new(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(e));
+    }
     if let Some(dir) = path.parent()
         && let Ok(d) = std::fs::File::open(if dir.as_os_str().is_empty() {
             Path::new(".")
@@ -80,6 +86,19 @@ pub fn save(path: &Path, state: &StateFile) -> Result<(), StateError> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// A temporary file beside `path` that no other writer uses: this
+/// process's id and a counter, so two saves (of this process or another
+/// serin sharing the folder) never write or rename each other's file.
+fn unique_temporary(path: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = path.file_name().map_or_else(
+        || "serin.state.json".into(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
 /// Keeps only the overrides of one route's rule.

@@ -9,7 +9,9 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 use regex::Regex;
 use serde::Serialize;
 
-pub use super::raw::{Discovery, LbPolicy, LogFormat, UpstreamProtocol};
+pub use super::raw::{
+    Discovery, EscapedSlashesAction, LbPolicy, LogFormat, PathParametersAction, UpstreamProtocol,
+};
 use crate::error::Span;
 
 /// Defaults, each with the reason for its value.
@@ -28,6 +30,12 @@ pub mod defaults {
     pub const MAX_REQUEST_HEADER_BYTES: usize = 60 * 1024;
     /// Envoy's and Go's limit: no legitimate client sends more.
     pub const MAX_REQUEST_HEADERS: usize = 100;
+    /// Paths are normalised before routing (Envoy's default is off, which
+    /// lets `/public/../admin` be routed as public and read as `/admin` by
+    /// the application behind).
+    pub const NORMALIZE_PATH: bool = true;
+    /// `//admin` is `/admin` to most frameworks: route it as that.
+    pub const MERGE_SLASHES: bool = true;
     /// A client has this long to send a request's headers (slowloris).
     pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
     /// An idle keep-alive connection is closed after this long.
@@ -191,6 +199,7 @@ pub struct ListenerConfig {
     pub address: SocketAddr,
     pub tls: Option<TlsConfig>,
     pub limits: ListenerLimits,
+    pub path_normalization: PathNormalizationConfig,
     /// Where the address was written, for bind errors.
     #[serde(skip)]
     pub span: Span,
@@ -226,6 +235,30 @@ impl Default for ListenerLimits {
             idle_timeout: defaults::IDLE_TIMEOUT,
             http2_max_concurrent_streams: defaults::HTTP2_MAX_CONCURRENT_STREAMS,
             max_connections: defaults::MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// How request paths are normalised before routing (README, "Paths"). The
+/// route is chosen on the normalised path, and the upstream receives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PathNormalizationConfig {
+    /// RFC 3986 dot-segment removal and decoding of percent-encoded
+    /// unreserved characters.
+    pub normalize_path: bool,
+    /// `//` becomes `/`.
+    pub merge_slashes: bool,
+    pub escaped_slashes: EscapedSlashesAction,
+    pub path_parameters: PathParametersAction,
+}
+
+impl Default for PathNormalizationConfig {
+    fn default() -> Self {
+        Self {
+            normalize_path: defaults::NORMALIZE_PATH,
+            merge_slashes: defaults::MERGE_SLASHES,
+            escaped_slashes: EscapedSlashesAction::default(),
+            path_parameters: PathParametersAction::default(),
         }
     }
 }

@@ -116,7 +116,41 @@ config_struct! {
         address: Spanned<String> = "address" [required],
         tls: Option<Tls> = "tls",
         limits: Option<Limits> = "limits",
+        path_normalization: Option<PathNormalization> = "pathNormalization",
     }
+}
+
+config_struct! {
+    /// How a listener normalises request paths before routing; Envoy's
+    /// HTTP connection manager options, with serin's safer defaults.
+    pub struct PathNormalization {
+        normalize_path: Option<bool> = "normalizePath",
+        merge_slashes: Option<bool> = "mergeSlashes",
+        escaped_slashes: Option<EscapedSlashesAction> = "escapedSlashes",
+        path_parameters: Option<PathParametersAction> = "pathParameters",
+    }
+}
+
+config_enum! {
+    /// What to do with `%2F` and `%5C` (encoded `/` and `\`) and a raw `\`
+    /// in a path: Envoy's `path_with_escaped_slashes_action`.
+    pub enum EscapedSlashesAction {
+        RejectRequest = "RejectRequest",
+        UnescapeAndRedirect = "UnescapeAndRedirect",
+        UnescapeAndForward = "UnescapeAndForward",
+        KeepUnchanged = "KeepUnchanged",
+    }
+    default = RejectRequest
+}
+
+config_enum! {
+    /// What to do with a `;` in a path segment (`/admin;x/`, `/..;/`),
+    /// which Java servlet containers strip before they route.
+    pub enum PathParametersAction {
+        RejectRequest = "RejectRequest",
+        KeepUnchanged = "KeepUnchanged",
+    }
+    default = RejectRequest
 }
 
 config_struct! {

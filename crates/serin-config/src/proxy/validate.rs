@@ -231,11 +231,25 @@ fn listeners(raw: &[raw::Listener], base_dir: &Path, p: &mut Problems) -> Vec<Li
                 limits.max_connections = **v;
             }
         }
+        let path_normalization = l
+            .path_normalization
+            .as_ref()
+            .map(|raw| {
+                let d = PathNormalizationConfig::default();
+                PathNormalizationConfig {
+                    normalize_path: raw.normalize_path.unwrap_or(d.normalize_path),
+                    merge_slashes: raw.merge_slashes.unwrap_or(d.merge_slashes),
+                    escaped_slashes: raw.escaped_slashes.unwrap_or(d.escaped_slashes),
+                    path_parameters: raw.path_parameters.unwrap_or(d.path_parameters),
+                }
+            })
+            .unwrap_or_default();
         out.push(ListenerConfig {
             name: l.name.value.clone(),
             address,
             tls,
             limits,
+            path_normalization,
             span: l.address.span,
             path: l.address.path.clone(),
         });

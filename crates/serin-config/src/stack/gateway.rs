@@ -186,6 +186,7 @@ pub(super) fn validate(
             address: listen,
             tls: gw.tls.clone(),
             limits: gw.limits.clone(),
+            path_normalization: gw.path_normalization.clone(),
         }],
         services,
         routes: praw::Routes::List(routes),

@@ -53,6 +53,7 @@ config_struct! {
         admin_token: Option<String> = "adminToken",
         tls: Option<crate::proxy::raw::Tls> = "tls",
         limits: Option<crate::proxy::raw::Limits> = "limits",
+        path_normalization: Option<crate::proxy::raw::PathNormalization> = "pathNormalization",
         access_log: Option<crate::proxy::raw::AccessLog> = "accessLog",
         workers: Option<Spanned<usize>> = "workers",
         drain_timeout: Option<Duration> = "drainTimeout",

@@ -56,7 +56,12 @@ pub async fn start(proxy: &Arc<Proxy>) -> anyhow::Result<()> {
         tokio::spawn(follow_http_routes(
             client,
             move || reader.file_config(),
-            move |routes| writer.set_kubernetes_routes(routes),
+            move |routes| {
+                writer
+                    .set_kubernetes_routes(routes)
+                    .map(|_| ())
+                    .map_err(|e| e.into_config_errors("HTTPRoutes"))
+            },
         ));
     }
     Ok(())

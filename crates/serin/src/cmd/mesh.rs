@@ -80,7 +80,9 @@ impl Mesh {
             let s = self.source.lock().unwrap_or_else(|e| e.into_inner());
             build(&s.gateway, &s.mesh, &replicas)
         };
-        self.proxy.apply_config(config)?;
+        self.proxy
+            .apply_config(config)
+            .map_err(|e| e.into_config_errors("the stack's gateway and sidecars"))?;
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(signature);
         Ok(())
     }
@@ -128,6 +130,7 @@ fn listener(name: String, port: u16) -> ListenerConfig {
         address: local(port),
         tls: None,
         limits: ListenerLimits::default(),
+        path_normalization: Default::default(),
         span: Default::default(),
     }
 }

@@ -60,6 +60,7 @@ fn quick_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
         address: listen,
         tls: None,
         limits: ListenerLimits::default(),
+        path_normalization: Default::default(),
         span: Default::default(),
         path: "--listen".into(),
     };
@@ -217,9 +218,11 @@ pub async fn wait_for_signals(proxy: &Arc<Proxy>) -> anyhow::Result<()> {
             _ = int.recv() => return Ok(()),
             _ = hup.recv() => {
                 let p = proxy.clone();
-                match tokio::task::spawn_blocking(move || p.reload_from_file()).await? {
-                    Ok(()) => tracing::info!("configuration reloaded (SIGHUP)"),
-                    Err(e) => tracing::error!("configuration rejected; the running one stays:\n{e}"),
+                // A failed reload, whatever its cause, leaves serin serving.
+                match tokio::task::spawn_blocking(move || p.reload_from_file()).await {
+                    Ok(Ok(_)) => tracing::info!("configuration reloaded (SIGHUP)"),
+                    Ok(Err(e)) => tracing::error!("configuration rejected; the running one stays:\n{e}"),
+                    Err(e) => tracing::error!(error = %e, "configuration reload failed; the running one stays"),
                 }
             }
         }

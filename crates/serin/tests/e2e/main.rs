@@ -5,6 +5,8 @@ mod canary;
 mod canary_kube;
 mod common;
 mod config_errors;
+// One writer of the configuration (issue #11, point 2).
+mod control;
 mod dashboard;
 mod ext_auth;
 mod images;

@@ -1,0 +1,254 @@
+//! The control plane of one running proxy: it binds listeners, starts the
+//! worker threads, applies every change of the configuration through one
+//! writer ([`edit`]), keeps endpoint sets in step with discovery, and drains
+//! on shutdown.
+
+mod edit;
+mod follow;
+mod install;
+mod overrides;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use serin_config::ConfigErrors;
+use serin_config::proxy::{HealthCheckConfig, ProxyConfig, RouteConfig};
+use serin_discovery::{BackendKey, Registry};
+use tokio::sync::watch;
+
+pub use edit::{Applied, Change, EditError, MirrorChange};
+
+use crate::endpoints::Backend;
+use crate::metrics::Metrics;
+use crate::server::{ListenerSocket, WorkerHandle};
+use crate::shared::Shared;
+use crate::{events, snapshot, state, stats, telemetry};
+
+/// How a proxy is run.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyOptions {
+    /// Where run-time weight changes are kept; none: not kept.
+    pub state_file: Option<PathBuf>,
+    /// Reload when the config file changes.
+    pub watch_config: bool,
+}
+
+/// Why a proxy did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("cannot start worker thread: {0}")]
+    Worker(std::io::Error),
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    #[error(transparent)]
+    Edit(#[from] EditError),
+}
+
+/// What the one writer owns. Only [`Proxy::edit`] changes it, and holds it
+/// from reading it to installing the result, so changes apply one at a
+/// time, in order, each on top of the one before.
+struct Control {
+    /// The config as the file (or caller) gave it, before weight overrides.
+    file_config: ProxyConfig,
+    /// The run-time weight changes, as last persisted.
+    state: state::StateFile,
+    listeners: BTreeMap<SocketAddr, Arc<ListenerSocket>>,
+    /// With `routes: kubernetes`: the routes from HTTPRoutes, which stand in
+    /// for the file's on every apply.
+    kubernetes_routes: Vec<RouteConfig>,
+    /// Static endpoints this proxy put in the registry, by service.
+    static_services: BTreeSet<String>,
+    /// Active health-check tasks by backend, with the settings they run.
+    health_checks: BTreeMap<BackendKey, (HealthCheckConfig, tokio::task::AbortHandle)>,
+    /// The trace exporter while tracing is on.
+    exporter: Option<telemetry::Exporter>,
+}
+
+/// A running proxy.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    registry: Registry,
+    options: ProxyOptions,
+    workers: Mutex<Vec<WorkerHandle>>,
+    control: Mutex<Control>,
+    /// Bumped when a new snapshot is live.
+    generation: watch::Sender<u64>,
+    /// Recent changes of the running config, for the dashboard.
+    events: events::EventLog,
+}
+
+impl Proxy {
+    /// Binds every listener, starts the workers and serves `config`. Must be
+    /// called inside a tokio runtime (the control plane's).
+    pub fn start(
+        config: ProxyConfig,
+        registry: Registry,
+        options: ProxyOptions,
+    ) -> Result<Arc<Self>, StartError> {
+        let metrics = Metrics::new();
+        let saved = match &options.state_file {
+            Some(p) => state::load(p)?,
+            None => state::StateFile::default(),
+        };
+        let (drain, _) = watch::channel(None);
+        let shared = Arc::new(Shared {
+            // Replaced by the real one before any worker starts.
+            snapshot: ArcSwap::from_pointee(snapshot::compile(
+                Arc::new(ProxyConfig::minimal(Vec::new(), Vec::new(), Vec::new())),
+                &metrics,
+                |key| Arc::new(Backend::new(key.clone())),
+            )),
+            metrics,
+            drain,
+            draining: AtomicBool::new(false),
+            open_connections: AtomicUsize::new(0),
+            backends: Mutex::new(BTreeMap::new()),
+        });
+        let (generation, _) = watch::channel(0);
+        let workers = config.workers;
+        let proxy = Arc::new(Self {
+            shared: shared.clone(),
+            registry,
+            options,
+            workers: Mutex::new(Vec::new()),
+            control: Mutex::new(Control {
+                file_config: config.clone(),
+                state: state::StateFile::default(),
+                listeners: BTreeMap::new(),
+                kubernetes_routes: Vec::new(),
+                static_services: BTreeSet::new(),
+                health_checks: BTreeMap::new(),
+                exporter: None,
+            }),
+            generation,
+            events: events::EventLog::default(),
+        });
+        // The first config goes through the same writer as every later one;
+        // the workers start once it is installed, and listen once they run.
+        let bound = proxy.edit_at_start(config, saved).map_err(|e| match e {
+            EditError::Config(errors) => StartError::Config(errors),
+            other => StartError::Edit(other),
+        })?;
+        let mut handles = Vec::new();
+        for id in 0..workers {
+            handles.push(server::spawn_worker(id, shared.clone()).map_err(StartError::Worker)?);
+        }
+        *proxy.workers.lock().unwrap_or_else(|e| e.into_inner()) = handles;
+        proxy.listen_on(bound);
+        tokio::spawn(follow::endpoints(proxy.clone()));
+        if proxy.options.watch_config {
+            tokio::spawn(follow::config_file(proxy.clone()));
+        }
+        Ok(proxy)
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The snapshot serving now.
+    pub fn snapshot(&self) -> Arc<snapshot::Snapshot> {
+        self.shared.snapshot.load_full()
+    }
+
+    /// Listener names and the addresses they are bound to.
+    pub fn listener_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.control()
+            .listeners
+            .values()
+            .map(|l| (l.name(), l.address))
+            .collect()
+    }
+
+    /// Recent changes of the running config, oldest first.
+    pub fn events(&self) -> Vec<events::ControlEvent> {
+        self.events.list()
+    }
+
+    /// A receiver that changes whenever a new snapshot is live.
+    pub fn generations(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// The running config as given (file or caller), before run-time weight
+    /// overrides.
+    pub fn file_config(&self) -> ProxyConfig {
+        self.control().file_config.clone()
+    }
+
+    /// The cumulative counters of every version of `service` that a route
+    /// uses (diff two calls for a window).
+    pub fn service_stats(&self, service: &str) -> BTreeMap<String, stats::StatsSnapshot> {
+        self.shared
+            .backends()
+            .iter()
+            .filter(|b| &*b.key.service == service)
+            .map(|b| (b.key.version.to_string(), b.stats.snapshot()))
+            .collect()
+    }
+
+    /// The cumulative shadow counters (request mirroring) of every version
+    /// of `service` that a route uses (diff two calls for a window).
+    pub fn shadow_stats(&self, service: &str) -> BTreeMap<String, stats::ShadowSnapshot> {
+        self.shared
+            .backends()
+            .iter()
+            .filter(|b| &*b.key.service == service)
+            .map(|b| (b.key.version.to_string(), b.shadow.snapshot()))
+            .collect()
+    }
+
+    fn control(&self) -> std::sync::MutexGuard<'_, Control> {
+        // A panic while the writer held the lock was caught before it could
+        // install anything (see `edit`), so the state behind it is whole.
+        self.control.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops accepting, lets requests in flight finish (HTTP/1 answers with
+    /// `Connection: close`, HTTP/2 gets GOAWAY) and returns when every
+    /// connection closed or `timeout` passed.
+    pub async fn drain(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        self.shared.draining.store(true, Ordering::Relaxed);
+        self.shared.drain.send_replace(Some(deadline));
+        let exporter = {
+            let mut control = self.control();
+            for l in control.listeners.values() {
+                let _ = l.stop.send(true);
+            }
+            control.listeners.clear();
+            control.exporter.take()
+        };
+        while self.shared.open_connections() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        for mut w in workers {
+            drop(w.commands);
+            if let Some(t) = w.thread.take() {
+                let _ = tokio::task::spawn_blocking(move || t.join()).await;
+            }
+        }
+        // The spans of the last requests are exported before exit.
+        if let Some(e) = exporter {
+            let _ = tokio::task::spawn_blocking(move || e.shutdown()).await;
+        }
+    }
+}
+
+use crate::server;

@@ -1,0 +1,3 @@
+//! The request path, phase by phase.
+
+pub(crate) mod path;
