@@ -30,6 +30,9 @@ struct ReplayState {
     overflow: bool,
     /// `rest` has ended.
     done: bool,
+    /// The client's body broke off (reset, closed, bad chunk): a failed
+    /// upstream exchange is then the client's doing, not the upstream's.
+    broke: bool,
 }
 
 /// A request body that can be sent more than once while it is small.
@@ -51,6 +54,7 @@ impl ReplayBody {
             rest: Some(rest),
             buffered: 0,
             overflow: false,
+            broke: false,
         };
         if let Some(frame) = first {
             match frame.into_data() {
@@ -84,10 +88,17 @@ impl ReplayBody {
                 buffered: 0,
                 overflow: false,
                 done: true,
+                broke: false,
             })),
             pos: 0,
             trailers_sent: false,
         }
+    }
+
+    /// A handle that tells, after the body was sent away, whether the
+    /// client's body broke off while any copy of it was read.
+    pub fn probe(&self) -> BodyProbe {
+        BodyProbe(self.state.clone())
     }
 
     /// Another copy from the start, if everything sent so far was kept.
@@ -100,6 +111,15 @@ impl ReplayBody {
             pos: 0,
             trailers_sent: false,
         })
+    }
+}
+
+/// See [`ReplayBody::probe`].
+pub struct BodyProbe(Rc<RefCell<ReplayState>>);
+
+impl BodyProbe {
+    pub fn client_broke_off(&self) -> bool {
+        self.0.borrow().broke
     }
 }
 
@@ -140,6 +160,7 @@ impl Body for ReplayBody {
             Poll::Ready(Some(Err(e))) => {
                 // The client's body broke: no copy can be complete.
                 st.overflow = true;
+                st.broke = true;
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(Some(Ok(frame))) => {

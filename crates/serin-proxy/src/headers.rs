@@ -8,6 +8,11 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// On every answer serin makes itself: why, as a short name (the metric
+/// label of the same failure).
+pub const X_SERIN_REASON: HeaderName = HeaderName::from_static("x-serin-reason");
+/// On a 503 from a limit: which limit.
+pub const X_SERIN_OVERFLOW: HeaderName = HeaderName::from_static("x-serin-overflow");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 

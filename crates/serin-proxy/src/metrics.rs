@@ -55,7 +55,7 @@ pub struct RejectLabels {
 pub struct OverflowLabels {
     pub service: String,
     pub version: String,
-    /// `maxRequests` or `maxRetries`.
+    /// One of [`BACKEND_LIMITS`].
     pub limit: String,
 }
 
@@ -78,6 +78,16 @@ pub struct ShedLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: String,
+}
+
+/// Creates a series at 0: it is exported from the start, not from its
+/// first event.
+fn at_zero<S, M, C>(family: &Family<S, M, C>, labels: &S)
+where
+    S: Clone + std::hash::Hash + Eq,
+    C: prometheus_client::metrics::family::MetricConstructor<M>,
+{
+    drop(family.get_or_create(labels));
 }
 
 fn latency_histogram() -> Histogram {
@@ -158,6 +168,14 @@ impl Metrics {
             "Configuration reloads, by result (success or failure)",
             reloads.clone(),
         );
+        for result in ["success", "failure"] {
+            at_zero(
+                &reloads,
+                &ResultLabels {
+                    result: result.into(),
+                },
+            );
+        }
         let overflows = Family::<OverflowLabels, Counter>::default();
         registry.register(
             "circuit_breaker_overflows",
@@ -235,6 +253,15 @@ impl Metrics {
     }
 }
 
+/// The circuit breaker limits of a service version that refuse requests
+/// (Envoy's names), each a `limit` label of `serin_circuit_breaker_overflows_total`.
+pub const BACKEND_LIMITS: [&str; 4] = [
+    "maxConnections",
+    "maxPendingRequests",
+    "maxRequests",
+    "maxRetries",
+];
+
 /// Metric handles of one (route, backend) pair, resolved when a snapshot is
 /// built so the request path does no label hashing.
 pub struct BackendMetrics {
@@ -247,6 +274,29 @@ pub struct BackendMetrics {
 }
 
 impl BackendMetrics {
+    /// The rule's own limits, counted at 0 from the start: its rate limit
+    /// (`global`: in Redis) and its concurrency limit.
+    pub fn declare_rule_limits(&self, rate_limit: Option<bool>, concurrency: bool) {
+        if let Some(global) = rate_limit {
+            at_zero(
+                &self.metrics.rate_limited,
+                &ShedLabels {
+                    scope: if global { "global" } else { "local" }.into(),
+                    name: self.labels.route.clone(),
+                },
+            );
+        }
+        if concurrency {
+            at_zero(
+                &self.metrics.shed,
+                &ShedLabels {
+                    scope: "route".into(),
+                    name: self.labels.route.clone(),
+                },
+            );
+        }
+    }
+
     /// Handles for requests a rule answers without a backend (redirects,
     /// no route): only their status codes are counted.
     pub fn local(metrics: &Arc<Metrics>, route: &str) -> Self {
@@ -265,12 +315,43 @@ impl BackendMetrics {
         }
     }
 
+    /// Handles for one backend of a route. Every series it can move is
+    /// created here at 0, so a dashboard shows 0 rather than "No data"
+    /// until the first event (Prometheus: "avoid missing metrics").
     pub fn new(metrics: &Arc<Metrics>, route: &str, service: &str, version: &str) -> Self {
         let labels = BackendLabels {
             route: route.to_string(),
             service: service.to_string(),
             version: version.to_string(),
         };
+        let upstream = UpstreamLabels {
+            service: service.to_string(),
+            version: version.to_string(),
+        };
+        for kind in ["request", "backendRequest"] {
+            at_zero(
+                &metrics.timeouts,
+                &TimeoutLabels {
+                    route: route.to_string(),
+                    service: service.to_string(),
+                    version: version.to_string(),
+                    kind: kind.to_string(),
+                },
+            );
+        }
+        for limit in BACKEND_LIMITS {
+            at_zero(
+                &metrics.overflows,
+                &OverflowLabels {
+                    service: service.to_string(),
+                    version: version.to_string(),
+                    limit: limit.to_string(),
+                },
+            );
+        }
+        at_zero(&metrics.ejections, &upstream);
+        at_zero(&metrics.budget_exhausted, &labels);
+        at_zero(&metrics.faults, &labels);
         Self {
             duration: metrics.duration.get_or_create(&labels).clone(),
             retries: metrics.retries.get_or_create(&labels).clone(),

@@ -31,12 +31,13 @@ pub struct CompiledMirror {
 /// the primary's status, which the shadows compare with theirs.
 pub fn start(
     ctx: &Rc<WorkerCtx>,
-    mirrors: &[CompiledMirror],
+    mirrors: &[&CompiledMirror],
     parts: &http::request::Parts,
     body: &ReplayBody,
 ) -> Option<oneshot::Sender<u16>> {
     let chosen: Vec<&CompiledMirror> = mirrors
         .iter()
+        .copied()
         .filter(|m| m.config.percent >= 100.0 || fastrand::f64() * 100.0 < m.config.percent)
         .collect();
     if chosen.is_empty()

@@ -98,6 +98,14 @@ struct EndpointPool {
     h2: Option<http2::SendRequest<ReplayBody>>,
 }
 
+/// An upstream's response head may be at most this large: the client's
+/// side has the same bound (`maxRequestHeaderBytes`), and hyper's own
+/// default (about 400 KB) would let one response hold that much memory per
+/// connection. A larger head is a broken exchange (502).
+const MAX_RESPONSE_HEAD_BYTES: usize = serin_config::proxy::defaults::MAX_REQUEST_HEADER_BYTES;
+/// And have at most this many headers (as requests: Envoy's and Go's 100).
+const MAX_RESPONSE_HEADERS: usize = serin_config::proxy::defaults::MAX_REQUEST_HEADERS;
+
 /// How often a request waiting for a connection looks again even without
 /// being woken.
 const PENDING_RECHECK: Duration = Duration::from_millis(100);
@@ -208,6 +216,8 @@ impl Pools {
                     None => {
                         let stream = Self::connect(ep, settings).await?;
                         let (tx, conn) = http1::Builder::new()
+                            .max_buf_size(MAX_RESPONSE_HEAD_BYTES)
+                            .max_headers(MAX_RESPONSE_HEADERS)
                             .handshake(TokioIo::new(stream))
                             .await
                             .map_err(SendError::NotSent)?;
@@ -285,7 +295,7 @@ impl Pools {
 /// connections of one worker never starve another's requests), and by an
 /// h2c connection for its life. When it is let go, waiting requests are
 /// told.
-pub(crate) struct ConnSlot {
+pub struct ConnSlot {
     permit: Option<crate::resilience::Permit>,
     freed: Arc<tokio::sync::Notify>,
 }

@@ -1,7 +1,7 @@
 //! Containing failures on the request path: circuit breakers per service
 //! version (Envoy's meanings), per-rule concurrency limits, and fault
 //! injection. Every refusal is immediate (503, with `x-serin-overflow`
-//! naming the limit) and counted: queueing without bound is how one slow
+//! naming the limit: [`crate::request::ProxyError::Overflow`]) and counted: queueing without bound is how one slow
 //! dependency takes its callers down.
 
 use std::sync::Arc;
@@ -12,9 +12,6 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use serin_config::proxy::FaultConfig;
 
 use crate::body::ResponseBody;
-
-/// The header that says which limit refused a request.
-pub const OVERFLOW_HEADER: &str = "x-serin-overflow";
 
 /// A count of things in flight with a ceiling.
 #[derive(Debug, Default)]
@@ -46,21 +43,6 @@ impl Gauge {
     pub fn current(&self) -> usize {
         self.0.load(Ordering::Relaxed)
     }
-}
-
-/// The 503 for a request refused by a limit.
-pub fn overflow(limit: &'static str) -> Response<ResponseBody> {
-    let mut resp = Response::new(ResponseBody::full(format!(
-        "overloaded: {limit} reached; try again later\n"
-    )));
-    *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    resp.headers_mut()
-        .insert(OVERFLOW_HEADER, HeaderValue::from_static(limit));
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
 }
 
 /// What fault injection decided for one request.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method};
 use rustc_hash::FxHashMap;
-use serin_config::proxy::{MatchConfig, PathMatch, RouteConfig};
+use serin_config::proxy::{MatchConfig, PathMatch, PathNormalizationConfig, RouteConfig};
 
 use crate::snapshot::CompiledRule;
 
@@ -28,6 +28,8 @@ pub struct RouteTable {
     /// `*.example.com` stored as `.example.com`, longest first.
     wildcard: Vec<(String, VirtualHost)>,
     any: VirtualHost,
+    /// How the listener's paths are normalised before a lookup.
+    path: PathNormalizationConfig,
 }
 
 /// Where a route's rule sits in precedence: bigger sorts first.
@@ -51,7 +53,10 @@ fn precedence(m: &MatchConfig) -> (u8, usize, bool, usize, usize) {
 impl RouteTable {
     /// Builds the table from routes (in file order, which breaks ties like
     /// the Gateway API's creation time) and their compiled rules.
-    pub fn build(routes: &[(&RouteConfig, Vec<Arc<CompiledRule>>)]) -> Self {
+    pub fn build(
+        routes: &[(&RouteConfig, Vec<Arc<CompiledRule>>)],
+        path: PathNormalizationConfig,
+    ) -> Self {
         // Every (match, rule) with its tie-breakers.
         struct Cand<'a> {
             hostnames: &'a [String],
@@ -93,7 +98,10 @@ impl RouteTable {
                 .then(a.route_name.cmp(b.route_name))
                 .then(a.rule_index.cmp(&b.rule_index))
         });
-        let mut table = RouteTable::default();
+        let mut table = RouteTable {
+            path,
+            ..RouteTable::default()
+        };
         let mut exact_names: Vec<&str> = Vec::new();
         let mut wild_names: Vec<&str> = Vec::new();
         for c in &cands {
@@ -223,6 +231,10 @@ impl RouteTable {
             .map(|e| (&e.rule, &e.m))
     }
 
+    pub fn path_options(&self) -> &PathNormalizationConfig {
+        &self.path
+    }
+
     pub fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.wildcard.is_empty() && self.any.entries.is_empty()
     }
@@ -329,7 +341,8 @@ mod table_tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let snap = compile(Arc::new(cfg), &Metrics::new(), |k| {
             Arc::new(Backend::new(k.clone()))
-        });
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
         let table = snap.table("gw").unwrap_or_else(|| panic!("no table"));
         let mut h = HeaderMap::new();
         for (k, v) in headers {

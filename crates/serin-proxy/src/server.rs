@@ -20,9 +20,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::forward::{self, ConnInfo};
 use crate::metrics::ListenerLabels;
 use crate::pool::{LocalExec, Pools};
+use crate::request::{self, ConnInfo};
 use crate::shared::Shared;
 use crate::strict::{ConnFlags, RawHeadScanner};
 use crate::tls;
@@ -363,7 +363,7 @@ async fn serve_io<T>(
     let limits = &cfg.limits;
     let flags = info.flags.clone();
     let svc_ctx = ctx.clone();
-    let service = service_fn(move |req| forward::handle(svc_ctx.clone(), info.clone(), req));
+    let service = service_fn(move |req| request::handle(svc_ctx.clone(), info.clone(), req));
     if h2 {
         let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
         builder

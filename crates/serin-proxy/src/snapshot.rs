@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
-use serin_config::proxy::{
-    FilterConfig, LbPolicy, ProxyConfig, RetryConfig, ServiceConfig, TimeoutsConfig,
-};
+use serin_config::proxy::{LbPolicy, ProxyConfig, RetryConfig, ServiceConfig, TimeoutsConfig};
 use serin_discovery::BackendKey;
 
 use crate::endpoints::Backend;
+use crate::filters::{Filter, FilterError};
 use crate::metrics::{BackendMetrics, Metrics};
 use crate::pool::PoolSettings;
 use crate::routing::RouteTable;
@@ -36,22 +35,12 @@ pub struct CompiledBackendRef {
     pub metrics: BackendMetrics,
 }
 
-/// An ExternalAuth filter with its auth service resolved.
-pub struct CompiledExtAuth {
-    pub config: serin_config::proxy::ExternalAuthConfig,
-    pub backend: Arc<Backend>,
-    pub service: Arc<CompiledService>,
-}
-
 /// One rule of a route, ready to serve.
 pub struct CompiledRule {
-    /// The ExternalAuth filters of `filters`, in order.
-    pub auth: Vec<CompiledExtAuth>,
-    /// The RequestMirror filters of `filters`.
-    pub mirrors: Vec<crate::mirror::CompiledMirror>,
     pub route: Arc<str>,
     pub index: usize,
-    pub filters: Vec<FilterConfig>,
+    /// The rule's filters, in its order.
+    pub filters: Vec<Filter>,
     pub backends: Vec<CompiledBackendRef>,
     /// Running sums of weights, for the weighted pick.
     cumulative: Vec<u64>,
@@ -121,18 +110,30 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Serves nothing: what a proxy holds before its first config.
+    pub fn empty(metrics: &Arc<Metrics>) -> Self {
+        Self {
+            config: Arc::new(ProxyConfig::minimal(Vec::new(), Vec::new(), Vec::new())),
+            tables: BTreeMap::new(),
+            access_log: false,
+            tracer: None,
+            unrouted: BackendMetrics::local(metrics, ""),
+        }
+    }
+
     pub fn table(&self, listener: &str) -> Option<&Arc<RouteTable>> {
         self.tables.get(listener)
     }
 }
 
 /// Compiles a validated config. `backend` returns the long-lived state of a
-/// service version (created on first use).
+/// service version (created on first use). A filter that cannot be built
+/// fails the whole snapshot: a rule never serves with a filter skipped.
 pub fn compile(
     config: Arc<ProxyConfig>,
     metrics: &Arc<Metrics>,
     mut backend: impl FnMut(&BackendKey) -> Arc<Backend>,
-) -> Snapshot {
+) -> Result<Snapshot, FilterError> {
     let services: BTreeMap<&str, Arc<CompiledService>> = config
         .services
         .iter()
@@ -162,36 +163,20 @@ pub fn compile(
                         metrics: BackendMetrics::new(metrics, &route.name, &b.service, &b.version),
                     });
                 }
-                let auth = rule
+                let filters = rule
                     .filters
                     .iter()
-                    .filter_map(|f| match f {
-                        FilterConfig::ExternalAuth(a) => Some(CompiledExtAuth {
-                            config: a.clone(),
-                            backend: backend(&BackendKey::new(&a.service, &a.version)),
-                            service: services.get(a.service.as_str())?.clone(),
-                        }),
-                        _ => None,
-                    })
-                    .collect();
-                let mirrors = rule
-                    .filters
-                    .iter()
-                    .filter_map(|f| match f {
-                        FilterConfig::RequestMirror(m) => Some(crate::mirror::CompiledMirror {
-                            config: m.clone(),
-                            backend: backend(&BackendKey::new(&m.service, &m.version)),
-                            service: services.get(m.service.as_str())?.clone(),
-                        }),
-                        _ => None,
-                    })
-                    .collect();
-                Arc::new(CompiledRule {
-                    auth,
-                    mirrors,
+                    .map(|f| Filter::compile(f, &services, &mut backend))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let local_metrics = BackendMetrics::local(metrics, &route.name);
+                local_metrics.declare_rule_limits(
+                    rule.rate_limit.as_ref().map(|rl| rl.global.is_some()),
+                    rule.max_concurrent_requests.is_some(),
+                );
+                Ok(Arc::new(CompiledRule {
                     route: route_name.clone(),
                     index,
-                    filters: rule.filters.clone(),
+                    filters,
                     backends,
                     cumulative,
                     timeouts: rule.timeouts,
@@ -211,10 +196,10 @@ pub fn compile(
                     ),
                     max_concurrent_requests: rule.max_concurrent_requests,
                     in_flight: Arc::default(),
-                    local_metrics: BackendMetrics::local(metrics, &route.name),
-                })
+                    local_metrics,
+                }))
             })
-            .collect();
+            .collect::<Result<_, FilterError>>()?;
         compiled_routes.push((route, rules));
     }
     let tables = config
@@ -226,16 +211,17 @@ pub fn compile(
                 .filter(|(r, _)| r.listeners.is_empty() || r.listeners.contains(&l.name))
                 .map(|(r, rules)| (*r, rules.clone()))
                 .collect();
-            (l.name.clone(), Arc::new(RouteTable::build(&attached)))
+            let table = RouteTable::build(&attached, l.path_normalization);
+            (l.name.clone(), Arc::new(table))
         })
         .collect();
-    Snapshot {
+    Ok(Snapshot {
         access_log: config.access_log.is_some(),
         tracer: None,
         tables,
         unrouted: BackendMetrics::local(metrics, ""),
         config,
-    }
+    })
 }
 
 fn compile_service(s: &ServiceConfig) -> CompiledService {
@@ -279,7 +265,8 @@ routes:
         .unwrap_or_else(|e| panic!("{e}"));
         let snap = compile(Arc::new(cfg), &Metrics::new(), |k| {
             Arc::new(Backend::new(k.clone()))
-        });
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
         let rule = snap
             .table("gw")
             .and_then(|t| t.lookup("h", &http::Method::GET, "/", None, &http::HeaderMap::new()))

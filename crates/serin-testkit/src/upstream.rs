@@ -169,6 +169,12 @@ async fn answer(
 /// A raw upstream that answers every request with a response whose body is
 /// cut short, then closes: for "truncated upstream response" tests.
 pub async fn truncating_upstream() -> SocketAddr {
+    fixed_answer_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nonly ten b").await
+}
+
+/// A raw upstream that reads a request head and answers `answer`, byte for
+/// byte, then closes: for answers no HTTP library would send.
+pub async fn fixed_answer_upstream(answer: &'static [u8]) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| panic!("bind: {e}"));
@@ -178,11 +184,15 @@ pub async fn truncating_upstream() -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nonly ten b")
-                    .await;
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tokio::io::AsyncReadExt::read(&mut s, &mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(answer).await;
                 let _ = s.shutdown().await;
             });
         }

@@ -105,6 +105,8 @@ pub enum EditError {
     },
     #[error("a mirror's percent must be above 0 and at most 100, found {0}")]
     MirrorPercent(f64),
+    #[error("a filter cannot be built: {0}")]
+    Filter(#[from] crate::filters::FilterError),
     #[error("the run-time weights do not fit: {0}")]
     Overrides(#[from] WeightOverrideError),
     #[error("routes come from this file, not from Kubernetes")]
@@ -199,15 +201,13 @@ impl Proxy {
         } else {
             None
         };
+        let snapshot = caught(|| Ok(self.build(effective)?))?;
         if plan.state != control.state
             && let Some(path) = &self.options.state_file
         {
             state::save(path, &plan.state)?;
         }
-        caught(|| {
-            self.install(control, effective);
-            Ok(())
-        })?;
+        self.install(control, snapshot);
         if let Some(bound) = bound {
             self.activate_listeners(control, bound);
         }
@@ -250,10 +250,8 @@ impl Proxy {
         let mut effective = config.clone();
         effective.apply_weights(&state.weights)?;
         let bound = bind_all(&effective, &control)?;
-        caught(|| {
-            self.install(&mut control, effective);
-            Ok(())
-        })?;
+        let snapshot = caught(|| Ok(self.build(effective)?))?;
+        self.install(&mut control, snapshot);
         control.file_config = config;
         control.state = state;
         Ok(bound)

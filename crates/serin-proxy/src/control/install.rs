@@ -10,16 +10,28 @@ use serin_config::proxy::{FilterConfig, HealthCheckConfig, ListenerConfig, Proxy
 use serin_discovery::{BackendKey, EndpointSpec};
 
 use super::{Control, Proxy};
+use crate::filters::FilterError;
 use crate::server::{ListenerSettings, ListenerSocket, WorkerCommand};
+use crate::snapshot::Snapshot;
 use crate::{health, snapshot, telemetry, tls};
 
 impl Proxy {
-    /// Serves `effective` (the file config with run-time weights applied).
-    pub(super) fn install(&self, control: &mut Control, effective: ProxyConfig) {
-        self.publish_static_endpoints(control, &effective);
-        let mut snap = snapshot::compile(Arc::new(effective), &self.shared.metrics, |key| {
+    /// Compiles `effective` (the file config with run-time weights applied)
+    /// into a snapshot; nothing serves it yet.
+    pub(super) fn build(&self, effective: ProxyConfig) -> Result<Snapshot, FilterError> {
+        snapshot::compile(Arc::new(effective), &self.shared.metrics, |key| {
             self.shared.backend(key, &self.registry)
-        });
+        })
+    }
+
+    /// Serves `snap`.
+    pub(super) fn install(&self, control: &mut Control, mut snap: Snapshot) {
+        self.publish_static_endpoints(control, &snap.config);
+        // Backends the snapshot created take the endpoints just published
+        // before any request can see them.
+        for b in self.shared.backends() {
+            b.set_endpoints(&self.registry.get(&b.key));
+        }
         snap.tracer = tracer_for(control, snap.config.tracing.as_ref());
         let referenced = referenced_backends(&snap.config);
         let checks: BTreeMap<BackendKey, HealthCheckConfig> = snap

@@ -23,7 +23,6 @@ use tokio::sync::watch;
 
 pub use edit::{Applied, Change, EditError, MirrorChange};
 
-use crate::endpoints::Backend;
 use crate::metrics::Metrics;
 use crate::server::{ListenerSocket, WorkerHandle};
 use crate::shared::Shared;
@@ -100,11 +99,7 @@ impl Proxy {
         let (drain, _) = watch::channel(None);
         let shared = Arc::new(Shared {
             // Replaced by the real one before any worker starts.
-            snapshot: ArcSwap::from_pointee(snapshot::compile(
-                Arc::new(ProxyConfig::minimal(Vec::new(), Vec::new(), Vec::new())),
-                &metrics,
-                |key| Arc::new(Backend::new(key.clone())),
-            )),
+            snapshot: ArcSwap::from_pointee(snapshot::Snapshot::empty(&metrics)),
             metrics,
             drain,
             draining: AtomicBool::new(false),

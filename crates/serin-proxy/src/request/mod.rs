@@ -1,3 +1,222 @@
-//! The request path, phase by phase.
+//! The request path. [`handle`] runs one request through its phases, in
+//! order, each in a module of its own:
+//!
+//! 1. [`downstream`]: what the client sent is checked (strict framing,
+//!    Host), the path normalised, a request id and trace context set;
+//! 2. [`route`]: the rule, on the normalised path;
+//! 3. request filters ([`crate::filters`]), in the rule's order;
+//! 4. [`admission`] of the rule: rate limit, concurrency limit;
+//! 5. the weighted pick of a backend;
+//! 6. [`admission`] of the backend: fault injection; the circuit breaker
+//!    is taken by the upstream phase;
+//! 7. [`upstream`]: attempts on pooled connections with deadlines, each
+//!    followed by the [`retry`] decision (or [`upgrade`] for a tunnel);
+//! 8. response filters;
+//! 9. [`log`]: metrics, trace, access log.
+//!
+//! A phase fails with a [`ProxyError`], which says who is to blame and
+//! chooses the answer; a phase that answers on the rule's behalf (a
+//! redirect, a denial, a 429) returns the answer instead.
 
-pub(crate) mod path;
+mod admission;
+mod downstream;
+pub mod error;
+mod log;
+pub mod path;
+pub mod retry;
+mod route;
+mod upgrade;
+mod upstream;
+
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Version};
+use hyper::body::Incoming;
+use serin_config::proxy::MatchConfig;
+
+pub use error::{ProxyError, Side};
+pub(crate) use upstream::strip_response;
+
+use crate::body::ResponseBody;
+use crate::endpoints::Endpoint;
+use crate::filters::Flow;
+use crate::metrics::RejectLabels;
+use crate::mirror::CompiledMirror;
+use crate::server::WorkerCtx;
+use crate::snapshot::{CompiledBackendRef, CompiledRule, Snapshot};
+use crate::strict::ConnFlags;
+use crate::telemetry::RequestTrace;
+
+/// What the request path knows of the client connection.
+pub struct ConnInfo {
+    pub listener: Arc<str>,
+    pub remote: SocketAddr,
+    pub tls: bool,
+    pub flags: Arc<ConnFlags>,
+    pub requests: Cell<u64>,
+}
+
+/// One request's state as it moves through the phases. Everything it
+/// borrows lives in the snapshot the request started on.
+pub struct RequestCx<'s> {
+    pub ctx: &'s Rc<WorkerCtx>,
+    pub info: &'s ConnInfo,
+    pub snapshot: &'s Snapshot,
+    pub start: Instant,
+    /// The client's HTTP version (the request's changes on its way up).
+    pub client_version: Version,
+    pub trace: RequestTrace,
+    /// What the access log needs of the request, when it is on.
+    pub summary: Option<log::RequestSummary>,
+    /// The rule that routed the request and the match that chose it.
+    pub route: Option<(&'s Arc<CompiledRule>, &'s MatchConfig)>,
+    /// The backend the request went to.
+    pub backend: Option<&'s CompiledBackendRef>,
+    /// The endpoint of the last attempt.
+    pub endpoint: Option<Arc<Endpoint>>,
+    pub retries: u32,
+    /// Mirrors the rule's RequestMirror filters asked for.
+    pub mirrors: Vec<&'s CompiledMirror>,
+    /// Set when serin answered for a failure: who caused it.
+    pub failure: Option<Side>,
+}
+
+/// The path match of a request not (yet) routed.
+static NO_MATCH: MatchConfig = MatchConfig {
+    path: serin_config::proxy::PathMatch::PathPrefix(String::new()),
+    headers: Vec::new(),
+    query_params: Vec::new(),
+    method: None,
+};
+
+impl<'s> RequestCx<'s> {
+    /// The match that routed the request.
+    pub fn matched(&self) -> &'s MatchConfig {
+        self.route.map_or(&NO_MATCH, |(_, m)| m)
+    }
+
+    /// The answer to a failure, counted where it belongs.
+    fn fail(&mut self, e: &ProxyError) -> Response<ResponseBody> {
+        tracing::debug!(error = %e, side = ?e.side(), "request failed");
+        self.failure = Some(e.side());
+        if let ProxyError::Malformed(reason) | ProxyError::BadHost(reason) = e {
+            self.count_rejected(reason);
+        } else if let ProxyError::PathRejected(r) = e {
+            self.count_rejected(r.label());
+        }
+        e.response()
+    }
+
+    fn count_rejected(&self, reason: &str) {
+        self.ctx
+            .shared
+            .metrics
+            .rejected
+            .get_or_create(&RejectLabels {
+                listener: self.info.listener.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// Serves one request. Never fails: every problem becomes a response.
+pub async fn handle(
+    ctx: Rc<WorkerCtx>,
+    info: Rc<ConnInfo>,
+    mut req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let start = Instant::now();
+    let number = info.requests.get() + 1;
+    info.requests.set(number);
+    let snapshot = ctx.shared.snapshot.load_full();
+    let trace = RequestTrace::start(
+        snapshot.tracer.as_ref(),
+        &mut req,
+        &info.listener,
+        info.remote.ip(),
+    );
+    let mut cx = RequestCx {
+        ctx: &ctx,
+        info: &info,
+        snapshot: &snapshot,
+        start,
+        client_version: req.version(),
+        trace,
+        summary: snapshot.access_log.then(|| log::RequestSummary::of(&req)),
+        route: None,
+        backend: None,
+        endpoint: None,
+        retries: 0,
+        mirrors: Vec::new(),
+        failure: None,
+    };
+    let mut resp = match serve(&mut cx, req, number).await {
+        Ok(resp) => resp,
+        Err(e) => cx.fail(&e),
+    };
+    own_framing(&cx, &mut resp);
+    log::finish(&cx, &resp);
+    Ok(resp)
+}
+
+/// The phases, in order.
+async fn serve<'s>(
+    cx: &mut RequestCx<'s>,
+    mut req: Request<Incoming>,
+    number: u64,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let table = cx
+        .snapshot
+        .table(&cx.info.listener)
+        .ok_or_else(|| ProxyError::NoRoute("no routes on this listener".into()))?;
+    if let Some(answer) = downstream::check(cx, table, &mut req, number)? {
+        return Ok(answer);
+    }
+    let rule = route::lookup(cx, table, &req)?;
+    for filter in &rule.filters {
+        if let Flow::Respond(answer) = filter.on_request(cx, &mut req).await {
+            return Ok(answer);
+        }
+    }
+    let admitted = match admission::rule(cx, rule, &req).await? {
+        admission::RuleAdmission::Admitted(a) => a,
+        admission::RuleAdmission::Refused(answer) => return Ok(answer),
+    };
+    let backend = rule.pick_backend().ok_or(ProxyError::NoBackend)?;
+    cx.backend = Some(backend);
+    if let Some(answer) = admission::fault(backend, rule, &req).await {
+        return Ok(answer);
+    }
+    let mut resp = if upgrade::is_upgrade(&req) {
+        upgrade::forward(cx, req, backend).await?
+    } else {
+        upstream::forward(cx, req, rule, backend).await?
+    };
+    for filter in &rule.filters {
+        filter.on_response(&mut resp);
+    }
+    admitted.on_response(&mut resp);
+    Ok(resp)
+}
+
+/// serin speaks for itself on every response: its own HTTP version (RFC
+/// 9110 §6.2; an HTTP/1.0 upstream's answer goes out as HTTP/1.1), and
+/// `Connection: close` to HTTP/1 clients while draining.
+fn own_framing(cx: &RequestCx<'_>, resp: &mut Response<ResponseBody>) {
+    *resp.version_mut() = if cx.client_version >= Version::HTTP_2 {
+        cx.client_version
+    } else {
+        Version::HTTP_11
+    };
+    if cx.ctx.shared.is_draining() && cx.client_version < Version::HTTP_2 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+}

@@ -5,6 +5,8 @@ mod canary;
 mod canary_kube;
 mod common;
 mod config_errors;
+// HTTP conformance and whose fault a failure is (issue #12, points 2 and 4).
+mod conformance;
 // One writer of the configuration (issue #11, point 2).
 mod control;
 mod dashboard;
@@ -14,6 +16,8 @@ mod images;
 mod kubernetes;
 mod mirror;
 mod observability;
+// Path normalisation before routing (issue #12, point 3).
+mod paths;
 mod protocols;
 mod ratelimit;
 mod reload;

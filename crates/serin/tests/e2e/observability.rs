@@ -1319,9 +1319,8 @@ fn dashboards_are_valid_provisionable_grafana_json() {
 async fn dashboard_queries_use_only_exported_metrics_and_run_in_prometheus() {
     let v1 = Upstream::start("v1");
     let v2 = Upstream::start("v2");
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let dead_port = serin_testkit::DeadPort::new();
+    let dead = dead_port.addr;
     let incidents = Incidents::start();
     // v2 has a dead endpoint: connect failures, each retried on the other.
     let serin: Serin = proxy(&split_config_with(

@@ -266,10 +266,9 @@ async fn retries_only_where_safe() {
 #[tokio::test]
 async fn connect_failures_are_retried_for_every_method() {
     let good = Upstream::start("good");
-    // A port nothing listens on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap_or_else(|e| panic!("{e}"));
+    // A port nothing listens on (held, so no test beside can take it).
+    let dead_port = serin_testkit::DeadPort::new();
+    let dead = dead_port.addr;
     let serin = proxy(&config(
         &[dead.to_string(), good.addr.to_string()],
         "    loadBalancer: {type: RoundRobin}",
@@ -310,10 +309,9 @@ async fn connect_failures_are_retried_for_every_method() {
 }
 
 #[tokio::test]
-async fn no_endpoint_answers_503_and_dead_upstream_502_or_503() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap_or_else(|e| panic!("{e}"));
+async fn a_dead_upstream_answers_503() {
+    let dead_port = serin_testkit::DeadPort::new();
+    let dead = dead_port.addr;
     let serin = proxy(&config(&[dead.to_string()], "", ""));
     let resp = client()
         .get(serin.url("gw"))

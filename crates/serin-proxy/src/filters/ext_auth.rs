@@ -9,12 +9,14 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 
+use super::CompiledExtAuth;
 use crate::balance;
 use crate::body::{ReplayBody, ResponseBody};
-use crate::forward::{ConnInfo, local, strip_response};
 use crate::headers;
+use crate::request::ConnInfo;
+use crate::request::error::local;
+use crate::request::strip_response;
 use crate::server::WorkerCtx;
-use crate::snapshot::CompiledExtAuth;
 
 /// `Ok` to go on (headers added to `req`), `Err` with the answer for the
 /// client.

@@ -1,24 +1,11 @@
-//! The HTTPRoute filters: header modifiers, URL rewrite, redirect.
+//! The URLRewrite and RequestRedirect filters: the new path, host and
+//! location, by the Gateway API's rules.
 
 use http::header::{HOST, LOCATION};
 use http::{HeaderMap, HeaderValue, Response, Uri};
-use serin_config::proxy::{
-    HeaderModifierConfig, MatchConfig, PathMatch, PathModifier, RedirectConfig, UrlRewriteConfig,
-};
+use serin_config::proxy::{MatchConfig, PathMatch, PathModifier, RedirectConfig, UrlRewriteConfig};
 
 use crate::body::ResponseBody;
-
-pub fn modify_headers(headers: &mut HeaderMap, m: &HeaderModifierConfig) {
-    for (name, value) in &m.set {
-        headers.insert(name.clone(), value.clone());
-    }
-    for (name, value) in &m.add {
-        headers.append(name.clone(), value.clone());
-    }
-    for name in &m.remove {
-        headers.remove(name);
-    }
-}
 
 /// The new path when `modifier` applies to `path` that `matched` selected.
 pub fn rewrite_path(path: &str, matched: &MatchConfig, modifier: &PathModifier) -> String {

@@ -1,0 +1,40 @@
+//! Phase 2: the rule for the request, looked up on the normalised path in
+//! the listener's precompiled table (see [`crate::routing`]).
+
+use std::sync::Arc;
+
+use http::Request;
+use hyper::body::Incoming;
+
+use super::{ProxyError, RequestCx};
+use crate::filters::split_host_port;
+use crate::routing::RouteTable;
+use crate::snapshot::CompiledRule;
+
+pub(super) fn lookup<'s>(
+    cx: &mut RequestCx<'s>,
+    table: &'s RouteTable,
+    req: &Request<Incoming>,
+) -> Result<&'s Arc<CompiledRule>, ProxyError> {
+    // The downstream phase made Host agree with the target, or set it.
+    let raw = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let (host, _) = split_host_port(raw);
+    let host = host.to_ascii_lowercase();
+    let uri = req.uri();
+    let Some((rule, matched)) =
+        table.lookup(&host, req.method(), uri.path(), uri.query(), req.headers())
+    else {
+        return Err(ProxyError::NoRoute(format!(
+            "no route matches {} {host}{}",
+            req.method(),
+            uri.path()
+        )));
+    };
+    cx.route = Some((rule, matched));
+    cx.trace.routed(req.method(), &rule.route, uri.path());
+    Ok(rule)
+}
