@@ -102,7 +102,7 @@ struct EndpointPool {
 /// side has the same bound (`maxRequestHeaderBytes`), and hyper's own
 /// default (about 400 KB) would let one response hold that much memory per
 /// connection. A larger head is a broken exchange (502).
-const MAX_RESPONSE_HEAD_BYTES: usize = serin_config::proxy::defaults::MAX_REQUEST_HEADER_BYTES;
+pub const MAX_RESPONSE_HEAD_BYTES: usize = serin_config::proxy::defaults::MAX_REQUEST_HEADER_BYTES;
 /// And have at most this many headers (as requests: Envoy's and Go's 100).
 const MAX_RESPONSE_HEADERS: usize = serin_config::proxy::defaults::MAX_REQUEST_HEADERS;
 
@@ -216,7 +216,7 @@ impl Pools {
                     None => {
                         let stream = Self::connect(ep, settings).await?;
                         let (tx, conn) = http1::Builder::new()
-                            .max_buf_size(MAX_RESPONSE_HEAD_BYTES)
+                            .max_header_size(MAX_RESPONSE_HEAD_BYTES)
                             .max_headers(MAX_RESPONSE_HEADERS)
                             .handshake(TokioIo::new(stream))
                             .await

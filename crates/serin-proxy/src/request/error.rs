@@ -90,6 +90,9 @@ pub enum ProxyError {
     /// The exchange broke after the request may have reached the upstream.
     #[error("upstream reset or closed the connection")]
     UpstreamReset { reached: bool },
+    /// The upstream's response head is over the bound client heads have.
+    #[error("upstream response head too large")]
+    UpstreamHeadTooLarge,
     #[error("upstream request timeout")]
     Timeout(Deadline),
     /// A circuit breaker or load-shedding limit is full.
@@ -116,6 +119,7 @@ impl ProxyError {
             | Self::ConnectFailed
             | Self::Unsent
             | Self::UpstreamReset { .. }
+            | Self::UpstreamHeadTooLarge
             | Self::Timeout(_)
             | Self::Overflow(_) => Side::Upstream,
             Self::NoBackend
@@ -153,7 +157,7 @@ impl ProxyError {
             | Self::Unsent
             | Self::Overflow(_)
             | Self::RateLimitUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::UpstreamReset { .. } => StatusCode::BAD_GATEWAY,
+            Self::UpstreamReset { .. } | Self::UpstreamHeadTooLarge => StatusCode::BAD_GATEWAY,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::UpgradeNeedsHttp1 => StatusCode::NOT_IMPLEMENTED,
         }
@@ -172,6 +176,7 @@ impl ProxyError {
             Self::NoEndpoint(_) => "no_endpoint",
             Self::ConnectFailed | Self::Unsent => "connect_failure",
             Self::UpstreamReset { .. } => "upstream_reset",
+            Self::UpstreamHeadTooLarge => "upstream_head_too_large",
             Self::Timeout(Deadline::BackendRequest) => "backend_request_timeout",
             Self::Timeout(Deadline::Request) => "request_timeout",
             Self::Overflow(_) => "overflow",
