@@ -501,6 +501,9 @@ impl Proxy {
         };
         // Workers are fixed for the life of the process.
         config.workers = old_file.workers;
+        // So is the admin API's listener, and a token from the command line.
+        config.admin.carry_over(&old_file.admin);
+        serin_config::proxy::admin::check(&config).map_err(|e| e.into_config_errors())?;
         let file = config_file_name(&config);
         let mut errors = Vec::new();
         for l in &config.listeners {
