@@ -144,9 +144,7 @@ async fn serve(
     state_file: Option<std::path::PathBuf>,
     from_file: bool,
 ) -> anyhow::Result<ExitCode> {
-    let admin_addr = config.admin.address;
     let metrics_addr = config.admin.metrics_address;
-    let admin_token = config.admin.token.clone();
     let token_from = token_origin(&config.admin);
     let drain_timeout = config.drain_timeout;
     let canary_beside = config.source.clone();
@@ -174,8 +172,7 @@ async fn serve(
     .await?;
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let (admin_bound, admin) = serin_proxy::admin::serve(
-        admin_addr,
-        admin_token,
+        proxy.clone(),
         serin_proxy::admin::router(proxy.clone())
             .merge(serin_canary::api::router(canary.clone()))
             .merge(
@@ -189,20 +186,14 @@ async fn serve(
             let _ = admin_stopped.await;
         },
     )
-    .await
-    .with_context(|| format!("cannot serve the admin API on {admin_addr}"))?;
+    .await?;
     let admin_task = tokio::spawn(admin);
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics_task = match metrics_addr {
         Some(addr) => {
-            let (bound, metrics) = serin_proxy::admin::serve(
-                addr,
-                None,
-                serin_proxy::admin::metrics_router(proxy.clone()),
-                async {
-                    let _ = metrics_stopped.await;
-                },
-            )
+            let (bound, metrics) = serin_proxy::admin::serve_metrics(addr, proxy.clone(), async {
+                let _ = metrics_stopped.await;
+            })
             .await
             .with_context(|| format!("cannot serve the metrics on {addr}"))?;
             tracing::info!(address = %bound, "metrics listening");

@@ -130,13 +130,10 @@ async fn up(args: UpArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
         )
         .merge(Router::new().route("/apply", post(apply)).with_state(state));
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin_addr = gateway.admin.address;
-    let (admin_bound, admin) =
-        serin_proxy::admin::serve(admin_addr, gateway.admin.token.clone(), app, async {
-            let _ = admin_stopped.await;
-        })
-        .await
-        .with_context(|| format!("cannot serve the admin API on {admin_addr}"))?;
+    let (admin_bound, admin) = serin_proxy::admin::serve(proxy.clone(), app, async {
+        let _ = admin_stopped.await;
+    })
+    .await?;
     let admin_task = tokio::spawn(admin);
     for (name, addr) in proxy.listener_addrs() {
         tracing::info!(listener = %name, address = %addr, "listening");
