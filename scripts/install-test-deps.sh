@@ -16,6 +16,8 @@ declare -A PKG=(
   [runc]=runc
   [jq]=jq
   [readelf]=binutils
+  # A second network namespace for the admin API tests (tests/e2e/admin.rs).
+  [ip]=iproute2
 )
 missing=()
 for cmd in "${!PKG[@]}"; do

@@ -1,5 +1,6 @@
 //! The proxy config file: decoding, validation, weight overrides.
 
+pub mod admin;
 pub mod model;
 pub mod raw;
 mod validate;
@@ -83,12 +84,7 @@ impl ProxyConfig {
     ) -> Self {
         ProxyConfig {
             source: None,
-            admin: AdminConfig {
-                address: std::net::SocketAddr::from(([127, 0, 0, 1], 9901)),
-                metrics_address: None,
-                token: None,
-                span: Default::default(),
-            },
+            admin: AdminConfig::default(),
             access_log: None,
             tracing: None,
             workers: default_workers(),

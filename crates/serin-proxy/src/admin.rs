@@ -1,15 +1,18 @@
 //! The admin API (default 127.0.0.1:9901): readiness, Prometheus metrics,
 //! the effective config, routes with their weights, weight changes, reload,
 //! and the dashboard at `/ui` (see [`crate::dashboard`]).
-//! Other parts of serin (the local runtime) add their own routes with
-//! [`serve`]'s `extra` router.
+//! Other parts of serin (the local runtime, canaries) merge their own
+//! routes into the router given to [`serve`]; every request, theirs too,
+//! passes the [`guard`]s first.
+
+mod guard;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -232,65 +235,70 @@ async fn reload(State(proxy): State<Arc<Proxy>>) -> Response {
     }
 }
 
-async fn require_token(
-    State(token): State<Arc<String>>,
-    headers: HeaderMap,
-    req: Request,
-    next: Next,
-) -> Response {
-    if req.uri().path() == "/ready" {
-        return next.run(req).await;
-    }
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_string);
-    // A browser cannot set the header on the dashboard's page or its event
-    // stream: there the token may come as `?token=…`.
-    let given = bearer.or_else(|| {
-        if !(req.uri().path() == "/ui" || req.uri().path().starts_with("/ui/")) {
-            return None;
-        }
-        form_urlencoded::parse(req.uri().query()?.as_bytes())
-            .find(|(k, _)| k == "token")
-            .map(|(_, v)| v.into_owned())
-    });
-    // Compare without an early exit on the first differing byte.
-    let ok = given.is_some_and(|g| {
-        g.len() == token.len()
-            && g.bytes()
-                .zip(token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    });
-    if ok {
-        next.run(req).await
-    } else {
-        error(
-            StatusCode::UNAUTHORIZED,
-            "admin API token required (Authorization: Bearer …)",
-        )
-    }
+/// Why the admin API did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Beyond loopback with no token.
+    #[error(transparent)]
+    Exposed(#[from] serin_config::proxy::admin::Exposed),
+    #[error("cannot serve the admin API on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
-/// Binds the admin address now (so a bind error is reported at start) and
-/// returns the bound address and the server future.
+/// Serves `app` (the [`router`], merged with other parts' routes) on the
+/// running config's admin address, behind the [`guard`]s (Host, token,
+/// JSON body). Refuses an address beyond loopback with no token
+/// ([`serin_config::proxy::admin::check`]) and binds now, so either is
+/// reported at start; returns the bound address and the server future.
 pub async fn serve(
-    addr: SocketAddr,
-    token: Option<String>,
+    proxy: Arc<Proxy>,
     app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<
+    (
+        SocketAddr,
+        impl std::future::Future<Output = std::io::Result<()>>,
+    ),
+    ServeError,
+> {
+    let config = proxy.snapshot().config.clone();
+    serin_config::proxy::admin::check(&config)?;
+    let address = config.admin.address;
+    let bind = |source| ServeError::Bind { address, source };
+    let listener = tokio::net::TcpListener::bind(address).await.map_err(bind)?;
+    let bound = listener.local_addr().map_err(bind)?;
+    let app = app.layer(middleware::from_fn_with_state(
+        guard::Listener { proxy, bound },
+        guard::guard,
+    ));
+    let fut = async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<guard::Connection>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+    };
+    Ok((bound, fut))
+}
+
+/// Serves the [`metrics_router`] on `addr` (`admin.metricsAddress`), with
+/// no guard: it changes nothing and is meant for a Prometheus beyond the
+/// pod. Binds now; returns the bound address and the server future.
+pub async fn serve_metrics(
+    addr: SocketAddr,
+    proxy: Arc<Proxy>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(
     SocketAddr,
     impl std::future::Future<Output = std::io::Result<()>>,
 )> {
-    let app = match token {
-        Some(t) => app.layer(middleware::from_fn_with_state(Arc::new(t), require_token)),
-        None => app,
-    };
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
+    let app = metrics_router(proxy);
     let fut = async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)

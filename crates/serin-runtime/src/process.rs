@@ -114,7 +114,10 @@ pub(crate) struct ProcessSpec {
 impl ProcessSpec {
     fn command(&self) -> Command {
         let mut cmd = Command::new(&self.program);
+        // serin's admin token is not the services' business (a stack's
+        // `env` may still pass it on purpose).
         cmd.args(&self.args)
+            .env_remove(serin_config::proxy::admin::TOKEN_ENV)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&self.cwd)
             .stdin(Stdio::null())

@@ -1,8 +1,10 @@
 //! Helpers shared by serin's end-to-end tests: test upstream servers, a
 //! runner for the `serin` binary that dumps its logs when a test fails, and
-//! raw socket clients. Everything listens on 127.0.0.1 with OS-picked ports.
+//! raw socket clients. Everything listens on 127.0.0.1 with OS-picked ports,
+//! but for the test namespaces of [`netns`].
 
 pub mod kube_api;
+pub mod netns;
 pub mod otlp;
 pub mod process;
 pub mod raw;
@@ -10,6 +12,7 @@ mod server_thread;
 pub mod upstream;
 
 pub use kube_api::KubeApi;
+pub use netns::Netns;
 pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use process::{Serin, wait_until};
 pub use upstream::{Upstream, UpstreamControl};

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use serin_config::proxy::admin::TOKEN_ENV;
+use serin_config::proxy::defaults::ADMIN_ADDRESS;
 
 /// serin: an L7 proxy, API gateway and sidecar with canary releases,
 /// resilience and live metrics — and a local runtime that runs a whole stack
@@ -173,9 +175,16 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 
-    /// The admin API address (overrides the config's admin.address).
+    /// The admin API address (overrides the config's admin.address). Beyond
+    /// loopback it needs a token (--admin-token, SERIN_ADMIN_TOKEN or
+    /// admin.token), or serin does not start.
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<SocketAddr>,
+
+    /// The admin API's token (clients send `Authorization: Bearer TOKEN`);
+    /// wins over the config's admin.token and stays through reloads.
+    #[arg(long, value_name = "TOKEN", env = TOKEN_ENV, hide_env_values = true)]
+    pub admin_token: Option<String>,
 
     /// Write an access log line per request (JSON with --log-format json).
     #[arg(long)]
@@ -198,9 +207,16 @@ pub struct UpArgs {
     pub listen: Option<SocketAddr>,
 
     /// Serve the admin API on this address instead of the stack's
-    /// gateway.admin.
+    /// gateway.admin. Beyond loopback it needs a token (--admin-token,
+    /// SERIN_ADMIN_TOKEN or gateway.adminToken), or serin does not start.
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<SocketAddr>,
+
+    /// The admin API's token (clients send `Authorization: Bearer TOKEN`);
+    /// wins over the stack's gateway.adminToken. The services do not get
+    /// SERIN_ADMIN_TOKEN in their environment.
+    #[arg(long, value_name = "TOKEN", env = TOKEN_ENV, hide_env_values = true)]
+    pub admin_token: Option<String>,
 
     /// Print replica logs without colours.
     #[arg(long)]
@@ -224,18 +240,13 @@ pub struct AdminTarget {
     #[arg(
         long,
         value_name = "ADDR",
-        default_value = "127.0.0.1:9901",
+        default_value_t = ADMIN_ADDRESS,
         env = "SERIN_ADMIN"
     )]
     pub admin: SocketAddr,
 
     /// Admin API token, when the admin API wants one.
-    #[arg(
-        long,
-        value_name = "TOKEN",
-        env = "SERIN_ADMIN_TOKEN",
-        hide_env_values = true
-    )]
+    #[arg(long, value_name = "TOKEN", env = TOKEN_ENV, hide_env_values = true)]
     pub token: Option<String>,
 }
 

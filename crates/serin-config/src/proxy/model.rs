@@ -16,11 +16,14 @@ use crate::error::Span;
 
 /// Defaults, each with the reason for its value.
 pub mod defaults {
+    use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
     use std::time::Duration;
 
     /// Loopback only: the admin API can change routing, so it is not exposed
-    /// unless asked (and then it wants a token).
-    pub const ADMIN_ADDRESS: &str = "127.0.0.1:9901";
+    /// unless asked (and then it wants a token; see [`crate::proxy::admin`]).
+    /// 9901 is Envoy's admin port.
+    pub const ADMIN_ADDRESS: SocketAddr =
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9901));
     /// Time for in-flight requests to finish on SIGTERM before connections
     /// are cut; matches Kubernetes' default termination grace period.
     pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -187,10 +190,21 @@ pub struct AdminConfig {
     /// for a Prometheus outside the pod while the admin API stays on
     /// loopback.
     pub metrics_address: Option<SocketAddr>,
+    /// Clients send `Authorization: Bearer TOKEN`; required beyond
+    /// loopback (see [`crate::proxy::admin::check`]).
     #[serde(skip)]
     pub token: Option<String>,
+    /// Where `address` was set, for messages.
     #[serde(skip)]
-    pub span: Span,
+    pub address_origin: crate::proxy::admin::Origin,
+    /// Where `token` was set: one from the command line stays through
+    /// reloads, one from the file changes with it.
+    #[serde(skip)]
+    pub token_origin: crate::proxy::admin::Origin,
+    /// The file's key for the token, for messages (`admin.token`, or
+    /// `gateway.adminToken` in a stack file).
+    #[serde(skip)]
+    pub token_key: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

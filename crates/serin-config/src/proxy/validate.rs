@@ -8,6 +8,7 @@ use std::path::Path;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use regex::Regex;
 
+use super::admin::Origin;
 use super::model::*;
 use super::raw;
 use crate::decode::Spanned;
@@ -123,29 +124,24 @@ fn tracing(raw: Option<&raw::Tracing>, p: &mut Problems) -> Option<TracingConfig
     })
 }
 
+/// The admin settings as the file gives them. Whether they may be opened
+/// (beyond loopback only with a token) is decided by
+/// [`super::admin::check`] once the command line is known, since a token
+/// may come from there.
 fn admin(raw: Option<&raw::Admin>, p: &mut Problems) -> AdminConfig {
-    let default_addr: SocketAddr = defaults::ADMIN_ADDRESS
-        .parse()
-        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9901)));
     let Some(raw) = raw else {
-        return AdminConfig {
-            address: default_addr,
-            metrics_address: None,
-            token: None,
-            span: Span::default(),
-        };
+        return AdminConfig::default();
     };
-    let address = raw.address.as_ref().map_or(default_addr, |a| **a);
-    if !address.ip().is_loopback() && raw.token.as_deref().unwrap_or("").is_empty() {
-        let span = raw.address.as_ref().map_or(raw.span, |a| a.span);
-        p.report(
-            span,
-            "admin.address",
-            format!(
-                "the admin API on a non-loopback address ({address}) can change routing: set admin.token"
-            ),
-        );
-    }
+    let (address, address_origin) = match &raw.address {
+        Some(a) => (
+            **a,
+            Origin::File {
+                span: a.span,
+                path: a.path.clone(),
+            },
+        ),
+        None => (defaults::ADMIN_ADDRESS, Origin::Default),
+    };
     let metrics_address = raw.metrics_address.as_ref().map(|a| **a);
     if let Some(m) = &raw.metrics_address
         && **m == address
@@ -160,11 +156,21 @@ fn admin(raw: Option<&raw::Admin>, p: &mut Problems) -> AdminConfig {
             ),
         );
     }
+    let token = raw.token.clone().filter(|t| !t.is_empty());
+    let token_origin = match token {
+        Some(_) => Origin::File {
+            span: raw.span,
+            path: format!("{}.token", raw.node_path),
+        },
+        None => Origin::Default,
+    };
     AdminConfig {
         address,
         metrics_address,
-        token: raw.token.clone().filter(|t| !t.is_empty()),
-        span: raw.address.as_ref().map_or(raw.span, |a| a.span),
+        token,
+        address_origin,
+        token_origin,
+        token_key: super::admin::FILE_TOKEN_KEY,
     }
 }
 

@@ -12,9 +12,6 @@ use crate::proxy::{self, ProxyConfig, raw as praw};
 
 /// Where the gateway listens unless the stack says.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-/// The admin API's address unless the stack says (loopback: it changes
-/// routing).
-pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
 /// The gateway listener's name (routes may name it in `parentRefs`).
 pub const LISTENER_NAME: &str = "gateway";
 
@@ -60,7 +57,8 @@ pub(super) fn validate(
         ..Default::default()
     };
     let listen = address(gw.listen.as_ref(), DEFAULT_LISTEN, &anchor, false, p);
-    let admin = address(gw.admin.as_ref(), DEFAULT_ADMIN, &anchor, true, p);
+    let default_admin = proxy::defaults::ADMIN_ADDRESS.to_string();
+    let admin = address(gw.admin.as_ref(), &default_admin, &anchor, true, p);
     let admin_addr = admin.parse::<SocketAddr>().ok().map(|a| Spanned {
         value: a,
         span: admin.span,
@@ -192,7 +190,19 @@ pub(super) fn validate(
         routes: praw::Routes::List(routes),
         discovery: None,
     };
-    proxy::validate_raw(config, base_dir, p)
+    let mut config = proxy::validate_raw(config, base_dir, p);
+    // Messages name the stack's keys.
+    config.admin.token_key = proxy::admin::STACK_TOKEN_KEY;
+    if config.admin.token.is_some() {
+        config.admin.token_origin = proxy::admin::Origin::File {
+            span: gw.span,
+            path: proxy::admin::STACK_TOKEN_KEY.into(),
+        };
+    }
+    if gw.admin.is_none() {
+        config.admin.address_origin = proxy::admin::Origin::Default;
+    }
+    config
 }
 
 /// The route of a sidecar's outbound hop: `caller>callee`, which also labels

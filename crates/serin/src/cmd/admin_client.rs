@@ -1,5 +1,6 @@
 //! A small blocking client for the admin API, used by the CLI subcommands
-//! that talk to a running serin.
+//! that talk to a running serin. Calls that change something send JSON
+//! (`Content-Type: application/json`), as the admin API wants.
 
 use anyhow::{Context, bail};
 use serde_json::Value;
@@ -15,8 +16,17 @@ pub struct AdminClient {
 
 impl AdminClient {
     pub fn new(target: &AdminTarget) -> anyhow::Result<Self> {
+        // An admin API on every address (0.0.0.0, ::) is reached on
+        // loopback, a Host it answers to.
+        let mut admin = target.admin;
+        if admin.ip().is_unspecified() {
+            admin.set_ip(match admin {
+                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
         Ok(Self {
-            base: format!("http://{}", target.admin),
+            base: format!("http://{admin}"),
             token: target.token.clone(),
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(30))

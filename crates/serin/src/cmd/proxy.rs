@@ -8,7 +8,7 @@ use anyhow::Context;
 use serin_config::proxy::{
     BackendRefConfig, ListenerConfig, ListenerLimits, LoadBalancerConfig, LogFormat, MatchConfig,
     PathMatch, ProxyConfig, RetryConfig, RouteConfig, RuleConfig, ServiceConfig, TimeoutsConfig,
-    UpstreamProtocol, VersionConfig, defaults,
+    UpstreamProtocol, VersionConfig, admin, defaults,
 };
 use serin_discovery::Registry;
 use serin_proxy::{Proxy, ProxyOptions};
@@ -31,8 +31,10 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         anyhow::ensure!((1..=256).contains(&w), "--workers must be from 1 to 256");
         config.workers = w;
     }
-    if let Some(a) = args.admin {
-        config.admin.address = a;
+    let (command_line, token_origin) = admin_command_line(args.admin, args.admin_token.clone());
+    config.admin.apply_command_line(&command_line, token_origin);
+    if let Err(e) = serin_config::proxy::admin::check(&config) {
+        return Ok(refuse_admin(e));
     }
     if args.access_log && config.access_log.is_none() {
         config.access_log = Some(LogFormat::Json);
@@ -43,6 +45,26 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         .or_else(|| args.config.as_deref().map(serin_proxy::state::path_beside));
     let rt = super::control_runtime()?;
     rt.block_on(serve(config, state_file, args.config.is_some()))
+}
+
+/// The admin settings of `--admin` and `--admin-token` (or
+/// `SERIN_ADMIN_TOKEN`), and where the token came from.
+pub(super) fn admin_command_line(
+    address: Option<std::net::SocketAddr>,
+    token: Option<String>,
+) -> (admin::CommandLine, admin::Origin) {
+    let env = std::env::var(admin::TOKEN_ENV).ok();
+    admin::CommandLine::new(address, token, env.as_deref())
+}
+
+/// Says why the admin API may not open (at its place in the file, or
+/// naming the flag) and gives the exit code.
+pub(super) fn refuse_admin(e: admin::Exposed) -> ExitCode {
+    match e.origin {
+        admin::Origin::File { .. } => eprint!("{}", e.into_config_errors()),
+        _ => eprintln!("serin: error: {e}"),
+    }
+    ExitCode::FAILURE
 }
 
 /// One listener, one service, one catch-all route.
@@ -123,9 +145,8 @@ async fn serve(
     state_file: Option<std::path::PathBuf>,
     from_file: bool,
 ) -> anyhow::Result<ExitCode> {
-    let admin_addr = config.admin.address;
     let metrics_addr = config.admin.metrics_address;
-    let admin_token = config.admin.token.clone();
+    let token_from = token_origin(&config.admin);
     let drain_timeout = config.drain_timeout;
     let canary_beside = config.source.clone();
     let proxy = match Proxy::start(
@@ -152,8 +173,7 @@ async fn serve(
     .await?;
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let (admin_bound, admin) = serin_proxy::admin::serve(
-        admin_addr,
-        admin_token,
+        proxy.clone(),
         serin_proxy::admin::router(proxy.clone())
             .merge(serin_canary::api::router(canary.clone()))
             .merge(
@@ -167,20 +187,14 @@ async fn serve(
             let _ = admin_stopped.await;
         },
     )
-    .await
-    .with_context(|| format!("cannot serve the admin API on {admin_addr}"))?;
+    .await?;
     let admin_task = tokio::spawn(admin);
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics_task = match metrics_addr {
         Some(addr) => {
-            let (bound, metrics) = serin_proxy::admin::serve(
-                addr,
-                None,
-                serin_proxy::admin::metrics_router(proxy.clone()),
-                async {
-                    let _ = metrics_stopped.await;
-                },
-            )
+            let (bound, metrics) = serin_proxy::admin::serve_metrics(addr, proxy.clone(), async {
+                let _ = metrics_stopped.await;
+            })
             .await
             .with_context(|| format!("cannot serve the metrics on {addr}"))?;
             tracing::info!(address = %bound, "metrics listening");
@@ -191,7 +205,7 @@ async fn serve(
     for (name, addr) in proxy.listener_addrs() {
         tracing::info!(listener = %name, address = %addr, "listening");
     }
-    tracing::info!(address = %admin_bound, "admin API listening");
+    tracing::info!(address = %admin_bound, token = %token_from, "admin API listening");
     wait_for_signals(&proxy).await?;
     // Canaries stop deciding; their state stays for the next start.
     canary.stop();
@@ -205,6 +219,14 @@ async fn serve(
     }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the admin API's token comes from, for the start-up line.
+pub(super) fn token_origin(admin: &serin_config::proxy::AdminConfig) -> String {
+    match admin.token {
+        None => "none".into(),
+        Some(_) => admin.token_origin.to_string(),
+    }
 }
 
 /// Returns on SIGTERM or SIGINT; reloads on SIGHUP.

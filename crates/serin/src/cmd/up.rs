@@ -61,10 +61,15 @@ async fn up(args: UpArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
     if let (Some(a), Some(l)) = (args.listen, gateway.listeners.first_mut()) {
         l.address = a;
     }
-    if let Some(a) = args.admin {
-        gateway.admin.address = a;
-    }
+    let (admin, token_origin) =
+        super::proxy::admin_command_line(args.admin, args.admin_token.clone());
+    gateway
+        .admin
+        .apply_command_line(&admin, token_origin.clone());
     gateway.source = Some(path.clone());
+    if let Err(e) = serin_config::proxy::admin::check(&gateway) {
+        return Ok(super::proxy::refuse_admin(e));
+    }
     let registry = Registry::new();
     let proxy = match Proxy::start(
         gateway.clone(),
@@ -109,7 +114,8 @@ async fn up(args: UpArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
         path: path.clone(),
         overrides: Overrides {
             listen: args.listen,
-            admin: args.admin,
+            admin,
+            token_origin,
         },
     });
     let app = serin_proxy::admin::router(proxy.clone())
@@ -124,18 +130,19 @@ async fn up(args: UpArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
         )
         .merge(Router::new().route("/apply", post(apply)).with_state(state));
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin_addr = gateway.admin.address;
-    let (admin_bound, admin) =
-        serin_proxy::admin::serve(admin_addr, gateway.admin.token.clone(), app, async {
-            let _ = admin_stopped.await;
-        })
-        .await
-        .with_context(|| format!("cannot serve the admin API on {admin_addr}"))?;
+    let (admin_bound, admin) = serin_proxy::admin::serve(proxy.clone(), app, async {
+        let _ = admin_stopped.await;
+    })
+    .await?;
     let admin_task = tokio::spawn(admin);
     for (name, addr) in proxy.listener_addrs() {
         tracing::info!(listener = %name, address = %addr, "listening");
     }
-    tracing::info!(address = %admin_bound, "admin API listening");
+    tracing::info!(
+        address = %admin_bound,
+        token = %super::proxy::token_origin(&gateway.admin),
+        "admin API listening"
+    );
     print_summary(&path, &proxy, admin_bound, &stack);
 
     super::proxy::wait_for_signals(&proxy).await?;
@@ -201,7 +208,10 @@ fn print_summary(
 /// Command-line overrides that an `apply` keeps.
 struct Overrides {
     listen: Option<std::net::SocketAddr>,
-    admin: Option<std::net::SocketAddr>,
+    /// `--admin`, `--admin-token` (the proxy keeps them too; see
+    /// `AdminConfig::carry_over`).
+    admin: serin_config::proxy::admin::CommandLine,
+    token_origin: serin_config::proxy::admin::Origin,
 }
 
 struct UpState {
@@ -251,9 +261,9 @@ async fn apply(State(state): State<Arc<UpState>>, Json(body): Json<ApplyBody>) -
     if let (Some(a), Some(l)) = (state.overrides.listen, gateway.listeners.first_mut()) {
         l.address = a;
     }
-    if let Some(a) = state.overrides.admin {
-        gateway.admin.address = a;
-    }
+    gateway
+        .admin
+        .apply_command_line(&state.overrides.admin, state.overrides.token_origin.clone());
     gateway.source = Some(state.path.clone());
     let sidecars = state.sidecars.clone();
     match tokio::task::spawn_blocking(move || sidecars.set_source(gateway, mesh)).await {

@@ -1,6 +1,8 @@
 //! End-to-end tests of the `serin` binary: real processes, real sockets,
 //! real clients. One test binary; one module per area.
 
+// Issue #11, point 3.
+mod admin;
 mod canary;
 mod canary_kube;
 mod common;

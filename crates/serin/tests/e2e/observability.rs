@@ -1363,6 +1363,7 @@ async fn dashboard_queries_use_only_exported_metrics_and_run_in_prometheus() {
     assert!(rejected.starts_with("HTTP/1.1 400"), "{rejected}");
     let reload = client()
         .post(serin.admin_url("/reload"))
+        .header("content-type", "application/json")
         .send()
         .await
         .unwrap_or_else(|e| panic!("reload: {e}"));

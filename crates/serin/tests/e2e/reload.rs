@@ -90,6 +90,7 @@ async fn hundred_reloads_under_load_lose_nothing() {
         if i % 2 == 0 {
             let r = admin
                 .post(serin.admin_url("/reload"))
+                .header("content-type", "application/json")
                 .send()
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
@@ -139,6 +140,7 @@ async fn a_bad_config_is_rejected_with_its_errors_and_the_old_one_keeps_serving(
     .unwrap_or_else(|e| panic!("{e}"));
     let r = client()
         .post(serin.admin_url("/reload"))
+        .header("content-type", "application/json")
         .send()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
