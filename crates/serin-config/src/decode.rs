@@ -230,28 +230,42 @@ fn join(path: &str, key: &str) -> String {
 }
 
 /// The closest known name within a small edit distance.
+///
+/// `given` comes from the file, so it may hold any characters: it is cut
+/// and counted in characters, never in bytes (a byte index inside `€`
+/// would panic).
 pub fn suggest<'k>(given: &str, known: &[&'k str]) -> Option<&'k str> {
     let lower = given.to_ascii_lowercase();
+    let length = lower.chars().count();
     // An abbreviation (`Regex` for `RegularExpression`) or a prefix.
-    if lower.len() >= 3
-        && let Some(k) = known.iter().find(|k| {
+    if length >= 3 {
+        let head = char_prefix(&lower, 3);
+        if let Some(k) = known.iter().find(|k| {
             let k = k.to_ascii_lowercase();
-            k.starts_with(&lower) || (lower.len() >= 4 && k.starts_with(&lower[..3]))
-        })
-    {
-        return Some(k);
+            k.starts_with(&lower) || (length >= 4 && k.starts_with(head))
+        }) {
+            return Some(k);
+        }
     }
     known
         .iter()
-        .map(|k| {
-            (
-                edit_distance(&given.to_ascii_lowercase(), &k.to_ascii_lowercase()),
-                *k,
-            )
+        .filter_map(|k| {
+            let bound = 2.max(k.chars().count() / 4);
+            // The distance is at least the difference in length: skip the
+            // quadratic count for names that cannot be close.
+            if length.abs_diff(k.chars().count()) > bound {
+                return None;
+            }
+            let d = edit_distance(&lower, &k.to_ascii_lowercase());
+            (d <= bound).then_some((d, *k))
         })
-        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
+}
+
+/// The first `n` characters of `s` (all of it when it is shorter).
+fn char_prefix(s: &str, n: usize) -> &str {
+    s.char_indices().nth(n).map_or(s, |(end, _)| &s[..end])
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -690,5 +704,49 @@ mod tests {
     fn duplicate_keys_are_errors() {
         let mut p = Problems::new("t.yaml");
         assert!(parse_document("a: 1\na: 2\n", &mut p).is_none());
+    }
+
+    #[test]
+    fn suggestions_take_any_characters() {
+        let known = ["LeastRequest", "RoundRobin", "Random", "RingHash"];
+        // Each cuts or counts inside a multi-byte character when done in bytes.
+        for given in [
+            "ab€cd",
+            "€",
+            "€€€€",
+            "ñam",
+            "Ro€",
+            "日本語のキー",
+            "a\u{301}bc",
+            "",
+        ] {
+            let _ = suggest(given, &known);
+        }
+        assert_eq!(suggest("Rou€", &known), Some("RoundRobin"));
+        assert_eq!(suggest("Randöm", &known), Some("Random"));
+        assert_eq!(suggest("ab€cd", &known), None);
+        assert_eq!(
+            suggest("Regex", &["Exact", "RegularExpression"]),
+            Some("RegularExpression")
+        );
+        assert_eq!(suggest("wieght", &["weight", "name"]), Some("weight"));
+    }
+
+    #[test]
+    fn an_unknown_key_or_value_with_any_characters_is_reported() {
+        let (_, errs) = decode("ab€cd: 1\nitems: [{name: a, wéight: 1}]\n");
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+        assert!(
+            errs[0].starts_with("t.yaml:1:1: ab€cd: unknown field `ab€cd`, expected one of"),
+            "{}",
+            errs[0]
+        );
+        assert!(
+            errs[1].starts_with(
+                "t.yaml:2:19: items[0].wéight: unknown field `wéight`, did you mean `weight`?"
+            ),
+            "{}",
+            errs[1]
+        );
     }
 }
