@@ -114,6 +114,10 @@ impl<'a> Node<'a> {
         matches!(self.yaml.data, YamlDataOwned::Sequence(_))
     }
 
+    pub fn is_mapping(&self) -> bool {
+        matches!(self.yaml.data, YamlDataOwned::Mapping(_))
+    }
+
     pub fn report(&self, problems: &mut Problems, message: impl Into<String>) {
         problems.report(self.span(), self.path, message);
     }
@@ -221,7 +225,9 @@ impl<'a> Node<'a> {
     }
 }
 
-fn join(path: &str, key: &str) -> String {
+/// The path of field `key` of the mapping at `path`.
+#[doc(hidden)]
+pub fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_string()
     } else {
@@ -240,10 +246,14 @@ pub fn suggest<'k>(given: &str, known: &[&'k str]) -> Option<&'k str> {
     // An abbreviation (`Regex` for `RegularExpression`) or a prefix.
     if length >= 3 {
         let head = char_prefix(&lower, 3);
-        if let Some(k) = known.iter().find(|k| {
-            let k = k.to_ascii_lowercase();
-            k.starts_with(&lower) || (length >= 4 && k.starts_with(head))
-        }) {
+        let starting = |prefix: &str| {
+            known
+                .iter()
+                .find(|k| k.to_ascii_lowercase().starts_with(prefix))
+        };
+        // The whole name given first: `ReplacePrefix` is
+        // `ReplacePrefixMatch`, not `ReplaceFullPath`.
+        if let Some(k) = starting(&lower).or_else(|| starting(head).filter(|_| length >= 4)) {
             return Some(k);
         }
     }
@@ -306,35 +316,43 @@ impl<'a> Fields<'a> {
         self.get_opt(problems, key).unwrap_or_default()
     }
 
-    /// Decodes an optional field; absent or null gives `None`.
+    /// Decodes an optional field; absent or null gives `None`, and so does
+    /// a value that cannot be read (reported, and its path settled).
     pub fn get_opt<T: Decode>(&self, problems: &mut Problems, key: &str) -> Option<T> {
         let v = self.find(key)?;
         if is_null(v) {
             return None;
         }
         let path = join(self.path, key);
-        T::decode(
+        let value = T::decode(
             Node {
                 yaml: v,
                 path: &path,
             },
             problems,
-        )
+        );
+        if value.is_none() {
+            problems.settle(path);
+        }
+        value
     }
 
-    /// Decodes a required field; reports when it is absent.
+    /// Decodes a required field; reports when it is absent. Absent or
+    /// unreadable, it gives a placeholder that carries the place of the
+    /// field (or of its mapping), and its path is settled: see
+    /// [`Problems::settle`].
     pub fn required<T: Decode + Default>(&self, problems: &mut Problems, key: &str) -> T {
+        let path = join(self.path, key);
         match self.find(key) {
             Some(v) if !is_null(v) => {
-                let path = join(self.path, key);
-                T::decode(
-                    Node {
-                        yaml: v,
-                        path: &path,
-                    },
-                    problems,
-                )
-                .unwrap_or_default()
+                let node = Node {
+                    yaml: v,
+                    path: &path,
+                };
+                T::decode(node, problems).unwrap_or_else(|| {
+                    problems.settle(path.as_str());
+                    T::placeholder(node.span(), &path)
+                })
             }
             _ => {
                 problems.report(
@@ -342,8 +360,45 @@ impl<'a> Fields<'a> {
                     self.path,
                     format!("missing required field `{key}`"),
                 );
-                T::default()
+                problems.settle(path.as_str());
+                T::placeholder(self.span, &path)
             }
+        }
+    }
+
+    /// Decodes the field that says which kind of section this mapping is
+    /// (its `type`): which other fields mean something, and what they mean,
+    /// depends on it. When it is wrong (or `required` and missing), that is
+    /// the one problem reported about the section: the others it had or
+    /// would have are dropped (see [`Problems::settle_section`]).
+    pub fn tag<T: Decode + Default>(
+        &self,
+        problems: &mut Problems,
+        key: &str,
+        required: bool,
+    ) -> T {
+        let path = join(self.path, key);
+        match self.find(key) {
+            Some(v) if !is_null(v) => {
+                let node = Node {
+                    yaml: v,
+                    path: &path,
+                };
+                T::decode(node, problems).unwrap_or_else(|| {
+                    problems.settle_section(self.path, &path);
+                    T::placeholder(node.span(), &path)
+                })
+            }
+            _ if required => {
+                problems.report(
+                    self.span,
+                    self.path,
+                    format!("missing required field `{key}`"),
+                );
+                problems.settle_section(self.path, self.path);
+                T::placeholder(self.span, &path)
+            }
+            _ => T::default(),
         }
     }
 
@@ -363,6 +418,18 @@ impl<'a> Fields<'a> {
 /// `None` is returned when the node gave nothing usable.
 pub trait Decode: Sized {
     fn decode(node: Node<'_>, problems: &mut Problems) -> Option<Self>;
+
+    /// What a required field holds when it is missing or unreadable (that
+    /// is reported already): the default, with `span` and `path` (the
+    /// field's place, or its mapping's when it is missing) in the types that
+    /// keep a place, so that nothing checked on it later points nowhere.
+    fn placeholder(span: Span, path: &str) -> Self
+    where
+        Self: Default,
+    {
+        let _ = (span, path);
+        Self::default()
+    }
 }
 
 impl Decode for String {
@@ -469,6 +536,10 @@ impl<T: Decode> Decode for Option<T> {
 
 impl<T: Decode> Decode for Vec<T> {
     fn decode(node: Node<'_>, problems: &mut Problems) -> Option<Self> {
+        if !node.is_sequence() && !node.is_null() {
+            node.expected(problems, "a list");
+            return None;
+        }
         let mut out = Vec::new();
         node.each_item(problems, |item, p| {
             if let Some(v) = T::decode(item, p) {
@@ -481,6 +552,10 @@ impl<T: Decode> Decode for Vec<T> {
 
 impl<T: Decode> Decode for BTreeMap<String, T> {
     fn decode(node: Node<'_>, problems: &mut Problems) -> Option<Self> {
+        if !node.is_mapping() && !node.is_null() {
+            node.expected(problems, "a mapping");
+            return None;
+        }
         let mut out = BTreeMap::new();
         node.each_entry(problems, |k, _, v, p| {
             if let Some(v) = T::decode(v, p) {
@@ -515,6 +590,17 @@ impl<T: Decode> Decode for Spanned<T> {
             path: node.path().to_string(),
         })
     }
+
+    fn placeholder(span: Span, path: &str) -> Self
+    where
+        Self: Default,
+    {
+        Spanned {
+            span,
+            path: path.to_string(),
+            ..Self::default()
+        }
+    }
 }
 
 impl<T> Spanned<T> {
@@ -524,14 +610,16 @@ impl<T> Spanned<T> {
 }
 
 /// Declares a raw config struct and its decoder: fields are listed with the
-/// YAML key they are read from; `required` ones are reported when absent.
-/// Every struct also keeps the place (`span`) and `node_path` of its mapping.
+/// YAML key they are read from; `[required]` ones are reported when absent;
+/// a `[tag]` (or `[required tag]`) says which kind of section the mapping
+/// is (see [`Fields::tag`]). Every struct also keeps the place (`span`) and
+/// `node_path` of its mapping.
 #[macro_export]
 macro_rules! config_struct {
     (
         $(#[$meta:meta])*
         pub struct $name:ident {
-            $( $(#[$fmeta:meta])* $field:ident : $ty:ty = $key:literal $([$req:ident])? ),* $(,)?
+            $( $(#[$fmeta:meta])* $field:ident : $ty:ty = $key:literal $([$($flag:ident)+])? ),* $(,)?
         }
     ) => {
         $(#[$meta])*
@@ -542,23 +630,44 @@ macro_rules! config_struct {
             $( $(#[$fmeta])* pub $field: $ty, )*
         }
 
+        impl $name {
+            /// The keys this mapping may hold.
+            pub const FIELDS: &'static [&'static str] = &[$($key),*];
+        }
+
         impl $crate::decode::Decode for $name {
             fn decode(
                 node: $crate::decode::Node<'_>,
                 problems: &mut $crate::error::Problems,
             ) -> Option<Self> {
-                const KNOWN: &[&str] = &[$($key),*];
-                let fields = node.fields(problems, KNOWN);
+                let fields = node.fields(problems, Self::FIELDS);
                 Some(Self {
                     span: node.span(),
                     node_path: node.path().to_string(),
-                    $( $field: $crate::config_struct!(@read fields, problems, $key $(, $req)?), )*
+                    $( $field: $crate::config_struct!(@read fields, problems, $key $(, $($flag)+)?), )*
                 })
+            }
+
+            fn placeholder(span: $crate::error::Span, path: &str) -> Self {
+                Self {
+                    span,
+                    node_path: path.to_string(),
+                    $( $field: <$ty as $crate::decode::Decode>::placeholder(
+                        span,
+                        &$crate::decode::join(path, $key),
+                    ), )*
+                }
             }
         }
     };
     (@read $fields:ident, $problems:ident, $key:literal, required) => {
         $fields.required($problems, $key)
+    };
+    (@read $fields:ident, $problems:ident, $key:literal, tag) => {
+        $fields.tag($problems, $key, false)
+    };
+    (@read $fields:ident, $problems:ident, $key:literal, required tag) => {
+        $fields.tag($problems, $key, true)
     };
     (@read $fields:ident, $problems:ident, $key:literal) => {
         $fields.get($problems, $key)

@@ -54,8 +54,11 @@ pub(super) fn validate(
     p: &mut Problems,
 ) -> ProxyConfig {
     let gw = raw.gateway.clone().unwrap_or_default();
+    // Without a `gateway` section, its defaults are the file's: problems
+    // with them (an address that cannot be bound) point at its start.
+    let gw_span = raw.gateway.as_ref().map_or(raw.span, |g| g.span);
     let anchor = praw::Listener {
-        span: gw.span,
+        span: gw_span,
         node_path: "gateway".into(),
         ..Default::default()
     };
@@ -162,7 +165,7 @@ pub(super) fn validate(
         }
     }
     let config = praw::Config {
-        span: gw.span,
+        span: gw_span,
         node_path: "gateway".into(),
         admin: Some(praw::Admin {
             span: admin.span,

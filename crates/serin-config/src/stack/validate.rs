@@ -18,8 +18,9 @@ pub(super) fn validate(
     base_dir: &Path,
     p: &mut Problems,
 ) -> Stack {
-    // A span of line 0 means `services` was missing, already reported.
-    if raw.services.value.is_empty() && raw.services.span.line > 0 {
+    // When `services` is missing or unreadable, that is reported already
+    // and this is dropped (its path is settled).
+    if raw.services.value.is_empty() {
         raw.services.report(p, "a stack needs at least one service");
     }
     let services: Vec<ServiceSpec> = raw
