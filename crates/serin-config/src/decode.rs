@@ -201,6 +201,10 @@ impl<'a> Node<'a> {
                         problems.report(span_of(k), self.path, "a key must be a plain string");
                         continue;
                     };
+                    if key.is_empty() {
+                        problems.report(span_of(k), self.path, "a key must not be empty");
+                        continue;
+                    }
                     if !known.contains(&key) {
                         let mut msg = format!("unknown field `{key}`");
                         if let Some(s) = suggest(key, known) {
@@ -813,6 +817,18 @@ mod tests {
     fn duplicate_keys_are_errors() {
         let mut p = Problems::new("t.yaml");
         assert!(parse_document("a: 1\na: 2\n", &mut p).is_none());
+    }
+
+    #[test]
+    fn an_empty_key_is_reported_where_it_is() {
+        let (_, errs) = decode(": 1\nitems: [{name: a, '': 2}]\n");
+        assert_eq!(
+            errs,
+            [
+                "t.yaml:1:1: a key must not be empty",
+                "t.yaml:2:19: items[0]: a key must not be empty"
+            ]
+        );
     }
 
     #[test]

@@ -418,7 +418,7 @@ fn check(result: Result<(), ConfigErrors>, text: &str) -> Result<(), TestCaseErr
             "the file",
             "missing required field",
             "expected a mapping",
-            "a key must be",
+            "a key must",
         ]
         .iter()
         .any(|m| e.message.starts_with(m));
