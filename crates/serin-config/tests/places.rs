@@ -272,6 +272,11 @@ fn stack_file_problems_are_reported_once_at_their_place() {
             &["t.yaml:2:48: services[0].restartPolicy: unknown value `Alwäys`, did you mean `Always`?"],
         ),
         (
+            "a version named twice, with a route to it",
+            "gateway: {routes: [{name: r, rules: [{backendRefs: [{name: web, version: v1}]}]}]}\nservices: [{name: web, command: ./web, versions: [{name: v1}, {name: v1}]}]\n".into(),
+            &["t.yaml:2:70: services[0].versions[1].name: version `v1` is defined twice (first on line 2)"],
+        ),
+        (
             "a gateway route without a name",
             "gateway: {routes: [{rules: [{backendRefs: [{name: web}]}]}]}\nservices: [{name: web, command: ./web}]\n".into(),
             &["t.yaml:1:20: gateway.routes[0]: missing required field `name`"],

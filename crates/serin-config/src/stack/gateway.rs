@@ -87,10 +87,14 @@ pub(super) fn validate(
                 outlier_detection: rs.outlier_detection.clone(),
                 health_check: None,
                 panic_threshold: None,
+                // A version named twice is reported by the stack's checks;
+                // the gateway's must not report it again.
                 versions: spec
                     .versions
                     .iter()
-                    .map(|v| praw::Version {
+                    .enumerate()
+                    .filter(|(i, v)| !spec.versions[..*i].iter().any(|w| w.name == v.name))
+                    .map(|(_, v)| praw::Version {
                         span: rs.span,
                         node_path: rs.node_path.clone(),
                         name: Spanned {
