@@ -66,7 +66,7 @@ pub fn span_of(yaml: &MarkedYamlOwned) -> Span {
 }
 
 /// The scalar text of a node as written, or `None` for collections.
-fn scalar_text(yaml: &MarkedYamlOwned) -> Option<(&str, bool)> {
+pub(crate) fn scalar_text(yaml: &MarkedYamlOwned) -> Option<(&str, bool)> {
     match &yaml.data {
         YamlDataOwned::Representation(s, style, _) => {
             Some((s.as_str(), !matches!(style, ScalarStyle::Plain)))

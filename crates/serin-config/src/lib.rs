@@ -5,6 +5,7 @@
 pub mod decode;
 pub mod error;
 mod guard;
+pub mod kind;
 
 pub use decode::{Decode, Node, Spanned, parse_duration};
 pub use error::{ConfigError, ConfigErrors, Problems, Span};
