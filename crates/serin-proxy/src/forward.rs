@@ -16,7 +16,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use serin_config::proxy::{FilterConfig, UpstreamProtocol};
+use serin_config::proxy::{FilterConfig, UpstreamProtocol, defaults};
 
 use crate::balance;
 use crate::body::{ReplayBody, ResponseBody};
@@ -637,7 +637,7 @@ async fn forward(
                         && may_resend
                         && next_body.is_some()
                         && retry.codes.contains(&code)
-                        && retry_after.is_none_or(|d| d <= MAX_RETRY_AFTER)
+                        && retry_after.is_none_or(|d| d <= defaults::MAX_RETRY_AFTER)
                         && budget_allows()
                         && take_retry(&mut retry_permit))
                     {
@@ -715,10 +715,6 @@ async fn forward(
     }
     Ok(done)
 }
-
-/// A `Retry-After` longer than this is not waited for: the answer goes back
-/// to the client, who can wait better than a request held open.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// `Retry-After` in seconds (the HTTP-date form is not waited for).
 fn retry_after(resp: &Response<ResponseBody>) -> Option<Duration> {

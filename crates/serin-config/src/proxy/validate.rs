@@ -721,8 +721,8 @@ fn rule_config(rule: &raw::Rule, services: &[ServiceConfig], p: &mut Problems) -
             }
             GlobalRateLimitConfig {
                 redis: g.redis.value.clone(),
-                fail_open: g.fail_open.unwrap_or(true),
-                timeout: g.timeout.unwrap_or(std::time::Duration::from_millis(100)),
+                fail_open: g.fail_open.unwrap_or(defaults::GLOBAL_RATE_LIMIT_FAIL_OPEN),
+                timeout: g.timeout.unwrap_or(defaults::GLOBAL_RATE_LIMIT_TIMEOUT),
             }
         });
         RateLimitConfig {
@@ -1024,7 +1024,7 @@ fn filter_config(
                         .filter_map(|h| header_name(h, p))
                         .collect(),
                     timeout: a.timeout.unwrap_or(defaults::EXTERNAL_AUTH_TIMEOUT),
-                    fail_open: a.fail_open.unwrap_or(false),
+                    fail_open: a.fail_open.unwrap_or(defaults::EXTERNAL_AUTH_FAIL_OPEN),
                 }))
             }
             None => {

@@ -14,6 +14,8 @@ mod mirror;
 mod observability;
 mod protocols;
 mod ratelimit;
+// The README's defaults against the code's constants (issue #11).
+mod readme_defaults;
 mod reload;
 mod resilience;
 mod routing;
