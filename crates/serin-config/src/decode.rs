@@ -66,7 +66,7 @@ pub fn span_of(yaml: &MarkedYamlOwned) -> Span {
 }
 
 /// The scalar text of a node as written, or `None` for collections.
-fn scalar_text(yaml: &MarkedYamlOwned) -> Option<(&str, bool)> {
+pub(crate) fn scalar_text(yaml: &MarkedYamlOwned) -> Option<(&str, bool)> {
     match &yaml.data {
         YamlDataOwned::Representation(s, style, _) => {
             Some((s.as_str(), !matches!(style, ScalarStyle::Plain)))
@@ -112,6 +112,10 @@ impl<'a> Node<'a> {
 
     pub fn is_sequence(&self) -> bool {
         matches!(self.yaml.data, YamlDataOwned::Sequence(_))
+    }
+
+    pub fn is_mapping(&self) -> bool {
+        matches!(self.yaml.data, YamlDataOwned::Mapping(_))
     }
 
     pub fn report(&self, problems: &mut Problems, message: impl Into<String>) {
@@ -197,6 +201,10 @@ impl<'a> Node<'a> {
                         problems.report(span_of(k), self.path, "a key must be a plain string");
                         continue;
                     };
+                    if key.is_empty() {
+                        problems.report(span_of(k), self.path, "a key must not be empty");
+                        continue;
+                    }
                     if !known.contains(&key) {
                         let mut msg = format!("unknown field `{key}`");
                         if let Some(s) = suggest(key, known) {
@@ -221,7 +229,9 @@ impl<'a> Node<'a> {
     }
 }
 
-fn join(path: &str, key: &str) -> String {
+/// The path of field `key` of the mapping at `path`.
+#[doc(hidden)]
+pub fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_string()
     } else {
@@ -230,28 +240,46 @@ fn join(path: &str, key: &str) -> String {
 }
 
 /// The closest known name within a small edit distance.
+///
+/// `given` comes from the file, so it may hold any characters: it is cut
+/// and counted in characters, never in bytes (a byte index inside `€`
+/// would panic).
 pub fn suggest<'k>(given: &str, known: &[&'k str]) -> Option<&'k str> {
     let lower = given.to_ascii_lowercase();
+    let length = lower.chars().count();
     // An abbreviation (`Regex` for `RegularExpression`) or a prefix.
-    if lower.len() >= 3
-        && let Some(k) = known.iter().find(|k| {
-            let k = k.to_ascii_lowercase();
-            k.starts_with(&lower) || (lower.len() >= 4 && k.starts_with(&lower[..3]))
-        })
-    {
-        return Some(k);
+    if length >= 3 {
+        let head = char_prefix(&lower, 3);
+        let starting = |prefix: &str| {
+            known
+                .iter()
+                .find(|k| k.to_ascii_lowercase().starts_with(prefix))
+        };
+        // The whole name given first: `ReplacePrefix` is
+        // `ReplacePrefixMatch`, not `ReplaceFullPath`.
+        if let Some(k) = starting(&lower).or_else(|| starting(head).filter(|_| length >= 4)) {
+            return Some(k);
+        }
     }
     known
         .iter()
-        .map(|k| {
-            (
-                edit_distance(&given.to_ascii_lowercase(), &k.to_ascii_lowercase()),
-                *k,
-            )
+        .filter_map(|k| {
+            let bound = 2.max(k.chars().count() / 4);
+            // The distance is at least the difference in length: skip the
+            // quadratic count for names that cannot be close.
+            if length.abs_diff(k.chars().count()) > bound {
+                return None;
+            }
+            let d = edit_distance(&lower, &k.to_ascii_lowercase());
+            (d <= bound).then_some((d, *k))
         })
-        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
+}
+
+/// The first `n` characters of `s` (all of it when it is shorter).
+fn char_prefix(s: &str, n: usize) -> &str {
+    s.char_indices().nth(n).map_or(s, |(end, _)| &s[..end])
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -292,35 +320,43 @@ impl<'a> Fields<'a> {
         self.get_opt(problems, key).unwrap_or_default()
     }
 
-    /// Decodes an optional field; absent or null gives `None`.
+    /// Decodes an optional field; absent or null gives `None`, and so does
+    /// a value that cannot be read (reported, and its path settled).
     pub fn get_opt<T: Decode>(&self, problems: &mut Problems, key: &str) -> Option<T> {
         let v = self.find(key)?;
         if is_null(v) {
             return None;
         }
         let path = join(self.path, key);
-        T::decode(
+        let value = T::decode(
             Node {
                 yaml: v,
                 path: &path,
             },
             problems,
-        )
+        );
+        if value.is_none() {
+            problems.settle(path);
+        }
+        value
     }
 
-    /// Decodes a required field; reports when it is absent.
+    /// Decodes a required field; reports when it is absent. Absent or
+    /// unreadable, it gives a placeholder that carries the place of the
+    /// field (or of its mapping), and its path is settled: see
+    /// [`Problems::settle`].
     pub fn required<T: Decode + Default>(&self, problems: &mut Problems, key: &str) -> T {
+        let path = join(self.path, key);
         match self.find(key) {
             Some(v) if !is_null(v) => {
-                let path = join(self.path, key);
-                T::decode(
-                    Node {
-                        yaml: v,
-                        path: &path,
-                    },
-                    problems,
-                )
-                .unwrap_or_default()
+                let node = Node {
+                    yaml: v,
+                    path: &path,
+                };
+                T::decode(node, problems).unwrap_or_else(|| {
+                    problems.settle(path.as_str());
+                    T::placeholder(node.span(), &path)
+                })
             }
             _ => {
                 problems.report(
@@ -328,8 +364,45 @@ impl<'a> Fields<'a> {
                     self.path,
                     format!("missing required field `{key}`"),
                 );
-                T::default()
+                problems.settle(path.as_str());
+                T::placeholder(self.span, &path)
             }
+        }
+    }
+
+    /// Decodes the field that says which kind of section this mapping is
+    /// (its `type`): which other fields mean something, and what they mean,
+    /// depends on it. When it is wrong (or `required` and missing), that is
+    /// the one problem reported about the section: the others it had or
+    /// would have are dropped (see [`Problems::settle_section`]).
+    pub fn tag<T: Decode + Default>(
+        &self,
+        problems: &mut Problems,
+        key: &str,
+        required: bool,
+    ) -> T {
+        let path = join(self.path, key);
+        match self.find(key) {
+            Some(v) if !is_null(v) => {
+                let node = Node {
+                    yaml: v,
+                    path: &path,
+                };
+                T::decode(node, problems).unwrap_or_else(|| {
+                    problems.settle_section(self.path, &path);
+                    T::placeholder(node.span(), &path)
+                })
+            }
+            _ if required => {
+                problems.report(
+                    self.span,
+                    self.path,
+                    format!("missing required field `{key}`"),
+                );
+                problems.settle_section(self.path, self.path);
+                T::placeholder(self.span, &path)
+            }
+            _ => T::default(),
         }
     }
 
@@ -349,6 +422,18 @@ impl<'a> Fields<'a> {
 /// `None` is returned when the node gave nothing usable.
 pub trait Decode: Sized {
     fn decode(node: Node<'_>, problems: &mut Problems) -> Option<Self>;
+
+    /// What a required field holds when it is missing or unreadable (that
+    /// is reported already): the default, with `span` and `path` (the
+    /// field's place, or its mapping's when it is missing) in the types that
+    /// keep a place, so that nothing checked on it later points nowhere.
+    fn placeholder(span: Span, path: &str) -> Self
+    where
+        Self: Default,
+    {
+        let _ = (span, path);
+        Self::default()
+    }
 }
 
 impl Decode for String {
@@ -455,6 +540,10 @@ impl<T: Decode> Decode for Option<T> {
 
 impl<T: Decode> Decode for Vec<T> {
     fn decode(node: Node<'_>, problems: &mut Problems) -> Option<Self> {
+        if !node.is_sequence() && !node.is_null() {
+            node.expected(problems, "a list");
+            return None;
+        }
         let mut out = Vec::new();
         node.each_item(problems, |item, p| {
             if let Some(v) = T::decode(item, p) {
@@ -467,6 +556,10 @@ impl<T: Decode> Decode for Vec<T> {
 
 impl<T: Decode> Decode for BTreeMap<String, T> {
     fn decode(node: Node<'_>, problems: &mut Problems) -> Option<Self> {
+        if !node.is_mapping() && !node.is_null() {
+            node.expected(problems, "a mapping");
+            return None;
+        }
         let mut out = BTreeMap::new();
         node.each_entry(problems, |k, _, v, p| {
             if let Some(v) = T::decode(v, p) {
@@ -501,6 +594,17 @@ impl<T: Decode> Decode for Spanned<T> {
             path: node.path().to_string(),
         })
     }
+
+    fn placeholder(span: Span, path: &str) -> Self
+    where
+        Self: Default,
+    {
+        Spanned {
+            span,
+            path: path.to_string(),
+            ..Self::default()
+        }
+    }
 }
 
 impl<T> Spanned<T> {
@@ -510,14 +614,16 @@ impl<T> Spanned<T> {
 }
 
 /// Declares a raw config struct and its decoder: fields are listed with the
-/// YAML key they are read from; `required` ones are reported when absent.
-/// Every struct also keeps the place (`span`) and `node_path` of its mapping.
+/// YAML key they are read from; `[required]` ones are reported when absent;
+/// a `[tag]` (or `[required tag]`) says which kind of section the mapping
+/// is (see [`Fields::tag`]). Every struct also keeps the place (`span`) and
+/// `node_path` of its mapping.
 #[macro_export]
 macro_rules! config_struct {
     (
         $(#[$meta:meta])*
         pub struct $name:ident {
-            $( $(#[$fmeta:meta])* $field:ident : $ty:ty = $key:literal $([$req:ident])? ),* $(,)?
+            $( $(#[$fmeta:meta])* $field:ident : $ty:ty = $key:literal $([$($flag:ident)+])? ),* $(,)?
         }
     ) => {
         $(#[$meta])*
@@ -528,23 +634,44 @@ macro_rules! config_struct {
             $( $(#[$fmeta])* pub $field: $ty, )*
         }
 
+        impl $name {
+            /// The keys this mapping may hold.
+            pub const FIELDS: &'static [&'static str] = &[$($key),*];
+        }
+
         impl $crate::decode::Decode for $name {
             fn decode(
                 node: $crate::decode::Node<'_>,
                 problems: &mut $crate::error::Problems,
             ) -> Option<Self> {
-                const KNOWN: &[&str] = &[$($key),*];
-                let fields = node.fields(problems, KNOWN);
+                let fields = node.fields(problems, Self::FIELDS);
                 Some(Self {
                     span: node.span(),
                     node_path: node.path().to_string(),
-                    $( $field: $crate::config_struct!(@read fields, problems, $key $(, $req)?), )*
+                    $( $field: $crate::config_struct!(@read fields, problems, $key $(, $($flag)+)?), )*
                 })
+            }
+
+            fn placeholder(span: $crate::error::Span, path: &str) -> Self {
+                Self {
+                    span,
+                    node_path: path.to_string(),
+                    $( $field: <$ty as $crate::decode::Decode>::placeholder(
+                        span,
+                        &$crate::decode::join(path, $key),
+                    ), )*
+                }
             }
         }
     };
     (@read $fields:ident, $problems:ident, $key:literal, required) => {
         $fields.required($problems, $key)
+    };
+    (@read $fields:ident, $problems:ident, $key:literal, tag) => {
+        $fields.tag($problems, $key, false)
+    };
+    (@read $fields:ident, $problems:ident, $key:literal, required tag) => {
+        $fields.tag($problems, $key, true)
     };
     (@read $fields:ident, $problems:ident, $key:literal) => {
         $fields.get($problems, $key)
@@ -690,5 +817,61 @@ mod tests {
     fn duplicate_keys_are_errors() {
         let mut p = Problems::new("t.yaml");
         assert!(parse_document("a: 1\na: 2\n", &mut p).is_none());
+    }
+
+    #[test]
+    fn an_empty_key_is_reported_where_it_is() {
+        let (_, errs) = decode(": 1\nitems: [{name: a, '': 2}]\n");
+        assert_eq!(
+            errs,
+            [
+                "t.yaml:1:1: a key must not be empty",
+                "t.yaml:2:19: items[0]: a key must not be empty"
+            ]
+        );
+    }
+
+    #[test]
+    fn suggestions_take_any_characters() {
+        let known = ["LeastRequest", "RoundRobin", "Random", "RingHash"];
+        // Each cuts or counts inside a multi-byte character when done in bytes.
+        for given in [
+            "ab€cd",
+            "€",
+            "€€€€",
+            "ñam",
+            "Ro€",
+            "日本語のキー",
+            "a\u{301}bc",
+            "",
+        ] {
+            let _ = suggest(given, &known);
+        }
+        assert_eq!(suggest("Rou€", &known), Some("RoundRobin"));
+        assert_eq!(suggest("Randöm", &known), Some("Random"));
+        assert_eq!(suggest("ab€cd", &known), None);
+        assert_eq!(
+            suggest("Regex", &["Exact", "RegularExpression"]),
+            Some("RegularExpression")
+        );
+        assert_eq!(suggest("wieght", &["weight", "name"]), Some("weight"));
+    }
+
+    #[test]
+    fn an_unknown_key_or_value_with_any_characters_is_reported() {
+        let (_, errs) = decode("ab€cd: 1\nitems: [{name: a, wéight: 1}]\n");
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+        assert!(
+            errs[0].starts_with("t.yaml:1:1: ab€cd: unknown field `ab€cd`, expected one of"),
+            "{}",
+            errs[0]
+        );
+        assert!(
+            errs[1].starts_with(
+                "t.yaml:2:19: items[0].wéight: unknown field `wéight`, did you mean `weight`?"
+            ),
+            "{}",
+            errs[1]
+        );
     }
 }

@@ -80,6 +80,8 @@ impl ConfigErrors {
 pub struct Problems {
     file: Arc<str>,
     errors: Vec<ConfigError>,
+    /// Field paths whose problem is reported already (see [`Self::settle`]).
+    settled: Vec<String>,
 }
 
 impl Problems {
@@ -87,6 +89,7 @@ impl Problems {
         Self {
             file: file.into(),
             errors: Vec::new(),
+            settled: Vec::new(),
         }
     }
 
@@ -94,14 +97,45 @@ impl Problems {
         &self.file
     }
 
+    /// Records a problem, unless it is at or under a settled path.
     pub fn report(&mut self, span: Span, path: impl Into<String>, message: impl Into<String>) {
+        let path = path.into();
+        if self.is_settled(&path) {
+            return;
+        }
         self.errors.push(ConfigError {
             file: self.file.clone(),
             line: span.line,
             column: span.col,
-            path: path.into(),
+            path,
             message: message.into(),
         });
+    }
+
+    /// Says that what is at `path` is wrong and reported: a required field
+    /// that is missing or unreadable, or a section whose `type` is unknown.
+    /// What stands in for it (an empty name, a default kind) is not what
+    /// the file says, so later problems at or under `path` would only be
+    /// consequences of the first one, and misleading: they are dropped.
+    pub fn settle(&mut self, path: impl Into<String>) {
+        let path = path.into();
+        // The root is never settled: its problems are the whole file's.
+        if !path.is_empty() && !self.is_settled(&path) {
+            self.settled.push(path);
+        }
+    }
+
+    /// Settles `section` (see [`Self::settle`]) and drops the problems
+    /// already reported under it but the one at `keep` (the `type` that
+    /// was wrong): which of its fields are known depends on that `type`.
+    pub fn settle_section(&mut self, section: &str, keep: &str) {
+        self.errors
+            .retain(|e| e.path == keep || !is_at_or_under(&e.path, section));
+        self.settle(section);
+    }
+
+    fn is_settled(&self, path: &str) -> bool {
+        self.settled.iter().any(|s| is_at_or_under(path, s))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -122,5 +156,60 @@ impl Problems {
         self.errors.sort_by_key(|e| (e.line, e.column));
         self.errors.dedup();
         ConfigErrors(self.errors)
+    }
+}
+
+/// Whether field path `path` is `base` or a path inside it (`base.x`,
+/// `base[0]`).
+fn is_at_or_under(path: &str, base: &str) -> bool {
+    !base.is_empty()
+        && path
+            .strip_prefix(base)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problems_at_or_under_a_settled_path_are_dropped() {
+        let mut p = Problems::new("f.yaml");
+        p.report(Span::new(1, 1), "a.b", "first");
+        p.settle("a.b");
+        for path in ["a.b", "a.b.c", "a.b[0]"] {
+            p.report(Span::new(2, 1), path, "consequence");
+        }
+        for path in ["a.bc", "a", "", "x.a.b"] {
+            p.report(Span::new(3, 1), path, "kept");
+        }
+        p.settle("");
+        p.report(Span::new(4, 1), "", "the root is never settled");
+        let errors = p.into_errors();
+        let kept: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(
+            kept,
+            [
+                "first",
+                "kept",
+                "kept",
+                "kept",
+                "kept",
+                "the root is never settled"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_settled_section_keeps_only_its_type_problem() {
+        let mut p = Problems::new("f.yaml");
+        p.report(Span::new(1, 1), "f[0].cors", "unknown field `cors`");
+        p.report(Span::new(1, 5), "f[0].type", "unknown value `CORS`");
+        p.report(Span::new(2, 1), "f[1].cors", "another section");
+        p.settle_section("f[0]", "f[0].type");
+        p.report(Span::new(3, 1), "f[0]", "a filter needs ...");
+        let errors = p.into_errors();
+        let kept: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(kept, ["unknown value `CORS`", "another section"]);
     }
 }

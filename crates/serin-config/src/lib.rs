@@ -4,8 +4,11 @@
 
 pub mod decode;
 pub mod error;
+mod guard;
+pub mod kind;
 
 pub use decode::{Decode, Node, Spanned, parse_duration};
 pub use error::{ConfigError, ConfigErrors, Problems, Span};
+pub use guard::INTERNAL_ERROR;
 pub mod proxy;
 pub mod stack;

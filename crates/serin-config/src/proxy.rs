@@ -12,9 +12,10 @@ pub use validate::default_workers;
 
 use crate::decode::{Decode, Node, parse_document};
 use crate::error::{ConfigErrors, Problems};
+use crate::guard::read_guarded;
 
 /// Reads and validates a proxy config file. Every problem is reported at
-/// once.
+/// once; nothing in the file can make it panic (see [`parse_proxy_config`]).
 pub fn load_proxy_config(path: &Path) -> Result<ProxyConfig, ConfigErrors> {
     let name = path.display().to_string();
     let text = match std::fs::read_to_string(path) {
@@ -36,8 +37,17 @@ pub fn load_proxy_config(path: &Path) -> Result<ProxyConfig, ConfigErrors> {
 }
 
 /// Parses and validates proxy config text; `base_dir` resolves relative
-/// paths (TLS files).
+/// paths (TLS files). Never panics: a bug met on the way is reported as a
+/// problem of the file.
 pub fn parse_proxy_config(
+    text: &str,
+    file_name: &str,
+    base_dir: &Path,
+) -> Result<ProxyConfig, ConfigErrors> {
+    read_guarded(file_name, || decode_proxy_config(text, file_name, base_dir))
+}
+
+fn decode_proxy_config(
     text: &str,
     file_name: &str,
     base_dir: &Path,
@@ -54,8 +64,17 @@ pub fn parse_proxy_config(
 /// Decodes and validates routes written as a document of their own (YAML or
 /// JSON `{"routes": [...]}`, e.g. HTTPRoutes turned into the file's route
 /// format) against `config`'s services and listeners. Problems are reported
-/// as from `source`, at paths under `routes`.
+/// as from `source`, at paths under `routes`. Never panics (see
+/// [`parse_proxy_config`]).
 pub fn parse_routes(
+    text: &str,
+    source: &str,
+    config: &ProxyConfig,
+) -> Result<Vec<RouteConfig>, ConfigErrors> {
+    read_guarded(source, || decode_routes(text, source, config))
+}
+
+fn decode_routes(
     text: &str,
     source: &str,
     config: &ProxyConfig,

@@ -105,6 +105,7 @@ pub use model::*;
 
 use crate::decode::{Decode, Node, parse_document};
 use crate::error::{ConfigErrors, Problems, Span};
+use crate::guard::read_guarded;
 
 /// Reads, decodes and validates the stack file at `path`. Relative paths in
 /// it are resolved against the file's folder.
@@ -168,8 +169,17 @@ pub fn load_stack_file(path: &Path) -> Result<StackFile, ConfigErrors> {
 }
 
 /// Decodes and validates stack file text with its gateway; every problem of
-/// both is reported at once.
+/// both is reported at once. Never panics: a bug met on the way is reported
+/// as a problem of the file.
 pub fn parse_stack_file(
+    text: &str,
+    file_name: &str,
+    base_dir: &Path,
+) -> Result<StackFile, ConfigErrors> {
+    read_guarded(file_name, || decode_stack_file(text, file_name, base_dir))
+}
+
+fn decode_stack_file(
     text: &str,
     file_name: &str,
     base_dir: &Path,

@@ -301,6 +301,35 @@ fn depends_on_must_name_services_without_cycles() {
 }
 
 #[test]
+fn a_long_dependson_chain_is_checked_without_deep_recursion() {
+    // 5000 services, each depending on the next, the last on the first:
+    // one cycle through all of them. Checked on a thread with a small stack
+    // (256 KiB), which one stack frame per service overflows.
+    let n = 5000;
+    let mut text = String::from("services:\n");
+    for i in 0..n {
+        text.push_str(&format!(
+            "  - {{name: s{i}, command: x, dependsOn: [s{}]}}\n",
+            (i + 1) % n
+        ));
+    }
+    let errs = std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || errors(&text))
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(errs.len(), 1, "{}", errs.join("\n"));
+    assert!(
+        errs[0].starts_with(&format!("stack.yaml:{}:", n + 1))
+            && errs[0].contains("dependsOn forms a cycle: s0 → s1 → s2 → ")
+            && errs[0].ends_with(&format!("s{} → s0", n - 1)),
+        "{}",
+        &errs[0][..200.min(errs[0].len())]
+    );
+}
+
+#[test]
 fn probe_problems() {
     let errs = errors(
         "services:

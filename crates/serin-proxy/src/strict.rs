@@ -492,6 +492,162 @@ mod tests {
         assert_eq!(scan(&[long.as_bytes()]), (1, TWICE));
     }
 
+    mod properties {
+        //! Property tests of the scanner: whatever bytes a client sends,
+        //! in whatever reads, scanning never panics; and for heads whose
+        //! lines fit the scanner's carry, how the bytes are split into
+        //! reads does not change the verdict (a client cannot hide an
+        //! ambiguous head by splitting it).
+
+        use proptest::prelude::*;
+        use proptest::test_runner::Config;
+
+        use super::*;
+
+        /// Requests the scanner follows: bodies by length, chunked bodies
+        /// with extensions and trailers, pipelining, and each kind of
+        /// ambiguous head.
+        const SEEDS: &[&[u8]] = &[
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\nhello",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked \r\n\r\n0\r\n\r\n",
+            b"\r\nGET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+        ];
+
+        /// Bytes that matter to the scanner's state: line ends, framing
+        /// header names and values, chunk-size characters.
+        const PIECES: &[&[u8]] = &[
+            b"\r\n",
+            b"\n",
+            b"\r",
+            b"\r\n\r\n",
+            b" ",
+            b"\t",
+            b";",
+            b"0",
+            b"f",
+            b"+",
+            b"ffffffffffffffffff",
+            b"18446744073709551615",
+            b"Content-Length:",
+            b"Transfer-Encoding:",
+            b"content-length: 99999999999999999999",
+            b"transfer-encoding: chunked",
+            b"\x00",
+            b"\xff",
+            b"\xe2\x82\xac",
+        ];
+
+        fn config() -> Config {
+            let mut config = Config::default();
+            // A fixed count keeps CI's time bounded; PROPTEST_CASES asks for more.
+            if std::env::var_os("PROPTEST_CASES").is_none() {
+                config.cases = 2000;
+            }
+            config.failure_persistence = None;
+            config
+        }
+
+        /// A seed with bytes flipped, pieces inserted and parts cut out.
+        fn mutated_request() -> impl Strategy<Value = Vec<u8>> {
+            let edit = prop_oneof![
+                (any::<usize>(), any::<u8>()).prop_map(|(i, b)| (0u8, i, vec![b])),
+                (any::<usize>(), prop::sample::select(PIECES)).prop_map(|(i, p)| (
+                    1,
+                    i,
+                    p.to_vec()
+                )),
+                (any::<usize>(), 1..64usize).prop_map(|(i, n)| (2, i, vec![0; n])),
+            ];
+            (
+                prop::collection::vec(prop::sample::select(SEEDS), 1..4),
+                prop::collection::vec(edit, 0..6),
+            )
+                .prop_map(|(seeds, edits)| {
+                    let mut bytes = seeds.concat();
+                    for (kind, at, what) in edits {
+                        let i = at % (bytes.len() + 1);
+                        match kind {
+                            0 if i < bytes.len() => bytes[i] ^= what[0],
+                            1 => {
+                                bytes.splice(i..i, what);
+                            }
+                            _ => {
+                                let end = (i + what.len()).min(bytes.len());
+                                bytes.drain(i..end);
+                            }
+                        }
+                    }
+                    bytes
+                })
+        }
+
+        /// Scans `bytes` in reads of the given sizes (cycled); the first bad
+        /// head's number and why.
+        fn scan_in_reads(bytes: &[u8], sizes: &[usize]) -> (u64, Option<&'static str>) {
+            let flags = Arc::new(ConnFlags::default());
+            let mut s = RawHeadScanner::new((), flags.clone(), true);
+            let mut rest = bytes;
+            for size in sizes.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (read, tail) = rest.split_at((*size).clamp(1, rest.len()));
+                s.scan_bytes(read);
+                rest = tail;
+            }
+            let n = flags.bad_head.load(Ordering::Relaxed);
+            // Heads count from 1; 0 means none was flagged.
+            (n, flags.verdict(n).filter(|_| n > 0))
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn any_bytes_in_any_reads_scan_without_panic(
+                bytes in prop::collection::vec(any::<u8>(), 0..4096),
+                sizes in prop::collection::vec(1..600usize, 1..8),
+            ) {
+                let (n, why) = scan_in_reads(&bytes, &sizes);
+                prop_assert_eq!(n == 0, why.is_none());
+                // At most one head is flagged: the first bad one.
+                prop_assert!(n == 0 || (n as usize) <= bytes.len());
+            }
+
+            #[test]
+            fn mutated_requests_scan_without_panic_and_splitting_changes_nothing(
+                bytes in mutated_request(),
+                sizes in prop::collection::vec(1..40usize, 1..8),
+            ) {
+                let whole = scan_in_reads(&bytes, &[usize::MAX]);
+                let split = scan_in_reads(&bytes, &sizes);
+                // Lines longer than the carry are judged by their start
+                // when they come in pieces: only shorter ones must agree.
+                let short_lines = bytes.split(|b| *b == b'\n').all(|l| l.len() < MAX_CARRY);
+                if short_lines {
+                    prop_assert_eq!(whole, split, "{:?} in reads of {:?}", String::from_utf8_lossy(&bytes), sizes);
+                }
+                let mut h = HeaderMap::new();
+                for line in bytes.split(|b| *b == b'\n') {
+                    if let Some((name, value)) = std::str::from_utf8(line).ok().and_then(|l| l.split_once(':'))
+                        && let (Ok(name), Ok(value)) = (
+                            http::HeaderName::from_bytes(name.as_bytes()),
+                            http::HeaderValue::from_str(value.trim()),
+                        )
+                    {
+                        h.append(name, value);
+                    }
+                }
+                let flags = ConnFlags::default();
+                let _ = check_request(Version::HTTP_11, &h, &flags, 1);
+            }
+        }
+    }
+
     #[test]
     fn headers_are_checked() {
         let flags = ConnFlags::default();

@@ -125,7 +125,7 @@ pub enum Command {
         admin: AdminTarget,
     },
 
-    /// Check a proxy config file without running it.
+    /// Check a proxy config or stack file without running it.
     ///
     /// Prints every problem at once as FILE:LINE:COLUMN: FIELD: MESSAGE and
     /// exits 1 when there is any.
@@ -225,7 +225,11 @@ pub struct UpArgs {
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
-    /// The proxy config file to check.
+    /// The proxy config (`serin proxy --config`) or stack file (`serin up`)
+    /// to check. A file is read as a stack file when it has a `gateway`
+    /// section, or services with keys only a stack has (`command`,
+    /// `replicas`, ...) and none of the proxy config's own (`listeners`,
+    /// `routes`, ...).
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
 

@@ -119,6 +119,21 @@ pub mod defaults {
     pub const WEIGHT: u32 = 1;
     /// An auth check is a small lookup; a slow one is a failing one.
     pub const EXTERNAL_AUTH_TIMEOUT: Duration = Duration::from_secs(1);
+    /// When the auth service cannot answer, refuse (403), as Envoy does: an
+    /// outage of the auth service must not open every door.
+    pub const EXTERNAL_AUTH_FAIL_OPEN: bool = false;
+    /// When Redis cannot answer, let requests through: a global rate limit
+    /// protects the services from load, and an outage of its counter store
+    /// should not become an outage of the whole site.
+    pub const GLOBAL_RATE_LIMIT_FAIL_OPEN: bool = true;
+    /// How long a request waits for Redis's count: a rate limit check must
+    /// cost far less than the request it guards; a slower Redis counts as
+    /// down (see `GLOBAL_RATE_LIMIT_FAIL_OPEN`).
+    pub const GLOBAL_RATE_LIMIT_TIMEOUT: Duration = Duration::from_millis(100);
+    /// An upstream's `Retry-After` longer than this is not waited for: the
+    /// answer goes back to the client, who can wait better than a request
+    /// held open.
+    pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
     /// Request headers an auth service gets when the filter names none:
     /// what carries credentials, and what correlates logs and traces.
     pub const EXTERNAL_AUTH_HEADERS: [&str; 5] = [

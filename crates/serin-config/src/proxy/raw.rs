@@ -190,7 +190,7 @@ config_enum! {
 
 config_struct! {
     pub struct LoadBalancer {
-        policy: LbPolicy = "type",
+        policy: LbPolicy = "type" [tag],
         hash_header: Option<Spanned<String>> = "hashHeader",
     }
 }
@@ -279,7 +279,7 @@ config_struct! {
 
 config_struct! {
     pub struct RateLimitKey {
-        kind: RateLimitKeyType = "type",
+        kind: RateLimitKeyType = "type" [tag],
         name: Option<Spanned<String>> = "name",
     }
 }
@@ -396,7 +396,7 @@ config_struct! {
 
 config_struct! {
     pub struct PathMatch {
-        kind: PathMatchType = "type",
+        kind: PathMatchType = "type" [tag],
         value: Spanned<String> = "value" [required],
     }
 }
@@ -404,7 +404,7 @@ config_struct! {
 config_struct! {
     /// A header or query parameter match.
     pub struct ValueMatch {
-        kind: ValueMatchType = "type",
+        kind: ValueMatchType = "type" [tag],
         name: Spanned<String> = "name" [required],
         value: Spanned<String> = "value" [required],
     }
@@ -412,7 +412,7 @@ config_struct! {
 
 config_struct! {
     pub struct Filter {
-        kind: FilterType = "type" [required],
+        kind: FilterType = "type" [required tag],
         request_header_modifier: Option<HeaderModifier> = "requestHeaderModifier",
         response_header_modifier: Option<HeaderModifier> = "responseHeaderModifier",
         url_rewrite: Option<UrlRewrite> = "urlRewrite",
@@ -471,7 +471,7 @@ config_struct! {
 
 config_struct! {
     pub struct PathModifier {
-        kind: PathModifierType = "type" [required],
+        kind: PathModifierType = "type" [required tag],
         replace_full_path: Option<Spanned<String>> = "replaceFullPath",
         replace_prefix_match: Option<Spanned<String>> = "replacePrefixMatch",
     }

@@ -450,8 +450,24 @@ fn resolve_endpoint(e: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = e.parse::<SocketAddr>() {
         return Ok(a);
     }
-    if !e.contains(':') {
+    let Some((host, port)) = e.rsplit_once(':') else {
         return Err(format!("endpoint `{e}` needs a port, as in 127.0.0.1:9001"));
+    };
+    // Only a name that can be a host name is looked up (in DNS, maybe):
+    // not text that no resolver could answer for.
+    let host_name = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    if !host_name {
+        return Err(format!(
+            "endpoint `{e}`: `{host}` is neither an IP address nor a host name"
+        ));
+    }
+    if port.parse::<u16>().is_err() {
+        return Err(format!(
+            "endpoint `{e}`: `{port}` is not a port (0 to 65535)"
+        ));
     }
     match e.to_socket_addrs() {
         Ok(mut addrs) => addrs
@@ -725,8 +741,8 @@ fn rule_config(rule: &raw::Rule, services: &[ServiceConfig], p: &mut Problems) -
             }
             GlobalRateLimitConfig {
                 redis: g.redis.value.clone(),
-                fail_open: g.fail_open.unwrap_or(true),
-                timeout: g.timeout.unwrap_or(std::time::Duration::from_millis(100)),
+                fail_open: g.fail_open.unwrap_or(defaults::GLOBAL_RATE_LIMIT_FAIL_OPEN),
+                timeout: g.timeout.unwrap_or(defaults::GLOBAL_RATE_LIMIT_TIMEOUT),
             }
         });
         RateLimitConfig {
@@ -1028,7 +1044,7 @@ fn filter_config(
                         .filter_map(|h| header_name(h, p))
                         .collect(),
                     timeout: a.timeout.unwrap_or(defaults::EXTERNAL_AUTH_TIMEOUT),
-                    fail_open: a.fail_open.unwrap_or(false),
+                    fail_open: a.fail_open.unwrap_or(defaults::EXTERNAL_AUTH_FAIL_OPEN),
                 }))
             }
             None => {
@@ -1126,5 +1142,33 @@ fn header_modifier(m: &raw::HeaderModifier, p: &mut Problems) -> HeaderModifierC
         set: pairs(&m.set, p),
         add: pairs(&m.add, p),
         remove: m.remove.iter().filter_map(|h| header_name(h, p)).collect(),
+    }
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::resolve_endpoint;
+
+    #[test]
+    fn only_names_that_can_be_host_names_are_looked_up() {
+        assert_eq!(
+            resolve_endpoint("127.0.0.1:9001").map(|a| a.port()),
+            Ok(9001)
+        );
+        assert_eq!(
+            resolve_endpoint("localhost:9001").map(|a| a.port()),
+            Ok(9001)
+        );
+        for (bad, why) in [
+            ("127.0.0.1", "needs a port"),
+            ("ä.example:80", "is neither an IP address nor a host name"),
+            ("a b:80", "is neither an IP address nor a host name"),
+            (":80", "is neither an IP address nor a host name"),
+            ("localhost:http", "is not a port"),
+            ("localhost:65536", "is not a port"),
+        ] {
+            let err = resolve_endpoint(bad).err().unwrap_or_default();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 }

@@ -51,8 +51,11 @@ pub(super) fn validate(
     p: &mut Problems,
 ) -> ProxyConfig {
     let gw = raw.gateway.clone().unwrap_or_default();
+    // Without a `gateway` section, its defaults are the file's: problems
+    // with them (an address that cannot be bound) point at its start.
+    let gw_span = raw.gateway.as_ref().map_or(raw.span, |g| g.span);
     let anchor = praw::Listener {
-        span: gw.span,
+        span: gw_span,
         node_path: "gateway".into(),
         ..Default::default()
     };
@@ -82,10 +85,14 @@ pub(super) fn validate(
                 outlier_detection: rs.outlier_detection.clone(),
                 health_check: None,
                 panic_threshold: None,
+                // A version named twice is reported by the stack's checks;
+                // the gateway's must not report it again.
                 versions: spec
                     .versions
                     .iter()
-                    .map(|v| praw::Version {
+                    .enumerate()
+                    .filter(|(i, v)| !spec.versions[..*i].iter().any(|w| w.name == v.name))
+                    .map(|(_, v)| praw::Version {
                         span: rs.span,
                         node_path: rs.node_path.clone(),
                         name: Spanned {
@@ -160,7 +167,7 @@ pub(super) fn validate(
         }
     }
     let config = praw::Config {
-        span: gw.span,
+        span: gw_span,
         node_path: "gateway".into(),
         admin: Some(praw::Admin {
             span: admin.span,

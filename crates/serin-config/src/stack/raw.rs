@@ -210,7 +210,7 @@ config_struct! {
 config_struct! {
     /// How a changed version is rolled out.
     pub struct RawStrategy {
-        kind: Option<Spanned<StrategyType>> = "type",
+        kind: Option<Spanned<StrategyType>> = "type" [tag],
         max_surge: Option<Spanned<u32>> = "maxSurge",
         max_unavailable: Option<Spanned<u32>> = "maxUnavailable",
     }

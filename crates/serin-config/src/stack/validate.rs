@@ -18,8 +18,9 @@ pub(super) fn validate(
     base_dir: &Path,
     p: &mut Problems,
 ) -> Stack {
-    // A span of line 0 means `services` was missing, already reported.
-    if raw.services.value.is_empty() && raw.services.span.line > 0 {
+    // When `services` is missing or unreadable, that is reported already
+    // and this is dropped (its path is settled).
+    if raw.services.value.is_empty() {
         raw.services.report(p, "a stack needs at least one service");
     }
     let services: Vec<ServiceSpec> = raw
@@ -898,7 +899,7 @@ fn check_replica_names(raw: &[RawService], services: &[ServiceSpec], p: &mut Pro
 }
 
 fn check_depends_on(services: &[RawService], p: &mut Problems) {
-    let names: Vec<&str> = services.iter().map(|s| s.name.value.as_str()).collect();
+    let names: BTreeSet<&str> = services.iter().map(|s| s.name.value.as_str()).collect();
     // Edges that name a known other service, for the cycle search.
     let mut edges: BTreeMap<&str, Vec<&Spanned<String>>> = BTreeMap::new();
     for s in services {
@@ -914,7 +915,8 @@ fn check_depends_on(services: &[RawService], p: &mut Problems) {
                 edges.entry(s.name.value.as_str()).or_default().push(d);
             } else {
                 let mut msg = format!("unknown service `{}`", d.value);
-                if let Some(g) = suggest(&d.value, &names) {
+                let known: Vec<&str> = names.iter().copied().collect();
+                if let Some(g) = suggest(&d.value, &known) {
                     msg.push_str(&format!(", did you mean `{g}`?"));
                 }
                 d.report(p, msg);
@@ -922,43 +924,46 @@ fn check_depends_on(services: &[RawService], p: &mut Problems) {
         }
     }
 
-    // Depth-first search; a dependency on a service still on the stack
-    // closes a cycle, reported at that `dependsOn` entry.
+    // Depth-first search; a dependency on a service still on the path
+    // closes a cycle, reported at that `dependsOn` entry. Iterative, with
+    // the path kept by hand: a chain of thousands of services in a file
+    // must not overflow the thread's stack.
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,
-        OnStack,
+        OnPath,
         Done,
     }
-    fn visit<'a>(
-        node: &'a str,
-        edges: &BTreeMap<&'a str, Vec<&'a Spanned<String>>>,
-        marks: &mut BTreeMap<&'a str, Mark>,
-        stack: &mut Vec<&'a str>,
-        p: &mut Problems,
-    ) {
-        marks.insert(node, Mark::OnStack);
-        stack.push(node);
-        for d in edges.get(node).into_iter().flatten() {
+    let mut marks: BTreeMap<&str, Mark> = BTreeMap::new();
+    for start in &names {
+        if marks.get(start).copied().unwrap_or(Mark::New) != Mark::New {
+            continue;
+        }
+        // Each service on the path, with the next of its edges to follow.
+        let mut path: Vec<(&str, usize)> = vec![(start, 0)];
+        marks.insert(start, Mark::OnPath);
+        while let Some((node, next_edge)) = path.last_mut() {
+            let node = *node;
+            let Some(d) = edges.get(node).and_then(|e| e.get(*next_edge)) else {
+                marks.insert(node, Mark::Done);
+                path.pop();
+                continue;
+            };
+            *next_edge += 1;
             let next = d.value.as_str();
             match marks.get(next).copied().unwrap_or(Mark::New) {
-                Mark::New => visit(next, edges, marks, stack, p),
-                Mark::OnStack => {
-                    let start = stack.iter().position(|n| *n == next).unwrap_or(0);
-                    let mut cycle: Vec<&str> = stack[start..].to_vec();
+                Mark::New => {
+                    marks.insert(next, Mark::OnPath);
+                    path.push((next, 0));
+                }
+                Mark::OnPath => {
+                    let from = path.iter().position(|(n, _)| *n == next).unwrap_or(0);
+                    let mut cycle: Vec<&str> = path[from..].iter().map(|(n, _)| *n).collect();
                     cycle.push(next);
                     d.report(p, format!("dependsOn forms a cycle: {}", cycle.join(" → ")));
                 }
                 Mark::Done => {}
             }
-        }
-        stack.pop();
-        marks.insert(node, Mark::Done);
-    }
-    let mut marks = BTreeMap::new();
-    for name in &names {
-        if marks.get(name).copied().unwrap_or(Mark::New) == Mark::New {
-            visit(name, &edges, &mut marks, &mut Vec::new(), p);
         }
     }
 }

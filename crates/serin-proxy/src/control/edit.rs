@@ -366,15 +366,15 @@ fn plan(control: &Control, change: Change) -> Result<Option<Plan>, EditError> {
                 .clone()
                 .ok_or(EditError::NoConfigFile)?;
             let config = serin_config::proxy::load_proxy_config(&path)?;
-            Ok(Some(new_config(control, config, None)))
+            new_config(control, config, None).map(Some)
         }
-        Change::Config(config) => Ok(Some(new_config(control, config, None))),
+        Change::Config(config) => new_config(control, config, None).map(Some),
         Change::KubernetesRoutes(routes) => {
             if !control.file_config.routes_from_kubernetes {
                 return Err(EditError::NotKubernetesRoutes);
             }
             let file = control.file_config.clone();
-            Ok(Some(new_config(control, file, Some(routes))))
+            new_config(control, file, Some(routes)).map(Some)
         }
         Change::Weights(change) => {
             let mut effective = control.file_config.clone();
@@ -461,14 +461,18 @@ fn weights_event(route: &str, text: &str) -> (&'static str, String) {
 }
 
 /// A new file config: the workers stay (fixed for the life of the process),
-/// HTTPRoutes keep standing in for the routes, and run-time weight changes
-/// stay except where the file changed that rule's weights.
+/// so do the admin API's listener and a token from the command line (and
+/// an admin API beyond loopback still needs a token); HTTPRoutes keep
+/// standing in for the routes, and run-time weight changes stay except
+/// where the file changed that rule's weights.
 fn new_config(
     control: &Control,
     mut config: ProxyConfig,
     kubernetes_routes: Option<Vec<RouteConfig>>,
-) -> Plan {
+) -> Result<Plan, EditError> {
     config.workers = control.file_config.workers;
+    config.admin.carry_over(&control.file_config.admin);
+    serin_config::proxy::admin::check(&config).map_err(|e| e.into_config_errors())?;
     if config.routes_from_kubernetes {
         config.routes = kubernetes_routes
             .clone()
@@ -480,7 +484,7 @@ fn new_config(
         "config-applied",
         format!("configuration applied ({} routes)", config.routes.len()),
     );
-    Plan {
+    Ok(Plan {
         file: config,
         state,
         kubernetes_routes,
@@ -491,7 +495,7 @@ fn new_config(
             replaced,
             ..Applied::default()
         },
-    }
+    })
 }
 
 fn route_mut<'c>(file: &'c mut ProxyConfig, route: &str) -> Result<&'c mut RouteConfig, EditError> {

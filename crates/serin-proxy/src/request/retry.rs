@@ -10,9 +10,8 @@ use serin_config::proxy::RetryConfig;
 
 use super::error::{ProxyError, RetrySafety};
 
-/// A `Retry-After` longer than this is not waited for: the answer goes back
-/// to the client, who can wait better than a request held open.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+// A `Retry-After` longer than this is not waited for (see the constant).
+use serin_config::proxy::defaults::MAX_RETRY_AFTER;
 
 /// A rule's retry settings as they apply to one request.
 #[derive(Debug, Clone, Copy)]

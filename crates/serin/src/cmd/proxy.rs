@@ -240,11 +240,13 @@ pub async fn wait_for_signals(proxy: &Arc<Proxy>) -> anyhow::Result<()> {
             _ = int.recv() => return Ok(()),
             _ = hup.recv() => {
                 let p = proxy.clone();
-                // A failed reload, whatever its cause, leaves serin serving.
+                // A reload that fails in any way, even by a panic (a bug),
+                // leaves the running config serving: it must not end this
+                // loop, and with it the process.
                 match tokio::task::spawn_blocking(move || p.reload_from_file()).await {
                     Ok(Ok(_)) => tracing::info!("configuration reloaded (SIGHUP)"),
                     Ok(Err(e)) => tracing::error!("configuration rejected; the running one stays:\n{e}"),
-                    Err(e) => tracing::error!(error = %e, "configuration reload failed; the running one stays"),
+                    Err(e) => tracing::error!("configuration reload failed ({e}); the running one stays"),
                 }
             }
         }

@@ -1,33 +1,70 @@
+//! `serin validate`: reads a proxy config or a stack file as `serin proxy`
+//! or `serin up` would, without running it, and prints every problem.
+
 use std::process::ExitCode;
+
+use serin_config::ConfigErrors;
+use serin_config::kind::{FileKind, file_kind};
 
 use crate::cli::ValidateArgs;
 
 pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
-    match serin_config::proxy::load_proxy_config(&args.file).and_then(admin_may_open) {
-        Ok(cfg) => {
-            if args.json {
-                println!("{}", serde_json::json!({"valid": true, "problems": []}));
-            } else {
-                println!(
-                    "{}: valid ({} listener(s), {} service(s), {} route(s))",
-                    args.file.display(),
+    // A file that cannot be read is reported by the proxy config's reader.
+    let kind =
+        std::fs::read_to_string(&args.file).map_or(FileKind::ProxyConfig, |text| file_kind(&text));
+    let (kind_name, checked) = match kind {
+        FileKind::ProxyConfig => (
+            "proxy config",
+            serin_config::proxy::load_proxy_config(&args.file)
+                .and_then(admin_may_open)
+                .map(|cfg| {
+                format!(
+                    "{} listener(s), {} service(s), {} route(s)",
                     cfg.listeners.len(),
                     cfg.services.len(),
                     cfg.routes.len()
+                )
+            }),
+        ),
+        FileKind::StackFile => (
+            "stack file",
+            serin_config::stack::load_stack_file(&args.file).map(|file| {
+                let versions: usize = file.stack.services.iter().map(|s| s.versions.len()).sum();
+                format!(
+                    "{} service(s), {versions} version(s), {} gateway route(s), {} sidecar route(s)",
+                    file.stack.services.len(),
+                    file.gateway.routes.len(),
+                    file.mesh.len()
+                )
+            }),
+        ),
+    };
+    Ok(report(args, kind_name, checked))
+}
+
+fn report(args: &ValidateArgs, kind: &str, checked: Result<String, ConfigErrors>) -> ExitCode {
+    match checked {
+        Ok(summary) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"valid": true, "kind": kind, "problems": []})
                 );
+            } else {
+                println!("{}: valid {kind} ({summary})", args.file.display());
             }
-            Ok(ExitCode::SUCCESS)
+            ExitCode::SUCCESS
         }
         Err(errors) => {
             if args.json {
                 println!(
                     "{}",
-                    serde_json::json!({"valid": false, "problems": errors})
+                    serde_json::json!({"valid": false, "kind": kind, "problems": errors})
                 );
             } else {
                 eprint!("{errors}");
             }
-            Ok(ExitCode::FAILURE)
+            ExitCode::FAILURE
         }
     }
 }

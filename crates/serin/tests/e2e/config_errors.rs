@@ -168,3 +168,101 @@ fn the_metrics_listener_cannot_share_the_admin_address() {
         "{out}"
     );
 }
+
+/// `serin validate FILE [--json]`: whether it passed, and stdout + stderr.
+fn validate_path(file: &std::path::Path, json: bool) -> (bool, String) {
+    let mut cmd = std::process::Command::new(SERIN);
+    cmd.arg("validate").arg(file);
+    if json {
+        cmd.arg("--json");
+    }
+    let out = cmd.output().unwrap_or_else(|e| panic!("{e}"));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn example(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(path)
+}
+
+#[test]
+fn the_example_stack_files_and_proxy_config_are_valid() {
+    for stack in ["qotm/stack.yaml", "mesh/stack.yaml", "counter/stack.yaml"] {
+        let (ok, out) = validate_path(&example(stack), false);
+        assert!(ok, "{stack}: {out}");
+        assert!(out.contains("stack.yaml: valid stack file ("), "{out}");
+    }
+    let (ok, out) = validate_path(&example("proxy/serin.yaml"), false);
+    assert!(
+        ok && out.contains("serin.yaml: valid proxy config ("),
+        "{out}"
+    );
+    let (ok, out) = validate_path(&example("qotm/stack.yaml"), true);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_default();
+    assert!(ok, "{out}");
+    assert_eq!(v["kind"], "stack file", "{out}");
+    assert_eq!(v["valid"], true, "{out}");
+}
+
+#[test]
+fn a_bad_stack_file_gets_every_problem_with_its_place() {
+    let (ok, out) = validate(
+        r#"gateway:
+  listen: 127.0.0.1:0
+  admin: nowhere
+  routes:
+    - name: web
+      rules:
+        - backendRefs: [{name: web, version: v3}]
+services:
+  - name: web
+    command: ./web
+    replicas: 500
+    restartPolicy: Sometimes
+    versions:
+      - name: v1
+      - name: v1
+  - name: db
+    command: redis-server
+    dependsOn: [web, nosuch]
+    readiness: {httpGet: {path: ready}}
+"#,
+    );
+    assert!(!ok, "{out}");
+    let expected = [
+        "bad.yaml:3:10: gateway.admin: bad address `nowhere`",
+        "bad.yaml:7:46: gateway.routes[0].rules[0].backendRefs[0].version: service `web` has no version `v3`",
+        "bad.yaml:11:15: services[0].replicas: replicas must be from 0 to 100, found 500",
+        "bad.yaml:12:20: services[0].restartPolicy: unknown value `Sometimes`",
+        "bad.yaml:15:15: services[0].versions[1].name: version `v1` is defined twice",
+        "bad.yaml:18:22: services[1].dependsOn[1]: unknown service `nosuch`",
+        "bad.yaml:19:33: services[1].readiness.httpGet.path: an HTTP path starts with `/`",
+    ];
+    for e in expected {
+        assert!(out.contains(e), "missing: {e}\n--- output:\n{out}");
+    }
+    // Read as a stack file, not as a proxy config (whose reader knows no
+    // `gateway`), and nothing but those problems, each with its place.
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("{} problems in the configuration:", expected.len()),
+        "{out}"
+    );
+    let placed = regex::Regex::new(r"^  \S*/bad\.yaml:[1-9]\d*:[1-9]\d*: [A-Za-z][\w.\[\]]*: \S")
+        .unwrap_or_else(|e| panic!("{e}"));
+    for line in &lines[1..] {
+        assert!(
+            placed.is_match(line),
+            "not FILE:LINE:COL: field.path: message: {line}"
+        );
+    }
+}

@@ -22,6 +22,8 @@ mod observability;
 mod paths;
 mod protocols;
 mod ratelimit;
+// The README's defaults against the code's constants (issue #11).
+mod readme_defaults;
 mod reload;
 mod resilience;
 mod routing;

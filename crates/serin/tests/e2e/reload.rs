@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::common::{SERIN, Serin, Upstream, client, metric_value, metrics_text, proxy};
+use crate::common::{
+    SERIN, Serin, Upstream, client, metric_value, metrics_text, metrics_until, proxy,
+};
 
 fn split_config(a: &Upstream, b: &Upstream, wa: u32, wb: u32) -> String {
     format!(
@@ -331,4 +333,189 @@ async fn admin_api_shows_config_routes_endpoints_and_metrics() {
     ] {
         assert!(metrics.contains(name), "{name} missing:\n{metrics}");
     }
+}
+
+/// A file that made reading panic before serin 0.1's hardening: a
+/// non-ASCII character among the first bytes of an unknown key (the "did
+/// you mean" suggestion cut it inside `€`).
+fn panicky_config(a: &Upstream, b: &Upstream) -> String {
+    format!("{}ab€cd: 1\n", split_config(a, b, 0, 100))
+}
+
+/// `serin_config_reloads_total{result=RESULT}`, 0 while there is none.
+fn reloads(metrics: &str, result: &str) -> f64 {
+    let series = format!("serin_config_reloads_total{{result=\"{result}\"}}");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Replaces the config file in one step (write, then rename), so that the
+/// watcher never reads half of it.
+fn replace_config(serin: &Serin, text: &str) {
+    let tmp = serin.config.with_extension("yaml.new");
+    std::fs::write(&tmp, text).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::rename(&tmp, &serin.config).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Edits the file (a comment) until the watcher applies an edit: from then
+/// on it is known to run and to compare with this text. (It reads the file
+/// when it starts, which may be after an edit made right after serin
+/// reported its admin API: that edit is not seen as one.) Returns the
+/// successful reloads so far.
+async fn until_the_watcher_runs(serin: &Serin, text: &str) -> f64 {
+    let mut metrics = String::new();
+    for i in 0..20 {
+        replace_config(serin, &format!("# watched {i}\n{text}"));
+        for _ in 0..20 {
+            metrics = metrics_text(serin).await;
+            if reloads(&metrics, "success") >= 1.0 {
+                return reloads(&metrics, "success");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    panic!("the watcher applied no edit:\n{metrics}");
+}
+
+/// The upstream that answered a request through listener `gw`.
+async fn served_by(serin: &Serin) -> String {
+    let r = client()
+        .get(serin.url("gw"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("request through serin: {e}"));
+    assert_eq!(r.status(), 200);
+    crate::common::header(&r, "x-upstream")
+}
+
+#[tokio::test]
+async fn a_sighup_reload_of_a_file_that_panicked_leaves_serin_serving() {
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let config = split_config(&a, &b, 100, 0);
+    let serin = proxy(&config);
+    let applied = until_the_watcher_runs(&serin, &config).await;
+    replace_config(&serin, &panicky_config(&a, &b));
+    serin.signal("HUP");
+    // The SIGHUP's reload and the file watcher's are both rejected.
+    let (rejected, metrics) = metrics_until(&serin, |m| reloads(m, "failure") >= 2.0).await;
+    assert!(rejected, "two rejected reloads expected:\n{metrics}");
+    assert!(
+        serin_testkit::process::pid_alive(serin.pid()),
+        "serin exited"
+    );
+    assert_eq!(served_by(&serin).await, "a", "the old routes serve");
+    assert_eq!(reloads(&metrics, "success"), applied);
+}
+
+#[tokio::test]
+async fn a_file_that_panicked_is_a_400_and_the_watcher_applies_the_next_good_edit() {
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let config = split_config(&a, &b, 100, 0);
+    let serin = proxy(&config);
+    let applied = until_the_watcher_runs(&serin, &config).await;
+    replace_config(&serin, &panicky_config(&a, &b));
+    // The watcher rejects it (and lives on).
+    let (rejected, metrics) = metrics_until(&serin, |m| reloads(m, "failure") >= 1.0).await;
+    assert!(rejected, "the watcher did not reject the file:\n{metrics}");
+    let r = client()
+        .post(serin.admin_url("/reload"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    let problems = body["problems"].to_string();
+    assert!(
+        problems.contains("serin.yaml:18:1: ab€cd: unknown field `ab€cd`, expected one of:"),
+        "{body}"
+    );
+    assert_eq!(served_by(&serin).await, "a", "the old routes serve");
+    // A good edit afterwards is applied by the watcher.
+    replace_config(&serin, &split_config(&a, &b, 0, 100));
+    let (good, metrics) = metrics_until(&serin, |m| reloads(m, "success") > applied).await;
+    assert!(good, "the watcher did not apply the good edit:\n{metrics}");
+    assert_eq!(served_by(&serin).await, "b", "the new routes serve");
+}
+
+/// Deterministic pseudo-random numbers (xorshift64), so that a failure can
+/// be replayed.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        let i = usize::try_from(self.next() % items.len() as u64).unwrap_or(0);
+        &items[i]
+    }
+}
+
+/// Random YAML-looking text: `key: value` lines whose keys mix ASCII with
+/// multi-byte characters, and whose values also hold YAML's punctuation.
+fn random_text(rng: &mut Xorshift) -> String {
+    const KEY: &[char] = &['a', 'b', 'R', 'x', '1', '€', 'é', '日', '😀', '-', '_'];
+    const VALUE: &[char] = &[
+        'a', 'R', '1', '€', 'é', '日', '😀', ' ', ':', '{', '}', '[', ']', ',', '"', '#', '&', '*',
+    ];
+    let mut text = String::new();
+    for _ in 0..(1 + rng.next() % 8) {
+        for _ in 0..(1 + rng.next() % 10) {
+            text.push(*rng.pick(KEY));
+        }
+        text.push_str(": ");
+        for _ in 0..(rng.next() % 6) {
+            text.push(*rng.pick(VALUE));
+        }
+        text.push('\n');
+    }
+    text
+}
+
+#[tokio::test]
+async fn reloads_of_random_bytes_leave_serin_serving() {
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let serin = proxy(&split_config(&a, &b, 100, 0));
+    let admin = client();
+    let mut rng = Xorshift(0x5e71_2026);
+    for i in 0..40 {
+        // Raw bytes (mostly not UTF-8), random text, and random text after
+        // a good config (its keys then sit in a known mapping).
+        let contents: Vec<u8> = match i % 3 {
+            0 => (0..rng.next() % 2048)
+                .map(|_| rng.next().to_le_bytes()[0])
+                .collect(),
+            1 => random_text(&mut rng).into_bytes(),
+            _ => format!("{}{}", split_config(&a, &b, 0, 100), random_text(&mut rng)).into_bytes(),
+        };
+        std::fs::write(&serin.config, &contents).unwrap_or_else(|e| panic!("{e}"));
+        let r = admin
+            .post(serin.admin_url("/reload"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("reload {i}: {e}"));
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        assert_eq!(
+            status,
+            400,
+            "reload {i} of {:?}: {body}",
+            String::from_utf8_lossy(&contents)
+        );
+        assert_eq!(served_by(&serin).await, "a", "after reload {i}");
+    }
+    serin.signal("HUP");
+    let (rejected, metrics) = metrics_until(&serin, |m| reloads(m, "failure") >= 41.0).await;
+    assert!(rejected, "{metrics}");
+    assert_eq!(served_by(&serin).await, "a");
 }

@@ -1,0 +1,286 @@
+//! Every problem has its place (line, column and field path), and a file
+//! gets only the problems it has: a required field that is missing or
+//! unreadable, or a section whose `type` is unknown, is reported once —
+//! not again through the placeholder that stands in for it (an empty
+//! name, a default type) at `FILE:0:0` or as a section it is not.
+
+use std::path::Path;
+
+use serin_config::proxy::parse_proxy_config;
+use serin_config::stack::parse_stack_file;
+
+/// Listeners and services that the routes of the proxy cases refer to.
+const PROXY_BASE: &str = "listeners: [{name: gw, address: '127.0.0.1:0'}]
+services: [{name: s, versions: [{name: v1, endpoints: ['127.0.0.1:1']}]}]
+";
+
+/// A route (from line 4) whose one rule has `rule` (flow-style mapping
+/// entries).
+fn route_with(rule: &str) -> String {
+    format!(
+        "{PROXY_BASE}routes:\n  - name: r\n    rules:\n      - {{backendRefs: [{{name: s}}], {rule}}}\n"
+    )
+}
+
+fn proxy_problems(text: &str) -> Vec<String> {
+    match parse_proxy_config(text, "t.yaml", Path::new("/nonexistent")) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn stack_problems(text: &str) -> Vec<String> {
+    match parse_stack_file(text, "t.yaml", Path::new("/nonexistent")) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// Checks every case and fails with every mismatch at once.
+#[track_caller]
+fn check_cases(cases: &[(&str, String, &[&str])], problems: fn(&str) -> Vec<String>) {
+    let mut mismatches = Vec::new();
+    for (what, text, expected) in cases {
+        let got = problems(text);
+        if got != *expected {
+            mismatches.push(format!(
+                "{what}:\n{text}--- got:\n{}\n--- expected:\n{}\n",
+                got.join("\n"),
+                expected.join("\n")
+            ));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
+#[test]
+fn proxy_config_problems_are_reported_once_at_their_place() {
+    let cases: &[(&str, String, &[&str])] = &[
+        (
+            "a listener without a name",
+            "listeners: [{address: '127.0.0.1:0'}]\n".into(),
+            &["t.yaml:1:13: listeners[0]: missing required field `name`"],
+        ),
+        (
+            "a listener name that is not a string",
+            "listeners: [{name: [gw], address: '127.0.0.1:0'}]\n".into(),
+            &["t.yaml:1:20: listeners[0].name: expected a string, found a list"],
+        ),
+        (
+            "TLS without its key",
+            "listeners: [{name: gw, address: '127.0.0.1:0', tls: {certificate: /etc/hostname}}]\n"
+                .into(),
+            &["t.yaml:1:53: listeners[0].tls: missing required field `key`"],
+        ),
+        (
+            "a service and a version without names",
+            "services: [{versions: [{endpoints: ['127.0.0.1:1']}]}]\n".into(),
+            &[
+                "t.yaml:1:12: services[0]: missing required field `name`",
+                "t.yaml:1:24: services[0].versions[0]: missing required field `name`",
+            ],
+        ),
+        (
+            "a health check without a path",
+            "services: [{name: s, healthCheck: {interval: 1s}, versions: [{name: v1}]}]\n".into(),
+            &["t.yaml:1:35: services[0].healthCheck: missing required field `path`"],
+        ),
+        (
+            "an unknown load balancer with a non-ASCII name",
+            "services: [{name: s, loadBalancer: {type: ab€cd}, versions: [{name: v1}]}]\n".into(),
+            &[
+                "t.yaml:1:43: services[0].loadBalancer.type: unknown value `ab€cd`, expected one of: LeastRequest, RoundRobin, Random, RingHash",
+            ],
+        ),
+        (
+            "an unknown top-level key with a non-ASCII name",
+            format!("{PROXY_BASE}ab€cd: 1\n"),
+            &[
+                "t.yaml:3:1: ab€cd: unknown field `ab€cd`, expected one of: admin, accessLog, tracing, workers, drainTimeout, listeners, services, routes, discovery",
+            ],
+        ),
+        (
+            "a route without a name",
+            format!("{PROXY_BASE}routes: [{{rules: [{{backendRefs: [{{name: s}}]}}]}}]\n"),
+            &["t.yaml:3:10: routes[0]: missing required field `name`"],
+        ),
+        (
+            "a backend without a name",
+            route_with("filters: []").replace("{name: s}", "{weight: 1}"),
+            &["t.yaml:6:24: routes[0].rules[0].backendRefs[0]: missing required field `name`"],
+        ),
+        (
+            "an unknown filter type",
+            route_with("filters: [{type: CORS}]"),
+            &[
+                "t.yaml:6:53: routes[0].rules[0].filters[0].type: unknown value `CORS`, expected one of: RequestHeaderModifier, ResponseHeaderModifier, URLRewrite, RequestRedirect, ExternalAuth, RequestMirror",
+            ],
+        ),
+        (
+            "an unknown filter type with a section of its own",
+            route_with("filters: [{type: CORS, cors: {allowOrigins: ['*']}}]"),
+            &[
+                "t.yaml:6:53: routes[0].rules[0].filters[0].type: unknown value `CORS`, expected one of: RequestHeaderModifier, ResponseHeaderModifier, URLRewrite, RequestRedirect, ExternalAuth, RequestMirror",
+            ],
+        ),
+        (
+            "a filter type with a typo",
+            route_with(
+                "filters: [{type: RequestHeaderModifer, requestHeaderModifier: {set: [{name: 'bad name', value: x}]}}]",
+            ),
+            &[
+                "t.yaml:6:53: routes[0].rules[0].filters[0].type: unknown value `RequestHeaderModifer`, did you mean `RequestHeaderModifier`?",
+            ],
+        ),
+        (
+            "a filter without a type",
+            route_with("filters: [{requestHeaderModifier: {set: [{name: x, value: y}]}}]"),
+            &["t.yaml:6:46: routes[0].rules[0].filters[0]: missing required field `type`"],
+        ),
+        (
+            "a mirror without a backend",
+            route_with("filters: [{type: RequestMirror, requestMirror: {percent: 5}}]"),
+            &[
+                "t.yaml:6:83: routes[0].rules[0].filters[0].requestMirror: missing required field `backendRef`",
+            ],
+        ),
+        (
+            "an external auth without a backend",
+            route_with("filters: [{type: ExternalAuth, externalAuth: {timeout: 1s}}]"),
+            &[
+                "t.yaml:6:81: routes[0].rules[0].filters[0].externalAuth: missing required field `backendRef`",
+            ],
+        ),
+        (
+            "an unknown path modifier type",
+            route_with(
+                "matches: [{path: {value: /a}}], filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefix, replacePrefixMatch: /}}}]",
+            ),
+            &[
+                "t.yaml:6:123: routes[0].rules[0].filters[0].urlRewrite.path.type: unknown value `ReplacePrefix`, did you mean `ReplacePrefixMatch`?",
+            ],
+        ),
+        (
+            "an unknown path match type",
+            route_with("matches: [{path: {type: Regex, value: '^/a'}}]"),
+            &[
+                "t.yaml:6:60: routes[0].rules[0].matches[0].path.type: unknown value `Regex`, did you mean `RegularExpression`?",
+            ],
+        ),
+        (
+            "a path match without a value",
+            route_with("matches: [{path: {type: Exact}}]"),
+            &["t.yaml:6:53: routes[0].rules[0].matches[0].path: missing required field `value`"],
+        ),
+        (
+            "an unknown header match type",
+            route_with("matches: [{headers: [{type: Regexp, name: x, value: '('}]}]"),
+            &[
+                "t.yaml:6:64: routes[0].rules[0].matches[0].headers[0].type: unknown value `Regexp`, did you mean `RegularExpression`?",
+            ],
+        ),
+        (
+            "a rate limit without requests",
+            route_with("rateLimit: {unit: minute}"),
+            &["t.yaml:6:47: routes[0].rules[0].rateLimit: missing required field `requests`"],
+        ),
+        (
+            "an unknown rate limit key type",
+            route_with("rateLimit: {requests: 5, key: {type: Headr}}"),
+            &[
+                "t.yaml:6:73: routes[0].rules[0].rateLimit.key.type: unknown value `Headr`, did you mean `Header`?",
+            ],
+        ),
+        (
+            "a global rate limit without Redis",
+            route_with("rateLimit: {requests: 5, global: {failOpen: true}}"),
+            &["t.yaml:6:69: routes[0].rules[0].rateLimit.global: missing required field `redis`"],
+        ),
+        (
+            "a fault abort without a status",
+            route_with("fault: {abort: {percent: 5}}"),
+            &["t.yaml:6:51: routes[0].rules[0].fault.abort: missing required field `httpStatus`"],
+        ),
+        (
+            "a fault delay with an unreadable delay",
+            route_with("fault: {delay: {fixedDelay: soon}}"),
+            &[
+                "t.yaml:6:64: routes[0].rules[0].fault.delay.fixedDelay: bad duration `soon` (expected number at 0); write it like 250ms, 5s, 1m or 1h30m",
+            ],
+        ),
+    ];
+    check_cases(cases, proxy_problems);
+}
+
+/// A service (from line 2) with `entries` (flow-style mapping entries).
+fn service_with(entries: &str) -> String {
+    format!("services:\n  - {{name: web, command: ./web, {entries}}}\n")
+}
+
+#[test]
+fn stack_file_problems_are_reported_once_at_their_place() {
+    let cases: &[(&str, String, &[&str])] = &[
+        (
+            "no services",
+            "gateway: {}\n".into(),
+            &["t.yaml:1:1: missing required field `services`"],
+        ),
+        (
+            "services that are not a list",
+            "services: 5\n".into(),
+            &["t.yaml:1:11: services: expected a list, found a scalar"],
+        ),
+        (
+            "a service and a version without names",
+            "services:\n  - {command: ./web, versions: [{replicas: 1}]}\n".into(),
+            &[
+                "t.yaml:2:5: services[0]: missing required field `name`",
+                "t.yaml:2:33: services[0].versions[0]: missing required field `name`",
+            ],
+        ),
+        (
+            "a file without a path",
+            service_with("files: [{content: x}]"),
+            &["t.yaml:2:41: services[0].files[0]: missing required field `path`"],
+        ),
+        (
+            "a secret without a name",
+            service_with("secrets: [{value: x}]"),
+            &["t.yaml:2:43: services[0].secrets[0]: missing required field `name`"],
+        ),
+        (
+            "an exec probe without a command",
+            service_with("liveness: {exec: {}}"),
+            &["t.yaml:2:50: services[0].liveness.exec: missing required field `command`"],
+        ),
+        (
+            "an outbound hop without a service or variable",
+            service_with("sidecar: {outbound: [{rule: {backendRefs: [{name: web}]}}]}"),
+            &[
+                "t.yaml:2:54: services[0].sidecar.outbound[0]: missing required field `name`",
+                "t.yaml:2:54: services[0].sidecar.outbound[0]: missing required field `env`",
+            ],
+        ),
+        (
+            "an unknown strategy type",
+            service_with("strategy: {type: Recreat, maxSurge: 0, maxUnavailable: 0}"),
+            &["t.yaml:2:50: services[0].strategy.type: unknown value `Recreat`, did you mean `Recreate`?"],
+        ),
+        (
+            "an unknown restart policy with a non-ASCII name",
+            service_with("restartPolicy: Alwäys"),
+            &["t.yaml:2:48: services[0].restartPolicy: unknown value `Alwäys`, did you mean `Always`?"],
+        ),
+        (
+            "a version named twice, with a route to it",
+            "gateway: {routes: [{name: r, rules: [{backendRefs: [{name: web, version: v1}]}]}]}\nservices: [{name: web, command: ./web, versions: [{name: v1}, {name: v1}]}]\n".into(),
+            &["t.yaml:2:70: services[0].versions[1].name: version `v1` is defined twice (first on line 2)"],
+        ),
+        (
+            "a gateway route without a name",
+            "gateway: {routes: [{rules: [{backendRefs: [{name: web}]}]}]}\nservices: [{name: web, command: ./web}]\n".into(),
+            &["t.yaml:1:20: gateway.routes[0]: missing required field `name`"],
+        ),
+    ];
+    check_cases(cases, stack_problems);
+}
