@@ -424,6 +424,7 @@ async fn a_file_that_panicked_is_a_400_and_the_watcher_applies_the_next_good_edi
     assert!(rejected, "the watcher did not reject the file:\n{metrics}");
     let r = client()
         .post(serin.admin_url("/reload"))
+        .header("content-type", "application/json")
         .send()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -501,6 +502,7 @@ async fn reloads_of_random_bytes_leave_serin_serving() {
         std::fs::write(&serin.config, &contents).unwrap_or_else(|e| panic!("{e}"));
         let r = admin
             .post(serin.admin_url("/reload"))
+            .header("content-type", "application/json")
             .send()
             .await
             .unwrap_or_else(|e| panic!("reload {i}: {e}"));
