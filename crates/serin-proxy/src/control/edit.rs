@@ -151,6 +151,9 @@ impl EditError {
     }
 }
 
+/// What the dashboard's event log records of a change: its kind and text.
+type Event = (&'static str, String);
+
 /// A change worked out against the control state, not yet applied.
 struct Plan {
     file: ProxyConfig,
@@ -158,7 +161,7 @@ struct Plan {
     kubernetes_routes: Option<Vec<RouteConfig>>,
     /// Listeners may have changed: bind what is new.
     rebind: bool,
-    event: (&'static str, String),
+    event: Event,
     applied: Applied,
 }
 
@@ -347,7 +350,7 @@ fn caught<T>(step: impl FnOnce() -> Result<T, EditError>) -> Result<T, EditError
 /// Works out what `change` makes of the control state; `None`: nothing to
 /// do.
 fn plan(control: &Control, change: Change) -> Result<Option<Plan>, EditError> {
-    let unchanged = |file: ProxyConfig, event: (&'static str, String), applied: Applied| Plan {
+    let unchanged = |file: ProxyConfig, event: Event, applied: Applied| Plan {
         file,
         state: control.state.clone(),
         kubernetes_routes: None,
@@ -456,7 +459,7 @@ fn plan(control: &Control, change: Change) -> Result<Option<Plan>, EditError> {
     }
 }
 
-fn weights_event(route: &str, text: &str) -> (&'static str, String) {
+fn weights_event(route: &str, text: &str) -> Event {
     ("weights", format!("route {route}: weights {text}"))
 }
 
@@ -512,7 +515,7 @@ fn mirror(
     route: &str,
     rule: usize,
     change: MirrorChange,
-) -> Result<Option<(ProxyConfig, (&'static str, String))>, EditError> {
+) -> Result<Option<(ProxyConfig, Event)>, EditError> {
     let (service, version) = match &change {
         MirrorChange::Set(m) => (m.service.clone(), m.version.clone()),
         MirrorChange::Remove { service, version } => (service.clone(), version.clone()),

@@ -72,7 +72,10 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn state(entries: &[(&str, usize, &[(&str, u32)])]) -> StateFile {
+    /// Route, rule index, `service/version` → weight.
+    type Entry<'a> = (&'a str, usize, &'a [(&'a str, u32)]);
+
+    fn state(entries: &[Entry]) -> StateFile {
         let mut s = StateFile::default();
         for (route, rule, weights) in entries {
             s.weights.entry(route.to_string()).or_default().insert(

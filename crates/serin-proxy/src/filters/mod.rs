@@ -48,8 +48,9 @@ pub enum Filter {
 pub enum Flow {
     /// On to the next filter, then the backend.
     Continue,
-    /// The rule answers the request itself (a redirect, a denial).
-    Respond(Response<ResponseBody>),
+    /// The rule answers the request itself (a redirect, a denial). Boxed:
+    /// the common `Continue` stays one word.
+    Respond(Box<Response<ResponseBody>>),
 }
 
 /// Why a filter cannot be built: the snapshot is refused.
@@ -116,17 +117,17 @@ impl Filter {
                     .get(header::HOST)
                     .and_then(|h| h.to_str().ok())
                     .unwrap_or_default();
-                return Flow::Respond(url::redirect(
+                return Flow::Respond(Box::new(url::redirect(
                     cfg,
                     req.uri(),
                     host,
                     cx.info.tls,
                     cx.matched(),
-                ));
+                )));
             }
             Self::ExternalAuth(auth) => {
                 if let Err(denied) = ext_auth::check(cx.ctx, cx.info, req, auth).await {
-                    return Flow::Respond(denied);
+                    return Flow::Respond(Box::new(denied));
                 }
             }
             Self::RequestMirror(m) => cx.mirrors.push(m),

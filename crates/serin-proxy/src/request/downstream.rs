@@ -118,7 +118,7 @@ fn valid_host(v: &str) -> bool {
 fn with_path(uri: &Uri, path: &str) -> Option<Uri> {
     let pq = match uri.query() {
         Some(q) => PathAndQuery::from_maybe_shared(format!("{path}?{q}")),
-        None => PathAndQuery::from_maybe_shared(path.to_string()),
+        None => PathAndQuery::try_from(path),
     }
     .ok()?;
     let mut parts = uri.clone().into_parts();

@@ -182,7 +182,7 @@ async fn serve<'s>(
     let rule = route::lookup(cx, table, &req)?;
     for filter in &rule.filters {
         if let Flow::Respond(answer) = filter.on_request(cx, &mut req).await {
-            return Ok(answer);
+            return Ok(*answer);
         }
     }
     let admitted = match admission::rule(cx, rule, &req).await? {

@@ -149,7 +149,6 @@ async fn a_client_that_aborts_its_upload_is_not_held_against_the_endpoint() {
     ));
     let addr = serin.listener("gw");
     for how in ["close", "reset", "chunked", "close", "reset", "chunked"] {
-        let addr = addr;
         tokio::task::spawn_blocking(move || abort_upload(addr, how))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
