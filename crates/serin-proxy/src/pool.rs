@@ -69,6 +69,12 @@ impl SendError {
         !matches!(self, Self::Upstream(_))
     }
 
+    /// The upstream's response head was over [`MAX_RESPONSE_HEAD_BYTES`]
+    /// or [`MAX_RESPONSE_HEADERS`].
+    pub fn is_head_too_large(&self) -> bool {
+        matches!(self, Self::Upstream(e) if e.is_parse_too_large())
+    }
+
     pub fn is_connect(&self) -> bool {
         matches!(self, Self::Connect { .. } | Self::ConnectTimeout(_))
     }
@@ -102,7 +108,7 @@ struct EndpointPool {
 /// side has the same bound (`maxRequestHeaderBytes`), and hyper's own
 /// default (about 400 KB) would let one response hold that much memory per
 /// connection. A larger head is a broken exchange (502).
-pub const MAX_RESPONSE_HEAD_BYTES: usize = serin_config::proxy::defaults::MAX_REQUEST_HEADER_BYTES;
+const MAX_RESPONSE_HEAD_BYTES: usize = serin_config::proxy::defaults::MAX_REQUEST_HEADER_BYTES;
 /// And have at most this many headers (as requests: Envoy's and Go's 100).
 const MAX_RESPONSE_HEADERS: usize = serin_config::proxy::defaults::MAX_REQUEST_HEADERS;
 

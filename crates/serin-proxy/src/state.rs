@@ -2,7 +2,6 @@
 //! so a restart keeps them. Written atomically (temporary file, fsync,
 //! rename) so a crash never leaves half a file.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -99,13 +98,4 @@ fn unique_temporary(path: &Path) -> PathBuf {
         |n| n.to_string_lossy().into_owned(),
     );
     path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
-}
-
-/// Keeps only the overrides of one route's rule.
-pub fn rule_weights<'a>(
-    state: &'a StateFile,
-    route: &str,
-    rule: usize,
-) -> Option<&'a BTreeMap<String, u32>> {
-    state.weights.get(route)?.get(&rule)
 }

@@ -350,17 +350,6 @@ fn caught<T>(step: impl FnOnce() -> Result<T, EditError>) -> Result<T, EditError
 /// Works out what `change` makes of the control state; `None`: nothing to
 /// do.
 fn plan(control: &Control, change: Change) -> Result<Option<Plan>, EditError> {
-    let unchanged = |file: ProxyConfig, event: Event, applied: Applied| Plan {
-        file,
-        state: control.state.clone(),
-        kubernetes_routes: None,
-        rebind: false,
-        event,
-        applied: Applied {
-            changed: true,
-            ..applied
-        },
-    };
     match change {
         Change::ReloadFile => {
             let path = control
@@ -379,88 +368,112 @@ fn plan(control: &Control, change: Change) -> Result<Option<Plan>, EditError> {
             let file = control.file_config.clone();
             new_config(control, file, Some(routes)).map(Some)
         }
-        Change::Weights(change) => {
-            let mut effective = control.file_config.clone();
-            effective.apply_weights(&control.state.weights)?;
-            let updates = weights::resolve(&effective, &change)?;
-            let mut state = control.state.clone();
-            let route_state = state.weights.entry(change.route.clone()).or_default();
-            for (rule, w) in updates {
-                route_state.entry(rule).or_default().extend(w);
-            }
-            effective = control.file_config.clone();
-            effective.apply_weights(&state.weights)?;
-            let now = weights::route_weights(&effective, &change.route)?;
-            let text = change
-                .weights
-                .iter()
-                .map(|(v, w)| format!("{v}={w}"))
-                .collect::<Vec<_>>()
-                .join(" ");
-            Ok(Some(Plan {
-                state,
-                event: weights_event(&change.route, &text),
-                ..unchanged(
-                    control.file_config.clone(),
-                    ("weights", String::new()),
-                    Applied {
-                        weights: Some(now),
-                        ..Applied::default()
-                    },
-                )
-            }))
-        }
+        Change::Weights(change) => weights(control, &change).map(Some),
         Change::Mirror {
             route,
             rule,
             change,
-        } => mirror(control, &route, rule, change)
-            .map(|file| file.map(|(file, event)| unchanged(file, event, Applied::default()))),
-        Change::AddRule { route, rule } => {
-            let mut file = control.file_config.clone();
-            let r = route_mut(&mut file, &route)?;
-            let same = rule
-                .name
-                .as_ref()
-                .and_then(|n| r.rules.iter().position(|x| x.name.as_ref() == Some(n)));
-            let index = match same {
-                Some(i) => {
-                    r.rules[i] = rule;
-                    i
-                }
-                None => {
-                    r.rules.push(rule);
-                    r.rules.len() - 1
-                }
-            };
-            let event = ("rule-added", format!("route {route}: rule {index} added"));
-            let applied = Applied {
-                rule: Some(index),
-                ..Applied::default()
-            };
-            Ok(Some(unchanged(file, event, applied)))
-        }
-        Change::RemoveRule { route, name } => {
-            let mut file = control.file_config.clone();
-            let Ok(r) = route_mut(&mut file, &route) else {
-                return Ok(None);
-            };
-            let before = r.rules.len();
-            r.rules.retain(|x| x.name.as_deref() != Some(name.as_str()));
-            if r.rules.len() == before {
-                return Ok(None);
-            }
-            let event = (
-                "rule-removed",
-                format!("route {route}: rule {name} removed"),
-            );
-            Ok(Some(unchanged(file, event, Applied::default())))
+        } => mirror(control, &route, rule, change),
+        Change::AddRule { route, rule } => add_rule(control, &route, rule).map(Some),
+        Change::RemoveRule { route, name } => Ok(remove_rule(control, &route, &name)),
+    }
+}
+
+impl Plan {
+    /// A run-time change: listeners stay as they are.
+    fn run_time(file: ProxyConfig, state: StateFile, event: Event, applied: Applied) -> Self {
+        Self {
+            file,
+            state,
+            kubernetes_routes: None,
+            rebind: false,
+            event,
+            applied: Applied {
+                changed: true,
+                ..applied
+            },
         }
     }
 }
 
-fn weights_event(route: &str, text: &str) -> Event {
-    ("weights", format!("route {route}: weights {text}"))
+/// New weights for the rules of a route, kept in the state file. Backends
+/// the change does not name keep their current weights.
+fn weights(control: &Control, change: &WeightChange) -> Result<Plan, EditError> {
+    let mut effective = control.file_config.clone();
+    effective.apply_weights(&control.state.weights)?;
+    let updates = weights::resolve(&effective, change)?;
+    let mut state = control.state.clone();
+    let route_state = state.weights.entry(change.route.clone()).or_default();
+    for (rule, w) in updates {
+        route_state.entry(rule).or_default().extend(w);
+    }
+    let mut effective = control.file_config.clone();
+    effective.apply_weights(&state.weights)?;
+    let now = weights::route_weights(&effective, &change.route)?;
+    let text = change
+        .weights
+        .iter()
+        .map(|(v, w)| format!("{v}={w}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let event = ("weights", format!("route {}: weights {text}", change.route));
+    let applied = Applied {
+        weights: Some(now),
+        ..Applied::default()
+    };
+    Ok(Plan::run_time(
+        control.file_config.clone(),
+        state,
+        event,
+        applied,
+    ))
+}
+
+/// See [`Change::AddRule`].
+fn add_rule(control: &Control, route: &str, rule: RuleConfig) -> Result<Plan, EditError> {
+    let mut file = control.file_config.clone();
+    let r = route_mut(&mut file, route)?;
+    let same = rule
+        .name
+        .as_ref()
+        .and_then(|n| r.rules.iter().position(|x| x.name.as_ref() == Some(n)));
+    let index = match same {
+        Some(i) => {
+            r.rules[i] = rule;
+            i
+        }
+        None => {
+            r.rules.push(rule);
+            r.rules.len() - 1
+        }
+    };
+    let event = ("rule-added", format!("route {route}: rule {index} added"));
+    let applied = Applied {
+        rule: Some(index),
+        ..Applied::default()
+    };
+    Ok(Plan::run_time(file, control.state.clone(), event, applied))
+}
+
+/// See [`Change::RemoveRule`]; `None` when there is no such rule.
+fn remove_rule(control: &Control, route: &str, name: &str) -> Option<Plan> {
+    let mut file = control.file_config.clone();
+    let r = route_mut(&mut file, route).ok()?;
+    let before = r.rules.len();
+    r.rules.retain(|x| x.name.as_deref() != Some(name));
+    if r.rules.len() == before {
+        return None;
+    }
+    let event = (
+        "rule-removed",
+        format!("route {route}: rule {name} removed"),
+    );
+    Some(Plan::run_time(
+        file,
+        control.state.clone(),
+        event,
+        Applied::default(),
+    ))
 }
 
 /// A new file config: the workers stay (fixed for the life of the process),
@@ -508,14 +521,14 @@ fn route_mut<'c>(file: &'c mut ProxyConfig, route: &str) -> Result<&'c mut Route
         .ok_or_else(|| WeightError::UnknownRoute(route.to_string()).into())
 }
 
-/// The file config with `change` made to rule `rule`'s mirrors, and the
-/// event to record; `None` when removing a mirror the rule does not have.
+/// `change` made to rule `rule`'s mirrors; `None` when removing a mirror the
+/// rule does not have.
 fn mirror(
     control: &Control,
     route: &str,
     rule: usize,
     change: MirrorChange,
-) -> Result<Option<(ProxyConfig, Event)>, EditError> {
+) -> Result<Option<Plan>, EditError> {
     let (service, version) = match &change {
         MirrorChange::Set(m) => (m.service.clone(), m.version.clone()),
         MirrorChange::Remove { service, version } => (service.clone(), version.clone()),
@@ -548,7 +561,12 @@ fn mirror(
             format!("route {route} rule {rule}: no mirror to {service}/{version}"),
         ),
     };
-    Ok(Some((file, event)))
+    Ok(Some(Plan::run_time(
+        file,
+        control.state.clone(),
+        event,
+        Applied::default(),
+    )))
 }
 
 /// What every config must satisfy however it was made: each backend,

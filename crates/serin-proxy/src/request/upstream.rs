@@ -224,10 +224,6 @@ impl<'s> Attempts<'s> {
             None => Some(send.await),
         };
         match outcome {
-            Some(Ok(resp)) if head_size(&resp) > crate::pool::MAX_RESPONSE_HEAD_BYTES => {
-                span.failed("head_too_large");
-                Err(ProxyError::UpstreamHeadTooLarge)
-            }
             Some(Ok(resp)) => {
                 span.answered(resp.status().as_u16());
                 Ok(resp)
@@ -237,6 +233,10 @@ impl<'s> Attempts<'s> {
                 if self.probe.client_broke_off() {
                     span.failed("client_aborted");
                     return Err(ProxyError::ClientAborted);
+                }
+                if e.is_head_too_large() {
+                    span.failed("head_too_large");
+                    return Err(ProxyError::UpstreamHeadTooLarge);
                 }
                 span.failed("connection_error");
                 match returned {
@@ -394,16 +394,6 @@ pub(super) fn upstream_uri(
                 .ok()
         }
     }
-}
-
-/// The size of a response head as its header lines count it (the same
-/// measure as `maxRequestHeaderBytes`). hyper bounds what it reads, but a
-/// head that arrived in one read is parsed whole.
-fn head_size(resp: &Response<ResponseBody>) -> usize {
-    resp.headers()
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum()
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is not waited for).

@@ -202,6 +202,10 @@ async fn an_upstream_head_over_the_limit_is_not_forwarded() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(resp.status(), 502);
+    assert_eq!(
+        resp.headers().get("x-serin-reason").map(|v| v.as_bytes()),
+        Some(&b"upstream_head_too_large"[..])
+    );
     assert_eq!(resp.headers().get("x-big"), None);
 }
 
