@@ -95,6 +95,27 @@ impl ReplayBody {
         }
     }
 
+    /// The whole body, when all of it has been read and kept (and it has
+    /// no trailers): what serin's own HTTP/1.1 exchange can send at once.
+    pub fn buffered(&self) -> Option<Bytes> {
+        if !self.in_hand() {
+            return None;
+        }
+        let st = self.state.borrow();
+        match st.frames.as_slice() {
+            [] => Some(Bytes::new()),
+            [one] => Some(one.clone()),
+            many => Some(many.concat().into()),
+        }
+    }
+
+    /// Whether [`Self::buffered`] has the body.
+    pub fn in_hand(&self) -> bool {
+        let st = self.state.borrow();
+        let ended = st.done || st.rest.as_ref().is_some_and(Body::is_end_stream);
+        ended && !st.overflow && st.trailers.is_none() && self.pos == 0
+    }
+
     /// A handle that tells, after the body was sent away, whether the
     /// client's body broke off while any copy of it was read.
     pub fn probe(&self) -> BodyProbe {
@@ -224,10 +245,16 @@ impl Body for ReplayBody {
     }
 }
 
-/// A response body: the upstream's, streamed, or one serin made.
+/// A response body: the upstream's, streamed (from hyper's client, or
+/// from serin's own HTTP/1.1 exchange), or complete in hand.
 pub enum ResponseBody {
-    Upstream(crate::pool::PooledBody),
+    // Boxed, so the answers that are moved from phase to phase stay small
+    // (the profile showed their copies).
+    Upstream(Box<crate::pool::PooledBody>),
+    Raw(Box<crate::pool::RawBody>),
     Full(Option<Bytes>),
+    /// Any of the others, with the access line to write at its end.
+    Logged(Box<crate::request::LoggedBody>),
 }
 
 impl ResponseBody {
@@ -242,28 +269,34 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            Self::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Self::Upstream(b) => Pin::new(b.as_mut()).poll_frame(cx).map_err(BoxError::from),
+            Self::Raw(b) => Pin::new(b.as_mut()).poll_frame(cx),
             Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Self::Logged(b) => Pin::new(b.as_mut()).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Upstream(b) => b.is_end_stream(),
+            Self::Raw(b) => b.is_end_stream(),
             Self::Full(b) => b.is_none(),
+            Self::Logged(b) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Upstream(b) => b.size_hint(),
+            Self::Raw(b) => b.size_hint(),
+            Self::Logged(b) => b.size_hint(),
             Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

@@ -13,65 +13,122 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const X_SERIN_REASON: HeaderName = HeaderName::from_static("x-serin-reason");
 /// On a 503 from a limit: which limit.
 pub const X_SERIN_OVERFLOW: HeaderName = HeaderName::from_static("x-serin-overflow");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// The headers that always belong to one connection (RFC 9110 §7.6.1;
+/// `Proxy-Connection` and `Keep-Alive` from older practice), each with its
+/// bit in a [`hop_by_hop_present`] mask.
+const HOP_BY_HOP: [(HeaderName, u8); 8] = [
+    (header::CONNECTION, 1),
+    (header::TRANSFER_ENCODING, 1 << 1),
+    (header::UPGRADE, 1 << 2),
+    (header::TE, 1 << 3),
+    (header::TRAILER, 1 << 4),
+    (header::PROXY_AUTHORIZATION, 1 << 5),
+    (HeaderName::from_static("keep-alive"), 1 << 6),
+    (HeaderName::from_static("proxy-connection"), 1 << 7),
+];
+const CONNECTION_BIT: u8 = 1;
+const UPGRADE_BIT: u8 = 1 << 2;
+const TE_BIT: u8 = 1 << 3;
+
+/// Which hop-by-hop headers the message has, in one pass over its names:
+/// comparing standard names is comparing a small enum, which costs less
+/// than hashing each of eight names into the map to find it absent (the
+/// usual case; the eight lookups showed at 7% of the request path).
+fn hop_by_hop_present(headers: &HeaderMap) -> u8 {
+    let mut mask = 0;
+    for name in headers.keys() {
+        for (hop, bit) in &HOP_BY_HOP {
+            if name == hop {
+                mask |= bit;
+            }
+        }
+    }
+    mask
+}
 
 /// Removes the headers that belong to one connection, not the message (RFC
 /// 9110 §7.6.1), including those named in `Connection`. `keep_upgrade`
 /// keeps `Connection: upgrade` and `Upgrade` for a tunnel; `keep_te_trailers`
 /// keeps `te: trailers`, which gRPC needs on HTTP/2.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, keep_te_trailers: bool) {
-    if let Some(conn) = headers.get(header::CONNECTION) {
-        // Rare: only when a client lists extra hop-by-hop headers.
-        let named: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|n| !(n.is_empty() || keep_upgrade && n.eq_ignore_ascii_case("upgrade")))
-            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
-            .collect();
-        for n in named {
-            if n != header::CONNECTION {
-                headers.remove(&n);
-            }
-        }
-        if !keep_upgrade {
-            headers.remove(header::CONNECTION);
+    let present = hop_by_hop_present(headers);
+    if present == 0 {
+        return;
+    }
+    if present & CONNECTION_BIT != 0 {
+        remove_connection_named(headers, keep_upgrade);
+    }
+    let trailers = present & TE_BIT != 0
+        && keep_te_trailers
+        && headers
+            .get(header::TE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            });
+    for (name, bit) in &HOP_BY_HOP {
+        let kept = keep_upgrade && *bit & (CONNECTION_BIT | UPGRADE_BIT) != 0;
+        if present & bit != 0 && !kept {
+            headers.remove(name);
         }
     }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(header::PROXY_AUTHORIZATION);
-    headers.remove(header::TRAILER);
-    headers.remove(header::TRANSFER_ENCODING);
-    if !keep_upgrade {
-        headers.remove(header::UPGRADE);
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    if headers.contains_key(header::TE) {
-        let trailers = keep_te_trailers
-            && headers
-                .get(header::TE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| {
-                    v.split(',')
-                        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-                });
-        headers.remove(header::TE);
-        if trailers {
-            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+}
+
+/// Removes the headers the `Connection` header names (RFC 9110 §7.6.1).
+fn remove_connection_named(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let Some(conn) = headers.get(header::CONNECTION) else {
+        return;
+    };
+    let named: Vec<HeaderName> = conn
+        .to_str()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|n| {
+            // `keep-alive` and `close` are options, not header names (the
+            // `Keep-Alive` header goes anyway); skipping them spares an
+            // allocation on nearly every HTTP/1.1 response.
+            !(n.is_empty()
+                || n.eq_ignore_ascii_case("keep-alive")
+                || n.eq_ignore_ascii_case("close")
+                || keep_upgrade && n.eq_ignore_ascii_case("upgrade"))
+        })
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+        .collect();
+    for n in named {
+        if n != header::CONNECTION {
+            headers.remove(&n);
         }
     }
 }
 
-/// Adds the client's address to `x-forwarded-for` and sets
-/// `x-forwarded-proto` to the scheme the client used with serin.
-pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, tls: bool) {
-    let mut buf = itoa_ip(client);
-    if let Some(prev) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        buf = format!("{prev}, {buf}");
-    }
-    if let Ok(v) = HeaderValue::from_str(&buf) {
+/// The client's address as `x-forwarded-for` writes it, made once per
+/// connection (formatting an address for every request showed in the
+/// profile at 3% of the request path).
+pub fn forwarded_for_value(client: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&itoa_ip(client)).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// Adds the client's address (`client`, from [`forwarded_for_value`]) to
+/// `x-forwarded-for` and sets `x-forwarded-proto` to the scheme the client
+/// used with serin.
+pub fn set_forwarded(headers: &mut HeaderMap, client: &HeaderValue, tls: bool) {
+    let value = match headers.get(&X_FORWARDED_FOR) {
+        Some(prev) => {
+            let mut joined = Vec::with_capacity(prev.len() + 2 + client.len());
+            joined.extend_from_slice(prev.as_bytes());
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(client.as_bytes());
+            HeaderValue::from_bytes(&joined).ok()
+        }
+        None => Some(client.clone()),
+    };
+    if let Some(v) = value {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(
@@ -168,11 +225,8 @@ mod tests {
             X_FORWARDED_FOR.clone(),
             HeaderValue::from_static("10.0.0.1"),
         );
-        set_forwarded(
-            &mut h,
-            "127.0.0.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
-            false,
-        );
+        let client = forwarded_for_value(IpAddr::from([127, 0, 0, 1]));
+        set_forwarded(&mut h, &client, false);
         assert_eq!(
             h.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()),
             Some(&b"10.0.0.1, 127.0.0.1"[..])

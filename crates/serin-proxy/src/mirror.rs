@@ -120,7 +120,11 @@ async fn shadow(
         }
     };
     *req.uri_mut() = uri;
-    let conn = ctx.pools.checkout(&ep, &service.pool, backend).await.ok()?;
+    let conn = ctx
+        .pools
+        .checkout(&ep, &service.pool, backend, false)
+        .await
+        .ok()?;
     let resp = conn.send(req).await.ok()?;
     let status = resp.status().as_u16();
     // Read the answer to its end so the connection goes back to the pool.

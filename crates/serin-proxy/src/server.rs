@@ -270,6 +270,7 @@ async fn serve_connection(
     let info = Rc::new(ConnInfo {
         listener: cfg.name.as_str().into(),
         remote,
+        forwarded_for: crate::headers::forwarded_for_value(remote.ip()),
         tls: settings.tls.is_some(),
         flags: flags.clone(),
         requests: Cell::new(0),

@@ -95,11 +95,11 @@ async fn ask(
             h.append(name.clone(), v.clone());
         }
     }
-    headers::set_forwarded(h, info.remote.ip(), info.tls);
+    headers::set_forwarded(h, &info.forwarded_for, info.tls);
     h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     let conn = ctx
         .pools
-        .checkout(&ep, &auth.service.pool, &auth.backend)
+        .checkout(&ep, &auth.service.pool, &auth.backend, false)
         .await
         .map_err(|_| "cannot connect to the auth service")?;
     conn.send(ask)

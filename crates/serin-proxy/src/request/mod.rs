@@ -41,6 +41,7 @@ use hyper::body::Incoming;
 use serin_config::proxy::MatchConfig;
 
 pub use error::{ProxyError, Side};
+pub(crate) use log::LoggedBody;
 pub(crate) use upstream::strip_response;
 
 use crate::body::ResponseBody;
@@ -57,6 +58,8 @@ use crate::telemetry::RequestTrace;
 pub struct ConnInfo {
     pub listener: Arc<str>,
     pub remote: SocketAddr,
+    /// `remote`'s address as `x-forwarded-for` carries it.
+    pub forwarded_for: HeaderValue,
     pub tls: bool,
     pub flags: Arc<ConnFlags>,
     pub requests: Cell<u64>,
@@ -163,7 +166,7 @@ pub async fn handle(
     };
     own_framing(&cx, &mut resp);
     log::finish(&cx, &resp);
-    Ok(resp)
+    Ok(log::access_line(&mut cx, resp))
 }
 
 /// The phases, in order.

@@ -65,7 +65,7 @@ pub(super) async fn forward<'s>(
     let conn = match cx
         .ctx
         .pools
-        .checkout(&ep, &service.pool, &backend.backend)
+        .checkout(&ep, &service.pool, &backend.backend, false)
         .await
     {
         Ok(c) => c,

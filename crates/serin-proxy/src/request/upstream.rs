@@ -68,9 +68,13 @@ pub(super) async fn forward<'s>(
     // the upstream withdraws.
     rule.budget.deposit();
     let policy = RetryPolicy::new(&rule.retry, &parts.method);
+    // serin's own HTTP/1.1 exchange carries a request whose body is
+    // complete; a streaming upload goes through hyper's client.
+    let in_hand = protocol == UpstreamProtocol::Http1 && body.in_hand();
     let mut attempts = Attempts {
         rule,
         backend,
+        in_hand,
         // An HTTP/2 stream the upstream refused was not processed but is
         // not handed back by hyper: keep a copy to send it again.
         keep_copy: policy.may_resend() || protocol == UpstreamProtocol::H2c,
@@ -111,6 +115,8 @@ pub(super) async fn forward<'s>(
 struct Attempts<'s> {
     rule: &'s CompiledRule,
     backend: &'s CompiledBackendRef,
+    /// The body is complete: see [`crate::pool::Pools::checkout`].
+    in_hand: bool,
     policy: RetryPolicy<'s>,
     keep_copy: bool,
     parts: http::request::Parts,
@@ -200,7 +206,12 @@ impl<'s> Attempts<'s> {
             (&ep.name, ep.addr),
         );
         let _active = ep.start_request();
-        let conn = match cx.ctx.pools.checkout(ep, &b.service.pool, &b.backend).await {
+        let conn = match cx
+            .ctx
+            .pools
+            .checkout(ep, &b.service.pool, &b.backend, self.in_hand)
+            .await
+        {
             Ok(c) => c,
             Err(SendError::Overflow(limit)) => {
                 span.failed("overflow");
@@ -241,7 +252,7 @@ impl<'s> Attempts<'s> {
                 span.failed("connection_error");
                 match returned {
                     Some(r) => {
-                        self.unsent = Some(r);
+                        self.unsent = Some(*r);
                         Err(ProxyError::Unsent)
                     }
                     None => Err(ProxyError::UpstreamReset {
@@ -358,7 +369,7 @@ pub(super) fn upstream_head(
         keep_upgrade,
         protocol == UpstreamProtocol::H2c,
     );
-    headers::set_forwarded(&mut parts.headers, info.remote.ip(), info.tls);
+    headers::set_forwarded(&mut parts.headers, &info.forwarded_for, info.tls);
 }
 
 /// The target for the upstream: origin-form for HTTP/1.1 (built from

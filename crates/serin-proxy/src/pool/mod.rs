@@ -5,6 +5,13 @@
 //! an h2c endpoint gets one multiplexed connection per worker. A response
 //! body gives its connection back when it ends, so a connection is reused
 //! only once the previous exchange is really over.
+//!
+//! An HTTP/1.1 request whose body is in hand is exchanged by serin itself
+//! in the request's task ([`raw`]); a streaming upload or an upgrade goes
+//! through hyper's client connection, which runs a task of its own.
+
+mod raw;
+pub mod wire;
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -26,6 +33,9 @@ use tokio::net::TcpStream;
 
 use crate::body::{ReplayBody, ResponseBody};
 use crate::endpoints::Endpoint;
+pub use raw::RawBody;
+use raw::{Lease, RawConn};
+use wire::WireError;
 
 /// Runs hyper's background tasks on the worker's own thread.
 #[derive(Clone, Copy, Debug, Default)]
@@ -61,18 +71,29 @@ pub enum SendError {
     /// The upstream may have seen the request.
     #[error("upstream exchange failed: {0}")]
     Upstream(hyper::Error),
+    /// serin's own HTTP/1.1 exchange failed after the request went out
+    /// (or partly out): the upstream may have seen it.
+    #[error("{0}")]
+    Wire(WireError),
+    /// serin's own HTTP/1.1 exchange failed before a byte was written.
+    #[error("request not sent: {0}")]
+    WireNotSent(WireError),
 }
 
 impl SendError {
     /// True when the upstream provably did not process the request.
     pub fn never_reached_upstream(&self) -> bool {
-        !matches!(self, Self::Upstream(_))
+        !matches!(self, Self::Upstream(_) | Self::Wire(_))
     }
 
     /// The upstream's response head was over [`MAX_RESPONSE_HEAD_BYTES`]
     /// or [`MAX_RESPONSE_HEADERS`].
     pub fn is_head_too_large(&self) -> bool {
-        matches!(self, Self::Upstream(e) if e.is_parse_too_large())
+        match self {
+            Self::Upstream(e) => e.is_parse_too_large(),
+            Self::Wire(e) => matches!(e, WireError::HeadTooLarge),
+            _ => false,
+        }
     }
 
     pub fn is_connect(&self) -> bool {
@@ -98,9 +119,15 @@ struct Idle {
     since: Instant,
 }
 
+struct RawIdle {
+    conn: RawConn,
+    since: Instant,
+}
+
 #[derive(Default)]
 struct EndpointPool {
     idle: Vec<Idle>,
+    raw_idle: Vec<RawIdle>,
     h2: Option<http2::SendRequest<ReplayBody>>,
 }
 
@@ -108,13 +135,28 @@ struct EndpointPool {
 /// side has the same bound (`maxRequestHeaderBytes`), and hyper's own
 /// default (about 400 KB) would let one response hold that much memory per
 /// connection. A larger head is a broken exchange (502).
-const MAX_RESPONSE_HEAD_BYTES: usize = serin_config::proxy::defaults::MAX_REQUEST_HEADER_BYTES;
+pub(crate) const MAX_RESPONSE_HEAD_BYTES: usize =
+    serin_config::proxy::defaults::MAX_REQUEST_HEADER_BYTES;
 /// And have at most this many headers (as requests: Envoy's and Go's 100).
-const MAX_RESPONSE_HEADERS: usize = serin_config::proxy::defaults::MAX_REQUEST_HEADERS;
+pub(crate) const MAX_RESPONSE_HEADERS: usize = serin_config::proxy::defaults::MAX_REQUEST_HEADERS;
 
 /// How often a request waiting for a connection looks again even without
 /// being woken.
 const PENDING_RECHECK: Duration = Duration::from_millis(100);
+
+/// A TCP connection to an upstream, within `timeout`.
+async fn connect_addr(
+    addr: std::net::SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream, SendError> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| SendError::ConnectTimeout(addr))?
+        .map_err(|source| SendError::Connect { addr, source })?;
+    // Requests are small and latency-bound: do not wait to coalesce.
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
 
 /// Settings of one service that the pool needs.
 #[derive(Debug, Clone)]
@@ -165,51 +207,110 @@ impl Pools {
         }
     }
 
-    async fn connect(ep: &Endpoint, settings: &PoolSettings) -> Result<TcpStream, SendError> {
-        let addr = ep.addr;
-        let stream = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| SendError::ConnectTimeout(addr))?
-            .map_err(|source| SendError::Connect { addr, source })?;
-        // Requests are small and latency-bound: do not wait to coalesce.
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
+    fn take_raw_idle(&self, ep: u64, idle_timeout: Duration) -> Option<RawConn> {
+        let mut map = self.map.borrow_mut();
+        let pool = map.get_mut(&ep)?;
+        while let Some(idle) = pool.raw_idle.pop() {
+            if idle.since.elapsed() > idle_timeout || !idle.conn.still_usable() {
+                continue;
+            }
+            return Some(idle.conn);
+        }
+        None
     }
 
-    /// A connection to an endpoint: a pooled one, or a new one. Failing here
-    /// means the request was not sent (safe to retry anywhere).
-    pub async fn checkout(
+    fn put_raw_idle(&self, ep: u64, conn: RawConn, max_idle: usize) {
+        let mut map = self.map.borrow_mut();
+        let pool = map.entry(ep).or_default();
+        if pool.raw_idle.len() < max_idle {
+            pool.raw_idle.push(RawIdle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect(ep: &Endpoint, settings: &PoolSettings) -> Result<TcpStream, SendError> {
+        connect_addr(ep.addr, settings.connect_timeout).await
+    }
+
+    /// One of the backend's `maxConnections` for an HTTP/1.1 exchange,
+    /// waiting for one (in the `maxPendingRequests` waiting room) when all
+    /// carry requests.
+    async fn http1_slot(
+        backend: &crate::endpoints::Backend,
+        settings: &PoolSettings,
+    ) -> Result<ConnSlot, SendError> {
+        let mut pending: Option<crate::resilience::Permit> = None;
+        loop {
+            // Registered before looking, so a place freed between the
+            // look and the wait is not missed.
+            let freed = backend.connection_freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(slot) = ConnSlot::take(backend, settings) {
+                return Ok(slot);
+            }
+            if pending.is_none() {
+                pending = Some(
+                    backend
+                        .pending
+                        .try_acquire(settings.max_pending)
+                        .ok_or(SendError::Overflow("maxPendingRequests"))?,
+                );
+            }
+            // Woken when a place is freed; the timeout is a backstop (a
+            // wake-up was seen missing under load, cause not yet found): a
+            // missed one costs a re-check, not the request's whole
+            // deadline.
+            let _ = tokio::time::timeout(PENDING_RECHECK, freed).await;
+        }
+    }
+
+    /// A connection for serin's own HTTP/1.1 exchange ([`raw`]): a pooled
+    /// one, or a new one.
+    async fn checkout_raw(
         self: &Rc<Self>,
         ep: &Arc<Endpoint>,
         settings: &PoolSettings,
         backend: &crate::endpoints::Backend,
     ) -> Result<Conn, SendError> {
-        let mut pending: Option<crate::resilience::Permit> = None;
+        let slot = Self::http1_slot(backend, settings).await?;
+        let conn = match self.take_raw_idle(ep.id, settings.idle_timeout) {
+            Some(conn) => conn,
+            None => RawConn::new(Self::connect(ep, settings).await?),
+        };
+        Ok(Conn::Raw {
+            conn,
+            lease: Lease {
+                pools: self.clone(),
+                ep: ep.id,
+                addr: ep.addr,
+                connect_timeout: settings.connect_timeout,
+                max_idle: settings.max_idle,
+                slot,
+            },
+        })
+    }
+
+    /// A connection to an endpoint: a pooled one, or a new one. Failing here
+    /// means the request was not sent (safe to retry anywhere).
+    /// `request_in_hand`: the request's body is complete (see
+    /// [`ReplayBody::buffered`]) and no upgrade is asked for, so serin's
+    /// own HTTP/1.1 exchange can carry it.
+    pub async fn checkout(
+        self: &Rc<Self>,
+        ep: &Arc<Endpoint>,
+        settings: &PoolSettings,
+        backend: &crate::endpoints::Backend,
+        request_in_hand: bool,
+    ) -> Result<Conn, SendError> {
         match settings.protocol {
+            UpstreamProtocol::Http1 if request_in_hand => {
+                self.checkout_raw(ep, settings, backend).await
+            }
             UpstreamProtocol::Http1 => loop {
-                // Registered before looking, so a place freed between the
-                // look and the wait is not missed.
-                let freed = backend.connection_freed.notified();
-                tokio::pin!(freed);
-                freed.as_mut().enable();
-                let Some(slot) = ConnSlot::take(backend, settings) else {
-                    // maxConnections carry requests: wait for one, if the
-                    // waiting room has a place.
-                    if pending.is_none() {
-                        pending = Some(
-                            backend
-                                .pending
-                                .try_acquire(settings.max_pending)
-                                .ok_or(SendError::Overflow("maxPendingRequests"))?,
-                        );
-                    }
-                    // Woken when a place is freed; the timeout is a backstop
-                    // (a wake-up was seen missing under load, cause not yet
-                    // found): a missed one costs a re-check, not the
-                    // request's whole deadline.
-                    let _ = tokio::time::timeout(PENDING_RECHECK, freed).await;
-                    continue;
-                };
+                let slot = Self::http1_slot(backend, settings).await?;
                 let tx = match self.take_idle(ep.id, settings.idle_timeout) {
                     Some(mut tx) => {
                         // Ready soon after the previous body ended; an error
@@ -288,10 +389,12 @@ impl Pools {
             }
             pool.idle
                 .retain(|i| !i.tx.is_closed() && now.duration_since(i.since) <= idle_timeout);
+            pool.raw_idle
+                .retain(|i| now.duration_since(i.since) <= idle_timeout && i.conn.still_usable());
             if pool.h2.as_ref().is_some_and(http2::SendRequest::is_closed) {
                 pool.h2 = None;
             }
-            !pool.idle.is_empty() || pool.h2.is_some()
+            !pool.idle.is_empty() || !pool.raw_idle.is_empty() || pool.h2.is_some()
         });
     }
 }
@@ -334,10 +437,17 @@ pub enum Conn {
         slot: ConnSlot,
     },
     H2(http2::SendRequest<ReplayBody>),
+    /// For serin's own HTTP/1.1 exchange.
+    Raw {
+        conn: RawConn,
+        lease: Lease,
+    },
 }
 
 /// A failed exchange, with the request when it was never sent.
-pub type Failed = (SendError, Option<Request<ReplayBody>>);
+/// (The request is boxed: a `Result` is as large as its larger side, and
+/// every move of an answer would otherwise copy room for a request.)
+pub type Failed = (SendError, Option<Box<Request<ReplayBody>>>);
 
 impl Conn {
     /// Sends the request. When the connection failed before the request was
@@ -360,12 +470,13 @@ impl Conn {
                     max_idle,
                     slot,
                 });
-                Ok(resp.map(|body| ResponseBody::Upstream(PooledBody::new(body, ret))))
+                Ok(resp.map(|body| ResponseBody::Upstream(Box::new(PooledBody::new(body, ret)))))
             }
             Conn::H2(mut tx) => {
                 let resp = tx.try_send_request(req).await.map_err(unsent)?;
-                Ok(resp.map(|body| ResponseBody::Upstream(PooledBody::new(body, None))))
+                Ok(resp.map(|body| ResponseBody::Upstream(Box::new(PooledBody::new(body, None)))))
             }
+            Conn::Raw { conn, lease } => raw::send(conn, lease, req).await,
         }
     }
 }
@@ -374,7 +485,7 @@ fn unsent(mut e: hyper::client::conn::TrySendError<Request<ReplayBody>>) -> Fail
     let req = e.take_message();
     let err = e.into_error();
     match req {
-        Some(req) => (SendError::NotSent(err), Some(req)),
+        Some(req) => (SendError::NotSent(err), Some(Box::new(req))),
         None => (classify(err), None),
     }
 }
