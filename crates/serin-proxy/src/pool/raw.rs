@@ -88,19 +88,61 @@ impl Lease {
     }
 }
 
-/// How an exchange failed before the upstream answered.
+/// How far an exchange got before it failed.
+#[derive(Debug)]
 enum Failure {
-    /// A reused connection gave out before the upstream answered a byte:
-    /// most likely closed by the upstream while idle.
-    Stale(WireError),
     /// Nothing was written.
-    NotSent(WireError),
+    Unwritten(WireError),
+    /// Written (wholly or in part), and not a byte of answer read.
+    Unanswered(WireError),
+    /// The answer broke off or was malformed.
     Broken(WireError),
 }
 
-/// Sends `req` on `conn` and reads the answer's head. A reused connection
-/// found closed is replaced by a new one for a request that is safe to
-/// send again.
+impl Failure {
+    fn into_error(self) -> WireError {
+        match self {
+            Self::Unwritten(e) | Self::Unanswered(e) | Self::Broken(e) => e,
+        }
+    }
+}
+
+/// What to do after a failed exchange.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// Send it again on a new connection.
+    Resend,
+    /// Hand it back unsent: the upstream cannot have seen it.
+    Unsent,
+    /// Fail it: the upstream may have seen it.
+    Fail,
+}
+
+/// The decision after a failed exchange. A reused connection that gives
+/// out before any answer was most likely closed by the upstream while
+/// idle: a request not written at all goes again whatever its method; one
+/// written goes again only when it is safe (RFC 9110 §9.2.1: the upstream
+/// may have acted on it before closing), as Go's HTTP client does.
+fn next_after(failure: &Failure, reused: bool, method: &Method) -> Next {
+    match failure {
+        Failure::Unwritten(_) if reused => Next::Resend,
+        Failure::Unwritten(_) => Next::Unsent,
+        Failure::Unanswered(_) if reused && is_safe(method) => Next::Resend,
+        Failure::Unanswered(_) | Failure::Broken(_) => Next::Fail,
+    }
+}
+
+/// Methods a client may expect to be sent again after a connection gave
+/// out (RFC 9110 §9.2.1's safe methods, as Go's client chooses).
+fn is_safe(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
+/// Sends `req` on `conn` and reads the answer's head; see [`next_after`]
+/// for a connection that gives out.
 pub async fn send(
     conn: RawConn,
     lease: Lease,
@@ -126,41 +168,31 @@ pub async fn send(
         head.extend_from_slice(&body);
     }
     let body = (!coalesce).then_some(body);
+    let reused = conn.reused;
     let (lease, failure) = match exchange(conn, lease, req.method(), &head, body.as_ref()).await {
         Ok(resp) => return Ok(resp),
         Err(failed) => failed,
     };
-    match failure {
-        Failure::Stale(_) if is_safe(req.method()) => {}
-        Failure::Stale(e) | Failure::Broken(e) => return Err((SendError::Wire(e), None)),
-        Failure::NotSent(e) => return Err((SendError::WireNotSent(e), Some(Box::new(req)))),
+    match next_after(&failure, reused, req.method()) {
+        Next::Resend => {}
+        Next::Unsent => {
+            let e = SendError::WireNotSent(failure.into_error());
+            return Err((e, Some(Box::new(req))));
+        }
+        Next::Fail => return Err((SendError::Wire(failure.into_error()), None)),
     }
     let stream = match super::connect_addr(lease.addr, lease.connect_timeout).await {
         Ok(s) => s,
         Err(e) => return Err((e, Some(Box::new(req)))),
     };
-    match exchange(
-        RawConn::new(stream),
-        lease,
-        req.method(),
-        &head,
-        body.as_ref(),
-    )
-    .await
-    {
+    let conn = RawConn::new(stream);
+    match exchange(conn, lease, req.method(), &head, body.as_ref()).await {
         Ok(resp) => Ok(resp),
-        Err((_, Failure::NotSent(e))) => Err((SendError::WireNotSent(e), Some(Box::new(req)))),
-        Err((_, Failure::Stale(e) | Failure::Broken(e))) => Err((SendError::Wire(e), None)),
+        Err((_, f)) => match next_after(&f, false, req.method()) {
+            Next::Unsent => Err((SendError::WireNotSent(f.into_error()), Some(Box::new(req)))),
+            Next::Resend | Next::Fail => Err((SendError::Wire(f.into_error()), None)),
+        },
     }
-}
-
-/// Methods a client may expect to be sent again after a connection gave
-/// out (RFC 9110 §9.2.2's safe methods, as Go's client chooses).
-fn is_safe(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
-    )
 }
 
 async fn exchange(
@@ -170,19 +202,17 @@ async fn exchange(
     head: &[u8],
     body: Option<&Bytes>,
 ) -> Result<Response<ResponseBody>, (Lease, Failure)> {
-    let reused = conn.reused;
     let failed = |e: WireError, answered: bool| {
-        if reused && !answered {
-            Failure::Stale(e)
-        } else {
+        if answered {
             Failure::Broken(e)
+        } else {
+            Failure::Unanswered(e)
         }
     };
     if let Err(e) = write_request(&mut conn.stream, head, body).await {
         let f = match e {
-            Written::Nothing(e) if reused => Failure::Stale(e.into()),
-            Written::Nothing(e) => Failure::NotSent(e.into()),
-            Written::Part(e) => failed(e.into(), false),
+            Written::Nothing(e) => Failure::Unwritten(e.into()),
+            Written::Part(e) => Failure::Unanswered(e.into()),
         };
         return Err((lease, f));
     }
@@ -392,6 +422,31 @@ impl Body for RawBody {
             State::Length(n) => SizeHint::with_exact(n),
             State::Done => SizeHint::with_exact(0),
             _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_that_gave_out_is_replaced_only_when_that_is_safe() {
+        let unwritten = || Failure::Unwritten(WireError::Closed);
+        let unanswered = || Failure::Unanswered(WireError::Closed);
+        let broken = || Failure::Broken(WireError::Closed);
+        let (get, post) = (Method::GET, Method::POST);
+        #[rustfmt::skip]
+        let cases = [
+            ("reused, nothing written, POST", unwritten(), true, &post, Next::Resend),
+            ("new, nothing written", unwritten(), false, &post, Next::Unsent),
+            ("reused, no answer, GET", unanswered(), true, &get, Next::Resend),
+            ("reused, no answer, POST", unanswered(), true, &post, Next::Fail),
+            ("new, no answer, GET", unanswered(), false, &get, Next::Fail),
+            ("reused, answer broke off, GET", broken(), true, &get, Next::Fail),
+        ];
+        for (name, failure, reused, method, want) in cases {
+            assert_eq!(next_after(&failure, reused, method), want, "{name}");
         }
     }
 }
