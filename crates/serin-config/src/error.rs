@@ -75,11 +75,14 @@ impl ConfigErrors {
 }
 
 /// Collects problems while a file is decoded and validated, so that every
-/// problem is reported at once instead of one per run.
+/// problem is reported at once instead of one per run. Warnings are kept
+/// apart: what the file says is valid and serves, but probably not what
+/// was meant (a rule that answers 500 to every request).
 #[derive(Debug)]
 pub struct Problems {
     file: Arc<str>,
     errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
     /// Field paths whose problem is reported already (see [`Self::settle`]).
     settled: Vec<String>,
 }
@@ -89,6 +92,7 @@ impl Problems {
         Self {
             file: file.into(),
             errors: Vec::new(),
+            warnings: Vec::new(),
             settled: Vec::new(),
         }
     }
@@ -110,6 +114,26 @@ impl Problems {
             path,
             message: message.into(),
         });
+    }
+
+    /// Records a warning: the file is valid, but this is likely a mistake.
+    pub fn warn(&mut self, span: Span, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(ConfigError {
+            file: self.file.clone(),
+            line: span.line,
+            column: span.col,
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    /// The warnings recorded so far, sorted by place in the file (they are
+    /// not errors: [`Self::finish`] ignores them).
+    pub fn take_warnings(&mut self) -> Vec<ConfigError> {
+        let mut w = std::mem::take(&mut self.warnings);
+        w.sort_by_key(|e| (e.line, e.column));
+        w.dedup();
+        w
     }
 
     /// Says that what is at `path` is wrong and reported: a required field

@@ -57,20 +57,33 @@ fn decode_proxy_config(
         return Err(p.into_errors());
     };
     let raw = raw::Config::decode(Node::root(&doc), &mut p).unwrap_or_default();
-    let cfg = validate::validate(raw, base_dir, &mut p);
+    let mut cfg = validate::validate(raw, base_dir, &mut p);
+    cfg.warnings = p.take_warnings();
     p.finish(cfg)
+}
+
+/// Routes read by [`parse_routes`], with the warnings about them (such as a
+/// backendRef to a service version that does not exist, whose share of its
+/// rule answers 500).
+#[derive(Debug, Clone)]
+pub struct ParsedRoutes {
+    pub routes: Vec<RouteConfig>,
+    pub warnings: Vec<crate::ConfigError>,
 }
 
 /// Decodes and validates routes written as a document of their own (YAML or
 /// JSON `{"routes": [...]}`, e.g. HTTPRoutes turned into the file's route
 /// format) against `config`'s services and listeners. Problems are reported
-/// as from `source`, at paths under `routes`. Never panics (see
-/// [`parse_proxy_config`]).
+/// as from `source`, at paths under `routes`. Unlike a file's, a rule's
+/// backendRef to a service version that does not exist is not refused: it
+/// is unresolved (Gateway API: BackendNotFound, its share answers 500) and
+/// warned about, so one missing Service does not take every route down.
+/// Never panics (see [`parse_proxy_config`]).
 pub fn parse_routes(
     text: &str,
     source: &str,
     config: &ProxyConfig,
-) -> Result<Vec<RouteConfig>, ConfigErrors> {
+) -> Result<ParsedRoutes, ConfigErrors> {
     read_guarded(source, || decode_routes(text, source, config))
 }
 
@@ -78,14 +91,15 @@ fn decode_routes(
     text: &str,
     source: &str,
     config: &ProxyConfig,
-) -> Result<Vec<RouteConfig>, ConfigErrors> {
+) -> Result<ParsedRoutes, ConfigErrors> {
     let mut p = Problems::new(source);
     let Some(doc) = parse_document(text, &mut p) else {
         return Err(p.into_errors());
     };
     let raw = raw::Config::decode(Node::root(&doc), &mut p).unwrap_or_default();
     let routes = validate::routes_only(raw.routes.list(), config, &mut p);
-    p.finish(routes)
+    let warnings = p.take_warnings();
+    p.finish(ParsedRoutes { routes, warnings })
 }
 
 /// Decodes and validates the parts of a proxy config that another file (the
@@ -113,6 +127,7 @@ impl ProxyConfig {
             routes,
             discovery: None,
             routes_from_kubernetes: false,
+            warnings: Vec::new(),
         }
     }
 
@@ -227,10 +242,10 @@ mod kubernetes_sources {
             .unwrap_or_else(|e| panic!("{e}"));
         let ok = r#"{"routes": [{"name": "r", "rules": [{"backendRefs": [{"name": "cart", "version": "v1"}]}]}]}"#;
         assert_eq!(
-            parse_routes(ok, "HTTPRoute x", &cfg).map(|r| r.len()),
+            parse_routes(ok, "HTTPRoute x", &cfg).map(|r| r.routes.len()),
             Ok(1)
         );
-        let bad = r#"{"routes": [{"name": "r", "rules": [{"backendRefs": [{"name": "cart", "version": "v9"}]}]}]}"#;
+        let bad = r#"{"routes": [{"name": "r", "rules": [{"backendRefs": [{"name": "cart", "version": "v1", "weight": 2000000}]}]}]}"#;
         let errors = parse_routes(bad, "HTTPRoute x", &cfg)
             .err()
             .unwrap_or_else(|| panic!("accepted"));
@@ -241,5 +256,79 @@ mod kubernetes_sources {
                 .all(|e| e.path.starts_with("routes[0].rules[0].backendRefs[0]")),
             "{errors}"
         );
+    }
+
+    /// Routes from HTTPRoutes name Services written apart from the config:
+    /// one that does not exist leaves its share of the rule unresolved
+    /// (answered 500) with a warning at its place; a file refuses it.
+    #[test]
+    fn a_missing_service_in_routes_of_their_own_is_unresolved_not_refused() {
+        let cfg = parse_proxy_config(SERVICES, "t.yaml", Path::new("."))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let text = r#"{"routes": [{"name": "r", "rules": [{"backendRefs": [{"name": "cart", "version": "v1", "weight": 3}, {"name": "cart", "version": "v9"}, {"name": "gone"}]}]}]}"#;
+        let parsed = parse_routes(text, "HTTPRoute x", &cfg).unwrap_or_else(|e| panic!("{e}"));
+        let rule = &parsed.routes[0].rules[0];
+        assert_eq!(rule.backends.len(), 1);
+        let unresolved: Vec<(&str, u32, &UnresolvedReason)> = rule
+            .unresolved
+            .iter()
+            .map(|u| (u.name.as_str(), u.weight, &u.reason))
+            .collect();
+        assert_eq!(
+            unresolved,
+            [
+                ("cart", 1, &UnresolvedReason::BackendNotFound),
+                ("gone", 1, &UnresolvedReason::BackendNotFound)
+            ]
+        );
+        let paths: Vec<&str> = parsed.warnings.iter().map(|w| w.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "routes[0].rules[0].backendRefs[1].version",
+                "routes[0].rules[0].backendRefs[2].name"
+            ]
+        );
+        assert!(
+            parsed.warnings[1].message.contains("answered 500"),
+            "{:?}",
+            parsed.warnings
+        );
+        let file = format!(
+            "{SERVICES}routes: [{{name: r, rules: [{{backendRefs: [{{name: gone}}]}}]}}]\n"
+        );
+        assert!(parse_proxy_config(&file, "t.yaml", Path::new(".")).is_err());
+    }
+
+    /// Gateway API v1.2's `fraction` beside `percent`: the same share, its
+    /// denominator 100 when absent.
+    #[test]
+    fn a_mirror_share_may_be_a_fraction() {
+        let share = |mirror: &str| {
+            let text = format!(
+                "{SERVICES}routes: [{{name: r, rules: [{{backendRefs: [{{name: cart}}], filters: [{{type: RequestMirror, requestMirror: {{backendRef: {{name: cart}}, {mirror}}}}}]}}]}}]\n"
+            );
+            let cfg = parse_proxy_config(&text, "t.yaml", Path::new("."))
+                .unwrap_or_else(|e| panic!("{e}"));
+            match cfg.routes[0].rules[0].filters.first() {
+                Some(FilterConfig::RequestMirror(m)) => m.percent,
+                other => panic!("{other:?}"),
+            }
+        };
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(close(share("percent: 25"), 25.0));
+        assert!(close(share("fraction: {numerator: 5}"), 5.0));
+        assert!(close(
+            share("fraction: {numerator: 1, denominator: 3}"),
+            100.0 / 3.0
+        ));
+        assert!(close(
+            share("fraction: {numerator: 0, denominator: 1}"),
+            0.0
+        ));
+        assert!(close(
+            share("fraction: {numerator: 7, denominator: 7}"),
+            100.0
+        ));
     }
 }

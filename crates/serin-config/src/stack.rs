@@ -197,6 +197,7 @@ fn decode_stack_file(
         .into_iter()
         .partition(|r| r.name.contains('>'));
     gateway.routes = routes;
+    gateway.warnings = problems.take_warnings();
     problems.finish(StackFile {
         stack,
         gateway,

@@ -208,8 +208,107 @@ fn proxy_config_problems_are_reported_once_at_their_place() {
                 "t.yaml:6:64: routes[0].rules[0].fault.delay.fixedDelay: bad duration `soon` (expected number at 0); write it like 250ms, 5s, 1m or 1h30m",
             ],
         ),
+        (
+            "a mirror share given twice",
+            route_with(
+                "filters: [{type: RequestMirror, requestMirror: {backendRef: {name: s}, percent: 5, fraction: {numerator: 1}}}]",
+            ),
+            &[
+                "t.yaml:6:129: routes[0].rules[0].filters[0].requestMirror.fraction: give `percent` or `fraction`, not both",
+            ],
+        ),
+        (
+            "a mirror fraction over a denominator of 0",
+            route_with(
+                "filters: [{type: RequestMirror, requestMirror: {backendRef: {name: s}, fraction: {numerator: 0, denominator: 0}}}]",
+            ),
+            &[
+                "t.yaml:6:145: routes[0].rules[0].filters[0].requestMirror.fraction.denominator: the denominator must be at least 1",
+            ],
+        ),
+        (
+            "a mirror fraction above 1",
+            route_with(
+                "filters: [{type: RequestMirror, requestMirror: {backendRef: {name: s}, fraction: {numerator: 101}}}]",
+            ),
+            &[
+                "t.yaml:6:129: routes[0].rules[0].filters[0].requestMirror.fraction.numerator: the numerator must not be above the denominator (100)",
+            ],
+        ),
+        (
+            "a mirror fraction without a numerator",
+            route_with(
+                "filters: [{type: RequestMirror, requestMirror: {backendRef: {name: s}, fraction: {denominator: 3}}}]",
+            ),
+            &[
+                "t.yaml:6:117: routes[0].rules[0].filters[0].requestMirror.fraction: missing required field `numerator`",
+            ],
+        ),
+        (
+            "a mirror to something that is not a Service",
+            route_with(
+                "filters: [{type: RequestMirror, requestMirror: {backendRef: {name: s, kind: ConfigMap}}}]",
+            ),
+            &[
+                "t.yaml:6:112: routes[0].rules[0].filters[0].requestMirror.backendRef.kind: only a Service (group \"\", kind Service) can be this backend, not `ConfigMap`",
+            ],
+        ),
+        (
+            "a file's backend to a service that does not exist",
+            route_with("filters: []").replace("{name: s}", "{name: nope}"),
+            &[
+                "t.yaml:6:31: routes[0].rules[0].backendRefs[0].name: no service named `nope`; services are: s",
+            ],
+        ),
     ];
     check_cases(cases, proxy_problems);
+}
+
+fn proxy_warnings(text: &str) -> Vec<String> {
+    match parse_proxy_config(text, "t.yaml", Path::new("/nonexistent")) {
+        Ok(cfg) => cfg.warnings.iter().map(ToString::to_string).collect(),
+        Err(e) => e.iter().map(|e| format!("error: {e}")).collect(),
+    }
+}
+
+/// What the Gateway API accepts and answers 500 for is valid, and warned
+/// about at its place: a rule with no backendRefs, a backendRef that is not
+/// a Service. A core Service, written out, is a backend like any other.
+#[test]
+fn proxy_config_warnings_are_at_their_place() {
+    let rule =
+        |rule: &str| format!("{PROXY_BASE}routes:\n  - name: r\n    rules:\n      - {{{rule}}}\n");
+    let cases: &[(&str, String, &[&str])] = &[
+        (
+            "a rule without backendRefs",
+            rule("matches: [{path: {value: /gone}}]"),
+            &[
+                "t.yaml:6:9: routes[0].rules[0]: a rule without `backendRefs` (or a RequestRedirect filter) answers 500 to every request, as the Gateway API says",
+            ],
+        ),
+        (
+            "a rule that redirects needs no backendRefs",
+            rule("filters: [{type: RequestRedirect, requestRedirect: {hostname: example.com}}]"),
+            &[],
+        ),
+        (
+            "a backendRef of another kind, beside a Service",
+            rule(
+                "backendRefs: [{name: s, group: '', kind: Service, weight: 3}, {group: example.com, kind: Bucket, name: b}]",
+            ),
+            &[
+                "t.yaml:6:99: routes[0].rules[0].backendRefs[1].kind: `Bucket` (group `example.com`) is not a Service (group \"\", kind Service): this backend's share of the rule's requests is answered 500 (Gateway API: InvalidKind)",
+            ],
+        ),
+        (
+            "a backendRef of another group",
+            rule("backendRefs: [{name: s, group: apps}]"),
+            &[
+                "t.yaml:6:41: routes[0].rules[0].backendRefs[0].group: `Service` (group `apps`) is not a Service (group \"\", kind Service): this backend's share of the rule's requests is answered 500 (Gateway API: InvalidKind)",
+            ],
+        ),
+    ];
+    check_cases(cases, proxy_warnings);
 }
 
 /// A service (from line 2) with `entries` (flow-style mapping entries).

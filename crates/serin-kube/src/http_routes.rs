@@ -12,7 +12,10 @@
 //! Only HTTPRoutes whose `parentRefs` name the Gateway `serin-gateway` (the
 //! renderer's) are serin's. [`follow_http_routes`] watches them and hands
 //! every change to the proxy; a bad HTTPRoute is logged and its last good
-//! version (if any) keeps serving.
+//! version (if any) keeps serving. A rule's backendRef to a Service that is
+//! no version of the config, or to another kind than Service, does not make
+//! the HTTPRoute bad: that rule answers 500 for the backend's share, as the
+//! Gateway API says, and it is logged with its field.
 
 use std::collections::BTreeMap;
 
@@ -79,19 +82,90 @@ pub fn attached_to(obj: &DynamicObject, gateway: &str) -> bool {
     })
 }
 
+/// The serin route of one HTTPRoute and what is reported about it.
+#[derive(Debug, Clone)]
+pub struct ReadRoute {
+    pub route: RouteConfig,
+    /// What serves but is reported: a rule's backendRef to a Service that is
+    /// no service version of the config, or that is not a Service (the
+    /// Gateway API's `ResolvedRefs: False`, reasons BackendNotFound and
+    /// InvalidKind): its share of the rule's requests is answered 500.
+    pub warnings: Vec<RouteProblem>,
+}
+
+/// What [`route_from_http_route`] finds while it rewrites an HTTPRoute.
+struct Findings {
+    /// Refused: the HTTPRoute is not served.
+    problems: Vec<RouteProblem>,
+    /// Served, with that backend's share answering 500.
+    unresolved: Vec<RouteProblem>,
+}
+
 /// The serin route of one HTTPRoute, validated against `config`'s services.
+/// A rule's backendRef to a Service that is no version of the config is
+/// served as unresolved (500 for its share) and reported; elsewhere (a
+/// mirror, an auth service) it refuses the HTTPRoute.
 pub fn route_from_http_route(
     obj: &DynamicObject,
     config: &ProxyConfig,
-) -> Result<RouteConfig, Vec<RouteProblem>> {
+) -> Result<ReadRoute, Vec<RouteProblem>> {
     let object = object_name(obj);
     let problem = |field: String, message: String| RouteProblem {
         object: object.clone(),
         field,
         message,
     };
-    // Per-version Service name → (service, version).
-    let backends: BTreeMap<String, (&str, &str)> = config
+    let Some(spec) = obj.data.get("spec").and_then(Value::as_object) else {
+        return Err(vec![problem("spec".into(), "missing".into())]);
+    };
+    let mut found = Findings {
+        problems: Vec::new(),
+        unresolved: Vec::new(),
+    };
+    let rewrite = Rewrite {
+        backends: per_version_services(config),
+        namespace: obj.namespace(),
+        problem: &problem,
+    };
+    let rules = spec
+        .get("rules")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, rule)| rewrite.rule(rule, &format!("spec.rules[{i}]"), &mut found))
+        .collect::<Vec<_>>();
+    if !found.problems.is_empty() {
+        return Err(found.problems);
+    }
+    let mut route = json!({ "name": obj.name_any(), "rules": rules });
+    if let Some(h) = spec.get("hostnames") {
+        route["hostnames"] = h.clone();
+    }
+    let text = json!({ "routes": [route] }).to_string();
+    let mut parsed = serin_config::proxy::parse_routes(&text, &object, config)
+        .map_err(|errors| problems_of(&object, &errors))?;
+    let route = parsed
+        .routes
+        .pop()
+        .ok_or_else(|| vec![problem("spec".into(), "gave no route".into())])?;
+    // The validator's own words for what this rewrite already reported.
+    let mut warnings = problems_of(&object, &ConfigErrors(parsed.warnings));
+    warnings.retain(|w| {
+        !found
+            .unresolved
+            .iter()
+            .any(|u| w.field == u.field || w.field.starts_with(&format!("{}.", u.field)))
+    });
+    warnings.extend(found.unresolved);
+    warnings.sort_by(|a, b| a.field.cmp(&b.field));
+    Ok(ReadRoute { route, warnings })
+}
+
+/// Per-version Service name → (service, version).
+fn per_version_services(config: &ProxyConfig) -> BTreeMap<String, (&str, &str)> {
+    config
         .services
         .iter()
         .flat_map(|s| {
@@ -102,69 +176,29 @@ pub fn route_from_http_route(
                 )
             })
         })
-        .collect();
-    let Some(spec) = obj.data.get("spec").and_then(Value::as_object) else {
-        return Err(vec![problem("spec".into(), "missing".into())]);
-    };
-    let mut problems = Vec::new();
-    let backend_ref = |r: &Value, field: String, problems: &mut Vec<RouteProblem>| -> Value {
-        let text = |k: &str| r.get(k).and_then(Value::as_str);
-        if !text("group").unwrap_or("").is_empty() || text("kind").is_some_and(|k| k != "Service") {
-            problems.push(problem(
-                field.clone(),
-                "only Services (group \"\", kind Service) can be backends".into(),
-            ));
-        }
-        if text("namespace").is_some_and(|n| Some(n) != obj.namespace().as_deref()) {
-            problems.push(problem(
-                format!("{field}.namespace"),
-                "backends in other namespaces are not supported".into(),
-            ));
-        }
-        if r.get("filters").is_some() {
-            problems.push(problem(
-                format!("{field}.filters"),
-                "filters on a backendRef are not supported; put them on the rule".into(),
-            ));
-        }
-        let name = text("name").unwrap_or("");
-        let Some((service, version)) = backends.get(name) else {
-            let known: Vec<&str> = backends.keys().map(String::as_str).collect();
-            problems.push(problem(
-                format!("{field}.name"),
-                format!(
-                    "`{name}` is not the per-version Service of a service version in the config (known: {})",
-                    known.join(", ")
-                ),
-            ));
-            return json!({ "name": name });
-        };
-        let mut out = json!({ "name": service, "version": version });
-        if let Some(w) = r.get("weight") {
-            out["weight"] = w.clone();
-        }
-        out
-    };
-    let mut rules = Vec::new();
-    for (i, rule) in spec
-        .get("rules")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-    {
+        .collect()
+}
+
+/// Rewrites an HTTPRoute's rules into the proxy file's route format.
+struct Rewrite<'a, P> {
+    backends: BTreeMap<String, (&'a str, &'a str)>,
+    namespace: Option<String>,
+    problem: &'a P,
+}
+
+impl<P: Fn(String, String) -> RouteProblem> Rewrite<'_, P> {
+    fn rule(&self, rule: &Value, field: &str, found: &mut Findings) -> Value {
         let Some(rule) = rule.as_object() else {
-            rules.push(rule.clone());
-            continue;
+            return rule.clone();
         };
-        let field = format!("spec.rules[{i}]");
         let mut out: Map<String, Value> = rule.clone();
         if let Some(refs) = rule.get("backendRefs").and_then(Value::as_array) {
             let refs = refs
                 .iter()
                 .enumerate()
-                .map(|(j, r)| backend_ref(r, format!("{field}.backendRefs[{j}]"), &mut problems))
+                .map(|(j, r)| {
+                    self.backend_ref(r, &format!("{field}.backendRefs[{j}]"), true, found)
+                })
                 .collect();
             out.insert("backendRefs".into(), Value::Array(refs));
         }
@@ -175,50 +209,71 @@ pub fn route_from_http_route(
                 let field = format!("{field}.filters[{j}]");
                 for key in ["requestMirror", "externalAuth"] {
                     if let Some(r) = f.pointer(&format!("/{key}/backendRef")).cloned() {
-                        f[key]["backendRef"] =
-                            backend_ref(&r, format!("{field}.{key}.backendRef"), &mut problems);
-                    }
-                }
-                // The Gateway API's mirror share as a fraction; serin's as
-                // a percent.
-                if let Some(fraction) = f.pointer("/requestMirror/fraction").cloned()
-                    && let Some(mirror) = f.get_mut("requestMirror").and_then(Value::as_object_mut)
-                {
-                    mirror.remove("fraction");
-                    let n = fraction.get("numerator").and_then(Value::as_f64);
-                    let d = fraction
-                        .get("denominator")
-                        .and_then(Value::as_f64)
-                        .unwrap_or(100.0);
-                    match n {
-                        Some(n) if d > 0.0 => {
-                            mirror.insert("percent".into(), json!(n * 100.0 / d));
-                        }
-                        _ => problems.push(problem(
-                            format!("{field}.requestMirror.fraction"),
-                            "needs a numerator and a denominator above 0".into(),
-                        )),
+                        let at = format!("{field}.{key}.backendRef");
+                        f[key]["backendRef"] = self.backend_ref(&r, &at, false, found);
                     }
                 }
                 converted.push(f);
             }
             out.insert("filters".into(), Value::Array(converted));
         }
-        rules.push(Value::Object(out));
+        Value::Object(out)
     }
-    if !problems.is_empty() {
-        return Err(problems);
+
+    /// One backendRef as the file writes it. `group` and `kind` go through
+    /// as they are: the validator serves a rule's non-Service ref as
+    /// unresolved (InvalidKind) and refuses one elsewhere.
+    fn backend_ref(&self, r: &Value, field: &str, in_rule: bool, found: &mut Findings) -> Value {
+        let text = |k: &str| r.get(k).and_then(Value::as_str);
+        let problem = |f: String, m: &str| (self.problem)(f, m.to_string());
+        if text("namespace").is_some_and(|n| Some(n) != self.namespace.as_deref()) {
+            let m = "backends in other namespaces are not supported";
+            found
+                .problems
+                .push(problem(format!("{field}.namespace"), m));
+        }
+        if r.get("filters").is_some() {
+            let m = "filters on a backendRef are not supported; put them on the rule";
+            found.problems.push(problem(format!("{field}.filters"), m));
+        }
+        let name = text("name").unwrap_or("");
+        let mut out = json!({ "name": name });
+        for key in ["group", "kind", "weight"] {
+            if let Some(v) = r.get(key) {
+                out[key] = v.clone();
+            }
+        }
+        let service =
+            text("kind").is_none_or(|k| k == "Service") && text("group").is_none_or(str::is_empty);
+        if !service {
+            return out;
+        }
+        if let Some((service, version)) = self.backends.get(name) {
+            out["name"] = json!(service);
+            out["version"] = json!(version);
+            return out;
+        }
+        let known: Vec<&str> = self.backends.keys().map(String::as_str).collect();
+        let message = format!(
+            "`{name}` is not the per-version Service of a service version in the config (known: {})",
+            known.join(", ")
+        );
+        if in_rule {
+            // A version no service has: the validator leaves it unresolved.
+            out["version"] = json!("");
+            let message = format!(
+                "{message}: this backend's share of the rule's requests is answered 500 (Gateway API: BackendNotFound)"
+            );
+            found
+                .unresolved
+                .push(problem(format!("{field}.name"), &message));
+        } else {
+            found
+                .problems
+                .push(problem(format!("{field}.name"), &message));
+        }
+        out
     }
-    let mut route = json!({ "name": obj.name_any(), "rules": rules });
-    if let Some(h) = spec.get("hostnames") {
-        route["hostnames"] = h.clone();
-    }
-    let text = json!({ "routes": [route] }).to_string();
-    let mut routes = serin_config::proxy::parse_routes(&text, &object, config)
-        .map_err(|errors| problems_of(&object, &errors))?;
-    routes
-        .pop()
-        .ok_or_else(|| vec![problem("spec".into(), "gave no route".into())])
 }
 
 /// The validator's problems, at the HTTPRoute's field paths: the document
@@ -291,10 +346,15 @@ where
             let version = obj.resource_version().unwrap_or_default();
             present.insert(key.clone(), ());
             match route_from_http_route(obj, &running) {
-                Ok(route) => {
-                    reported.remove(&key);
-                    last_good.insert(key, route.clone());
-                    routes.push(route);
+                Ok(read) => {
+                    if reported.get(&key) != Some(&version) {
+                        for p in &read.warnings {
+                            tracing::warn!(httproute = %key, field = %p.field, "{p}");
+                        }
+                        reported.insert(key.clone(), version);
+                    }
+                    last_good.insert(key, read.route.clone());
+                    routes.push(read.route);
                 }
                 Err(problems) => {
                     if reported.get(&key) != Some(&version) {

@@ -404,10 +404,15 @@ struct ExternalAuthHttp {
     allowed_response_headers: Vec<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 struct BackendRef {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
     name: String,
-    version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     weight: Option<u32>,
 }
@@ -634,9 +639,22 @@ fn rule(rule: &p::RuleConfig) -> Result<Rule, String> {
             .iter()
             .map(|b| BackendRef {
                 name: b.service.clone(),
-                version: b.version.clone(),
+                version: Some(b.version.clone()),
                 weight: Some(b.weight),
+                ..BackendRef::default()
             })
+            .chain(rule.unresolved.iter().filter_map(|u| match &u.reason {
+                // Another kind than Service, as written; a Service not found
+                // is only ever from an HTTPRoute, never from a file.
+                p::UnresolvedReason::InvalidKind { group, kind } => Some(BackendRef {
+                    group: Some(group.clone()),
+                    kind: Some(kind.clone()),
+                    name: u.name.clone(),
+                    version: None,
+                    weight: Some(u.weight),
+                }),
+                p::UnresolvedReason::BackendNotFound => None,
+            }))
             .collect(),
         timeouts: Timeouts {
             request,
@@ -768,8 +786,8 @@ fn filter(f: &FilterConfig) -> Result<Filter, String> {
             external_auth: Some(ExternalAuth {
                 backend_ref: BackendRef {
                     name: a.service.clone(),
-                    version: a.version.clone(),
-                    weight: None,
+                    version: Some(a.version.clone()),
+                    ..BackendRef::default()
                 },
                 http: ExternalAuthHttp {
                     path: (!a.path_prefix.is_empty()).then(|| a.path_prefix.clone()),
@@ -794,8 +812,8 @@ fn filter(f: &FilterConfig) -> Result<Filter, String> {
             request_mirror: Some(Mirror {
                 backend_ref: BackendRef {
                     name: m.service.clone(),
-                    version: m.version.clone(),
-                    weight: None,
+                    version: Some(m.version.clone()),
+                    ..BackendRef::default()
                 },
                 #[allow(clippy::float_cmp)] // 100 exactly is the default
                 percent: (m.percent != 100.0).then_some(m.percent),

@@ -88,6 +88,25 @@ fn num<T: TryFrom<u64>>(v: impl Into<u64>, what: &str) -> Fallible<T> {
     T::try_from(v).map_err(|_| format!("{what} {v} is out of range"))
 }
 
+/// A backendRef of another kind than Service, as written: it stays
+/// unresolved in the cluster too (its share answers 500 there as here).
+fn unresolved_ref(
+    u: &serin_config::proxy::UnresolvedBackendRef,
+) -> Option<Fallible<HttpRouteRulesBackendRefs>> {
+    let serin_config::proxy::UnresolvedReason::InvalidKind { group, kind } = &u.reason else {
+        return None;
+    };
+    Some(
+        num(u.weight, "weight").map(|weight| HttpRouteRulesBackendRefs {
+            name: u.name.clone(),
+            group: Some(group.clone()),
+            kind: Some(kind.clone()),
+            weight: Some(weight),
+            ..HttpRouteRulesBackendRefs::default()
+        }),
+    )
+}
+
 fn rule(rule: &RuleConfig) -> Fallible<HttpRouteRules> {
     let backend_refs = rule
         .backends
@@ -100,6 +119,7 @@ fn rule(rule: &RuleConfig) -> Fallible<HttpRouteRules> {
                 ..HttpRouteRulesBackendRefs::default()
             })
         })
+        .chain(rule.unresolved.iter().filter_map(unresolved_ref))
         .collect::<Fallible<Vec<_>>>()?;
     // serin's request timeout is on unless set to 0s, which is also how the
     // Gateway API turns a timeout off.

@@ -53,7 +53,9 @@ fn rendered_httproutes_read_back_as_the_stack_gateways_routes() {
         };
         let obj = dynamic(serde_json::to_value(route).unwrap_or_else(|e| panic!("{e}")));
         assert!(attached_to(&obj, GATEWAY_NAME));
-        let back = route_from_http_route(&obj, &stack.gateway).unwrap_or_else(|e| panic!("{e:?}"));
+        let read = route_from_http_route(&obj, &stack.gateway).unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(read.warnings.is_empty(), "{:?}", read.warnings);
+        let back = read.route;
         let original = stack
             .gateway
             .routes
@@ -92,19 +94,28 @@ fn problems_name_the_httproute_and_its_field() {
     let stack = qotm();
     let cfg = &stack.gateway;
     let p = problems(
-        json!({ "rules": [{ "backendRefs": [{ "name": "nope", "port": 8080 }] }] }),
+        json!({ "rules": [{
+            "backendRefs": [{ "name": "qotm-v1" }],
+            "filters": [{ "type": "RequestMirror", "requestMirror": { "backendRef": { "name": "nope" } } }],
+        }] }),
         cfg,
     );
     assert!(
-        p[0].starts_with("HTTPRoute shop/r: spec.rules[0].backendRefs[0].name: `nope` is not"),
+        p[0].starts_with(
+            "HTTPRoute shop/r: spec.rules[0].filters[0].requestMirror.backendRef.name: `nope` is not"
+        ),
         "{p:?}"
     );
     let p = problems(
-        json!({ "rules": [{ "backendRefs": [{ "name": "qotm-v1", "kind": "ConfigMap" }] }] }),
+        json!({ "rules": [{
+            "backendRefs": [{ "name": "qotm-v1" }],
+            "filters": [{ "type": "RequestMirror", "requestMirror": {
+                "backendRef": { "name": "qotm-v2" }, "fraction": { "numerator": 3, "denominator": 2 } } }],
+        }] }),
         cfg,
     );
     assert!(
-        p[0].contains("spec.rules[0].backendRefs[0]: only Services"),
+        p[0].contains("spec.rules[0].filters[0].requestMirror.fraction.numerator: the numerator must not be above the denominator (2)"),
         "{p:?}"
     );
     let p = problems(
@@ -162,4 +173,66 @@ fn only_httproutes_naming_the_gateway_are_attached() {
         GATEWAY_NAME
     ));
     assert!(!attached_to(&route(json!({ "rules": [] })), GATEWAY_NAME));
+}
+
+/// Gateway API: a backendRef to a Service that does not exist, or of
+/// another kind, is `ResolvedRefs: False`; the route serves, and requests
+/// its weights send there get 500. Each is reported at its field.
+#[test]
+fn unresolved_backend_refs_serve_500_for_their_share_and_are_reported() {
+    let stack = qotm();
+    let obj = route(json!({ "rules": [
+        { "backendRefs": [
+            { "name": "qotm-v1", "weight": 3 },
+            { "name": "qotm-v9", "port": 8080, "weight": 1 },
+            { "name": "bucket", "group": "example.com", "kind": "Bucket", "weight": 2 },
+        ] },
+        { "matches": [{ "path": { "value": "/ok" } }], "backendRefs": [{ "name": "qotm-v2" }] },
+    ] }));
+    let read = route_from_http_route(&obj, &stack.gateway).unwrap_or_else(|e| panic!("{e:?}"));
+    let rule = &read.route.rules[0];
+    assert_eq!(rule.backends.len(), 1);
+    assert_eq!(rule.backends[0].weight, 3);
+    let unresolved: Vec<(&str, u32, &str)> = rule
+        .unresolved
+        .iter()
+        .map(|u| (u.name.as_str(), u.weight, u.reason.gateway_api_reason()))
+        .collect();
+    assert_eq!(
+        unresolved,
+        [
+            ("qotm-v9", 1, "BackendNotFound"),
+            ("bucket", 2, "InvalidKind")
+        ]
+    );
+    assert!(read.route.rules[1].unresolved.is_empty());
+    let reported: Vec<String> = read.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(reported.len(), 2, "{reported:?}");
+    assert!(
+        reported[0].starts_with("HTTPRoute shop/r: spec.rules[0].backendRefs[1].name: `qotm-v9` is not the per-version Service")
+            && reported[0].contains("answered 500 (Gateway API: BackendNotFound)"),
+        "{reported:?}"
+    );
+    assert!(
+        reported[1].starts_with("HTTPRoute shop/r: spec.rules[0].backendRefs[2].kind: `Bucket` (group `example.com`) is not a Service"),
+        "{reported:?}"
+    );
+}
+
+/// `requestMirror.fraction` is read as the file reads it: the same share.
+#[test]
+fn a_mirror_fraction_is_the_files() {
+    let stack = qotm();
+    let obj = route(json!({ "rules": [{
+        "backendRefs": [{ "name": "qotm-v1" }],
+        "filters": [{ "type": "RequestMirror", "requestMirror": {
+            "backendRef": { "name": "qotm-v2" }, "fraction": { "numerator": 1, "denominator": 8 } } }],
+    }] }));
+    let read = route_from_http_route(&obj, &stack.gateway).unwrap_or_else(|e| panic!("{e:?}"));
+    match read.route.rules[0].filters.first() {
+        Some(serin_config::proxy::FilterConfig::RequestMirror(m)) => {
+            assert!((m.percent - 12.5).abs() < 1e-9, "{m:?}");
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -76,6 +76,13 @@ pub struct ShedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UnservedLabels {
+    pub route: String,
+    /// The failure's label: `no_backend` or `invalid_backend`.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: String,
 }
@@ -116,6 +123,7 @@ pub struct Metrics {
     pub budget_exhausted: Family<BackendLabels, Counter>,
     pub mirrors: Family<MirrorLabels, Counter>,
     pub rate_limited: Family<ShedLabels, Counter>,
+    pub unserved: Family<UnservedLabels, Counter>,
 }
 
 impl Metrics {
@@ -218,6 +226,12 @@ impl Metrics {
             "Requests refused with 429 by a rate limit (scope: local or global)",
             rate_limited.clone(),
         );
+        let unserved = Family::<UnservedLabels, Counter>::default();
+        registry.register(
+            "unserved_requests",
+            "Requests answered 500 because their rule had no valid backend for them (reason: no_backend, invalid_backend)",
+            unserved.clone(),
+        );
         // Shown from the start, so a dashboard sees 0 rather than nothing.
         for result in ["success", "failure"] {
             let _ = reloads.get_or_create(&ResultLabels {
@@ -241,6 +255,7 @@ impl Metrics {
             budget_exhausted,
             mirrors,
             rate_limited,
+            unserved,
         })
     }
 
@@ -295,6 +310,19 @@ impl BackendMetrics {
                 },
             );
         }
+    }
+
+    /// The counter of requests the rule cannot send to a backend, for the
+    /// reason `reason` (a [`crate::request::ProxyError`] label), created at
+    /// 0: a rule has one when its backendRefs say it will answer 500.
+    pub fn unserved(&self, reason: &str) -> Counter {
+        self.metrics
+            .unserved
+            .get_or_create(&UnservedLabels {
+                route: self.labels.route.clone(),
+                reason: reason.to_string(),
+            })
+            .clone()
     }
 
     /// Handles for requests a rule answers without a backend (redirects,

@@ -7,13 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
-use serin_config::proxy::{LbPolicy, ProxyConfig, RetryConfig, ServiceConfig, TimeoutsConfig};
+use serin_config::proxy::{
+    LbPolicy, ProxyConfig, RetryConfig, RuleConfig, ServiceConfig, TimeoutsConfig,
+};
 use serin_discovery::BackendKey;
 
 use crate::endpoints::Backend;
 use crate::filters::{Filter, FilterError};
 use crate::metrics::{BackendMetrics, Metrics};
 use crate::pool::PoolSettings;
+use crate::request::ProxyError;
 use crate::routing::RouteTable;
 
 /// A service's settings as the request path needs them.
@@ -42,8 +45,14 @@ pub struct CompiledRule {
     /// The rule's filters, in its order.
     pub filters: Vec<Filter>,
     pub backends: Vec<CompiledBackendRef>,
-    /// Running sums of weights, for the weighted pick.
+    /// Running sums of weights, for the weighted pick: the backends', then
+    /// those of the backendRefs that cannot be served (whose share of the
+    /// requests answers 500, as the Gateway API says).
     cumulative: Vec<u64>,
+    /// Counts the requests this rule cannot send to a backend, when its
+    /// backendRefs say there will be some (none, all of weight 0, or an
+    /// invalid one).
+    unserved: Option<prometheus_client::metrics::counter::Counter>,
     pub timeouts: TimeoutsConfig,
     pub retry: RetryConfig,
     pub fault: Option<serin_config::proxy::FaultConfig>,
@@ -58,20 +67,22 @@ pub struct CompiledRule {
 }
 
 impl CompiledRule {
-    /// Picks a backend by weight. `None` when every weight is 0. A version
-    /// with no ready endpoint gives its share to the others that have some
-    /// (a version still starting must not fail its share of requests); when
-    /// none has any, the pick stands and the request gets a 503.
-    pub fn pick_backend(&self) -> Option<&CompiledBackendRef> {
-        let total = *self.cumulative.last()?;
+    /// Picks a backend by weight: [`ProxyError::NoBackend`] when the rule
+    /// has none (or every weight is 0), [`ProxyError::InvalidBackend`] for
+    /// the share of an unresolved backendRef. A version with no ready
+    /// endpoint gives its share to the others that have some (a version
+    /// still starting must not fail its share of requests); when none has
+    /// any, the pick stands and the request gets a 503.
+    pub fn pick_backend(&self) -> Result<&CompiledBackendRef, ProxyError> {
+        let total = self.cumulative.last().copied().unwrap_or(0);
         if total == 0 {
-            return None;
+            return Err(ProxyError::NoBackend);
         }
         let r = fastrand::u64(..total);
         let i = self.cumulative.partition_point(|c| *c <= r);
-        let picked = self.backends.get(i)?;
+        let picked = self.backends.get(i).ok_or(ProxyError::InvalidBackend)?;
         if !picked.backend.endpoints().list.is_empty() {
-            return Some(picked);
+            return Ok(picked);
         }
         let ready =
             |b: &&CompiledBackendRef| b.weight > 0 && !b.backend.endpoints().list.is_empty();
@@ -82,17 +93,29 @@ impl CompiledRule {
             .map(|b| u64::from(b.weight))
             .sum();
         if ready_total == 0 {
-            return Some(picked);
+            return Ok(picked);
         }
         let mut r = fastrand::u64(..ready_total);
         for b in self.backends.iter().filter(ready) {
             let w = u64::from(b.weight);
             if r < w {
-                return Some(b);
+                return Ok(b);
             }
             r -= w;
         }
-        Some(picked)
+        Ok(picked)
+    }
+
+    /// Counts a request [`Self::pick_backend`] found no backend for.
+    pub fn count_unserved(&self, e: &ProxyError) {
+        match &self.unserved {
+            Some(c) => {
+                c.inc();
+            }
+            None => {
+                self.local_metrics.unserved(e.label()).inc();
+            }
+        }
     }
 }
 
@@ -147,57 +170,11 @@ pub fn compile(
             .iter()
             .enumerate()
             .map(|(index, rule)| {
-                let mut backends = Vec::new();
-                let mut cumulative = Vec::new();
-                let mut sum = 0u64;
-                for b in &rule.backends {
-                    let Some(service) = services.get(b.service.as_str()) else {
-                        continue;
-                    };
-                    sum += u64::from(b.weight);
-                    cumulative.push(sum);
-                    backends.push(CompiledBackendRef {
-                        backend: backend(&BackendKey::new(&b.service, &b.version)),
-                        service: service.clone(),
-                        weight: b.weight,
-                        metrics: BackendMetrics::new(metrics, &route.name, &b.service, &b.version),
-                    });
-                }
-                let filters = rule
-                    .filters
-                    .iter()
-                    .map(|f| Filter::compile(f, &services, &mut backend))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let local_metrics = BackendMetrics::local(metrics, &route.name);
-                local_metrics.declare_rule_limits(
-                    rule.rate_limit.as_ref().map(|rl| rl.global.is_some()),
-                    rule.max_concurrent_requests.is_some(),
-                );
-                Ok(Arc::new(CompiledRule {
-                    route: route_name.clone(),
+                let at = RuleAt {
+                    route: &route_name,
                     index,
-                    filters,
-                    backends,
-                    cumulative,
-                    timeouts: rule.timeouts,
-                    retry: rule.retry.clone(),
-                    fault: rule.fault.clone(),
-                    rate_limit: rule
-                        .rate_limit
-                        .clone()
-                        .map(crate::ratelimit::CompiledRateLimit::new),
-                    budget: tower::retry::budget::TpsBudget::new(
-                        rule.retry
-                            .budget
-                            .ttl
-                            .clamp(Duration::from_secs(1), Duration::from_secs(60)),
-                        rule.retry.budget.min_retries_per_second.min(1_000_000),
-                        (rule.retry.budget.percent / 100.0).clamp(0.0, 1000.0) as f32,
-                    ),
-                    max_concurrent_requests: rule.max_concurrent_requests,
-                    in_flight: Arc::default(),
-                    local_metrics,
-                }))
+                };
+                compile_rule(at, rule, &services, metrics, &mut backend).map(Arc::new)
             })
             .collect::<Result<_, FilterError>>()?;
         compiled_routes.push((route, rules));
@@ -221,6 +198,83 @@ pub fn compile(
         tables,
         unrouted: BackendMetrics::local(metrics, ""),
         config,
+    })
+}
+
+/// Where a rule sits: its route and index.
+struct RuleAt<'a> {
+    route: &'a Arc<str>,
+    index: usize,
+}
+
+fn compile_rule(
+    at: RuleAt<'_>,
+    rule: &RuleConfig,
+    services: &BTreeMap<&str, Arc<CompiledService>>,
+    metrics: &Arc<Metrics>,
+    backend: &mut impl FnMut(&BackendKey) -> Arc<Backend>,
+) -> Result<CompiledRule, FilterError> {
+    let mut backends = Vec::new();
+    let mut cumulative = Vec::new();
+    let mut sum = 0u64;
+    for b in &rule.backends {
+        let Some(service) = services.get(b.service.as_str()) else {
+            continue;
+        };
+        sum += u64::from(b.weight);
+        cumulative.push(sum);
+        backends.push(CompiledBackendRef {
+            backend: backend(&BackendKey::new(&b.service, &b.version)),
+            service: service.clone(),
+            weight: b.weight,
+            metrics: BackendMetrics::new(metrics, at.route, &b.service, &b.version),
+        });
+    }
+    let invalid: u64 = rule.unresolved.iter().map(|u| u64::from(u.weight)).sum();
+    if invalid > 0 {
+        cumulative.push(sum + invalid);
+    }
+    let filters = rule
+        .filters
+        .iter()
+        .map(|f| Filter::compile(f, services, &mut *backend))
+        .collect::<Result<Vec<_>, _>>()?;
+    let local_metrics = BackendMetrics::local(metrics, at.route);
+    local_metrics.declare_rule_limits(
+        rule.rate_limit.as_ref().map(|rl| rl.global.is_some()),
+        rule.max_concurrent_requests.is_some(),
+    );
+    let unserved = match (sum, invalid) {
+        (0, 0) => Some(ProxyError::NoBackend),
+        (_, 1..) => Some(ProxyError::InvalidBackend),
+        _ => None,
+    }
+    .map(|e| local_metrics.unserved(e.label()));
+    Ok(CompiledRule {
+        route: at.route.clone(),
+        index: at.index,
+        filters,
+        backends,
+        cumulative,
+        unserved,
+        timeouts: rule.timeouts,
+        retry: rule.retry.clone(),
+        fault: rule.fault.clone(),
+        rate_limit: rule
+            .rate_limit
+            .clone()
+            .map(crate::ratelimit::CompiledRateLimit::new),
+        budget: tower::retry::budget::TpsBudget::new(
+            rule.retry
+                .budget
+                .ttl
+                .clamp(Duration::from_secs(1), Duration::from_secs(60)),
+            rule.retry.budget.min_retries_per_second.min(1_000_000),
+            (rule.retry.budget.percent / 100.0).clamp(0.0, 1000.0) as f32,
+        ),
+        max_concurrent_requests: rule.max_concurrent_requests,
+        in_flight: Arc::default(),
+        local_metrics,
     })
 }
 
@@ -275,12 +329,83 @@ routes:
         let mut counts = BTreeMap::new();
         let n = 100_000;
         for _ in 0..n {
-            let b = rule.pick_backend().unwrap_or_else(|| panic!("no backend"));
+            let b = rule.pick_backend().unwrap_or_else(|e| panic!("{e}"));
             *counts.entry(b.backend.key.version.to_string()).or_insert(0) += 1;
         }
         let share = |v: &str| f64::from(*counts.get(v).unwrap_or(&0)) * 100.0 / f64::from(n);
         assert!((share("a") - 70.0).abs() < 1.0, "{counts:?}");
         assert!((share("b") - 30.0).abs() < 1.0, "{counts:?}");
         assert_eq!(counts.get("c"), None, "weight 0 gets nothing");
+    }
+
+    fn rules_of(yaml: &str) -> (Arc<Metrics>, Vec<Arc<CompiledRule>>) {
+        let cfg = parse_proxy_config(yaml, "t.yaml", std::path::Path::new("."))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let metrics = Metrics::new();
+        let snap = compile(Arc::new(cfg), &metrics, |k| {
+            Arc::new(Backend::new(k.clone()))
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let table = snap.table("gw").unwrap_or_else(|| panic!("no table"));
+        let rule = |path: &str| {
+            table
+                .lookup("h", &http::Method::GET, path, None, &http::HeaderMap::new())
+                .map(|(r, _)| r.clone())
+                .unwrap_or_else(|| panic!("no rule for {path}"))
+        };
+        (metrics, vec![rule("/"), rule("/none"), rule("/kind")])
+    }
+
+    /// Gateway API: a rule without backendRefs answers 500, and so does the
+    /// share of requests the weights give a backendRef that is not a
+    /// Service; the series that count them exist from the start.
+    #[test]
+    fn a_rule_without_a_valid_backend_answers_500_for_its_share() {
+        let (metrics, rules) = rules_of(
+            r#"
+listeners: [{name: gw, address: "127.0.0.1:0"}]
+services: [{name: s, versions: [{name: a, endpoints: ["127.0.0.1:1"]}]}]
+routes:
+  - name: mixed
+    rules:
+      - backendRefs: [{name: s, weight: 75}, {name: b, group: example.com, kind: Bucket, weight: 25}]
+  - name: none
+    rules:
+      - matches: [{path: {value: /none}}]
+  - name: kind
+    rules:
+      - matches: [{path: {value: /kind}}]
+        backendRefs: [{name: s, weight: 0}, {name: c, kind: ConfigMap}]
+"#,
+        );
+        let text = metrics.encode();
+        for (route, reason) in [
+            ("mixed", "invalid_backend"),
+            ("none", "no_backend"),
+            ("kind", "invalid_backend"),
+        ] {
+            let series =
+                format!(r#"serin_unserved_requests_total{{route="{route}",reason="{reason}"}} 0"#);
+            assert!(text.contains(&series), "{series} missing:\n{text}");
+        }
+        let n = 40_000;
+        let invalid = (0..n)
+            .filter(|_| rules[0].pick_backend().err() == Some(ProxyError::InvalidBackend))
+            .count();
+        let share = invalid as f64 * 100.0 / f64::from(n);
+        assert!((share - 25.0).abs() < 1.5, "{share}% invalid");
+        assert_eq!(rules[1].pick_backend().err(), Some(ProxyError::NoBackend));
+        for _ in 0..100 {
+            assert_eq!(
+                rules[2].pick_backend().err(),
+                Some(ProxyError::InvalidBackend)
+            );
+        }
+        rules[1].count_unserved(&ProxyError::NoBackend);
+        assert!(
+            metrics
+                .encode()
+                .contains(r#"serin_unserved_requests_total{route="none",reason="no_backend"} 1"#)
+        );
     }
 }

@@ -117,6 +117,11 @@ pub mod defaults {
     pub const TRACING_SERVICE_NAME: &str = "serin";
     /// Gateway API's default backend weight.
     pub const WEIGHT: u32 = 1;
+    /// A RequestMirror without `percent` or `fraction` copies every
+    /// request (Gateway API).
+    pub const MIRROR_PERCENT: f64 = 100.0;
+    /// The denominator of a mirror's `fraction` when absent (Gateway API).
+    pub const MIRROR_FRACTION_DENOMINATOR: u32 = 100;
     /// An auth check is a small lookup; a slow one is a failing one.
     pub const EXTERNAL_AUTH_TIMEOUT: Duration = Duration::from_secs(1);
     /// When the auth service cannot answer, refuse (403), as Envoy does: an
@@ -167,6 +172,11 @@ pub struct ProxyConfig {
     /// `routes: kubernetes`: `routes` come from HTTPRoute objects, not from
     /// the file (empty until they arrive).
     pub routes_from_kubernetes: bool,
+    /// What the file says that is valid but likely a mistake (a rule that
+    /// answers 500 to every request): `serin validate` prints it, a proxy
+    /// logs it when it applies the file.
+    #[serde(skip)]
+    pub warnings: Vec<crate::ConfigError>,
 }
 
 /// Where and how spans are exported (OTLP over HTTP, protobuf).
@@ -401,6 +411,11 @@ pub struct RuleConfig {
     pub matches: Vec<MatchConfig>,
     pub filters: Vec<FilterConfig>,
     pub backends: Vec<BackendRefConfig>,
+    /// backendRefs that cannot be served, each with its weight: the share
+    /// of requests the weights give them is answered 500 (Gateway API). With
+    /// no backends and none of these, every request gets 500.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unresolved: Vec<UnresolvedBackendRef>,
     pub timeouts: TimeoutsConfig,
     pub retry: RetryConfig,
     pub fault: Option<FaultConfig>,
@@ -497,6 +512,8 @@ pub enum FilterConfig {
 pub struct MirrorConfig {
     pub service: String,
     pub version: String,
+    /// The share mirrored, 0 to 100 (the file's `percent`, or its
+    /// `fraction` as a percentage).
     pub percent: f64,
 }
 
@@ -550,6 +567,35 @@ pub struct RedirectConfig {
     pub port: Option<u16>,
     #[serde(serialize_with = "ser_status")]
     pub status: StatusCode,
+}
+
+/// A backendRef that names nothing serin can send to (the Gateway API's
+/// `ResolvedRefs: False`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnresolvedBackendRef {
+    pub name: String,
+    pub weight: u32,
+    pub reason: UnresolvedReason,
+}
+
+/// Why a backendRef cannot be served, with the Gateway API's reason names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum UnresolvedReason {
+    /// Not a core Service (`group: ""`, `kind: Service`).
+    InvalidKind { group: String, kind: String },
+    /// No such service (or version): only for routes from HTTPRoutes, where
+    /// a file's typo is refused.
+    BackendNotFound,
+}
+
+impl UnresolvedReason {
+    /// The Gateway API's reason for the `ResolvedRefs` condition.
+    pub fn gateway_api_reason(&self) -> &'static str {
+        match self {
+            Self::InvalidKind { .. } => "InvalidKind",
+            Self::BackendNotFound => "BackendNotFound",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

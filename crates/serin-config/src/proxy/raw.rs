@@ -428,6 +428,16 @@ config_struct! {
     pub struct RequestMirror {
         backend_ref: BackendRef = "backendRef" [required],
         percent: Option<Spanned<f64>> = "percent",
+        fraction: Option<Fraction> = "fraction",
+    }
+}
+
+config_struct! {
+    /// Gateway API v1.2's share as a fraction: `numerator / denominator`
+    /// (denominator 100 when absent), instead of `percent`.
+    pub struct Fraction {
+        numerator: Spanned<u32> = "numerator" [required],
+        denominator: Option<Spanned<u32>> = "denominator",
     }
 }
 
@@ -495,7 +505,12 @@ config_struct! {
 }
 
 config_struct! {
+    /// A backend: a service (and version) of the file. `group` and `kind`
+    /// are the Gateway API's; only a core Service (`group: ""`, `kind:
+    /// Service`, the default) is one.
     pub struct BackendRef {
+        group: Option<Spanned<String>> = "group",
+        kind: Option<Spanned<String>> = "kind",
         name: Spanned<String> = "name" [required],
         version: Option<Spanned<String>> = "version",
         weight: Option<Spanned<u32>> = "weight",

@@ -23,7 +23,11 @@ pub(crate) fn validate(raw: raw::Config, base_dir: &Path, p: &mut Problems) -> P
     let listeners = listeners(&raw.listeners, base_dir, p);
     let services = services(&raw.services, p);
     let listener_names: BTreeSet<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
-    let routes = routes(raw.routes.list(), &services, &listener_names, p);
+    let refs = Refs {
+        services: &services,
+        missing: MissingService::Refused,
+    };
+    let routes = routes(raw.routes.list(), refs, &listener_names, p);
     let workers = match &raw.workers {
         Some(w) if **w == 0 || **w > 256 => {
             w.report(p, "workers must be from 1 to 256");
@@ -48,19 +52,43 @@ pub(crate) fn validate(raw: raw::Config, base_dir: &Path, p: &mut Problems) -> P
         routes,
         discovery: raw.discovery,
         routes_from_kubernetes: matches!(raw.routes, raw::Routes::Kubernetes(_)),
+        warnings: Vec::new(),
     }
+}
+
+/// What a rule's backendRef that names no service version is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MissingService {
+    /// In a file: a typo the user must see, refused at its place.
+    Refused,
+    /// In routes from elsewhere (HTTPRoutes), written apart from the
+    /// services: the Gateway API's BackendNotFound. That backend's share
+    /// of the rule answers 500, with a warning; every other route serves.
+    Unresolved,
+}
+
+/// What backendRefs are resolved against.
+#[derive(Clone, Copy)]
+struct Refs<'a> {
+    services: &'a [ServiceConfig],
+    missing: MissingService,
 }
 
 /// Validates routes that come from elsewhere (Kubernetes HTTPRoutes, turned
 /// into the file's route format) against a validated config's services and
-/// listeners.
+/// listeners. A rule's backendRef to a service version that does not exist
+/// is unresolved (its share answers 500) and warned about, not refused.
 pub(crate) fn routes_only(
     raw: &[raw::Route],
     config: &ProxyConfig,
     p: &mut Problems,
 ) -> Vec<RouteConfig> {
     let listener_names: BTreeSet<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
-    routes(raw, &config.services, &listener_names, p)
+    let refs = Refs {
+        services: &config.services,
+        missing: MissingService::Unresolved,
+    };
+    routes(raw, refs, &listener_names, p)
 }
 
 /// One worker per CPU, as NGINX's `worker_processes auto`.
@@ -512,7 +540,7 @@ fn full_regex(r: &Spanned<String>, p: &mut Problems) -> Option<Regex> {
 
 fn routes(
     raw: &[raw::Route],
-    services: &[ServiceConfig],
+    refs: Refs<'_>,
     listeners: &BTreeSet<&str>,
     p: &mut Problems,
 ) -> Vec<RouteConfig> {
@@ -543,7 +571,7 @@ fn routes(
         let rules = r
             .rules
             .iter()
-            .map(|rule| rule_config(rule, services, p))
+            .map(|rule| rule_config(rule, refs, p))
             .collect();
         out.push(RouteConfig {
             name: r.name.value.clone(),
@@ -580,7 +608,7 @@ fn hostname(h: &Spanned<String>, p: &mut Problems) -> Option<String> {
     Some(lower)
 }
 
-fn rule_config(rule: &raw::Rule, services: &[ServiceConfig], p: &mut Problems) -> RuleConfig {
+fn rule_config(rule: &raw::Rule, refs: Refs<'_>, p: &mut Problems) -> RuleConfig {
     let matches: Vec<MatchConfig> = rule
         .matches
         .iter()
@@ -589,47 +617,12 @@ fn rule_config(rule: &raw::Rule, services: &[ServiceConfig], p: &mut Problems) -
     let filters: Vec<FilterConfig> = rule
         .filters
         .iter()
-        .filter_map(|f| filter_config(f, &matches, services, p))
+        .filter_map(|f| filter_config(f, &matches, refs.services, p))
         .collect();
     let redirects = filters
         .iter()
         .any(|f| matches!(f, FilterConfig::RequestRedirect(_)));
-    let mut backends = Vec::new();
-    for b in &rule.backend_refs {
-        if let Some(cfg) = backend_ref(b, services, p) {
-            backends.push(cfg);
-        }
-    }
-    if rule.backend_refs.is_empty() && !redirects {
-        p.report(
-            rule.span,
-            rule.node_path.clone(),
-            "a rule needs `backendRefs` (or a RequestRedirect filter)",
-        );
-    }
-    if !rule.backend_refs.is_empty() && rule.backend_refs.len() == backends.len() {
-        let sum: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
-        if sum == 0 {
-            p.report(
-                rule.span,
-                format!("{}.backendRefs", rule.node_path),
-                "the backend weights sum to 0: no backend would get traffic",
-            );
-        }
-    }
-    let mut seen = BTreeMap::new();
-    for (b, raw) in backends.iter().zip(&rule.backend_refs) {
-        if let Some(line) = seen.insert(b.key(), raw.span.line) {
-            p.report(
-                raw.span,
-                raw.node_path.clone(),
-                format!(
-                    "backend {} is listed twice in this rule (first at line {line})",
-                    b.key()
-                ),
-            );
-        }
-    }
+    let (backends, unresolved) = rule_backends(rule, refs, redirects, p);
     let timeouts = TimeoutsConfig {
         request: Some(
             rule.timeouts
@@ -763,6 +756,7 @@ fn rule_config(rule: &raw::Rule, services: &[ServiceConfig], p: &mut Problems) -
         matches,
         filters,
         backends,
+        unresolved,
         timeouts,
         retry,
         fault,
@@ -779,6 +773,42 @@ fn percent_of(v: Option<&Spanned<f64>>, default: f64, p: &mut Problems) -> f64 {
             default
         }
     }
+}
+
+/// A mirror's share: its `percent`, or its `fraction` (Gateway API v1.2:
+/// the two are exclusive; the denominator is 100 when absent, at least 1,
+/// and not below the numerator). Every request when neither is given.
+fn mirror_percent(m: &raw::RequestMirror, p: &mut Problems) -> f64 {
+    let Some(f) = &m.fraction else {
+        return percent_of(m.percent.as_ref(), defaults::MIRROR_PERCENT, p);
+    };
+    if m.percent.is_some() {
+        p.report(
+            f.span,
+            f.node_path.clone(),
+            "give `percent` or `fraction`, not both",
+        );
+    }
+    let numerator = *f.numerator;
+    let denominator = f
+        .denominator
+        .as_ref()
+        .map_or(defaults::MIRROR_FRACTION_DENOMINATOR, |d| **d);
+    match &f.denominator {
+        Some(d) if **d == 0 => {
+            d.report(p, "the denominator must be at least 1");
+            return defaults::MIRROR_PERCENT;
+        }
+        _ => {}
+    }
+    if numerator > denominator {
+        f.numerator.report(
+            p,
+            format!("the numerator must not be above the denominator ({denominator})"),
+        );
+        return defaults::MIRROR_PERCENT;
+    }
+    f64::from(numerator) * 100.0 / f64::from(denominator)
 }
 
 fn percent(v: Option<&Spanned<f64>>, p: &mut Problems) -> f64 {
@@ -821,17 +851,23 @@ fn fault_config(f: &raw::Fault, p: &mut Problems) -> Option<FaultConfig> {
     })
 }
 
-fn backend_ref(
-    b: &raw::BackendRef,
-    services: &[ServiceConfig],
-    p: &mut Problems,
-) -> Option<BackendRefConfig> {
-    let weight = b.weight.as_ref().map_or(defaults::WEIGHT, |w| **w);
-    if let Some(w) = &b.weight
-        && **w > MAX_WEIGHT
-    {
-        w.report(p, format!("weight must be from 0 to {MAX_WEIGHT}"));
-    }
+/// Why a backendRef names no service version, and where.
+struct Miss {
+    span: Span,
+    path: String,
+    message: String,
+    /// No such service or version (rather than an ambiguous one).
+    not_found: bool,
+}
+
+/// The service version a backendRef names.
+fn find_backend(b: &raw::BackendRef, services: &[ServiceConfig]) -> Result<(String, String), Miss> {
+    let miss = |at: &Spanned<String>, message: String, not_found: bool| Miss {
+        span: at.span,
+        path: at.path.clone(),
+        message,
+        not_found,
+    };
     let Some(svc) = services.iter().find(|s| s.name == *b.name) else {
         let known: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
         let mut msg = format!("no service named `{}`", *b.name);
@@ -842,45 +878,181 @@ fn backend_ref(
             }
             None => msg.push_str("; the file defines no services"),
         }
-        b.name.report(p, msg);
-        return None;
+        return Err(miss(&b.name, msg, true));
     };
     let version = match &b.version {
-        Some(v) => {
-            if !svc.versions.iter().any(|x| x.name == **v) {
-                let known: Vec<&str> = svc.versions.iter().map(|x| x.name.as_str()).collect();
-                v.report(
-                    p,
-                    format!(
-                        "service `{}` has no version `{}`; its versions are: {}",
-                        svc.name,
-                        **v,
-                        known.join(", ")
-                    ),
-                );
-                return None;
-            }
-            v.value.clone()
+        Some(v) if !svc.versions.iter().any(|x| x.name == **v) => {
+            let known: Vec<&str> = svc.versions.iter().map(|x| x.name.as_str()).collect();
+            let msg = format!(
+                "service `{}` has no version `{}`; its versions are: {}",
+                svc.name,
+                **v,
+                known.join(", ")
+            );
+            return Err(miss(v, msg, true));
         }
+        Some(v) => v.value.clone(),
         None => match svc.versions.as_slice() {
             [only] => only.name.clone(),
             _ => {
-                b.name.report(
-                    p,
-                    format!(
-                        "service `{}` has several versions: say which with `version`",
-                        svc.name
-                    ),
+                let msg = format!(
+                    "service `{}` has several versions: say which with `version`",
+                    svc.name
                 );
-                return None;
+                return Err(miss(&b.name, msg, false));
             }
         },
     };
-    Some(BackendRefConfig {
-        service: svc.name.clone(),
-        version,
-        weight,
-    })
+    Ok((svc.name.clone(), version))
+}
+
+/// The backendRef's weight (reported when over the Gateway API's bound).
+fn weight_of(b: &raw::BackendRef, p: &mut Problems) -> u32 {
+    if let Some(w) = &b.weight
+        && **w > MAX_WEIGHT
+    {
+        w.report(p, format!("weight must be from 0 to {MAX_WEIGHT}"));
+    }
+    b.weight.as_ref().map_or(defaults::WEIGHT, |w| **w)
+}
+
+/// The `group` and `kind` of a backendRef that is not a core Service
+/// (`group: ""`, `kind: Service`, the Gateway API's defaults), with the
+/// place to report it at.
+fn not_a_service(b: &raw::BackendRef) -> Option<(String, String, &Spanned<String>)> {
+    let group = b.group.as_ref().filter(|g| !g.is_empty());
+    let kind = b.kind.as_ref().filter(|k| k.as_str() != "Service");
+    let at = kind.or(group)?;
+    Some((
+        group.map_or(String::new(), |g| g.value.clone()),
+        b.kind
+            .as_ref()
+            .map_or("Service".into(), |k| k.value.clone()),
+        at,
+    ))
+}
+
+/// `Kind` or `Kind` (group `group`), for messages.
+fn group_kind(group: &str, kind: &str) -> String {
+    if group.is_empty() {
+        format!("`{kind}`")
+    } else {
+        format!("`{kind}` (group `{group}`)")
+    }
+}
+
+/// The backend of a filter (a mirror, an auth service): it must exist.
+fn backend_ref(
+    b: &raw::BackendRef,
+    services: &[ServiceConfig],
+    p: &mut Problems,
+) -> Option<BackendRefConfig> {
+    let weight = weight_of(b, p);
+    if let Some((group, kind, at)) = not_a_service(b) {
+        at.report(
+            p,
+            format!(
+                "only a Service (group \"\", kind Service) can be this backend, not {}",
+                group_kind(&group, &kind)
+            ),
+        );
+        return None;
+    }
+    match find_backend(b, services) {
+        Ok((service, version)) => Some(BackendRefConfig {
+            service,
+            version,
+            weight,
+        }),
+        Err(miss) => {
+            p.report(miss.span, miss.path, miss.message);
+            None
+        }
+    }
+}
+
+/// A rule's backendRefs: those that serve, and those that cannot (a kind
+/// other than Service; with [`MissingService::Unresolved`], a service that
+/// does not exist), each of the latter with a warning: their share of the
+/// rule's requests answers 500, as the Gateway API says.
+fn rule_backends(
+    rule: &raw::Rule,
+    refs: Refs<'_>,
+    redirects: bool,
+    p: &mut Problems,
+) -> (Vec<BackendRefConfig>, Vec<UnresolvedBackendRef>) {
+    const SHARE_500: &str = "this backend's share of the rule's requests is answered 500";
+    let mut backends = Vec::new();
+    let mut unresolved = Vec::new();
+    let mut seen = BTreeMap::new();
+    for b in &rule.backend_refs {
+        let weight = weight_of(b, p);
+        let unserved = |reason| UnresolvedBackendRef {
+            name: b.name.value.clone(),
+            weight,
+            reason,
+        };
+        if let Some((group, kind, at)) = not_a_service(b) {
+            let msg = format!(
+                "{} is not a Service (group \"\", kind Service): {SHARE_500} (Gateway API: InvalidKind)",
+                group_kind(&group, &kind)
+            );
+            p.warn(at.span, at.path.clone(), msg);
+            unresolved.push(unserved(UnresolvedReason::InvalidKind { group, kind }));
+            continue;
+        }
+        match find_backend(b, refs.services) {
+            Ok((service, version)) => {
+                let cfg = BackendRefConfig {
+                    service,
+                    version,
+                    weight,
+                };
+                if let Some(line) = seen.insert(cfg.key(), b.span.line) {
+                    p.report(
+                        b.span,
+                        b.node_path.clone(),
+                        format!(
+                            "backend {} is listed twice in this rule (first at line {line})",
+                            cfg.key()
+                        ),
+                    );
+                }
+                backends.push(cfg);
+            }
+            Err(miss) if miss.not_found && refs.missing == MissingService::Unresolved => {
+                let msg = format!(
+                    "{}: {SHARE_500} (Gateway API: BackendNotFound)",
+                    miss.message
+                );
+                p.warn(miss.span, miss.path, msg);
+                unresolved.push(unserved(UnresolvedReason::BackendNotFound));
+            }
+            Err(miss) => p.report(miss.span, miss.path, miss.message),
+        }
+    }
+    if rule.backend_refs.is_empty() && !redirects {
+        p.warn(
+            rule.span,
+            rule.node_path.clone(),
+            "a rule without `backendRefs` (or a RequestRedirect filter) answers 500 to every request, as the Gateway API says",
+        );
+    }
+    let weights = backends
+        .iter()
+        .map(|b| b.weight)
+        .chain(unresolved.iter().map(|u| u.weight));
+    if !rule.backend_refs.is_empty()
+        && rule.backend_refs.len() == backends.len() + unresolved.len()
+        && weights.map(u64::from).sum::<u64>() == 0
+    {
+        p.report(
+            rule.span,
+            format!("{}.backendRefs", rule.node_path),
+            "the backend weights sum to 0: no backend would get traffic",
+        );
+    }
+    (backends, unresolved)
 }
 
 fn match_config(m: &raw::Match, p: &mut Problems) -> Option<MatchConfig> {
@@ -995,7 +1167,7 @@ fn filter_config(
                 Some(FilterConfig::RequestMirror(MirrorConfig {
                     service: backend.service,
                     version: backend.version,
-                    percent: percent_of(m.percent.as_ref(), 100.0, p),
+                    percent: mirror_percent(m, p),
                 }))
             }
             None => {

@@ -148,6 +148,7 @@ pub(super) fn validate(
                             path: o.name.path.clone(),
                         }),
                         weight: None,
+                        ..Default::default()
                     })
                     .collect(),
                 ..Default::default()

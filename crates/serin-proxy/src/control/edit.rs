@@ -103,7 +103,7 @@ pub enum EditError {
         version: String,
         by: String,
     },
-    #[error("a mirror's percent must be above 0 and at most 100, found {0}")]
+    #[error("a mirror's percent must be from 0 to 100, found {0}")]
     MirrorPercent(f64),
     #[error("a filter cannot be built: {0}")]
     Filter(#[from] crate::filters::FilterError),
@@ -162,6 +162,9 @@ struct Plan {
     /// Listeners may have changed: bind what is new.
     rebind: bool,
     event: Event,
+    /// What the new file says that is valid but likely a mistake; logged
+    /// once it serves.
+    warnings: Vec<serin_config::ConfigError>,
     applied: Applied,
 }
 
@@ -227,6 +230,7 @@ impl Proxy {
             );
         }
         self.events.record(plan.event.0, plan.event.1);
+        self.warn(&plan.warnings);
         let mut applied = plan.applied;
         if applied.weights.is_some() {
             applied.persisted = self.options.state_file.is_some();
@@ -255,9 +259,19 @@ impl Proxy {
         let bound = bind_all(&effective, &control)?;
         let snapshot = caught(|| Ok(self.build(effective)?))?;
         self.install(&mut control, snapshot);
+        self.warn(&config.warnings);
         control.file_config = config;
         control.state = state;
         Ok(bound)
+    }
+
+    /// Logs what the config says that is valid but likely a mistake (a rule
+    /// that answers 500), and shows it in the dashboard's events.
+    fn warn(&self, warnings: &[serin_config::ConfigError]) {
+        for w in warnings {
+            tracing::warn!("configuration warning: {w}");
+            self.events.record("config-warning", w.to_string());
+        }
     }
 
     fn record_rejected(&self, error: &EditError) {
@@ -388,6 +402,7 @@ impl Plan {
             kubernetes_routes: None,
             rebind: false,
             event,
+            warnings: Vec::new(),
             applied: Applied {
                 changed: true,
                 ..applied
@@ -500,12 +515,20 @@ fn new_config(
         "config-applied",
         format!("configuration applied ({} routes)", config.routes.len()),
     );
+    // A file's warnings, when the file is what changed (HTTPRoutes report
+    // their own).
+    let warnings = if kubernetes_routes.is_none() {
+        config.warnings.clone()
+    } else {
+        Vec::new()
+    };
     Ok(Plan {
         file: config,
         state,
         kubernetes_routes,
         rebind: true,
         event,
+        warnings,
         applied: Applied {
             changed: true,
             replaced,
@@ -599,7 +622,7 @@ fn check_references(config: &ProxyConfig) -> Result<(), EditError> {
                         if !known(&m.service, &m.version) {
                             return Err(unknown(&m.service, &m.version, by()));
                         }
-                        if !(m.percent.is_finite() && m.percent > 0.0 && m.percent <= 100.0) {
+                        if !(m.percent.is_finite() && (0.0..=100.0).contains(&m.percent)) {
                             return Err(EditError::MirrorPercent(m.percent));
                         }
                     }

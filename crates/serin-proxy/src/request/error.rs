@@ -78,6 +78,10 @@ pub enum ProxyError {
     /// Every backend of the rule has weight 0, or it has none.
     #[error("no backend to send this request to")]
     NoBackend,
+    /// The weights sent the request to a backendRef that cannot be served:
+    /// not a Service, or (from an HTTPRoute) a Service that does not exist.
+    #[error("the backend for this request is not valid")]
+    InvalidBackend,
     #[error("no ready endpoint for {0}")]
     NoEndpoint(String),
     /// Connecting failed (refused, timed out, handshake): every try.
@@ -123,6 +127,7 @@ impl ProxyError {
             | Self::Timeout(_)
             | Self::Overflow(_) => Side::Upstream,
             Self::NoBackend
+            | Self::InvalidBackend
             | Self::RateLimitUnavailable
             | Self::UpgradeNeedsHttp1
             | Self::ReplayImpossible => Side::Internal,
@@ -149,8 +154,11 @@ impl ProxyError {
             | Self::ClientAborted
             | Self::UriNotForwardable => StatusCode::BAD_REQUEST,
             Self::NoRoute(_) => StatusCode::NOT_FOUND,
-            // Gateway API: a rule with no usable backend answers 500.
-            Self::NoBackend | Self::ReplayImpossible => StatusCode::INTERNAL_SERVER_ERROR,
+            // Gateway API: a rule with no backend answers 500, and so does
+            // the share of requests an invalid backendRef would get.
+            Self::NoBackend | Self::InvalidBackend | Self::ReplayImpossible => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             // Gateway API: when no endpoint can be reached, 503 (not 502).
             Self::NoEndpoint(_)
             | Self::ConnectFailed
@@ -173,6 +181,7 @@ impl ProxyError {
             Self::ClientAborted => "client_aborted",
             Self::UriNotForwardable => "bad_uri",
             Self::NoBackend => "no_backend",
+            Self::InvalidBackend => "invalid_backend",
             Self::NoEndpoint(_) => "no_endpoint",
             Self::ConnectFailed | Self::Unsent => "connect_failure",
             Self::UpstreamReset { .. } => "upstream_reset",
@@ -244,6 +253,7 @@ mod tests {
             (ProxyError::NoRoute("GET /".into()), 404, Downstream, Never),
             (ProxyError::ClientAborted, 400, Downstream, Never),
             (ProxyError::NoBackend, 500, Internal, Never),
+            (ProxyError::InvalidBackend, 500, Internal, Never),
             (ProxyError::NoEndpoint("s/v".into()), 503, Upstream, Never),
             (ProxyError::ConnectFailed, 503, Upstream, Always),
             (ProxyError::Unsent, 503, Upstream, Always),

@@ -6,7 +6,8 @@
 //! 2. [`route`]: the rule, on the normalised path;
 //! 3. request filters ([`crate::filters`]), in the rule's order;
 //! 4. [`admission`] of the rule: rate limit, concurrency limit;
-//! 5. the weighted pick of a backend;
+//! 5. the weighted pick of a backend ([`route`]; a rule with none, or the
+//!    share of a backendRef that cannot be served, answers 500);
 //! 6. [`admission`] of the backend: fault injection; the circuit breaker
 //!    is taken by the upstream phase;
 //! 7. [`upstream`]: attempts on pooled connections with deadlines, each
@@ -192,7 +193,7 @@ async fn serve<'s>(
         admission::RuleAdmission::Admitted(a) => a,
         admission::RuleAdmission::Refused(answer) => return Ok(answer),
     };
-    let backend = rule.pick_backend().ok_or(ProxyError::NoBackend)?;
+    let backend = route::backend(rule)?;
     cx.backend = Some(backend);
     if let Some(answer) = admission::fault(backend, rule, &req).await {
         return Ok(answer);

@@ -1,5 +1,6 @@
 //! Phase 2: the rule for the request, looked up on the normalised path in
-//! the listener's precompiled table (see [`crate::routing`]).
+//! the listener's precompiled table (see [`crate::routing`]); and phase 5:
+//! the rule's backend for it, picked by weight.
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use hyper::body::Incoming;
 use super::{ProxyError, RequestCx};
 use crate::filters::split_host_port;
 use crate::routing::RouteTable;
-use crate::snapshot::CompiledRule;
+use crate::snapshot::{CompiledBackendRef, CompiledRule};
 
 pub(super) fn lookup<'s>(
     cx: &mut RequestCx<'s>,
@@ -37,4 +38,14 @@ pub(super) fn lookup<'s>(
     cx.route = Some((rule, matched));
     cx.trace.routed(req.method(), &rule.route, uri.path());
     Ok(rule)
+}
+
+/// The backend the rule's weights pick. A rule without one answers 500
+/// (Gateway API), counted for the rule: it has no backend, or the weights
+/// fell on a backendRef that is not a Service or does not exist.
+pub(super) fn backend(rule: &CompiledRule) -> Result<&CompiledBackendRef, ProxyError> {
+    rule.pick_backend().inspect_err(|e| {
+        tracing::debug!(route = %rule.route, rule = rule.index, reason = e.label(), "no backend for the request");
+        rule.count_unserved(e);
+    })
 }

@@ -146,6 +146,7 @@ fn catch_all(backend: BackendRefConfig) -> RuleConfig {
         }],
         filters: Vec::new(),
         backends: vec![backend],
+        unresolved: Vec::new(),
         timeouts: TimeoutsConfig {
             request: Some(defaults::REQUEST_TIMEOUT),
             backend_request: None,

@@ -123,6 +123,7 @@ fn quick_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
                 version: "default".into(),
                 weight: 1,
             }],
+            unresolved: vec![],
             timeouts: TimeoutsConfig {
                 request: Some(defaults::REQUEST_TIMEOUT),
                 backend_request: None,

@@ -3,8 +3,8 @@
 
 use std::process::ExitCode;
 
-use serin_config::ConfigErrors;
 use serin_config::kind::{FileKind, file_kind};
+use serin_config::{ConfigError, ConfigErrors};
 
 use crate::cli::ValidateArgs;
 
@@ -18,39 +18,48 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
             serin_config::proxy::load_proxy_config(&args.file)
                 .and_then(admin_may_open)
                 .map(|cfg| {
-                format!(
+                let summary = format!(
                     "{} listener(s), {} service(s), {} route(s)",
                     cfg.listeners.len(),
                     cfg.services.len(),
                     cfg.routes.len()
-                )
+                );
+                (summary, cfg.warnings)
             }),
         ),
         FileKind::StackFile => (
             "stack file",
             serin_config::stack::load_stack_file(&args.file).map(|file| {
                 let versions: usize = file.stack.services.iter().map(|s| s.versions.len()).sum();
-                format!(
+                let summary = format!(
                     "{} service(s), {versions} version(s), {} gateway route(s), {} sidecar route(s)",
                     file.stack.services.len(),
                     file.gateway.routes.len(),
                     file.mesh.len()
-                )
+                );
+                (summary, file.gateway.warnings)
             }),
         ),
     };
     Ok(report(args, kind_name, checked))
 }
 
-fn report(args: &ValidateArgs, kind: &str, checked: Result<String, ConfigErrors>) -> ExitCode {
+/// What a valid file says, and its warnings: what is valid but likely a
+/// mistake (printed, and the file is still valid).
+type Checked = (String, Vec<ConfigError>);
+
+fn report(args: &ValidateArgs, kind: &str, checked: Result<Checked, ConfigErrors>) -> ExitCode {
     match checked {
-        Ok(summary) => {
+        Ok((summary, warnings)) => {
             if args.json {
                 println!(
                     "{}",
-                    serde_json::json!({"valid": true, "kind": kind, "problems": []})
+                    serde_json::json!({"valid": true, "kind": kind, "problems": [], "warnings": warnings})
                 );
             } else {
+                for w in &warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!("{}: valid {kind} ({summary})", args.file.display());
             }
             ExitCode::SUCCESS
@@ -59,7 +68,7 @@ fn report(args: &ValidateArgs, kind: &str, checked: Result<String, ConfigErrors>
             if args.json {
                 println!(
                     "{}",
-                    serde_json::json!({"valid": false, "kind": kind, "problems": errors})
+                    serde_json::json!({"valid": false, "kind": kind, "problems": errors, "warnings": []})
                 );
             } else {
                 eprint!("{errors}");

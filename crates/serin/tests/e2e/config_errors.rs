@@ -266,3 +266,44 @@ services:
         );
     }
 }
+
+/// What the Gateway API accepts and answers 500 for is valid: `serin
+/// validate` passes it and warns at its place (in text and in JSON). A
+/// backendRef to a service the file does not define stays an error.
+#[test]
+fn a_rule_that_answers_500_is_valid_with_a_warning_at_its_place() {
+    let text = "listeners: [{name: gw, address: 127.0.0.1:0}]
+services: [{name: s, versions: [{name: v1, endpoints: ['127.0.0.1:1']}]}]
+routes:
+  - name: r
+    rules:
+      - matches: [{path: {value: /gone}}]
+      - backendRefs: [{name: s}, {name: b, group: example.com, kind: Bucket}]
+";
+    let dir = std::env::temp_dir().join(format!("serin-warn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.join("serin.yaml");
+    std::fs::write(&file, text).unwrap_or_else(|e| panic!("{e}"));
+    let (ok, out) = validate_path(&file, false);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("warning: ")
+            && out.contains("serin.yaml:6:9: routes[0].rules[0]: a rule without `backendRefs`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("serin.yaml:7:70: routes[0].rules[1].backendRefs[1].kind: `Bucket` (group `example.com`) is not a Service"),
+        "{out}"
+    );
+    let (ok, out) = validate_path(&file, true);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_default();
+    assert!(ok && v["valid"] == true, "{out}");
+    assert_eq!(v["warnings"].as_array().map(Vec::len), Some(2), "{out}");
+    assert_eq!(v["warnings"][0]["line"], 6, "{out}");
+
+    std::fs::write(&file, text.replace("{name: s}", "{name: nope}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (ok, out) = validate_path(&file, false);
+    assert!(!ok && out.contains("no service named `nope`"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -13,6 +13,8 @@ mod conformance;
 mod control;
 mod dashboard;
 mod ext_auth;
+// Gateway API semantics of rules and backendRefs (issue #12, point 4).
+mod gateway_api;
 mod images;
 // Discovery and routes from the Kubernetes API (against a stand-in).
 mod kubernetes;

@@ -4,6 +4,11 @@
 use crate::common::{Upstream, client, echo, metrics_until, proxy, wait_until};
 
 fn config(v1: &Upstream, v2: &Upstream, percent: u32) -> String {
+    config_with_share(v1, v2, &format!("percent: {percent}"))
+}
+
+/// The mirror's share as written: `percent: 25`, `fraction: {...}`.
+fn config_with_share(v1: &Upstream, v2: &Upstream, share: &str) -> String {
     format!(
         r#"
 listeners:
@@ -19,7 +24,7 @@ routes:
     rules:
       - filters:
           - type: RequestMirror
-            requestMirror: {{backendRef: {{name: svc, version: v2}}, percent: {percent}}}
+            requestMirror: {{backendRef: {{name: svc, version: v2}}, {share}}}
         backendRefs: [{{name: svc, version: v1}}]
 "#,
         v1.addr, v2.addr
@@ -99,4 +104,32 @@ async fn a_percent_mirrors_a_share() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     let n = v2.requests();
     assert!((60..=140).contains(&n), "{n} of 400 mirrored at 25%");
+}
+
+/// Gateway API v1.2's `fraction` beside `percent`: numerator over
+/// denominator (100 when absent) of the requests are mirrored.
+#[tokio::test]
+async fn a_fraction_mirrors_its_share() {
+    let http = client();
+    for (share, low, high) in [
+        ("fraction: {numerator: 1, denominator: 4}", 60, 140),
+        ("fraction: {numerator: 0}", 0, 0),
+        ("fraction: {numerator: 3, denominator: 3}", 400, 400),
+    ] {
+        let v1 = Upstream::start("v1");
+        let v2 = Upstream::start("v2");
+        let serin = proxy(&config_with_share(&v1, &v2, share));
+        for _ in 0..400 {
+            let _ = http.get(serin.url("gw")).send().await;
+        }
+        assert!(
+            wait_until(std::time::Duration::from_secs(5), || v2.requests() >= low),
+            "{share}: {} of 400 mirrored",
+            v2.requests()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let n = v2.requests();
+        assert!((low..=high).contains(&n), "{share}: {n} of 400 mirrored");
+        assert_eq!(v1.requests(), 400);
+    }
 }

@@ -191,6 +191,14 @@ fn checks() -> Vec<Check> {
             vec![Value::Times(d::CONNECT_FAILURE_RETRIES)],
         ),
         prose(
+            r"RequestMirror's share is `percent` \(0 to 100, default (\d+): every",
+            vec![num(d::MIRROR_PERCENT)],
+        ),
+        prose(
+            r"\(the denominator (\d+) when absent,",
+            vec![num(d::MIRROR_FRACTION_DENOMINATOR)],
+        ),
+        prose(
             r"only while the request body is within (\d+ KiB)",
             vec![Value::Bytes(serin_proxy::body::REPLAY_LIMIT as u64)],
         ),
