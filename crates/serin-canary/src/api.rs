@@ -18,11 +18,18 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::controller::{Command, Controller};
+use crate::controller::{Command, Controller, Status};
 use crate::error::CanaryError;
 use crate::settings::StartRequest;
+
+/// What `GET /canary` answers: every canary's [`Status`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CanaryList {
+    pub canaries: Vec<Status>,
+}
 
 pub fn router(controller: Controller) -> Router {
     Router::new()
@@ -53,7 +60,7 @@ fn failure(e: &CanaryError) -> Response {
 }
 
 async fn list(State(c): State<Controller>) -> Response {
-    Json(json!({ "canaries": c.list() })).into_response()
+    Json(CanaryList { canaries: c.list() }).into_response()
 }
 
 async fn status(State(c): State<Controller>, Path(service): Path<String>) -> Response {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -58,8 +58,9 @@ pub fn files_beside(config: &Path) -> (PathBuf, PathBuf) {
 }
 
 /// A canary as `status` shows it: its state, where its figures come from
-/// (with the queries, for Prometheus) and the window in progress.
-#[derive(Debug, Clone, Serialize)]
+/// (with the queries, for Prometheus) and the window in progress. The admin
+/// API answers it as JSON and the CLI reads it back as this struct.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     #[serde(flatten)]
     pub state: CanaryState,
@@ -68,17 +69,17 @@ pub struct Status {
     /// `embedded` or `prometheus`.
     pub source: String,
     /// Prometheus' URL, when it is the source.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus: Option<String>,
     /// The PromQL run at the end of each window, by name.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub queries: BTreeMap<String, QueryView>,
     /// The window being measured, when one is.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_started_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_ends_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit_log: Option<String>,
 }
 

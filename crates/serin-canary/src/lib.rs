@@ -9,12 +9,18 @@
 //! weights are written and where figures come from can change without
 //! touching the controller:
 //!
-//! - a [`WeightSink`] writes weights: [`ProxySink`] (the running proxy's
-//!   route rules, persisted by the proxy), or the HTTPRoute of a cluster
-//!   (`serin canary run --kubernetes`, in crates/serin);
-//! - a [`MetricsSource`] measures a window: [`EmbeddedSource`] (the proxy's
-//!   own per-version counters, nothing to set up) or [`PrometheusSource`]
-//!   (PromQL over Prometheus' HTTP API, with templated queries).
+//! - a [`WeightSink`] writes weights: the running proxy's route rules
+//!   (persisted by the proxy), or the HTTPRoute of a cluster (`serin canary
+//!   run --kubernetes`);
+//! - a [`MetricsSource`] measures a window: the proxy's own per-version
+//!   counters (nothing to set up) or [`PrometheusSource`] (PromQL over
+//!   Prometheus' HTTP API, with templated queries).
+//!
+//! The proxy's sink and source, like the Kubernetes sink, are adapters in
+//! the binary (crates/serin, `cmd/canary_proxy`, `cmd/canary_kube.rs`):
+//! this crate depends on no data plane (`tests/seams.rs` keeps it so), and
+//! speaks to one only in the vocabulary of its traits ([`Target`],
+//! [`RuleRef`], [`WindowFigures`], ...).
 //!
 //! # The rules of a canary
 //!
@@ -49,8 +55,7 @@ pub mod analysis;
 pub mod api;
 pub mod audit;
 mod controller;
-mod duration_text;
-pub mod embedded;
+pub mod duration_text;
 pub mod error;
 pub mod prometheus;
 pub mod settings;
@@ -60,10 +65,9 @@ pub mod store;
 
 pub use analysis::{Analysis, Verdict, VersionFigures, WindowFigures};
 pub use controller::{Controller, ControllerOptions, Status, files_beside};
-pub use embedded::EmbeddedSource;
 pub use error::CanaryError;
 pub use prometheus::PrometheusSource;
 pub use settings::{Options, Settings, StartRequest};
-pub use sink::{ProxySink, RuleRef, WeightSink};
+pub use sink::{RuleRef, SinkError, WeightSink};
 pub use source::{MetricsSource, Target};
 pub use store::{CanaryState, FileBackend, Phase, StateBackend, StoreError};

@@ -114,12 +114,14 @@ async fn lifecycle(ctx: &mut ReplicaCtx) {
         ctx.update(|r| r.status.sidecar = Some(ports));
     }
     let mut crash = CrashLoop::new(ctx.spec.restart_backoff);
+    let mut port = port;
     loop {
         let started = Instant::now();
         let exit = match run_process(ctx, port, sidecar_ports.as_ref()).await {
             Outcome::Stopped => return,
             Outcome::Ended(exit) => exit,
         };
+        port = move_if_taken(ctx, port).await;
         let restart = match ctx.spec.restart_policy {
             RestartPolicy::Always => true,
             RestartPolicy::OnFailure => !exit.succeeded(),
@@ -159,6 +161,33 @@ async fn lifecycle(ctx: &mut ReplicaCtx) {
             return;
         }
         ctx.update(|r| r.status.restarts = r.status.restarts.saturating_add(1));
+    }
+}
+
+/// The port of a replica whose process has ended: if something still
+/// accepts connections on it, another process took it (between the
+/// runtime finding it free and the replica binding it), so the replica
+/// would fail to bind it again, and its readiness would be judged on the
+/// stranger: it gets another port before it restarts.
+async fn move_if_taken(ctx: &ReplicaCtx, port: u16) -> u16 {
+    if !probe::port_open(port).await {
+        return port;
+    }
+    match ctx.shared.allocate_port() {
+        Ok(new) => {
+            ctx.shared.release_port(port);
+            ctx.say(format!(
+                "port {port} is held by another process; the replica moves to port {new}"
+            ));
+            ctx.update(|r| r.status.port = new);
+            new
+        }
+        Err(e) => {
+            ctx.say(format!(
+                "port {port} is held by another process and no other is free: {e}"
+            ));
+            port
+        }
     }
 }
 

@@ -275,7 +275,10 @@ impl Shared {
         wake.notify_one();
     }
 
-    /// A free loopback port no other replica holds.
+    /// A free loopback port no other replica holds. Found free by binding
+    /// port 0 and letting it go, so another process may take it before the
+    /// replica binds it: the replica then exits, and is given another port
+    /// before it restarts ([`crate::replica`]).
     pub(crate) fn allocate_port(&self) -> std::io::Result<u16> {
         let mut last = None;
         for _ in 0..32 {
@@ -290,6 +293,11 @@ impl Shared {
             "no free port found (last tried {})",
             last.unwrap_or(0)
         )))
+    }
+
+    /// Gives `port` back (its replica moved to another).
+    pub(crate) fn release_port(&self, port: u16) {
+        self.lock().ports.remove(&port);
     }
 
     /// Services named in `service`'s `dependsOn` with no ready replica.

@@ -996,3 +996,37 @@ async fn children_die_when_serin_is_killed() {
     .await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The port a replica is given is found free and let go; when another
+/// process takes it before the replica binds it, the replica fails to bind
+/// and is given another port before it restarts, instead of crashing on
+/// the taken one forever (or being judged ready on the stranger's socket).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_port_was_taken_meanwhile_moves_to_another() {
+    let dir = test_dir("port-taken");
+    let yaml = format!("services:\n{}", web("qotm", 1, ", --delay-start=1.5", ""));
+    let rt = start(&dir, &yaml).await;
+    rt.wait_for("a port for the replica", |rt| {
+        rt.handle.ps().first().is_some_and(|r| r.port != 0)
+    })
+    .await;
+    let given = rt.handle.ps()[0].port;
+    // Taken while the replica sleeps before binding it.
+    let stranger = std::net::TcpListener::bind(("127.0.0.1", given))
+        .unwrap_or_else(|e| panic!("port {given} was not free for the test: {e}\n{}", rt.dump()));
+    rt.wait_for("ready on another port", |rt| {
+        let r = &rt.handle.ps()[0];
+        r.ready && r.port != given && rt.endpoints("qotm", "v1").len() == 1
+    })
+    .await;
+    let r = rt.handle.ps()[0].clone();
+    assert_eq!(r.restarts, 1, "{}", rt.dump());
+    assert_eq!(
+        rt.endpoints("qotm", "v1")[0].port(),
+        r.port,
+        "{}",
+        rt.dump()
+    );
+    drop(stranger);
+    rt.shutdown_and_check().await;
+}

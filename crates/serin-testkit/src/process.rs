@@ -258,6 +258,23 @@ impl Serin {
         self.child.as_ref().map_or(0, Child::id)
     }
 
+    /// The `address` of serin's JSON log line `message` (e.g. `metrics
+    /// listening`), waiting up to 10 s for it: where a listener serin bound
+    /// on port 0 is. Panics (with serin's output) when it does not come.
+    pub fn logged_address(&self, message: &str) -> SocketAddr {
+        let mut found = None;
+        wait_until(Duration::from_secs(10), || {
+            found = self.log_lines().iter().find_map(|l| {
+                let v = serde_json::from_str::<serde_json::Value>(l).ok()?;
+                (v["message"] == message).then_some(())?;
+                v["address"].as_str()?.parse::<SocketAddr>().ok()
+            });
+            found.is_some()
+        });
+        // Dropping `self` on the panic shows serin's output.
+        found.unwrap_or_else(|| panic!("serin did not log `{message}` with an address within 10 s"))
+    }
+
     /// Every line serin printed so far.
     pub fn log_lines(&self) -> Vec<String> {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()

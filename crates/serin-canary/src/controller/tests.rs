@@ -524,3 +524,31 @@ async fn a_restart_in_the_mirror_step_sets_the_mirror_again() {
     assert_eq!(sink.weights()["v2"], 0);
     c.stop();
 }
+
+/// The CLI reads the admin API's JSON back as [`Status`]: nothing is lost
+/// or renamed on the way, mid-window (with an analysis) and at the end.
+#[tokio::test]
+async fn a_status_reads_back_as_the_struct_it_was_written_from() {
+    let dir = temp_dir();
+    let c = controller(FakeSink::new(), script(vec![], healthy()), &dir).await;
+    c.start_canary("qotm", request(&[5, 50, 100]))
+        .await
+        .unwrap();
+    let mid = wait_for(&c, |s| {
+        s.state.last_analysis.is_some() && s.window_ends_at.is_some()
+    })
+    .await;
+    let end = wait_for(&c, |s| s.state.phase.is_final()).await;
+    for s in [mid, end] {
+        let written = serde_json::to_value(&s).unwrap();
+        let read: Status =
+            serde_json::from_value(written.clone()).unwrap_or_else(|e| panic!("{e}: {written:#}"));
+        assert_eq!(serde_json::to_value(&read).unwrap(), written);
+        assert_eq!(read.state.phase, s.state.phase);
+        assert_eq!(read.step_label, s.step_label);
+    }
+    let list = crate::api::CanaryList { canaries: c.list() };
+    let written = serde_json::to_value(&list).unwrap();
+    let read: crate::api::CanaryList = serde_json::from_value(written.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&read).unwrap(), written);
+}

@@ -3,6 +3,7 @@
 //! (`Content-Type: application/json`), as the admin API wants.
 
 use anyhow::{Context, bail};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::cli::AdminTarget;
@@ -43,6 +44,18 @@ impl AdminClient {
 
     pub fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         self.send(reqwest::Method::POST, path, Some(body))
+    }
+
+    /// [`get`](Self::get), read as `T` (the type the API answers with).
+    pub fn get_as<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let value = self.get(path)?;
+        read_as(value, "GET", path)
+    }
+
+    /// [`post`](Self::post), read as `T`.
+    pub fn post_as<T: DeserializeOwned>(&self, path: &str, body: &Value) -> anyhow::Result<T> {
+        let value = self.post(path, body)?;
+        read_as(value, "POST", path)
     }
 
     /// GETs `path` and calls `line` for each line of the answer as it
@@ -126,4 +139,14 @@ impl AdminClient {
             Ok(value)
         })
     }
+}
+
+/// `value` as `T`, or an error that shows what the API answered.
+fn read_as<T: DeserializeOwned>(value: Value, method: &str, path: &str) -> anyhow::Result<T> {
+    let shown = value.to_string();
+    serde_json::from_value(value).with_context(|| {
+        format!(
+            "the answer to {method} {path} is not what this serin reads (another version?): {shown}"
+        )
+    })
 }

@@ -3,15 +3,18 @@
 //! (crates/serin-canary), so closing this terminal changes nothing.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
+use serin_canary::Status;
+use serin_canary::api::CanaryList;
 
 use super::admin_client::AdminClient;
+use super::canary_status::{follow, print_status};
 use crate::cli::AdminTarget;
 
 /// `println!` that ignores a closed stdout (`serin canary status | head`).
@@ -23,16 +26,6 @@ macro_rules! out {
         let _ = writeln!(std::io::stdout(), $($arg)*);
     }};
 }
-
-/// Exit status of `--watch` when the canary was rolled back.
-const EXIT_ROLLED_BACK: u8 = 2;
-/// Exit status of `--watch` when the canary halted.
-const EXIT_HALTED: u8 = 3;
-/// How often `--watch` asks for the status.
-const WATCH_POLL: Duration = Duration::from_millis(500);
-/// How long `--watch` keeps trying while serin cannot be reached (e.g.
-/// while it restarts).
-const WATCH_UNREACHABLE_LIMIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Subcommand)]
 pub enum CanaryCommand {
@@ -227,32 +220,7 @@ pub fn run(cmd: CanaryCommand) -> anyhow::Result<ExitCode> {
             admin,
         } => {
             let client = AdminClient::new(&admin)?;
-            match service {
-                Some(s) if follow => watch(&client, &s),
-                Some(s) => {
-                    let v = client.get(&format!("/canary/{s}"))?;
-                    print_status(&v, json)?;
-                    Ok(ExitCode::SUCCESS)
-                }
-                None => {
-                    let v = client.get("/canary")?;
-                    if json {
-                        out!("{}", serde_json::to_string_pretty(&v)?);
-                        return Ok(ExitCode::SUCCESS);
-                    }
-                    let all = v["canaries"].as_array().cloned().unwrap_or_default();
-                    if all.is_empty() {
-                        out!("no canaries");
-                    }
-                    for (i, c) in all.iter().enumerate() {
-                        if i > 0 {
-                            out!();
-                        }
-                        print_status(c, false)?;
-                    }
-                    Ok(ExitCode::SUCCESS)
-                }
-            }
+            status(&client, service.as_deref(), follow, json)
         }
         CanaryCommand::Pause { service, admin } => act(&admin, &service, "pause"),
         CanaryCommand::Resume { service, admin } => act(&admin, &service, "resume"),
@@ -262,10 +230,43 @@ pub fn run(cmd: CanaryCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `serin canary status [SERVICE] [--watch] [--json]`.
+fn status(
+    client: &AdminClient,
+    service: Option<&str>,
+    follow: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if let (true, Some(service)) = (follow, service) {
+        return watch(client, service);
+    }
+    let path = service.map_or_else(|| "/canary".to_string(), |s| format!("/canary/{s}"));
+    if json {
+        // As the API answered it, fields this serin does not know included.
+        let v = client.get(&path)?;
+        out!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let all = match service {
+        Some(_) => vec![client.get_as::<Status>(&path)?],
+        None => client.get_as::<CanaryList>(&path)?.canaries,
+    };
+    if all.is_empty() {
+        out!("no canaries");
+    }
+    for (i, c) in all.iter().enumerate() {
+        if i > 0 {
+            out!();
+        }
+        print_status(c);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn act(admin: &AdminTarget, service: &str, action: &str) -> anyhow::Result<ExitCode> {
     let client = AdminClient::new(admin)?;
-    let v = client.post(&format!("/canary/{service}/{action}"), &json!({}))?;
-    print_status(&v, false)?;
+    let v: Status = client.post_as(&format!("/canary/{service}/{action}"), &json!({}))?;
+    print_status(&v);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -334,295 +335,20 @@ fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
     let body = start_body(&args.canary);
     let client = AdminClient::new(&args.admin)?;
     let service = &args.canary.service;
-    let v = client.post(&format!("/canary/{service}/start"), &body)?;
+    let v: Status = client.post_as(&format!("/canary/{service}/start"), &body)?;
     if args.watch {
         watch(&client, service)
     } else {
-        print_status(&v, false)?;
+        print_status(&v);
         out!("\nfollow it with: serin canary status {service} --watch");
         Ok(ExitCode::SUCCESS)
     }
 }
 
-fn text<'a>(v: &'a Value, key: &str) -> &'a str {
-    v[key].as_str().unwrap_or("?")
-}
-
-/// `v1 75%, v2 25%`
-fn weights(v: &Value) -> String {
-    v["weights"]
-        .as_object()
-        .map(|w| {
-            w.iter()
-                .map(|(k, p)| format!("{k} {}%", p.as_u64().unwrap_or(0)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default()
-}
-
-/// `step 2/4 (25%)`, or `header step (x-canary: always)`.
-fn step(v: &Value) -> String {
-    if let Some(label) = v["step_label"].as_str() {
-        return label.to_string();
-    }
-    let steps: Vec<u64> = v["settings"]["steps"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_u64).collect())
-        .unwrap_or_default();
-    let i = v["step"].as_u64().unwrap_or(0);
-    format!(
-        "step {}/{} ({}%)",
-        i + 1,
-        steps.len(),
-        usize::try_from(i)
-            .ok()
-            .and_then(|i| steps.get(i))
-            .copied()
-            .unwrap_or(0)
-    )
-}
-
-fn percent(x: &Value) -> String {
-    x.as_f64()
-        .map_or_else(|| "-".into(), |r| format!("{:.2}%", r * 100.0))
-}
-
-fn millis(x: &Value) -> String {
-    x.as_f64()
-        .map_or_else(|| "-".into(), |s| format!("{:.1}ms", s * 1000.0))
-}
-
-/// One version's figures: `v2 120 req, 0.00% errors, p99 3.1ms`.
-fn figures(f: &Value) -> String {
-    format!(
-        "{} {} req, {} errors, p99 {}",
-        text(f, "version"),
-        f["requests"].as_u64().unwrap_or(0),
-        percent(&f["error_rate"]),
-        millis(&f["p99_seconds"])
-    )
-}
-
-fn analysis_line(a: &Value) -> String {
-    if let Some(sh) = a.get("shadow").filter(|s| !s.is_null()) {
-        return format!(
-            "{} in the mirror step ({}% shadowed) — {} shadow answers: {} compared, {} same, \
-             {} different, {} without answer ({} not matching)",
-            text(a, "verdict"),
-            sh["percent"].as_f64().unwrap_or(0.0),
-            text(sh, "version"),
-            sh["answers"].as_u64().unwrap_or(0),
-            sh["same"].as_u64().unwrap_or(0),
-            sh["different"].as_u64().unwrap_or(0),
-            sh["error"].as_u64().unwrap_or(0),
-            percent(&sh["mismatch_rate"])
-        );
-    }
-    let mut s = format!(
-        "{} at {}% — {}; {}",
-        text(a, "verdict"),
-        a["canary_weight"].as_u64().unwrap_or(0),
-        figures(&a["canary"]),
-        figures(&a["baseline"])
-    );
-    if let Some(r) = a["latency_ratio"].as_f64() {
-        s.push_str(&format!("; p99 ratio {r:.2}"));
-    }
-    s
-}
-
-fn print_status(v: &Value, json: bool) -> anyhow::Result<()> {
-    if json {
-        out!("{}", serde_json::to_string_pretty(v)?);
-        return Ok(());
-    }
-    let s = &v["settings"];
-    out!(
-        "{}: {}  {} → {}  {}",
-        text(v, "service"),
-        text(v, "phase"),
-        text(v, "baseline"),
-        text(v, "canary"),
-        step(v)
-    );
-    out!("  weights      {}", weights(v));
-    let rules: Vec<String> = v["rules"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| {
-            format!(
-                "{} rule {}",
-                text(r, "route"),
-                r["rule"].as_u64().unwrap_or(0)
-            )
-        })
-        .collect();
-    out!("  routes       {}", rules.join(", "));
-    out!(
-        "  checks       failed {}/{}, inconclusive in a row {}/{}",
-        v["failures"].as_u64().unwrap_or(0),
-        s["failures"].as_u64().unwrap_or(0),
-        v["inconclusive"].as_u64().unwrap_or(0),
-        s["inconclusive_limit"].as_u64().unwrap_or(0)
-    );
-    let steps: Vec<String> = s["steps"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|x| x.to_string())
-        .collect();
-    out!(
-        "  settings     steps {}, interval {}, max-error-rate {}, max-latency-ratio {}, \
-         latency-floor {}, min-requests {}",
-        steps.join(","),
-        text(s, "interval"),
-        percent(&s["max_error_rate"]),
-        s["max_latency_ratio"],
-        text(s, "latency_floor"),
-        s["min_requests"]
-    );
-    if let Some(m) = s["mirror_step"].as_f64() {
-        out!("  mirror step  {m}% of the baseline's requests shadowed (serin's own counters)");
-    }
-    match v["prometheus"].as_str() {
-        Some(url) => out!("  source       prometheus {url}"),
-        None => out!("  source       {}", text(v, "source")),
-    }
-    if let Some(a) = v.get("last_analysis").filter(|a| !a.is_null()) {
-        out!("  last window  {}", analysis_line(a));
-        for r in a["reasons"].as_array().into_iter().flatten() {
-            out!("               {}", r.as_str().unwrap_or(""));
-        }
-    }
-    if let Some(end) = v["window_ends_at"].as_str() {
-        out!("  next check   {end}");
-    }
-    out!("  message      {}", text(v, "message"));
-    if let Some(q) = v["queries"].as_object() {
-        out!("  queries");
-        for (name, q) in q {
-            out!("    {name:<12} {}", text(q, "template"));
-        }
-    }
-    if let Some(a) = v["audit_log"].as_str() {
-        out!("  audit log    {a}");
-    }
-    Ok(())
-}
-
-/// A plain line for a decision: `12:00:01 qotm Progressing step 2/4 (25%): MESSAGE`.
-fn line_of(v: &Value) -> String {
-    let time = v["updated_at"]
-        .as_str()
-        .and_then(|t| t.get(11..19))
-        .unwrap_or("");
-    format!(
-        "{time} {} {} {} [{}]: {}",
-        text(v, "service"),
-        text(v, "phase"),
-        step(v),
-        weights(v),
-        text(v, "message")
-    )
-}
-
-fn seconds_until(rfc3339: &str) -> Option<f64> {
-    let at = humantime::parse_rfc3339_weak(rfc3339).ok()?;
-    Some(
-        at.duration_since(SystemTime::now())
-            .map_or(0.0, |d| d.as_secs_f64()),
-    )
-}
-
-/// The live line of a terminal: a bar of the canary's weight, the step and
-/// the window's countdown.
-fn bar_line(v: &Value) -> String {
-    const WIDTH: usize = 24;
-    let canary = text(v, "canary");
-    let weight = v["weights"][canary].as_u64().unwrap_or(0);
-    let filled = usize::try_from(weight).unwrap_or(0) * WIDTH / 100;
-    let bar: String = "█".repeat(filled) + &"░".repeat(WIDTH - filled.min(WIDTH));
-    let window = v["window_ends_at"]
-        .as_str()
-        .and_then(seconds_until)
-        .map(|s| format!("  next check in {s:.0}s"))
-        .unwrap_or_default();
-    let last = v
-        .get("last_analysis")
-        .filter(|a| !a.is_null())
-        .map(|a| format!("  last: {}", text(a, "verdict")))
-        .unwrap_or_default();
-    format!(
-        "{} {} → {} [{bar}] {weight:>3}%  {}  {}{window}{last}",
-        text(v, "service"),
-        text(v, "baseline"),
-        canary,
-        step(v),
-        text(v, "phase"),
-    )
-}
-
 /// Follows a canary until it is promoted (exit 0), rolled back (2) or
-/// halted (3). In a terminal a live bar is redrawn and each decision is
-/// printed above it; otherwise each decision is one plain line.
+/// halted (3): [`follow`] with the status from the admin API.
 fn watch(client: &AdminClient, service: &str) -> anyhow::Result<ExitCode> {
-    follow(|| client.get(&format!("/canary/{service}")))
-}
-
-/// [`watch`] with the status from `status` (a call that may fail for a
-/// while, as while serin restarts).
-pub(crate) fn follow(
-    mut status: impl FnMut() -> anyhow::Result<Value>,
-) -> anyhow::Result<ExitCode> {
-    let tty = std::io::stdout().is_terminal();
-    let mut out = std::io::stdout();
-    let mut seen = String::new();
-    let mut unreachable_since: Option<std::time::Instant> = None;
-    loop {
-        let v = match status() {
-            Ok(v) => {
-                unreachable_since = None;
-                v
-            }
-            Err(e) => {
-                let since = *unreachable_since.get_or_insert_with(std::time::Instant::now);
-                if since.elapsed() > WATCH_UNREACHABLE_LIMIT {
-                    return Err(e).context("lost the running serin");
-                }
-                std::thread::sleep(WATCH_POLL);
-                continue;
-            }
-        };
-        let key = format!("{}/{}", text(&v, "updated_at"), text(&v, "phase"));
-        if key != seen {
-            seen = key;
-            if tty {
-                write!(out, "\r\x1b[2K")?;
-            }
-            writeln!(out, "{}", line_of(&v))?;
-        }
-        let code = match text(&v, "phase") {
-            "Promoted" => Some(ExitCode::SUCCESS),
-            "RolledBack" => Some(ExitCode::from(EXIT_ROLLED_BACK)),
-            "Halted" => Some(ExitCode::from(EXIT_HALTED)),
-            _ => None,
-        };
-        if let Some(code) = code {
-            if tty {
-                write!(out, "\r\x1b[2K")?;
-            }
-            writeln!(out, "{}: {}", text(&v, "phase"), text(&v, "message"))?;
-            out.flush()?;
-            return Ok(code);
-        }
-        if tty {
-            write!(out, "\r\x1b[2K{}", bar_line(&v))?;
-        }
-        out.flush()?;
-        std::thread::sleep(WATCH_POLL);
-    }
+    follow(|| client.get_as(&format!("/canary/{service}")))
 }
 
 /// Starts the canary controller inside a serving process: weights go to
@@ -640,8 +366,8 @@ pub async fn start_controller(
         None => (None, None),
     };
     let controller = serin_canary::Controller::start(
-        std::sync::Arc::new(serin_canary::ProxySink::new(proxy.clone())),
-        std::sync::Arc::new(serin_canary::EmbeddedSource::new(proxy.clone())),
+        std::sync::Arc::new(super::canary_proxy::ProxySink::new(proxy.clone())),
+        std::sync::Arc::new(super::canary_proxy::EmbeddedSource::new(proxy.clone())),
         serin_canary::ControllerOptions {
             state_file,
             audit_file,

@@ -23,7 +23,8 @@ use serin_canary::{
 };
 use serin_kube::route_client::{RouteClient, RouteError, RuleWeights};
 
-use super::canary::{CanaryArgs, follow, start_body};
+use super::canary::{CanaryArgs, start_body};
+use super::canary_status::follow;
 
 /// The annotation on the HTTPRoute that holds the canaries' state (JSON).
 pub const STATE_ANNOTATION: &str = "serin.io/canary-state";
@@ -261,7 +262,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             std::process::exit(EXIT_SIGNALLED);
         }
     });
-    let code = follow(|| Ok(serde_json::to_value(controller.status(&service)?)?));
+    let code = follow(|| Ok(controller.status(&service)?));
     controller.stop();
     code
 }

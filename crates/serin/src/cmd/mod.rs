@@ -3,6 +3,8 @@
 mod admin_client;
 pub(crate) mod canary;
 mod canary_kube;
+mod canary_proxy;
+mod canary_status;
 mod dashboard;
 mod kubernetes;
 mod mesh;

@@ -341,11 +341,8 @@ fn a_reloaded_token_takes_effect_at_once_and_cannot_be_taken_away() {
 #[test]
 fn a_host_that_does_not_name_the_admin_api_is_refused() {
     let upstream = Upstream::start("u");
-    let metrics = serin_testkit::free_port();
-    let serin = crate::common::proxy(&config(
-        &upstream,
-        &format!("admin: {{metricsAddress: 127.0.0.1:{metrics}}}\n"),
-    ));
+    let serin = crate::common::proxy(&config(&upstream, "admin: {metricsAddress: 127.0.0.1:0}\n"));
+    let metrics = serin.logged_address("metrics listening");
     let port = serin.admin.port();
     let resolve = format!("evil.example:{port}:127.0.0.1");
     for path in [
@@ -402,7 +399,7 @@ fn a_host_that_does_not_name_the_admin_api_is_refused() {
     assert!(healthy.success());
     let (status, body) = curl(
         &["-H", "Host: evil.example"],
-        &format!("http://127.0.0.1:{metrics}/metrics"),
+        &format!("http://{metrics}/metrics"),
     );
     assert_eq!(status, 200, "the metrics listener: {body}");
 }

@@ -6,51 +6,31 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use serin_testkit::free_port;
 use serin_testkit::process::TempDir;
 
-use crate::common::{SERIN, Serin, client, proxy, wait_until};
+use crate::common::{Program, SERIN, Serin, client, proxy, tool};
 
 /// A `serin demo qotm` process: one version of the service.
 pub(crate) struct Qotm {
-    child: Child,
+    _program: Program,
     pub(crate) addr: SocketAddr,
 }
 
 impl Qotm {
     pub(crate) fn start(version: &str, extra: &[&str]) -> Self {
-        let port = free_port();
-        let child = Command::new(SERIN)
-            .args(["demo", "qotm", "--version", version])
-            .args(extra)
-            .env("PORT", port.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run qotm: {e}"));
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        assert!(
-            wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(
-                addr
-            )
-            .is_ok()),
-            "qotm {version} did not listen on {addr}"
-        );
-        Self { child, addr }
-    }
-}
-
-impl Drop for Qotm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let args = [&["qotm", "--version", version][..], extra].concat();
+        let program = Program::demo(&args);
+        let addr = program.addr();
+        Self {
+            _program: program,
+            addr,
+        }
     }
 }
 
@@ -621,9 +601,10 @@ async fn abort_promote_pause_resume_and_errors_through_the_cli_and_api() {
     assert_eq!(body["canaries"].as_array().map(Vec::len), Some(1), "{body}");
 }
 
-/// A real Prometheus scraping one serin's admin API every second.
+/// A real Prometheus scraping one serin's admin API every second; killed
+/// on drop, its output printed when the test fails.
 pub(crate) struct Prometheus {
-    child: Child,
+    _program: Program,
     pub(crate) url: String,
     _dir: TempDir,
 }
@@ -640,29 +621,10 @@ impl Prometheus {
             ),
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("prometheus.log"))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap_or_else(|e| panic!("{e}")))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run prometheus ({e}): it comes with Debian's `prometheus` package; \
-                     run scripts/install-test-deps.sh"
-                )
-            });
+        let program = Program::prometheus(&tool("prometheus"), &config, &dir.path().join("data"));
         let me = Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("http://127.0.0.1:{}", program.port),
+            _program: program,
             _dir: dir,
         };
         // Ready, and serin's metrics are in.
@@ -683,18 +645,10 @@ impl Prometheus {
             }
             assert!(
                 Instant::now() < deadline,
-                "prometheus did not scrape serin: {}",
-                std::fs::read_to_string(me._dir.path().join("prometheus.log")).unwrap_or_default()
+                "prometheus did not scrape serin (its output follows)"
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

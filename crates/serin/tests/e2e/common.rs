@@ -67,3 +67,110 @@ pub async fn metrics_until(serin: &Serin, cond: impl Fn(&str) -> bool) -> (bool,
     }
     (false, text)
 }
+
+/// A program of the suite (a demo service, Prometheus, Redis) on a port
+/// it was given, started again elsewhere when the port was taken
+/// ([`serin_testkit::spawn_on_free_port`]); killed on drop, its output
+/// printed when the test fails.
+pub struct Program {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub log: std::path::PathBuf,
+    what: String,
+    _dir: serin_testkit::process::TempDir,
+}
+
+impl Program {
+    /// Runs `command(port)` until `listening(its output, port)`.
+    pub fn start(
+        what: &str,
+        command: impl FnMut(u16) -> std::process::Command,
+        listening: impl Fn(&str, u16) -> bool,
+    ) -> Self {
+        let dir = serin_testkit::process::TempDir::new("serin-program");
+        let log = dir.path().join("output.log");
+        let limit = std::time::Duration::from_secs(60);
+        let spawned = serin_testkit::spawn_on_free_port(what, &log, limit, command, listening);
+        Self {
+            child: spawned.child,
+            port: spawned.port,
+            log,
+            what: what.to_string(),
+            _dir: dir,
+        }
+    }
+
+    /// `serin demo ARGS` with `PORT` set: up when it logs `listening` there.
+    pub fn demo(args: &[&str]) -> Self {
+        Self::start(
+            &format!("serin demo {}", args.join(" ")),
+            |port| {
+                let mut c = std::process::Command::new(SERIN);
+                c.arg("demo").args(args).env("PORT", port.to_string());
+                c
+            },
+            |log, port| serin_testkit::ports::logged_listening(log, "listening", "addr", port),
+        )
+    }
+
+    /// Prometheus with `config` and its data in `data`: up when it logs
+    /// `Listening on` with its address.
+    pub fn prometheus(
+        bin: &std::path::Path,
+        config: &std::path::Path,
+        data: &std::path::Path,
+    ) -> Self {
+        Self::start(
+            "prometheus",
+            |port| {
+                let mut c = std::process::Command::new(bin);
+                c.arg(format!("--config.file={}", config.display()))
+                    .arg(format!("--storage.tsdb.path={}", data.display()))
+                    .arg(format!("--web.listen-address=127.0.0.1:{port}"));
+                c
+            },
+            |log, port| log.contains(&format!("msg=\"Listening on\" address=127.0.0.1:{port}")),
+        )
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Everything it printed so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "----- {} (port {}):\n{}-----",
+                self.what,
+                self.port,
+                self.output()
+            );
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A program from Debian's `prometheus` package; a clear failure when it is
+/// not installed (these tests never skip).
+pub fn tool(name: &str) -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "`{name}` is not installed. It comes with Debian's `prometheus` package: \
+                 run scripts/install-test-deps.sh (or `sudo apt-get install prometheus`)"
+            )
+        })
+}

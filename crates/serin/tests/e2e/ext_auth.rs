@@ -1,54 +1,23 @@
 //! ExternalAuth: the real demo auth service is asked first.
 
-use std::process::{Child, Command, Stdio};
+use serin_testkit::process::TempDir;
 
-use crate::common::{SERIN, Upstream, client, echo, proxy, wait_until};
-
-struct Auth {
-    child: Child,
-    port: u16,
-    _dir: std::path::PathBuf,
-}
-
-impl Drop for Auth {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self._dir);
-    }
-}
+use crate::common::{Program, Upstream, client, echo, proxy};
 
 /// `serin demo auth` with a credentials file, on a free port.
+struct Auth {
+    program: Program,
+    _dir: TempDir,
+}
+
 fn start_auth() -> Auth {
-    let dir = std::env::temp_dir().join(format!(
-        "serin-auth-{}-{}",
-        std::process::id(),
-        serin_testkit::free_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-    let creds = dir.join("credentials.txt");
+    let dir = TempDir::new("serin-auth");
+    let creds = dir.path().join("credentials.txt");
     std::fs::write(&creds, "token good-token alice\nbasic bob secret\n")
         .unwrap_or_else(|e| panic!("{e}"));
-    let port = serin_testkit::free_port();
-    let child = Command::new(SERIN)
-        .args([
-            "demo",
-            "auth",
-            "--credentials",
-            &creds.display().to_string(),
-        ])
-        .env("PORT", port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let up = wait_until(std::time::Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(up, "auth service did not start");
+    let creds = creds.display().to_string();
     Auth {
-        child,
-        port,
+        program: Program::demo(&["auth", "--credentials", &creds]),
         _dir: dir,
     }
 }
@@ -86,7 +55,7 @@ routes:
 async fn the_auth_service_decides_and_its_answers_go_back_as_they_are() {
     let auth = start_auth();
     let app = Upstream::start("app");
-    let serin = proxy(&config(auth.port, &app, false));
+    let serin = proxy(&config(auth.program.port, &app, false));
     let url = format!("{}/secure/x", serin.url("gw"));
     let http = client();
 
@@ -136,9 +105,9 @@ async fn the_auth_service_decides_and_its_answers_go_back_as_they_are() {
 
 #[tokio::test]
 async fn a_dead_auth_service_fails_closed_unless_told_otherwise() {
-    let auth = start_auth();
-    let port = auth.port;
-    drop(auth);
+    // Nothing answers there, and no test beside can start to.
+    let dead = serin_testkit::DeadPort::new();
+    let port = dead.addr.port();
     let app = Upstream::start("app");
     let closed = proxy(&config(port, &app, false));
     let resp = client()

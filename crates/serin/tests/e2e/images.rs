@@ -14,7 +14,6 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
-use serin_testkit::free_port;
 use serin_testkit::process::TempDir;
 
 use crate::common::{client, wait_until};
@@ -90,6 +89,55 @@ fn run_container(made: &mut Made, name: &str, args: &[&str]) {
     all.extend_from_slice(args);
     made.containers.push(name.to_string());
     podman_ok(&all);
+}
+
+/// Runs container `name` (`args_for(port)`, on the host's network) on a
+/// free port, again on another when it exits saying the address was in
+/// use; up when `listening(its logs, port)`. Gives the port and the logs
+/// then.
+fn run_container_on_free_port(
+    made: &mut Made,
+    name: &str,
+    args_for: impl Fn(u16) -> Vec<String>,
+    listening: impl Fn(&str, u16) -> bool,
+) -> (u16, String) {
+    serin_testkit::on_free_port(name, |port| {
+        let args = args_for(port);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_container(made, name, &args);
+        let mut logs = String::new();
+        let mut running = true;
+        let up = wait_until(Duration::from_secs(30), || {
+            logs = text(&podman(&["logs", name]));
+            running = podman_ok(&["inspect", "--format", "{{.State.Running}}", name]) == "true";
+            listening(&logs, port) || !running
+        });
+        if listening(&logs, port) {
+            return serin_testkit::Bind::Listening((port, logs));
+        }
+        assert!(up, "{name} did not say it listens within 30 s:\n{logs}");
+        assert!(
+            serin_testkit::ports::says_address_in_use(&logs),
+            "{name} exited:\n{logs}"
+        );
+        podman_ok(&["rm", "--force", name]);
+        made.containers.retain(|c| c != name);
+        serin_testkit::Bind::Taken(serin_testkit::ports::last(&logs).to_string())
+    })
+}
+
+/// The address of serin's JSON log line `message` (with `listener` when
+/// given) in `logs`.
+fn logged_address(
+    logs: &str,
+    message: &str,
+    listener: Option<&str>,
+) -> Option<std::net::SocketAddr> {
+    logs.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == message)
+        .filter(|v| listener.is_none_or(|n| v["listener"] == n))
+        .find_map(|v| v["address"].as_str()?.parse().ok())
 }
 
 fn inspect_image(image: &str) -> Value {
@@ -240,55 +288,74 @@ async fn images_run_qotm_behind_the_gateway_as_non_root_with_health_checks() {
     }
 
     let suffix = std::process::id();
-    let (demo_port, gateway_port, admin_port) = (free_port(), free_port(), free_port());
-
-    // serin-demo: the image's command (qotm), on a free port of loopback.
+    // serin-demo: the image's command (qotm), on a free port of loopback
+    // (its health check reads PORT, so the port is given, not picked).
     let demo = format!("serin-e2e-demo-{suffix}");
-    let port_env = format!("PORT={demo_port}");
-    run_container(
+    let (demo_port, _) = run_container_on_free_port(
         &mut made,
         &demo,
-        &[
-            "--env",
-            &port_env,
-            &demo_image,
-            "qotm",
-            "--host",
-            "127.0.0.1",
-        ],
+        |port| {
+            let env = format!("--env=PORT={port}");
+            [
+                env.as_str(),
+                demo_image.as_str(),
+                "qotm",
+                "--host",
+                "127.0.0.1",
+            ]
+            .map(String::from)
+            .to_vec()
+        },
+        |logs, port| serin_testkit::ports::logged_listening(logs, "listening", "addr", port),
     );
 
     // The gateway: the image's command (proxy --config /etc/serin/serin.yaml)
     // with a config routing to qotm by name (`localhost`: resolved through
-    // /etc/nsswitch.conf and /etc/hosts by the static glibc).
+    // /etc/nsswitch.conf and /etc/hosts by the static glibc). Its listener
+    // binds port 0 and says where; the admin API's port is given (the
+    // image's health check reads SERIN_ADMIN).
     let dir = TempDir::new("serin-image");
-    std::fs::write(
-        dir.path().join("serin.yaml"),
-        format!(
-            "admin:\n  address: 127.0.0.1:{admin_port}\n\
-             listeners:\n  - name: gateway\n    address: 127.0.0.1:{gateway_port}\n\
-             services:\n  - name: qotm\n    versions:\n      - name: v1\n        \
-             endpoints: [\"localhost:{demo_port}\"]\n\
-             routes:\n  - name: qotm\n    rules:\n      - matches:\n          \
-             - path: {{type: PathPrefix, value: /qotm}}\n        filters:\n          \
-             - type: URLRewrite\n            urlRewrite:\n              path: \
-             {{type: ReplacePrefixMatch, replacePrefixMatch: /}}\n        \
-             backendRefs:\n          - {{name: qotm, version: v1}}\n"
-        ),
-    )
-    .unwrap_or_else(|e| panic!("config: {e}"));
     let gateway = format!("serin-e2e-gateway-{suffix}");
     let mount = format!("{}:/etc/serin:ro", dir.path().display());
-    let admin_env = format!("SERIN_ADMIN=127.0.0.1:{admin_port}");
-    run_container(
+    let (_, logs) = run_container_on_free_port(
         &mut made,
         &gateway,
-        &["--volume", &mount, "--env", &admin_env, &serin_image],
+        |admin_port| {
+            std::fs::write(
+                dir.path().join("serin.yaml"),
+                format!(
+                    "admin:\n  address: 127.0.0.1:{admin_port}\n\
+                     listeners:\n  - name: gateway\n    address: 127.0.0.1:0\n\
+                     services:\n  - name: qotm\n    versions:\n      - name: v1\n        \
+                     endpoints: [\"localhost:{demo_port}\"]\n\
+                     routes:\n  - name: qotm\n    rules:\n      - matches:\n          \
+                     - path: {{type: PathPrefix, value: /qotm}}\n        filters:\n          \
+                     - type: URLRewrite\n            urlRewrite:\n              path: \
+                     {{type: ReplacePrefixMatch, replacePrefixMatch: /}}\n        \
+                     backendRefs:\n          - {{name: qotm, version: v1}}\n"
+                ),
+            )
+            .unwrap_or_else(|e| panic!("config: {e}"));
+            let env = format!("--env=SERIN_ADMIN=127.0.0.1:{admin_port}");
+            [
+                "--volume",
+                mount.as_str(),
+                env.as_str(),
+                serin_image.as_str(),
+            ]
+            .map(String::from)
+            .to_vec()
+        },
+        |logs, port| {
+            logged_address(logs, "admin API listening", None).is_some_and(|a| a.port() == port)
+        },
     );
+    let gateway_addr = logged_address(&logs, "listening", Some("gateway"))
+        .unwrap_or_else(|| panic!("the gateway did not say where it listens:\n{logs}"));
 
     // A request through the gateway container reaches the demo container.
     let http = client();
-    let url = format!("http://127.0.0.1:{gateway_port}/qotm/");
+    let url = format!("http://{gateway_addr}/qotm/");
     let mut answer = None;
     for _ in 0..300 {
         if let Ok(resp) = http.get(&url).send().await

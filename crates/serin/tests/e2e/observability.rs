@@ -5,16 +5,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use serin_testkit::process::TempDir;
-use serin_testkit::{free_port, raw};
+use serin_testkit::raw;
 
-use crate::common::{Serin, Upstream, client, metrics_text, proxy};
+use crate::common::{Program, Serin, Upstream, client, metrics_text, proxy, tool};
 
 // ------------------------------------------------------------------ files
 
@@ -93,23 +93,6 @@ fn label_values(query: &str) -> Option<(String, String)> {
 
 // ------------------------------------------------------------------ tools
 
-/// A program from Debian's `prometheus` package; a clear failure when it is
-/// not installed (these tests never skip).
-fn tool(name: &str) -> PathBuf {
-    std::env::var_os("PATH")
-        .and_then(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join(name))
-                .find(|p| p.is_file())
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "`{name}` is not installed. It comes with Debian's `prometheus` package: \
-                 run scripts/install-test-deps.sh (or `sudo apt-get install prometheus`)"
-            )
-        })
-}
-
 /// `promtool check config FILE`: (passed, output).
 fn promtool_check(file: &Path) -> (bool, String) {
     let out = Command::new(tool("promtool"))
@@ -168,10 +151,9 @@ fn local_config_for(admin: std::net::SocketAddr) -> String {
 /// A real Prometheus for one test, killed on drop; its log is printed when
 /// the test fails.
 struct Prometheus {
-    child: Option<Child>,
+    _program: Program,
     base: String,
-    log: PathBuf,
-    dir: TempDir,
+    _dir: TempDir,
 }
 
 impl Prometheus {
@@ -180,69 +162,29 @@ impl Prometheus {
     async fn start(dir: TempDir, config: &str) -> Self {
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).unwrap_or_else(|e| panic!("write config: {e}"));
-        let bin = tool("prometheus");
-        let mut me = Self {
-            child: None,
-            base: String::new(),
-            log: dir.path().join("prometheus.log"),
-            dir,
+        let program =
+            Program::prometheus(&tool("prometheus"), &config_path, &dir.path().join("data"));
+        let me = Self {
+            base: format!("http://127.0.0.1:{}", program.port),
+            _program: program,
+            _dir: dir,
         };
-        for _attempt in 0..3 {
-            let port = free_port();
-            let log = std::fs::File::create(&me.log).unwrap_or_else(|e| panic!("log: {e}"));
-            let log_err = log.try_clone().unwrap_or_else(|e| panic!("log: {e}"));
-            me.child = Some(
-                Command::new(&bin)
-                    .arg(format!("--config.file={}", config_path.display()))
-                    .arg(format!(
-                        "--storage.tsdb.path={}",
-                        me.dir.path().join("data").display()
-                    ))
-                    .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-                    .stdin(Stdio::null())
-                    .stdout(log)
-                    .stderr(log_err)
-                    .spawn()
-                    .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display())),
-            );
-            me.base = format!("http://127.0.0.1:{port}");
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                let ready = client()
-                    .get(format!("{}/-/ready", me.base))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 200);
-                if ready {
-                    return me;
-                }
-                if let Some(status) = me.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                    me.child = None;
-                    let text = std::fs::read_to_string(&me.log).unwrap_or_default();
-                    assert!(
-                        text.contains("address already in use"),
-                        "prometheus exited with {status}:\n{text}"
-                    );
-                    break; // the free port was taken meanwhile: try another
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "prometheus was not ready within 20 s"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = client()
+                .get(format!("{}/-/ready", me.base))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            if ready {
+                return me;
             }
+            assert!(
+                Instant::now() < deadline,
+                "prometheus was not ready within 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("prometheus could not bind a free port in 3 attempts");
-    }
-
-    fn dump(&self) {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        eprintln!("----- prometheus log (last 40 lines):");
-        for l in &lines[lines.len().saturating_sub(40)..] {
-            eprintln!("{l}");
-        }
-        eprintln!("-----");
     }
 
     async fn get(&self, path: &str, params: &[(&str, &str)]) -> Value {
@@ -270,18 +212,6 @@ impl Prometheus {
         let answer = self.query(promql).await;
         assert_eq!(answer["status"], "success", "{promql}: {answer}");
         samples(&answer)
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.dump();
-        }
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
@@ -1660,9 +1590,8 @@ fn the_promql_tokenizer_finds_metric_names_and_nothing_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_listener_serves_only_metrics_and_wants_no_token() {
     let upstream = Upstream::start("u");
-    let metrics_port = free_port();
     let serin = proxy(&format!(
-        "admin: {{token: s3cret, metricsAddress: 127.0.0.1:{metrics_port}}}\n\
+        "admin: {{token: s3cret, metricsAddress: 127.0.0.1:0}}\n\
          listeners: [{{name: web, address: 127.0.0.1:0}}]\n\
          services: [{{name: s, versions: [{{name: v1, endpoints: [\"{}\"]}}]}}]\n\
          routes: [{{name: r, rules: [{{backendRefs: [{{name: s, version: v1}}]}}]}}]\n",
@@ -1675,7 +1604,7 @@ async fn the_metrics_listener_serves_only_metrics_and_wants_no_token() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(sent.status(), 200);
-    let metrics = format!("http://127.0.0.1:{metrics_port}");
+    let metrics = format!("http://{}", serin.logged_address("metrics listening"));
     let resp = http
         .get(format!("{metrics}/metrics"))
         .send()

@@ -1,10 +1,9 @@
 //! Rate limits: local token buckets per client, and a global limit shared
 //! by two serin processes through a real redis-server.
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use crate::common::{Upstream, client, metric_value, metrics_text, proxy, wait_until};
+use crate::common::{Program, Upstream, client, metric_value, metrics_text, proxy};
 
 fn config(up: &Upstream, rate_limit: &str) -> String {
     format!(
@@ -104,38 +103,28 @@ async fn a_header_key_gives_each_caller_its_own_bucket() {
     assert_eq!(status("bob").await, 200);
 }
 
-struct Redis(Child, u16);
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+/// A real redis-server on a free port (up when it says it is ready).
+struct Redis(Program);
 
 fn redis() -> Redis {
-    let port = serin_testkit::free_port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--bind",
-            "127.0.0.1",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("redis-server is needed (scripts/install-test-deps.sh installs it): {e}")
-        });
-    assert!(wait_until(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    }));
-    Redis(child, port)
+    Redis(Program::start(
+        "redis-server",
+        |port| {
+            let mut c = Command::new("redis-server");
+            c.args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--bind",
+                "127.0.0.1",
+            ]);
+            c
+        },
+        |log, _| log.contains("Ready to accept connections"),
+    ))
 }
 
 #[tokio::test]
@@ -146,7 +135,7 @@ async fn a_global_limit_is_shared_by_two_serin_processes_through_redis() {
         &up,
         &format!(
             "          requests: 10\n          unit: hour\n          global: {{redis: \"redis://127.0.0.1:{}/\", failOpen: false}}",
-            redis.1
+            redis.0.port
         ),
     );
     let a = proxy(&cfg);
@@ -181,8 +170,9 @@ async fn a_global_limit_is_shared_by_two_serin_processes_through_redis() {
 #[tokio::test]
 async fn a_global_limit_fails_open_when_told_to() {
     let up = Upstream::start("up");
-    // Nothing listens there.
-    let port = serin_testkit::free_port();
+    // Nothing listens there, and no test beside can start to.
+    let dead = serin_testkit::DeadPort::new();
+    let port = dead.addr.port();
     let serin = proxy(&config(
         &up,
         &format!(

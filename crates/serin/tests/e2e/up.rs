@@ -124,6 +124,38 @@ impl Stack {
         Self { serin, dir }
     }
 
+    /// The text of the runtime's logs of `service` (`serin logs SERVICE`).
+    async fn logs_of(&self, service: &str) -> String {
+        let url = self.serin.admin_url(&format!(
+            "/runtime/logs?service={service}&tail=200&format=text"
+        ));
+        let resp = client()
+            .get(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        resp.text().await.unwrap_or_default()
+    }
+
+    /// Whether the stack's `redis` replica bound its port, by its own word
+    /// in its log ("Ready to accept connections"), or found it taken by a
+    /// process beside (a port of the stack file cannot be 0). Its
+    /// readiness probe cannot tell: it connects to whatever holds the port.
+    async fn redis_bound(&self) -> serin_testkit::Bind<()> {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let logs = self.logs_of("redis").await;
+            if logs.contains("Ready to accept connections") {
+                return serin_testkit::Bind::Listening(());
+            }
+            if serin_testkit::ports::says_address_in_use(&logs) {
+                return serin_testkit::Bind::Taken(serin_testkit::ports::last(&logs).to_string());
+            }
+            assert!(Instant::now() < deadline, "redis did not start:\n{logs}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -693,14 +725,18 @@ async fn counter_example_counts_in_redis() {
     // The example's Redis port, made a free one (the gateway and admin
     // addresses are given on the command line).
     assert!(yaml.contains("6390"), "the example's Redis port changed");
-    let redis_port = serin_testkit::free_port();
-    let dir = TempDir::new("serin-up");
-    std::fs::write(
-        dir.path().join("stack.yaml"),
-        yaml.replace("6390", &redis_port.to_string()),
-    )
-    .unwrap_or_else(|e| panic!("write stack: {e}"));
-    let stack = Stack::start_in(dir);
+    let stack =
+        serin_testkit::ports::on_free_port_async("the counter example's Redis", async |port| {
+            let dir = TempDir::new("serin-up");
+            std::fs::write(
+                dir.path().join("stack.yaml"),
+                yaml.replace("6390", &port.to_string()),
+            )
+            .unwrap_or_else(|e| panic!("write stack: {e}"));
+            let stack = Stack::start_in(dir);
+            stack.redis_bound().await.map(|()| stack)
+        })
+        .await;
     stack.wait_ready("redis", "v1", 1).await;
     stack.wait_ready("counter", "v1", 2).await;
 
