@@ -126,56 +126,41 @@ pub struct Metrics {
     pub unserved: Family<UnservedLabels, Counter>,
 }
 
+/// A family of metrics, registered under `name` with its help text.
+fn registered<S, M>(registry: &mut Registry, name: &str, help: &str) -> Family<S, M>
+where
+    S: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+    M: Default
+        + prometheus_client::metrics::TypedMetric
+        + prometheus_client::encoding::EncodeMetric
+        + Send
+        + Sync
+        + std::fmt::Debug
+        + 'static,
+{
+    let family = Family::<S, M>::default();
+    registry.register(name, help, family.clone());
+    family
+}
+
 impl Metrics {
     pub fn new() -> Arc<Self> {
-        let mut registry = Registry::with_prefix("serin");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "requests",
-            "Requests answered, by route, backend and status code",
-            requests.clone(),
-        );
+        let mut r = Registry::with_prefix("serin");
         let duration = Family::<BackendLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram,
         );
-        registry.register_with_unit(
+        r.register_with_unit(
             "request_duration",
             "Time from request to response headers, by route and backend",
             prometheus_client::registry::Unit::Seconds,
             duration.clone(),
         );
-        let connect_failures = Family::<UpstreamLabels, Counter>::default();
-        registry.register(
-            "upstream_connect_failures",
-            "Failed connection attempts to upstream endpoints",
-            connect_failures.clone(),
-        );
-        let retries = Family::<BackendLabels, Counter>::default();
-        registry.register("retries", "Requests tried again", retries.clone());
-        let timeouts = Family::<TimeoutLabels, Counter>::default();
-        registry.register(
-            "timeouts",
-            "Requests whose deadline expired (kind: request or backendRequest)",
-            timeouts.clone(),
-        );
-        let active_connections = Family::<ListenerLabels, Gauge>::default();
-        registry.register(
-            "active_connections",
-            "Client connections open now",
-            active_connections.clone(),
-        );
-        let rejected = Family::<RejectLabels, Counter>::default();
-        registry.register(
-            "downstream_rejected",
-            "Client requests refused before routing (malformed, over limits)",
-            rejected.clone(),
-        );
-        let reloads = Family::<ResultLabels, Counter>::default();
-        registry.register(
+        let reloads: Family<ResultLabels, Counter> = registered(
+            &mut r,
             "config_reloads",
             "Configuration reloads, by result (success or failure)",
-            reloads.clone(),
         );
+        // Shown from the start, so a dashboard sees 0 rather than nothing.
         for result in ["success", "failure"] {
             at_zero(
                 &reloads,
@@ -184,78 +169,76 @@ impl Metrics {
                 },
             );
         }
-        let overflows = Family::<OverflowLabels, Counter>::default();
-        registry.register(
-            "circuit_breaker_overflows",
-            "Requests refused (or retries not made) because a circuit breaker limit was reached",
-            overflows.clone(),
-        );
-        let shed = Family::<ShedLabels, Counter>::default();
-        registry.register(
-            "load_shed",
-            "Connections or requests refused by a listener's or a route's limit",
-            shed.clone(),
-        );
-        let faults = Family::<BackendLabels, Counter>::default();
-        registry.register(
-            "faults_injected",
-            "Requests delayed or aborted on purpose",
-            faults.clone(),
-        );
-        let ejections = Family::<UpstreamLabels, Counter>::default();
-        registry.register(
-            "outlier_ejections",
-            "Endpoints ejected by outlier detection",
-            ejections.clone(),
-        );
-        let budget_exhausted = Family::<BackendLabels, Counter>::default();
-        registry.register(
-            "retry_budget_exhausted",
-            "Retries not made because the route's retry budget was spent",
-            budget_exhausted.clone(),
-        );
-        let mirrors = Family::<MirrorLabels, Counter>::default();
-        registry.register(
-            "mirror_responses",
-            "Shadow (mirrored) answers, by whether their status matched the primary's",
-            mirrors.clone(),
-        );
-        let rate_limited = Family::<ShedLabels, Counter>::default();
-        registry.register(
-            "rate_limited",
-            "Requests refused with 429 by a rate limit (scope: local or global)",
-            rate_limited.clone(),
-        );
-        let unserved = Family::<UnservedLabels, Counter>::default();
-        registry.register(
-            "unserved_requests",
-            "Requests answered 500 because their rule had no valid backend for them (reason: no_backend, invalid_backend)",
-            unserved.clone(),
-        );
-        // Shown from the start, so a dashboard sees 0 rather than nothing.
-        for result in ["success", "failure"] {
-            let _ = reloads.get_or_create(&ResultLabels {
-                result: result.to_string(),
-            });
-        }
         Arc::new(Self {
-            registry,
-            requests,
+            requests: registered(
+                &mut r,
+                "requests",
+                "Requests answered, by route, backend and status code",
+            ),
             duration,
-            connect_failures,
-            retries,
-            timeouts,
-            active_connections,
-            rejected,
+            connect_failures: registered(
+                &mut r,
+                "upstream_connect_failures",
+                "Failed connection attempts to upstream endpoints",
+            ),
+            retries: registered(&mut r, "retries", "Requests tried again"),
+            timeouts: registered(
+                &mut r,
+                "timeouts",
+                "Requests whose deadline expired (kind: request or backendRequest)",
+            ),
+            active_connections: registered(
+                &mut r,
+                "active_connections",
+                "Client connections open now",
+            ),
+            rejected: registered(
+                &mut r,
+                "downstream_rejected",
+                "Client requests refused before routing (malformed, over limits)",
+            ),
             reloads,
-            overflows,
-            shed,
-            faults,
-            ejections,
-            budget_exhausted,
-            mirrors,
-            rate_limited,
-            unserved,
+            overflows: registered(
+                &mut r,
+                "circuit_breaker_overflows",
+                "Requests refused (or retries not made) because a circuit breaker limit was reached",
+            ),
+            shed: registered(
+                &mut r,
+                "load_shed",
+                "Connections or requests refused by a listener's or a route's limit",
+            ),
+            faults: registered(
+                &mut r,
+                "faults_injected",
+                "Requests delayed or aborted on purpose",
+            ),
+            ejections: registered(
+                &mut r,
+                "outlier_ejections",
+                "Endpoints ejected by outlier detection",
+            ),
+            budget_exhausted: registered(
+                &mut r,
+                "retry_budget_exhausted",
+                "Retries not made because the route's retry budget was spent",
+            ),
+            mirrors: registered(
+                &mut r,
+                "mirror_responses",
+                "Shadow (mirrored) answers, by whether their status matched the primary's",
+            ),
+            rate_limited: registered(
+                &mut r,
+                "rate_limited",
+                "Requests refused with 429 by a rate limit (scope: local or global)",
+            ),
+            unserved: registered(
+                &mut r,
+                "unserved_requests",
+                "Requests answered 500 because their rule had no valid backend for them (reason: no_backend, invalid_backend)",
+            ),
+            registry: r,
         })
     }
 

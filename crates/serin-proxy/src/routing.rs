@@ -57,150 +57,24 @@ impl RouteTable {
         routes: &[(&RouteConfig, Vec<Arc<CompiledRule>>)],
         path: PathNormalizationConfig,
     ) -> Self {
-        // Every (match, rule) with its tie-breakers.
-        struct Cand<'a> {
-            hostnames: &'a [String],
-            route_order: usize,
-            route_name: &'a str,
-            rule_index: usize,
-            m: MatchConfig,
-            rule: Arc<CompiledRule>,
-        }
-        let mut cands = Vec::new();
-        for (order, (route, rules)) in routes.iter().enumerate() {
-            for (i, (rule_cfg, rule)) in route.rules.iter().zip(rules).enumerate() {
-                let matches = if rule_cfg.matches.is_empty() {
-                    vec![MatchConfig {
-                        path: PathMatch::PathPrefix(String::new()),
-                        headers: Vec::new(),
-                        query_params: Vec::new(),
-                        method: None,
-                    }]
-                } else {
-                    rule_cfg.matches.clone()
-                };
-                for m in matches {
-                    cands.push(Cand {
-                        hostnames: &route.hostnames,
-                        route_order: order,
-                        route_name: &route.name,
-                        rule_index: i,
-                        m,
-                        rule: rule.clone(),
-                    });
-                }
-            }
-        }
-        cands.sort_by(|a, b| {
-            precedence(&b.m)
-                .cmp(&precedence(&a.m))
-                .then(a.route_order.cmp(&b.route_order))
-                .then(a.route_name.cmp(b.route_name))
-                .then(a.rule_index.cmp(&b.rule_index))
-        });
+        let cands = candidates(routes);
+        let (exact_names, mut wild_names) = hostnames(&cands);
         let mut table = RouteTable {
             path,
             ..RouteTable::default()
         };
-        let mut exact_names: Vec<&str> = Vec::new();
-        let mut wild_names: Vec<&str> = Vec::new();
-        for c in &cands {
-            for h in c.hostnames {
-                if let Some(suffix) = h.strip_prefix('*') {
-                    if !suffix.is_empty() && !wild_names.contains(&suffix) {
-                        wild_names.push(suffix);
-                    }
-                } else if !exact_names.contains(&h.as_str()) {
-                    exact_names.push(h);
-                }
-            }
-        }
-        let applies = |hostnames: &[String], host: &str| {
-            hostnames.is_empty()
-                || hostnames.iter().any(|h| {
-                    h == "*"
-                        || h == host
-                        || h.strip_prefix('*').is_some_and(|s| {
-                            !s.is_empty() && host.ends_with(s) && host.len() > s.len()
-                        })
-                })
-        };
-        // Gateway API: rules of the route with the most specific matching
-        // hostname come first (a non-wildcard match, then the most
-        // characters); match precedence orders rules within that. The
-        // candidates are already in match order, and the sort is stable.
-        let host_rank = |hostnames: &[String], host: &str| -> (u8, usize) {
-            hostnames
-                .iter()
-                .filter_map(|h| {
-                    if h == host {
-                        Some((2, h.len()))
-                    } else if h == "*" {
-                        Some((0, 0))
-                    } else {
-                        h.strip_prefix('*')
-                            .filter(|s| !s.is_empty() && host.ends_with(s) && host.len() > s.len())
-                            .map(|s| (1, s.len()))
-                    }
-                })
-                .max()
-                .unwrap_or((0, 0))
-        };
-        let entries_for = |host: Option<&str>| {
-            let mut chosen: Vec<(&Cand<'_>, (u8, usize))> = cands
-                .iter()
-                .filter(|c| match host {
-                    Some(h) => applies(c.hostnames, h),
-                    None => c.hostnames.is_empty() || c.hostnames.iter().any(|h| h == "*"),
-                })
-                .map(|c| (c, host.map_or((0, 0), |h| host_rank(c.hostnames, h))))
-                .collect();
-            chosen.sort_by_key(|(_, rank)| std::cmp::Reverse(*rank));
-            VirtualHost {
-                entries: chosen
-                    .into_iter()
-                    .map(|(c, _)| Entry {
-                        m: c.m.clone(),
-                        rule: c.rule.clone(),
-                    })
-                    .collect(),
-            }
-        };
         for h in exact_names {
-            table.exact.insert(h.to_string(), entries_for(Some(h)));
+            table
+                .exact
+                .insert(h.to_string(), vhost_for(&cands, Some(h)));
         }
         wild_names.sort_by_key(|s| std::cmp::Reverse(s.len()));
         for suffix in wild_names {
-            // A wildcard vhost holds routes for that wildcard (and broader
-            // ones) plus hostname-less routes.
-            let mut chosen: Vec<(&Cand<'_>, usize)> = cands
-                .iter()
-                .filter_map(|c| {
-                    if c.hostnames.is_empty() || c.hostnames.iter().any(|h| h == "*") {
-                        return Some((c, 0));
-                    }
-                    c.hostnames
-                        .iter()
-                        .filter_map(|h| h.strip_prefix('*'))
-                        .filter(|s| !s.is_empty() && suffix.ends_with(s))
-                        .map(str::len)
-                        .max()
-                        .map(|len| (c, len))
-                })
-                .collect();
-            chosen.sort_by_key(|(_, rank)| std::cmp::Reverse(*rank));
-            let vh = VirtualHost {
-                entries: chosen
-                    .into_iter()
-                    .map(|(c, _)| Entry {
-                        m: c.m.clone(),
-                        rule: c.rule.clone(),
-                    })
-                    .collect(),
-            };
-            table.wildcard.push((suffix.to_string(), vh));
+            table
+                .wildcard
+                .push((suffix.to_string(), wildcard_vhost(&cands, suffix)));
         }
-        table.any = entries_for(None);
+        table.any = vhost_for(&cands, None);
         table
     }
 
@@ -302,6 +176,156 @@ fn matches(
         }
     }
     true
+}
+
+/// One (match, rule) of the config with its tie-breakers.
+struct Cand<'a> {
+    hostnames: &'a [String],
+    route_order: usize,
+    route_name: &'a str,
+    rule_index: usize,
+    m: MatchConfig,
+    rule: Arc<CompiledRule>,
+}
+
+/// Every (match, rule), in match precedence (Gateway API order: the most
+/// specific match first, then route order, route name, rule index).
+fn candidates<'a>(routes: &'a [(&'a RouteConfig, Vec<Arc<CompiledRule>>)]) -> Vec<Cand<'a>> {
+    let mut cands = Vec::new();
+    for (order, (route, rules)) in routes.iter().enumerate() {
+        for (i, (rule_cfg, rule)) in route.rules.iter().zip(rules).enumerate() {
+            let matches = if rule_cfg.matches.is_empty() {
+                vec![MatchConfig {
+                    path: PathMatch::PathPrefix(String::new()),
+                    headers: Vec::new(),
+                    query_params: Vec::new(),
+                    method: None,
+                }]
+            } else {
+                rule_cfg.matches.clone()
+            };
+            for m in matches {
+                cands.push(Cand {
+                    hostnames: &route.hostnames,
+                    route_order: order,
+                    route_name: &route.name,
+                    rule_index: i,
+                    m,
+                    rule: rule.clone(),
+                });
+            }
+        }
+    }
+    cands.sort_by(|a, b| {
+        precedence(&b.m)
+            .cmp(&precedence(&a.m))
+            .then(a.route_order.cmp(&b.route_order))
+            .then(a.route_name.cmp(b.route_name))
+            .then(a.rule_index.cmp(&b.rule_index))
+    });
+    cands
+}
+
+/// The exact hostnames and the wildcard suffixes (`*.a.com` → `.a.com`)
+/// the routes name, each once.
+fn hostnames<'a>(cands: &[Cand<'a>]) -> (Vec<&'a str>, Vec<&'a str>) {
+    let mut exact: Vec<&str> = Vec::new();
+    let mut wild: Vec<&str> = Vec::new();
+    for c in cands {
+        for h in c.hostnames {
+            if let Some(suffix) = h.strip_prefix('*') {
+                if !suffix.is_empty() && !wild.contains(&suffix) {
+                    wild.push(suffix);
+                }
+            } else if !exact.contains(&h.as_str()) {
+                exact.push(h);
+            }
+        }
+    }
+    (exact, wild)
+}
+
+/// Whether a route with `hostnames` serves `host`.
+fn applies(hostnames: &[String], host: &str) -> bool {
+    hostnames.is_empty()
+        || hostnames.iter().any(|h| {
+            h == "*"
+                || h == host
+                || h.strip_prefix('*')
+                    .is_some_and(|s| !s.is_empty() && host.ends_with(s) && host.len() > s.len())
+        })
+}
+
+/// How specifically `hostnames` names `host`. Gateway API: rules of the
+/// route with the most specific matching hostname come first (a
+/// non-wildcard match, then the most characters); match precedence orders
+/// rules within that.
+fn host_rank(hostnames: &[String], host: &str) -> (u8, usize) {
+    hostnames
+        .iter()
+        .filter_map(|h| {
+            if h == host {
+                Some((2, h.len()))
+            } else if h == "*" {
+                Some((0, 0))
+            } else {
+                h.strip_prefix('*')
+                    .filter(|s| !s.is_empty() && host.ends_with(s) && host.len() > s.len())
+                    .map(|s| (1, s.len()))
+            }
+        })
+        .max()
+        .unwrap_or((0, 0))
+}
+
+/// The rules for requests to `host` (`None`: a host no route names). The
+/// candidates are already in match order and the sort is stable, so
+/// match precedence orders rules of the same host rank.
+fn vhost_for(cands: &[Cand<'_>], host: Option<&str>) -> VirtualHost {
+    let mut chosen: Vec<(&Cand<'_>, (u8, usize))> = cands
+        .iter()
+        .filter(|c| match host {
+            Some(h) => applies(c.hostnames, h),
+            None => c.hostnames.is_empty() || c.hostnames.iter().any(|h| h == "*"),
+        })
+        .map(|c| (c, host.map_or((0, 0), |h| host_rank(c.hostnames, h))))
+        .collect();
+    chosen.sort_by_key(|(_, rank)| std::cmp::Reverse(*rank));
+    vhost_of(chosen)
+}
+
+/// The rules for a wildcard `suffix`: routes for that wildcard (and
+/// broader ones) plus hostname-less routes.
+fn wildcard_vhost(cands: &[Cand<'_>], suffix: &str) -> VirtualHost {
+    let mut chosen: Vec<(&Cand<'_>, usize)> = cands
+        .iter()
+        .filter_map(|c| {
+            if c.hostnames.is_empty() || c.hostnames.iter().any(|h| h == "*") {
+                return Some((c, 0));
+            }
+            c.hostnames
+                .iter()
+                .filter_map(|h| h.strip_prefix('*'))
+                .filter(|s| !s.is_empty() && suffix.ends_with(s))
+                .map(str::len)
+                .max()
+                .map(|len| (c, len))
+        })
+        .collect();
+    chosen.sort_by_key(|(_, rank)| std::cmp::Reverse(*rank));
+    vhost_of(chosen)
+}
+
+fn vhost_of<R>(chosen: Vec<(&Cand<'_>, R)>) -> VirtualHost {
+    VirtualHost {
+        entries: chosen
+            .into_iter()
+            .map(|(c, _)| Entry {
+                m: c.m.clone(),
+                rule: c.rule.clone(),
+            })
+            .collect(),
+    }
 }
 
 #[cfg(test)]
