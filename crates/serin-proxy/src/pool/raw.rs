@@ -83,6 +83,10 @@ pub struct Lease {
 impl Lease {
     fn give_back(self, mut conn: RawConn) {
         conn.reused = true;
+        // An idle connection holds no buffer (as NGINX's do not): the next
+        // exchange reserves one anyway, since the last answer's head still
+        // shares this one (the profile shows one reserve per exchange).
+        conn.buf = BytesMut::new();
         self.pools.put_raw_idle(self.ep, conn, self.max_idle);
         drop(self.slot);
     }

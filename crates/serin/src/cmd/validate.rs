@@ -29,15 +29,19 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
         ),
         FileKind::StackFile => (
             "stack file",
-            serin_config::stack::load_stack_file(&args.file).map(|file| {
+            serin_config::stack::load_stack_file(&args.file).and_then(|mut file| {
+                // The gateway's admin API is opened as `serin up` opens it,
+                // its problems placed in this file.
+                file.gateway.source = Some(args.file.clone());
+                let gateway = admin_may_open(file.gateway)?;
                 let versions: usize = file.stack.services.iter().map(|s| s.versions.len()).sum();
                 let summary = format!(
                     "{} service(s), {versions} version(s), {} gateway route(s), {} sidecar route(s)",
                     file.stack.services.len(),
-                    file.gateway.routes.len(),
+                    gateway.routes.len(),
                     file.mesh.len()
                 );
-                (summary, file.gateway.warnings)
+                Ok((summary, gateway.warnings))
             }),
         ),
     };

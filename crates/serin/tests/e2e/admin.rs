@@ -158,6 +158,12 @@ fn an_admin_api_beyond_loopback_with_no_token_does_not_start() {
             && out.contains("gateway.adminToken"),
         "{out}"
     );
+    // `serin validate` of the stack file says the same.
+    let out = refused(&["validate", &stack], dir);
+    assert!(
+        out.contains(&format!("{stack}:2:10: gateway.admin: {wanted}")),
+        "{out}"
+    );
 }
 
 /// Asks the admin API at `base` from the other namespace: 401 with no

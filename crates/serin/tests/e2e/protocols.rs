@@ -995,3 +995,43 @@ routes:
         "{cut_line}"
     );
 }
+
+/// Bodies larger than one read, by length and by chunks (with trailers),
+/// arrive whole and unchanged through serin's own HTTP/1.1 exchange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_and_chunked_upstream_bodies_arrive_whole() {
+    let body: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let mut by_length =
+        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len()).into_bytes();
+    by_length.extend_from_slice(&body);
+    let mut chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    let mut sent = Vec::new();
+    for (i, piece) in body[..300_000].chunks(997).enumerate() {
+        let piece = &piece[..piece.len().min(1 + i * 7 % 997)];
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+        sent.extend_from_slice(piece);
+    }
+    chunked.extend_from_slice(b"0\r\nx-checksum: done\r\n\r\n");
+    let by_length = fixed_answer_upstream(Vec::leak(by_length)).await;
+    let chunked = fixed_answer_upstream(Vec::leak(chunked)).await;
+    for (name, upstream, want) in [
+        ("content-length", by_length, &body),
+        ("chunked", chunked, &sent),
+    ] {
+        let serin = proxy(&config_for(upstream, "http1", ""));
+        let resp = client()
+            .get(format!("{}/big", serin.url("gw")))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(resp.status(), 200, "{name}");
+        let got = resp
+            .bytes()
+            .await
+            .unwrap_or_else(|e| panic!("{name} body: {e}"));
+        assert_eq!(got.len(), want.len(), "{name}: length");
+        assert!(got[..] == want[..], "{name}: bytes differ");
+    }
+}
