@@ -232,6 +232,15 @@ pub(super) fn token_origin(admin: &serin_config::proxy::AdminConfig) -> String {
 
 /// Returns on SIGTERM or SIGINT; reloads on SIGHUP.
 pub async fn wait_for_signals(proxy: &Arc<Proxy>) -> anyhow::Result<()> {
+    until_stopped(|| reload_on_hangup(proxy.clone())).await
+}
+
+/// Returns on SIGTERM or SIGINT; runs `on_hangup` on each SIGHUP.
+pub async fn until_stopped<F, Fut>(mut on_hangup: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -239,17 +248,18 @@ pub async fn wait_for_signals(proxy: &Arc<Proxy>) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
-            _ = hup.recv() => {
-                let p = proxy.clone();
-                // A reload that fails in any way, even by a panic (a bug),
-                // leaves the running config serving: it must not end this
-                // loop, and with it the process.
-                match tokio::task::spawn_blocking(move || p.reload_from_file()).await {
-                    Ok(Ok(_)) => tracing::info!("configuration reloaded (SIGHUP)"),
-                    Ok(Err(e)) => tracing::error!("configuration rejected; the running one stays:\n{e}"),
-                    Err(e) => tracing::error!("configuration reload failed ({e}); the running one stays"),
-                }
-            }
+            _ = hup.recv() => on_hangup().await,
         }
+    }
+}
+
+async fn reload_on_hangup(proxy: Arc<Proxy>) {
+    // A reload that fails in any way, even by a panic (a bug), leaves the
+    // running config serving: it must not end the signal loop, and with it
+    // the process.
+    match tokio::task::spawn_blocking(move || proxy.reload_from_file()).await {
+        Ok(Ok(_)) => tracing::info!("configuration reloaded (SIGHUP)"),
+        Ok(Err(e)) => tracing::error!("configuration rejected; the running one stays:\n{e}"),
+        Err(e) => tracing::error!("configuration reload failed ({e}); the running one stays"),
     }
 }

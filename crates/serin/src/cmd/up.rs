@@ -128,7 +128,11 @@ async fn up(args: UpArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
             )
             .router(),
         )
-        .merge(Router::new().route("/apply", post(apply)).with_state(state));
+        .merge(
+            Router::new()
+                .route("/apply", post(apply))
+                .with_state(state.clone()),
+        );
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let (admin_bound, admin) = serin_proxy::admin::serve(proxy.clone(), app, async {
         let _ = admin_stopped.await;
@@ -145,7 +149,7 @@ async fn up(args: UpArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
     );
     print_summary(&path, &proxy, admin_bound, &stack);
 
-    super::proxy::wait_for_signals(&proxy).await?;
+    super::proxy::until_stopped(|| apply_on_hangup(&state)).await?;
     // Canaries stop deciding; their state stays for the next `serin up`.
     canary.stop();
     tracing::info!("stopping the stack");
@@ -237,16 +241,29 @@ struct ApplyBody {
     path: Option<PathBuf>,
 }
 
+/// Why an apply changed nothing (the stack file's problems) or stopped
+/// part-way (the runtime's rollout).
+enum ApplyError {
+    Rejected(serin_config::ConfigErrors),
+    Internal(String),
+    Rollout(String),
+}
+
 /// Rolls out a changed stack file: the gateway's routes first (checked
-/// before anything changes), then the services.
-async fn apply(State(state): State<Arc<UpState>>, Json(body): Json<ApplyBody>) -> Response {
-    let file = body.path.as_deref().unwrap_or(&state.path);
+/// before anything changes), then the services. `text`: the file's text as
+/// sent; `None` reads the file serin was started from again.
+async fn apply_stack(
+    state: &UpState,
+    text: Option<String>,
+    file: Option<&Path>,
+) -> Result<serde_json::Value, ApplyError> {
+    let file = file.unwrap_or(&state.path);
     let base = match file.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
     let name = file.display().to_string();
-    let parsed = match body.stack {
+    let parsed = match text {
         Some(text) => serin_config::stack::parse_stack_file(&text, &name, base),
         None => serin_config::stack::load_stack_file(&state.path),
     };
@@ -254,10 +271,7 @@ async fn apply(State(state): State<Arc<UpState>>, Json(body): Json<ApplyBody>) -
         stack,
         mut gateway,
         mesh,
-    } = match parsed {
-        Ok(f) => f,
-        Err(errors) => return rejected(&errors),
-    };
+    } = parsed.map_err(ApplyError::Rejected)?;
     if let (Some(a), Some(l)) = (state.overrides.listen, gateway.listeners.first_mut()) {
         l.address = a;
     }
@@ -270,18 +284,44 @@ async fn apply(State(state): State<Arc<UpState>>, Json(body): Json<ApplyBody>) -
         Ok(Ok(())) => state
             .canary
             .set_defaults(super::canary::stack_defaults(&stack)),
-        Ok(Err(errors)) => return rejected(&errors),
-        Err(e) => {
-            return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
-        }
+        Ok(Err(errors)) => return Err(ApplyError::Rejected(errors)),
+        Err(e) => return Err(ApplyError::Internal(e.to_string())),
     }
-    match state.runtime.apply(stack).await {
+    let summary = state
+        .runtime
+        .apply(stack)
+        .await
+        .map_err(|e| ApplyError::Rollout(e.to_string()))?;
+    Ok(serde_json::to_value(summary).unwrap_or_default())
+}
+
+/// `POST /apply` (`serin apply`).
+async fn apply(State(state): State<Arc<UpState>>, Json(body): Json<ApplyBody>) -> Response {
+    match apply_stack(&state, body.stack, body.path.as_deref()).await {
         Ok(summary) => Json(json!({ "result": "applied", "summary": summary })).into_response(),
-        Err(e) => (
+        Err(ApplyError::Rejected(errors)) => rejected(&errors),
+        Err(ApplyError::Internal(e)) => {
+            (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e).into_response()
+        }
+        Err(ApplyError::Rollout(e)) => (
             axum::http::StatusCode::BAD_REQUEST,
-            Json(json!({ "error": e.to_string() })),
+            Json(json!({ "error": e })),
         )
             .into_response(),
+    }
+}
+
+/// SIGHUP under `serin up` applies the stack file again, as `serin apply`
+/// does (the file is a stack file, not a proxy config).
+async fn apply_on_hangup(state: &UpState) {
+    match apply_stack(state, None, None).await {
+        Ok(summary) => tracing::info!(%summary, "stack file applied (SIGHUP)"),
+        Err(ApplyError::Rejected(errors)) => {
+            tracing::error!("stack file rejected; the running stack stays as it was:\n{errors}");
+        }
+        Err(ApplyError::Internal(e) | ApplyError::Rollout(e)) => {
+            tracing::error!("stack file apply failed (SIGHUP): {e}");
+        }
     }
 }
 

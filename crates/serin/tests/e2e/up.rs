@@ -1051,3 +1051,33 @@ async fn mesh_example_calls_sidecar_to_sidecar() {
     }
     stack.stop("TERM").await;
 }
+
+/// SIGHUP under `serin up` applies the stack file again, as `serin apply`
+/// does: a broken edit is refused and the stack keeps running as it was; a
+/// good one rolls out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_the_stack_file_again() {
+    let stack = Stack::start(&qotm_v1_stack(1));
+    stack.wait_ready("qotm", "v1", 1).await;
+    let file = stack.path("stack.yaml");
+    let logged = |what: &'static str| {
+        let lines = stack.serin.log_lines();
+        lines.iter().any(|l| l.contains(what)).then_some(())
+    };
+
+    std::fs::write(&file, "services: [oops").unwrap_or_else(|e| panic!("write: {e}"));
+    stack.serin.signal("HUP");
+    eventually("the broken file refused", async || {
+        logged("stack file rejected")
+    })
+    .await;
+    stack.wait_ready("qotm", "v1", 1).await;
+
+    std::fs::write(&file, qotm_v1_stack(2)).unwrap_or_else(|e| panic!("write: {e}"));
+    stack.serin.signal("HUP");
+    stack.wait_ready("qotm", "v1", 2).await;
+    eventually("the apply logged", async || {
+        logged("stack file applied (SIGHUP)")
+    })
+    .await;
+}
