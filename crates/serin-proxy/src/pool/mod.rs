@@ -210,8 +210,9 @@ impl Pools {
     fn take_raw_idle(&self, ep: u64, idle_timeout: Duration) -> Option<RawConn> {
         let mut map = self.map.borrow_mut();
         let pool = map.get_mut(&ep)?;
+        let now = Instant::now();
         while let Some(idle) = pool.raw_idle.pop() {
-            if idle.since.elapsed() > idle_timeout || !idle.conn.still_usable() {
+            if now.duration_since(idle.since) > idle_timeout || !idle.conn.still_usable() {
                 continue;
             }
             return Some(idle.conn);
@@ -228,10 +229,6 @@ impl Pools {
                 since: Instant::now(),
             });
         }
-    }
-
-    async fn connect(ep: &Endpoint, settings: &PoolSettings) -> Result<TcpStream, SendError> {
-        connect_addr(ep.addr, settings.connect_timeout).await
     }
 
     /// One of the backend's `maxConnections` for an HTTP/1.1 exchange,
@@ -278,7 +275,7 @@ impl Pools {
         let slot = Self::http1_slot(backend, settings).await?;
         let conn = match self.take_raw_idle(ep.id, settings.idle_timeout) {
             Some(conn) => conn,
-            None => RawConn::new(Self::connect(ep, settings).await?),
+            None => RawConn::new(connect_addr(ep.addr, settings.connect_timeout).await?),
         };
         Ok(Conn::Raw {
             conn,
@@ -321,7 +318,7 @@ impl Pools {
                         tx
                     }
                     None => {
-                        let stream = Self::connect(ep, settings).await?;
+                        let stream = connect_addr(ep.addr, settings.connect_timeout).await?;
                         let (tx, conn) = http1::Builder::new()
                             .max_header_size(MAX_RESPONSE_HEAD_BYTES)
                             .max_headers(MAX_RESPONSE_HEADERS)
@@ -356,7 +353,7 @@ impl Pools {
                     None => {
                         let slot = ConnSlot::take(backend, settings)
                             .ok_or(SendError::Overflow("maxConnections"))?;
-                        let stream = Self::connect(ep, settings).await?;
+                        let stream = connect_addr(ep.addr, settings.connect_timeout).await?;
                         let (tx, conn) = http2::Builder::new(LocalExec)
                             .timer(TokioTimer::new())
                             .handshake(TokioIo::new(stream))

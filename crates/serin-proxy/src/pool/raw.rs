@@ -314,10 +314,15 @@ async fn write_request(
 }
 
 async fn read_more(conn: &mut RawConn) -> io::Result<usize> {
-    if conn.buf.capacity() - conn.buf.len() < READ_CHUNK / 4 {
-        conn.buf.reserve(READ_CHUNK);
-    }
+    make_room(&mut conn.buf);
     tokio::io::AsyncReadExt::read_buf(&mut conn.stream, &mut conn.buf).await
+}
+
+/// Room for the next read: a fresh [`READ_CHUNK`] when little is left.
+fn make_room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
 }
 
 enum State {
@@ -398,9 +403,7 @@ impl Body for RawBody {
             let Some((conn, _)) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            if conn.buf.capacity() - conn.buf.len() < READ_CHUNK / 4 {
-                conn.buf.reserve(READ_CHUNK);
-            }
+            make_room(&mut conn.buf);
             match tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.buf) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(0)) if matches!(this.state, State::Close) => {
