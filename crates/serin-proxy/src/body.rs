@@ -20,6 +20,9 @@ pub const REPLAY_LIMIT: usize = 64 * 1024;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A client's request body as the request path reads it.
+pub type ClientBody = Incoming;
+
 struct ReplayState {
     /// Data frames read so far (while within the limit).
     frames: Vec<Bytes>,

@@ -5,9 +5,9 @@
 //! is. When the auth service cannot answer in time the request is refused
 //! with 403 (as Envoy's ext_authz), unless the filter says `failOpen`.
 
+use crate::body::ClientBody;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
-use hyper::body::Incoming;
 
 use super::CompiledExtAuth;
 use crate::balance;
@@ -23,7 +23,7 @@ use crate::server::WorkerCtx;
 pub async fn check(
     ctx: &WorkerCtx,
     info: &ConnInfo,
-    req: &mut Request<Incoming>,
+    req: &mut Request<ClientBody>,
     auth: &CompiledExtAuth,
 ) -> Result<(), Response<ResponseBody>> {
     let cfg = &auth.config;
@@ -64,7 +64,7 @@ pub async fn check(
 async fn ask(
     ctx: &WorkerCtx,
     info: &ConnInfo,
-    req: &Request<Incoming>,
+    req: &Request<ClientBody>,
     auth: &CompiledExtAuth,
 ) -> Result<Response<ResponseBody>, &'static str> {
     let cfg = &auth.config;

@@ -10,9 +10,9 @@ mod url;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::body::ClientBody;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
-use hyper::body::Incoming;
 use serin_config::proxy::{FilterConfig, HeaderModifierConfig, RedirectConfig, UrlRewriteConfig};
 use serin_discovery::BackendKey;
 
@@ -101,7 +101,7 @@ impl Filter {
     pub async fn on_request<'s>(
         &'s self,
         cx: &mut RequestCx<'s>,
-        req: &mut Request<Incoming>,
+        req: &mut Request<ClientBody>,
     ) -> Flow {
         match self {
             Self::RequestHeaderModifier(m) => modify_headers(req.headers_mut(), m),

@@ -2,8 +2,8 @@
 //! concurrency limit) before a backend is picked; fault injection once it
 //! is. Refusals here are the rule's own answers, not failures of a backend.
 
+use crate::body::ClientBody;
 use http::{Request, Response};
-use hyper::body::Incoming;
 
 use super::{ProxyError, RequestCx};
 use crate::body::ResponseBody;
@@ -38,7 +38,7 @@ impl Admitted<'_> {
 pub(super) async fn rule<'s>(
     cx: &RequestCx<'s>,
     rule: &'s CompiledRule,
-    req: &Request<Incoming>,
+    req: &Request<ClientBody>,
 ) -> Result<RuleAdmission<'s>, ProxyError> {
     let mut rate = None;
     if let Some(rl) = &rule.rate_limit {
@@ -79,7 +79,7 @@ pub(super) async fn rule<'s>(
 pub(super) async fn fault(
     backend: &CompiledBackendRef,
     rule: &CompiledRule,
-    req: &Request<Incoming>,
+    req: &Request<ClientBody>,
 ) -> Option<Response<ResponseBody>> {
     let fault = rule.fault.as_ref()?;
     let abort = match resilience::decide(fault, req.headers()) {

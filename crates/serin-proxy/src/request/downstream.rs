@@ -5,10 +5,10 @@
 
 use std::borrow::Cow;
 
+use crate::body::ClientBody;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
-use hyper::body::Incoming;
 
 use super::path::{self, PathVerdict};
 use super::{ProxyError, RequestCx};
@@ -21,7 +21,7 @@ use crate::{filters, headers, strict};
 pub(super) fn check(
     cx: &mut RequestCx<'_>,
     table: &RouteTable,
-    req: &mut Request<Incoming>,
+    req: &mut Request<ClientBody>,
     number: u64,
 ) -> Result<Option<Response<ResponseBody>>, ProxyError> {
     strict::check_request(req.version(), req.headers(), &cx.info.flags, number)
@@ -51,7 +51,7 @@ pub(super) fn check(
 /// it names the same authority as an absolute-form target. An HTTP/2
 /// request that names its host only in `:authority` gets a Host from it,
 /// which HTTP/1.1 upstreams and URL rewrites need.
-fn host(req: &mut Request<Incoming>) -> Result<(), ProxyError> {
+fn host(req: &mut Request<ClientBody>) -> Result<(), ProxyError> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let first = hosts.next();
     if hosts.next().is_some() {

@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use crate::body::ClientBody;
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 use super::{RequestCx, Side};
 use crate::body::{BoxError, ResponseBody};
@@ -34,7 +34,7 @@ pub struct RequestSummary {
 
 impl RequestSummary {
     /// As the client sent it (before normalisation, as Envoy logs it).
-    pub fn of(req: &Request<Incoming>) -> Self {
+    pub fn of(req: &Request<ClientBody>) -> Self {
         Self {
             method: req.method().clone(),
             path: req.uri().path().to_string(),

@@ -36,9 +36,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::body::ClientBody;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Version};
-use hyper::body::Incoming;
 use serin_config::proxy::MatchConfig;
 
 pub use error::{ProxyError, Side};
@@ -134,7 +134,7 @@ impl<'s> RequestCx<'s> {
 pub async fn handle(
     ctx: Rc<WorkerCtx>,
     info: Rc<ConnInfo>,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let start = Instant::now();
     let number = info.requests.get() + 1;
@@ -173,7 +173,7 @@ pub async fn handle(
 /// The phases, in order.
 async fn serve<'s>(
     cx: &mut RequestCx<'s>,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     number: u64,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let table = cx

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
+use crate::body::ClientBody;
 use http::Request;
-use hyper::body::Incoming;
 
 use super::{ProxyError, RequestCx};
 use crate::filters::split_host_port;
@@ -15,7 +15,7 @@ use crate::snapshot::{CompiledBackendRef, CompiledRule};
 pub(super) fn lookup<'s>(
     cx: &mut RequestCx<'s>,
     table: &'s RouteTable,
-    req: &Request<Incoming>,
+    req: &Request<ClientBody>,
 ) -> Result<&'s Arc<CompiledRule>, ProxyError> {
     // The downstream phase made Host agree with the target, or set it.
     let raw = req

@@ -2,9 +2,9 @@
 //! request, tunnelled only once the upstream answered 101. Not retried: a
 //! tunnel's bytes cannot be replayed.
 
+use crate::body::ClientBody;
 use http::header;
 use http::{Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
 use serin_config::proxy::UpstreamProtocol;
 
 use super::RequestCx;
@@ -15,7 +15,7 @@ use crate::body::{ReplayBody, ResponseBody};
 use crate::snapshot::CompiledBackendRef;
 
 /// An HTTP/1.1 request that asks to switch protocols.
-pub(super) fn is_upgrade(req: &Request<Incoming>) -> bool {
+pub(super) fn is_upgrade(req: &Request<ClientBody>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
         && req
@@ -30,7 +30,7 @@ pub(super) fn is_upgrade(req: &Request<Incoming>) -> bool {
 
 pub(super) async fn forward<'s>(
     cx: &mut RequestCx<'s>,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     backend: &'s CompiledBackendRef,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let service = &backend.service;

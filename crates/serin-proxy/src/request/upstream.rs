@@ -6,12 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::body::ClientBody;
 use bytes::Bytes;
 use http::header;
 use http::{Request, Response, Uri, Version};
 use http_body::Body;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use serin_config::proxy::UpstreamProtocol;
 use tower::retry::budget::Budget;
 
@@ -33,7 +33,7 @@ const MAX_TRIED: usize = 12;
 
 pub(super) async fn forward<'s>(
     cx: &mut RequestCx<'s>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     rule: &'s CompiledRule,
     backend: &'s CompiledBackendRef,
 ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -348,7 +348,7 @@ impl<'s> Attempts<'s> {
 /// Reads the first frame of a request body before any upstream sees the
 /// request.
 async fn read_first_frame(
-    body: &mut Incoming,
+    body: &mut ClientBody,
 ) -> Result<Option<http_body::Frame<Bytes>>, hyper::Error> {
     if body.is_end_stream() {
         return Ok(None);
