@@ -21,13 +21,49 @@ pub const REPLAY_LIMIT: usize = 64 * 1024;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A client's request body as the request path reads it.
-pub type ClientBody = Incoming;
+pub enum ClientBody {
+    /// Read by hyper as it arrives: HTTP/2, TLS, and the HTTP/1.1 requests
+    /// serin's own server leaves to hyper (chunked, large, upgrades).
+    Streamed(Incoming),
+    /// Read whole by serin's own HTTP/1.1 server before the request path
+    /// starts (a small `Content-Length` body, or none).
+    Whole(Option<Bytes>),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Streamed(b) => Pin::new(b).poll_frame(cx),
+            Self::Whole(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Streamed(b) => b.is_end_stream(),
+            Self::Whole(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Streamed(b) => b.size_hint(),
+            Self::Whole(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
 
 struct ReplayState {
     /// Data frames read so far (while within the limit).
     frames: Vec<Bytes>,
     trailers: Option<HeaderMap>,
-    rest: Option<Incoming>,
+    rest: Option<ClientBody>,
     buffered: usize,
     /// More was read than kept: replay is impossible.
     overflow: bool,
@@ -49,7 +85,7 @@ pub struct ReplayBody {
 impl ReplayBody {
     /// Wraps a client body. `first` is a frame already read (to check the body
     /// is well formed before any upstream sees the request).
-    pub fn new(first: Option<Frame<Bytes>>, rest: Incoming) -> Self {
+    pub fn new(first: Option<Frame<Bytes>>, rest: ClientBody) -> Self {
         let mut state = ReplayState {
             frames: Vec::new(),
             trailers: None,

@@ -180,6 +180,16 @@ fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(&s).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
+/// Whether a `Connection` header of `headers` names `option`.
+pub fn connection_has(headers: &HeaderMap, option: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(option))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -99,7 +99,7 @@ impl ConnFlags {
         self.activity.load(Ordering::Relaxed)
     }
 
-    fn bump(&self) {
+    pub(crate) fn bump(&self) {
         // Load and store, not a locked add: one thread writes.
         self.activity.store(
             self.activity.load(Ordering::Relaxed).wrapping_add(1),
@@ -179,6 +179,13 @@ const MAX_CARRY: usize = 256;
 
 impl<T> RawHeadScanner<T> {
     pub fn new(inner: T, flags: Arc<ConnFlags>, scan: bool) -> Self {
+        Self::after(inner, flags, scan, 0)
+    }
+
+    /// A scanner that starts after `heads` requests were read by someone
+    /// else (serin's own HTTP/1.1 server, before it hands over), so its
+    /// numbers match the connection's request numbers.
+    pub fn after(inner: T, flags: Arc<ConnFlags>, scan: bool, heads: u64) -> Self {
         Self {
             inner,
             flags,
@@ -186,7 +193,7 @@ impl<T> RawHeadScanner<T> {
             phase: Phase::Head,
             carry: Vec::new(),
             skipping: false,
-            heads: 0,
+            heads,
             at_head_start: true,
             expect_crlf: false,
             content_lengths: 0,

@@ -8,6 +8,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
+use crate::headers::connection_has;
+
 /// What went wrong on an upstream HTTP/1.1 connection. All of these are
 /// the upstream's side.
 #[derive(Debug, thiserror::Error)]
@@ -165,15 +167,15 @@ pub fn parse_response_head(
 /// Headers parsed with room on the stack; an answer with more is parsed
 /// again with room for [`super::MAX_RESPONSE_HEADERS`]. Zeroing room for
 /// all of them on every answer showed in the profile.
-const STACK_HEADERS: usize = 32;
+pub(crate) const STACK_HEADERS: usize = 32;
 
 /// Where a header's name and value lie in the head, so the values can
 /// become slices of the head's shared bytes once the parser lets go of
 /// the buffer (as hyper does), not copies.
 #[derive(Clone, Copy, Default)]
-struct HeaderPlace {
-    name: (usize, usize),
-    value: (usize, usize),
+pub(crate) struct HeaderPlace {
+    pub name: (usize, usize),
+    pub value: (usize, usize),
 }
 
 /// What [`parse_into`] found.
@@ -203,8 +205,8 @@ fn parse_into<'b>(
         Err(_) => return Err(WireError::Malformed("invalid response head")),
     };
     for (place, h) in places.iter_mut().zip(parsed.headers.iter()) {
-        place.name = place_in(buf, h.name.as_bytes())?;
-        place.value = place_in(buf, h.value)?;
+        place.name = place_in(buf, h.name.as_bytes()).ok_or(OUTSIDE_HEAD)?;
+        place.value = place_in(buf, h.value).ok_or(OUTSIDE_HEAD)?;
     }
     Ok(Some(Parsed {
         len,
@@ -214,17 +216,20 @@ fn parse_into<'b>(
     }))
 }
 
+/// A parser slice that is not in the buffer parsed (cannot happen with
+/// httparse; checked rather than trusted).
+const OUTSIDE_HEAD: WireError = WireError::Malformed("header outside the head");
+
 /// Where `part`, a slice the parser took from `buf`, lies in it. An empty
 /// part may point anywhere: it is placed at 0.
-fn place_in(buf: &[u8], part: &[u8]) -> Result<(usize, usize), WireError> {
+pub(crate) fn place_in(buf: &[u8], part: &[u8]) -> Option<(usize, usize)> {
     if part.is_empty() {
-        return Ok((0, 0));
+        return Some((0, 0));
     }
     (part.as_ptr() as usize)
         .checked_sub(buf.as_ptr() as usize)
         .map(|start| (start, start + part.len()))
         .filter(|&(_, end)| end <= buf.len())
-        .ok_or(WireError::Malformed("header outside the head"))
 }
 
 /// How the body of a response to `method` with `status` is delimited (RFC
@@ -281,15 +286,6 @@ pub fn framing(
         Some(n) => Framing::Length(n),
         None => Framing::Close,
     })
-}
-
-fn connection_has(headers: &HeaderMap, option: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(option))
 }
 
 /// A chunk-size or trailer line may be at most this long: a size is 16

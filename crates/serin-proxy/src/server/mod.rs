@@ -20,12 +20,15 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
+use crate::body::ClientBody;
 use crate::metrics::ListenerLabels;
 use crate::pool::{LocalExec, Pools};
 use crate::request::{self, ConnInfo};
 use crate::shared::Shared;
 use crate::strict::{ConnFlags, RawHeadScanner};
 use crate::tls;
+
+mod http1;
 
 /// A bound listening socket and its current settings. The socket outlives
 /// reloads that keep its address; settings change in place.
@@ -266,51 +269,80 @@ async fn serve_connection(
         gauge,
     };
     let _ = stream.set_nodelay(true);
-    let flags = Arc::new(ConnFlags::default());
     let info = Rc::new(ConnInfo {
         listener: cfg.name.as_str().into(),
         remote,
         forwarded_for: crate::headers::forwarded_for_value(remote.ip()),
         tls: settings.tls.is_some(),
-        flags: flags.clone(),
+        flags: Arc::new(ConnFlags::default()),
         requests: Cell::new(0),
     });
-    let limits = &cfg.limits;
     match &settings.tls {
+        None => serve_plain(ctx, info, cfg, stream).await,
+        // Boxed, with hyper's HTTP/2 below: a plain HTTP/1.1 connection's
+        // task keeps no room for their state.
+        Some(acceptor) => Box::pin(serve_tls(ctx, info, cfg, stream, acceptor)).await,
+    }
+}
+
+/// A plain-TCP client connection: HTTP/2 with prior knowledge goes to
+/// hyper; HTTP/1.1 is served by serin's own server, which hands the
+/// connection to hyper at the first request it does not take.
+async fn serve_plain(
+    ctx: Rc<WorkerCtx>,
+    info: Rc<ConnInfo>,
+    cfg: &ListenerConfig,
+    mut stream: TcpStream,
+) {
+    let limits = &cfg.limits;
+    let remote = info.remote;
+    // Prior knowledge: an HTTP/2 client starts with the preface. Waiting
+    // for it counts against the header-read timeout.
+    let first = tokio::time::timeout(limits.header_read_timeout, sniff_h2_preface(&stream));
+    match unless_draining(&ctx, first).await {
+        Some(Ok(Some(false))) => {}
+        Some(Ok(Some(true))) => {
+            let io = RawHeadScanner::new(stream, info.flags.clone(), false);
+            return Box::pin(serve_io(ctx, info, cfg, io, true)).await;
+        }
+        Some(Ok(None)) => return,
+        Some(Err(_)) => {
+            return tracing::debug!(%remote, "no request within the header-read timeout");
+        }
         None => {
-            // Prior knowledge: an HTTP/2 client starts with the preface.
-            // Waiting for it counts against the header-read timeout.
-            let first = tokio::time::timeout(limits.header_read_timeout, sniff_h2_preface(&stream));
-            let h2 = match unless_draining(&ctx, first).await {
-                Some(Ok(Some(h2))) => h2,
-                Some(Ok(None)) => return,
-                Some(Err(_)) => {
-                    tracing::debug!(%remote, "no request within the header-read timeout");
-                    return;
-                }
-                None => {
-                    tracing::debug!(%remote, "draining: closing a connection that sent nothing");
-                    return;
-                }
-            };
-            let io = RawHeadScanner::new(stream, flags.clone(), !h2);
+            return tracing::debug!(%remote, "draining: closing a connection that sent nothing");
+        }
+    }
+    let ctl = ConnControl::register(&ctx, &info.flags, limits.idle_timeout);
+    let served = http1::serve(&ctx, &info, limits, &mut stream, &ctl);
+    let Some(http1::Ending::HandOff(rest)) = supervised(&ctl, served).await else {
+        return;
+    };
+    drop(ctl);
+    let io = http1::Prefixed::new(stream, rest.freeze());
+    let io = RawHeadScanner::after(io, info.flags.clone(), true, info.requests.get());
+    Box::pin(serve_io(ctx, info, cfg, io, false)).await;
+}
+
+async fn serve_tls(
+    ctx: Rc<WorkerCtx>,
+    info: Rc<ConnInfo>,
+    cfg: &ListenerConfig,
+    stream: TcpStream,
+    acceptor: &TlsAcceptor,
+) {
+    let remote = info.remote;
+    let handshake = tokio::time::timeout(cfg.limits.header_read_timeout, acceptor.accept(stream));
+    match unless_draining(&ctx, handshake).await {
+        Some(Ok(Ok(tls_stream))) => {
+            let h2 = tls::negotiated_h2(&tls_stream);
+            let io = RawHeadScanner::new(tls_stream, info.flags.clone(), !h2);
             serve_io(ctx, info, cfg, io, h2).await;
         }
-        Some(acceptor) => {
-            let handshake =
-                tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
-            match unless_draining(&ctx, handshake).await {
-                Some(Ok(Ok(tls_stream))) => {
-                    let h2 = tls::negotiated_h2(&tls_stream);
-                    let io = RawHeadScanner::new(tls_stream, flags.clone(), !h2);
-                    serve_io(ctx, info, cfg, io, h2).await;
-                }
-                Some(Ok(Err(e))) => tracing::debug!(error = %e, %remote, "TLS handshake failed"),
-                Some(Err(_)) => tracing::debug!(%remote, "TLS handshake timed out"),
-                None => {
-                    tracing::debug!(%remote, "draining: closing a connection in its TLS handshake")
-                }
-            }
+        Some(Ok(Err(e))) => tracing::debug!(error = %e, %remote, "TLS handshake failed"),
+        Some(Err(_)) => tracing::debug!(%remote, "TLS handshake timed out"),
+        None => {
+            tracing::debug!(%remote, "draining: closing a connection in its TLS handshake")
         }
     }
 }
@@ -364,7 +396,9 @@ async fn serve_io<T>(
     let limits = &cfg.limits;
     let flags = info.flags.clone();
     let svc_ctx = ctx.clone();
-    let service = service_fn(move |req| request::handle(svc_ctx.clone(), info.clone(), req));
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        request::handle(svc_ctx.clone(), info.clone(), req.map(ClientBody::Streamed))
+    });
     if h2 {
         let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
         builder
@@ -414,6 +448,20 @@ pub struct ConnControl {
 }
 
 impl ConnControl {
+    /// A connection's control, on the worker's supervisor list.
+    fn register(ctx: &WorkerCtx, flags: &Arc<ConnFlags>, idle: Duration) -> Rc<Self> {
+        let ctl = Rc::new(ConnControl {
+            flags: flags.clone(),
+            idle_timeout: Cell::new(idle),
+            ..Default::default()
+        });
+        if ctx.shared.is_draining() {
+            ctl.shutdown.set(true);
+        }
+        ctx.connections.register(&ctl);
+        ctl
+    }
+
     fn wake(&self) {
         if let Some(w) = self.waker.borrow().as_ref() {
             w.wake_by_ref();
@@ -477,25 +525,30 @@ impl Connections {
 }
 
 pin_project_lite::pin_project! {
-    /// A client connection under its supervisor's control.
-    struct Controlled<C, G> {
+    /// A client connection under its supervisor's control: `graceful`
+    /// starts its shutdown when the supervisor asks; it is dropped when
+    /// the drain deadline passes.
+    struct Controlled<'c, C, G> {
         #[pin]
         conn: C,
-        ctl: Rc<ConnControl>,
+        ctl: &'c ConnControl,
         graceful: G,
         shutdown_started: bool,
     }
 }
 
-impl<C, E, G> std::future::Future for Controlled<C, G>
+impl<C, G> std::future::Future for Controlled<'_, C, G>
 where
-    C: std::future::Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
+    C: std::future::Future,
     G: Fn(Pin<&mut C>),
 {
-    type Output = ();
+    /// `None`: stopped by the supervisor.
+    type Output = Option<C::Output>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
         let mut this = self.project();
         {
             let mut w = this.ctl.waker.borrow_mut();
@@ -504,24 +557,30 @@ where
             }
         }
         if this.ctl.kill.get() {
-            return std::task::Poll::Ready(());
+            return std::task::Poll::Ready(None);
         }
         if this.ctl.shutdown.get() && !*this.shutdown_started {
             *this.shutdown_started = true;
             (this.graceful)(this.conn.as_mut());
         }
-        match this.conn.poll(cx) {
-            std::task::Poll::Ready(Err(e)) => {
-                tracing::debug!(error = %e, "client connection ended with an error");
-                std::task::Poll::Ready(())
-            }
-            std::task::Poll::Ready(Ok(())) => std::task::Poll::Ready(()),
-            std::task::Poll::Pending => std::task::Poll::Pending,
-        }
+        this.conn.poll(cx).map(Some)
     }
 }
 
-/// Runs a client connection to its end under the worker's supervisor.
+/// Runs a connection that watches `ctl.shutdown` itself (serin's own
+/// HTTP/1.1 server) until it ends or the drain deadline stops it.
+async fn supervised<F: std::future::Future>(ctl: &ConnControl, conn: F) -> Option<F::Output> {
+    Controlled {
+        conn,
+        ctl,
+        graceful: |_: Pin<&mut F>| {},
+        shutdown_started: false,
+    }
+    .await
+}
+
+/// Runs a hyper client connection to its end under the worker's
+/// supervisor.
 async fn drive<C, E>(
     ctx: &WorkerCtx,
     flags: &Arc<ConnFlags>,
@@ -532,20 +591,14 @@ async fn drive<C, E>(
     C: std::future::Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    let ctl = Rc::new(ConnControl {
-        flags: flags.clone(),
-        idle_timeout: Cell::new(idle),
-        ..Default::default()
-    });
-    if ctx.shared.is_draining() {
-        ctl.shutdown.set(true);
-    }
-    ctx.connections.register(&ctl);
-    Controlled {
+    let ctl = ConnControl::register(ctx, flags, idle);
+    let controlled = Controlled {
         conn,
-        ctl,
+        ctl: &ctl,
         graceful,
         shutdown_started: false,
+    };
+    if let Some(Err(e)) = controlled.await {
+        tracing::debug!(error = %e, "client connection ended with an error");
     }
-    .await;
 }
