@@ -314,6 +314,7 @@ async fn serve_plain(
         }
     }
     let ctl = ConnControl::register(&ctx, &info.flags, limits.idle_timeout);
+    ctl.head_timeout.set(limits.header_read_timeout);
     let served = http1::serve(&ctx, &info, limits, &mut stream, &ctl);
     let Some(http1::Ending::HandOff(rest)) = supervised(&ctl, served).await else {
         return;
@@ -443,6 +444,12 @@ pub struct ConnControl {
     waker: std::cell::RefCell<Option<std::task::Waker>>,
     flags: Arc<ConnFlags>,
     idle_timeout: Cell<Duration>,
+    /// Set by serin's own HTTP/1.1 server while it waits for a request
+    /// head: the header-read timeout applies then, as hyper applies it
+    /// from the end of one answer to the next head (README,
+    /// `headerReadTimeout`), without a timer per request.
+    awaiting_head: Cell<bool>,
+    head_timeout: Cell<Duration>,
     /// The activity count seen at the last sweep, and when it last changed.
     seen: Cell<(u64, Option<tokio::time::Instant>)>,
 }
@@ -460,6 +467,15 @@ impl ConnControl {
         }
         ctx.connections.register(&ctl);
         ctl
+    }
+
+    /// How long the connection may stay without a byte read or written.
+    fn quiet_limit(&self) -> Duration {
+        if self.awaiting_head.get() {
+            self.head_timeout.get().min(self.idle_timeout.get())
+        } else {
+            self.idle_timeout.get()
+        }
     }
 
     fn wake(&self) {
@@ -510,7 +526,7 @@ impl Connections {
                     ctl.kill.set(true);
                     ctl.wake();
                 } else if !ctl.shutdown.get()
-                    && (draining || now.duration_since(since) >= ctl.idle_timeout.get())
+                    && (draining || now.duration_since(since) >= ctl.quiet_limit())
                 {
                     // HTTP/1: finish the request in flight, answer with
                     // `Connection: close`; HTTP/2: GOAWAY, finish open

@@ -1035,3 +1035,136 @@ async fn large_and_chunked_upstream_bodies_arrive_whole() {
         assert!(got[..] == want[..], "{name}: bytes differ");
     }
 }
+
+/// One keep-alive connection through serin's own HTTP/1.1 server and, from
+/// the first request it leaves to hyper (a chunked upload), through
+/// hyper's: every answer whole and in order, pipelined ones too, and
+/// HTTP/1.0's keep-alive honoured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_keeps_its_requests_whole_across_both_http1_servers() {
+    let up = Upstream::start("up");
+    let serin = echo_proxy(&up);
+    let addr = serin.listener("gw");
+    let answers = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect: {e}"));
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap_or_else(|e| panic!("timeout: {e}"));
+        let send = |s: &mut std::net::TcpStream, bytes: &[u8], answers: usize| {
+            s.write_all(bytes).unwrap_or_else(|e| panic!("write: {e}"));
+            (0..answers).map(|_| read_response(s)).collect::<Vec<_>>()
+        };
+        let mut all = Vec::new();
+        all.extend(send(&mut s, b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n", 1));
+        // Two requests in one write: answered in order.
+        all.extend(send(
+            &mut s,
+            b"GET /b HTTP/1.1\r\nHost: t\r\n\r\nPOST /c HTTP/1.1\r\nHost: t\r\ncontent-length: 5\r\n\r\nhello",
+            2,
+        ));
+        all.extend(send(&mut s, b"HEAD /d HTTP/1.1\r\nHost: t\r\n\r\n", 0));
+        let head = {
+            // A HEAD answer has a length and no body: read the head only.
+            let mut buf = Vec::new();
+            let mut byte = [0u8; 1];
+            while !buf.ends_with(b"\r\n\r\n") {
+                let n = std::io::Read::read(&mut s, &mut byte)
+                    .unwrap_or_else(|e| panic!("read HEAD answer: {e}"));
+                assert!(n > 0, "closed after HEAD");
+                buf.push(byte[0]);
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        };
+        // The first request serin's own server leaves to hyper; the
+        // connection stays hyper's from here.
+        all.extend(send(
+            &mut s,
+            b"POST /e HTTP/1.1\r\nHost: t\r\ntransfer-encoding: chunked\r\n\r\n5\r\nworld\r\n0\r\n\r\n",
+            1,
+        ));
+        all.extend(send(&mut s, b"GET /f HTTP/1.1\r\nHost: t\r\n\r\n", 1));
+        (all, head)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("client: {e}"));
+    let (answers, head) = answers;
+    let seen: Vec<(String, String, String)> = answers
+        .iter()
+        .map(|(head, body)| {
+            let echoed: serde_json::Value =
+                serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {head}{body}"));
+            (
+                head.lines().next().unwrap_or("").to_string(),
+                echoed["path"].as_str().unwrap_or("").to_string(),
+                echoed["body"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let ok = "HTTP/1.1 200 OK".to_string();
+    let want: Vec<(String, String, String)> = [
+        ("/a", ""),
+        ("/b", ""),
+        ("/c", "hello"),
+        ("/e", "world"),
+        ("/f", ""),
+    ]
+    .iter()
+    .map(|(p, b)| (ok.clone(), p.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(seen, want);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("content-length: "),
+        "{head}"
+    );
+    for (head, _) in &answers {
+        assert!(
+            head.to_ascii_lowercase().contains("\r\ndate: "),
+            "no date: {head}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn http_1_0_keeps_the_connection_only_when_asked() {
+    let up = Upstream::start("up");
+    let serin = echo_proxy(&up);
+    let addr = serin.listener("gw");
+    let (kept, closed) = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect: {e}"));
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap_or_else(|e| panic!("timeout: {e}"));
+        s.write_all(b"GET /one HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        let first = read_response(&mut s);
+        s.write_all(b"GET /two HTTP/1.0\r\n\r\n")
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        let second = read_response(&mut s);
+        let mut rest = [0u8; 16];
+        let after = std::io::Read::read(&mut s, &mut rest).unwrap_or_else(|e| panic!("read: {e}"));
+        ((first, second), after)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("client: {e}"));
+    let ((first, second), after) = (kept, closed);
+    assert!(
+        first
+            .0
+            .to_ascii_lowercase()
+            .contains("connection: keep-alive"),
+        "{}",
+        first.0
+    );
+    assert!(first.1.contains("\"/one\""), "{}", first.1);
+    assert!(
+        second.0.to_ascii_lowercase().contains("connection: close"),
+        "{}",
+        second.0
+    );
+    assert!(second.1.contains("\"/two\""), "{}", second.1);
+    assert_eq!(
+        after, 0,
+        "the connection stays open after an HTTP/1.0 request without keep-alive"
+    );
+}

@@ -407,6 +407,25 @@ fn idle_timeout_closes_an_idle_http1_connection() {
     assert_eq!(up.requests(), 1);
 }
 
+/// README, `headerReadTimeout`: for HTTP/1.1 it also bounds the wait for
+/// the next head on a keep-alive connection (as hyper's timer does), so
+/// with a 60 s idle timeout the connection still closes after 1 s.
+#[test]
+fn header_read_timeout_closes_an_idle_keep_alive_connection() {
+    let up = Upstream::start("up");
+    let serin = proxy(&config(
+        &up,
+        "    limits: {idleTimeout: 60s, headerReadTimeout: 1s}",
+    ));
+    let mut s = TcpStream::connect(serin.listener("gw")).unwrap_or_else(|e| panic!("connect: {e}"));
+    s.write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    let (closed, got) = closed_by_server(&mut s, Duration::from_secs(20));
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(closed, "idle keep-alive connection left open; got {got}");
+    assert_eq!(up.requests(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_timeout_closes_an_idle_http2_connection() {
     let up = Upstream::start("up");

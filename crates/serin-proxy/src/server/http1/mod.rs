@@ -119,6 +119,13 @@ impl Conn<'_> {
     /// Reads until a head is complete. `Partial` means the client closed,
     /// went idle past a shutdown, or sent part of a head and stopped.
     async fn read_head(&mut self) -> io::Result<Head> {
+        self.ctl.awaiting_head.set(true);
+        let head = self.read_head_bytes().await;
+        self.ctl.awaiting_head.set(false);
+        head
+    }
+
+    async fn read_head_bytes(&mut self) -> io::Result<Head> {
         let mut deadline = None;
         loop {
             if !self.buf.is_empty() {
