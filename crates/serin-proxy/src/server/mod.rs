@@ -298,8 +298,13 @@ async fn serve_plain(
     let remote = info.remote;
     // Prior knowledge: an HTTP/2 client starts with the preface. Waiting
     // for it counts against the header-read timeout.
-    let first = tokio::time::timeout(limits.header_read_timeout, sniff_h2_preface(&stream));
-    match unless_draining(&ctx, first).await {
+    // Boxed (once per connection), and made inside the box: the
+    // connection's task keeps no room for the sniff's timer after it.
+    let first = Box::pin(unless_draining(
+        &ctx,
+        tokio::time::timeout(limits.header_read_timeout, sniff_h2_preface(&stream)),
+    ));
+    match first.await {
         Some(Ok(Some(false))) => {}
         Some(Ok(Some(true))) => {
             let io = RawHeadScanner::new(stream, info.flags.clone(), false);

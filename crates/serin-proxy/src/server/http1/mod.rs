@@ -100,7 +100,9 @@ pub async fn serve(
             // Give the buffer back: nothing of the next request is here.
             conn.buf = BytesMut::new();
         }
-        match conn.exchange(*head, body).await {
+        // Boxed, request and answer state with it: an idle connection
+        // keeps no room for them (the request future alone is ~6 KB).
+        match Box::pin(conn.exchange(*head, body)).await {
             Ok(true) => {}
             Ok(false) | Err(_) => return Ending::Closed,
         }
@@ -144,7 +146,8 @@ impl Conn<'_> {
                 let until = *deadline.get_or_insert_with(|| {
                     tokio::time::Instant::now() + self.limits.header_read_timeout
                 });
-                tokio::time::timeout_at(until, self.read_more())
+                // Boxed, as the timer is: only a head in pieces pays for them.
+                Box::pin(tokio::time::timeout_at(until, self.read_more()))
                     .await
                     .unwrap_or(Ok(false))?
             };
@@ -212,7 +215,11 @@ impl Conn<'_> {
         }
         while self.buf.len() < len {
             self.buf.reserve(len - self.buf.len());
-            let read = tokio::time::timeout(self.limits.idle_timeout, self.read_more());
+            // Boxed: only a body that is not in the first read pays for it.
+            let read = Box::pin(tokio::time::timeout(
+                self.limits.idle_timeout,
+                self.read_more(),
+            ));
             if !read.await.unwrap_or(Ok(false))? {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
@@ -238,10 +245,7 @@ impl Conn<'_> {
         *req.uri_mut() = uri;
         *req.version_mut() = version;
         *req.headers_mut() = headers;
-        // Boxed: the request future is large, and an idle connection
-        // should not keep room for it.
-        let answer = Box::pin(request::handle(self.ctx.clone(), self.info.clone(), req));
-        let resp = match answer.await {
+        let resp = match request::handle(self.ctx.clone(), self.info.clone(), req).await {
             Ok(resp) => resp,
             Err(never) => match never {},
         };
