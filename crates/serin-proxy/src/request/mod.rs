@@ -4,7 +4,9 @@
 //! 1. [`downstream`]: what the client sent is checked (strict framing,
 //!    Host), the path normalised, a request id and trace context set;
 //! 2. [`route`]: the rule, on the normalised path;
-//! 3. request filters ([`crate::filters`]), in the rule's order;
+//! 3. request filters ([`crate::filters`]), in the rule's order, after a
+//!    CORS filter has answered a preflight (before auth, whatever its
+//!    place; its headers go on every answer of the rule);
 //! 4. [`admission`] of the rule: rate limit, concurrency limit;
 //! 5. the weighted pick of a backend ([`route`]; a rule with none, or the
 //!    share of a backendRef that cannot be served, answers 500);
@@ -47,7 +49,7 @@ pub(crate) use upstream::strip_response;
 
 use crate::body::ResponseBody;
 use crate::endpoints::Endpoint;
-use crate::filters::Flow;
+use crate::filters::{CompiledCors, CorsRequest, Flow};
 use crate::metrics::RejectLabels;
 use crate::mirror::CompiledMirror;
 use crate::server::WorkerCtx;
@@ -89,6 +91,8 @@ pub struct RequestCx<'s> {
     pub mirrors: Vec<&'s CompiledMirror>,
     /// Set when serin answered for a failure: who caused it.
     pub failure: Option<Side>,
+    /// The rule's CORS filter and the request's `Origin`, for the answer.
+    pub cors: Option<(&'s CompiledCors, Option<HeaderValue>)>,
 }
 
 /// The path match of a request not (yet) routed.
@@ -160,11 +164,15 @@ pub async fn handle(
         retries: 0,
         mirrors: Vec::new(),
         failure: None,
+        cors: None,
     };
     let mut resp = match serve(&mut cx, req, number).await {
         Ok(resp) => resp,
         Err(e) => cx.fail(&e),
     };
+    if let Some((cors, origin)) = &cx.cors {
+        cors.on_response(origin.as_ref(), resp.headers_mut());
+    }
     own_framing(&cx, &mut resp);
     log::finish(&cx, &resp);
     Ok(log::access_line(&mut cx, resp))
@@ -184,6 +192,12 @@ async fn serve<'s>(
         return Ok(answer);
     }
     let rule = route::lookup(cx, table, &req)?;
+    if let Some(cors) = rule.cors() {
+        match cors.on_request(&req) {
+            CorsRequest::Preflight(answer) => return Ok(answer),
+            CorsRequest::Actual(origin) => cx.cors = Some((cors, origin)),
+        }
+    }
     for filter in &rule.filters {
         if let Flow::Respond(answer) = filter.on_request(cx, &mut req).await {
             return Ok(*answer);

@@ -11,6 +11,8 @@ mod config_errors;
 mod conformance;
 // One writer of the configuration (issue #11, point 2).
 mod control;
+// The CORS filter (issue #13, point 2).
+mod cors;
 mod dashboard;
 mod ext_auth;
 // Gateway API semantics of rules and backendRefs (issue #12, point 4).

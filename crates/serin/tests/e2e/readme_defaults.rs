@@ -287,6 +287,11 @@ fn checks() -> Vec<Check> {
             r"copies only bodies of known size up to (\d+ KiB)",
             vec![Value::Bytes(serin_proxy::body::REPLAY_LIMIT as u64)],
         ),
+        // ## At the edge
+        prose(
+            r"maxAge: 600 # seconds a browser caches the preflight \(default (\d+), the Gateway API's\)",
+            vec![num(d::CORS_MAX_AGE)],
+        ),
         // ## Tracing
         prose(
             r"# default: OTEL_SERVICE_NAME, else (\w+)",
