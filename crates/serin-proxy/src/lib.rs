@@ -5,6 +5,7 @@
 pub mod admin;
 mod balance;
 pub mod body;
+mod body_limit;
 pub mod control;
 pub mod dashboard;
 pub mod endpoints;

@@ -4,6 +4,7 @@
 //! 1. [`downstream`]: what the client sent is checked (strict framing,
 //!    Host), the path normalised, a request id and trace context set;
 //! 2. [`route`]: the rule, on the normalised path;
+//!    A body declared over the [`crate::body_limit`] is refused here.
 //! 3. request filters ([`crate::filters`]), in the rule's order, after a
 //!    CORS filter has answered a preflight (before auth, whatever its
 //!    place; its headers go on every answer of the rule);
@@ -48,6 +49,7 @@ pub(crate) use log::LoggedBody;
 pub(crate) use upstream::strip_response;
 
 use crate::body::ResponseBody;
+use crate::body_limit::BodyLimit;
 use crate::endpoints::Endpoint;
 use crate::filters::{CompiledCors, CorsRequest, Flow};
 use crate::metrics::RejectLabels;
@@ -117,6 +119,8 @@ impl<'s> RequestCx<'s> {
             self.count_rejected(reason);
         } else if let ProxyError::PathRejected(r) = e {
             self.count_rejected(r.label());
+        } else if let ProxyError::BodyTooLarge(_) = e {
+            self.count_rejected(e.label());
         }
         e.response()
     }
@@ -198,6 +202,15 @@ async fn serve<'s>(
             CorsRequest::Actual(origin) => cx.cors = Some((cors, origin)),
         }
     }
+    let body_limit = BodyLimit::of(
+        table.edge.max_request_body_bytes,
+        rule.max_request_body_bytes,
+    );
+    if let Some(limit) = &body_limit {
+        limit
+            .check_declared(req.headers())
+            .map_err(|e| ProxyError::BodyTooLarge(e.max))?;
+    }
     for filter in &rule.filters {
         if let Flow::Respond(answer) = filter.on_request(cx, &mut req).await {
             return Ok(*answer);
@@ -215,7 +228,7 @@ async fn serve<'s>(
     let mut resp = if upgrade::is_upgrade(&req) {
         upgrade::forward(cx, req, backend).await?
     } else {
-        upstream::forward(cx, req, rule, backend).await?
+        upstream::forward(cx, req, rule, backend, body_limit).await?
     };
     for filter in &rule.filters {
         filter.on_response(&mut resp);

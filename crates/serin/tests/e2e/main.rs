@@ -4,6 +4,8 @@
 // Issue #11, point 3.
 mod admin;
 mod canary;
+// The request-body limit (issue #13, point 6).
+mod body_limit;
 mod canary_kube;
 mod common;
 mod config_errors;

@@ -133,13 +133,14 @@ fn checks() -> Vec<Check> {
         ),
         row(
             "listeners[].limits",
-            r"`maxRequestHeaderBytes` \(([^)]+)\), `maxRequestHeaders` \(([^)]+)\), `headerReadTimeout` \(([^;)]+)[;)].*`idleTimeout` \(([^)]+)\), `http2MaxConcurrentStreams` \(([^)]+)\)",
+            r"`maxRequestHeaderBytes` \(([^)]+)\), `maxRequestHeaders` \(([^)]+)\), `headerReadTimeout` \(([^;)]+)[;)].*`idleTimeout` \(([^)]+)\), `http2MaxConcurrentStreams` \(([^)]+)\), `maxRequestBodyBytes` \(([^,]+),",
             vec![
                 Value::Bytes(d::MAX_REQUEST_HEADER_BYTES as u64),
                 count(d::MAX_REQUEST_HEADERS),
                 dur(d::HEADER_READ_TIMEOUT),
                 dur(d::IDLE_TIMEOUT),
                 num(d::HTTP2_MAX_CONCURRENT_STREAMS),
+                Value::Bytes(d::MAX_REQUEST_BODY_BYTES),
             ],
         ),
         row(
@@ -288,6 +289,10 @@ fn checks() -> Vec<Check> {
             vec![Value::Bytes(serin_proxy::body::REPLAY_LIMIT as u64)],
         ),
         // ## At the edge
+        prose(
+            r"\(the rule's, else its listener's; `listeners\[\]\.limits`, default (\d+ MiB)\)",
+            vec![Value::Bytes(d::MAX_REQUEST_BODY_BYTES)],
+        ),
         prose(
             r"maxAge: 600 # seconds a browser caches the preflight \(default (\d+), the Gateway API's\)",
             vec![num(d::CORS_MAX_AGE)],
