@@ -289,6 +289,8 @@ pub enum ResponseBody {
     Full(Option<Bytes>),
     /// Any of the others, with the access line to write at its end.
     Logged(Box<crate::request::LoggedBody>),
+    /// Any of the others, compressed as it streams.
+    Compressed(Box<crate::compression::CompressedBody>),
 }
 
 impl ResponseBody {
@@ -314,6 +316,7 @@ impl Body for ResponseBody {
             Self::Raw(b) => Pin::new(b.as_mut()).poll_frame(cx),
             Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Self::Logged(b) => Pin::new(b.as_mut()).poll_frame(cx),
+            Self::Compressed(b) => Pin::new(b.as_mut()).poll_frame(cx),
         }
     }
 
@@ -323,6 +326,7 @@ impl Body for ResponseBody {
             Self::Raw(b) => b.is_end_stream(),
             Self::Full(b) => b.is_none(),
             Self::Logged(b) => b.is_end_stream(),
+            Self::Compressed(b) => b.is_end_stream(),
         }
     }
 
@@ -331,6 +335,7 @@ impl Body for ResponseBody {
             Self::Upstream(b) => b.size_hint(),
             Self::Raw(b) => b.size_hint(),
             Self::Logged(b) => b.size_hint(),
+            Self::Compressed(b) => b.size_hint(),
             Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

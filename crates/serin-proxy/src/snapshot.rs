@@ -134,6 +134,8 @@ impl CompiledRule {
 pub struct ListenerEdge {
     /// Largest request body (0: none), unless the rule says.
     pub max_request_body_bytes: u64,
+    /// How answers are compressed; `None`: they are not.
+    pub compression: Option<serin_config::proxy::CompressionConfig>,
 }
 
 /// Everything the data plane serves at one moment.
@@ -208,6 +210,7 @@ pub fn compile(
             let mut table = RouteTable::build(&attached, l.path_normalization);
             table.edge = ListenerEdge {
                 max_request_body_bytes: l.limits.max_request_body_bytes,
+                compression: l.compression.clone(),
             };
             (l.name.clone(), Arc::new(table))
         })

@@ -16,7 +16,8 @@
 //! 7. [`upstream`]: attempts on pooled connections with deadlines, each
 //!    followed by the [`retry`] decision (or [`upgrade`] for a tunnel);
 //! 8. response filters;
-//! 9. [`log`]: metrics, trace, access log.
+//! 9. on every answer: the CORS headers, [`crate::compression`] of the
+//!    listener; then [`log`]: metrics, trace, access log.
 //!
 //! A phase fails with a [`ProxyError`], which says who is to blame and
 //! chooses the answer; a phase that answers on the rule's behalf (a
@@ -42,7 +43,7 @@ use std::time::Instant;
 use crate::body::ClientBody;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Version};
-use serin_config::proxy::MatchConfig;
+use serin_config::proxy::{CompressionConfig, ContentCoding, MatchConfig};
 
 pub use error::{ProxyError, Side};
 pub(crate) use log::LoggedBody;
@@ -93,6 +94,8 @@ pub struct RequestCx<'s> {
     pub mirrors: Vec<&'s CompiledMirror>,
     /// Set when serin answered for a failure: who caused it.
     pub failure: Option<Side>,
+    /// The listener's compression and the coding the client accepts best.
+    pub compress: Option<(&'s CompressionConfig, Option<ContentCoding>)>,
     /// The rule's CORS filter and the request's `Origin`, for the answer.
     pub cors: Option<(&'s CompiledCors, Option<HeaderValue>)>,
 }
@@ -168,6 +171,7 @@ pub async fn handle(
         retries: 0,
         mirrors: Vec::new(),
         failure: None,
+        compress: None,
         cors: None,
     };
     let mut resp = match serve(&mut cx, req, number).await {
@@ -176,6 +180,9 @@ pub async fn handle(
     };
     if let Some((cors, origin)) = &cx.cors {
         cors.on_response(origin.as_ref(), resp.headers_mut());
+    }
+    if let Some((cfg, coding)) = cx.compress {
+        resp = crate::compression::apply(cfg, coding, resp);
     }
     own_framing(&cx, &mut resp);
     log::finish(&cx, &resp);
@@ -192,6 +199,9 @@ async fn serve<'s>(
         .snapshot
         .table(&cx.info.listener)
         .ok_or_else(|| ProxyError::NoRoute("no routes on this listener".into()))?;
+    if let Some(cfg) = &table.edge.compression {
+        cx.compress = Some((cfg, crate::compression::negotiate(cfg, &req)));
+    }
     if let Some(answer) = downstream::check(cx, table, &mut req, number)? {
         return Ok(answer);
     }

@@ -8,6 +8,8 @@ mod canary;
 mod body_limit;
 mod canary_kube;
 mod common;
+// Response compression (issue #13, point 3).
+mod compression;
 mod config_errors;
 // HTTP conformance and whose fault a failure is (issue #12, points 2 and 4).
 mod conformance;

@@ -288,6 +288,22 @@ fn checks() -> Vec<Check> {
             r"copies only bodies of known size up to (\d+ KiB)",
             vec![Value::Bytes(serin_proxy::body::REPLAY_LIMIT as u64)],
         ),
+        row(
+            "listeners[].compression",
+            r"`encodings` \(default `([^`]+)`, .*`minBytes` \((\d+)\)",
+            vec![
+                text(d::COMPRESSION_ENCODINGS.map(|c| c.as_str()).join(", ")),
+                num(d::COMPRESSION_MIN_BYTES as f64),
+            ],
+        ),
+        prose(
+            r"\(default: Envoy's list, ((?:`[^`]+`,? )+and `[^`]+`|(?:`[^`]+`, )+`[^`]+`)\)",
+            vec![text(
+                d::COMPRESSION_CONTENT_TYPES
+                    .map(|t| format!("`{t}`"))
+                    .join(", "),
+            )],
+        ),
         // ## At the edge
         prose(
             r"\(the rule's, else its listener's; `listeners\[\]\.limits`, default (\d+ MiB)\)",
