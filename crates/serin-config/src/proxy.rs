@@ -1,6 +1,9 @@
 //! The proxy config file: decoding, validation, weight overrides.
 
 pub mod admin;
+mod compression;
+mod cors;
+pub use cors::parse_origin;
 pub mod model;
 pub mod raw;
 mod validate;

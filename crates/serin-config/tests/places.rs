@@ -111,16 +111,48 @@ fn proxy_config_problems_are_reported_once_at_their_place() {
         ),
         (
             "an unknown filter type",
-            route_with("filters: [{type: CORS}]"),
+            route_with("filters: [{type: JWT}]"),
             &[
-                "t.yaml:6:53: routes[0].rules[0].filters[0].type: unknown value `CORS`, expected one of: RequestHeaderModifier, ResponseHeaderModifier, URLRewrite, RequestRedirect, ExternalAuth, RequestMirror",
+                "t.yaml:6:53: routes[0].rules[0].filters[0].type: unknown value `JWT`, expected one of: RequestHeaderModifier, ResponseHeaderModifier, URLRewrite, RequestRedirect, ExternalAuth, RequestMirror, CORS",
             ],
         ),
         (
             "an unknown filter type with a section of its own",
-            route_with("filters: [{type: CORS, cors: {allowOrigins: ['*']}}]"),
+            route_with("filters: [{type: JWT, jwt: {issuer: x}}]"),
             &[
-                "t.yaml:6:53: routes[0].rules[0].filters[0].type: unknown value `CORS`, expected one of: RequestHeaderModifier, ResponseHeaderModifier, URLRewrite, RequestRedirect, ExternalAuth, RequestMirror",
+                "t.yaml:6:53: routes[0].rules[0].filters[0].type: unknown value `JWT`, expected one of: RequestHeaderModifier, ResponseHeaderModifier, URLRewrite, RequestRedirect, ExternalAuth, RequestMirror, CORS",
+            ],
+        ),
+        (
+            "a CORS filter without its section",
+            route_with("filters: [{type: CORS}]"),
+            &["t.yaml:6:46: routes[0].rules[0].filters[0]: a CORS filter needs its `cors` section"],
+        ),
+        (
+            "CORS origins, methods, headers and maxAge that are not valid",
+            route_with(
+                "filters: [{type: CORS, cors: {allowOrigins: ['https://*.a.com', 'a.com', 'https://a.*.com'], allowMethods: ['GET', 'G T'], allowHeaders: ['x y'], maxAge: 0}}]",
+            ),
+            &[
+                "t.yaml:6:100: routes[0].rules[0].filters[0].cors.allowOrigins[1]: `a.com`: expected `*` or SCHEME://HOST[:PORT], such as https://app.example.com",
+                "t.yaml:6:109: routes[0].rules[0].filters[0].cors.allowOrigins[2]: `https://a.*.com`: `*` may only begin the host (`https://*.example.com`)",
+                "t.yaml:6:151: routes[0].rules[0].filters[0].cors.allowMethods[1]: `G T` is not an HTTP method",
+                "t.yaml:6:174: routes[0].rules[0].filters[0].cors.allowHeaders[0]: `x y` is not a valid header name",
+                "t.yaml:6:190: routes[0].rules[0].filters[0].cors.maxAge: maxAge must be at least 1 (seconds)",
+            ],
+        ),
+        (
+            "a request-body limit that is not a number",
+            route_with("maxRequestBodyBytes: 1MB"),
+            &["t.yaml:6:57: routes[0].rules[0].maxRequestBodyBytes: expected a whole number from 0 to 18446744073709551615, found `1MB`"],
+        ),
+        (
+            "compression with an unknown coding and a bad media type",
+            "listeners: [{name: gw, address: '127.0.0.1:0', compression: {encodings: [gzip, deflate, gzip], contentTypes: ['text/html; q=1']}}]\n".into(),
+            &[
+                "t.yaml:1:80: listeners[0].compression.encodings[1]: unknown value `deflate`, expected one of: zstd, br, gzip",
+                "t.yaml:1:89: listeners[0].compression.encodings[2]: `gzip` is listed twice",
+                "t.yaml:1:111: listeners[0].compression.contentTypes[0]: `text/html; q=1` is not a media type such as text/html or text/* (no parameters)",
             ],
         ),
         (

@@ -111,6 +111,26 @@ struct Listener {
     tls: Option<Tls>,
     #[serde(skip_serializing_if = "Limits::is_empty")]
     limits: Limits,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compression: Option<Compression>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Compression {
+    encodings: Vec<&'static str>,
+    min_bytes: u64,
+    content_types: Vec<String>,
+}
+
+impl Compression {
+    fn of(c: &p::CompressionConfig) -> Self {
+        Self {
+            encodings: c.encodings.iter().map(p::ContentCoding::as_str).collect(),
+            min_bytes: c.min_bytes,
+            content_types: c.content_types.clone(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -134,6 +154,8 @@ struct Limits {
     http2_max_concurrent_streams: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_connections: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_request_body_bytes: Option<u64>,
 }
 
 impl Limits {
@@ -144,6 +166,7 @@ impl Limits {
             && self.idle_timeout.is_none()
             && self.http2_max_concurrent_streams.is_none()
             && self.max_connections.is_none()
+            && self.max_request_body_bytes.is_none()
     }
 }
 
@@ -264,6 +287,8 @@ struct Rule {
     fault: Option<Fault>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_concurrent_requests: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_request_body_bytes: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -310,6 +335,40 @@ struct Filter {
     external_auth: Option<ExternalAuth>,
     #[serde(skip_serializing_if = "Option::is_none")]
     request_mirror: Option<Mirror>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cors: Option<Cors>,
+}
+
+/// The CORS filter as the file (and an HTTPRoute) writes it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Cors {
+    allow_origins: Vec<String>,
+    allow_methods: Vec<String>,
+    allow_headers: Vec<String>,
+    expose_headers: Vec<String>,
+    max_age: u32,
+    allow_credentials: bool,
+}
+
+impl Cors {
+    pub(crate) fn of(c: &p::CorsConfig) -> Self {
+        let names = |list: &p::CorsList<http::HeaderName>| match list {
+            p::CorsList::Any => vec!["*".to_string()],
+            p::CorsList::Only(v) => v.iter().map(|h| h.as_str().to_string()).collect(),
+        };
+        Self {
+            allow_origins: c.allow_origins.iter().cloned().map(String::from).collect(),
+            allow_methods: match &c.allow_methods {
+                p::CorsList::Any => vec!["*".to_string()],
+                p::CorsList::Only(v) => v.iter().map(ToString::to_string).collect(),
+            },
+            allow_headers: names(&c.allow_headers),
+            expose_headers: names(&c.expose_headers),
+            max_age: c.max_age,
+            allow_credentials: c.allow_credentials,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -330,6 +389,7 @@ impl Filter {
             request_redirect: None,
             external_auth: None,
             request_mirror: None,
+            cors: None,
         }
     }
 }
@@ -510,6 +570,11 @@ impl File {
                 address: listen.to_string(),
                 tls: tls.map(|(certificate, key)| Tls { certificate, key }),
                 limits,
+                compression: cfg
+                    .listeners
+                    .first()
+                    .and_then(|l| l.compression.as_ref())
+                    .map(Compression::of),
             }],
             services: cfg.services.iter().map(service).collect(),
             routes: cfg.routes.iter().map(route).collect::<Result<_, _>>()?,
@@ -531,6 +596,8 @@ fn limits(l: &p::ListenerLimits) -> Limits {
             != d.http2_max_concurrent_streams)
             .then_some(l.http2_max_concurrent_streams),
         max_connections: (l.max_connections != d.max_connections).then_some(l.max_connections),
+        max_request_body_bytes: (l.max_request_body_bytes != d.max_request_body_bytes)
+            .then_some(l.max_request_body_bytes),
     }
 }
 
@@ -683,6 +750,7 @@ fn rule(rule: &p::RuleConfig) -> Result<Rule, String> {
             headers: f.headers.iter().map(named_match).collect(),
         }),
         max_concurrent_requests: rule.max_concurrent_requests,
+        max_request_body_bytes: rule.max_request_body_bytes,
     })
 }
 
@@ -819,6 +887,10 @@ fn filter(f: &FilterConfig) -> Result<Filter, String> {
                 percent: (m.percent != 100.0).then_some(m.percent),
             }),
             ..Filter::new("RequestMirror")
+        },
+        FilterConfig::Cors(c) => Filter {
+            cors: Some(Cors::of(c)),
+            ..Filter::new("CORS")
         },
     })
 }

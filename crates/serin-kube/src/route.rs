@@ -10,7 +10,7 @@
 
 use gateway_api::experimental::httproutes::{
     HttpRoute, HttpRouteParentRefs, HttpRouteRules, HttpRouteRulesBackendRefs,
-    HttpRouteRulesFilters, HttpRouteRulesFiltersExternalAuth,
+    HttpRouteRulesFilters, HttpRouteRulesFiltersCors, HttpRouteRulesFiltersExternalAuth,
     HttpRouteRulesFiltersExternalAuthBackendRef, HttpRouteRulesFiltersExternalAuthHttp,
     HttpRouteRulesFiltersExternalAuthProtocol, HttpRouteRulesFiltersRequestHeaderModifier,
     HttpRouteRulesFiltersRequestHeaderModifierAdd, HttpRouteRulesFiltersRequestHeaderModifierSet,
@@ -392,6 +392,10 @@ fn filter(f: &FilterConfig) -> Fallible<HttpRouteRulesFilters> {
             }),
             ..base(HttpRouteRulesFiltersType::ExternalAuth)
         },
+        FilterConfig::Cors(c) => HttpRouteRulesFilters {
+            cors: Some(cors(c)?),
+            ..base(HttpRouteRulesFiltersType::Cors)
+        },
         FilterConfig::RequestMirror(m) => {
             let (percent, fraction) = mirror_share(m.percent)?;
             HttpRouteRulesFilters {
@@ -408,6 +412,12 @@ fn filter(f: &FilterConfig) -> Fallible<HttpRouteRulesFilters> {
             }
         }
     })
+}
+
+/// The CORS filter in the HTTPRoute's words (the same as the file's).
+fn cors(c: &serin_config::proxy::CorsConfig) -> Fallible<HttpRouteRulesFiltersCors> {
+    let value = serde_json::to_value(crate::proxy_file::Cors::of(c)).map_err(|e| e.to_string())?;
+    serde_json::from_value(value).map_err(|e| e.to_string())
 }
 
 type MirrorShare = (

@@ -236,3 +236,48 @@ fn a_mirror_fraction_is_the_files() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_cors_filter_is_read_as_the_files_and_its_problems_are_placed() {
+    use serin_config::proxy::{CorsList, FilterConfig};
+    let stack = qotm();
+    let cors = json!({
+        "allowOrigins": ["https://app.example.com", "https://*.example.org"],
+        "allowMethods": ["GET", "PUT"],
+        "allowHeaders": ["*"],
+        "exposeHeaders": ["x-total"],
+        "maxAge": 60,
+        "allowCredentials": true,
+    });
+    let obj = route(json!({ "rules": [{
+        "backendRefs": [{ "name": "qotm-v1" }],
+        "filters": [{ "type": "CORS", "cors": cors }],
+    }] }));
+    let read = route_from_http_route(&obj, &stack.gateway).unwrap_or_else(|e| panic!("{e:?}"));
+    let FilterConfig::Cors(c) = &read.route.rules[0].filters[0] else {
+        panic!("not a CORS filter: {:?}", read.route.rules[0].filters);
+    };
+    let origins: Vec<String> = c.allow_origins.iter().cloned().map(String::from).collect();
+    assert_eq!(
+        origins,
+        ["https://app.example.com:443", "https://*.example.org:443"]
+    );
+    assert_eq!(
+        c.allow_methods,
+        CorsList::Only(vec![http::Method::GET, http::Method::PUT])
+    );
+    assert_eq!(c.allow_headers, CorsList::Any);
+    assert_eq!((c.max_age, c.allow_credentials), (60, true));
+
+    let p = problems(
+        json!({ "rules": [{
+            "backendRefs": [{ "name": "qotm-v1" }],
+            "filters": [{ "type": "CORS", "cors": { "allowOrigins": ["app.example.com"] } }],
+        }] }),
+        &stack.gateway,
+    );
+    assert!(
+        p[0].starts_with("HTTPRoute shop/r: spec.rules[0].filters[0].cors.allowOrigins[0]: `app.example.com`: expected"),
+        "{p:?}"
+    );
+}

@@ -15,6 +15,8 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::body_limit::BodyLimit;
+
 /// Bytes of request body kept for replay; a larger body is not retried.
 pub const REPLAY_LIMIT: usize = 64 * 1024;
 
@@ -72,6 +74,10 @@ struct ReplayState {
     /// The client's body broke off (reset, closed, bad chunk): a failed
     /// upstream exchange is then the client's doing, not the upstream's.
     broke: bool,
+    /// What the client may still send; past it the body ends in an error.
+    limit: Option<BodyLimit>,
+    /// The body passed `limit`.
+    too_large: bool,
 }
 
 /// A request body that can be sent more than once while it is small.
@@ -94,6 +100,8 @@ impl ReplayBody {
             buffered: 0,
             overflow: false,
             broke: false,
+            limit: None,
+            too_large: false,
         };
         if let Some(frame) = first {
             match frame.into_data() {
@@ -128,6 +136,8 @@ impl ReplayBody {
                 overflow: false,
                 done: true,
                 broke: false,
+                limit: None,
+                too_large: false,
             })),
             pos: 0,
             trailers_sent: false,
@@ -153,6 +163,13 @@ impl ReplayBody {
         let st = self.state.borrow();
         let ended = st.done || st.rest.as_ref().is_some_and(Body::is_end_stream);
         ended && !st.overflow && st.trailers.is_none() && self.pos == 0
+    }
+
+    /// Counts what is read of the client's body against `limit` (which has
+    /// counted what was read before).
+    pub fn with_limit(self, limit: Option<BodyLimit>) -> Self {
+        self.state.borrow_mut().limit = limit;
+        self
     }
 
     /// A handle that tells, after the body was sent away, whether the
@@ -181,16 +198,22 @@ impl BodyProbe {
     pub fn client_broke_off(&self) -> bool {
         self.0.borrow().broke
     }
+
+    /// The limit the body passed while it was read, if it did.
+    pub fn too_large(&self) -> Option<u64> {
+        let st = self.0.borrow();
+        st.limit.filter(|_| st.too_large).map(|l| l.max())
+    }
 }
 
 impl Body for ReplayBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let mut st = this.state.borrow_mut();
         if this.pos < st.frames.len() {
@@ -221,11 +244,19 @@ impl Body for ReplayBody {
                 // The client's body broke: no copy can be complete.
                 st.overflow = true;
                 st.broke = true;
-                Poll::Ready(Some(Err(e)))
+                Poll::Ready(Some(Err(e.into())))
             }
             Poll::Ready(Some(Ok(frame))) => {
                 let frame = match frame.into_data() {
                     Ok(data) => {
+                        if let Some(Err(e)) = st.limit.as_mut().map(|l| l.take(data.len())) {
+                            // No copy may be complete: the upstream must
+                            // see a body that breaks off.
+                            st.too_large = true;
+                            st.overflow = true;
+                            st.frames.clear();
+                            return Poll::Ready(Some(Err(e.into())));
+                        }
                         if !st.overflow {
                             if st.buffered + data.len() > REPLAY_LIMIT {
                                 st.overflow = true;
@@ -294,6 +325,8 @@ pub enum ResponseBody {
     Full(Option<Bytes>),
     /// Any of the others, with the access line to write at its end.
     Logged(Box<crate::request::LoggedBody>),
+    /// Any of the others, compressed as it streams.
+    Compressed(Box<crate::compression::CompressedBody>),
 }
 
 impl ResponseBody {
@@ -319,6 +352,7 @@ impl Body for ResponseBody {
             Self::Raw(b) => Pin::new(b.as_mut()).poll_frame(cx),
             Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Self::Logged(b) => Pin::new(b.as_mut()).poll_frame(cx),
+            Self::Compressed(b) => Pin::new(b.as_mut()).poll_frame(cx),
         }
     }
 
@@ -328,6 +362,7 @@ impl Body for ResponseBody {
             Self::Raw(b) => b.is_end_stream(),
             Self::Full(b) => b.is_none(),
             Self::Logged(b) => b.is_end_stream(),
+            Self::Compressed(b) => b.is_end_stream(),
         }
     }
 
@@ -336,6 +371,7 @@ impl Body for ResponseBody {
             Self::Upstream(b) => b.size_hint(),
             Self::Raw(b) => b.size_hint(),
             Self::Logged(b) => b.size_hint(),
+            Self::Compressed(b) => b.size_hint(),
             Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

@@ -5,6 +5,8 @@
 pub mod admin;
 mod balance;
 pub mod body;
+mod body_limit;
+mod compression;
 pub mod control;
 pub mod dashboard;
 pub mod endpoints;

@@ -30,6 +30,8 @@ pub struct RouteTable {
     any: VirtualHost,
     /// How the listener's paths are normalised before a lookup.
     path: PathNormalizationConfig,
+    /// The listener's own settings the request path reads.
+    pub edge: crate::snapshot::ListenerEdge,
 }
 
 /// Where a route's rule sits in precedence: bigger sorts first.

@@ -57,6 +57,8 @@ pub struct CompiledRule {
     pub retry: RetryConfig,
     pub fault: Option<serin_config::proxy::FaultConfig>,
     pub max_concurrent_requests: Option<usize>,
+    /// The rule's request-body limit (0: none); `None`: the listener's.
+    pub max_request_body_bytes: Option<u64>,
     pub rate_limit: Option<crate::ratelimit::CompiledRateLimit>,
     /// Retries that may reach the upstream draw on this (Linkerd's budget).
     pub budget: tower::retry::budget::TpsBudget,
@@ -67,6 +69,14 @@ pub struct CompiledRule {
 }
 
 impl CompiledRule {
+    /// The rule's CORS filter, if it has one.
+    pub fn cors(&self) -> Option<&crate::filters::CompiledCors> {
+        self.filters.iter().find_map(|f| match f {
+            Filter::Cors(c) => Some(c),
+            _ => None,
+        })
+    }
+
     /// Picks a backend by weight: [`ProxyError::NoBackend`] when the rule
     /// has none (or every weight is 0), [`ProxyError::InvalidBackend`] for
     /// the share of an unresolved backendRef. A version with no ready
@@ -117,6 +127,15 @@ impl CompiledRule {
             }
         }
     }
+}
+
+/// What a listener sets for every request on it (the route table holds it).
+#[derive(Default)]
+pub struct ListenerEdge {
+    /// Largest request body (0: none), unless the rule says.
+    pub max_request_body_bytes: u64,
+    /// How answers are compressed; `None`: they are not.
+    pub compression: Option<serin_config::proxy::CompressionConfig>,
 }
 
 /// Everything the data plane serves at one moment.
@@ -188,7 +207,11 @@ pub fn compile(
                 .filter(|(r, _)| r.listeners.is_empty() || r.listeners.contains(&l.name))
                 .map(|(r, rules)| (*r, rules.clone()))
                 .collect();
-            let table = RouteTable::build(&attached, l.path_normalization);
+            let mut table = RouteTable::build(&attached, l.path_normalization);
+            table.edge = ListenerEdge {
+                max_request_body_bytes: l.limits.max_request_body_bytes,
+                compression: l.compression.clone(),
+            };
             (l.name.clone(), Arc::new(table))
         })
         .collect();
@@ -273,6 +296,7 @@ fn compile_rule(
             (rule.retry.budget.percent / 100.0).clamp(0.0, 1000.0) as f32,
         ),
         max_concurrent_requests: rule.max_concurrent_requests,
+        max_request_body_bytes: rule.max_request_body_bytes,
         in_flight: Arc::default(),
         local_metrics,
     })

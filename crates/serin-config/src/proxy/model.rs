@@ -10,7 +10,8 @@ use regex::Regex;
 use serde::Serialize;
 
 pub use super::raw::{
-    Discovery, EscapedSlashesAction, LbPolicy, LogFormat, PathParametersAction, UpstreamProtocol,
+    ContentCoding, Discovery, EscapedSlashesAction, LbPolicy, LogFormat, PathParametersAction,
+    UpstreamProtocol,
 };
 use crate::error::Span;
 
@@ -139,6 +140,44 @@ pub mod defaults {
     /// answer goes back to the client, who can wait better than a request
     /// held open.
     pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+    /// A preflight's answer may be cached this long (seconds) when the
+    /// CORS filter gives no `maxAge`: the Gateway API's default.
+    pub const CORS_MAX_AGE: u32 = 5;
+    /// Request bodies larger than this get 413 (`0` for none). serin
+    /// streams bodies, so this does not bound serin's memory; it bounds
+    /// what a client can push into a service that never expected it.
+    /// 100 MiB is Cloudflare's request-body limit: room for uploads,
+    /// where NGINX's 1 MiB (`client_max_body_size`) is the limit users
+    /// of ingress-nginx most often trip over; Envoy sets none on streamed
+    /// bodies.
+    pub const MAX_REQUEST_BODY_BYTES: u64 = 100 * 1024 * 1024;
+    /// Answers smaller than this are sent as they are: below about one
+    /// packet, compression saves no round trip and costs CPU (Traefik's
+    /// default; NGINX's 20 and Envoy's 30 bytes compress even tiny
+    /// answers).
+    pub const COMPRESSION_MIN_BYTES: u64 = 1024;
+    /// Media types compressed when the listener names none: Envoy's
+    /// compressor's list, text that compresses well. Images, video and
+    /// archives are compressed already; gRPC and event streams are left
+    /// alone.
+    pub const COMPRESSION_CONTENT_TYPES: [&str; 8] = [
+        "application/javascript",
+        "application/json",
+        "application/xhtml+xml",
+        "image/svg+xml",
+        "text/css",
+        "text/html",
+        "text/plain",
+        "text/xml",
+    ];
+    /// serin's preference when a client accepts several codings equally:
+    /// zstd compresses about as well as brotli at a fraction of its CPU,
+    /// brotli better than gzip, and gzip is what every client has.
+    pub const COMPRESSION_ENCODINGS: [super::ContentCoding; 3] = [
+        super::ContentCoding::Zstd,
+        super::ContentCoding::Br,
+        super::ContentCoding::Gzip,
+    ];
     /// Request headers an auth service gets when the filter names none:
     /// what carries credentials, and what correlates logs and traces.
     pub const EXTERNAL_AUTH_HEADERS: [&str; 5] = [
@@ -239,6 +278,8 @@ pub struct ListenerConfig {
     pub tls: Option<TlsConfig>,
     pub limits: ListenerLimits,
     pub path_normalization: PathNormalizationConfig,
+    /// Responses compressed by `Accept-Encoding`; `None`: off.
+    pub compression: Option<CompressionConfig>,
     /// Where the address was written, for bind errors.
     #[serde(skip)]
     pub span: Span,
@@ -263,6 +304,19 @@ pub struct ListenerLimits {
     pub http2_max_concurrent_streams: u32,
     /// Client connections open at once; more are refused.
     pub max_connections: usize,
+    /// Largest request body, in bytes (0: none); a rule may say otherwise.
+    pub max_request_body_bytes: u64,
+}
+
+/// How a listener compresses responses.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompressionConfig {
+    /// The codings serin may use, its preference first.
+    pub encodings: Vec<ContentCoding>,
+    /// Answers with a smaller `Content-Length` are not compressed.
+    pub min_bytes: u64,
+    /// Media types (lower case; `text/*` for a whole type) compressed.
+    pub content_types: Vec<String>,
 }
 
 impl Default for ListenerLimits {
@@ -274,6 +328,7 @@ impl Default for ListenerLimits {
             idle_timeout: defaults::IDLE_TIMEOUT,
             http2_max_concurrent_streams: defaults::HTTP2_MAX_CONCURRENT_STREAMS,
             max_connections: defaults::MAX_CONNECTIONS,
+            max_request_body_bytes: defaults::MAX_REQUEST_BODY_BYTES,
         }
     }
 }
@@ -422,6 +477,9 @@ pub struct RuleConfig {
     /// Requests of this rule in flight at once; more get 503 at once.
     pub max_concurrent_requests: Option<usize>,
     pub rate_limit: Option<RateLimitConfig>,
+    /// Largest request body for this rule (0: none); `None`: the
+    /// listener's.
+    pub max_request_body_bytes: Option<u64>,
 }
 
 /// Requests per client per unit of time; over it, 429.
@@ -505,6 +563,71 @@ pub enum FilterConfig {
     RequestRedirect(RedirectConfig),
     ExternalAuth(ExternalAuthConfig),
     RequestMirror(MirrorConfig),
+    Cors(CorsConfig),
+}
+
+/// The Gateway API's CORS filter, checked: origins parsed, methods and
+/// header names valid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CorsConfig {
+    pub allow_origins: Vec<OriginPattern>,
+    pub allow_methods: CorsList<Method>,
+    pub allow_headers: CorsList<HeaderName>,
+    pub expose_headers: CorsList<HeaderName>,
+    /// Seconds a browser may cache a preflight's answer.
+    pub max_age: u32,
+    pub allow_credentials: bool,
+}
+
+/// A CORS list: `*` (everything), or the names given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsList<T> {
+    Any,
+    Only(Vec<T>),
+}
+
+impl<T: AsRef<str>> Serialize for CorsList<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Any => s.collect_seq(["*"]),
+            Self::Only(list) => s.collect_seq(list.iter().map(AsRef::as_ref)),
+        }
+    }
+}
+
+/// One entry of `allowOrigins`: `*`, or `SCHEME://HOST[:PORT]` whose host
+/// may start with `*` (any run of characters, dots included, to its left).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub enum OriginPattern {
+    Any,
+    Origin {
+        /// `http` or `https`, lower case.
+        scheme: String,
+        /// Lower case; for a wildcard host, what follows the `*`.
+        host: String,
+        /// The host started with `*`.
+        wildcard: bool,
+        /// The given port, or the scheme's (80, 443).
+        port: u16,
+    },
+}
+
+impl From<OriginPattern> for String {
+    fn from(p: OriginPattern) -> String {
+        match p {
+            OriginPattern::Any => "*".into(),
+            OriginPattern::Origin {
+                scheme,
+                host,
+                wildcard,
+                port,
+            } => format!(
+                "{scheme}://{}{host}:{port}",
+                if wildcard { "*" } else { "" }
+            ),
+        }
+    }
 }
 
 /// Shadow traffic: a share of requests is copied to another backend.

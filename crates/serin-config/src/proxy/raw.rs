@@ -117,6 +117,23 @@ config_struct! {
         tls: Option<Tls> = "tls",
         limits: Option<Limits> = "limits",
         path_normalization: Option<PathNormalization> = "pathNormalization",
+        compression: Option<Compression> = "compression",
+    }
+}
+
+config_enum! {
+    /// A response content coding serin can apply (RFC 9110 §8.4.1 names).
+    pub enum ContentCoding { Zstd = "zstd", Br = "br", Gzip = "gzip" }
+    default = Gzip
+}
+
+config_struct! {
+    /// Response compression on a listener, by the client's
+    /// `Accept-Encoding`; the section's presence turns it on.
+    pub struct Compression {
+        encodings: Vec<Spanned<ContentCoding>> = "encodings",
+        min_bytes: Option<Spanned<u64>> = "minBytes",
+        content_types: Vec<Spanned<String>> = "contentTypes",
     }
 }
 
@@ -169,6 +186,7 @@ config_struct! {
         idle_timeout: Option<Duration> = "idleTimeout",
         http2_max_concurrent_streams: Option<Spanned<u32>> = "http2MaxConcurrentStreams",
         max_connections: Option<Spanned<usize>> = "maxConnections",
+        max_request_body_bytes: Option<Spanned<u64>> = "maxRequestBodyBytes",
     }
 }
 
@@ -252,6 +270,7 @@ config_struct! {
         fault: Option<Fault> = "fault",
         max_concurrent_requests: Option<Spanned<usize>> = "maxConcurrentRequests",
         rate_limit: Option<RateLimit> = "rateLimit",
+        max_request_body_bytes: Option<Spanned<u64>> = "maxRequestBodyBytes",
     }
 }
 
@@ -373,6 +392,7 @@ config_enum! {
         RequestRedirect = "RequestRedirect",
         ExternalAuth = "ExternalAuth",
         RequestMirror = "RequestMirror",
+        Cors = "CORS",
     }
     default = RequestHeaderModifier
 }
@@ -419,6 +439,20 @@ config_struct! {
         request_redirect: Option<RequestRedirect> = "requestRedirect",
         external_auth: Option<ExternalAuth> = "externalAuth",
         request_mirror: Option<RequestMirror> = "requestMirror",
+        cors: Option<Cors> = "cors",
+    }
+}
+
+config_struct! {
+    /// The Gateway API's CORS filter (v1.5): which origins may read the
+    /// answers, and what a preflight allows.
+    pub struct Cors {
+        allow_origins: Vec<Spanned<String>> = "allowOrigins",
+        allow_methods: Vec<Spanned<String>> = "allowMethods",
+        allow_headers: Vec<Spanned<String>> = "allowHeaders",
+        expose_headers: Vec<Spanned<String>> = "exposeHeaders",
+        max_age: Option<Spanned<u32>> = "maxAge",
+        allow_credentials: Option<bool> = "allowCredentials",
     }
 }
 

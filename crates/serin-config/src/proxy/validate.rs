@@ -264,6 +264,9 @@ fn listeners(raw: &[raw::Listener], base_dir: &Path, p: &mut Problems) -> Vec<Li
                 positive(v, p);
                 limits.max_connections = **v;
             }
+            if let Some(v) = &raw.max_request_body_bytes {
+                limits.max_request_body_bytes = **v;
+            }
         }
         let path_normalization = l
             .path_normalization
@@ -284,6 +287,10 @@ fn listeners(raw: &[raw::Listener], base_dir: &Path, p: &mut Problems) -> Vec<Li
             tls,
             limits,
             path_normalization,
+            compression: l
+                .compression
+                .as_ref()
+                .map(|c| super::compression::validate(c, p)),
             span: l.address.span,
             path: l.address.path.clone(),
         });
@@ -505,7 +512,7 @@ fn resolve_endpoint(e: &str) -> Result<SocketAddr, String> {
     }
 }
 
-fn header_name(name: &Spanned<String>, p: &mut Problems) -> Option<HeaderName> {
+pub(super) fn header_name(name: &Spanned<String>, p: &mut Problems) -> Option<HeaderName> {
     match HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
         Ok(h) => Some(h),
         Err(_) => {
@@ -761,6 +768,7 @@ fn rule_config(rule: &raw::Rule, refs: Refs<'_>, p: &mut Problems) -> RuleConfig
         retry,
         fault,
         max_concurrent_requests: rule.max_concurrent_requests.as_ref().map(|v| **v),
+        max_request_body_bytes: rule.max_request_body_bytes.as_ref().map(|v| **v),
     }
 }
 
@@ -1221,6 +1229,13 @@ fn filter_config(
             }
             None => {
                 missing(p, "externalAuth");
+                None
+            }
+        },
+        T::Cors => match &f.cors {
+            Some(c) => Some(FilterConfig::Cors(super::cors::validate(c, p))),
+            None => {
+                missing(p, "cors");
                 None
             }
         },

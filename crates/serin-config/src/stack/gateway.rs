@@ -193,6 +193,7 @@ pub(super) fn validate(
             tls: gw.tls.clone(),
             limits: gw.limits.clone(),
             path_normalization: gw.path_normalization.clone(),
+            compression: gw.compression.clone(),
         }],
         services,
         routes: praw::Routes::List(routes),

@@ -54,6 +54,7 @@ config_struct! {
         tls: Option<crate::proxy::raw::Tls> = "tls",
         limits: Option<crate::proxy::raw::Limits> = "limits",
         path_normalization: Option<crate::proxy::raw::PathNormalization> = "pathNormalization",
+        compression: Option<crate::proxy::raw::Compression> = "compression",
         access_log: Option<crate::proxy::raw::AccessLog> = "accessLog",
         workers: Option<Spanned<usize>> = "workers",
         drain_timeout: Option<Duration> = "drainTimeout",

@@ -3,6 +3,7 @@
 //! `on_response` step (on the upstream's answer). A new filter is a variant
 //! and a module of its own.
 
+mod cors;
 mod ext_auth;
 mod header_modifier;
 mod url;
@@ -16,6 +17,7 @@ use http::{Request, Response};
 use serin_config::proxy::{FilterConfig, HeaderModifierConfig, RedirectConfig, UrlRewriteConfig};
 use serin_discovery::BackendKey;
 
+pub use cors::{CompiledCors, CorsRequest};
 pub use header_modifier::modify_headers;
 pub use url::split_host_port;
 
@@ -42,6 +44,9 @@ pub enum Filter {
     /// Marks the request for shadowing; the upstream phase sends the
     /// shadows once the request's body is known.
     RequestMirror(CompiledMirror),
+    /// Answers preflights before every other filter, whatever its place
+    /// (see [`crate::request`]), and adds its headers to every answer.
+    Cors(CompiledCors),
 }
 
 /// What a request filter decided.
@@ -94,6 +99,7 @@ impl Filter {
                 backend: backend(&BackendKey::new(&m.service, &m.version)),
                 config: m.clone(),
             }),
+            FilterConfig::Cors(c) => Self::Cors(CompiledCors::new(c)),
         })
     }
 
@@ -131,6 +137,8 @@ impl Filter {
                 }
             }
             Self::RequestMirror(m) => cx.mirrors.push(m),
+            // Run by the request path before any filter.
+            Self::Cors(_) => {}
         }
         Flow::Continue
     }

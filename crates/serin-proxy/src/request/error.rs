@@ -75,6 +75,10 @@ pub enum ProxyError {
     ClientAborted,
     #[error("request URI cannot be forwarded")]
     UriNotForwardable,
+    /// The request body is over the rule's or listener's limit: declared
+    /// so, or read so while it streamed (the upstream saw it break off).
+    #[error("request body larger than {0} bytes")]
+    BodyTooLarge(u64),
     /// Every backend of the rule has weight 0, or it has none.
     #[error("no backend to send this request to")]
     NoBackend,
@@ -118,6 +122,7 @@ impl ProxyError {
             | Self::PathRejected(_)
             | Self::NoRoute(_)
             | Self::ClientAborted
+            | Self::BodyTooLarge(_)
             | Self::UriNotForwardable => Side::Downstream,
             Self::NoEndpoint(_)
             | Self::ConnectFailed
@@ -154,6 +159,7 @@ impl ProxyError {
             | Self::ClientAborted
             | Self::UriNotForwardable => StatusCode::BAD_REQUEST,
             Self::NoRoute(_) => StatusCode::NOT_FOUND,
+            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             // Gateway API: a rule with no backend answers 500, and so does
             // the share of requests an invalid backendRef would get.
             Self::NoBackend | Self::InvalidBackend | Self::ReplayImpossible => {
@@ -180,6 +186,7 @@ impl ProxyError {
             Self::NoRoute(_) => "no_route",
             Self::ClientAborted => "client_aborted",
             Self::UriNotForwardable => "bad_uri",
+            Self::BodyTooLarge(_) => "body_too_large",
             Self::NoBackend => "no_backend",
             Self::InvalidBackend => "invalid_backend",
             Self::NoEndpoint(_) => "no_endpoint",
@@ -195,12 +202,13 @@ impl ProxyError {
         }
     }
 
-    /// Whether the client's byte stream can no longer be trusted, so the
-    /// connection is closed after the answer.
+    /// Whether the client's byte stream can no longer be trusted (or the
+    /// rest of a refused body is not worth reading), so the connection is
+    /// closed after the answer.
     pub fn closes_connection(&self) -> bool {
         matches!(
             self,
-            Self::Malformed(_) | Self::BadHost(_) | Self::ClientAborted
+            Self::Malformed(_) | Self::BadHost(_) | Self::ClientAborted | Self::BodyTooLarge(_)
         )
     }
 
@@ -252,6 +260,7 @@ mod tests {
             ),
             (ProxyError::NoRoute("GET /".into()), 404, Downstream, Never),
             (ProxyError::ClientAborted, 400, Downstream, Never),
+            (ProxyError::BodyTooLarge(10), 413, Downstream, Never),
             (ProxyError::NoBackend, 500, Internal, Never),
             (ProxyError::InvalidBackend, 500, Internal, Never),
             (ProxyError::NoEndpoint("s/v".into()), 503, Upstream, Never),

@@ -4,7 +4,10 @@
 //! 1. [`downstream`]: what the client sent is checked (strict framing,
 //!    Host), the path normalised, a request id and trace context set;
 //! 2. [`route`]: the rule, on the normalised path;
-//! 3. request filters ([`crate::filters`]), in the rule's order;
+//!    A body declared over the [`crate::body_limit`] is refused here.
+//! 3. request filters ([`crate::filters`]), in the rule's order, after a
+//!    CORS filter has answered a preflight (before auth, whatever its
+//!    place; its headers go on every answer of the rule);
 //! 4. [`admission`] of the rule: rate limit, concurrency limit;
 //! 5. the weighted pick of a backend ([`route`]; a rule with none, or the
 //!    share of a backendRef that cannot be served, answers 500);
@@ -13,7 +16,8 @@
 //! 7. [`upstream`]: attempts on pooled connections with deadlines, each
 //!    followed by the [`retry`] decision (or [`upgrade`] for a tunnel);
 //! 8. response filters;
-//! 9. [`log`]: metrics, trace, access log.
+//! 9. on every answer: the CORS headers, [`crate::compression`] of the
+//!    listener; then [`log`]: metrics, trace, access log.
 //!
 //! A phase fails with a [`ProxyError`], which says who is to blame and
 //! chooses the answer; a phase that answers on the rule's behalf (a
@@ -39,15 +43,16 @@ use std::time::Instant;
 use crate::body::ClientBody;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Version};
-use serin_config::proxy::MatchConfig;
+use serin_config::proxy::{CompressionConfig, ContentCoding, MatchConfig};
 
 pub use error::{ProxyError, Side};
 pub(crate) use log::LoggedBody;
 pub(crate) use upstream::strip_response;
 
 use crate::body::ResponseBody;
+use crate::body_limit::BodyLimit;
 use crate::endpoints::Endpoint;
-use crate::filters::Flow;
+use crate::filters::{CompiledCors, CorsRequest, Flow};
 use crate::metrics::RejectLabels;
 use crate::mirror::CompiledMirror;
 use crate::server::WorkerCtx;
@@ -89,6 +94,10 @@ pub struct RequestCx<'s> {
     pub mirrors: Vec<&'s CompiledMirror>,
     /// Set when serin answered for a failure: who caused it.
     pub failure: Option<Side>,
+    /// The listener's compression and the coding the client accepts best.
+    pub compress: Option<(&'s CompressionConfig, Option<ContentCoding>)>,
+    /// The rule's CORS filter and the request's `Origin`, for the answer.
+    pub cors: Option<(&'s CompiledCors, Option<HeaderValue>)>,
 }
 
 /// The path match of a request not (yet) routed.
@@ -113,6 +122,8 @@ impl<'s> RequestCx<'s> {
             self.count_rejected(reason);
         } else if let ProxyError::PathRejected(r) = e {
             self.count_rejected(r.label());
+        } else if let ProxyError::BodyTooLarge(_) = e {
+            self.count_rejected(e.label());
         }
         e.response()
     }
@@ -160,11 +171,19 @@ pub async fn handle(
         retries: 0,
         mirrors: Vec::new(),
         failure: None,
+        compress: None,
+        cors: None,
     };
     let mut resp = match serve(&mut cx, req, number).await {
         Ok(resp) => resp,
         Err(e) => cx.fail(&e),
     };
+    if let Some((cors, origin)) = &cx.cors {
+        cors.on_response(origin.as_ref(), resp.headers_mut());
+    }
+    if let Some((cfg, coding)) = cx.compress {
+        resp = crate::compression::apply(cfg, coding, resp);
+    }
     own_framing(&cx, &mut resp);
     log::finish(&cx, &resp);
     Ok(log::access_line(&mut cx, resp))
@@ -180,10 +199,28 @@ async fn serve<'s>(
         .snapshot
         .table(&cx.info.listener)
         .ok_or_else(|| ProxyError::NoRoute("no routes on this listener".into()))?;
+    if let Some(cfg) = &table.edge.compression {
+        cx.compress = Some((cfg, crate::compression::negotiate(cfg, &req)));
+    }
     if let Some(answer) = downstream::check(cx, table, &mut req, number)? {
         return Ok(answer);
     }
     let rule = route::lookup(cx, table, &req)?;
+    if let Some(cors) = rule.cors() {
+        match cors.on_request(&req) {
+            CorsRequest::Preflight(answer) => return Ok(answer),
+            CorsRequest::Actual(origin) => cx.cors = Some((cors, origin)),
+        }
+    }
+    let body_limit = BodyLimit::of(
+        table.edge.max_request_body_bytes,
+        rule.max_request_body_bytes,
+    );
+    if let Some(limit) = &body_limit {
+        limit
+            .check_declared(req.headers())
+            .map_err(|e| ProxyError::BodyTooLarge(e.max))?;
+    }
     for filter in &rule.filters {
         if let Flow::Respond(answer) = filter.on_request(cx, &mut req).await {
             return Ok(*answer);
@@ -201,7 +238,7 @@ async fn serve<'s>(
     let mut resp = if upgrade::is_upgrade(&req) {
         upgrade::forward(cx, req, backend).await?
     } else {
-        upstream::forward(cx, req, rule, backend).await?
+        upstream::forward(cx, req, rule, backend, body_limit).await?
     };
     for filter in &rule.filters {
         filter.on_response(&mut resp);

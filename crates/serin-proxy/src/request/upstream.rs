@@ -20,6 +20,7 @@ use super::retry::{self, Attempt, Decision, Delay, RetryPolicy};
 use super::{ConnInfo, RequestCx};
 use crate::balance;
 use crate::body::{BodyProbe, ReplayBody, ResponseBody};
+use crate::body_limit::BodyLimit;
 use crate::endpoints::Endpoint;
 use crate::headers;
 use crate::outlier::{self, Outcome};
@@ -36,6 +37,7 @@ pub(super) async fn forward<'s>(
     req: Request<ClientBody>,
     rule: &'s CompiledRule,
     backend: &'s CompiledBackendRef,
+    mut body_limit: Option<BodyLimit>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let protocol = backend.service.pool.protocol;
     let (mut parts, mut incoming) = req.into_parts();
@@ -44,10 +46,16 @@ pub(super) async fn forward<'s>(
     let first = read_first_frame(&mut incoming)
         .await
         .map_err(|_| ProxyError::Malformed("malformed request body"))?;
+    if let (Some(limit), Some(data)) = (&mut body_limit, first.as_ref().and_then(|f| f.data_ref()))
+    {
+        limit
+            .take(data.len())
+            .map_err(|e| ProxyError::BodyTooLarge(e.max))?;
+    }
     let body = if first.is_none() && incoming.is_end_stream() {
         ReplayBody::empty()
     } else {
-        ReplayBody::new(first, incoming)
+        ReplayBody::new(first, incoming).with_limit(body_limit)
     };
     upstream_head(&mut parts, cx.info, protocol, false);
     let mirrored = if cx.mirrors.is_empty() {
@@ -241,6 +249,10 @@ impl<'s> Attempts<'s> {
             }
             Some(Err((e, returned))) => {
                 tracing::debug!(error = %e, endpoint = %ep.addr, "upstream attempt failed");
+                if let Some(max) = self.probe.too_large() {
+                    span.failed("body_too_large");
+                    return Err(ProxyError::BodyTooLarge(max));
+                }
                 if self.probe.client_broke_off() {
                     span.failed("client_aborted");
                     return Err(ProxyError::ClientAborted);

@@ -131,6 +131,7 @@ fn listener(name: String, port: u16) -> ListenerConfig {
         tls: None,
         limits: ListenerLimits::default(),
         path_normalization: Default::default(),
+        compression: None,
         span: Default::default(),
     }
 }
@@ -155,6 +156,7 @@ fn catch_all(backend: BackendRefConfig) -> RuleConfig {
         fault: None,
         max_concurrent_requests: None,
         rate_limit: None,
+        max_request_body_bytes: None,
     }
 }
 

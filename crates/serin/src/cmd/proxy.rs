@@ -83,6 +83,7 @@ fn quick_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
         tls: None,
         limits: ListenerLimits::default(),
         path_normalization: Default::default(),
+        compression: None,
         span: Default::default(),
         path: "--listen".into(),
     };
@@ -132,6 +133,7 @@ fn quick_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
             fault: None,
             max_concurrent_requests: None,
             rate_limit: None,
+            max_request_body_bytes: None,
         }],
     };
     Ok(ProxyConfig::minimal(

@@ -174,3 +174,40 @@ pub fn tool(name: &str) -> std::path::PathBuf {
             )
         })
 }
+
+/// Runs a Playwright script of `crates/serin/tests/browser` (headless
+/// Chromium; its `node_modules` and the browser come from
+/// scripts/install-test-deps.sh) and gives the JSON object it prints last.
+pub async fn run_browser_script(script: &str, args: &[&str]) -> serde_json::Value {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        dir.join("node_modules/playwright-core").is_dir(),
+        "{}/node_modules is missing: run scripts/install-test-deps.sh",
+        dir.display()
+    );
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "/usr/bin/chromium is missing: run scripts/install-test-deps.sh"
+    );
+    let run = tokio::process::Command::new("node")
+        .arg(dir.join(script))
+        .args(args)
+        .current_dir(&dir)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(180), run)
+        .await
+        .unwrap_or_else(|_| panic!("the browser script ran over 180 s"))
+        .unwrap_or_else(|e| panic!("cannot run node (scripts/install-test-deps.sh): {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let findings: serde_json::Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!("no findings from the browser script\nstdout:\n{stdout}\nstderr:\n{stderr}")
+        });
+    println!("browser findings: {findings:#}");
+    findings
+}

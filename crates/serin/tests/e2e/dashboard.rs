@@ -14,13 +14,7 @@ use serde_json::Value;
 use serin_testkit::Serin;
 use serin_testkit::process::TempDir;
 
-use crate::common::{SERIN, client};
-
-/// The Playwright script's folder (its `node_modules` comes from
-/// scripts/install-test-deps.sh).
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
+use crate::common::{SERIN, client, run_browser_script};
 
 /// `target/test-artifacts/dashboard/NAME`, made empty: the test binary is
 /// `target/<profile>/deps/e2e-…`.
@@ -90,39 +84,8 @@ async fn wait_for_ok(serin: &Serin, url: &str) {
 /// Runs the Playwright script in `mode` against `admin` and gives its
 /// findings.
 async fn run_browser(mode: &str, admin: &str, artifacts: &Path) -> Value {
-    let dir = browser_dir();
-    assert!(
-        dir.join("node_modules/playwright-core").is_dir(),
-        "{}/node_modules is missing: run scripts/install-test-deps.sh",
-        dir.display()
-    );
-    assert!(
-        Path::new("/usr/bin/chromium").exists(),
-        "/usr/bin/chromium is missing: run scripts/install-test-deps.sh"
-    );
-    let run = tokio::process::Command::new("node")
-        .arg(dir.join("dashboard.mjs"))
-        .arg(mode)
-        .arg(admin)
-        .arg(artifacts)
-        .current_dir(&dir)
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(180), run)
-        .await
-        .unwrap_or_else(|_| panic!("the browser script ran over 180 s"))
-        .unwrap_or_else(|e| panic!("cannot run node (scripts/install-test-deps.sh): {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let findings: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| {
-            panic!("no findings from the browser script\nstdout:\n{stdout}\nstderr:\n{stderr}")
-        });
-    println!("browser findings: {findings:#}");
-    findings
+    let artifacts = artifacts.display().to_string();
+    run_browser_script("dashboard.mjs", &[mode, admin, &artifacts]).await
 }
 
 fn strings(v: &Value) -> Vec<String> {

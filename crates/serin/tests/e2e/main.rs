@@ -4,13 +4,19 @@
 // Issue #11, point 3.
 mod admin;
 mod canary;
+// The request-body limit (issue #13, point 6).
+mod body_limit;
 mod canary_kube;
 mod common;
+// Response compression (issue #13, point 3).
+mod compression;
 mod config_errors;
 // HTTP conformance and whose fault a failure is (issue #12, points 2 and 4).
 mod conformance;
 // One writer of the configuration (issue #11, point 2).
 mod control;
+// The CORS filter (issue #13, point 2).
+mod cors;
 mod dashboard;
 mod ext_auth;
 // Gateway API semantics of rules and backendRefs (issue #12, point 4).

@@ -133,13 +133,14 @@ fn checks() -> Vec<Check> {
         ),
         row(
             "listeners[].limits",
-            r"`maxRequestHeaderBytes` \(([^)]+)\), `maxRequestHeaders` \(([^)]+)\), `headerReadTimeout` \(([^;)]+)[;)].*`idleTimeout` \(([^)]+)\), `http2MaxConcurrentStreams` \(([^)]+)\)",
+            r"`maxRequestHeaderBytes` \(([^)]+)\), `maxRequestHeaders` \(([^)]+)\), `headerReadTimeout` \(([^;)]+)[;)].*`idleTimeout` \(([^)]+)\), `http2MaxConcurrentStreams` \(([^)]+)\), `maxRequestBodyBytes` \(([^,]+),",
             vec![
                 Value::Bytes(d::MAX_REQUEST_HEADER_BYTES as u64),
                 count(d::MAX_REQUEST_HEADERS),
                 dur(d::HEADER_READ_TIMEOUT),
                 dur(d::IDLE_TIMEOUT),
                 num(d::HTTP2_MAX_CONCURRENT_STREAMS),
+                Value::Bytes(d::MAX_REQUEST_BODY_BYTES),
             ],
         ),
         row(
@@ -286,6 +287,31 @@ fn checks() -> Vec<Check> {
         prose(
             r"copies only bodies of known size up to (\d+ KiB)",
             vec![Value::Bytes(serin_proxy::body::REPLAY_LIMIT as u64)],
+        ),
+        row(
+            "listeners[].compression",
+            r"`encodings` \(default `([^`]+)`, .*`minBytes` \((\d+)\)",
+            vec![
+                text(d::COMPRESSION_ENCODINGS.map(|c| c.as_str()).join(", ")),
+                num(d::COMPRESSION_MIN_BYTES as f64),
+            ],
+        ),
+        prose(
+            r"\(default: Envoy's list, ((?:`[^`]+`,? )+and `[^`]+`|(?:`[^`]+`, )+`[^`]+`)\)",
+            vec![text(
+                d::COMPRESSION_CONTENT_TYPES
+                    .map(|t| format!("`{t}`"))
+                    .join(", "),
+            )],
+        ),
+        // ## At the edge
+        prose(
+            r"\(the rule's, else its listener's; `listeners\[\]\.limits`, default (\d+ MiB)\)",
+            vec![Value::Bytes(d::MAX_REQUEST_BODY_BYTES)],
+        ),
+        prose(
+            r"maxAge: 600 # seconds a browser caches the preflight \(default (\d+), the Gateway API's\)",
+            vec![num(d::CORS_MAX_AGE)],
         ),
         // ## Tracing
         prose(
