@@ -51,10 +51,10 @@ const READ_ROOM: usize = 4096;
 /// as it is rather than copied.
 const WRITE_GATHER: usize = 16 * 1024;
 
-/// Bodies up to this size are read whole before the request path starts
-/// (so the upstream exchange can send the request in one write); larger
-/// ones stream, through hyper. The replay limit: a body kept for retries
-/// is kept anyway.
+/// Bodies up to this size that arrive with their head are taken whole
+/// before the request path starts (so the upstream exchange can send the
+/// request in one write); larger ones, and ones still on their way, stream
+/// through hyper. The replay limit: a body kept for retries is kept anyway.
 const MAX_WHOLE_BODY: usize = crate::body::REPLAY_LIMIT;
 
 /// One client connection's state.
@@ -93,8 +93,16 @@ pub async fn serve(
             }
             Ok(Head::Partial) | Err(_) => return Ending::Closed,
         };
-        let Ok(body) = conn.read_body(head.body_len).await else {
-            return Ending::Closed;
+        let body = match conn.body_in_hand(head.body_len) {
+            Ok(Some(body)) => body,
+            Ok(None) => {
+                // The body is still on its way: the request path must see
+                // the head first (a 413 before the body, an early answer),
+                // so this request, and the connection, are hyper's.
+                wire::put_back(&mut conn.buf, &head.raw);
+                return Ending::HandOff(conn.buf);
+            }
+            Err(_) => return Ending::Closed,
         };
         if conn.buf.is_empty() {
             // Give the buffer back: nothing of the next request is here.
@@ -207,24 +215,20 @@ impl Conn<'_> {
         }
     }
 
-    /// Reads a `Content-Length` body of `len` bytes whole. A client that
-    /// stops sending for the listener's idle timeout is closed.
-    async fn read_body(&mut self, len: usize) -> io::Result<Option<Bytes>> {
+    /// The `Content-Length` body of `len` bytes, if it came with its head
+    /// (after one more look at the socket). `Ok(None)`: not all there.
+    fn body_in_hand(&mut self, len: usize) -> io::Result<Option<Option<Bytes>>> {
         if len == 0 {
+            return Ok(Some(None));
+        }
+        if self.buf.len() < len {
+            self.buf.reserve(len - self.buf.len());
+            self.try_read()?;
+        }
+        if self.buf.len() < len {
             return Ok(None);
         }
-        while self.buf.len() < len {
-            self.buf.reserve(len - self.buf.len());
-            // Boxed: only a body that is not in the first read pays for it.
-            let read = Box::pin(tokio::time::timeout(
-                self.limits.idle_timeout,
-                self.read_more(),
-            ));
-            if !read.await.unwrap_or(Ok(false))? {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-        Ok(Some(self.buf.split_to(len).freeze()))
+        Ok(Some(Some(self.buf.split_to(len).freeze())))
     }
 
     /// Runs the request through the request path and sends its answer.

@@ -28,6 +28,9 @@ pub struct RequestHead {
     pub close: bool,
     /// The client takes trailers in a chunked answer (`TE: trailers`).
     pub trailers: bool,
+    /// The head's bytes, to give back with [`put_back`] when the request
+    /// is left to hyper after all.
+    pub raw: Bytes,
 }
 
 /// What [`parse_request_head`] found at the start of the buffer.
@@ -118,17 +121,23 @@ pub fn parse_request_head(buf: &mut BytesMut, limits: HeadLimits) -> Head {
             body_len: framing.body_len,
             close: framing.close || (version == Version::HTTP_10 && !framing.keep_alive),
             trailers: framing.trailers,
+            raw: head,
         })),
         // httparse passed them, `http` did not (a control byte in a value,
         // a target `Uri` refuses): rare, so the head is put back by copy.
         _ => {
-            let mut whole = BytesMut::with_capacity(head.len() + buf.len());
-            whole.extend_from_slice(&head);
-            whole.extend_from_slice(buf);
-            *buf = whole;
+            put_back(buf, &head);
             Head::HandOff("header value or target")
         }
     }
+}
+
+/// Puts a head taken out of `buf` back in front of it (by copy: rare).
+pub fn put_back(buf: &mut BytesMut, head: &[u8]) {
+    let mut whole = BytesMut::with_capacity(head.len() + buf.len());
+    whole.extend_from_slice(head);
+    whole.extend_from_slice(buf);
+    *buf = whole;
 }
 
 /// What the framing headers of a request say; anything hyper should judge
@@ -432,6 +441,11 @@ mod tests {
         assert_eq!(head.body_len, 2);
         assert!(head.close && head.trailers);
         assert_eq!(head.headers["host"], "a");
+        put_back(&mut buf, &head.raw);
+        let Head::Ready(again) = parse_request_head(&mut buf, LIMITS) else {
+            panic!("not served after put_back");
+        };
+        assert_eq!((again.uri, &buf[..]), (head.uri, &b"hiGET"[..]));
 
         let raw = "POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n";
         let mut buf = BytesMut::from(raw);
