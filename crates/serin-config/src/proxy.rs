@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod model;
 pub mod raw;
+mod tls;
 mod validate;
 
 use std::path::Path;

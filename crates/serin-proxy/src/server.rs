@@ -18,7 +18,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serin_config::proxy::ListenerConfig;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tokio_rustls::TlsAcceptor;
 
 use crate::metrics::ListenerLabels;
 use crate::pool::{LocalExec, Pools};
@@ -44,7 +43,8 @@ pub struct ListenerSocket {
 
 pub struct ListenerSettings {
     pub config: ListenerConfig,
-    pub tls: Option<TlsAcceptor>,
+    /// Certificates by SNI, reloaded when their files change.
+    pub tls: Option<Arc<tls::ListenerTls>>,
 }
 
 impl ListenerSocket {
@@ -274,6 +274,7 @@ async fn serve_connection(
         tls: settings.tls.is_some(),
         flags: flags.clone(),
         requests: Cell::new(0),
+        peer: std::cell::OnceCell::new(),
     });
     let limits = &cfg.limits;
     match &settings.tls {
@@ -296,11 +297,17 @@ async fn serve_connection(
             let io = RawHeadScanner::new(stream, flags.clone(), !h2);
             serve_io(ctx, info, cfg, io, h2).await;
         }
-        Some(acceptor) => {
+        Some(listener_tls) => {
+            let current = listener_tls.current();
             let handshake =
-                tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+                tokio::time::timeout(limits.header_read_timeout, current.acceptor.accept(stream));
             match unless_draining(&ctx, handshake).await {
                 Some(Ok(Ok(tls_stream))) => {
+                    // The verified client certificate, for route matches
+                    // and x-forwarded-client-cert.
+                    if let Some(peer) = current.peer_identity(&tls_stream) {
+                        let _ = info.peer.set(peer);
+                    }
                     let h2 = tls::negotiated_h2(&tls_stream);
                     let io = RawHeadScanner::new(tls_stream, flags.clone(), !h2);
                     serve_io(ctx, info, cfg, io, h2).await;
