@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the tests use that Cargo does not: real clients and servers
-# (curl, nghttp2's nghttp, redis-server, prometheus with its promtool).
+# (curl, nghttp2's nghttp, openssl's s_client, redis-server, prometheus
+# with its promtool).
 # Idempotent; installs only what is missing. Needs root (CI runs as root) or
 # sudo.
 set -euo pipefail
 
 declare -A PKG=(
   [curl]=curl
+  # `openssl s_client` for the TLS tests (tests/e2e/tls.rs).
+  [openssl]=openssl
   [nghttp]=nghttp2-client
   [redis-server]=redis-server
   [prometheus]=prometheus

@@ -12,3 +12,4 @@ pub use error::{ConfigError, ConfigErrors, Problems, Span};
 pub use guard::INTERNAL_ERROR;
 pub mod proxy;
 pub mod stack;
+pub mod tls;

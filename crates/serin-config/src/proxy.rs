@@ -6,6 +6,7 @@ mod cors;
 pub use cors::parse_origin;
 pub mod model;
 pub mod raw;
+mod tls;
 mod validate;
 
 use std::path::Path;

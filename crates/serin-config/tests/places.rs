@@ -70,7 +70,9 @@ fn proxy_config_problems_are_reported_once_at_their_place() {
             "TLS without its key",
             "listeners: [{name: gw, address: '127.0.0.1:0', tls: {certificate: /etc/hostname}}]\n"
                 .into(),
-            &["t.yaml:1:53: listeners[0].tls: missing required field `key`"],
+            &[
+                "t.yaml:1:53: listeners[0].tls: the default certificate needs both `certificate` and `key`",
+            ],
         ),
         (
             "a service and a version without names",
@@ -414,4 +416,127 @@ fn stack_file_problems_are_reported_once_at_their_place() {
         ),
     ];
     check_cases(cases, stack_problems);
+}
+
+/// Files for the TLS cases: two certificates with their keys, one without
+/// DNS names, a CA bundle.
+struct TlsFiles(std::path::PathBuf);
+
+impl TlsFiles {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("serin-places-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let write = |name: &str, text: &str| {
+            std::fs::write(dir.join(name), text).unwrap_or_else(|e| panic!("{e}"));
+        };
+        for (stem, names) in [
+            ("a", vec!["a.test".to_string()]),
+            ("b", vec!["b.test".into()]),
+            ("nodns", vec![]),
+        ] {
+            let ck = rcgen::generate_simple_self_signed(names).unwrap_or_else(|e| panic!("{e}"));
+            write(&format!("{stem}.pem"), &ck.cert.pem());
+            write(&format!("{stem}.key"), &ck.signing_key.serialize_pem());
+        }
+        Self(dir)
+    }
+}
+
+impl Drop for TlsFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn tls_problems_are_reported_at_their_place() {
+    let files = TlsFiles::new();
+    let dir = files.0.display().to_string();
+    let listener =
+        |tls: &str| format!("listeners:\n  - name: gw\n    address: 127.0.0.1:0\n    tls:\n{tls}");
+    let service = |extra: &str| {
+        format!(
+            "services:\n  - name: s\n{extra}    versions: [{{name: v1, endpoints: ['127.0.0.1:1']}}]\n"
+        )
+    };
+    let cases: Vec<(&str, String, Vec<String>)> = vec![
+        (
+            "a certificate file that is not there",
+            listener("      certificates: [{certificate: missing.pem, key: a.key}]\n"),
+            vec![format!("t.yaml:5:36: listeners[0].tls.certificates[0].certificate: cannot read {dir}/missing.pem: No such file or directory (os error 2)")],
+        ),
+        (
+            "a key that is not the certificate's",
+            listener("      certificate: a.pem\n      key: b.key\n"),
+            vec![format!("t.yaml:5:20: listeners[0].tls.certificate: private key {dir}/b.key does not belong to certificate {dir}/a.pem")],
+        ),
+        (
+            "a client validation mode that does not exist",
+            listener("      certificate: a.pem\n      key: a.key\n      clientValidation: {mode: sometimes, caCertificates: a.pem}\n"),
+            vec!["t.yaml:7:32: listeners[0].tls.clientValidation.mode: unknown value `sometimes`, expected one of: required, optional".into()],
+        ),
+        (
+            "client validation without a CA",
+            listener("      certificate: a.pem\n      key: a.key\n      clientValidation: {mode: optional}\n"),
+            vec!["t.yaml:7:25: listeners[0].tls.clientValidation: missing required field `caCertificates`".into()],
+        ),
+        (
+            "a CA bundle with no certificate in it",
+            listener("      certificate: a.pem\n      key: a.key\n      clientValidation: {caCertificates: a.key}\n"),
+            vec![format!("t.yaml:7:42: listeners[0].tls.clientValidation.caCertificates: {dir}/a.key holds no PEM certificate")],
+        ),
+        (
+            "no certificate at all",
+            listener("      clientValidation: {caCertificates: a.pem}\n"),
+            vec!["t.yaml:5:7: listeners[0].tls: tls needs a certificate: `certificate` and `key` (the default), or `certificates` chosen by SNI".into()],
+        ),
+        (
+            "SNI names that are not names, or named twice",
+            listener("      certificates:\n        - {certificate: a.pem, key: a.key, hostnames: ['*.*.a.test', a.test]}\n        - {certificate: b.pem, key: b.key, hostnames: [A.test]}\n"),
+            vec![
+                "t.yaml:6:56: listeners[0].tls.certificates[0].hostnames[0]: `*.*.a.test`: a wildcard is `*.` followed by a name, as in *.example.com".into(),
+                "t.yaml:7:11: listeners[0].tls.certificates[1]: `a.test` is served by the certificate at line 6 already".into(),
+            ],
+        ),
+        (
+            "a certificate chosen by its names that has none",
+            listener("      certificates: [{certificate: nodns.pem, key: nodns.key}]\n"),
+            vec!["t.yaml:5:36: listeners[0].tls.certificates[0].certificate: the certificate has no DNS names to be chosen by: give `hostnames`".into()],
+        ),
+        (
+            "h2 without TLS",
+            service("    protocol: h2\n"),
+            vec!["t.yaml:2:5: services[0]: protocol h2 is HTTP/2 over TLS: give the service a `tls` section (or use h2c)".into()],
+        ),
+        (
+            "h2c with TLS, a client certificate without its key, a bad SNI, a missing CA",
+            service("    protocol: h2c\n    tls: {sni: 'not a name', caCertificates: none.pem, certificate: a.pem}\n"),
+            vec![
+                "t.yaml:2:5: services[0]: protocol h2c is HTTP/2 without TLS; with `tls`, use protocol h2".into(),
+                "t.yaml:4:10: services[0].tls: a client certificate needs both `certificate` and `key`".into(),
+                "t.yaml:4:16: services[0].tls.sni: `not a name` is not a DNS name or an IP address".into(),
+                format!("t.yaml:4:46: services[0].tls.caCertificates: cannot read {dir}/none.pem: No such file or directory (os error 2)"),
+            ],
+        ),
+        (
+            "a client certificate match on a field certificates do not have",
+            format!("{}routes:\n  - name: r\n    rules:\n      - matches: [{{clientCertificate: [{{name: Email, value: x}}]}}]\n        backendRefs: [{{name: s}}]\n", service("")),
+            vec!["t.yaml:7:47: routes[0].rules[0].matches[0].clientCertificate[0].name: unknown client certificate field `Email`, expected one of: Subject, URI, DNS".into()],
+        ),
+    ];
+    let mut mismatches = Vec::new();
+    for (what, text, expected) in cases {
+        let got: Vec<String> = match parse_proxy_config(&text, "t.yaml", &files.0) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.iter().map(ToString::to_string).collect(),
+        };
+        if got != expected {
+            mismatches.push(format!(
+                "{what}:\n{text}--- got:\n{}\n--- expected:\n{}\n",
+                got.join("\n"),
+                expected.join("\n")
+            ));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }

@@ -150,7 +150,7 @@ pub(crate) fn config_map(ctx: &Context, gw: &ProxyConfig) -> Result<Object, Rend
     let tls = gw
         .listeners
         .first()
-        .and_then(|l| l.tls.as_ref())
+        .and_then(|l| l.tls.as_ref()?.first_certificate())
         .map(|_| (format!("{TLS_DIR}/tls.crt"), format!("{TLS_DIR}/tls.key")));
     // In the cluster, the versions' endpoints are their Services' pods.
     let gw = &ProxyConfig {
@@ -197,7 +197,13 @@ pub(crate) fn workload(ctx: &Context, gw: &ProxyConfig) -> Result<Vec<Object>, R
             ..mount("state", STATE_DIR)
         },
     ];
-    if let Some(tls) = gw.listeners.first().and_then(|l| l.tls.as_ref()) {
+    // One kubernetes.io/tls Secret: the listener's default certificate (or
+    // its first by SNI).
+    if let Some(tls) = gw
+        .listeners
+        .first()
+        .and_then(|l| l.tls.as_ref()?.first_certificate())
+    {
         let read = |path: &std::path::Path| {
             std::fs::read_to_string(path).map_err(|e| RenderError::Read {
                 path: path.to_path_buf(),

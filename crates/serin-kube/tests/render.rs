@@ -1223,10 +1223,14 @@ fn what_kubernetes_cannot_express_is_refused() {
 fn gateway_tls_becomes_a_tls_secret() {
     let stack = "gateway:\n  tls: {certificate: cert.pem, key: key.pem}\n\
                  services:\n  - name: a\n    command: serin-demo\n";
+    // A real pair: the stack's checks read the files as serin will.
+    let pair = rcgen::generate_simple_self_signed(vec!["gateway.test".to_string()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (cert, key) = (pair.cert.pem(), pair.signing_key.serialize_pem());
     let (_dir, stack) = stack_in_dir(&[
         ("stack.yaml", stack),
-        ("cert.pem", "CERT\n"),
-        ("key.pem", "KEY\n"),
+        ("cert.pem", &cert),
+        ("key.pem", &key),
     ]);
     let manifests =
         serin_kube::render(&stack, &RenderOptions::default()).unwrap_or_else(|e| panic!("{e}"));
@@ -1236,7 +1240,7 @@ fn gateway_tls_becomes_a_tls_secret() {
     let data = secret.string_data.clone().unwrap_or_default();
     assert_eq!(
         (data["tls.crt"].as_str(), data["tls.key"].as_str()),
-        ("CERT\n", "KEY\n")
+        (cert.as_str(), key.as_str())
     );
     let config = &t
         .config_map("serin-gateway")

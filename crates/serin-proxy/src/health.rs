@@ -15,9 +15,11 @@ use hyper_util::rt::TokioIo;
 use serin_config::proxy::HealthCheckConfig;
 
 use crate::endpoints::{Backend, Endpoint};
+use crate::tls::upstream::UpstreamTls;
 
-/// Checks `backend`'s endpoints until the task is aborted.
-pub async fn run(backend: Arc<Backend>, cfg: HealthCheckConfig) {
+/// Checks `backend`'s endpoints until the task is aborted, over TLS when
+/// the service's endpoints are reached so.
+pub async fn run(backend: Arc<Backend>, cfg: HealthCheckConfig, tls: Option<Arc<UpstreamTls>>) {
     loop {
         let jitter = if cfg.jitter.is_zero() {
             Duration::ZERO
@@ -28,8 +30,8 @@ pub async fn run(backend: Arc<Backend>, cfg: HealthCheckConfig) {
         tokio::time::sleep(cfg.interval + jitter).await;
         let endpoints: Vec<Arc<Endpoint>> = backend.endpoints().list.clone();
         let checks = endpoints.iter().map(|ep| {
-            let cfg = &cfg;
-            async move { (ep, check(ep, cfg).await) }
+            let (cfg, tls) = (&cfg, tls.as_deref());
+            async move { (ep, check(ep, cfg, tls).await) }
         });
         for (ep, ok) in futures_util::future::join_all(checks).await {
             apply(&backend, ep, &cfg, ok);
@@ -37,9 +39,9 @@ pub async fn run(backend: Arc<Backend>, cfg: HealthCheckConfig) {
     }
 }
 
-async fn check(ep: &Endpoint, cfg: &HealthCheckConfig) -> bool {
+async fn check(ep: &Endpoint, cfg: &HealthCheckConfig, tls: Option<&UpstreamTls>) -> bool {
     let attempt = async {
-        let stream = tokio::net::TcpStream::connect(ep.addr).await.ok()?;
+        let stream = crate::pool::connect(ep.addr, cfg.timeout, tls).await.ok()?;
         let (mut tx, conn) = http1::handshake(TokioIo::new(stream)).await.ok()?;
         tokio::spawn(async move {
             let _ = conn.await;

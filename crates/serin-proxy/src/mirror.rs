@@ -54,9 +54,10 @@ pub fn start(
         let copy = body.try_clone()?;
         let mut req = Request::new(copy);
         *req.method_mut() = parts.method.clone();
-        *req.version_mut() = match m.service.pool.protocol {
-            serin_config::proxy::UpstreamProtocol::H2c => http::Version::HTTP_2,
-            serin_config::proxy::UpstreamProtocol::Http1 => http::Version::HTTP_11,
+        *req.version_mut() = if m.service.pool.protocol.is_http2() {
+            http::Version::HTTP_2
+        } else {
+            http::Version::HTTP_11
         };
         *req.headers_mut() = parts.headers.clone();
         req.headers_mut()
@@ -118,6 +119,9 @@ async fn shadow(
         serin_config::proxy::UpstreamProtocol::H2c => {
             format!("http://{}{path_and_query}", ep.addr).parse().ok()?
         }
+        serin_config::proxy::UpstreamProtocol::H2 => format!("https://{}{path_and_query}", ep.addr)
+            .parse()
+            .ok()?,
     };
     *req.uri_mut() = uri;
     let conn = ctx

@@ -5,9 +5,12 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method};
 use rustc_hash::FxHashMap;
-use serin_config::proxy::{MatchConfig, PathMatch, PathNormalizationConfig, RouteConfig};
+use serin_config::proxy::{
+    IdentityField, IdentityMatch, MatchConfig, PathMatch, PathNormalizationConfig, RouteConfig,
+};
 
 use crate::snapshot::CompiledRule;
+use crate::tls::PeerIdentity;
 
 /// One match of one rule.
 struct Entry {
@@ -35,7 +38,7 @@ pub struct RouteTable {
 }
 
 /// Where a route's rule sits in precedence: bigger sorts first.
-fn precedence(m: &MatchConfig) -> (u8, usize, bool, usize, usize) {
+fn precedence(m: &MatchConfig) -> (u8, usize, bool, usize, usize, usize) {
     let (kind, len) = match &m.path {
         PathMatch::Exact(p) => (3, p.len()),
         // Envoy Gateway's order (the Gateway API leaves regex unranked): a
@@ -49,6 +52,9 @@ fn precedence(m: &MatchConfig) -> (u8, usize, bool, usize, usize) {
         m.method.is_some(),
         m.headers.len(),
         m.query_params.len(),
+        // serin's own condition, after the Gateway API's: more of them is
+        // more specific.
+        m.client_certificate.len(),
     )
 }
 
@@ -80,7 +86,8 @@ impl RouteTable {
         table
     }
 
-    /// The rule for a request and the path match that chose it.
+    /// The rule for a request and the path match that chose it. `peer`:
+    /// the connection's verified client certificate.
     pub fn lookup<'a>(
         &'a self,
         host: &str,
@@ -88,6 +95,7 @@ impl RouteTable {
         path: &str,
         query: Option<&str>,
         headers: &HeaderMap,
+        peer: Option<&PeerIdentity>,
     ) -> Option<(&'a Arc<CompiledRule>, &'a MatchConfig)> {
         let vh = self
             .exact
@@ -103,7 +111,10 @@ impl RouteTable {
             .unwrap_or(&self.any);
         vh.entries
             .iter()
-            .find(|e| matches(&e.m, method, path, query, headers))
+            .find(|e| {
+                matches(&e.m, method, path, query, headers)
+                    && identity_matches(&e.m.client_certificate, peer)
+            })
             .map(|e| (&e.rule, &e.m))
     }
 
@@ -180,6 +191,22 @@ fn matches(
     true
 }
 
+/// Whether the client certificate meets every condition (none: any
+/// request, with a certificate or without).
+fn identity_matches(conditions: &[IdentityMatch], peer: Option<&PeerIdentity>) -> bool {
+    if conditions.is_empty() {
+        return true;
+    }
+    let Some(peer) = peer else {
+        return false;
+    };
+    conditions.iter().all(|c| match c.field {
+        IdentityField::Subject => c.value.matches(&peer.subject),
+        IdentityField::Uri => peer.uris.iter().any(|u| c.value.matches(u)),
+        IdentityField::Dns => peer.dns.iter().any(|d| c.value.matches(d)),
+    })
+}
+
 /// One (match, rule) of the config with its tie-breakers.
 struct Cand<'a> {
     hostnames: &'a [String],
@@ -202,6 +229,7 @@ fn candidates<'a>(routes: &'a [(&'a RouteConfig, Vec<Arc<CompiledRule>>)]) -> Ve
                     headers: Vec::new(),
                     query_params: Vec::new(),
                     method: None,
+                    client_certificate: Vec::new(),
                 }]
             } else {
                 rule_cfg.matches.clone()
@@ -382,7 +410,7 @@ mod table_tests {
             .split_once('?')
             .map_or((path, None), |(p, q)| (p, Some(q)));
         table
-            .lookup(host, &method, p, q, &h)
+            .lookup(host, &method, p, q, &h, None)
             .map(|(rule, _)| (rule.route.to_string(), rule.index))
     }
 

@@ -18,6 +18,18 @@ use crate::metrics::{BackendMetrics, Metrics};
 use crate::pool::PoolSettings;
 use crate::request::ProxyError;
 use crate::routing::RouteTable;
+use crate::tls::TlsError;
+use crate::tls::upstream::UpstreamTls;
+
+/// Why a snapshot cannot be built: it is refused, and the running one
+/// stays.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("a filter cannot be built: {0}")]
+    Filter(#[from] FilterError),
+    #[error("service {service}: TLS to its endpoints cannot be set up: {source}")]
+    UpstreamTls { service: String, source: TlsError },
+}
 
 /// A service's settings as the request path needs them.
 pub struct CompiledService {
@@ -149,6 +161,9 @@ pub struct Snapshot {
     pub tracer: Option<crate::telemetry::Tracer>,
     /// Counts requests that match no route.
     pub unrouted: BackendMetrics,
+    /// TLS clients of the services that have one, by service name (for
+    /// health checks, which run apart from the request path).
+    pub upstream_tls: BTreeMap<String, Arc<UpstreamTls>>,
 }
 
 impl Snapshot {
@@ -160,6 +175,7 @@ impl Snapshot {
             access_log: false,
             tracer: None,
             unrouted: BackendMetrics::local(metrics, ""),
+            upstream_tls: BTreeMap::new(),
         }
     }
 
@@ -175,12 +191,12 @@ pub fn compile(
     config: Arc<ProxyConfig>,
     metrics: &Arc<Metrics>,
     mut backend: impl FnMut(&BackendKey) -> Arc<Backend>,
-) -> Result<Snapshot, FilterError> {
+) -> Result<Snapshot, SnapshotError> {
     let services: BTreeMap<&str, Arc<CompiledService>> = config
         .services
         .iter()
-        .map(|s| (s.name.as_str(), Arc::new(compile_service(s))))
-        .collect();
+        .map(|s| Ok((s.name.as_str(), Arc::new(compile_service(s)?))))
+        .collect::<Result<_, SnapshotError>>()?;
     let mut compiled_routes = Vec::new();
     for route in &config.routes {
         let route_name: Arc<str> = route.name.as_str().into();
@@ -215,10 +231,15 @@ pub fn compile(
             (l.name.clone(), Arc::new(table))
         })
         .collect();
+    let upstream_tls = services
+        .iter()
+        .filter_map(|(name, s)| Some((name.to_string(), s.pool.tls.clone()?)))
+        .collect();
     Ok(Snapshot {
         access_log: config.access_log.is_some(),
         tracer: None,
         tables,
+        upstream_tls,
         unrouted: BackendMetrics::local(metrics, ""),
         config,
     })
@@ -302,8 +323,17 @@ fn compile_rule(
     })
 }
 
-fn compile_service(s: &ServiceConfig) -> CompiledService {
-    CompiledService {
+fn compile_service(s: &ServiceConfig) -> Result<CompiledService, SnapshotError> {
+    let tls = match &s.tls {
+        None => None,
+        Some(t) => Some(Arc::new(UpstreamTls::new(t, s.protocol).map_err(
+            |source| SnapshotError::UpstreamTls {
+                service: s.name.clone(),
+                source,
+            },
+        )?)),
+    };
+    Ok(CompiledService {
         circuit_breaker: s.circuit_breaker,
         outlier: s.outlier_detection,
         panic_threshold: s.panic_threshold,
@@ -315,10 +345,11 @@ fn compile_service(s: &ServiceConfig) -> CompiledService {
             connect_timeout: s.connect_timeout,
             max_idle: s.max_idle_per_endpoint,
             idle_timeout: s.pool_idle_timeout,
+            tls,
         },
         lb: s.load_balancer.policy,
         hash_header: s.load_balancer.hash_header.clone(),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -347,7 +378,16 @@ routes:
         .unwrap_or_else(|e| panic!("{e}"));
         let rule = snap
             .table("gw")
-            .and_then(|t| t.lookup("h", &http::Method::GET, "/", None, &http::HeaderMap::new()))
+            .and_then(|t| {
+                t.lookup(
+                    "h",
+                    &http::Method::GET,
+                    "/",
+                    None,
+                    &http::HeaderMap::new(),
+                    None,
+                )
+            })
             .map(|(r, _)| r.clone())
             .unwrap_or_else(|| panic!("no rule"));
         let mut counts = BTreeMap::new();
@@ -373,7 +413,14 @@ routes:
         let table = snap.table("gw").unwrap_or_else(|| panic!("no table"));
         let rule = |path: &str| {
             table
-                .lookup("h", &http::Method::GET, path, None, &http::HeaderMap::new())
+                .lookup(
+                    "h",
+                    &http::Method::GET,
+                    path,
+                    None,
+                    &http::HeaderMap::new(),
+                    None,
+                )
                 .map(|(r, _)| r.clone())
                 .unwrap_or_else(|| panic!("no rule for {path}"))
         };

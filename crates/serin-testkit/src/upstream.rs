@@ -64,6 +64,34 @@ impl Upstream {
         }
     }
 
+    /// Starts an upstream over TLS (rustls) with `cert` and `key` (PEM),
+    /// offering h2 and http/1.1 by ALPN, and asking for a client
+    /// certificate signed by `client_ca` when given (optional: a client
+    /// without one is served). Each request it echoes carries two headers
+    /// of its own: `x-test-sni` (the SNI the client sent, `-` for none)
+    /// and `x-test-client-cert` (`present` or `absent`).
+    pub fn start_tls(
+        name: &str,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        client_ca: Option<&std::path::Path>,
+    ) -> Self {
+        let acceptor = tls_acceptor(cert, key, client_ca);
+        let control = Arc::new(UpstreamControl::default());
+        let ctl = control.clone();
+        let label = name.to_string();
+        let server = ServerThread::start_local(move |stream| {
+            ctl.connections.fetch_add(1, Ordering::SeqCst);
+            serve_tls(acceptor.clone(), stream, ctl.clone(), label.clone())
+        });
+        Self {
+            addr: server.addr,
+            name: name.to_string(),
+            control,
+            _server: server,
+        }
+    }
+
     pub fn requests(&self) -> usize {
         self.control.requests.load(Ordering::SeqCst)
     }
@@ -92,6 +120,76 @@ async fn serve(stream: tokio::net::TcpStream, ctl: Arc<UpstreamControl>, label: 
     });
     let _ = auto::Builder::new(TokioExecutor::new())
         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+        .await;
+}
+
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    client_ca: Option<&std::path::Path>,
+) -> tokio_rustls::TlsAcceptor {
+    use rustls_pki_types::pem::PemObject;
+    let certs = rustls_pki_types::CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .unwrap_or_else(|e| panic!("test upstream certificate {}: {e}", cert.display()));
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key)
+        .unwrap_or_else(|e| panic!("test upstream key {}: {e}", key.display()));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|e| panic!("test upstream TLS: {e}"));
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in rustls_pki_types::CertificateDer::pem_file_iter(ca)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .unwrap_or_else(|e| panic!("test upstream CA {}: {e}", ca.display()))
+            {
+                roots
+                    .add(c)
+                    .unwrap_or_else(|e| panic!("test upstream CA: {e}"));
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .allow_unauthenticated()
+                    .build()
+                    .unwrap_or_else(|e| panic!("test upstream verifier: {e}"));
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .unwrap_or_else(|e| panic!("test upstream TLS: {e}"));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+async fn serve_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    ctl: Arc<UpstreamControl>,
+    label: String,
+) {
+    let Ok(tls) = acceptor.accept(stream).await else {
+        return;
+    };
+    let conn = tls.get_ref().1;
+    let sni = http::HeaderValue::from_str(conn.server_name().unwrap_or("-"))
+        .unwrap_or(http::HeaderValue::from_static("?"));
+    let client_cert = http::HeaderValue::from_static(match conn.peer_certificates() {
+        Some(_) => "present",
+        None => "absent",
+    });
+    let svc = service_fn(move |mut req: Request<Incoming>| {
+        let (ctl, label) = (ctl.clone(), label.clone());
+        req.headers_mut().insert("x-test-sni", sni.clone());
+        req.headers_mut()
+            .insert("x-test-client-cert", client_cert.clone());
+        async move { Ok::<_, std::convert::Infallible>(answer(req, ctl, label).await) }
+    });
+    let _ = auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(tls), svc)
         .await;
 }
 

@@ -10,8 +10,8 @@ use regex::Regex;
 use serde::Serialize;
 
 pub use super::raw::{
-    ContentCoding, Discovery, EscapedSlashesAction, LbPolicy, LogFormat, PathParametersAction,
-    UpstreamProtocol,
+    ClientValidationMode, ContentCoding, Discovery, EscapedSlashesAction, LbPolicy, LogFormat,
+    PathParametersAction, UpstreamProtocol,
 };
 use crate::error::Span;
 
@@ -287,10 +287,76 @@ pub struct ListenerConfig {
     pub path: String,
 }
 
+/// A listener's TLS (README, "TLS"): the files are read again when they
+/// change on disk.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TlsConfig {
+    /// Served for no SNI, or an SNI that no entry of `certificates` names.
+    /// Without one, such a handshake is refused.
+    pub default: Option<CertificateFiles>,
+    /// Chosen by the client's SNI.
+    pub certificates: Vec<SniCertificateConfig>,
+    pub client_validation: Option<ClientValidationConfig>,
+}
+
+impl TlsConfig {
+    /// The default certificate, else the first chosen by SNI: the one a
+    /// rendering that carries a single certificate takes.
+    pub fn first_certificate(&self) -> Option<&CertificateFiles> {
+        self.default
+            .as_ref()
+            .or_else(|| self.certificates.first().map(|c| &c.files))
+    }
+
+    /// Every file the listener's TLS is made of (to watch for changes).
+    pub fn files(&self) -> Vec<&std::path::Path> {
+        let mut files: Vec<&std::path::Path> = self
+            .default
+            .iter()
+            .chain(self.certificates.iter().map(|c| &c.files))
+            .flat_map(|f| [f.certificate.as_path(), f.key.as_path()])
+            .collect();
+        files.extend(
+            self.client_validation
+                .iter()
+                .map(|c| c.ca_certificates.as_path()),
+        );
+        files
+    }
+}
+
+/// A PEM certificate chain (leaf first) and its PEM private key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct CertificateFiles {
     pub certificate: PathBuf,
     pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SniCertificateConfig {
+    pub files: CertificateFiles,
+    /// Lowercase; exact names and `*.example.com` (one label, as rustls
+    /// and Envoy match). Empty: the certificate's own DNS names, read with
+    /// the file (so a renewed certificate with new names serves them).
+    pub hostnames: Vec<String>,
+}
+
+/// Client certificates checked against a CA bundle.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClientValidationConfig {
+    pub mode: ClientValidationMode,
+    pub ca_certificates: PathBuf,
+}
+
+/// TLS from serin to a service's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct UpstreamTlsConfig {
+    /// Sent as SNI and checked against the endpoint's certificate.
+    pub server_name: String,
+    /// `None`: the system's trust store.
+    pub ca_certificates: Option<PathBuf>,
+    /// The certificate serin presents, when the upstream asks for one.
+    pub client_certificate: Option<CertificateFiles>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -361,6 +427,8 @@ impl Default for PathNormalizationConfig {
 pub struct ServiceConfig {
     pub name: String,
     pub protocol: UpstreamProtocol,
+    /// `None`: plain TCP to the endpoints.
+    pub tls: Option<UpstreamTlsConfig>,
     #[serde(with = "humantime_serde_compat")]
     pub connect_timeout: Duration,
     pub load_balancer: LoadBalancerConfig,
@@ -374,6 +442,13 @@ pub struct ServiceConfig {
     /// endpoint is used: better spread over all than overload the few.
     pub panic_threshold: f64,
     pub versions: Vec<VersionConfig>,
+}
+
+impl UpstreamProtocol {
+    /// HTTP/2, in clear text (`h2c`) or over TLS (`h2`).
+    pub fn is_http2(self) -> bool {
+        matches!(self, Self::H2c | Self::H2)
+    }
 }
 
 /// Ejects endpoints that keep failing (Envoy's outlier detection).
@@ -524,6 +599,40 @@ pub struct MatchConfig {
     pub query_params: Vec<ValueMatch>,
     #[serde(serialize_with = "ser_opt_display")]
     pub method: Option<Method>,
+    /// Every one must hold for the verified client certificate; a request
+    /// without one matches none.
+    pub client_certificate: Vec<IdentityMatch>,
+}
+
+/// A condition on the verified client certificate.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdentityMatch {
+    pub field: IdentityField,
+    pub value: StringMatch,
+}
+
+/// Which part of a client certificate a match reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum IdentityField {
+    /// The subject, RFC 4514 form (`CN=client,O=Example`).
+    Subject,
+    /// Any URI subject alternative name (a SPIFFE id, say).
+    Uri,
+    /// Any DNS subject alternative name.
+    Dns,
+}
+
+impl IdentityField {
+    pub const NAMES: [&str; 3] = ["Subject", "URI", "DNS"];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "Subject" => Some(Self::Subject),
+            "URI" => Some(Self::Uri),
+            "DNS" => Some(Self::Dns),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -171,9 +171,54 @@ config_enum! {
 }
 
 config_struct! {
+    /// A listener's TLS: certificates chosen by SNI, a default one, and
+    /// client-certificate validation.
     pub struct Tls {
+        /// The default certificate: served when the client names no host
+        /// or one no entry of `certificates` has.
+        certificate: Option<Spanned<String>> = "certificate",
+        key: Option<Spanned<String>> = "key",
+        certificates: Vec<SniCertificate> = "certificates",
+        client_validation: Option<ClientValidation> = "clientValidation",
+    }
+}
+
+config_struct! {
+    /// A certificate served for the host names a client asks for (SNI).
+    pub struct SniCertificate {
         certificate: Spanned<String> = "certificate" [required],
         key: Spanned<String> = "key" [required],
+        /// Exact names and `*.example.com` wildcards; without it, the DNS
+        /// names of the certificate's subject alternative names.
+        hostnames: Option<Vec<Spanned<String>>> = "hostnames",
+    }
+}
+
+config_enum! {
+    /// Whether a client must present a certificate (`required`), or may
+    /// (`optional`: one presented must still be valid).
+    pub enum ClientValidationMode { Required = "required", Optional = "optional" }
+    default = Required
+}
+
+config_struct! {
+    /// Client certificates checked against a CA bundle.
+    pub struct ClientValidation {
+        mode: ClientValidationMode = "mode",
+        ca_certificates: Spanned<String> = "caCertificates" [required],
+    }
+}
+
+config_struct! {
+    /// TLS from serin to a service's endpoints.
+    pub struct UpstreamTls {
+        /// The name sent as SNI and checked in the endpoint's certificate.
+        sni: Option<Spanned<String>> = "sni",
+        /// Without it: the system's trust store.
+        ca_certificates: Option<Spanned<String>> = "caCertificates",
+        /// A client certificate serin presents (with `key`).
+        certificate: Option<Spanned<String>> = "certificate",
+        key: Option<Spanned<String>> = "key",
     }
 }
 
@@ -192,7 +237,7 @@ config_struct! {
 
 config_enum! {
     /// How serin speaks to a service's endpoints.
-    pub enum UpstreamProtocol { Http1 = "http1", H2c = "h2c" }
+    pub enum UpstreamProtocol { Http1 = "http1", H2c = "h2c", H2 = "h2" }
     default = Http1
 }
 
@@ -224,6 +269,7 @@ config_struct! {
     pub struct Service {
         name: Spanned<String> = "name" [required],
         protocol: UpstreamProtocol = "protocol",
+        tls: Option<UpstreamTls> = "tls",
         connect_timeout: Option<Duration> = "connectTimeout",
         load_balancer: Option<LoadBalancer> = "loadBalancer",
         pool: Option<Pool> = "pool",
@@ -411,6 +457,9 @@ config_struct! {
         headers: Vec<ValueMatch> = "headers",
         query_params: Vec<ValueMatch> = "queryParams",
         method: Option<Spanned<String>> = "method",
+        /// serin: the verified client certificate (`name`: `Subject`,
+        /// `URI` or `DNS`), as `headers` are matched.
+        client_certificate: Vec<ValueMatch> = "clientCertificate",
     }
 }
 

@@ -21,7 +21,7 @@ const MAX_RETRY_ATTEMPTS: u32 = 10;
 pub(crate) fn validate(raw: raw::Config, base_dir: &Path, p: &mut Problems) -> ProxyConfig {
     let admin = admin(raw.admin.as_ref(), p);
     let listeners = listeners(&raw.listeners, base_dir, p);
-    let services = services(&raw.services, p);
+    let services = services(&raw.services, base_dir, p);
     let listener_names: BTreeSet<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
     let refs = Refs {
         services: &services,
@@ -234,10 +234,10 @@ fn listeners(raw: &[raw::Listener], base_dir: &Path, p: &mut Problems) -> Vec<Li
                 ),
             );
         }
-        let tls = l.tls.as_ref().map(|t| TlsConfig {
-            certificate: readable_file(&t.certificate, base_dir, p),
-            key: readable_file(&t.key, base_dir, p),
-        });
+        let tls = l
+            .tls
+            .as_ref()
+            .map(|t| super::tls::listener_tls(t, base_dir, p));
         let mut limits = ListenerLimits::default();
         if let Some(raw) = &l.limits {
             if let Some(v) = &raw.max_request_header_bytes {
@@ -304,7 +304,11 @@ fn positive(v: &Spanned<usize>, p: &mut Problems) {
     }
 }
 
-fn readable_file(path: &Spanned<String>, base_dir: &Path, p: &mut Problems) -> std::path::PathBuf {
+pub(super) fn readable_file(
+    path: &Spanned<String>,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> std::path::PathBuf {
     let full = base_dir.join(&**path);
     if let Err(e) = std::fs::metadata(&full) {
         path.report(p, format!("cannot read {}: {e}", full.display()));
@@ -333,7 +337,7 @@ fn unique<'a>(
     }
 }
 
-fn services(raw: &[raw::Service], p: &mut Problems) -> Vec<ServiceConfig> {
+fn services(raw: &[raw::Service], base_dir: &Path, p: &mut Problems) -> Vec<ServiceConfig> {
     let mut names = BTreeMap::new();
     let mut out = Vec::new();
     for s in raw {
@@ -460,6 +464,7 @@ fn services(raw: &[raw::Service], p: &mut Problems) -> Vec<ServiceConfig> {
             }
         });
         out.push(ServiceConfig {
+            tls: super::tls::upstream_tls(s, base_dir, p),
             outlier_detection,
             health_check,
             panic_threshold: percent_of(s.panic_threshold.as_ref(), defaults::PANIC_THRESHOLD, p),
@@ -1104,12 +1109,39 @@ fn match_config(m: &raw::Match, p: &mut Problems) -> Option<MatchConfig> {
             }
         },
     };
+    let client_certificate = m
+        .client_certificate
+        .iter()
+        .filter_map(|c| identity_match(c, p))
+        .collect();
     Some(MatchConfig {
         path,
         headers,
         query_params,
         method,
+        client_certificate,
     })
+}
+
+fn identity_match(v: &raw::ValueMatch, p: &mut Problems) -> Option<IdentityMatch> {
+    let Some(field) = IdentityField::parse(&v.name) else {
+        v.name.report(
+            p,
+            format!(
+                "unknown client certificate field `{}`, expected one of: {}",
+                *v.name,
+                IdentityField::NAMES.join(", ")
+            ),
+        );
+        return None;
+    };
+    let value = match v.kind {
+        raw::ValueMatchType::Exact => StringMatch::Exact(v.value.value.clone()),
+        raw::ValueMatchType::RegularExpression => {
+            StringMatch::RegularExpression(full_regex(&v.value, p)?)
+        }
+    };
+    Some(IdentityMatch { field, value })
 }
 
 fn value_match(v: &raw::ValueMatch, is_header: bool, p: &mut Problems) -> Option<ValueMatch> {

@@ -78,6 +78,7 @@ pub(super) fn validate(
                 node_path: rs.node_path.clone(),
                 name: rs.name.clone(),
                 protocol: rs.protocol,
+                tls: None,
                 connect_timeout: rs.connect_timeout,
                 load_balancer: rs.load_balancer.clone(),
                 pool: None,

@@ -105,8 +105,8 @@ pub enum EditError {
     },
     #[error("a mirror's percent must be from 0 to 100, found {0}")]
     MirrorPercent(f64),
-    #[error("a filter cannot be built: {0}")]
-    Filter(#[from] crate::filters::FilterError),
+    #[error("{0}")]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
     #[error("the run-time weights do not fit: {0}")]
     Overrides(#[from] WeightOverrideError),
     #[error("routes come from this file, not from Kubernetes")]
@@ -659,7 +659,7 @@ fn bind_all(
     let mut errors = Vec::new();
     for l in &config.listeners {
         if let Some(t) = &l.tls
-            && let Err(e) = crate::tls::acceptor(&t.certificate, &t.key)
+            && let Err(e) = crate::tls::check(t)
         {
             let path = format!("{}.tls", l.path.trim_end_matches(".address"));
             errors.push(at(l, path, e.to_string()));

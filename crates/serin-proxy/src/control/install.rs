@@ -10,15 +10,14 @@ use serin_config::proxy::{FilterConfig, HealthCheckConfig, ListenerConfig, Proxy
 use serin_discovery::{BackendKey, EndpointSpec};
 
 use super::{Control, Proxy};
-use crate::filters::FilterError;
 use crate::server::{ListenerSettings, ListenerSocket, WorkerCommand};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, SnapshotError};
 use crate::{health, snapshot, telemetry, tls};
 
 impl Proxy {
     /// Compiles `effective` (the file config with run-time weights applied)
     /// into a snapshot; nothing serves it yet.
-    pub(super) fn build(&self, effective: ProxyConfig) -> Result<Snapshot, FilterError> {
+    pub(super) fn build(&self, effective: ProxyConfig) -> Result<Snapshot, SnapshotError> {
         snapshot::compile(Arc::new(effective), &self.shared.metrics, |key| {
             self.shared.backend(key, &self.registry)
         })
@@ -34,11 +33,15 @@ impl Proxy {
         }
         snap.tracer = tracer_for(control, snap.config.tracing.as_ref());
         let referenced = referenced_backends(&snap.config);
-        let checks: BTreeMap<BackendKey, HealthCheckConfig> = snap
+        let upstream_tls = &snap.upstream_tls;
+        let checks: BTreeMap<BackendKey, HealthCheck> = snap
             .config
             .services
             .iter()
-            .filter_map(|s| Some((s, s.health_check.clone()?)))
+            .filter_map(|s| {
+                let tls = upstream_tls.get(&s.name).cloned();
+                Some((s, (s.health_check.clone()?, tls)))
+            })
             .flat_map(|(s, hc)| {
                 s.versions
                     .iter()
@@ -91,11 +94,14 @@ impl Proxy {
     fn restart_health_checks(
         &self,
         control: &mut Control,
-        wanted: BTreeMap<BackendKey, HealthCheckConfig>,
+        wanted: BTreeMap<BackendKey, HealthCheck>,
     ) {
+        let tls_id = |c: &HealthCheck| c.1.as_ref().map_or(0, |t| t.id);
         let running = &mut control.health_checks;
         running.retain(|key, (cfg, task)| {
-            let keep = wanted.get(key) == Some(cfg);
+            let keep = wanted
+                .get(key)
+                .is_some_and(|w| w.0 == cfg.0 && tls_id(w) == tls_id(cfg));
             if !keep {
                 task.abort();
             }
@@ -109,7 +115,7 @@ impl Proxy {
                 continue;
             }
             let backend = self.shared.backend(&key, &self.registry);
-            let task = rt.spawn(health::run(backend, cfg.clone()));
+            let task = rt.spawn(health::run(backend, cfg.0.clone(), cfg.1.clone()));
             running.insert(key, (cfg, task.abort_handle()));
         }
     }
@@ -131,18 +137,7 @@ impl Proxy {
             kept
         });
         for (config, sock) in bound {
-            // TLS files were checked before; a failure here means they
-            // changed since, and the listener keeps its previous acceptor.
-            let tls = match &config.tls {
-                None => None,
-                Some(t) => match tls::acceptor(&t.certificate, &t.key) {
-                    Ok(a) => Some(a),
-                    Err(e) => {
-                        tracing::error!(listener = %config.name, error = %e, "TLS not reloaded");
-                        sock.settings.load().tls.clone()
-                    }
-                },
-            };
+            let tls = listener_tls(&config, &sock);
             sock.settings
                 .store(Arc::new(ListenerSettings { config, tls }));
             if let std::collections::btree_map::Entry::Vacant(slot) =
@@ -160,6 +155,29 @@ impl Proxy {
     pub(super) fn listen_on(&self, bound: Vec<(ListenerConfig, Arc<ListenerSocket>)>) {
         let mut control = self.control();
         self.activate_listeners(&mut control, bound);
+    }
+}
+
+/// A service version's health check, and the TLS it is made over.
+pub(super) type HealthCheck = (HealthCheckConfig, Option<Arc<tls::upstream::UpstreamTls>>);
+
+/// The TLS a listener serves with under `config`: the one it has when the
+/// section is the same (its files read again, as a reload promises), else
+/// a new one. TLS files were checked before; a failure here means they
+/// changed since, and the listener keeps what it had.
+fn listener_tls(config: &ListenerConfig, sock: &ListenerSocket) -> Option<Arc<tls::ListenerTls>> {
+    let wanted = config.tls.as_ref()?;
+    let had = sock.settings.load().tls.clone();
+    if let Some(had) = had.as_ref().filter(|t| t.is_for(wanted)) {
+        had.refresh();
+        return Some(had.clone());
+    }
+    match tls::ListenerTls::start(&config.name, wanted) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::error!(listener = %config.name, error = %e, "TLS not reloaded");
+            had
+        }
     }
 }
 

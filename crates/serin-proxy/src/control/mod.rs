@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use serin_config::ConfigErrors;
-use serin_config::proxy::{HealthCheckConfig, ProxyConfig, RouteConfig};
+use serin_config::proxy::{ProxyConfig, RouteConfig};
 use serin_discovery::{BackendKey, Registry};
 use tokio::sync::watch;
 
@@ -65,7 +65,8 @@ struct Control {
     /// Static endpoints this proxy put in the registry, by service.
     static_services: BTreeSet<String>,
     /// Active health-check tasks by backend, with the settings they run.
-    health_checks: BTreeMap<BackendKey, (HealthCheckConfig, tokio::task::AbortHandle)>,
+    /// With the id of the TLS setting they check over (0: plain TCP).
+    health_checks: BTreeMap<BackendKey, (install::HealthCheck, tokio::task::AbortHandle)>,
     /// The trace exporter while tracing is on.
     exporter: Option<telemetry::Exporter>,
 }

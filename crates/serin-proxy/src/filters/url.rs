@@ -127,6 +127,7 @@ mod tests {
             headers: vec![],
             query_params: vec![],
             method: None,
+            client_certificate: Vec::new(),
         }
     }
 

@@ -11,6 +11,7 @@
 //! through hyper's client connection, which runs a task of its own.
 
 mod raw;
+mod stream;
 pub mod wire;
 
 use std::cell::RefCell;
@@ -33,8 +34,10 @@ use tokio::net::TcpStream;
 
 use crate::body::{ReplayBody, ResponseBody};
 use crate::endpoints::Endpoint;
+use crate::tls::upstream::UpstreamTls;
 pub use raw::RawBody;
 use raw::{Lease, RawConn};
+pub use stream::UpstreamStream;
 use wire::WireError;
 
 /// Runs hyper's background tasks on the worker's own thread.
@@ -61,6 +64,13 @@ pub enum SendError {
     },
     #[error("connect to {0} timed out")]
     ConnectTimeout(std::net::SocketAddr),
+    /// The TLS handshake failed (the certificate not trusted, no shared
+    /// version, ALPN refused): nothing was sent.
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Tls {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     /// The request was never written (connection closed first, stream
     /// refused): safe to retry whatever the method.
     #[error("request not sent: {0}")]
@@ -97,7 +107,10 @@ impl SendError {
     }
 
     pub fn is_connect(&self) -> bool {
-        matches!(self, Self::Connect { .. } | Self::ConnectTimeout(_))
+        matches!(
+            self,
+            Self::Connect { .. } | Self::ConnectTimeout(_) | Self::Tls { .. }
+        )
     }
 }
 
@@ -117,6 +130,8 @@ fn classify(e: hyper::Error) -> SendError {
 struct Idle {
     tx: http1::SendRequest<ReplayBody>,
     since: Instant,
+    /// [`PoolSettings::tls_id`] of the connection.
+    tls_id: u64,
 }
 
 struct RawIdle {
@@ -128,7 +143,8 @@ struct RawIdle {
 struct EndpointPool {
     idle: Vec<Idle>,
     raw_idle: Vec<RawIdle>,
-    h2: Option<http2::SendRequest<ReplayBody>>,
+    /// With its [`PoolSettings::tls_id`].
+    h2: Option<(http2::SendRequest<ReplayBody>, u64)>,
 }
 
 /// An upstream's response head may be at most this large: the client's
@@ -158,6 +174,24 @@ async fn connect_addr(
     Ok(stream)
 }
 
+/// A connection to an upstream, within `timeout`, over TLS when `tls`
+/// says so (the handshake has `timeout` of its own).
+pub(crate) async fn connect(
+    addr: std::net::SocketAddr,
+    timeout: Duration,
+    tls: Option<&UpstreamTls>,
+) -> Result<UpstreamStream, SendError> {
+    let tcp = connect_addr(addr, timeout).await?;
+    let Some(tls) = tls else {
+        return Ok(UpstreamStream::Plain(tcp));
+    };
+    match tokio::time::timeout(timeout, tls.handshake(tcp)).await {
+        Ok(Ok(stream)) => Ok(UpstreamStream::Tls(Box::new(stream))),
+        Ok(Err(source)) => Err(SendError::Tls { addr, source }),
+        Err(_) => Err(SendError::ConnectTimeout(addr)),
+    }
+}
+
 /// Settings of one service that the pool needs.
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
@@ -167,6 +201,16 @@ pub struct PoolSettings {
     pub connect_timeout: Duration,
     pub max_idle: usize,
     pub idle_timeout: Duration,
+    /// TLS to the endpoints; `None`: plain TCP.
+    pub tls: Option<Arc<UpstreamTls>>,
+}
+
+impl PoolSettings {
+    /// Which TLS setting a connection was made with (0: plain TCP): a
+    /// pooled connection serves only requests of the same one.
+    fn tls_id(&self) -> u64 {
+        self.tls.as_ref().map_or(0, |t| t.id)
+    }
 }
 
 /// A worker's connection pools, keyed by endpoint id.
@@ -180,12 +224,19 @@ impl Pools {
         Rc::new(Self::default())
     }
 
-    fn take_idle(&self, ep: u64, idle_timeout: Duration) -> Option<http1::SendRequest<ReplayBody>> {
+    fn take_idle(
+        &self,
+        ep: u64,
+        settings: &PoolSettings,
+    ) -> Option<http1::SendRequest<ReplayBody>> {
         let mut map = self.map.borrow_mut();
         let pool = map.get_mut(&ep)?;
         let now = Instant::now();
         while let Some(idle) = pool.idle.pop() {
-            if idle.tx.is_closed() || now.duration_since(idle.since) > idle_timeout {
+            if idle.tx.is_closed()
+                || now.duration_since(idle.since) > settings.idle_timeout
+                || idle.tls_id != settings.tls_id()
+            {
                 continue;
             }
             return Some(idle.tx);
@@ -193,7 +244,7 @@ impl Pools {
         None
     }
 
-    fn put_idle(&self, ep: u64, tx: http1::SendRequest<ReplayBody>, max_idle: usize) {
+    fn put_idle(&self, ep: u64, tx: http1::SendRequest<ReplayBody>, max_idle: usize, tls_id: u64) {
         if tx.is_closed() {
             return;
         }
@@ -203,16 +254,20 @@ impl Pools {
             pool.idle.push(Idle {
                 tx,
                 since: Instant::now(),
+                tls_id,
             });
         }
     }
 
-    fn take_raw_idle(&self, ep: u64, idle_timeout: Duration) -> Option<RawConn> {
+    fn take_raw_idle(&self, ep: u64, settings: &PoolSettings) -> Option<RawConn> {
         let mut map = self.map.borrow_mut();
         let pool = map.get_mut(&ep)?;
         let now = Instant::now();
-        while let Some(idle) = pool.raw_idle.pop() {
-            if now.duration_since(idle.since) > idle_timeout || !idle.conn.still_usable() {
+        while let Some(mut idle) = pool.raw_idle.pop() {
+            if now.duration_since(idle.since) > settings.idle_timeout
+                || idle.conn.tls_id() != settings.tls_id()
+                || !idle.conn.still_usable()
+            {
                 continue;
             }
             return Some(idle.conn);
@@ -273,9 +328,13 @@ impl Pools {
         backend: &crate::endpoints::Backend,
     ) -> Result<Conn, SendError> {
         let slot = Self::http1_slot(backend, settings).await?;
-        let conn = match self.take_raw_idle(ep.id, settings.idle_timeout) {
+        let conn = match self.take_raw_idle(ep.id, settings) {
             Some(conn) => conn,
-            None => RawConn::new(connect_addr(ep.addr, settings.connect_timeout).await?),
+            None => {
+                let tls = settings.tls.as_deref();
+                let stream = connect(ep.addr, settings.connect_timeout, tls).await?;
+                RawConn::new(stream, settings.tls_id())
+            }
         };
         Ok(Conn::Raw {
             conn,
@@ -284,6 +343,7 @@ impl Pools {
                 ep: ep.id,
                 addr: ep.addr,
                 connect_timeout: settings.connect_timeout,
+                tls: settings.tls.clone(),
                 max_idle: settings.max_idle,
                 slot,
             },
@@ -308,7 +368,7 @@ impl Pools {
             }
             UpstreamProtocol::Http1 => loop {
                 let slot = Self::http1_slot(backend, settings).await?;
-                let tx = match self.take_idle(ep.id, settings.idle_timeout) {
+                let tx = match self.take_idle(ep.id, settings) {
                     Some(mut tx) => {
                         // Ready soon after the previous body ended; an error
                         // means the upstream closed it meanwhile.
@@ -318,7 +378,8 @@ impl Pools {
                         tx
                     }
                     None => {
-                        let stream = connect_addr(ep.addr, settings.connect_timeout).await?;
+                        let tls = settings.tls.as_deref();
+                        let stream = connect(ep.addr, settings.connect_timeout, tls).await?;
                         let (tx, conn) = http1::Builder::new()
                             .max_header_size(MAX_RESPONSE_HEAD_BYTES)
                             .max_headers(MAX_RESPONSE_HEADERS)
@@ -338,22 +399,25 @@ impl Pools {
                     pools: self.clone(),
                     ep: ep.id,
                     max_idle: settings.max_idle,
+                    tls_id: settings.tls_id(),
                     slot,
                 });
             },
-            UpstreamProtocol::H2c => {
+            UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
                 let existing = {
                     let map = self.map.borrow();
                     map.get(&ep.id)
                         .and_then(|p| p.h2.clone())
-                        .filter(|tx| !tx.is_closed())
+                        .filter(|(tx, id)| !tx.is_closed() && *id == settings.tls_id())
+                        .map(|(tx, _)| tx)
                 };
                 let mut tx = match existing {
                     Some(tx) => tx,
                     None => {
                         let slot = ConnSlot::take(backend, settings)
                             .ok_or(SendError::Overflow("maxConnections"))?;
-                        let stream = connect_addr(ep.addr, settings.connect_timeout).await?;
+                        let tls = settings.tls.as_deref();
+                        let stream = connect(ep.addr, settings.connect_timeout, tls).await?;
                         let (tx, conn) = http2::Builder::new(LocalExec)
                             .timer(TokioTimer::new())
                             .handshake(TokioIo::new(stream))
@@ -365,7 +429,8 @@ impl Pools {
                                 tracing::debug!(error = %e, "upstream h2 connection ended");
                             }
                         });
-                        self.map.borrow_mut().entry(ep.id).or_default().h2 = Some(tx.clone());
+                        self.map.borrow_mut().entry(ep.id).or_default().h2 =
+                            Some((tx.clone(), settings.tls_id()));
                         tx
                     }
                 };
@@ -386,9 +451,10 @@ impl Pools {
             }
             pool.idle
                 .retain(|i| !i.tx.is_closed() && now.duration_since(i.since) <= idle_timeout);
-            pool.raw_idle
-                .retain(|i| now.duration_since(i.since) <= idle_timeout && i.conn.still_usable());
-            if pool.h2.as_ref().is_some_and(http2::SendRequest::is_closed) {
+            pool.raw_idle.retain_mut(|i| {
+                now.duration_since(i.since) <= idle_timeout && i.conn.still_usable()
+            });
+            if pool.h2.as_ref().is_some_and(|(tx, _)| tx.is_closed()) {
                 pool.h2 = None;
             }
             !pool.idle.is_empty() || !pool.raw_idle.is_empty() || pool.h2.is_some()
@@ -431,6 +497,7 @@ pub enum Conn {
         pools: Rc<Pools>,
         ep: u64,
         max_idle: usize,
+        tls_id: u64,
         slot: ConnSlot,
     },
     H2(http2::SendRequest<ReplayBody>),
@@ -456,6 +523,7 @@ impl Conn {
                 pools,
                 ep,
                 max_idle,
+                tls_id,
                 slot,
             } => {
                 let resp = tx.try_send_request(req).await.map_err(unsent)?;
@@ -465,6 +533,7 @@ impl Conn {
                     ep,
                     tx,
                     max_idle,
+                    tls_id,
                     slot,
                 });
                 Ok(resp.map(|body| ResponseBody::Upstream(Box::new(PooledBody::new(body, ret)))))
@@ -492,13 +561,15 @@ struct GiveBack {
     ep: u64,
     tx: http1::SendRequest<ReplayBody>,
     max_idle: usize,
+    tls_id: u64,
     /// Let go (and waiting requests told) when the exchange is over.
     slot: ConnSlot,
 }
 
 impl GiveBack {
     fn give(self) {
-        self.pools.put_idle(self.ep, self.tx, self.max_idle);
+        self.pools
+            .put_idle(self.ep, self.tx, self.max_idle, self.tls_id);
         drop(self.slot);
     }
 }

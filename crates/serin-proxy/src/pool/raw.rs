@@ -13,18 +13,19 @@
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
+use super::stream::UpstreamStream;
 use super::wire::{self, Chunked, Decoded, Framing, WireError};
 use super::{ConnSlot, Failed, Pools, SendError};
 use crate::body::{BoxError, ReplayBody, ResponseBody};
+use crate::tls::upstream::UpstreamTls;
 
 /// Read buffers grow by this much: a response head and a small body fit
 /// in one read.
@@ -36,35 +37,33 @@ const COALESCE_BODY: usize = 16 * 1024;
 
 /// An HTTP/1.1 connection to an upstream, between exchanges.
 pub struct RawConn {
-    stream: TcpStream,
+    stream: UpstreamStream,
     buf: BytesMut,
     reused: bool,
+    /// The TLS setting it was made with (0: plain TCP).
+    tls_id: u64,
 }
 
 impl RawConn {
-    pub(super) fn new(stream: TcpStream) -> Self {
+    pub(super) fn new(stream: UpstreamStream, tls_id: u64) -> Self {
         Self {
             stream,
             buf: BytesMut::new(),
             reused: false,
+            tls_id,
         }
     }
 
-    /// Whether an idle connection can carry another request: not closed
-    /// by the upstream, nothing unasked-for waiting on it. Free for a
-    /// healthy connection: tokio clears a socket's readiness when a read
-    /// leaves the buffer short (as the last read of an answer does), so
-    /// only an event since then (a close, stray bytes) costs a look, one
-    /// non-blocking read. An upstream's close that the reactor has not
-    /// seen yet is caught by [`send`]: a safe request goes again on a new
-    /// connection, as Go's HTTP client does.
-    pub(super) fn still_usable(&self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        if self.stream.poll_read_ready(&mut cx).is_pending() {
-            return true;
-        }
-        let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    pub(super) fn tls_id(&self) -> u64 {
+        self.tls_id
+    }
+
+    /// Whether an idle connection can carry another request (see
+    /// [`UpstreamStream::still_usable`]). An upstream's close that the
+    /// reactor has not seen yet is caught by [`send`]: a safe request goes
+    /// again on a new connection, as Go's HTTP client does.
+    pub(super) fn still_usable(&mut self) -> bool {
+        self.stream.still_usable()
     }
 }
 
@@ -75,6 +74,7 @@ pub struct Lease {
     pub(super) ep: u64,
     pub(super) addr: std::net::SocketAddr,
     pub(super) connect_timeout: Duration,
+    pub(super) tls: Option<std::sync::Arc<UpstreamTls>>,
     pub(super) max_idle: usize,
     /// Let go (and waiting requests told) when the exchange is over.
     pub(super) slot: ConnSlot,
@@ -185,11 +185,12 @@ pub async fn send(
         }
         Next::Fail => return Err((SendError::Wire(failure.into_error()), None)),
     }
-    let stream = match super::connect_addr(lease.addr, lease.connect_timeout).await {
+    let tls = lease.tls.as_deref();
+    let stream = match super::connect(lease.addr, lease.connect_timeout, tls).await {
         Ok(s) => s,
         Err(e) => return Err((e, Some(Box::new(req)))),
     };
-    let conn = RawConn::new(stream);
+    let conn = RawConn::new(stream, tls.map_or(0, |t| t.id));
     match exchange(conn, lease, req.method(), &head, body.as_ref()).await {
         Ok(resp) => Ok(resp),
         Err((_, f)) => match next_after(&f, false, req.method()) {
@@ -287,7 +288,7 @@ enum Written {
 }
 
 async fn write_request(
-    stream: &mut TcpStream,
+    stream: &mut UpstreamStream,
     head: &[u8],
     body: Option<&Bytes>,
 ) -> Result<(), Written> {
@@ -309,6 +310,11 @@ async fn write_request(
     }
     if let Some(body) = body {
         stream.write_all(body).await.map_err(Written::Part)?;
+    }
+    // rustls holds what it was given until flushed; a TCP stream holds
+    // nothing (and is not asked).
+    if stream.is_tls() {
+        stream.flush().await.map_err(Written::Part)?;
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! Phase 1: what the client sent. Strict framing (see [`crate::strict`]),
 //! one well-formed Host that agrees with the target (RFC 9112 §3.2), the
 //! path normalised (see [`super::path`]) and written back so that the
-//! upstream receives the path the route was chosen on, and a request id.
+//! upstream receives the path the route was chosen on, a request id, and
+//! `x-forwarded-client-cert` from the verified client certificate only.
 
 use std::borrow::Cow;
 
@@ -27,6 +28,7 @@ pub(super) fn check(
     strict::check_request(req.version(), req.headers(), &cx.info.flags, number)
         .map_err(ProxyError::Malformed)?;
     host(req)?;
+    crate::tls::forward_client_cert(req.headers_mut(), cx.info.peer.get());
     let id = headers::ensure_request_id(req.headers_mut());
     if let Some(summary) = &mut cx.summary {
         summary.request_id = Some(id);

@@ -69,6 +69,8 @@ pub struct ConnInfo {
     pub tls: bool,
     pub flags: Arc<ConnFlags>,
     pub requests: Cell<u64>,
+    /// The client certificate verified in the TLS handshake, if any.
+    pub peer: std::cell::OnceCell<crate::tls::PeerIdentity>,
 }
 
 /// One request's state as it moves through the phases. Everything it
@@ -106,6 +108,7 @@ static NO_MATCH: MatchConfig = MatchConfig {
     headers: Vec::new(),
     query_params: Vec::new(),
     method: None,
+    client_certificate: Vec::new(),
 };
 
 impl<'s> RequestCx<'s> {

@@ -26,9 +26,14 @@ pub(super) fn lookup<'s>(
     let (host, _) = split_host_port(raw);
     let host = host.to_ascii_lowercase();
     let uri = req.uri();
-    let Some((rule, matched)) =
-        table.lookup(&host, req.method(), uri.path(), uri.query(), req.headers())
-    else {
+    let Some((rule, matched)) = table.lookup(
+        &host,
+        req.method(),
+        uri.path(),
+        uri.query(),
+        req.headers(),
+        cx.info.peer.get(),
+    ) else {
         return Err(ProxyError::NoRoute(format!(
             "no route matches {} {host}{}",
             req.method(),

@@ -63,9 +63,10 @@ pub(super) async fn forward<'s>(
     } else {
         crate::mirror::start(cx.ctx, &cx.mirrors, &parts, &body)
     };
-    parts.version = match protocol {
-        UpstreamProtocol::H2c => Version::HTTP_2,
-        UpstreamProtocol::Http1 => Version::HTTP_11,
+    parts.version = if protocol.is_http2() {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
     };
     let cb = backend.service.circuit_breaker;
     let Some(_in_flight) = backend.backend.requests.try_acquire(cb.max_requests) else {
@@ -85,7 +86,7 @@ pub(super) async fn forward<'s>(
         in_hand,
         // An HTTP/2 stream the upstream refused was not processed but is
         // not handed back by hyper: keep a copy to send it again.
-        keep_copy: policy.may_resend() || protocol == UpstreamProtocol::H2c,
+        keep_copy: policy.may_resend() || protocol.is_http2(),
         policy,
         probe: body.probe(),
         body: Some(body),
@@ -376,11 +377,7 @@ pub(super) fn upstream_head(
     protocol: UpstreamProtocol,
     keep_upgrade: bool,
 ) {
-    headers::remove_hop_by_hop(
-        &mut parts.headers,
-        keep_upgrade,
-        protocol == UpstreamProtocol::H2c,
-    );
+    headers::remove_hop_by_hop(&mut parts.headers, keep_upgrade, protocol.is_http2());
     headers::set_forwarded(&mut parts.headers, &info.forwarded_for, info.tls);
 }
 
@@ -403,14 +400,19 @@ pub(super) fn upstream_uri(
                 Some(pq.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")));
             Uri::from_parts(p).ok()
         }
-        UpstreamProtocol::H2c => {
+        UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
+            let scheme = if protocol == UpstreamProtocol::H2 {
+                "https"
+            } else {
+                "http"
+            };
             let authority = parts
                 .headers
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
                 .map_or_else(|| ep.addr.to_string(), str::to_string);
             Uri::builder()
-                .scheme("http")
+                .scheme(scheme)
                 .authority(authority)
                 .path_and_query(pq.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")))
                 .build()

@@ -18,7 +18,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serin_config::proxy::ListenerConfig;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tokio_rustls::TlsAcceptor;
 
 use crate::body::ClientBody;
 use crate::metrics::ListenerLabels;
@@ -47,7 +46,8 @@ pub struct ListenerSocket {
 
 pub struct ListenerSettings {
     pub config: ListenerConfig,
-    pub tls: Option<TlsAcceptor>,
+    /// Certificates by SNI, reloaded when their files change.
+    pub tls: Option<Arc<tls::ListenerTls>>,
 }
 
 impl ListenerSocket {
@@ -276,12 +276,13 @@ async fn serve_connection(
         tls: settings.tls.is_some(),
         flags: Arc::new(ConnFlags::default()),
         requests: Cell::new(0),
+        peer: std::cell::OnceCell::new(),
     });
     match &settings.tls {
         None => serve_plain(ctx, info, cfg, stream).await,
         // Boxed, with hyper's HTTP/2 below: a plain HTTP/1.1 connection's
         // task keeps no room for their state.
-        Some(acceptor) => Box::pin(serve_tls(ctx, info, cfg, stream, acceptor)).await,
+        Some(listener_tls) => Box::pin(serve_tls(ctx, info, cfg, stream, listener_tls)).await,
     }
 }
 
@@ -335,12 +336,21 @@ async fn serve_tls(
     info: Rc<ConnInfo>,
     cfg: &ListenerConfig,
     stream: TcpStream,
-    acceptor: &TlsAcceptor,
+    listener_tls: &tls::ListenerTls,
 ) {
     let remote = info.remote;
-    let handshake = tokio::time::timeout(cfg.limits.header_read_timeout, acceptor.accept(stream));
+    let current = listener_tls.current();
+    let handshake = tokio::time::timeout(
+        cfg.limits.header_read_timeout,
+        current.acceptor.accept(stream),
+    );
     match unless_draining(&ctx, handshake).await {
         Some(Ok(Ok(tls_stream))) => {
+            // The verified client certificate, for route matches and
+            // x-forwarded-client-cert.
+            if let Some(peer) = current.peer_identity(&tls_stream) {
+                let _ = info.peer.set(peer);
+            }
             let h2 = tls::negotiated_h2(&tls_stream);
             let io = RawHeadScanner::new(tls_stream, info.flags.clone(), !h2);
             serve_io(ctx, info, cfg, io, h2).await;

@@ -144,6 +144,7 @@ fn catch_all(backend: BackendRefConfig) -> RuleConfig {
             headers: Vec::new(),
             query_params: Vec::new(),
             method: None,
+            client_certificate: Vec::new(),
         }],
         filters: Vec::new(),
         backends: vec![backend],

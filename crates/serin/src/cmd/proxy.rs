@@ -90,6 +90,7 @@ fn quick_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
     let service = ServiceConfig {
         name: "upstream".into(),
         protocol: UpstreamProtocol::Http1,
+        tls: None,
         connect_timeout: defaults::CONNECT_TIMEOUT,
         load_balancer: LoadBalancerConfig {
             policy: Default::default(),
@@ -117,6 +118,7 @@ fn quick_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
                 headers: vec![],
                 query_params: vec![],
                 method: None,
+                client_certificate: Vec::new(),
             }],
             filters: vec![],
             backends: vec![BackendRefConfig {

@@ -36,6 +36,8 @@ mod reload;
 mod resilience;
 mod routing;
 mod strict;
+// TLS in full (issue #13, point 1).
+mod tls;
 mod up;
 mod upstreams;
 // Issue #6, points 5 and 6.

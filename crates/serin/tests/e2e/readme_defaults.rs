@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use regex::Regex;
 use serin_canary::settings as canary;
-use serin_config::proxy::{LbPolicy, UpstreamProtocol, defaults};
+use serin_config::proxy::{ClientValidationMode, LbPolicy, UpstreamProtocol, defaults};
 use serin_config::stack as stack_defaults;
 
 const README: &str = include_str!("../../../../README.md");
@@ -142,6 +142,25 @@ fn checks() -> Vec<Check> {
                 num(d::HTTP2_MAX_CONCURRENT_STREAMS),
                 Value::Bytes(d::MAX_REQUEST_BODY_BYTES),
             ],
+        ),
+        // Behaviours, not constants: tests/e2e/tls.rs serves a certificate
+        // by its own names and sends a service's name as its SNI.
+        row(
+            "listeners[].tls.certificates[]",
+            r"default: (the DNS names of the certificate's subject alternative names)",
+            vec![text(
+                "the DNS names of the certificate's subject alternative names",
+            )],
+        ),
+        row(
+            "services[].tls",
+            r"default: the service's `(name)`.*default: (the system's trust store)",
+            vec![text("name"), text("the system's trust store")],
+        ),
+        row(
+            "listeners[].tls.clientValidation",
+            r"`mode`: `(\w+)` \(default",
+            vec![text(ClientValidationMode::default())],
         ),
         row(
             "services[].protocol",

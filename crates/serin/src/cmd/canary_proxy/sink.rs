@@ -70,6 +70,7 @@ fn matching_rule(
             headers: Vec::new(),
             query_params: Vec::new(),
             method: None,
+            client_certificate: Vec::new(),
         });
     }
     for m in &mut rule.matches {
