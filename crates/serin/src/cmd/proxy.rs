@@ -12,7 +12,7 @@ use serin_config::proxy::{
 };
 use serin_discovery::Registry;
 use serin_proxy::{Proxy, ProxyOptions};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::cli::ProxyArgs;
 
@@ -150,6 +150,7 @@ async fn serve(
     state_file: Option<std::path::PathBuf>,
     from_file: bool,
 ) -> anyhow::Result<ExitCode> {
+    let mut signals = Signals::take_over()?;
     let metrics_addr = config.admin.metrics_address;
     let token_from = token_origin(&config.admin);
     let drain_timeout = config.drain_timeout;
@@ -211,7 +212,9 @@ async fn serve(
         tracing::info!(listener = %name, address = %addr, "listening");
     }
     tracing::info!(address = %admin_bound, token = %token_from, "admin API listening");
-    wait_for_signals(&proxy).await?;
+    signals
+        .until_stopped(|| reload_on_hangup(proxy.clone()))
+        .await;
     // Canaries stop deciding; their state stays for the next start.
     canary.stop();
     tracing::info!(timeout = ?drain_timeout, "draining");
@@ -234,25 +237,52 @@ pub(super) fn token_origin(admin: &serin_config::proxy::AdminConfig) -> String {
     }
 }
 
-/// Returns on SIGTERM or SIGINT; reloads on SIGHUP.
-pub async fn wait_for_signals(proxy: &Arc<Proxy>) -> anyhow::Result<()> {
-    until_stopped(|| reload_on_hangup(proxy.clone())).await
+/// The signals serin answers (SIGTERM and SIGINT stop it, SIGHUP reloads),
+/// taken over from their default actions, which end the process at once.
+/// A command takes them over first, before it binds or announces anything:
+/// a SIGHUP sent as soon as serin says it listens must reload it, not end
+/// it (a test that did so lost serin now and then), and a SIGTERM during
+/// start must still drain.
+pub struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
 }
 
-/// Returns on SIGTERM or SIGINT; runs `on_hangup` on each SIGHUP.
-pub async fn until_stopped<F, Fut>(mut on_hangup: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    loop {
+impl Signals {
+    pub fn take_over() -> anyhow::Result<Self> {
+        let take = |kind: SignalKind, name: &str| {
+            signal(kind).with_context(|| format!("cannot take over {name}"))
+        };
+        Ok(Self {
+            term: take(SignalKind::terminate(), "SIGTERM")?,
+            int: take(SignalKind::interrupt(), "SIGINT")?,
+            hup: take(SignalKind::hangup(), "SIGHUP")?,
+        })
+    }
+
+    /// Returns on SIGTERM or SIGINT (also one that came before this was
+    /// called); a SIGHUP meanwhile waits for [`Self::until_stopped`].
+    pub async fn stopped(&mut self) {
         tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
-            _ = hup.recv() => on_hangup().await,
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+
+    /// Returns on SIGTERM or SIGINT (also one that came before this was
+    /// called); runs `on_hangup` on each SIGHUP.
+    pub async fn until_stopped<F, Fut>(&mut self, mut on_hangup: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => on_hangup().await,
+            }
         }
     }
 }

@@ -46,6 +46,7 @@ fn stack_path(args: &UpArgs) -> anyhow::Result<PathBuf> {
 }
 
 async fn up(args: UpArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
+    let mut signals = super::proxy::Signals::take_over()?;
     let path = stack_path(&args)?;
     let StackFile {
         stack,
@@ -99,9 +100,18 @@ async fn up(args: UpArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
         },
         ..RuntimeOptions::default()
     };
-    let runtime = Runtime::start(stack.clone(), registry, options)
-        .await
-        .context("cannot start the stack")?;
+    // A Ctrl-C while the stack starts (a replica may take its whole ready
+    // timeout) ends serin at once; the replicas started so far go with it
+    // (`PR_SET_PDEATHSIG`).
+    let runtime = tokio::select! {
+        started = Runtime::start(stack.clone(), registry, options) => {
+            started.context("cannot start the stack")?
+        }
+        () = signals.stopped() => {
+            tracing::info!("stopped while the stack was starting");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let canary =
         super::canary::start_controller(&proxy, Some(&path), super::canary::stack_defaults(&stack))
             .await?;
@@ -149,7 +159,7 @@ async fn up(args: UpArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
     );
     print_summary(&path, &proxy, admin_bound, &stack);
 
-    super::proxy::until_stopped(|| apply_on_hangup(&state)).await?;
+    signals.until_stopped(|| apply_on_hangup(&state)).await;
     // Canaries stop deciding; their state stays for the next `serin up`.
     canary.stop();
     tracing::info!("stopping the stack");

@@ -44,7 +44,7 @@ async fn put_weights(serin: &Serin, route: &str, a: u32, b: u32) -> (u16, String
         .body(format!(r#"{{"weights": {{"a": {a}, "b": {b}}}}}"#))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("PUT weights: {e}"));
+        .unwrap_or_else(|e| panic!("PUT weights: {e:?}"));
     (r.status().as_u16(), r.text().await.unwrap_or_default())
 }
 
@@ -54,7 +54,7 @@ async fn post_reload(serin: &Serin) -> (u16, Value) {
         .header("content-type", "application/json")
         .send()
         .await
-        .unwrap_or_else(|e| panic!("POST /reload: {e}"));
+        .unwrap_or_else(|e| panic!("POST /reload: {e:?}"));
     let status = r.status().as_u16();
     let text = r.text().await.unwrap_or_default();
     (
