@@ -156,10 +156,6 @@ pub(crate) const MAX_RESPONSE_HEAD_BYTES: usize =
 /// And have at most this many headers (as requests: Envoy's and Go's 100).
 pub(crate) const MAX_RESPONSE_HEADERS: usize = serin_config::proxy::defaults::MAX_REQUEST_HEADERS;
 
-/// How often a request waiting for a connection looks again even without
-/// being woken.
-const PENDING_RECHECK: Duration = Duration::from_millis(100);
-
 /// A TCP connection to an upstream, within `timeout`.
 async fn connect_addr(
     addr: std::net::SocketAddr,
@@ -311,11 +307,13 @@ impl Pools {
                         .ok_or(SendError::Overflow("maxPendingRequests"))?,
                 );
             }
-            // Woken when a place is freed; the timeout is a backstop (a
-            // wake-up was seen missing under load, cause not yet found): a
-            // missed one costs a re-check, not the request's whole
-            // deadline.
-            let _ = tokio::time::timeout(PENDING_RECHECK, freed).await;
+            // Woken when a place is freed, and only then: every place is
+            // given back by `ConnSlot`'s drop, which frees it before it
+            // tells, and the gauge never counts past its limit, so no
+            // give-back goes unseen (the wake-ups once missed under load
+            // were those two, fixed in a1562ec). The request's deadline
+            // still bounds the wait.
+            freed.await;
         }
     }
 
