@@ -26,6 +26,8 @@ pub struct Shared {
     pub(crate) draining: AtomicBool,
     pub(crate) open_connections: AtomicUsize,
     pub(crate) backends: Mutex<BTreeMap<BackendKey, Arc<Backend>>>,
+    /// [`crate::ProxyOptions::worker_tidy`].
+    pub(crate) worker_tidy: Option<fn()>,
 }
 
 impl Shared {

@@ -13,6 +13,17 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Gives back to the system the memory this thread's mimalloc heap holds
+/// free past its purge delay. mimalloc does so itself only while it
+/// allocates, so a worker idle after a burst would keep the burst's pages
+/// (the data plane calls this on each worker every few seconds).
+pub(crate) fn tidy_allocator() {
+    // SAFETY: `mi_collect` only walks and trims the calling thread's heap
+    // and the free segments; it takes no pointer and may be called at any
+    // time from any thread.
+    unsafe { libmimalloc_sys::mi_collect(false) }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     logging::init(cli.log_format, cli.verbose);

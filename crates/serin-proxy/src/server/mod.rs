@@ -169,6 +169,9 @@ async fn sweep_pools(ctx: Rc<WorkerCtx>) {
             .max()
             .unwrap_or(serin_config::proxy::defaults::POOL_IDLE_TIMEOUT);
         ctx.pools.sweep(timeout, |id| live.contains(&id));
+        if let Some(tidy) = ctx.shared.worker_tidy {
+            tidy();
+        }
     }
 }
 

@@ -161,6 +161,7 @@ async fn serve(
         ProxyOptions {
             state_file,
             watch_config: from_file,
+            worker_tidy: Some(crate::tidy_allocator),
         },
     ) {
         Ok(p) => p,

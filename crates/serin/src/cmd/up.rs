@@ -78,6 +78,7 @@ async fn up(args: UpArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
         ProxyOptions {
             state_file: Some(serin_proxy::state::path_beside(&path)),
             watch_config: false,
+            worker_tidy: Some(crate::tidy_allocator),
         },
     ) {
         Ok(p) => p,
