@@ -10,16 +10,36 @@ use std::time::Duration;
 
 use http::{Request, StatusCode};
 use http_body_util::Empty;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
-use serin_config::proxy::HealthCheckConfig;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use serin_config::proxy::{HealthCheckConfig, UpstreamProtocol};
 
 use crate::endpoints::{Backend, Endpoint};
 use crate::tls::upstream::UpstreamTls;
 
-/// Checks `backend`'s endpoints until the task is aborted, over TLS when
-/// the service's endpoints are reached so.
-pub async fn run(backend: Arc<Backend>, cfg: HealthCheckConfig, tls: Option<Arc<UpstreamTls>>) {
+/// A service version's health check, and how its endpoints are spoken to:
+/// in the service's own protocol, as its requests are (an h2c-only server
+/// does not answer HTTP/1.1, and its endpoints would all be taken out).
+#[derive(Clone)]
+pub struct HealthCheck {
+    pub config: HealthCheckConfig,
+    pub tls: Option<Arc<UpstreamTls>>,
+    pub protocol: UpstreamProtocol,
+}
+
+impl HealthCheck {
+    /// Whether `other` checks the same way (a running check is kept).
+    pub fn same_as(&self, other: &Self) -> bool {
+        let tls_id = |c: &Self| c.tls.as_ref().map_or(0, |t| t.id);
+        self.config == other.config
+            && self.protocol == other.protocol
+            && tls_id(self) == tls_id(other)
+    }
+}
+
+/// Checks `backend`'s endpoints until the task is aborted.
+pub async fn run(backend: Arc<Backend>, check: HealthCheck) {
+    let cfg = &check.config;
     loop {
         let jitter = if cfg.jitter.is_zero() {
             Duration::ZERO
@@ -30,28 +50,58 @@ pub async fn run(backend: Arc<Backend>, cfg: HealthCheckConfig, tls: Option<Arc<
         tokio::time::sleep(cfg.interval + jitter).await;
         let endpoints: Vec<Arc<Endpoint>> = backend.endpoints().list.clone();
         let checks = endpoints.iter().map(|ep| {
-            let (cfg, tls) = (&cfg, tls.as_deref());
-            async move { (ep, check(ep, cfg, tls).await) }
+            let check = &check;
+            async move { (ep, probe(ep, check).await) }
         });
         for (ep, ok) in futures_util::future::join_all(checks).await {
-            apply(&backend, ep, &cfg, ok);
+            apply(&backend, ep, cfg, ok);
         }
     }
 }
 
-async fn check(ep: &Endpoint, cfg: &HealthCheckConfig, tls: Option<&UpstreamTls>) -> bool {
+/// One check of `ep`, on a connection of its own.
+async fn probe(ep: &Endpoint, check: &HealthCheck) -> bool {
+    let cfg = &check.config;
     let attempt = async {
+        let tls = check.tls.as_deref();
         let stream = crate::pool::connect(ep.addr, cfg.timeout, tls).await.ok()?;
-        let (mut tx, conn) = http1::handshake(TokioIo::new(stream)).await.ok()?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let req = Request::get(cfg.path.as_str())
-            .header(http::header::HOST, ep.addr.to_string())
-            .header(http::header::USER_AGENT, "serin-health-check")
-            .body(Empty::<bytes::Bytes>::new())
-            .ok()?;
-        let resp = tx.send_request(req).await.ok()?;
+        let io = TokioIo::new(stream);
+        let builder =
+            Request::get(cfg.path.as_str()).header(http::header::USER_AGENT, "serin-health-check");
+        let resp = match check.protocol {
+            UpstreamProtocol::Http1 => {
+                let (mut tx, conn) = http1::handshake(io).await.ok()?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                let req = builder
+                    .header(http::header::HOST, ep.addr.to_string())
+                    .body(Empty::<bytes::Bytes>::new())
+                    .ok()?;
+                tx.send_request(req).await.ok()?
+            }
+            UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
+                let (mut tx, conn) = http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .handshake(io)
+                    .await
+                    .ok()?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                // HTTP/2 names the endpoint in `:authority`, from the URI.
+                let scheme = if check.protocol == UpstreamProtocol::H2 {
+                    "https"
+                } else {
+                    "http"
+                };
+                let req = builder
+                    .uri(format!("{scheme}://{}{}", ep.addr, cfg.path))
+                    .body(Empty::<bytes::Bytes>::new())
+                    .ok()?;
+                tx.send_request(req).await.ok()?
+            }
+        };
         Some(resp.status())
     };
     matches!(

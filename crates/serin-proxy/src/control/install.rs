@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use serin_config::proxy::{FilterConfig, HealthCheckConfig, ListenerConfig, ProxyConfig};
+use serin_config::proxy::{FilterConfig, ListenerConfig, ProxyConfig};
 use serin_discovery::{BackendKey, EndpointSpec};
 
 use super::{Control, Proxy};
@@ -39,8 +39,12 @@ impl Proxy {
             .services
             .iter()
             .filter_map(|s| {
-                let tls = upstream_tls.get(&s.name).cloned();
-                Some((s, (s.health_check.clone()?, tls)))
+                let check = HealthCheck {
+                    config: s.health_check.clone()?,
+                    tls: upstream_tls.get(&s.name).cloned(),
+                    protocol: s.protocol,
+                };
+                Some((s, check))
             })
             .flat_map(|(s, hc)| {
                 s.versions
@@ -96,12 +100,9 @@ impl Proxy {
         control: &mut Control,
         wanted: BTreeMap<BackendKey, HealthCheck>,
     ) {
-        let tls_id = |c: &HealthCheck| c.1.as_ref().map_or(0, |t| t.id);
         let running = &mut control.health_checks;
         running.retain(|key, (cfg, task)| {
-            let keep = wanted
-                .get(key)
-                .is_some_and(|w| w.0 == cfg.0 && tls_id(w) == tls_id(cfg));
+            let keep = wanted.get(key).is_some_and(|w| w.same_as(cfg));
             if !keep {
                 task.abort();
             }
@@ -115,7 +116,7 @@ impl Proxy {
                 continue;
             }
             let backend = self.shared.backend(&key, &self.registry);
-            let task = rt.spawn(health::run(backend, cfg.0.clone(), cfg.1.clone()));
+            let task = rt.spawn(health::run(backend, cfg.clone()));
             running.insert(key, (cfg, task.abort_handle()));
         }
     }
@@ -158,8 +159,7 @@ impl Proxy {
     }
 }
 
-/// A service version's health check, and the TLS it is made over.
-pub(super) type HealthCheck = (HealthCheckConfig, Option<Arc<tls::upstream::UpstreamTls>>);
+pub(super) use health::HealthCheck;
 
 /// The TLS a listener serves with under `config`: the one it has when the
 /// section is the same (its files read again, as a reload promises), else

@@ -326,3 +326,124 @@ async fn a_dead_upstream_answers_503() {
             .contains("connect error")
     );
 }
+
+/// An upstream that speaks HTTP/2 only (h2c with prior knowledge, as a gRPC
+/// server does): `/health` answers 200, or 503 while `sick` is set; every
+/// other path 200. Counts the health checks it answered.
+struct H2cOnly {
+    addr: std::net::SocketAddr,
+    checks: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    sick: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl H2cOnly {
+    async fn start() -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("addr: {e}"));
+        let checks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let sick = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c, s) = (checks.clone(), sick.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (c, s) = (c.clone(), s.clone());
+                let service = hyper::service::service_fn(move |req: http::Request<_>| {
+                    let health = req.uri().path() == "/health"
+                        && req.headers().get("user-agent")
+                            == Some(&http::HeaderValue::from_static("serin-health-check"));
+                    let status = if health {
+                        c.fetch_add(1, Ordering::Relaxed);
+                        if s.load(Ordering::Relaxed) { 503 } else { 200 }
+                    } else {
+                        200
+                    };
+                    async move {
+                        http::Response::builder()
+                            .status(status)
+                            .header("x-upstream", "h2c-only")
+                            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"ok")))
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+                });
+            }
+        });
+        Self { addr, checks, sick }
+    }
+}
+
+/// Whether the admin API says the only endpoint is healthy.
+async fn endpoint_healthy(serin: &crate::common::Serin) -> Option<bool> {
+    let v: serde_json::Value = client()
+        .get(serin.admin_url("/endpoints"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET /endpoints: {e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    v["backends"].as_array()?.first()?["endpoints"][0]["healthy"].as_bool()
+}
+
+/// Health checks of an h2c service are made over HTTP/2, as its requests
+/// are: an upstream that speaks only HTTP/2 stays in (it was taken out by
+/// checks made over HTTP/1.1), and a failing check over HTTP/2 takes it
+/// out and a passing one brings it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_services_are_health_checked_over_http2() {
+    use std::sync::atomic::Ordering;
+    let up = H2cOnly::start().await;
+    let serin = proxy(&config(
+        &[up.addr.to_string()],
+        "    protocol: h2c\n    healthCheck: {path: /health, interval: 100ms, timeout: 2s, healthyThreshold: 1, unhealthyThreshold: 1}",
+        "",
+    ));
+    let mut checked = false;
+    for _ in 0..300 {
+        if up.checks.load(Ordering::Relaxed) >= 3 {
+            checked = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(checked, "three health checks answered over HTTP/2");
+    assert_eq!(endpoint_healthy(&serin).await, Some(true));
+
+    up.sick.store(true, Ordering::Relaxed);
+    let mut out = false;
+    for _ in 0..300 {
+        if endpoint_healthy(&serin).await == Some(false) {
+            out = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(out, "a 503 from /health over HTTP/2 takes the endpoint out");
+
+    up.sick.store(false, Ordering::Relaxed);
+    let mut back = false;
+    for _ in 0..300 {
+        if endpoint_healthy(&serin).await == Some(true) {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(back, "a 200 brings it back");
+    let (status, who) = who(client()
+        .get(serin.url("gw"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}")))
+    .await;
+    assert_eq!((status, who.as_str()), (200, "h2c-only"));
+}
