@@ -18,6 +18,12 @@ use crate::metrics::{Metrics, MirrorLabels};
 use crate::server::WorkerCtx;
 use crate::snapshot::CompiledService;
 
+/// How long a shadow may take when its rule sets no request timeout:
+/// Envoy's default route timeout. Nobody waits for a shadow, so without a
+/// bound a mirror that never answers would keep every shadow's task and
+/// connection for good.
+pub const DEFAULT_SHADOW_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// A RequestMirror filter with its backend resolved.
 pub struct CompiledMirror {
     pub config: serin_config::proxy::MirrorConfig,
@@ -28,13 +34,18 @@ pub struct CompiledMirror {
 /// Starts shadows of a request whose head is `parts` and body `body` (a
 /// copy is made; bodies over the replay limit or of unknown length are not
 /// mirrored, since the copy would have to hold them). Returns a sender for
-/// the primary's status, which the shadows compare with theirs.
+/// the primary's status, which the shadows compare with theirs. A shadow
+/// gets `timeout` (the rule's request timeout) or
+/// [`DEFAULT_SHADOW_TIMEOUT`], answer body included; one that runs out
+/// counts as an error.
 pub fn start(
     ctx: &Rc<WorkerCtx>,
     mirrors: &[&CompiledMirror],
     parts: &http::request::Parts,
     body: &ReplayBody,
+    timeout: Option<std::time::Duration>,
 ) -> Option<oneshot::Sender<u16>> {
+    let timeout = timeout.unwrap_or(DEFAULT_SHADOW_TIMEOUT);
     let chosen: Vec<&CompiledMirror> = mirrors
         .iter()
         .copied()
@@ -77,7 +88,10 @@ pub fn start(
             .map_or("/", |pq| pq.as_str())
             .to_string();
         tokio::task::spawn_local(async move {
-            let status = shadow(&ctx, &backend, &service, req, &pq).await;
+            let status = tokio::time::timeout(timeout, shadow(&ctx, &backend, &service, req, &pq))
+                .await
+                .ok()
+                .flatten();
             let primary = primary.await;
             let result = match (status, primary) {
                 (Some(s), Some(p)) if s == p => "same",

@@ -61,7 +61,7 @@ pub(super) async fn forward<'s>(
     let mirrored = if cx.mirrors.is_empty() {
         None
     } else {
-        crate::mirror::start(cx.ctx, &cx.mirrors, &parts, &body)
+        crate::mirror::start(cx.ctx, &cx.mirrors, &parts, &body, rule.timeouts.request)
     };
     parts.version = if protocol.is_http2() {
         Version::HTTP_2

@@ -133,3 +133,32 @@ async fn a_fraction_mirrors_its_share() {
         assert_eq!(v1.requests(), 400);
     }
 }
+
+/// A shadow is bounded by its rule's request timeout: one whose mirror
+/// never answers ends as an `error` (and lets its connection go) instead
+/// of holding its task and connection for good.
+#[tokio::test]
+async fn a_shadow_that_never_answers_ends_at_the_rule_timeout() {
+    let v1 = Upstream::start("v1");
+    let v2 = Upstream::start("v2");
+    v2.set_delay(std::time::Duration::from_secs(3600));
+    let config = config(&v1, &v2, 100).replace(
+        "        backendRefs: [{name: svc, version: v1}]\n",
+        "        backendRefs: [{name: svc, version: v1}]\n        timeouts: {request: 1s}\n",
+    );
+    assert!(config.contains("timeouts"), "{config}");
+    let serin = proxy(&config);
+    for _ in 0..2 {
+        let r = client()
+            .get(serin.url("gw"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status(), 200, "the primary answers in time");
+    }
+    let (ended, text) = metrics_until(&serin, |m| {
+        m.contains(r#"serin_mirror_responses_total{service="svc",version="v2",result="error"} 2"#)
+    })
+    .await;
+    assert!(ended, "{text}");
+}
