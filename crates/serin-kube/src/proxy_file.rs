@@ -83,6 +83,8 @@ struct File {
     workers: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     drain_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tracing: Option<Tracing>,
     listeners: Vec<Listener>,
     #[serde(skip_serializing_if = "Option::is_none")]
     discovery: Option<&'static str>,
@@ -104,6 +106,103 @@ struct AccessLog {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Tracing {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_name: Option<String>,
+    sampling_ratio: f64,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    headers: std::collections::BTreeMap<String, String>,
+}
+
+impl Tracing {
+    fn of(t: &p::TracingConfig) -> Self {
+        Self {
+            endpoint: t.endpoint.clone(),
+            service_name: t.service_name.clone(),
+            sampling_ratio: t.sampling_ratio,
+            headers: t.headers.iter().cloned().collect(),
+        }
+    }
+}
+
+/// A listener's path normalisation, written only where it differs from
+/// the defaults (which are the safe ones).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PathNormalization {
+    normalize_path: bool,
+    merge_slashes: bool,
+    escaped_slashes: &'static str,
+    path_parameters: &'static str,
+}
+
+impl PathNormalization {
+    fn of(n: &p::PathNormalizationConfig) -> Option<Self> {
+        (*n != p::PathNormalizationConfig::default()).then(|| Self {
+            normalize_path: n.normalize_path,
+            merge_slashes: n.merge_slashes,
+            escaped_slashes: n.escaped_slashes.as_str(),
+            path_parameters: n.path_parameters.as_str(),
+        })
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RateLimit {
+    requests: u32,
+    unit: &'static str,
+    burst: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<RateLimitKey>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    global: Option<GlobalRateLimit>,
+}
+
+#[derive(Serialize)]
+struct RateLimitKey {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    name: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GlobalRateLimit {
+    redis: String,
+    fail_open: bool,
+    timeout: String,
+}
+
+impl RateLimit {
+    fn of(r: &p::RateLimitConfig) -> Result<Self, String> {
+        let unit = match r.per.as_secs() {
+            1 => "second",
+            60 => "minute",
+            3600 => "hour",
+            _ => return Err(format!("a rate limit per {} has no unit", duration(r.per))),
+        };
+        Ok(Self {
+            requests: r.requests,
+            unit,
+            burst: r.burst,
+            key: r.key_header.as_ref().map(|h| RateLimitKey {
+                kind: "Header",
+                name: h.as_str().to_string(),
+            }),
+            global: r.global.as_ref().map(|g| GlobalRateLimit {
+                redis: g.redis.clone(),
+                fail_open: g.fail_open,
+                timeout: duration(g.timeout),
+            }),
+        })
+    }
+}
+
+#[derive(Serialize)]
 struct Listener {
     name: String,
     address: String,
@@ -111,6 +210,8 @@ struct Listener {
     tls: Option<Tls>,
     #[serde(skip_serializing_if = "Limits::is_empty")]
     limits: Limits,
+    #[serde(rename = "pathNormalization", skip_serializing_if = "Option::is_none")]
+    path_normalization: Option<PathNormalization>,
     #[serde(skip_serializing_if = "Option::is_none")]
     compression: Option<Compression>,
 }
@@ -287,6 +388,8 @@ struct Rule {
     fault: Option<Fault>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_concurrent_requests: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rate_limit: Option<RateLimit>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_request_body_bytes: Option<u64>,
 }
@@ -559,6 +662,7 @@ impl File {
                 metrics_address: metrics.map(|m| m.to_string()),
             },
             access_log: cfg.access_log.map(|f| AccessLog { format: f.as_str() }),
+            tracing: cfg.tracing.as_ref().map(Tracing::of),
             // The model has no "unset": the default is one worker per CPU
             // of the machine that loaded it, which is not the pod's.
             workers: (cfg.workers != p::default_workers()).then_some(cfg.workers),
@@ -570,6 +674,10 @@ impl File {
                 address: listen.to_string(),
                 tls: tls.map(|(certificate, key)| Tls { certificate, key }),
                 limits,
+                path_normalization: cfg
+                    .listeners
+                    .first()
+                    .and_then(|l| PathNormalization::of(&l.path_normalization)),
                 compression: cfg
                     .listeners
                     .first()
@@ -750,6 +858,7 @@ fn rule(rule: &p::RuleConfig) -> Result<Rule, String> {
             headers: f.headers.iter().map(named_match).collect(),
         }),
         max_concurrent_requests: rule.max_concurrent_requests,
+        rate_limit: rule.rate_limit.as_ref().map(RateLimit::of).transpose()?,
         max_request_body_bytes: rule.max_request_body_bytes,
     })
 }
@@ -904,7 +1013,11 @@ mod tests {
     #[test]
     fn a_proxy_config_reads_back_the_same() {
         let text = r#"
-listeners: [{name: gateway, address: "127.0.0.1:8080"}]
+tracing: {endpoint: "http://127.0.0.1:4318", serviceName: gw, samplingRatio: 0.25, headers: {x-tenant: a}}
+listeners:
+  - name: gateway
+    address: "127.0.0.1:8080"
+    pathNormalization: {mergeSlashes: false, escapedSlashes: UnescapeAndForward}
 services:
   - name: a
     healthCheck: {path: /healthz, interval: 2s, timeout: 300ms, healthyThreshold: 1, unhealthyThreshold: 4, jitter: 100ms}
@@ -923,6 +1036,9 @@ routes:
         backendRefs: [{name: a, version: v1}]
         retry: {attempts: 2, budget: {percent: 50, minRetriesPerSecond: 1, ttl: 5s}}
         fault: {headers: [{name: x-fault, value: "1"}], delay: {fixedDelay: 1s, percent: 50}}
+        rateLimit: {requests: 100, unit: minute, burst: 150, key: {type: Header, name: x-api-key}, global: {redis: "redis://127.0.0.1:6379/", failOpen: false, timeout: 50ms}}
+      - backendRefs: [{name: a, version: v2}]
+        rateLimit: {requests: 5, unit: second}
 "#;
         let json = |v: serde_json::Result<serde_json::Value>| v.ok();
         let cfg =
@@ -949,6 +1065,23 @@ routes:
             json(serde_json::to_value(&cfg.routes)),
             "{written}"
         );
+        assert!(cfg.routes[0].rules[0].rate_limit.is_some(), "{written}");
+        let normalization = |c: &ProxyConfig| {
+            c.listeners
+                .first()
+                .map(|l| json(serde_json::to_value(l.path_normalization)))
+        };
+        assert_eq!(normalization(&back), normalization(&cfg), "{written}");
+        assert_ne!(
+            cfg.listeners[0].path_normalization,
+            p::PathNormalizationConfig::default()
+        );
+        assert_eq!(
+            json(serde_json::to_value(&back.tracing)),
+            json(serde_json::to_value(&cfg.tracing)),
+            "{written}"
+        );
+        assert!(cfg.tracing.is_some());
     }
 
     #[test]
