@@ -582,3 +582,33 @@ services:
         Some("API_URL")
     );
 }
+
+#[test]
+fn the_gateway_takes_client_address_as_a_listener_does() {
+    let good = "gateway:\n  clientAddress: {trustedHops: 2, trustedCidrs: [10.0.0.0/8]}\nservices:\n  - {name: web, command: app}\n";
+    let file = serin_config::stack::parse_stack_file(good, "s.yaml", Path::new("."))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let trusted = file.gateway.listeners[0].client_address.as_ref();
+    assert_eq!(trusted.map(|c| c.trusted_hops), Some(2));
+    assert_eq!(
+        trusted.map(|c| c
+            .trusted_cidrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()),
+        Some(vec!["10.0.0.0/8".to_string()])
+    );
+    let bad = "gateway:\n  clientAddress: {trustedCidrs: [10.0.0.0/40]}\nservices:\n  - {name: web, command: app}\n";
+    let errs = match serin_config::stack::parse_stack_file(bad, "s.yaml", Path::new(".")) {
+        Ok(_) => panic!("a bad CIDR was accepted"),
+        Err(e) => e.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    };
+    assert_error(
+        &errs,
+        &[
+            "s.yaml:2:34",
+            "gateway.clientAddress.trustedCidrs[0]",
+            "is not a CIDR",
+        ],
+    );
+}

@@ -6,6 +6,7 @@ pub mod admin;
 mod balance;
 pub mod body;
 mod body_limit;
+mod client_addr;
 mod compression;
 pub mod control;
 pub mod dashboard;

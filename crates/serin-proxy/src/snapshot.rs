@@ -148,6 +148,8 @@ pub struct ListenerEdge {
     pub max_request_body_bytes: u64,
     /// How answers are compressed; `None`: they are not.
     pub compression: Option<serin_config::proxy::CompressionConfig>,
+    /// Proxies trusted to name the client; `None`: the peer is the client.
+    pub client_address: Option<crate::client_addr::TrustedProxies>,
 }
 
 /// Everything the data plane serves at one moment.
@@ -227,6 +229,10 @@ pub fn compile(
             table.edge = ListenerEdge {
                 max_request_body_bytes: l.limits.max_request_body_bytes,
                 compression: l.compression.clone(),
+                client_address: l
+                    .client_address
+                    .as_ref()
+                    .map(crate::client_addr::TrustedProxies::new),
             };
             (l.name.clone(), Arc::new(table))
         })

@@ -151,6 +151,12 @@ pub mod defaults {
     /// of ingress-nginx most often trip over; Envoy sets none on streamed
     /// bodies.
     pub const MAX_REQUEST_BODY_BYTES: u64 = 100 * 1024 * 1024;
+    /// No proxy in front is trusted unless configured: a client that
+    /// connects directly could otherwise write any address into
+    /// `X-Forwarded-For` and escape a per-client rate limit or forge the
+    /// access log (Envoy's `xff_num_trusted_hops` and NGINX's realip
+    /// also trust nothing by default).
+    pub const TRUSTED_HOPS: u32 = 0;
     /// Answers smaller than this are sent as they are: below about one
     /// packet, compression saves no round trip and costs CPU (Traefik's
     /// default; NGINX's 20 and Envoy's 30 bytes compress even tiny
@@ -280,6 +286,9 @@ pub struct ListenerConfig {
     pub path_normalization: PathNormalizationConfig,
     /// Responses compressed by `Accept-Encoding`; `None`: off.
     pub compression: Option<CompressionConfig>,
+    /// Who may say the client's address; `None`: nobody, the peer is the
+    /// client.
+    pub client_address: Option<ClientAddressConfig>,
     /// Where the address was written, for bind errors.
     #[serde(skip)]
     pub span: Span,
@@ -372,6 +381,17 @@ pub struct ListenerLimits {
     pub max_connections: usize,
     /// Largest request body, in bytes (0: none); a rule may say otherwise.
     pub max_request_body_bytes: u64,
+}
+
+/// The proxies in front of a listener trusted to name the client in
+/// `X-Forwarded-For` (README, "Client address").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClientAddressConfig {
+    /// The nearest this many hops (the peer, then `X-Forwarded-For` from
+    /// the right) are trusted whatever their address.
+    pub trusted_hops: u32,
+    /// Hops with an address in one of these are trusted.
+    pub trusted_cidrs: Vec<ipnet::IpNet>,
 }
 
 /// How a listener compresses responses.

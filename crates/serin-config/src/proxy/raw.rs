@@ -118,6 +118,20 @@ config_struct! {
         limits: Option<Limits> = "limits",
         path_normalization: Option<PathNormalization> = "pathNormalization",
         compression: Option<Compression> = "compression",
+        client_address: Option<ClientAddress> = "clientAddress",
+    }
+}
+
+config_struct! {
+    /// Which proxies in front of a listener are trusted to say who the
+    /// client is in `X-Forwarded-For`; without the section, none are.
+    pub struct ClientAddress {
+        /// Proxies in front counted from serin (Envoy's
+        /// `xff_num_trusted_hops`).
+        trusted_hops: Option<Spanned<u32>> = "trustedHops",
+        /// Proxies known by address (NGINX's `set_real_ip_from` with
+        /// `real_ip_recursive on`).
+        trusted_cidrs: Vec<Spanned<String>> = "trustedCidrs",
     }
 }
 

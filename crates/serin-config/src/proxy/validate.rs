@@ -291,11 +291,47 @@ fn listeners(raw: &[raw::Listener], base_dir: &Path, p: &mut Problems) -> Vec<Li
                 .compression
                 .as_ref()
                 .map(|c| super::compression::validate(c, p)),
+            client_address: l.client_address.as_ref().map(|c| client_address(c, p)),
             span: l.address.span,
             path: l.address.path.clone(),
         });
     }
     out
+}
+
+/// A listener's `clientAddress`: each CIDR parses (`10.0.0.0/8`,
+/// `2001:db8::/32`, or one address).
+fn client_address(raw: &super::raw::ClientAddress, p: &mut Problems) -> ClientAddressConfig {
+    let trusted_cidrs = raw
+        .trusted_cidrs
+        .iter()
+        .filter_map(|c| {
+            let text = c.value.trim();
+            let parsed = text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(net) => Some(net.trunc()),
+                Err(_) => {
+                    c.report(
+                        p,
+                        format!(
+                            "`{text}` is not a CIDR (an address and prefix such as \
+                             10.0.0.0/8 or 2001:db8::/32, or one address)"
+                        ),
+                    );
+                    None
+                }
+            }
+        })
+        .collect();
+    ClientAddressConfig {
+        trusted_hops: raw
+            .trusted_hops
+            .as_ref()
+            .map_or(defaults::TRUSTED_HOPS, |v| **v),
+        trusted_cidrs,
+    }
 }
 
 fn positive(v: &Spanned<usize>, p: &mut Problems) {

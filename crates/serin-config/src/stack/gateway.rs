@@ -195,6 +195,7 @@ pub(super) fn validate(
             limits: gw.limits.clone(),
             path_normalization: gw.path_normalization.clone(),
             compression: gw.compression.clone(),
+            client_address: gw.client_address.clone(),
         }],
         services,
         routes: praw::Routes::List(routes),

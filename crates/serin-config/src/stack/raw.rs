@@ -55,6 +55,7 @@ config_struct! {
         limits: Option<crate::proxy::raw::Limits> = "limits",
         path_normalization: Option<crate::proxy::raw::PathNormalization> = "pathNormalization",
         compression: Option<crate::proxy::raw::Compression> = "compression",
+        client_address: Option<crate::proxy::raw::ClientAddress> = "clientAddress",
         access_log: Option<crate::proxy::raw::AccessLog> = "accessLog",
         workers: Option<Spanned<usize>> = "workers",
         drain_timeout: Option<Duration> = "drainTimeout",

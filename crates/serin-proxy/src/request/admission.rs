@@ -42,7 +42,7 @@ pub(super) async fn rule<'s>(
 ) -> Result<RuleAdmission<'s>, ProxyError> {
     let mut rate = None;
     if let Some(rl) = &rule.rate_limit {
-        let key = rl.key(req.headers(), cx.info.remote.ip());
+        let key = rl.key(req.headers(), cx.client);
         match rl
             .check(&cx.ctx.redis, (&rule.route, rule.index), key)
             .await

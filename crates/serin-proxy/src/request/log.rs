@@ -88,7 +88,7 @@ pub(super) fn access_line(
         upstream: endpoint.map(|e| e.addr),
         retries: cx.retries,
         listener: cx.info.listener.clone(),
-        client: cx.info.remote.ip(),
+        client: cx.client,
     };
     let (parts, body) = resp.into_parts();
     if body.is_end_stream() {

@@ -100,6 +100,9 @@ pub struct RequestCx<'s> {
     pub compress: Option<(&'s CompressionConfig, Option<ContentCoding>)>,
     /// The rule's CORS filter and the request's `Origin`, for the answer.
     pub cors: Option<(&'s CompiledCors, Option<HeaderValue>)>,
+    /// The client's address: the peer unless the listener trusts proxies
+    /// to name it (see [`crate::client_addr`]).
+    pub client: std::net::IpAddr,
 }
 
 /// The path match of a request not (yet) routed.
@@ -176,6 +179,7 @@ pub async fn handle(
         failure: None,
         compress: None,
         cors: None,
+        client: info.remote.ip(),
     };
     let mut resp = match serve(&mut cx, req, number).await {
         Ok(resp) => resp,
@@ -202,6 +206,9 @@ async fn serve<'s>(
         .snapshot
         .table(&cx.info.listener)
         .ok_or_else(|| ProxyError::NoRoute("no routes on this listener".into()))?;
+    if let Some(trusted) = &table.edge.client_address {
+        cx.client = trusted.client(cx.info.remote.ip(), req.headers());
+    }
     if let Some(cfg) = &table.edge.compression {
         cx.compress = Some((cfg, crate::compression::negotiate(cfg, &req)));
     }

@@ -132,6 +132,7 @@ fn listener(name: String, port: u16) -> ListenerConfig {
         limits: ListenerLimits::default(),
         path_normalization: Default::default(),
         compression: None,
+        client_address: None,
         span: Default::default(),
     }
 }

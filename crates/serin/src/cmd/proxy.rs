@@ -84,6 +84,7 @@ fn quick_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
         limits: ListenerLimits::default(),
         path_normalization: Default::default(),
         compression: None,
+        client_address: None,
         span: Default::default(),
         path: "--listen".into(),
     };

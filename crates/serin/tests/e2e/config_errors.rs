@@ -307,3 +307,28 @@ routes:
     assert!(!ok && out.contains("no service named `nope`"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_bad_trusted_cidr_or_hop_count_is_reported_at_its_place() {
+    let (ok, out) = validate(
+        r#"listeners:
+  - name: gw
+    address: 127.0.0.1:0
+    clientAddress:
+      trustedHops: -1
+      trustedCidrs: [10.0.0.0/8, 10.0.0.0/33, proxy.local, "::1"]
+services: []
+routes: []
+"#,
+    );
+    assert!(!ok, "{out}");
+    for expected in [
+        "bad.yaml:5:20: listeners[0].clientAddress.trustedHops: expected a whole number",
+        "bad.yaml:6:34: listeners[0].clientAddress.trustedCidrs[1]: `10.0.0.0/33` is not a CIDR",
+        "bad.yaml:6:47: listeners[0].clientAddress.trustedCidrs[2]: `proxy.local` is not a CIDR",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    assert!(!out.contains("trustedCidrs[0]"), "{out}");
+    assert!(!out.contains("trustedCidrs[3]"), "{out}");
+}

@@ -7,6 +7,8 @@ mod canary;
 // The request-body limit (issue #13, point 6).
 mod body_limit;
 mod canary_kube;
+// The client's address behind trusted proxies (issue #13, point 6).
+mod client_address;
 mod common;
 // Response compression (issue #13, point 3).
 mod compression;

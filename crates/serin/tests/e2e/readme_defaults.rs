@@ -143,6 +143,11 @@ fn checks() -> Vec<Check> {
                 Value::Bytes(d::MAX_REQUEST_BODY_BYTES),
             ],
         ),
+        row(
+            "listeners[].clientAddress",
+            r"`trustedHops` \(default (\d+),.*`trustedCidrs` \(default (none),",
+            vec![num(d::TRUSTED_HOPS), text("none")],
+        ),
         // Behaviours, not constants: tests/e2e/tls.rs serves a certificate
         // by its own names and sends a service's name as its SNI.
         row(
