@@ -212,8 +212,27 @@ struct Listener {
     limits: Limits,
     #[serde(rename = "pathNormalization", skip_serializing_if = "Option::is_none")]
     path_normalization: Option<PathNormalization>,
+    #[serde(rename = "clientAddress", skip_serializing_if = "Option::is_none")]
+    client_address: Option<ClientAddress>,
     #[serde(skip_serializing_if = "Option::is_none")]
     compression: Option<Compression>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ClientAddress {
+    trusted_hops: u32,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    trusted_cidrs: Vec<String>,
+}
+
+impl ClientAddress {
+    fn of(c: &p::ClientAddressConfig) -> Self {
+        Self {
+            trusted_hops: c.trusted_hops,
+            trusted_cidrs: c.trusted_cidrs.iter().map(ToString::to_string).collect(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -678,6 +697,11 @@ impl File {
                     .listeners
                     .first()
                     .and_then(|l| PathNormalization::of(&l.path_normalization)),
+                client_address: cfg
+                    .listeners
+                    .first()
+                    .and_then(|l| l.client_address.as_ref())
+                    .map(ClientAddress::of),
                 compression: cfg
                     .listeners
                     .first()
@@ -1018,6 +1042,7 @@ listeners:
   - name: gateway
     address: "127.0.0.1:8080"
     pathNormalization: {mergeSlashes: false, escapedSlashes: UnescapeAndForward}
+    clientAddress: {trustedHops: 1, trustedCidrs: ["10.0.0.0/8", "fd00::/8"]}
 services:
   - name: a
     healthCheck: {path: /healthz, interval: 2s, timeout: 300ms, healthyThreshold: 1, unhealthyThreshold: 4, jitter: 100ms}
@@ -1072,6 +1097,9 @@ routes:
                 .map(|l| json(serde_json::to_value(l.path_normalization)))
         };
         assert_eq!(normalization(&back), normalization(&cfg), "{written}");
+        let trusted = |c: &ProxyConfig| c.listeners.first().map(|l| l.client_address.clone());
+        assert_eq!(trusted(&back), trusted(&cfg), "{written}");
+        assert!(cfg.listeners[0].client_address.is_some());
         assert_ne!(
             cfg.listeners[0].path_normalization,
             p::PathNormalizationConfig::default()
