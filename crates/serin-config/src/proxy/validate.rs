@@ -1264,6 +1264,13 @@ fn filter_config(
                 None
             }
         },
+        T::ApiKey => match &f.api_key {
+            Some(k) => super::api_key::validate(k, p).map(FilterConfig::ApiKey),
+            None => {
+                missing(p, "apiKey");
+                None
+            }
+        },
         T::Cors => match &f.cors {
             Some(c) => Some(FilterConfig::Cors(super::cors::validate(c, p))),
             None => {
