@@ -1,6 +1,7 @@
 //! The proxy config file: decoding, validation, weight overrides.
 
 pub mod admin;
+mod api_key;
 mod compression;
 mod cors;
 pub use cors::parse_origin;

@@ -128,7 +128,7 @@ fn proxy_config_problems_are_reported_once_at_their_place() {
         (
             "a CORS filter without its section",
             route_with("filters: [{type: CORS}]"),
-            &["t.yaml:6:46: routes[0].rules[0].filters[0]: a CORS filter needs its `cors` section"],
+            &["t.yaml:6:46: routes[0].rules[0].filters[0]: this CORS filter needs its `cors` section"],
         ),
         (
             "CORS origins, methods, headers and maxAge that are not valid",

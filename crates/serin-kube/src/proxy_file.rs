@@ -459,6 +459,44 @@ struct Filter {
     request_mirror: Option<Mirror>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cors: Option<Cors>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_key: Option<ApiKey>,
+}
+
+/// The APIKey filter as the file writes it: hashes in hex.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ApiKey {
+    header: String,
+    keys: Vec<ApiKeyEntry>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    forward_key_name_header: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ApiKeyEntry {
+    name: String,
+    sha256: String,
+}
+
+impl ApiKey {
+    fn of(k: &p::ApiKeyConfig) -> Self {
+        Self {
+            header: k.header.as_str().to_string(),
+            keys: k
+                .keys
+                .iter()
+                .map(|e| ApiKeyEntry {
+                    name: e.name.clone(),
+                    sha256: e.sha256.iter().map(|b| format!("{b:02x}")).collect(),
+                })
+                .collect(),
+            forward_key_name_header: k
+                .forward_key_name_header
+                .as_ref()
+                .map(|h| h.as_str().to_string()),
+        }
+    }
 }
 
 /// The CORS filter as the file (and an HTTPRoute) writes it.
@@ -512,6 +550,7 @@ impl Filter {
             external_auth: None,
             request_mirror: None,
             cors: None,
+            api_key: None,
         }
     }
 }
@@ -1024,6 +1063,10 @@ fn filter(f: &FilterConfig) -> Result<Filter, String> {
         FilterConfig::Cors(c) => Filter {
             cors: Some(Cors::of(c)),
             ..Filter::new("CORS")
+        },
+        FilterConfig::ApiKey(k) => Filter {
+            api_key: Some(ApiKey::of(k)),
+            ..Filter::new("APIKey")
         },
     })
 }

@@ -392,6 +392,9 @@ fn filter(f: &FilterConfig) -> Fallible<HttpRouteRulesFilters> {
             }),
             ..base(HttpRouteRulesFiltersType::ExternalAuth)
         },
+        // Keys are serin's setting, not the Gateway API's: an HTTPRoute
+        // cannot carry them.
+        FilterConfig::ApiKey(_) => return Err("the APIKey filter has no HTTPRoute form".into()),
         FilterConfig::Cors(c) => HttpRouteRulesFilters {
             cors: Some(cors(c)?),
             ..base(HttpRouteRulesFiltersType::Cors)

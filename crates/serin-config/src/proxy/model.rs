@@ -143,6 +143,9 @@ pub mod defaults {
     /// A preflight's answer may be cached this long (seconds) when the
     /// CORS filter gives no `maxAge`: the Gateway API's default.
     pub const CORS_MAX_AGE: u32 = 5;
+    /// The header an APIKey filter reads when it names none: the name
+    /// most APIs and gateways (Kong, Envoy's api_key_auth examples) use.
+    pub const API_KEY_HEADER: &str = "x-api-key";
     /// Request bodies larger than this get 413 (`0` for none). serin
     /// streams bodies, so this does not bound serin's memory; it bounds
     /// what a client can push into a service that never expected it.
@@ -693,6 +696,29 @@ pub enum FilterConfig {
     ExternalAuth(ExternalAuthConfig),
     RequestMirror(MirrorConfig),
     Cors(CorsConfig),
+    ApiKey(ApiKeyConfig),
+}
+
+/// The APIKey filter, checked: header names valid, every hash 32 bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiKeyConfig {
+    /// The request header that carries the key.
+    #[serde(serialize_with = "ser_header")]
+    pub header: HeaderName,
+    /// The accepted keys; never empty.
+    pub keys: Vec<ApiKeyEntryConfig>,
+    /// Set to the matched key's name on the way upstream (a client's own
+    /// copy is removed first); `None`: not sent.
+    #[serde(serialize_with = "ser_opt_header")]
+    pub forward_key_name_header: Option<HeaderName>,
+}
+
+/// One accepted API key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiKeyEntryConfig {
+    pub name: String,
+    /// SHA-256 of the key.
+    pub sha256: [u8; 32],
 }
 
 /// The Gateway API's CORS filter, checked: origins parsed, methods and
@@ -934,6 +960,10 @@ fn ser_opt_display<S: serde::Serializer, T: std::fmt::Display>(
         Some(v) => s.collect_str(v),
         None => s.serialize_none(),
     }
+}
+
+fn ser_header<S: serde::Serializer>(v: &HeaderName, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v.as_str())
 }
 
 fn ser_opt_header<S: serde::Serializer>(v: &Option<HeaderName>, s: S) -> Result<S::Ok, S::Error> {

@@ -453,6 +453,7 @@ config_enum! {
         ExternalAuth = "ExternalAuth",
         RequestMirror = "RequestMirror",
         Cors = "CORS",
+        ApiKey = "APIKey",
     }
     default = RequestHeaderModifier
 }
@@ -503,6 +504,26 @@ config_struct! {
         external_auth: Option<ExternalAuth> = "externalAuth",
         request_mirror: Option<RequestMirror> = "requestMirror",
         cors: Option<Cors> = "cors",
+        api_key: Option<ApiKey> = "apiKey",
+    }
+}
+
+config_struct! {
+    /// serin: requests must carry one of the named keys in a header; keys
+    /// are given as SHA-256 hashes, never in the clear.
+    pub struct ApiKey {
+        header: Option<Spanned<String>> = "header",
+        keys: Vec<ApiKeyEntry> = "keys",
+        forward_key_name_header: Option<Spanned<String>> = "forwardKeyNameHeader",
+    }
+}
+
+config_struct! {
+    /// One accepted key: a name (for logs and the upstream) and the
+    /// lower-case hex SHA-256 of the key.
+    pub struct ApiKeyEntry {
+        name: Spanned<String> = "name" [required],
+        sha256: Spanned<String> = "sha256" [required],
     }
 }
 

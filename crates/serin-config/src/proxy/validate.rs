@@ -1206,7 +1206,7 @@ fn filter_config(
         p.report(
             f.span,
             f.node_path.clone(),
-            format!("a {} filter needs its `{key}` section", f.kind),
+            format!("this {} filter needs its `{key}` section", f.kind),
         );
     };
     match f.kind {
@@ -1297,6 +1297,13 @@ fn filter_config(
             }
             None => {
                 missing(p, "externalAuth");
+                None
+            }
+        },
+        T::ApiKey => match &f.api_key {
+            Some(k) => super::api_key::validate(k, p).map(FilterConfig::ApiKey),
+            None => {
+                missing(p, "apiKey");
                 None
             }
         },

@@ -3,6 +3,7 @@
 //! `on_response` step (on the upstream's answer). A new filter is a variant
 //! and a module of its own.
 
+mod api_key;
 mod cors;
 mod ext_auth;
 mod header_modifier;
@@ -47,6 +48,8 @@ pub enum Filter {
     /// Answers preflights before every other filter, whatever its place
     /// (see [`crate::request`]), and adds its headers to every answer.
     Cors(CompiledCors),
+    /// Refuses requests without one of the configured API keys.
+    ApiKey(serin_config::proxy::ApiKeyConfig),
 }
 
 /// What a request filter decided.
@@ -100,6 +103,7 @@ impl Filter {
                 config: m.clone(),
             }),
             FilterConfig::Cors(c) => Self::Cors(CompiledCors::new(c)),
+            FilterConfig::ApiKey(k) => Self::ApiKey(k.clone()),
         })
     }
 
@@ -137,6 +141,11 @@ impl Filter {
                 }
             }
             Self::RequestMirror(m) => cx.mirrors.push(m),
+            Self::ApiKey(k) => {
+                if let Err(denied) = api_key::check(k, req.headers_mut()) {
+                    return Flow::Respond(denied);
+                }
+            }
             // Run by the request path before any filter.
             Self::Cors(_) => {}
         }

@@ -332,3 +332,39 @@ routes: []
     assert!(!out.contains("trustedCidrs[0]"), "{out}");
     assert!(!out.contains("trustedCidrs[3]"), "{out}");
 }
+
+#[test]
+fn api_key_filters_name_every_bad_key_and_header() {
+    let (ok, out) = validate(
+        r#"listeners: [{name: gw, address: '127.0.0.1:0'}]
+services: [{name: s, versions: [{name: v1, endpoints: ['127.0.0.1:1']}]}]
+routes:
+  - name: r
+    rules:
+      - filters:
+          - type: APIKey
+            apiKey:
+              header: "bad header"
+              keys:
+                - {name: ci, sha256: not-hex}
+                - {name: ci, sha256: "0000000000000000000000000000000000000000000000000000000000000000"}
+          - type: APIKey
+            apiKey: {keys: []}
+          - type: APIKey
+        backendRefs: [{name: s}]
+"#,
+    );
+    assert!(!ok, "{out}");
+    for expected in [
+        "bad.yaml:9:23: routes[0].rules[0].filters[0].apiKey.header: `bad header` is not a valid header name",
+        "bad.yaml:11:38: routes[0].rules[0].filters[0].apiKey.keys[0].sha256: sha256 must be 64 hex digits",
+        "bad.yaml:12:26: routes[0].rules[0].filters[0].apiKey.keys[1].name: key name `ci` is given twice",
+        "bad.yaml:14:21: routes[0].rules[0].filters[1].apiKey: an APIKey filter needs at least one entry in `keys`",
+        "bad.yaml:15:13: routes[0].rules[0].filters[2]: this APIKey filter needs its `apiKey` section",
+    ] {
+        assert!(
+            out.contains(expected),
+            "missing: {expected}\n--- output:\n{out}"
+        );
+    }
+}

@@ -3,6 +3,8 @@
 
 // Issue #11, point 3.
 mod admin;
+// Token auth filters: API keys (issue #13, point 4).
+mod auth;
 mod canary;
 // The request-body limit (issue #13, point 6).
 mod body_limit;
