@@ -115,14 +115,14 @@ fn proxy_config_problems_are_reported_once_at_their_place() {
             "an unknown filter type",
             route_with("filters: [{type: JWT}]"),
             &[
-                "t.yaml:6:53: routes[0].rules[0].filters[0].type: unknown value `JWT`, expected one of: RequestHeaderModifier, ResponseHeaderModifier, URLRewrite, RequestRedirect, ExternalAuth, RequestMirror, CORS",
+                "t.yaml:6:53: routes[0].rules[0].filters[0].type: unknown value `JWT`, expected one of: RequestHeaderModifier, ResponseHeaderModifier, URLRewrite, RequestRedirect, ExternalAuth, RequestMirror, CORS, APIKey",
             ],
         ),
         (
             "an unknown filter type with a section of its own",
             route_with("filters: [{type: JWT, jwt: {issuer: x}}]"),
             &[
-                "t.yaml:6:53: routes[0].rules[0].filters[0].type: unknown value `JWT`, expected one of: RequestHeaderModifier, ResponseHeaderModifier, URLRewrite, RequestRedirect, ExternalAuth, RequestMirror, CORS",
+                "t.yaml:6:53: routes[0].rules[0].filters[0].type: unknown value `JWT`, expected one of: RequestHeaderModifier, ResponseHeaderModifier, URLRewrite, RequestRedirect, ExternalAuth, RequestMirror, CORS, APIKey",
             ],
         ),
         (
