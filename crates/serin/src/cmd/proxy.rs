@@ -266,10 +266,7 @@ impl Signals {
     /// Returns on SIGTERM or SIGINT (also one that came before this was
     /// called); a SIGHUP meanwhile waits for [`Self::until_stopped`].
     pub async fn stopped(&mut self) {
-        tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
-        }
+        stop_signal(&mut self.term, &mut self.int).await;
     }
 
     /// Returns on SIGTERM or SIGINT (also one that came before this was
@@ -281,11 +278,19 @@ impl Signals {
     {
         loop {
             tokio::select! {
-                _ = self.term.recv() => return,
-                _ = self.int.recv() => return,
+                () = stop_signal(&mut self.term, &mut self.int) => return,
                 _ = self.hup.recv() => on_hangup().await,
             }
         }
+    }
+}
+
+/// The first of SIGTERM and SIGINT (the fields apart, so a caller can wait
+/// for SIGHUP beside it).
+async fn stop_signal(term: &mut Signal, int: &mut Signal) {
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
     }
 }
 
