@@ -21,6 +21,8 @@ declare -A PKG=(
   [readelf]=binutils
   # A second network namespace for the admin API tests (tests/e2e/admin.rs).
   [ip]=iproute2
+  # A load balancer in front sending the PROXY protocol (tests/e2e/proxy_protocol.rs).
+  [haproxy]=haproxy
 )
 missing=()
 for cmd in "${!PKG[@]}"; do

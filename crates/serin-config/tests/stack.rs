@@ -612,3 +612,29 @@ fn the_gateway_takes_client_address_as_a_listener_does() {
         ],
     );
 }
+
+#[test]
+fn the_gateway_takes_proxy_protocol_as_a_listener_does() {
+    let good = "gateway:\n  proxyProtocol: {trustedCidrs: [10.0.0.0/8, \"fd00::1\"]}\nservices:\n  - {name: web, command: app}\n";
+    let file = serin_config::stack::parse_stack_file(good, "s.yaml", Path::new("."))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let trusted = file.gateway.listeners[0].proxy_protocol.as_ref();
+    assert_eq!(
+        trusted.map(|c| c
+            .trusted_cidrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()),
+        Some(vec!["10.0.0.0/8".to_string(), "fd00::1/128".to_string()])
+    );
+    let bad =
+        "gateway:\n  proxyProtocol: {trustedCidrs: []}\nservices:\n  - {name: web, command: app}\n";
+    let errs = match serin_config::stack::parse_stack_file(bad, "s.yaml", Path::new(".")) {
+        Ok(_) => panic!("a proxyProtocol without trusted peers was accepted"),
+        Err(e) => e.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    };
+    assert_error(
+        &errs,
+        &["s.yaml:2:18", "gateway.proxyProtocol", "at least one entry"],
+    );
+}

@@ -232,13 +232,20 @@ impl<P: Fn(String, String) -> RouteProblem> Rewrite<'_, P> {
                 .problems
                 .push(problem(format!("{field}.namespace"), m));
         }
-        if r.get("filters").is_some() {
-            let m = "filters on a backendRef are not supported; put them on the rule";
+        if r.get("filters").is_some() && !in_rule {
+            let m = "a filter's backendRef takes no filters of its own";
             found.problems.push(problem(format!("{field}.filters"), m));
         }
         let name = text("name").unwrap_or("");
         let mut out = json!({ "name": name });
-        for key in ["group", "kind", "weight"] {
+        // A rule backendRef's filters are the proxy file's words; the
+        // validator checks them as it checks the file's.
+        let keys: &[&str] = if in_rule {
+            &["group", "kind", "weight", "filters"]
+        } else {
+            &["group", "kind", "weight"]
+        };
+        for &key in keys {
             if let Some(v) = r.get(key) {
                 out[key] = v.clone();
             }

@@ -214,6 +214,8 @@ struct Listener {
     path_normalization: Option<PathNormalization>,
     #[serde(rename = "clientAddress", skip_serializing_if = "Option::is_none")]
     client_address: Option<ClientAddress>,
+    #[serde(rename = "proxyProtocol", skip_serializing_if = "Option::is_none")]
+    proxy_protocol: Option<ProxyProtocol>,
     #[serde(skip_serializing_if = "Option::is_none")]
     compression: Option<Compression>,
 }
@@ -230,6 +232,20 @@ impl ClientAddress {
     fn of(c: &p::ClientAddressConfig) -> Self {
         Self {
             trusted_hops: c.trusted_hops,
+            trusted_cidrs: c.trusted_cidrs.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ProxyProtocol {
+    trusted_cidrs: Vec<String>,
+}
+
+impl ProxyProtocol {
+    fn of(c: &p::ProxyProtocolConfig) -> Self {
+        Self {
             trusted_cidrs: c.trusted_cidrs.iter().map(ToString::to_string).collect(),
         }
     }
@@ -636,6 +652,8 @@ struct BackendRef {
     version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     weight: Option<u32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    filters: Vec<Filter>,
 }
 
 #[derive(Serialize, Default)]
@@ -741,6 +759,11 @@ impl File {
                     .first()
                     .and_then(|l| l.client_address.as_ref())
                     .map(ClientAddress::of),
+                proxy_protocol: cfg
+                    .listeners
+                    .first()
+                    .and_then(|l| l.proxy_protocol.as_ref())
+                    .map(ProxyProtocol::of),
                 compression: cfg
                     .listeners
                     .first()
@@ -875,12 +898,17 @@ fn rule(rule: &p::RuleConfig) -> Result<Rule, String> {
         backend_refs: rule
             .backends
             .iter()
-            .map(|b| BackendRef {
-                name: b.service.clone(),
-                version: Some(b.version.clone()),
-                weight: Some(b.weight),
-                ..BackendRef::default()
+            .map(|b| {
+                Ok(BackendRef {
+                    name: b.service.clone(),
+                    version: Some(b.version.clone()),
+                    weight: Some(b.weight),
+                    filters: backend_filters(&b.filters)?,
+                    ..BackendRef::default()
+                })
             })
+            .collect::<Result<Vec<_>, String>>()?
+            .into_iter()
             .chain(rule.unresolved.iter().filter_map(|u| match &u.reason {
                 // Another kind than Service, as written; a Service not found
                 // is only ever from an HTTPRoute, never from a file.
@@ -890,6 +918,7 @@ fn rule(rule: &p::RuleConfig) -> Result<Rule, String> {
                     name: u.name.clone(),
                     version: None,
                     weight: Some(u.weight),
+                    filters: Vec::new(),
                 }),
                 p::UnresolvedReason::BackendNotFound => None,
             }))
@@ -995,6 +1024,18 @@ fn header_modifier(m: &p::HeaderModifierConfig) -> Result<HeaderModifier, String
     })
 }
 
+/// A backendRef's header modifiers, as a rule's filters are written.
+fn backend_filters(f: &p::BackendFilters) -> Result<Vec<Filter>, String> {
+    let mut out = Vec::new();
+    if let Some(m) = &f.request_headers {
+        out.push(filter(&FilterConfig::RequestHeaderModifier(m.clone()))?);
+    }
+    if let Some(m) = &f.response_headers {
+        out.push(filter(&FilterConfig::ResponseHeaderModifier(m.clone()))?);
+    }
+    Ok(out)
+}
+
 fn filter(f: &FilterConfig) -> Result<Filter, String> {
     Ok(match f {
         FilterConfig::RequestHeaderModifier(m) => Filter {
@@ -1086,6 +1127,7 @@ listeners:
     address: "127.0.0.1:8080"
     pathNormalization: {mergeSlashes: false, escapedSlashes: UnescapeAndForward}
     clientAddress: {trustedHops: 1, trustedCidrs: ["10.0.0.0/8", "fd00::/8"]}
+    proxyProtocol: {trustedCidrs: ["10.0.0.0/8", "fd00::/8"]}
 services:
   - name: a
     healthCheck: {path: /healthz, interval: 2s, timeout: 300ms, healthyThreshold: 1, unhealthyThreshold: 4, jitter: 100ms}
@@ -1101,7 +1143,12 @@ routes:
         filters:
           - type: RequestMirror
             requestMirror: {backendRef: {name: a, version: v2}, percent: 5}
-        backendRefs: [{name: a, version: v1}]
+        backendRefs:
+          - name: a
+            version: v1
+            filters:
+              - {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-backend, value: v1}]}}
+              - {type: ResponseHeaderModifier, responseHeaderModifier: {remove: [server]}}
         retry: {attempts: 2, budget: {percent: 50, minRetriesPerSecond: 1, ttl: 5s}}
         fault: {headers: [{name: x-fault, value: "1"}], delay: {fixedDelay: 1s, percent: 50}}
         rateLimit: {requests: 100, unit: minute, burst: 150, key: {type: Header, name: x-api-key}, global: {redis: "redis://127.0.0.1:6379/", failOpen: false, timeout: 50ms}}
@@ -1143,6 +1190,10 @@ routes:
         let trusted = |c: &ProxyConfig| c.listeners.first().map(|l| l.client_address.clone());
         assert_eq!(trusted(&back), trusted(&cfg), "{written}");
         assert!(cfg.listeners[0].client_address.is_some());
+        let proxy_protocol =
+            |c: &ProxyConfig| c.listeners.first().map(|l| l.proxy_protocol.clone());
+        assert_eq!(proxy_protocol(&back), proxy_protocol(&cfg), "{written}");
+        assert!(cfg.listeners[0].proxy_protocol.is_some());
         assert_ne!(
             cfg.listeners[0].path_normalization,
             p::PathNormalizationConfig::default()

@@ -10,21 +10,22 @@
 
 use gateway_api::experimental::httproutes::{
     HttpRoute, HttpRouteParentRefs, HttpRouteRules, HttpRouteRulesBackendRefs,
-    HttpRouteRulesFilters, HttpRouteRulesFiltersCors, HttpRouteRulesFiltersExternalAuth,
-    HttpRouteRulesFiltersExternalAuthBackendRef, HttpRouteRulesFiltersExternalAuthHttp,
-    HttpRouteRulesFiltersExternalAuthProtocol, HttpRouteRulesFiltersRequestHeaderModifier,
-    HttpRouteRulesFiltersRequestHeaderModifierAdd, HttpRouteRulesFiltersRequestHeaderModifierSet,
-    HttpRouteRulesFiltersRequestMirror, HttpRouteRulesFiltersRequestMirrorBackendRef,
-    HttpRouteRulesFiltersRequestMirrorFraction, HttpRouteRulesFiltersRequestRedirect,
-    HttpRouteRulesFiltersRequestRedirectPath, HttpRouteRulesFiltersRequestRedirectPathType,
-    HttpRouteRulesFiltersRequestRedirectScheme, HttpRouteRulesFiltersResponseHeaderModifier,
-    HttpRouteRulesFiltersResponseHeaderModifierAdd, HttpRouteRulesFiltersResponseHeaderModifierSet,
-    HttpRouteRulesFiltersType, HttpRouteRulesFiltersUrlRewrite,
-    HttpRouteRulesFiltersUrlRewritePath, HttpRouteRulesFiltersUrlRewritePathType,
-    HttpRouteRulesMatches, HttpRouteRulesMatchesHeaders, HttpRouteRulesMatchesHeadersType,
-    HttpRouteRulesMatchesMethod, HttpRouteRulesMatchesPath, HttpRouteRulesMatchesPathType,
-    HttpRouteRulesMatchesQueryParams, HttpRouteRulesMatchesQueryParamsType, HttpRouteRulesRetry,
-    HttpRouteRulesTimeouts, HttpRouteSpec,
+    HttpRouteRulesBackendRefsFilters, HttpRouteRulesFilters, HttpRouteRulesFiltersCors,
+    HttpRouteRulesFiltersExternalAuth, HttpRouteRulesFiltersExternalAuthBackendRef,
+    HttpRouteRulesFiltersExternalAuthHttp, HttpRouteRulesFiltersExternalAuthProtocol,
+    HttpRouteRulesFiltersRequestHeaderModifier, HttpRouteRulesFiltersRequestHeaderModifierAdd,
+    HttpRouteRulesFiltersRequestHeaderModifierSet, HttpRouteRulesFiltersRequestMirror,
+    HttpRouteRulesFiltersRequestMirrorBackendRef, HttpRouteRulesFiltersRequestMirrorFraction,
+    HttpRouteRulesFiltersRequestRedirect, HttpRouteRulesFiltersRequestRedirectPath,
+    HttpRouteRulesFiltersRequestRedirectPathType, HttpRouteRulesFiltersRequestRedirectScheme,
+    HttpRouteRulesFiltersResponseHeaderModifier, HttpRouteRulesFiltersResponseHeaderModifierAdd,
+    HttpRouteRulesFiltersResponseHeaderModifierSet, HttpRouteRulesFiltersType,
+    HttpRouteRulesFiltersUrlRewrite, HttpRouteRulesFiltersUrlRewritePath,
+    HttpRouteRulesFiltersUrlRewritePathType, HttpRouteRulesMatches, HttpRouteRulesMatchesHeaders,
+    HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesMethod, HttpRouteRulesMatchesPath,
+    HttpRouteRulesMatchesPathType, HttpRouteRulesMatchesQueryParams,
+    HttpRouteRulesMatchesQueryParamsType, HttpRouteRulesRetry, HttpRouteRulesTimeouts,
+    HttpRouteSpec,
 };
 use serin_config::proxy::{
     FilterConfig, HeaderModifierConfig, PathMatch, PathModifier, RouteConfig, RuleConfig,
@@ -116,6 +117,7 @@ fn rule(rule: &RuleConfig) -> Fallible<HttpRouteRules> {
                 name: version_object_name(&b.service, &b.version),
                 port: Some(i32::from(CONTAINER_PORT)),
                 weight: Some(num(b.weight, "weight")?),
+                filters: backend_filters(&b.filters)?,
                 ..HttpRouteRulesBackendRefs::default()
             })
         })
@@ -301,6 +303,34 @@ fn response_headers(
     })
 }
 
+/// A backendRef's header modifiers. The generated types of a backendRef's
+/// filters are the rule's under other names (one schema in the CRD), so the
+/// rule's are built and carried over as JSON rather than written twice.
+fn backend_filters(
+    f: &serin_config::proxy::BackendFilters,
+) -> Fallible<Option<Vec<HttpRouteRulesBackendRefsFilters>>> {
+    let as_json = |v: Result<serde_json::Value, serde_json::Error>| v.map_err(|e| e.to_string());
+    let mut out = Vec::new();
+    if let Some(m) = &f.request_headers {
+        out.push(serde_json::json!({
+            "type": "RequestHeaderModifier",
+            "requestHeaderModifier": as_json(serde_json::to_value(request_headers(m)?))?,
+        }));
+    }
+    if let Some(m) = &f.response_headers {
+        out.push(serde_json::json!({
+            "type": "ResponseHeaderModifier",
+            "responseHeaderModifier": as_json(serde_json::to_value(response_headers(m)?))?,
+        }));
+    }
+    if out.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_value(serde_json::Value::Array(out))
+        .map(Some)
+        .map_err(|e| format!("backendRef filters: {e}"))
+}
+
 fn filter(f: &FilterConfig) -> Fallible<HttpRouteRulesFilters> {
     let base = |t| HttpRouteRulesFilters {
         r#type: t,
@@ -469,6 +499,36 @@ fn mirror_share(percent: f64) -> Fallible<MirrorShare> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backend_refs_header_modifiers_are_rendered_on_it() {
+        let text = r#"
+listeners: [{name: gw, address: "127.0.0.1:0"}]
+services: [{name: a, versions: [{name: v1, endpoints: ["127.0.0.1:1"]}]}]
+routes:
+  - name: r
+    rules:
+      - backendRefs:
+          - name: a
+            version: v1
+            filters:
+              - {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-v, value: "1"}]}}
+              - {type: ResponseHeaderModifier, responseHeaderModifier: {remove: [server]}}
+"#;
+        let cfg =
+            serin_config::proxy::parse_proxy_config(text, "in.yaml", std::path::Path::new("/"))
+                .unwrap_or_else(|e| panic!("{e}"));
+        let rendered = rule(&cfg.routes[0].rules[0]).unwrap_or_else(|e| panic!("{e}"));
+        let refs = rendered.backend_refs.unwrap_or_default();
+        let filters = serde_json::to_value(&refs[0].filters).unwrap_or_default();
+        assert_eq!(
+            filters,
+            serde_json::json!([
+                {"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "x-v", "value": "1"}]}},
+                {"type": "ResponseHeaderModifier", "responseHeaderModifier": {"remove": ["server"]}},
+            ])
+        );
+    }
 
     #[test]
     fn mirror_shares() {

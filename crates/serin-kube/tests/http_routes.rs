@@ -281,3 +281,31 @@ fn a_cors_filter_is_read_as_the_files_and_its_problems_are_placed() {
         "{p:?}"
     );
 }
+
+#[test]
+fn a_backend_refs_header_filters_are_read_and_others_are_placed() {
+    let stack = qotm();
+    let obj = route(json!({ "rules": [{
+        "backendRefs": [{ "name": "qotm-v1", "filters": [
+            { "type": "RequestHeaderModifier",
+              "requestHeaderModifier": { "set": [{ "name": "x-v", "value": "1" }] } },
+        ] }],
+    }] }));
+    let read = route_from_http_route(&obj, &stack.gateway).unwrap_or_else(|e| panic!("{e:?}"));
+    let filters = &read.route.rules[0].backends[0].filters;
+    let set = filters.request_headers.as_ref().map(|m| m.set.len());
+    assert_eq!(set, Some(1), "{filters:?}");
+    assert!(filters.response_headers.is_none());
+    let bad = problems(
+        json!({ "rules": [{ "backendRefs": [{ "name": "qotm-v1", "filters": [
+            { "type": "URLRewrite", "urlRewrite": { "hostname": "x" } },
+        ] }] }] }),
+        &stack.gateway,
+    );
+    assert!(
+        bad.iter()
+            .any(|p| p.contains("spec.rules[0].backendRefs[0].filters[0]")
+                && p.contains("may be RequestHeaderModifier or ResponseHeaderModifier")),
+        "{bad:?}"
+    );
+}

@@ -327,6 +327,8 @@ pub enum ResponseBody {
     Logged(Box<crate::request::LoggedBody>),
     /// Any of the others, compressed as it streams.
     Compressed(Box<crate::compression::CompressedBody>),
+    /// Any of the others, counting the gRPC status its trailers carry.
+    Grpc(Box<crate::request::GrpcBody>),
 }
 
 impl ResponseBody {
@@ -353,6 +355,7 @@ impl Body for ResponseBody {
             Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Self::Logged(b) => Pin::new(b.as_mut()).poll_frame(cx),
             Self::Compressed(b) => Pin::new(b.as_mut()).poll_frame(cx),
+            Self::Grpc(b) => Pin::new(b.as_mut()).poll_frame(cx),
         }
     }
 
@@ -363,6 +366,7 @@ impl Body for ResponseBody {
             Self::Full(b) => b.is_none(),
             Self::Logged(b) => b.is_end_stream(),
             Self::Compressed(b) => b.is_end_stream(),
+            Self::Grpc(b) => b.is_end_stream(),
         }
     }
 
@@ -372,6 +376,7 @@ impl Body for ResponseBody {
             Self::Raw(b) => b.size_hint(),
             Self::Logged(b) => b.size_hint(),
             Self::Compressed(b) => b.size_hint(),
+            Self::Grpc(b) => b.size_hint(),
             Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

@@ -19,6 +19,7 @@ pub mod metrics;
 mod mirror;
 mod outlier;
 mod pool;
+mod proxy_protocol;
 mod ratelimit;
 mod request;
 mod resilience;

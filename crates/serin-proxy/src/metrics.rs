@@ -83,6 +83,14 @@ pub struct UnservedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcLabels {
+    pub route: String,
+    pub service: String,
+    pub version: String,
+    pub grpc_code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: String,
 }
@@ -124,6 +132,7 @@ pub struct Metrics {
     pub mirrors: Family<MirrorLabels, Counter>,
     pub rate_limited: Family<ShedLabels, Counter>,
     pub unserved: Family<UnservedLabels, Counter>,
+    pub grpc_responses: Family<GrpcLabels, Counter>,
 }
 
 /// A family of metrics, registered under `name` with its help text.
@@ -238,6 +247,11 @@ impl Metrics {
                 "unserved_requests",
                 "Requests answered 500 because their rule had no valid backend for them (reason: no_backend, invalid_backend)",
             ),
+            grpc_responses: registered(
+                &mut r,
+                "grpc_responses",
+                "gRPC calls by the status they ended with (grpc_code: OK, UNAVAILABLE, ...; from the trailers, a trailers-only head, or the HTTP status)",
+            ),
             registry: r,
         })
     }
@@ -269,6 +283,68 @@ pub struct BackendMetrics {
     pub retries: Counter,
     pub connect_failures: Counter,
     codes: OnceLock<Box<[OnceLock<Counter>]>>,
+    /// gRPC statuses, shared with the bodies that see the trailers.
+    pub grpc: Arc<GrpcCounters>,
+}
+
+/// The gRPC status counters of one (route, backend) pair, each made on
+/// its first use (a backend that serves no gRPC exports none).
+pub struct GrpcCounters {
+    family: Family<GrpcLabels, Counter>,
+    labels: BackendLabels,
+    slots: [OnceLock<Counter>; GRPC_CODE_NAMES.len()],
+}
+
+/// The gRPC status codes' names (grpc/doc/statuscodes.md), by number.
+pub const GRPC_CODE_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+impl GrpcCounters {
+    fn new(metrics: &Metrics, labels: &BackendLabels) -> Arc<Self> {
+        Arc::new(Self {
+            family: metrics.grpc_responses.clone(),
+            labels: labels.clone(),
+            slots: std::array::from_fn(|_| OnceLock::new()),
+        })
+    }
+
+    /// Counts one call that ended with `code`; a number outside the
+    /// specification's counts as UNKNOWN, as gRPC clients read it.
+    pub fn count(&self, code: u32) {
+        let i = usize::try_from(code)
+            .ok()
+            .filter(|i| *i < GRPC_CODE_NAMES.len())
+            .unwrap_or(2);
+        self.slots[i]
+            .get_or_init(|| {
+                self.family
+                    .get_or_create(&GrpcLabels {
+                        route: self.labels.route.clone(),
+                        service: self.labels.service.clone(),
+                        version: self.labels.version.clone(),
+                        grpc_code: GRPC_CODE_NAMES[i],
+                    })
+                    .clone()
+            })
+            .inc();
+    }
 }
 
 impl BackendMetrics {
@@ -323,6 +399,15 @@ impl BackendMetrics {
             retries: Counter::default(),
             connect_failures: Counter::default(),
             codes: OnceLock::new(),
+            // Never counted: a rule's own answers have no backend behind.
+            grpc: GrpcCounters::new(
+                metrics,
+                &BackendLabels {
+                    route: route.to_string(),
+                    service: String::new(),
+                    version: String::new(),
+                },
+            ),
         }
     }
 
@@ -373,6 +458,7 @@ impl BackendMetrics {
                     version: version.to_string(),
                 })
                 .clone(),
+            grpc: GrpcCounters::new(metrics, &labels),
             labels,
             metrics: metrics.clone(),
             codes: OnceLock::new(),

@@ -48,6 +48,8 @@ pub struct CompiledBackendRef {
     pub service: Arc<CompiledService>,
     pub weight: u32,
     pub metrics: BackendMetrics,
+    /// The backendRef's own filters (Gateway API `backendRefs[].filters`).
+    pub filters: Vec<Filter>,
 }
 
 /// One rule of a route, ready to serve.
@@ -278,6 +280,7 @@ fn compile_rule(
             service: service.clone(),
             weight: b.weight,
             metrics: BackendMetrics::new(metrics, at.route, &b.service, &b.version),
+            filters: Filter::of_backend(&b.filters),
         });
     }
     let invalid: u64 = rule.unresolved.iter().map(|u| u64::from(u.weight)).sum();

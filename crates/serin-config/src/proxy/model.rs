@@ -292,6 +292,9 @@ pub struct ListenerConfig {
     /// Who may say the client's address; `None`: nobody, the peer is the
     /// client.
     pub client_address: Option<ClientAddressConfig>,
+    /// Who opens connections with a PROXY protocol header; `None`: the
+    /// listener does not read one.
+    pub proxy_protocol: Option<ProxyProtocolConfig>,
     /// Where the address was written, for bind errors.
     #[serde(skip)]
     pub span: Span,
@@ -394,6 +397,17 @@ pub struct ClientAddressConfig {
     /// the right) are trusted whatever their address.
     pub trusted_hops: u32,
     /// Hops with an address in one of these are trusted.
+    pub trusted_cidrs: Vec<ipnet::IpNet>,
+}
+
+/// The load balancers in front of a listener that send the PROXY protocol
+/// (README, "PROXY protocol").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProxyProtocolConfig {
+    /// A peer with an address in one of these must open its connections
+    /// with a PROXY header (v1 or v2); the address it names is the
+    /// connection's client. Other peers are clients themselves and their
+    /// PROXY header is never read. Never empty.
     pub trusted_cidrs: Vec<ipnet::IpNet>,
 }
 
@@ -815,7 +829,7 @@ pub struct ExternalAuthConfig {
     pub fail_open: bool,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct HeaderModifierConfig {
     #[serde(serialize_with = "ser_header_pairs")]
     pub set: Vec<(HeaderName, HeaderValue)>,
@@ -881,6 +895,28 @@ pub struct BackendRefConfig {
     pub service: String,
     pub version: String,
     pub weight: u32,
+    /// What the Gateway API's `backendRefs[].filters` do to the requests
+    /// sent to this backend and to its answers.
+    #[serde(skip_serializing_if = "BackendFilters::is_empty")]
+    pub filters: BackendFilters,
+}
+
+/// A backendRef's own filters: header modifiers, the ones the Gateway API
+/// defines for a backend (README, "Per-backend filters"). They run after
+/// the rule's: on the request once this backend is picked, on the answer
+/// before the rule's response filters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BackendFilters {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_headers: Option<HeaderModifierConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_headers: Option<HeaderModifierConfig>,
+}
+
+impl BackendFilters {
+    pub fn is_empty(&self) -> bool {
+        self.request_headers.is_none() && self.response_headers.is_none()
+    }
 }
 
 impl BackendRefConfig {

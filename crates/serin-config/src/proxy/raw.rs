@@ -119,6 +119,16 @@ config_struct! {
         path_normalization: Option<PathNormalization> = "pathNormalization",
         compression: Option<Compression> = "compression",
         client_address: Option<ClientAddress> = "clientAddress",
+        proxy_protocol: Option<ProxyProtocol> = "proxyProtocol",
+    }
+}
+
+config_struct! {
+    /// The load balancers in front of a listener that open each connection
+    /// with a PROXY protocol header (HAProxy's v1 or v2) naming the client.
+    pub struct ProxyProtocol {
+        /// Peers that must send the header; others connect as clients.
+        trusted_cidrs: Vec<Spanned<String>> = "trustedCidrs",
     }
 }
 
@@ -632,6 +642,8 @@ config_struct! {
         name: Spanned<String> = "name" [required],
         version: Option<Spanned<String>> = "version",
         weight: Option<Spanned<u32>> = "weight",
+        /// The Gateway API's per-backend filters (header modifiers).
+        filters: Vec<Filter> = "filters",
     }
 }
 

@@ -292,6 +292,7 @@ fn listeners(raw: &[raw::Listener], base_dir: &Path, p: &mut Problems) -> Vec<Li
                 .as_ref()
                 .map(|c| super::compression::validate(c, p)),
             client_address: l.client_address.as_ref().map(|c| client_address(c, p)),
+            proxy_protocol: l.proxy_protocol.as_ref().map(|c| proxy_protocol(c, p)),
             span: l.address.span,
             path: l.address.path.clone(),
         });
@@ -299,12 +300,38 @@ fn listeners(raw: &[raw::Listener], base_dir: &Path, p: &mut Problems) -> Vec<Li
     out
 }
 
-/// A listener's `clientAddress`: each CIDR parses (`10.0.0.0/8`,
-/// `2001:db8::/32`, or one address).
+/// A listener's `clientAddress`: each CIDR parses.
 fn client_address(raw: &super::raw::ClientAddress, p: &mut Problems) -> ClientAddressConfig {
-    let trusted_cidrs = raw
-        .trusted_cidrs
-        .iter()
+    ClientAddressConfig {
+        trusted_hops: raw
+            .trusted_hops
+            .as_ref()
+            .map_or(defaults::TRUSTED_HOPS, |v| **v),
+        trusted_cidrs: cidrs(&raw.trusted_cidrs, p),
+    }
+}
+
+/// A listener's `proxyProtocol`: at least one CIDR, each parses.
+fn proxy_protocol(raw: &super::raw::ProxyProtocol, p: &mut Problems) -> ProxyProtocolConfig {
+    if raw.trusted_cidrs.is_empty() {
+        // Without a trusted peer the section would change nothing: surely
+        // a mistake, and trusting every peer must be said out loud.
+        p.report(
+            raw.span,
+            raw.node_path.clone(),
+            "proxyProtocol needs at least one entry in `trustedCidrs` (the load \
+             balancers' addresses; 0.0.0.0/0 and ::/0 trust every peer)",
+        );
+    }
+    ProxyProtocolConfig {
+        trusted_cidrs: cidrs(&raw.trusted_cidrs, p),
+    }
+}
+
+/// CIDRs of trusted peers (`10.0.0.0/8`, `2001:db8::/32`, or one
+/// address); each one that does not parse is reported at its place.
+fn cidrs(raw: &[Spanned<String>], p: &mut Problems) -> Vec<ipnet::IpNet> {
+    raw.iter()
         .filter_map(|c| {
             let text = c.value.trim();
             let parsed = text
@@ -324,14 +351,7 @@ fn client_address(raw: &super::raw::ClientAddress, p: &mut Problems) -> ClientAd
                 }
             }
         })
-        .collect();
-    ClientAddressConfig {
-        trusted_hops: raw
-            .trusted_hops
-            .as_ref()
-            .map_or(defaults::TRUSTED_HOPS, |v| **v),
-        trusted_cidrs,
-    }
+        .collect()
 }
 
 fn positive(v: &Spanned<usize>, p: &mut Problems) {
@@ -1007,11 +1027,19 @@ fn backend_ref(
         );
         return None;
     }
+    if let Some(f) = b.filters.first() {
+        p.report(
+            f.span,
+            f.node_path.clone(),
+            "a filter's backendRef takes no filters of its own (they are for a rule's backendRefs)",
+        );
+    }
     match find_backend(b, services) {
         Ok((service, version)) => Some(BackendRefConfig {
             service,
             version,
             weight,
+            filters: BackendFilters::default(),
         }),
         Err(miss) => {
             p.report(miss.span, miss.path, miss.message);
@@ -1056,6 +1084,7 @@ fn rule_backends(
                     service,
                     version,
                     weight,
+                    filters: backend_filters(&b.filters, p),
                 };
                 if let Some(line) = seen.insert(cfg.key(), b.span.line) {
                     p.report(
@@ -1193,6 +1222,57 @@ fn value_match(v: &raw::ValueMatch, is_header: bool, p: &mut Problems) -> Option
         }
     };
     Some(ValueMatch { name, value })
+}
+
+/// A rule backendRef's `filters`: each of the two header modifiers at most
+/// once (as the Gateway API says of a rule's filters); any other type is
+/// refused at its place, since serin would otherwise drop it silently.
+fn backend_filters(raw: &[raw::Filter], p: &mut Problems) -> BackendFilters {
+    use raw::FilterType as T;
+    let mut out = BackendFilters::default();
+    for f in raw {
+        let (slot, section, key) = match f.kind {
+            T::RequestHeaderModifier => (
+                &mut out.request_headers,
+                &f.request_header_modifier,
+                "requestHeaderModifier",
+            ),
+            T::ResponseHeaderModifier => (
+                &mut out.response_headers,
+                &f.response_header_modifier,
+                "responseHeaderModifier",
+            ),
+            other => {
+                p.report(
+                    f.span,
+                    f.node_path.clone(),
+                    format!(
+                        "a backendRef's filters may be RequestHeaderModifier or \
+                         ResponseHeaderModifier, not {other} (put it in the rule's filters)"
+                    ),
+                );
+                continue;
+            }
+        };
+        let Some(section) = section else {
+            p.report(
+                f.span,
+                f.node_path.clone(),
+                format!("this {} filter needs its `{key}` section", f.kind),
+            );
+            continue;
+        };
+        if slot.is_some() {
+            p.report(
+                f.span,
+                f.node_path.clone(),
+                format!("a backendRef has at most one {} filter", f.kind),
+            );
+            continue;
+        }
+        *slot = Some(header_modifier(section, p));
+    }
+    out
 }
 
 fn filter_config(

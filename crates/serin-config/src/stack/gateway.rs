@@ -196,6 +196,7 @@ pub(super) fn validate(
             path_normalization: gw.path_normalization.clone(),
             compression: gw.compression.clone(),
             client_address: gw.client_address.clone(),
+            proxy_protocol: gw.proxy_protocol.clone(),
         }],
         services,
         routes: praw::Routes::List(routes),

@@ -56,6 +56,7 @@ config_struct! {
         path_normalization: Option<crate::proxy::raw::PathNormalization> = "pathNormalization",
         compression: Option<crate::proxy::raw::Compression> = "compression",
         client_address: Option<crate::proxy::raw::ClientAddress> = "clientAddress",
+        proxy_protocol: Option<crate::proxy::raw::ProxyProtocol> = "proxyProtocol",
         access_log: Option<crate::proxy::raw::AccessLog> = "accessLog",
         workers: Option<Spanned<usize>> = "workers",
         drain_timeout: Option<Duration> = "drainTimeout",

@@ -107,7 +107,16 @@ impl Filter {
         })
     }
 
-    /// Runs on the request, after routing and before the backend is picked.
+    /// A backendRef's own filters (header modifiers), in the order they
+    /// run: the request's once the backend is picked, then the answer's.
+    pub fn of_backend(f: &serin_config::proxy::BackendFilters) -> Vec<Self> {
+        let request = f.request_headers.clone().map(Self::RequestHeaderModifier);
+        let response = f.response_headers.clone().map(Self::ResponseHeaderModifier);
+        request.into_iter().chain(response).collect()
+    }
+
+    /// Runs on the request, after routing and before the backend is picked
+    /// (a backendRef's own filters: once it is picked).
     pub async fn on_request<'s>(
         &'s self,
         cx: &mut RequestCx<'s>,

@@ -26,6 +26,7 @@
 mod admission;
 mod downstream;
 pub mod error;
+mod grpc;
 mod log;
 pub mod path;
 pub mod retry;
@@ -46,6 +47,7 @@ use http::{Request, Response, Version};
 use serin_config::proxy::{CompressionConfig, ContentCoding, MatchConfig};
 
 pub use error::{ProxyError, Side};
+pub use grpc::GrpcBody;
 pub(crate) use log::LoggedBody;
 pub(crate) use upstream::strip_response;
 
@@ -103,6 +105,9 @@ pub struct RequestCx<'s> {
     /// The client's address: the peer unless the listener trusts proxies
     /// to name it (see [`crate::client_addr`]).
     pub client: std::net::IpAddr,
+    /// The request is a gRPC call (its status is counted, `grpc-timeout`
+    /// caps its deadline).
+    pub grpc: bool,
 }
 
 /// The path match of a request not (yet) routed.
@@ -180,6 +185,7 @@ pub async fn handle(
         compress: None,
         cors: None,
         client: info.remote.ip(),
+        grpc: grpc::is_call(&req),
     };
     let mut resp = match serve(&mut cx, req, number).await {
         Ok(resp) => resp,
@@ -193,6 +199,9 @@ pub async fn handle(
     }
     own_framing(&cx, &mut resp);
     log::finish(&cx, &resp);
+    if let (true, Some(backend)) = (cx.grpc, cx.backend) {
+        resp = grpc::observe(&backend.metrics.grpc, resp);
+    }
     Ok(log::access_line(&mut cx, resp))
 }
 
@@ -242,6 +251,11 @@ async fn serve<'s>(
     };
     let backend = route::backend(rule)?;
     cx.backend = Some(backend);
+    for filter in &backend.filters {
+        if let Flow::Respond(answer) = filter.on_request(cx, &mut req).await {
+            return Ok(*answer);
+        }
+    }
     if let Some(answer) = admission::fault(backend, rule, &req).await {
         return Ok(answer);
     }
@@ -250,7 +264,7 @@ async fn serve<'s>(
     } else {
         upstream::forward(cx, req, rule, backend, body_limit).await?
     };
-    for filter in &rule.filters {
+    for filter in backend.filters.iter().chain(&rule.filters) {
         filter.on_response(&mut resp);
     }
     admitted.on_response(&mut resp);

@@ -57,11 +57,17 @@ pub(super) async fn forward<'s>(
     } else {
         ReplayBody::new(first, incoming).with_limit(body_limit)
     };
+    // A gRPC call's own deadline shortens the rule's, never lengthens it.
+    let deadline = if cx.grpc {
+        super::grpc::deadline(rule.timeouts.request, super::grpc::timeout(&parts.headers))
+    } else {
+        rule.timeouts.request
+    };
     upstream_head(&mut parts, cx.info, protocol, false);
     let mirrored = if cx.mirrors.is_empty() {
         None
     } else {
-        crate::mirror::start(cx.ctx, &cx.mirrors, &parts, &body, rule.timeouts.request)
+        crate::mirror::start(cx.ctx, &cx.mirrors, &parts, &body, deadline)
     };
     parts.version = if protocol.is_http2() {
         Version::HTTP_2
@@ -102,7 +108,7 @@ pub(super) async fn forward<'s>(
         tried: [0; MAX_TRIED],
         n_tried: 0,
     };
-    let result = match rule.timeouts.request {
+    let result = match deadline {
         Some(deadline) => tokio::time::timeout(deadline, attempts.run(cx))
             .await
             .unwrap_or_else(|_| {

@@ -252,8 +252,8 @@ impl Drop for OpenConnection {
 async fn serve_connection(
     ctx: Rc<WorkerCtx>,
     listener: Arc<ListenerSocket>,
-    stream: TcpStream,
-    remote: SocketAddr,
+    mut stream: TcpStream,
+    peer: SocketAddr,
 ) {
     let settings = listener.settings.load_full();
     let cfg = &settings.config;
@@ -272,6 +272,9 @@ async fn serve_connection(
         gauge,
     };
     let _ = stream.set_nodelay(true);
+    let Some(remote) = client_of(&ctx, cfg, &mut stream, peer).await else {
+        return;
+    };
     let info = Rc::new(ConnInfo {
         listener: cfg.name.as_str().into(),
         remote,
@@ -287,6 +290,55 @@ async fn serve_connection(
         // task keeps no room for their state.
         Some(listener_tls) => Box::pin(serve_tls(ctx, info, cfg, stream, listener_tls)).await,
     }
+}
+
+/// The connection's client: the peer, or, when the peer is a load balancer
+/// the listener's `proxyProtocol` trusts, the source its PROXY header
+/// names. `None`: a trusted peer sent no usable header; the connection is
+/// closed (a balancer that does not speak the protocol is misconfigured,
+/// and serving it would give every client the balancer's address).
+async fn client_of(
+    ctx: &WorkerCtx,
+    cfg: &ListenerConfig,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+) -> Option<SocketAddr> {
+    let Some(proxy_protocol) = &cfg.proxy_protocol else {
+        return Some(peer);
+    };
+    let peer_ip = peer.ip().to_canonical();
+    if !proxy_protocol
+        .trusted_cidrs
+        .iter()
+        .any(|net| net.contains(&peer_ip))
+    {
+        return Some(peer);
+    }
+    // The header is part of the request's head: it counts against the
+    // header-read timeout.
+    let header = tokio::time::timeout(
+        cfg.limits.header_read_timeout,
+        crate::proxy_protocol::read_header(stream),
+    );
+    let problem = match unless_draining(ctx, header).await {
+        Some(Ok(Ok(source))) => {
+            let client = source.map_or(peer, |s| SocketAddr::new(s.ip().to_canonical(), s.port()));
+            return Some(client);
+        }
+        Some(Ok(Err(e))) => e.to_string(),
+        Some(Err(_)) => "no PROXY protocol header within the header-read timeout".to_string(),
+        None => return None,
+    };
+    tracing::debug!(%peer, listener = %cfg.name, "closing a trusted peer's connection: {problem}");
+    ctx.shared
+        .metrics
+        .rejected
+        .get_or_create(&crate::metrics::RejectLabels {
+            listener: cfg.name.clone(),
+            reason: "proxy_protocol".to_string(),
+        })
+        .inc();
+    None
 }
 
 /// A plain-TCP client connection: HTTP/2 with prior knowledge goes to

@@ -133,6 +133,7 @@ fn listener(name: String, port: u16) -> ListenerConfig {
         path_normalization: Default::default(),
         compression: None,
         client_address: None,
+        proxy_protocol: None,
         span: Default::default(),
     }
 }
@@ -201,6 +202,7 @@ fn build(gateway: &ProxyConfig, mesh: &[RouteConfig], replicas: &[ReplicaStatus]
                 service: app,
                 version: "app".into(),
                 weight: 1,
+                filters: Default::default(),
             })],
         });
         for (dep, port) in &sc.outbound {

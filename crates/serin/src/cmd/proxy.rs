@@ -85,6 +85,7 @@ fn quick_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
         path_normalization: Default::default(),
         compression: None,
         client_address: None,
+        proxy_protocol: None,
         span: Default::default(),
         path: "--listen".into(),
     };
@@ -126,6 +127,7 @@ fn quick_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
                 service: "upstream".into(),
                 version: "default".into(),
                 weight: 1,
+                filters: Default::default(),
             }],
             unresolved: vec![],
             timeouts: TimeoutsConfig {

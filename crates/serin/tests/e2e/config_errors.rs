@@ -334,6 +334,31 @@ routes: []
 }
 
 #[test]
+fn proxy_protocol_needs_a_trusted_peer_and_each_cidr_parses() {
+    let (ok, out) = validate(
+        r#"listeners:
+  - name: gw
+    address: 127.0.0.1:0
+    proxyProtocol:
+      trustedCidrs: [10.0.0.0/8, nlb.local]
+  - name: other
+    address: 127.0.0.1:0
+    proxyProtocol: {trustedCidrs: []}
+services: []
+routes: []
+"#,
+    );
+    assert!(!ok, "{out}");
+    for expected in [
+        "bad.yaml:5:34: listeners[0].proxyProtocol.trustedCidrs[1]: `nlb.local` is not a CIDR",
+        "bad.yaml:8:20: listeners[1].proxyProtocol: proxyProtocol needs at least one entry in `trustedCidrs`",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    assert!(!out.contains("trustedCidrs[0]"), "{out}");
+}
+
+#[test]
 fn api_key_filters_name_every_bad_key_and_header() {
     let (ok, out) = validate(
         r#"listeners: [{name: gw, address: '127.0.0.1:0'}]
@@ -367,4 +392,33 @@ routes:
             "missing: {expected}\n--- output:\n{out}"
         );
     }
+}
+
+#[test]
+fn a_backend_ref_takes_header_modifiers_only_each_once() {
+    let (ok, out) = validate(
+        r#"listeners: [{name: gw, address: '127.0.0.1:0'}]
+services: [{name: s, versions: [{name: v1, endpoints: ['127.0.0.1:1']}]}]
+routes:
+  - name: r
+    rules:
+      - backendRefs:
+          - name: s
+            version: v1
+            filters:
+              - {type: URLRewrite, urlRewrite: {hostname: x}}
+              - {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: a, value: b}]}}
+              - {type: RequestHeaderModifier, requestHeaderModifier: {remove: [a]}}
+              - {type: ResponseHeaderModifier}
+"#,
+    );
+    assert!(!ok, "{out}");
+    for expected in [
+        "bad.yaml:10:17: routes[0].rules[0].backendRefs[0].filters[0]: a backendRef's filters may be RequestHeaderModifier or ResponseHeaderModifier, not URLRewrite",
+        "bad.yaml:12:17: routes[0].rules[0].backendRefs[0].filters[2]: a backendRef has at most one RequestHeaderModifier filter",
+        "bad.yaml:13:17: routes[0].rules[0].backendRefs[0].filters[3]: this ResponseHeaderModifier filter needs its `responseHeaderModifier` section",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    assert!(!out.contains("filters[1]"), "{out}");
 }

@@ -121,3 +121,66 @@ routes:
     assert_eq!(share("mixed"), refused as f64);
     assert_eq!(share("other"), 5.0);
 }
+
+/// `backendRefs[].filters`: each backend's header modifiers apply to the
+/// requests sent to it and its answers only, after the rule's own.
+#[tokio::test]
+async fn a_backend_refs_filters_touch_only_its_own_requests_and_answers() {
+    let (v1, v2) = (Upstream::start("v1"), Upstream::start("v2"));
+    let serin = proxy(&format!(
+        r#"
+listeners: [{{name: gw, address: 127.0.0.1:0}}]
+services:
+  - name: s
+    versions:
+      - {{name: v1, endpoints: ["{}"]}}
+      - {{name: v2, endpoints: ["{}"]}}
+routes:
+  - name: r
+    rules:
+      - filters:
+          - type: RequestHeaderModifier
+            requestHeaderModifier: {{set: [{{name: x-picked, value: rule}}]}}
+        backendRefs:
+          - name: s
+            version: v1
+            filters:
+              - type: RequestHeaderModifier
+                requestHeaderModifier: {{set: [{{name: x-picked, value: v1}}]}}
+          - name: s
+            version: v2
+            filters:
+              - type: ResponseHeaderModifier
+                responseHeaderModifier: {{add: [{{name: x-served-by, value: v2}}]}}
+"#,
+        v1.addr, v2.addr
+    ));
+    let http = client();
+    let mut seen = BTreeMap::new();
+    for _ in 0..40 {
+        let resp = http
+            .get(serin.url("gw"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let served_by = header(&resp, "x-served-by");
+        let echo = crate::common::echo(resp).await;
+        let upstream = echo["upstream"].as_str().unwrap_or("?").to_string();
+        let picked = echo["headers"]["x-picked"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        *seen.entry((upstream, picked, served_by)).or_insert(0) += 1;
+    }
+    // v1 sees its own value over the rule's; v2 sees the rule's, and only
+    // v2's answers carry its response header.
+    let kinds: Vec<_> = seen.keys().cloned().collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("v1".into(), "v1".into(), String::new()),
+            ("v2".into(), "rule".into(), "v2".into()),
+        ],
+        "{seen:?}"
+    );
+}

@@ -25,6 +25,7 @@ mod dashboard;
 mod ext_auth;
 // Gateway API semantics of rules and backendRefs (issue #12, point 4).
 mod gateway_api;
+mod grpc;
 mod images;
 // Discovery and routes from the Kubernetes API (against a stand-in).
 mod kubernetes;
@@ -33,6 +34,7 @@ mod observability;
 // Path normalisation before routing (issue #12, point 3).
 mod paths;
 mod protocols;
+mod proxy_protocol;
 mod ratelimit;
 // The README's defaults against the code's constants (issue #11).
 mod readme_defaults;

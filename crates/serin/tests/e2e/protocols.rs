@@ -229,7 +229,7 @@ async fn tls_with_alpn_h2_and_http1() {
 
 /// A tonic health server on 127.0.0.1 (HTTP/2 only): the `""` service is
 /// SERVING, `"down"` NOT_SERVING.
-async fn grpc_health_upstream() -> SocketAddr {
+pub(crate) async fn grpc_health_upstream() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| panic!("bind: {e}"));
