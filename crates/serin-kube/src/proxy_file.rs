@@ -676,6 +676,8 @@ impl Timeouts {
 struct Retry {
     attempts: u32,
     codes: Vec<u16>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    grpc_codes: Vec<String>,
     backoff: String,
     #[serde(skip_serializing_if = "is_false")]
     unsafe_methods: bool,
@@ -930,6 +932,13 @@ fn rule(rule: &p::RuleConfig) -> Result<Rule, String> {
         retry: rule.retry.configured.then(|| Retry {
             attempts: rule.retry.attempts,
             codes: rule.retry.codes.clone(),
+            grpc_codes: rule
+                .retry
+                .grpc_codes
+                .iter()
+                .filter_map(|c| p::GRPC_CODE_NAMES.get(usize::try_from(*c).ok()?))
+                .map(|n| n.to_ascii_lowercase().replace('_', "-"))
+                .collect(),
             backoff: duration(rule.retry.backoff),
             unsafe_methods: rule.retry.unsafe_methods,
             budget: (rule.retry.budget != p::RetryBudgetConfig::default()).then(|| RetryBudget {
@@ -1149,7 +1158,7 @@ routes:
             filters:
               - {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-backend, value: v1}]}}
               - {type: ResponseHeaderModifier, responseHeaderModifier: {remove: [server]}}
-        retry: {attempts: 2, budget: {percent: 50, minRetriesPerSecond: 1, ttl: 5s}}
+        retry: {attempts: 2, grpcCodes: [unavailable, resource-exhausted], budget: {percent: 50, minRetriesPerSecond: 1, ttl: 5s}}
         fault: {headers: [{name: x-fault, value: "1"}], delay: {fixedDelay: 1s, percent: 50}}
         rateLimit: {requests: 100, unit: minute, burst: 150, key: {type: Header, name: x-api-key}, global: {redis: "redis://127.0.0.1:6379/", failOpen: false, timeout: 50ms}}
       - backendRefs: [{name: a, version: v2}]

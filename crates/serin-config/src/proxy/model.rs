@@ -934,11 +934,38 @@ pub struct TimeoutsConfig {
     pub backend_request: Option<Duration>,
 }
 
+/// The gRPC status codes' names (grpc/doc/statuscodes.md), by number: the
+/// metric labels, and in lower case with hyphens the names `grpcCodes`
+/// takes (`resource-exhausted`, as Envoy's `retry_on`).
+pub const GRPC_CODE_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RetryConfig {
     /// Retries after the first try (Gateway API's `attempts`).
     pub attempts: u32,
     pub codes: Vec<u16>,
+    /// gRPC status codes (numbers) retried when a call's answer carries one
+    /// in its head (README, "gRPC").
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub grpc_codes: Vec<u32>,
     #[serde(with = "humantime_serde_compat")]
     pub backoff: Duration,
     /// Also retry non-idempotent methods after the request may have reached
@@ -976,6 +1003,7 @@ impl Default for RetryConfig {
         Self {
             attempts: defaults::CONNECT_FAILURE_RETRIES,
             codes: Vec::new(),
+            grpc_codes: Vec::new(),
             backoff: defaults::RETRY_BACKOFF,
             unsafe_methods: false,
             configured: false,

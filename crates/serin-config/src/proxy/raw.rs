@@ -658,6 +658,9 @@ config_struct! {
     pub struct Retry {
         attempts: Option<Spanned<u32>> = "attempts",
         codes: Vec<Spanned<u16>> = "codes",
+        /// serin: gRPC statuses (`unavailable`, `resource-exhausted`, …)
+        /// of trailers-only answers that are retried, as Envoy's `retry_on`.
+        grpc_codes: Vec<Spanned<String>> = "grpcCodes",
         backoff: Option<Duration> = "backoff",
         unsafe_methods: Option<bool> = "unsafeMethods",
         budget: Option<RetryBudget> = "budget",

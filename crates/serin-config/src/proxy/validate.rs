@@ -328,6 +328,40 @@ fn proxy_protocol(raw: &super::raw::ProxyProtocol, p: &mut Problems) -> ProxyPro
     }
 }
 
+/// `retry.grpcCodes`: gRPC status names in lower case with hyphens.
+fn grpc_codes(raw: &[Spanned<String>], p: &mut Problems) -> Vec<u32> {
+    let names = || {
+        GRPC_CODE_NAMES[1..]
+            .iter()
+            .map(|n| n.to_ascii_lowercase().replace('_', "-"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    raw.iter()
+        .filter_map(|c| {
+            let wanted = c.value.to_ascii_uppercase().replace('-', "_");
+            match GRPC_CODE_NAMES.iter().position(|n| *n == wanted) {
+                Some(0) => {
+                    c.report(p, "`ok` is a success: it is never retried");
+                    None
+                }
+                Some(i) => u32::try_from(i).ok(),
+                None => {
+                    c.report(
+                        p,
+                        format!(
+                            "unknown gRPC status `{}`, expected one of: {}",
+                            c.value,
+                            names()
+                        ),
+                    );
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
 /// CIDRs of trusted peers (`10.0.0.0/8`, `2001:db8::/32`, or one
 /// address); each one that does not parse is reported at its place.
 fn cidrs(raw: &[Spanned<String>], p: &mut Problems) -> Vec<ipnet::IpNet> {
@@ -764,6 +798,7 @@ fn rule_config(rule: &raw::Rule, refs: Refs<'_>, p: &mut Problems) -> RuleConfig
             RetryConfig {
                 attempts,
                 codes,
+                grpc_codes: grpc_codes(&r.grpc_codes, p),
                 backoff: r.backoff.unwrap_or(defaults::RETRY_BACKOFF),
                 unsafe_methods: r.unsafe_methods.unwrap_or(false),
                 configured: true,

@@ -62,9 +62,7 @@ pub(super) async fn rule<'s>(
             Some(p) => Some(p),
             None => {
                 rule.local_metrics.shed();
-                return Ok(RuleAdmission::Refused(
-                    ProxyError::Overflow("maxConcurrentRequests").response(),
-                ));
+                return Err(ProxyError::Overflow("maxConcurrentRequests"));
             }
         },
     };

@@ -1,18 +1,21 @@
 //! gRPC calls seen through: each call's status counted for its backend
 //! (from the trailers, a trailers-only head, or the HTTP status serin or the
-//! upstream answered), and `grpc-timeout` as a cap on the request deadline.
+//! upstream answered), `grpc-timeout` as a cap on the request deadline, and
+//! serin's own failure answers given to a call in gRPC's shape.
 //!
 //! Only HTTP/2 requests with a `application/grpc` content type are calls:
 //! an HTTP/1.1 request costs one comparison here.
 
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, Version, header};
+use http::{HeaderMap, HeaderValue, Request, Response, Version, header};
 use http_body::{Body, Frame, SizeHint};
+use percent_encoding::{AsciiSet, CONTROLS};
 
 use crate::body::{BoxError, ResponseBody};
 use crate::metrics::GrpcCounters;
@@ -105,6 +108,40 @@ pub fn observe(
             counters: Some(counters.clone()),
         }))
     })
+}
+
+/// Bytes a `grpc-message` carries percent-encoded (PROTOCOL-HTTP2.md: all
+/// but printable ASCII, and `%` itself).
+const GRPC_MESSAGE: &AsciiSet = &CONTROLS.add(b'%');
+
+/// serin's own failure answer to a gRPC call, reshaped as a trailers-only
+/// answer: HTTP 200, `application/grpc`, the status a client would read
+/// from the HTTP status, and the plain-text reason as `grpc-message`. As
+/// Envoy does, so a client reports "UNAVAILABLE: request timed out"
+/// instead of failing to decode a text body. The HTTP status was counted
+/// and logged before this.
+pub fn local_answer(resp: Response<ResponseBody>) -> Response<ResponseBody> {
+    let (mut parts, body) = resp.into_parts();
+    let reason = match &body {
+        ResponseBody::Full(Some(text)) => String::from_utf8_lossy(text),
+        _ => Cow::Borrowed(""),
+    };
+    let message = percent_encoding::utf8_percent_encode(reason.trim_end(), GRPC_MESSAGE);
+    let headers = &mut parts.headers;
+    headers.remove(header::CONTENT_LENGTH);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert(
+        "grpc-status",
+        HeaderValue::from(status_for_http(parts.status.as_u16())),
+    );
+    if let Ok(message) = HeaderValue::from_str(&message.to_string()) {
+        headers.insert("grpc-message", message);
+    }
+    parts.status = http::StatusCode::OK;
+    Response::from_parts(parts, ResponseBody::empty())
 }
 
 /// An answer's body that counts the call's status when it ends.
@@ -215,5 +252,24 @@ mod tests {
         ] {
             assert_eq!(status_for_http(http), grpc, "{http}");
         }
+    }
+
+    #[test]
+    fn serins_own_answer_becomes_trailers_only() {
+        let mut resp = Response::new(ResponseBody::full("over 50% — try later\n"));
+        *resp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("24"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        h.insert("x-serin-reason", HeaderValue::from_static("overflow"));
+        let resp = local_answer(resp);
+        assert_eq!(resp.status(), http::StatusCode::OK);
+        let h = resp.headers();
+        assert_eq!(h["content-type"], "application/grpc");
+        assert_eq!(h["grpc-status"], "14");
+        assert_eq!(h["grpc-message"], "over 50%25 %E2%80%94 try later");
+        assert_eq!(h["x-serin-reason"], "overflow");
+        assert!(h.get(header::CONTENT_LENGTH).is_none());
+        assert!(resp.body().is_end_stream());
     }
 }

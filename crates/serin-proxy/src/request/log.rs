@@ -70,6 +70,7 @@ pub(super) fn finish(cx: &RequestCx<'_>, resp: &Response<ResponseBody>) {
 /// end. Only made when the access log is on.
 pub(super) fn access_line(
     cx: &mut RequestCx<'_>,
+    status: http::StatusCode,
     resp: Response<ResponseBody>,
 ) -> Response<ResponseBody> {
     let Some(req) = cx.summary.take() else {
@@ -82,7 +83,7 @@ pub(super) fn access_line(
         replica: endpoint.map(|e| e.name.clone()),
         trace_id: cx.trace.trace_id(),
         req,
-        status: resp.status().as_u16(),
+        status: status.as_u16(),
         start: cx.start,
         route: cx.route.map(|(r, _)| r.route.clone()),
         upstream: endpoint.map(|e| e.addr),

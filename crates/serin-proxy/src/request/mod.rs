@@ -194,7 +194,9 @@ pub async fn handle(
     if let Some((cors, origin)) = &cx.cors {
         cors.on_response(origin.as_ref(), resp.headers_mut());
     }
-    if let Some((cfg, coding)) = cx.compress {
+    // serin's own answer to a gRPC call is reshaped below, not compressed.
+    let grpc_local = cx.grpc && cx.failure.is_some();
+    if let (Some((cfg, coding)), false) = (cx.compress, grpc_local) {
         resp = crate::compression::apply(cfg, coding, resp);
     }
     own_framing(&cx, &mut resp);
@@ -202,7 +204,11 @@ pub async fn handle(
     if let (true, Some(backend)) = (cx.grpc, cx.backend) {
         resp = grpc::observe(&backend.metrics.grpc, resp);
     }
-    Ok(log::access_line(&mut cx, resp))
+    let status = resp.status();
+    if grpc_local {
+        resp = grpc::local_answer(resp);
+    }
+    Ok(log::access_line(&mut cx, status, resp))
 }
 
 /// The phases, in order.

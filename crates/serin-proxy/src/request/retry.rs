@@ -21,6 +21,10 @@ pub struct RetryPolicy<'a> {
     /// route configured retries and the method is idempotent, or the route
     /// allows unsafe methods.
     may_resend: bool,
+    /// A gRPC call may be sent again when its answer's head carries one of
+    /// the rule's `grpcCodes` (the user named them: Envoy's `retry_on`
+    /// does not look at the method either, and every call is a POST).
+    may_resend_grpc: bool,
 }
 
 /// How an attempt ended, as the decision sees it.
@@ -29,6 +33,8 @@ pub enum Attempt<'a> {
     /// The upstream answered.
     Answered {
         status: u16,
+        /// The `grpc-status` of a trailers-only answer to a gRPC call.
+        grpc_status: Option<u32>,
         retry_after: Option<Duration>,
     },
     /// It failed.
@@ -65,17 +71,18 @@ pub fn is_idempotent(m: &Method) -> bool {
 }
 
 impl<'a> RetryPolicy<'a> {
-    pub fn new(config: &'a RetryConfig, method: &Method) -> Self {
+    pub fn new(config: &'a RetryConfig, method: &Method, grpc_call: bool) -> Self {
         Self {
             config,
             may_resend: config.configured && (is_idempotent(method) || config.unsafe_methods),
+            may_resend_grpc: config.configured && grpc_call && !config.grpc_codes.is_empty(),
         }
     }
 
     /// Whether a request may be sent again after it may have reached the
     /// upstream (decides whether a copy of it is kept).
     pub fn may_resend(&self) -> bool {
-        self.may_resend
+        self.may_resend || self.may_resend_grpc
     }
 
     /// What to do after `attempt`, the `retries_done + 1`-th try, when a copy
@@ -92,9 +99,12 @@ impl<'a> RetryPolicy<'a> {
         match attempt {
             Attempt::Answered {
                 status,
+                grpc_status,
                 retry_after,
             } => {
-                let wanted = self.may_resend && self.config.codes.contains(&status);
+                let wanted = (self.may_resend && self.config.codes.contains(&status))
+                    || (self.may_resend_grpc
+                        && grpc_status.is_some_and(|c| self.config.grpc_codes.contains(&c)));
                 match retry_after {
                     _ if !wanted || !body_replayable => Decision::Stop,
                     Some(after) if after > MAX_RETRY_AFTER => Decision::Stop,
@@ -162,6 +172,7 @@ mod tests {
         RetryConfig {
             attempts: 2,
             codes: vec![502, 503, 504],
+            grpc_codes: vec![14],
             backoff: Duration::from_millis(25),
             unsafe_methods,
             configured,
@@ -190,6 +201,7 @@ mod tests {
     fn the_decision_follows_safety_settings_and_what_is_at_hand() {
         let answered = |status| Attempt::Answered {
             status,
+            grpc_status: None,
             retry_after: None,
         };
         let connect = ProxyError::ConnectFailed;
@@ -224,17 +236,51 @@ mod tests {
             ("a client abort is not retried", config(true, true), &post, Attempt::Failed(&aborted), 0, true, Decision::Stop),
         ];
         for (name, cfg, method, attempt, done, body, want) in cases {
-            let policy = RetryPolicy::new(&cfg, method);
+            let policy = RetryPolicy::new(&cfg, method, false);
             assert_eq!(policy.decide(attempt, done, body), want, "{name}");
         }
     }
 
     #[test]
+    fn grpc_calls_are_retried_on_the_codes_named_in_their_head() {
+        let grpc = |status| Attempt::Answered {
+            status: 200,
+            grpc_status: status,
+            retry_after: None,
+        };
+        let mut no_grpc_codes = config(true, false);
+        no_grpc_codes.grpc_codes.clear();
+        #[rustfmt::skip]
+        let cases: Vec<(&str, RetryConfig, bool, Attempt, u32, bool, Decision)> = vec![
+            // name, config, a gRPC call, attempt, retries done, body at hand, decision
+            ("UNAVAILABLE is named", config(true, false), true, grpc(Some(14)), 0, true, RESEND),
+            ("NOT_FOUND is not", config(true, false), true, grpc(Some(5)), 0, true, Decision::Stop),
+            ("OK", config(true, false), true, grpc(Some(0)), 0, true, Decision::Stop),
+            ("status in trailers: already streaming", config(true, false), true, grpc(None), 0, true, Decision::Stop),
+            ("no grpcCodes", no_grpc_codes, true, grpc(Some(14)), 0, true, Decision::Stop),
+            ("retries not configured", config(false, false), true, grpc(Some(14)), 0, true, Decision::Stop),
+            ("not a gRPC call", config(true, false), false, grpc(Some(14)), 0, true, Decision::Stop),
+            ("attempts used up", config(true, false), true, grpc(Some(14)), 2, true, Decision::Stop),
+            ("body too big to replay", config(true, false), true, grpc(Some(14)), 0, false, Decision::Stop),
+            ("a gRPC POST is not resent on 503 for its grpcCodes", config(true, false), true,
+                Attempt::Answered { status: 503, grpc_status: None, retry_after: None }, 0, true, Decision::Stop),
+        ];
+        for (name, cfg, call, attempt, done, body, want) in cases {
+            let policy = RetryPolicy::new(&cfg, &Method::POST, call);
+            assert_eq!(policy.decide(attempt, done, body), want, "{name}");
+        }
+        let cfg = config(true, false);
+        assert!(RetryPolicy::new(&cfg, &Method::POST, true).may_resend());
+        assert!(!RetryPolicy::new(&cfg, &Method::POST, false).may_resend());
+    }
+
+    #[test]
     fn retry_after_is_followed_up_to_its_limit() {
         let cfg = config(true, false);
-        let policy = RetryPolicy::new(&cfg, &Method::GET);
+        let policy = RetryPolicy::new(&cfg, &Method::GET, false);
         let after = |secs| Attempt::Answered {
             status: 503,
+            grpc_status: None,
             retry_after: Some(Duration::from_secs(secs)),
         };
         assert_eq!(

@@ -82,7 +82,7 @@ pub(super) async fn forward<'s>(
     // The retry budget: every request deposits, every retry that may reach
     // the upstream withdraws.
     rule.budget.deposit();
-    let policy = RetryPolicy::new(&rule.retry, &parts.method);
+    let policy = RetryPolicy::new(&rule.retry, &parts.method, cx.grpc);
     // serin's own HTTP/1.1 exchange carries a request whose body is
     // complete; a streaming upload goes through hyper's client.
     let in_hand = protocol == UpstreamProtocol::Http1 && body.in_hand();
@@ -157,6 +157,11 @@ impl<'s> Attempts<'s> {
             let attempt = match &result {
                 Ok(resp) => Attempt::Answered {
                     status: resp.status().as_u16(),
+                    grpc_status: if cx.grpc {
+                        super::grpc::status(resp.headers())
+                    } else {
+                        None
+                    },
                     retry_after: retry_after(resp),
                 },
                 Err(e) => Attempt::Failed(e),

@@ -10,6 +10,32 @@ pub fn proxy(config: &str) -> Serin {
 }
 
 /// A keep-alive HTTP client for tests (no proxy from the environment).
+/// An HTTP/2 connection (prior knowledge) to `addr` with hyper's own
+/// client, for what reqwest and tonic hide or do themselves; the
+/// connection runs on a task of its own.
+pub async fn h2_connect<B>(
+    addr: std::net::SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<B>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+)
+where
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    let (tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("h2 handshake with {addr}: {e}"));
+    (tx, tokio::spawn(conn))
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()

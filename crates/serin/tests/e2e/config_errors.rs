@@ -422,3 +422,28 @@ routes:
     }
     assert!(!out.contains("filters[1]"), "{out}");
 }
+
+#[test]
+fn grpc_retry_codes_are_names_of_failures() {
+    let (ok, out) = validate(
+        r#"listeners: [{name: gw, address: '127.0.0.1:0'}]
+services: [{name: s, versions: [{name: v1, endpoints: ['127.0.0.1:1']}]}]
+routes:
+  - name: r
+    rules:
+      - backendRefs: [{name: s, version: v1}]
+        retry: {grpcCodes: [unavailable, ok, UNAVAILABLE, nope]}
+"#,
+    );
+    assert!(!ok, "{out}");
+    for expected in [
+        "bad.yaml:7:42: routes[0].rules[0].retry.grpcCodes[1]: `ok` is a success",
+        "bad.yaml:7:59: routes[0].rules[0].retry.grpcCodes[3]: unknown gRPC status `nope`, expected one of: cancelled, unknown,",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    assert!(
+        !out.contains("grpcCodes[0]") && !out.contains("grpcCodes[2]"),
+        "{out}"
+    );
+}

@@ -230,6 +230,14 @@ async fn tls_with_alpn_h2_and_http1() {
 /// A tonic health server on 127.0.0.1 (HTTP/2 only): the `""` service is
 /// SERVING, `"down"` NOT_SERVING.
 pub(crate) async fn grpc_health_upstream() -> SocketAddr {
+    grpc_health_server(&[("down", tonic_health::ServingStatus::NotServing)]).await
+}
+
+/// A tonic health server on 127.0.0.1 that knows `""` (SERVING) and the
+/// services of `statuses`; any other is NOT_FOUND.
+pub(crate) async fn grpc_health_server(
+    statuses: &[(&str, tonic_health::ServingStatus)],
+) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| panic!("bind: {e}"));
@@ -237,9 +245,9 @@ pub(crate) async fn grpc_health_upstream() -> SocketAddr {
         .local_addr()
         .unwrap_or_else(|e| panic!("addr: {e}"));
     let (reporter, service) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("down", tonic_health::ServingStatus::NotServing)
-        .await;
+    for (name, status) in statuses {
+        reporter.set_service_status(name, *status).await;
+    }
     tokio::spawn(async move {
         let _keep = reporter;
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
@@ -319,16 +327,7 @@ async fn grpc_end_to_end_with_tonic() {
 async fn grpc_trailers_and_status_are_preserved() {
     let upstream = grpc_health_upstream().await;
     let serin = proxy(&config_for(upstream, "h2c", ""));
-    let stream = tokio::net::TcpStream::connect(serin.listener("gw"))
-        .await
-        .unwrap_or_else(|e| panic!("connect: {e}"));
-    let (mut tx, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("h2 handshake with serin: {e}"));
-    tokio::spawn(conn);
+    let (mut tx, _conn) = crate::common::h2_connect(serin.listener("gw")).await;
 
     // A gRPC message: uncompressed flag, 4-byte length, protobuf bytes.
     fn grpc_frame(msg: &[u8]) -> Bytes {
@@ -860,16 +859,7 @@ async fn http2_client_to_http1_upstream_gets_a_host_header() {
     assert_eq!(header(&json, "host"), Some("api.example.test"), "{json}");
 
     // And with a plain hyper h2 client that sends only :authority.
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("connect: {e}"));
-    let (mut tx, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("h2 handshake: {e}"));
-    tokio::spawn(conn);
+    let (mut tx, _conn) = crate::common::h2_connect(addr).await;
     let req = http::Request::builder()
         .uri("http://only-authority.test:8080/h")
         .body(http_body_util::Empty::<Bytes>::new())

@@ -429,16 +429,7 @@ async fn idle_timeout_closes_an_idle_http2_connection() {
         "    limits: {idleTimeout: 1s, headerReadTimeout: 30s}",
     ));
     let addr = serin.listener("gw");
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("connect: {e}"));
-    let (mut tx, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("h2 handshake: {e}"));
-    let conn = tokio::spawn(conn);
+    let (mut tx, conn) = crate::common::h2_connect(addr).await;
     let req = http::Request::builder()
         .uri(format!("http://{addr}/h2"))
         .body(http_body_util::Empty::<Bytes>::new())
