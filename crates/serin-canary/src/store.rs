@@ -215,6 +215,12 @@ impl Store {
                             source,
                         })?
                         .canaries
+                        .into_iter()
+                        .map(|(service, mut state)| {
+                            state.settings.fill_in_checks();
+                            (service, state)
+                        })
+                        .collect()
                 }
                 None => BTreeMap::new(),
             },
