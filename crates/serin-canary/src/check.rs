@@ -92,7 +92,11 @@ impl CheckResult {
     }
 
     fn kind(&self) -> ValueKind {
-        match self.source.strip_prefix("figure ").map(str::parse::<Figure>) {
+        match self
+            .source
+            .strip_prefix("figure ")
+            .map(str::parse::<Figure>)
+        {
             Some(Ok(f)) => ValueKind::of(f),
             _ => ValueKind::Plain,
         }
@@ -238,13 +242,16 @@ pub fn figure_value(figure: Figure, f: &WindowFigures, ctx: &Context) -> FigureV
     } else {
         (c, b)
     };
-    match (c, b) {
-        (c, b) if b > 0.0 => FigureValue::Value(c / b),
-        (c, _) if c == 0.0 => FigureValue::Value(1.0),
-        _ => FigureValue::Missing(format!(
+    if b > 0.0 {
+        FigureValue::Value(c / b)
+    } else if c <= 0.0 {
+        // Nothing on either side: the same.
+        FigureValue::Value(1.0)
+    } else {
+        FigureValue::Missing(format!(
             "the baseline's {} is 0: no ratio (check the canary's own figure instead)",
             figure.measure.as_str()
-        )),
+        ))
     }
 }
 
@@ -297,7 +304,9 @@ impl ValueKind {
 /// `canary error rate 2.00% (2 of 100)`: the value in words, for reasons.
 fn subject(c: &CanaryCheck, value: f64, f: &WindowFigures, kind: ValueKind) -> String {
     match &c.source {
-        CheckSource::Promql(_) => format!("check `{}`: the query gave {}", c.name, kind.text(value)),
+        CheckSource::Promql(_) => {
+            format!("check `{}`: the query gave {}", c.name, kind.text(value))
+        }
         CheckSource::Figure(fig) => match (fig.measure, fig.ratio) {
             (Measure::ErrorShare5xx, false) => format!(
                 "canary error rate {} ({} of {})",
@@ -482,12 +491,20 @@ mod tests {
         let c = VersionFigures::new("v2", 100, 2, Some(0.05))
             .with_client_errors(10)
             .with_latencies(Some(0.02), Some(0.04));
-        let b = VersionFigures::new("v1", 400, 0, Some(0.025))
-            .with_latencies(Some(0.005), Some(0.02));
+        let b =
+            VersionFigures::new("v1", 400, 0, Some(0.025)).with_latencies(Some(0.005), Some(0.02));
         let f = figures(c, b);
         let none = BTreeMap::new();
         use CheckVerdict::*;
-        let table: [(&str, Option<f64>, Option<f64>, CheckVerdict, Option<f64>); 12] = [
+        // (figure, min, max, verdict, value)
+        type Row = (
+            &'static str,
+            Option<f64>,
+            Option<f64>,
+            CheckVerdict,
+            Option<f64>,
+        );
+        let table: [Row; 12] = [
             ("requests", Some(50.0), None, Pass, Some(100.0)),
             ("requests", Some(101.0), None, Fail, Some(100.0)),
             ("requestRate", Some(5.0), Some(20.0), Pass, Some(10.0)),
@@ -567,7 +584,10 @@ mod tests {
             &ran(Ok(None)),
             &ctx(),
         );
-        assert!(r.reason.unwrap_or_default().contains("no series"), "no reason");
+        assert!(
+            r.reason.unwrap_or_default().contains("no series"),
+            "no reason"
+        );
         assert_eq!(r.query.as_deref(), Some("q"));
     }
 

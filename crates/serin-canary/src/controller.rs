@@ -20,8 +20,8 @@ use crate::analysis::{
     self, Analysis, Judgement, ShadowFigures, Verdict, VersionFigures, WindowFigures, judge,
     judge_shadow,
 };
-use crate::check::{CheckResult, CheckSource, CheckVerdict, QueriedValue};
 use crate::audit::{Actor, AuditEntry, AuditLog};
+use crate::check::{CheckResult, CheckSource, CheckVerdict, QueriedValue};
 use crate::error::CanaryError;
 use crate::prometheus::PrometheusSource;
 use crate::settings::{Options, Settings, StartRequest};

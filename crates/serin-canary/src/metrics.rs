@@ -70,7 +70,9 @@ pub fn encode(canaries: &[CanaryState], encoder: &mut DescriptorEncoder<'_>) -> 
                 service: service(),
                 phase: p.as_str().to_string(),
             };
-            phase.get_or_create(&labels).set(f64::from(u8::from(p == c.phase)));
+            phase
+                .get_or_create(&labels)
+                .set(f64::from(u8::from(p == c.phase)));
         }
         for (version, percent) in &c.weights {
             let labels = WeightLabels {
@@ -105,7 +107,10 @@ pub fn encode(canaries: &[CanaryState], encoder: &mut DescriptorEncoder<'_>) -> 
             "canary_phase",
             "The phase of each service's canary: 1 for the one it is in",
         ),
-        ("canary_weight", "Each version's weight in a canary, in percent"),
+        (
+            "canary_weight",
+            "Each version's weight in a canary, in percent",
+        ),
         (
             "canary_check_value",
             "Each canary check's value in the last window",

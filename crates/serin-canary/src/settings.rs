@@ -357,8 +357,11 @@ impl Settings {
     /// its thresholds: it resumes judged as it was.
     pub fn fill_in_checks(&mut self) {
         if self.checks.is_empty() {
-            self.checks =
-                default_checks(self.min_requests, self.max_error_rate, self.max_latency_ratio);
+            self.checks = default_checks(
+                self.min_requests,
+                self.max_error_rate,
+                self.max_latency_ratio,
+            );
         }
     }
 }

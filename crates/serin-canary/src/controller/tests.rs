@@ -563,20 +563,34 @@ async fn a_check_of_ones_own_rolls_back_what_the_built_in_ones_pass() {
     let c = controller(sink.clone(), script(vec![], f), &dir).await;
     let mut r = request(&[5, 50, 100]);
     r.options.checks = vec![
-        serin_config::stack::canary_check::parse_check_flag(
-            "not-found=figure:errorShare4xx;max=0",
-        )
-        .unwrap(),
+        serin_config::stack::canary_check::parse_check_flag("not-found=figure:errorShare4xx;max=0")
+            .unwrap(),
     ];
     let s = c.start_canary("qotm", r).await.unwrap();
-    let names: Vec<&str> = s.state.settings.checks.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["requests", "error-rate", "latency-ratio", "not-found"]);
+    let names: Vec<&str> = s
+        .state
+        .settings
+        .checks
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["requests", "error-rate", "latency-ratio", "not-found"]
+    );
     let s = wait_for(&c, |s| s.state.phase.is_final()).await;
     assert_eq!(s.state.phase, Phase::RolledBack, "{}", s.state.message);
-    assert!(s.state.message.contains("4xx share 10.00%"), "{}", s.state.message);
+    assert!(
+        s.state.message.contains("4xx share 10.00%"),
+        "{}",
+        s.state.message
+    );
     let a = s.state.last_analysis.unwrap();
-    let verdicts: Vec<(&str, CheckVerdict)> =
-        a.checks.iter().map(|r| (r.name.as_str(), r.verdict)).collect();
+    let verdicts: Vec<(&str, CheckVerdict)> = a
+        .checks
+        .iter()
+        .map(|r| (r.name.as_str(), r.verdict))
+        .collect();
     assert_eq!(
         verdicts,
         [
@@ -589,8 +603,7 @@ async fn a_check_of_ones_own_rolls_back_what_the_built_in_ones_pass() {
     assert_eq!(a.checks[3].value, Some(0.1));
     // The audit log has each check of each decision.
     let text = std::fs::read_to_string(dir.join("stack.canary-audit.jsonl")).unwrap();
-    let last: serde_json::Value =
-        serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(last["decision"], "rollback");
     assert_eq!(last["figures"]["checks"][3]["name"], "not-found");
     assert_eq!(last["figures"]["checks"][3]["verdict"], "fail");

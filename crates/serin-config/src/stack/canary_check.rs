@@ -224,9 +224,7 @@ pub enum CheckError {
     EmptyTemplate,
     #[error("unknown figure `{0}`; the figures are {names}", names = Figure::names().join(", "))]
     UnknownFigure(String),
-    #[error(
-        "`{0}` is not a check name: use letters, digits, `-` and `_`, starting with a letter"
-    )]
+    #[error("`{0}` is not a check name: use letters, digits, `-` and `_`, starting with a letter")]
     BadName(String),
     #[error("check `{0}` is given twice")]
     Duplicate(String),
@@ -549,7 +547,10 @@ mod tests {
             ("x=figure:p99;max=lots", "`lots` is not a bound"),
             ("x=figure:p99;min=2;max=1", "above `max`"),
             ("9x=figure:p99;max=1", "not a check name"),
-            ("x=promql:up{a=\"{{pod}}\"};max=1", "unknown placeholder `{{pod}}`"),
+            (
+                "x=promql:up{a=\"{{pod}}\"};max=1",
+                "unknown placeholder `{{pod}}`",
+            ),
         ] {
             let e = parse_check_flag(flag).unwrap_err().to_string();
             assert!(e.contains(part), "{flag}: {part} not in {e}");
@@ -561,7 +562,10 @@ mod tests {
         let c: CanaryCheck =
             serde_json::from_value(serde_json::json!({"name": "p", "figure": "p99", "max": 0.2}))
                 .unwrap();
-        assert_eq!(c.source.clone(), CheckSource::Figure("p99".parse().unwrap()));
+        assert_eq!(
+            c.source.clone(),
+            CheckSource::Figure("p99".parse().unwrap())
+        );
         assert_eq!(
             serde_json::to_value(&c).unwrap(),
             serde_json::json!({"name": "p", "figure": "p99", "max": 0.2})
@@ -573,16 +577,24 @@ mod tests {
         .to_string();
         assert!(e.contains("unknown figure"), "{e}");
         for (body, part) in [
-            (serde_json::json!({"name": "p", "figure": "p99", "mx": 1}), "unknown field `mx`"),
+            (
+                serde_json::json!({"name": "p", "figure": "p99", "mx": 1}),
+                "unknown field `mx`",
+            ),
             (serde_json::json!({"name": "p", "max": 1}), "needs a source"),
             (
                 serde_json::json!({"name": "p", "figure": "p99", "promql": "up", "max": 1}),
                 "not both",
             ),
         ] {
-            let e = serde_json::from_value::<CanaryCheck>(body).unwrap_err().to_string();
+            let e = serde_json::from_value::<CanaryCheck>(body)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(part), "{part} not in {e}");
         }
-        assert_eq!(check_unique(["a", "b", "a"]), Err(CheckError::Duplicate("a".into())));
+        assert_eq!(
+            check_unique(["a", "b", "a"]),
+            Err(CheckError::Duplicate("a".into()))
+        );
     }
 }

@@ -253,7 +253,10 @@ fn canary_checks(list: &[RawCanaryCheck], p: &mut Problems) -> Vec<CanaryCheck> 
         if let Some(line) = seen.get(name.value.as_str()) {
             name.report(
                 p,
-                format!("check `{}` is defined twice (first on line {line})", name.value),
+                format!(
+                    "check `{}` is defined twice (first on line {line})",
+                    name.value
+                ),
             );
         } else {
             seen.insert(&name.value, name.span.line);
@@ -277,7 +280,11 @@ fn canary_checks(list: &[RawCanaryCheck], p: &mut Problems) -> Vec<CanaryCheck> 
                 None
             }
             (None, None) => {
-                p.report(raw.span, raw.node_path.clone(), CheckError::NoSource.to_string());
+                p.report(
+                    raw.span,
+                    raw.node_path.clone(),
+                    CheckError::NoSource.to_string(),
+                );
                 None
             }
         };
