@@ -1,9 +1,22 @@
-//! Judging one window: the canary's figures against the baseline's and the
-//! thresholds. A pure function, so every rule is tested here without
-//! processes or clocks.
+//! Judging one window: each of the canary's checks ([`crate::check`]),
+//! combined into the window's verdict. A pure function, so every rule is
+//! tested here without processes or clocks.
+//!
+//! The combination: a traffic check out of its range (too few canary
+//! requests) makes the window inconclusive and the others are not judged;
+//! otherwise one failed check fails the window, else one inconclusive check
+//! makes it inconclusive (no data is never healthy), else it passes.
+//! Skipped checks (a ratio to a baseline without traffic) count neither
+//! way, and the reasons say so.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::check::{
+    CheckResult, CheckVerdict, Context, FigureValue, Measure, QueriedValue, figure_value,
+    is_traffic_gate, judge_check,
+};
 use crate::settings::Settings;
 
 /// Below this many baseline requests in a window there is no baseline p99
@@ -24,6 +37,17 @@ pub struct VersionFigures {
     /// The 99th percentile of latency to response headers, in seconds;
     /// none without requests.
     pub p99_seconds: Option<f64>,
+    /// Answers with a 4xx status.
+    #[serde(default)]
+    pub client_errors: u64,
+    /// `client_errors / requests` (0 without requests).
+    #[serde(default)]
+    pub client_error_rate: f64,
+    /// The median and 90th percentile of latency, like `p99_seconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p50_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p90_seconds: Option<f64>,
 }
 
 impl VersionFigures {
@@ -38,7 +62,29 @@ impl VersionFigures {
                 errors as f64 / requests as f64
             },
             p99_seconds,
+            client_errors: 0,
+            client_error_rate: 0.0,
+            p50_seconds: None,
+            p90_seconds: None,
         }
+    }
+
+    /// These figures with `n` answers that were 4xx.
+    pub fn with_client_errors(mut self, n: u64) -> Self {
+        self.client_errors = n;
+        self.client_error_rate = if self.requests == 0 {
+            0.0
+        } else {
+            n as f64 / self.requests as f64
+        };
+        self
+    }
+
+    /// These figures with a median and a 90th percentile.
+    pub fn with_latencies(mut self, p50: Option<f64>, p90: Option<f64>) -> Self {
+        self.p50_seconds = p50;
+        self.p90_seconds = p90;
+        self
     }
 }
 
@@ -139,6 +185,10 @@ pub struct Analysis {
     /// Why it failed or was inconclusive, and anything the reader should
     /// know (e.g. that the baseline had no traffic).
     pub reasons: Vec<String>,
+    /// Each check: its value, range and verdict (none in the mirror step,
+    /// which is judged by its shadow answers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckResult>,
     /// In the mirror step: the canary's shadow answers, which it was judged
     /// by (its live figures are then empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -151,6 +201,7 @@ pub struct Judgement {
     pub verdict: Verdict,
     pub latency_ratio: Option<f64>,
     pub reasons: Vec<String>,
+    pub checks: Vec<CheckResult>,
 }
 
 pub fn percent(rate: f64) -> String {
@@ -166,83 +217,70 @@ pub fn millis(seconds: f64) -> String {
     }
 }
 
-/// Judges a window. Inconclusive when the canary had fewer than
-/// `min_requests` requests (or no latency figures); a failed check when its
-/// error rate is above `max_error_rate` or its p99 is more than
-/// `max_latency_ratio` times the baseline's; else a pass.
-pub fn judge(f: &WindowFigures, s: &Settings) -> Judgement {
-    let mut reasons = Vec::new();
-    if f.canary.requests < s.min_requests {
-        reasons.push(format!(
-            "only {} canary request{} in the window, fewer than min-requests {}",
-            f.canary.requests,
-            if f.canary.requests == 1 { "" } else { "s" },
-            s.min_requests
-        ));
+/// What was measured in a window besides the figures.
+#[derive(Debug, Clone, Default)]
+pub struct Window {
+    /// How long it lasted, in seconds.
+    pub seconds: f64,
+    /// The values of the PromQL checks, by check name.
+    pub queried: BTreeMap<String, QueriedValue>,
+}
+
+/// Judges a window by the canary's checks (see the module's rules).
+pub fn judge(f: &WindowFigures, w: &Window, s: &Settings) -> Judgement {
+    let ctx = Context {
+        window_seconds: w.seconds,
+        latency_floor: s.latency_floor.as_secs_f64(),
+        min_baseline_requests: MIN_BASELINE_REQUESTS.min(s.min_requests),
+    };
+    let mut checks: Vec<CheckResult> = s
+        .checks
+        .iter()
+        .map(|c| judge_check(c, f, &w.queried, &ctx))
+        .collect();
+    let gated: Vec<String> = s
+        .checks
+        .iter()
+        .zip(&checks)
+        .filter(|(c, r)| is_traffic_gate(c) && r.verdict == CheckVerdict::Fail)
+        .filter_map(|(_, r)| r.reason.clone())
+        .collect();
+    if !gated.is_empty() {
+        for (c, r) in s.checks.iter().zip(checks.iter_mut()) {
+            if !is_traffic_gate(c) {
+                r.verdict = CheckVerdict::Inconclusive;
+                r.reason = Some("not judged: too little traffic in the window".into());
+            }
+        }
         return Judgement {
             verdict: Verdict::Inconclusive,
             latency_ratio: None,
-            reasons,
+            reasons: gated,
+            checks,
         };
     }
-    let mut failed = false;
-    if f.canary.error_rate > s.max_error_rate {
-        failed = true;
-        reasons.push(format!(
-            "canary error rate {} ({} of {}) is above max-error-rate {}",
-            percent(f.canary.error_rate),
-            f.canary.errors,
-            f.canary.requests,
-            percent(s.max_error_rate)
-        ));
-    }
-    let floor = s.latency_floor.as_secs_f64();
-    let mut latency_ratio = None;
-    let baseline_p99 = f
-        .baseline
-        .p99_seconds
-        .filter(|_| f.baseline.requests >= MIN_BASELINE_REQUESTS.min(s.min_requests));
-    match (f.canary.p99_seconds, baseline_p99) {
-        (None, _) => {
-            reasons.push("no latency figures for the canary".into());
-            return Judgement {
-                verdict: if failed {
-                    Verdict::Fail
-                } else {
-                    Verdict::Inconclusive
-                },
-                latency_ratio: None,
-                reasons,
-            };
-        }
-        (Some(_), None) => {
-            reasons.push(format!(
-                "the baseline had {} in the window: judged on the canary's error rate only",
-                if f.baseline.requests == 0 {
-                    "no traffic".to_string()
-                } else {
-                    format!("only {} requests", f.baseline.requests)
-                }
-            ));
-        }
-        (Some(c), Some(b)) => {
-            let ratio = c.max(floor) / b.max(floor);
-            latency_ratio = Some(ratio);
-            if ratio > s.max_latency_ratio {
-                failed = true;
-                reasons.push(format!(
-                    "canary p99 {} is {ratio:.2} times the baseline's {}, above max-latency-ratio {}",
-                    millis(c),
-                    millis(b),
-                    s.max_latency_ratio
-                ));
-            }
-        }
-    }
+    let reasons = checks.iter().filter_map(|r| r.reason.clone()).collect();
+    let has = |v: CheckVerdict| checks.iter().any(|r| r.verdict == v);
+    let verdict = if has(CheckVerdict::Fail) {
+        Verdict::Fail
+    } else if has(CheckVerdict::Inconclusive) {
+        Verdict::Inconclusive
+    } else {
+        Verdict::Pass
+    };
+    let p99_ratio = crate::check::Figure {
+        measure: Measure::P99,
+        ratio: true,
+    };
+    let latency_ratio = match figure_value(p99_ratio, f, &ctx) {
+        FigureValue::Value(r) => Some(r),
+        _ => None,
+    };
     Judgement {
-        verdict: if failed { Verdict::Fail } else { Verdict::Pass },
+        verdict,
         latency_ratio,
         reasons,
+        checks,
     }
 }
 
@@ -263,6 +301,7 @@ pub fn judge_shadow(f: &ShadowFigures, s: &Settings) -> Judgement {
             verdict: Verdict::Inconclusive,
             latency_ratio: None,
             reasons,
+            checks: Vec::new(),
         };
     }
     let failed = f.mismatch_rate > s.max_error_rate;
@@ -281,6 +320,7 @@ pub fn judge_shadow(f: &ShadowFigures, s: &Settings) -> Judgement {
         verdict: if failed { Verdict::Fail } else { Verdict::Pass },
         latency_ratio: None,
         reasons,
+        checks: Vec::new(),
     }
 }
 
@@ -291,6 +331,14 @@ mod tests {
 
     fn settings() -> Settings {
         Options::default().resolve().unwrap()
+    }
+
+    fn judge_figures(f: &WindowFigures, s: &Settings) -> Judgement {
+        let w = Window {
+            seconds: 30.0,
+            queried: BTreeMap::new(),
+        };
+        judge(f, &w, s)
     }
 
     fn figures(c: (u64, u64, f64), b: (u64, u64, f64)) -> WindowFigures {
@@ -316,7 +364,7 @@ mod tests {
 
     #[test]
     fn healthy_canary_passes() {
-        let j = judge(&figures((100, 0, 0.004), (1900, 1, 0.003)), &settings());
+        let j = judge_figures(&figures((100, 0, 0.004), (1900, 1, 0.003)), &settings());
         assert_eq!(j.verdict, Verdict::Pass, "{j:?}");
         // Both under the 10 ms floor: equal.
         assert_eq!(j.latency_ratio, Some(1.0));
@@ -324,41 +372,41 @@ mod tests {
 
     #[test]
     fn too_little_traffic_is_inconclusive_even_when_it_looks_bad() {
-        let j = judge(&figures((49, 49, 0.9), (1000, 0, 0.002)), &settings());
+        let j = judge_figures(&figures((49, 49, 0.9), (1000, 0, 0.002)), &settings());
         assert_eq!(j.verdict, Verdict::Inconclusive);
         assert!(j.reasons[0].contains("only 49 canary requests"), "{j:?}");
-        let j = judge(&figures((0, 0, 0.0), (0, 0, 0.0)), &settings());
+        let j = judge_figures(&figures((0, 0, 0.0), (0, 0, 0.0)), &settings());
         assert_eq!(j.verdict, Verdict::Inconclusive);
     }
 
     #[test]
     fn errors_fail() {
-        let j = judge(&figures((100, 2, 0.002), (1000, 0, 0.002)), &settings());
+        let j = judge_figures(&figures((100, 2, 0.002), (1000, 0, 0.002)), &settings());
         assert_eq!(j.verdict, Verdict::Fail);
         assert!(j.reasons[0].contains("2.00% (2 of 100)"), "{j:?}");
         // Exactly at the limit passes.
-        let j = judge(&figures((100, 1, 0.002), (1000, 0, 0.002)), &settings());
+        let j = judge_figures(&figures((100, 1, 0.002), (1000, 0, 0.002)), &settings());
         assert_eq!(j.verdict, Verdict::Pass, "{j:?}");
     }
 
     #[test]
     fn slow_fails() {
-        let j = judge(&figures((100, 0, 0.5), (1000, 0, 0.002)), &settings());
+        let j = judge_figures(&figures((100, 0, 0.5), (1000, 0, 0.002)), &settings());
         assert_eq!(j.verdict, Verdict::Fail);
         assert_eq!(j.latency_ratio, Some(50.0));
-        let j = judge(&figures((100, 0, 0.150), (1000, 0, 0.100)), &settings());
+        let j = judge_figures(&figures((100, 0, 0.150), (1000, 0, 0.100)), &settings());
         assert_eq!(j.verdict, Verdict::Pass, "{j:?}");
-        let j = judge(&figures((100, 0, 0.151), (1000, 0, 0.100)), &settings());
+        let j = judge_figures(&figures((100, 0, 0.151), (1000, 0, 0.100)), &settings());
         assert_eq!(j.verdict, Verdict::Fail, "{j:?}");
     }
 
     #[test]
     fn no_baseline_traffic_judges_errors_only_and_says_so() {
-        let j = judge(&figures((100, 0, 0.5), (0, 0, 0.0)), &settings());
+        let j = judge_figures(&figures((100, 0, 0.5), (0, 0, 0.0)), &settings());
         assert_eq!(j.verdict, Verdict::Pass);
         assert_eq!(j.latency_ratio, None);
         assert!(j.reasons[0].contains("baseline had no traffic"), "{j:?}");
-        let j = judge(&figures((100, 5, 0.001), (3, 0, 0.001)), &settings());
+        let j = judge_figures(&figures((100, 5, 0.001), (3, 0, 0.001)), &settings());
         assert_eq!(j.verdict, Verdict::Fail);
         assert!(j.reasons[1].contains("only 3 requests"), "{j:?}");
     }

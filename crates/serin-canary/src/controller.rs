@@ -17,9 +17,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::analysis::{
-    Analysis, Judgement, ShadowFigures, Verdict, VersionFigures, WindowFigures, judge, judge_shadow,
+    self, Analysis, Judgement, ShadowFigures, Verdict, VersionFigures, WindowFigures, judge,
+    judge_shadow,
 };
 use crate::audit::{Actor, AuditEntry, AuditLog};
+use crate::check::{CheckResult, CheckSource, CheckVerdict, QueriedValue};
 use crate::error::CanaryError;
 use crate::prometheus::PrometheusSource;
 use crate::settings::{Options, Settings, StartRequest};
@@ -43,6 +45,8 @@ pub struct ControllerOptions {
     pub audit_file: Option<PathBuf>,
     /// Per-service defaults (a stack's `canary:` sections).
     pub defaults: BTreeMap<String, Options>,
+    /// What `{{namespace}}` becomes in PromQL templates; none: `default`.
+    pub namespace: Option<String>,
 }
 
 /// `NAME.canary.json` and `NAME.canary-audit.jsonl` beside a config or
@@ -123,6 +127,8 @@ struct Inner {
     store: Store,
     audit: AuditLog,
     defaults: RwLock<BTreeMap<String, Options>>,
+    /// What `{{namespace}}` becomes in PromQL templates.
+    namespace: String,
     slots: Mutex<BTreeMap<String, Arc<Slot>>>,
     /// Serializes starts, so two cannot both find the service free.
     starting: tokio::sync::Mutex<()>,
@@ -189,6 +195,27 @@ fn figures_text(a: &Analysis) -> String {
     s
 }
 
+/// Every check of a window without figures: inconclusive, no value.
+fn unmeasured(settings: &Settings) -> Vec<CheckResult> {
+    settings
+        .checks
+        .iter()
+        .map(|c| CheckResult {
+            name: c.name.clone(),
+            source: match &c.source {
+                CheckSource::Figure(f) => format!("figure {f}"),
+                CheckSource::Promql(_) => "promql".into(),
+            },
+            query: None,
+            value: None,
+            min: c.min,
+            max: c.max,
+            verdict: CheckVerdict::Inconclusive,
+            reason: Some("no figures for the window".into()),
+        })
+        .collect()
+}
+
 /// `v2 shadow answers: 200 compared, 150 same, 50 different, 0 without
 /// answer (25.00% not matching)`.
 fn shadow_text(s: &ShadowFigures) -> String {
@@ -204,9 +231,10 @@ fn shadow_text(s: &ShadowFigures) -> String {
     )
 }
 
-/// What a window measured: live traffic, or the mirror step's shadows.
+/// What a window measured: live traffic (with the values of the PromQL
+/// checks), or the mirror step's shadows.
 enum Measured {
-    Live(WindowFigures),
+    Live(WindowFigures, BTreeMap<String, QueriedValue>),
     Shadow(ShadowFigures),
 }
 
@@ -232,6 +260,9 @@ impl Controller {
                 store,
                 audit: AuditLog::new(options.audit_file),
                 defaults: RwLock::new(options.defaults),
+                namespace: options.namespace.unwrap_or_else(|| {
+                    serin_config::stack::canary_check::DEFAULT_NAMESPACE.to_string()
+                }),
                 slots: Mutex::new(BTreeMap::new()),
                 starting: tokio::sync::Mutex::new(()),
             }),
@@ -312,7 +343,11 @@ impl Controller {
 
     fn source_for(&self, settings: &Settings) -> Result<Arc<dyn MetricsSource>, SourceError> {
         Ok(match &settings.prometheus {
-            Some(p) => Arc::new(PrometheusSource::new(&p.url, p.queries.clone())?),
+            Some(p) => Arc::new(PrometheusSource::in_namespace(
+                &p.url,
+                p.queries.clone(),
+                &self.inner.namespace,
+            )?),
             None => self.inner.embedded.clone(),
         })
     }
@@ -324,6 +359,14 @@ impl Controller {
             .unwrap_or_else(|e| e.into_inner())
             .get(service)
             .cloned()
+    }
+
+    /// Every canary's series ([`crate::metrics`]), for a scrape.
+    pub fn encode_metrics(
+        &self,
+        encoder: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result {
+        crate::metrics::encode(&self.inner.store.list(), encoder)
     }
 
     /// The last decisions of this process (the audit log keeps them all),
@@ -820,13 +863,40 @@ impl Controller {
                     self.inner.embedded.kind(),
                 ),
                 (Ok(()), None) => (
-                    slot.source.end(&target, window).await.map(Measured::Live),
+                    self.measure_live(&slot, &state, window).await,
                     slot.source.kind(),
                 ),
             };
             *slot.window.lock().unwrap_or_else(|e| e.into_inner()) = None;
             self.conclude(state, figures, window, kind).await;
         }
+    }
+
+    /// The figures of a live window, with the values of the canary's
+    /// PromQL checks.
+    async fn measure_live(
+        &self,
+        slot: &Slot,
+        state: &CanaryState,
+        window: Duration,
+    ) -> Result<Measured, SourceError> {
+        let target = state.target();
+        let figures = slot.source.end(&target, window).await?;
+        let promql: Vec<(String, String)> = state
+            .settings
+            .checks
+            .iter()
+            .filter_map(|c| match &c.source {
+                CheckSource::Promql(t) => Some((c.name.clone(), t.clone())),
+                CheckSource::Figure(_) => None,
+            })
+            .collect();
+        let queried = if promql.is_empty() {
+            BTreeMap::new()
+        } else {
+            slot.source.run_checks(&target, window, &promql).await
+        };
+        Ok(Measured::Live(figures, queried))
     }
 
     /// Judges a window and acts on the verdict.
@@ -842,9 +912,10 @@ impl Controller {
             baseline: VersionFigures::new(&state.baseline, 0, 0, None),
         };
         let mut shadow = None;
+        let seconds = window.as_secs_f64();
         let (figures, judgement) = match figures {
-            Ok(Measured::Live(f)) => {
-                let j = judge(&f, &state.settings);
+            Ok(Measured::Live(f, queried)) => {
+                let j = judge(&f, &analysis::Window { seconds, queried }, &state.settings);
                 (f, j)
             }
             Ok(Measured::Shadow(f)) => {
@@ -858,6 +929,7 @@ impl Controller {
                     verdict: Verdict::Inconclusive,
                     latency_ratio: None,
                     reasons: vec![format!("no figures for the window: {e}")],
+                    checks: unmeasured(&state.settings),
                 },
             ),
         };
@@ -872,6 +944,7 @@ impl Controller {
             latency_ratio: judgement.latency_ratio,
             verdict: judgement.verdict,
             reasons: judgement.reasons,
+            checks: judgement.checks,
             shadow,
         };
         let from = state.weights.clone();

@@ -54,9 +54,11 @@
 pub mod analysis;
 pub mod api;
 pub mod audit;
+pub mod check;
 mod controller;
 pub mod duration_text;
 pub mod error;
+pub mod metrics;
 pub mod prometheus;
 pub mod settings;
 pub mod sink;

@@ -11,8 +11,10 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize};
 use serin_config::stack::{CanaryDefaults, check_canary_steps, parse_match_step, parse_rate};
 
+use crate::check::{CanaryCheck, CheckSource, default_checks, with_own};
 use crate::error::CanaryError;
 use crate::prometheus::Queries;
+use serin_config::stack::canary_check::check_unique;
 
 /// Flagger's and Argo Rollouts' usual ramp: a small blast radius first,
 /// then half, then everything.
@@ -91,6 +93,10 @@ pub struct Options {
     /// this share of the baseline's requests, judged by its shadow answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror_step: Option<f64>,
+    /// Checks of the team's own, added to the built-in ones (one of the
+    /// same name replaces a built-in one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CanaryCheck>,
 }
 
 fn rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
@@ -125,6 +131,7 @@ impl From<&CanaryDefaults> for Options {
             header_step: d.header_step.clone(),
             cookie_step: d.cookie_step.clone(),
             mirror_step: d.mirror_step,
+            checks: d.checks.clone(),
         }
     }
 }
@@ -136,6 +143,7 @@ impl Options {
         let mut queries = fallback.queries.clone();
         queries.extend(self.queries);
         let own_match_step = self.header_step.is_some() || self.cookie_step.is_some();
+        let checks = with_own(fallback.checks.clone(), &self.checks);
         Options {
             steps: self.steps.or_else(|| fallback.steps.clone()),
             interval: self.interval.or(fallback.interval),
@@ -160,6 +168,7 @@ impl Options {
                 fallback.cookie_step.clone()
             },
             mirror_step: self.mirror_step.or(fallback.mirror_step),
+            checks,
         }
     }
 
@@ -260,6 +269,11 @@ impl Options {
         if self.header_step.is_some() && self.cookie_step.is_some() {
             problems.push("header_step and cookie_step: give one of them".into());
         }
+        check_own_checks(&self.checks, prometheus.is_some(), &mut problems);
+        let checks = with_own(
+            default_checks(min_requests, max_error_rate, max_latency_ratio),
+            &self.checks,
+        );
         if !problems.is_empty() {
             return Err(CanaryError::BadOptions(problems.join("; ")));
         }
@@ -275,7 +289,26 @@ impl Options {
             prometheus,
             first_step,
             mirror_step: self.mirror_step,
+            checks,
         })
+    }
+}
+
+/// Problems of a canary's own checks, each named by its check.
+fn check_own_checks(checks: &[CanaryCheck], prometheus: bool, problems: &mut Vec<String>) {
+    for c in checks {
+        for e in c.problems() {
+            problems.push(format!("checks: `{}`: {e}", c.name));
+        }
+        if matches!(c.source, CheckSource::Promql(_)) && !prometheus {
+            problems.push(format!(
+                "checks: `{}`: a PromQL check needs a Prometheus (--prometheus URL)",
+                c.name
+            ));
+        }
+    }
+    if let Err(e) = check_unique(checks.iter().map(|c| c.name.as_str())) {
+        problems.push(format!("checks: {e}"));
     }
 }
 
@@ -312,6 +345,25 @@ pub struct Settings {
     /// answers (always from serin's own counters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror_step: Option<f64>,
+    /// Every check a window is judged by, the built-in ones first (a state
+    /// saved before checks existed has none here: see
+    /// [`Settings::fill_in_checks`]).
+    #[serde(default)]
+    pub checks: Vec<CanaryCheck>,
+}
+
+impl Settings {
+    /// Gives a canary saved before checks existed the built-in ones, from
+    /// its thresholds: it resumes judged as it was.
+    pub fn fill_in_checks(&mut self) {
+        if self.checks.is_empty() {
+            self.checks = default_checks(
+                self.min_requests,
+                self.max_error_rate,
+                self.max_latency_ratio,
+            );
+        }
+    }
 }
 
 /// A step where the canary gets only the requests that carry a header or a
@@ -387,6 +439,7 @@ impl StartRequest {
             "header_step",
             "cookie_step",
             "mirror_step",
+            "checks",
         ];
         if let Some(map) = value.as_object() {
             let unknown: Vec<&str> = map
@@ -511,6 +564,12 @@ services:
         requests: 'sum(x{service="{{service}}"})'
       headerStep: X-Canary=always
       mirrorStep: 20
+      checks:
+        - name: not-found
+          promql: 'sum(x{service="{{service}}"})'
+          max: 0
+        - {name: error-rate, figure: errorShare5xx, max: 0.05}
+        - {name: p90, figure: p90Ratio, min: 0.5, max: 2}
     versions:
       - {name: v1, args: [qotm]}
 "#;
@@ -535,6 +594,17 @@ services:
             (MatchKind::Header, "x-canary", "always")
         );
         assert_eq!(s.mirror_step, Some(20.0));
+        let checks: Vec<String> = s.checks.iter().map(crate::check::describe).collect();
+        assert_eq!(
+            checks,
+            [
+                "requests requests ≥ 20",
+                "error-rate errorShare5xx ≤ 5.00%",
+                "latency-ratio p99Ratio ≤ 2",
+                "not-found promql ≤ 0",
+                "p90 p90Ratio 0.5 to 2",
+            ]
+        );
 
         let bad = r#"
 services:
@@ -547,6 +617,19 @@ services:
       stpes: [1]
       headerStep: novalue
       mirrorStep: 0
+      checks:
+        - name: odd
+          figure: p95
+          max: 1
+        - name: pods
+          promql: 'x{a="{{pod}}"}'
+          max: 1
+        - name: none
+          figure: p99
+        - name: pods
+          figure: p99
+          min: 2
+          max: 1
 "#;
         let errors = serin_config::stack::parse_stack(bad, "stack.yaml", std::path::Path::new("."))
             .unwrap_err()
@@ -560,6 +643,13 @@ services:
             "did you mean `steps`",
             "services[0].canary.headerStep: `novalue` is not NAME=VALUE",
             "`mirrorStep` is the percent of requests to shadow",
+            "stack.yaml:14:19: services[0].canary.checks[0].figure: unknown figure `p95`",
+            "stack.yaml:17:19: services[0].canary.checks[1].promql: unknown placeholder \
+             `{{pod}}` at character 6",
+            "stack.yaml:19:11: services[0].canary.checks[2]: a check needs a range",
+            "stack.yaml:21:17: services[0].canary.checks[3].name: check `pods` is defined twice \
+             (first on line 16)",
+            "stack.yaml:23:16: services[0].canary.checks[3].min: `min` 2 is above `max` 1",
         ] {
             assert!(errors.contains(part), "{part} missing in:\n{errors}");
         }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::{ShadowFigures, WindowFigures};
+use crate::check::QueriedValue;
 
 /// A boxed future, so the traits stay object-safe (`Arc<dyn ...>`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -68,6 +69,34 @@ pub trait MetricsSource: Send + Sync {
             Err(SourceError::Other(
                 "this metrics source has no shadow figures".into(),
             ))
+        })
+    }
+
+    /// Runs the PromQL checks `(name, template)` of `target`'s canary over
+    /// the window that just ended. Only sources that speak PromQL can;
+    /// the others answer each with an error (which is inconclusive).
+    fn run_checks<'a>(
+        &'a self,
+        _target: &'a Target,
+        _window: Duration,
+        checks: &'a [(String, String)],
+    ) -> BoxFuture<'a, BTreeMap<String, QueriedValue>> {
+        Box::pin(async move {
+            checks
+                .iter()
+                .map(|(name, template)| {
+                    (
+                        name.clone(),
+                        QueriedValue {
+                            query: template.clone(),
+                            value: Err(format!(
+                                "the {} metrics source runs no PromQL (give --prometheus URL)",
+                                self.kind()
+                            )),
+                        },
+                    )
+                })
+                .collect()
         })
     }
 

@@ -208,14 +208,18 @@ impl Store {
         let canaries = match &backend {
             None => BTreeMap::new(),
             Some(b) => match b.load().await? {
-                Some(text) => {
-                    serde_json::from_str::<File>(&text)
-                        .map_err(|source| StoreError::Parse {
-                            place: b.place(),
-                            source,
-                        })?
-                        .canaries
-                }
+                Some(text) => serde_json::from_str::<File>(&text)
+                    .map_err(|source| StoreError::Parse {
+                        place: b.place(),
+                        source,
+                    })?
+                    .canaries
+                    .into_iter()
+                    .map(|(service, mut state)| {
+                        state.settings.fill_in_checks();
+                        (service, state)
+                    })
+                    .collect(),
                 None => BTreeMap::new(),
             },
         };

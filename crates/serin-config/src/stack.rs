@@ -93,6 +93,7 @@
 //!   `SERIN_FILES_DIR` and `SERIN_SECRETS_DIR` are set by serin and may not
 //!   be set in `env` or `secrets`.
 
+pub mod canary_check;
 mod gateway;
 pub use gateway::mesh_route_name;
 pub mod model;

@@ -88,6 +88,11 @@ impl RouteClient {
     }
 
     /// `namespace/name`.
+    /// The namespace of the HTTPRoute.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     pub fn describe(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }

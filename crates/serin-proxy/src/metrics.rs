@@ -1,7 +1,7 @@
 //! Prometheus metrics: RED per route, service and version, plus the proxy's
 //! own health (connections, connect failures, retries, timeouts, reloads).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -114,9 +114,37 @@ fn latency_histogram() -> Histogram {
     ])
 }
 
+/// Metrics of another part of serin in the same process (the canary
+/// controller), encoded with the proxy's at each scrape, under the same
+/// `serin_` prefix.
+pub trait MetricsSection: Send + Sync + std::fmt::Debug + 'static {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result;
+}
+
+/// The sections added after the registry was built, as one collector.
+#[derive(Debug, Default)]
+struct Sections(RwLock<Vec<Box<dyn MetricsSection>>>);
+
+impl prometheus_client::collector::Collector for Sections {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result {
+        let sections = self.0.read().unwrap_or_else(|e| e.into_inner());
+        for s in sections.iter() {
+            s.encode(&mut encoder)?;
+        }
+        Ok(())
+    }
+}
+
 /// Every metric of the proxy. One per process, shared by all workers.
 pub struct Metrics {
     pub registry: Registry,
+    sections: Arc<Sections>,
     pub requests: Family<RequestLabels, Counter>,
     pub duration: Family<BackendLabels, Histogram, fn() -> Histogram>,
     pub connect_failures: Family<UpstreamLabels, Counter>,
@@ -170,6 +198,8 @@ impl Metrics {
             "config_reloads",
             "Configuration reloads, by result (success or failure)",
         );
+        let sections = Arc::new(Sections::default());
+        r.register_collector(Box::new(sections.clone()));
         // Shown from the start, so a dashboard sees 0 rather than nothing.
         for result in ["success", "failure"] {
             at_zero(
@@ -254,7 +284,17 @@ impl Metrics {
                 "gRPC calls by the status they ended with (grpc_code: OK, UNAVAILABLE, ...; from the trailers, a trailers-only head, or the HTTP status)",
             ),
             registry: r,
+            sections,
         })
+    }
+
+    /// Adds another part's metrics to every scrape from now on.
+    pub fn add_section(&self, section: Box<dyn MetricsSection>) {
+        self.sections
+            .0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(section);
     }
 
     pub fn encode(&self) -> String {

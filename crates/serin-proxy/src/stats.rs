@@ -1,5 +1,5 @@
 //! Counters per service version that serin itself reads (the canary's
-//! analysis): requests, server errors and a latency histogram, all
+//! analysis): requests, client and server errors and a latency histogram, all
 //! cumulative; a reader diffs two snapshots to get a window.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +19,7 @@ pub const LATENCY_BOUNDS: [f64; 20] = [
 pub struct BackendStats {
     requests: AtomicU64,
     errors: AtomicU64,
+    client_errors: AtomicU64,
     buckets: [AtomicU64; LATENCY_BOUNDS.len() + 1],
 }
 
@@ -28,6 +29,9 @@ pub struct StatsSnapshot {
     pub requests: u64,
     /// Answers with a 5xx status (serin's own 502/503/504 included).
     pub errors: u64,
+    /// Answers with a 4xx status.
+    #[serde(default)]
+    pub client_errors: u64,
     /// Requests per latency bucket (see [`LATENCY_BOUNDS`]; last: slower).
     pub buckets: Vec<u64>,
 }
@@ -37,6 +41,8 @@ impl BackendStats {
         self.requests.fetch_add(1, Ordering::Relaxed);
         if status >= 500 {
             self.errors.fetch_add(1, Ordering::Relaxed);
+        } else if status >= 400 {
+            self.client_errors.fetch_add(1, Ordering::Relaxed);
         }
         let secs = elapsed.as_secs_f64();
         let i = LATENCY_BOUNDS.partition_point(|b| *b < secs);
@@ -47,6 +53,7 @@ impl BackendStats {
         StatsSnapshot {
             requests: self.requests.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            client_errors: self.client_errors.load(Ordering::Relaxed),
             buckets: self
                 .buckets
                 .iter()
@@ -62,6 +69,7 @@ impl StatsSnapshot {
         StatsSnapshot {
             requests: self.requests.saturating_sub(earlier.requests),
             errors: self.errors.saturating_sub(earlier.errors),
+            client_errors: self.client_errors.saturating_sub(earlier.client_errors),
             buckets: self
                 .buckets
                 .iter()

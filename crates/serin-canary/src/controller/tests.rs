@@ -552,3 +552,99 @@ async fn a_status_reads_back_as_the_struct_it_was_written_from() {
     let read: crate::api::CanaryList = serde_json::from_value(written.clone()).unwrap();
     assert_eq!(serde_json::to_value(&read).unwrap(), written);
 }
+
+#[tokio::test]
+async fn a_check_of_ones_own_rolls_back_what_the_built_in_ones_pass() {
+    let dir = temp_dir();
+    let sink = FakeSink::new();
+    // No 5xx, fast: healthy by the built-in checks; 10% 404s.
+    let mut f = healthy();
+    f.canary = f.canary.with_client_errors(20);
+    let c = controller(sink.clone(), script(vec![], f), &dir).await;
+    let mut r = request(&[5, 50, 100]);
+    r.options.checks = vec![
+        serin_config::stack::canary_check::parse_check_flag("not-found=figure:errorShare4xx;max=0")
+            .unwrap(),
+    ];
+    let s = c.start_canary("qotm", r).await.unwrap();
+    let names: Vec<&str> = s
+        .state
+        .settings
+        .checks
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["requests", "error-rate", "latency-ratio", "not-found"]
+    );
+    let s = wait_for(&c, |s| s.state.phase.is_final()).await;
+    assert_eq!(s.state.phase, Phase::RolledBack, "{}", s.state.message);
+    assert!(
+        s.state.message.contains("4xx share 10.00%"),
+        "{}",
+        s.state.message
+    );
+    let a = s.state.last_analysis.unwrap();
+    let verdicts: Vec<(&str, CheckVerdict)> = a
+        .checks
+        .iter()
+        .map(|r| (r.name.as_str(), r.verdict))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("requests", CheckVerdict::Pass),
+            ("error-rate", CheckVerdict::Pass),
+            ("latency-ratio", CheckVerdict::Pass),
+            ("not-found", CheckVerdict::Fail)
+        ]
+    );
+    assert_eq!(a.checks[3].value, Some(0.1));
+    // The audit log has each check of each decision.
+    let text = std::fs::read_to_string(dir.join("stack.canary-audit.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["decision"], "rollback");
+    assert_eq!(last["figures"]["checks"][3]["name"], "not-found");
+    assert_eq!(last["figures"]["checks"][3]["verdict"], "fail");
+    assert_eq!(last["figures"]["checks"][3]["max"], 0.0);
+}
+
+#[tokio::test]
+async fn a_promql_check_without_prometheus_is_refused_and_changes_nothing() {
+    let dir = temp_dir();
+    let sink = FakeSink::new();
+    let c = controller(sink.clone(), script(vec![], healthy()), &dir).await;
+    let mut r = request(&[5, 100]);
+    r.options.checks = vec![
+        serin_config::stack::canary_check::parse_check_flag("q=promql:vector(1);max=0").unwrap(),
+    ];
+    let e = c.start_canary("qotm", r).await.unwrap_err().to_string();
+    assert!(e.contains("`q`: a PromQL check needs a Prometheus"), "{e}");
+    assert_eq!(sink.weights()["v2"], 10, "weights untouched");
+    assert!(c.status("qotm").is_err());
+}
+
+#[tokio::test]
+async fn a_state_saved_before_checks_resumes_with_the_built_in_ones() {
+    let dir = temp_dir();
+    let sink = FakeSink::new();
+    {
+        let c = controller(sink.clone(), script(vec![], empty()), &dir).await;
+        c.start_canary("qotm", request(&[5, 100])).await.unwrap();
+        c.stop();
+    }
+    // Take `checks` out of the saved settings, as an older serin wrote them.
+    let path = dir.join("stack.canary.json");
+    let mut saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let settings = &mut saved["canaries"]["qotm"]["settings"];
+    settings.as_object_mut().unwrap().remove("checks");
+    settings["max_error_rate"] = serde_json::json!(0.2);
+    std::fs::write(&path, saved.to_string()).unwrap();
+    let c = controller(sink, script(vec![], healthy()), &dir).await;
+    let s = c.status("qotm").unwrap();
+    assert_eq!(s.state.settings.checks.len(), 3);
+    assert_eq!(s.state.settings.checks[1].max, Some(0.2));
+    c.stop();
+}

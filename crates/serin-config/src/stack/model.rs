@@ -294,6 +294,8 @@ pub struct CanaryDefaults {
     /// Percent (above 0, at most 100): a first step where the canary gets
     /// only shadow copies of this share of the baseline's requests.
     pub mirror_step: Option<f64>,
+    /// Checks of the team's own, in the order written.
+    pub checks: Vec<super::canary_check::CanaryCheck>,
 }
 
 // Every number in it was checked to be finite, so equality is an

@@ -136,6 +136,20 @@ config_struct! {
         /// `20`: first a step where the canary gets shadow copies of 20%
         /// of the baseline's requests.
         mirror_step: Option<Spanned<f64>> = "mirrorStep",
+        /// Named checks of the team's own, added to the built-in ones (a
+        /// check of the same name replaces a built-in one).
+        checks: Option<Vec<RawCanaryCheck>> = "checks",
+    }
+}
+
+config_struct! {
+    /// One check: a figure of serin's or a PromQL template, and its range.
+    pub struct RawCanaryCheck {
+        name: Spanned<String> = "name" [required],
+        figure: Option<Spanned<String>> = "figure",
+        promql: Option<Spanned<String>> = "promql",
+        min: Option<Spanned<f64>> = "min",
+        max: Option<Spanned<f64>> = "max",
     }
 }
 

@@ -7,6 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+use super::canary_check::{
+    CanaryCheck, CheckError, CheckSource, Figure, check_name, check_range, check_template,
+};
 use super::model::*;
 use super::raw::*;
 use crate::decode::{Spanned, suggest};
@@ -215,7 +218,13 @@ fn canary(raw: &RawCanary, p: &mut Problems) -> CanaryDefaults {
         }
         m.value
     });
+    let checks = raw
+        .checks
+        .as_ref()
+        .map(|list| canary_checks(list, p))
+        .unwrap_or_default();
     CanaryDefaults {
+        checks,
         steps,
         interval,
         max_error_rate,
@@ -230,6 +239,75 @@ fn canary(raw: &RawCanary, p: &mut Problems) -> CanaryDefaults {
         cookie_step,
         mirror_step,
     }
+}
+
+/// A canary's `checks`, each reported at the key that is wrong.
+fn canary_checks(list: &[RawCanaryCheck], p: &mut Problems) -> Vec<CanaryCheck> {
+    let mut seen: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut out = Vec::new();
+    for raw in list {
+        let name = &raw.name;
+        if let Err(e) = check_name(&name.value) {
+            name.report(p, e.to_string());
+        }
+        if let Some(line) = seen.get(name.value.as_str()) {
+            name.report(
+                p,
+                format!(
+                    "check `{}` is defined twice (first on line {line})",
+                    name.value
+                ),
+            );
+        } else {
+            seen.insert(&name.value, name.span.line);
+        }
+        let source = match (&raw.figure, &raw.promql) {
+            (Some(f), None) => match f.value.parse::<Figure>() {
+                Ok(figure) => Some(CheckSource::Figure(figure)),
+                Err(e) => {
+                    f.report(p, e.to_string());
+                    None
+                }
+            },
+            (None, Some(t)) => {
+                if let Err(e) = check_template(&t.value) {
+                    t.report(p, e.to_string());
+                }
+                Some(CheckSource::Promql(t.value.clone()))
+            }
+            (Some(_), Some(t)) => {
+                t.report(p, CheckError::TwoSources.to_string());
+                None
+            }
+            (None, None) => {
+                p.report(
+                    raw.span,
+                    raw.node_path.clone(),
+                    CheckError::NoSource.to_string(),
+                );
+                None
+            }
+        };
+        let (min, max) = (raw.min.as_ref(), raw.max.as_ref());
+        if let Err(e) = check_range(min.map(|m| m.value), max.map(|m| m.value)) {
+            match (&e, min, max) {
+                (CheckError::NotFinite("min") | CheckError::EmptyRange { .. }, Some(m), _) => {
+                    m.report(p, e.to_string())
+                }
+                (CheckError::NotFinite(_), _, Some(m)) => m.report(p, e.to_string()),
+                _ => p.report(raw.span, raw.node_path.clone(), e.to_string()),
+            }
+        }
+        if let Some(source) = source {
+            out.push(CanaryCheck {
+                name: name.value.clone(),
+                source,
+                min: min.map(|m| m.value),
+                max: max.map(|m| m.value),
+            });
+        }
+    }
+    out
 }
 
 fn version(

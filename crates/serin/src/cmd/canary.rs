@@ -181,8 +181,10 @@ pub struct CanaryArgs {
     #[arg(long, value_name = "URL")]
     pub prometheus: Option<String>,
 
-    /// Replace a PromQL template: requests, error_rate or latency_p99;
-    /// {{service}}, {{version}} and {{interval}} are filled in.
+    /// Replace a PromQL template of serin's figures: requests, error_rate,
+    /// client_error_rate, latency_p50, latency_p90 or latency_p99;
+    /// {{service}}, {{version}}, {{interval}} and {{namespace}} are filled
+    /// in.
     #[arg(long = "query", value_name = "NAME=PROMQL", value_parser = parse_query)]
     pub queries: Vec<(String, String)>,
 
@@ -201,6 +203,22 @@ pub struct CanaryArgs {
     /// the baseline's or fail count against max-error-rate), e.g. 20.
     #[arg(long, value_name = "PERCENT")]
     pub mirror_step: Option<f64>,
+
+    /// A check of your own, judged with the built-in ones (requests,
+    /// error-rate, latency-ratio; one of the same name replaces it):
+    /// NAME=figure:FIGURE;max=X or NAME=promql:TEMPLATE;min=X;max=Y, e.g.
+    /// 'not-found=figure:errorShare4xx;max=1%' or
+    /// 'queue=promql:max(queue_depth{service="{{service}}"});max=100'.
+    /// FIGURE: requests, requestRate, errorShare4xx, errorShare5xx, p50,
+    /// p90, p99, or any of them + Ratio (the canary's over the
+    /// baseline's). A PromQL check needs --prometheus; a query that
+    /// returns nothing is inconclusive. Repeat for more.
+    #[arg(
+        long = "check",
+        value_name = "NAME=SOURCE;max=X",
+        value_parser = serin_config::stack::canary_check::parse_check_flag
+    )]
+    pub checks: Vec<serin_canary::check::CanaryCheck>,
 }
 
 fn parse_query(s: &str) -> Result<(String, String), String> {
@@ -320,6 +338,9 @@ pub(crate) fn start_body(args: &CanaryArgs) -> Value {
     if let Some(v) = args.mirror_step {
         body.insert("mirror_step".into(), json!(v));
     }
+    if !args.checks.is_empty() {
+        body.insert("checks".into(), json!(args.checks));
+    }
     if !args.queries.is_empty() {
         let q: BTreeMap<&str, &str> = args
             .queries
@@ -373,11 +394,33 @@ pub async fn start_controller(
             audit_file,
             defaults,
             state_backend: None,
+            namespace: None,
         },
     )
     .await
     .context("cannot start the canary controller")?;
+    proxy
+        .metrics()
+        .add_section(Box::new(CanaryMetrics(controller.clone())));
     Ok(controller)
+}
+
+/// The canary controller's series on the proxy's `/metrics`.
+struct CanaryMetrics(serin_canary::Controller);
+
+impl std::fmt::Debug for CanaryMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CanaryMetrics")
+    }
+}
+
+impl serin_proxy::metrics::MetricsSection for CanaryMetrics {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result {
+        self.0.encode_metrics(encoder)
+    }
 }
 
 /// The `canary:` sections of a stack's services, by service.

@@ -233,12 +233,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Arc::new(HttpRouteSink {
                 route: route.clone(),
             }),
-            Arc::new(PrometheusSource::new(&prometheus, Default::default())?),
+            Arc::new(PrometheusSource::in_namespace(
+                &prometheus,
+                Default::default(),
+                route.namespace(),
+            )?),
             ControllerOptions {
                 state_backend: Some(Arc::new(AnnotationState {
                     route: route.clone(),
                 })),
                 audit_file: args.audit_file.clone(),
+                namespace: Some(route.namespace().to_string()),
                 ..ControllerOptions::default()
             },
         )

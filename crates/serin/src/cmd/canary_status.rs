@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use serin_canary::analysis::{Analysis, ShadowFigures, VersionFigures};
+use serin_canary::check::CheckResult;
 use serin_canary::{Phase, Status};
 
 /// `println!` that ignores a closed stdout (`serin canary status | head`).
@@ -145,6 +146,45 @@ pub fn print_status(v: &Status) {
     print_tail(v);
 }
 
+/// Each check with its last value, range and verdict; before the first
+/// window, each check with its range.
+fn print_checks(v: &Status) {
+    let results = v
+        .state
+        .last_analysis
+        .as_ref()
+        .map(|a| a.checks.as_slice())
+        .unwrap_or_default();
+    if results.is_empty() {
+        let all: Vec<String> = v
+            .state
+            .settings
+            .checks
+            .iter()
+            .map(serin_canary::check::describe)
+            .collect();
+        out!("  checks of it {}", all.join(", "));
+        return;
+    }
+    out!("  check results (last window)");
+    for r in results {
+        out!("    {}", check_line(r));
+    }
+}
+
+/// `error-rate      0.00%  (≤ 1.00%)  pass`, with the query of a PromQL
+/// check and the reason of one that did not pass.
+fn check_line(r: &CheckResult) -> String {
+    let mut s = r.summary();
+    if let Some(q) = &r.query {
+        s.push_str(&format!("  [{q}]"));
+    }
+    if let Some(why) = &r.reason {
+        s.push_str(&format!(" — {why}"));
+    }
+    s
+}
+
 /// The second half of [`print_status`]: source, last window, next check,
 /// message, queries and audit log.
 fn print_tail(v: &Status) {
@@ -158,6 +198,7 @@ fn print_tail(v: &Status) {
             out!("               {r}");
         }
     }
+    print_checks(v);
     if let Some(end) = &v.window_ends_at {
         out!("  next check   {end}");
     }
@@ -263,6 +304,8 @@ pub fn follow(mut status: impl FnMut() -> anyhow::Result<Status>) -> anyhow::Res
     let tty = std::io::stdout().is_terminal();
     let mut out = std::io::stdout();
     let mut seen = String::new();
+    // The window whose checks were printed last.
+    let mut judged = String::new();
     loop {
         let v = next_status(&mut status)?;
         let key = format!("{}/{}", v.state.updated_at, v.state.phase.as_str());
@@ -272,6 +315,12 @@ pub fn follow(mut status: impl FnMut() -> anyhow::Result<Status>) -> anyhow::Res
                 write!(out, "\r\x1b[2K")?;
             }
             writeln!(out, "{}", line_of(&v))?;
+            if let Some(a) = v.state.last_analysis.as_ref().filter(|a| a.at != judged) {
+                judged = a.at.clone();
+                for r in &a.checks {
+                    writeln!(out, "    {}", check_line(r))?;
+                }
+            }
         }
         if let Some(code) = exit_code(v.state.phase) {
             if tty {

@@ -1084,3 +1084,157 @@ async fn mirror_step_passes_a_healthy_canary_on_to_the_live_steps_and_promotion(
     assert_eq!(d.last().map(String::as_str), Some("promote"), "{d:?}");
     assert_eq!(d.iter().filter(|d| *d == "advance").count(), 2, "{d:?}");
 }
+
+/// The value of the series of `name` whose labels include every one of
+/// `labels` (`key="value"`), on serin's `/metrics`.
+async fn series_value(serin: &Serin, name: &str, labels: &[&str]) -> Option<f64> {
+    let text = crate::common::metrics_text(serin).await;
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A v2 that is healthy by the built-in checks (no 5xx, fast) but answers
+/// some requests 404: a PromQL check of the team's own on its 4xx share,
+/// run in a real Prometheus, rolls it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promql_check_of_ones_own_rolls_back_a_canary_the_built_in_checks_pass() {
+    let v1 = Qotm::start("v1", &[]);
+    let v2 = Qotm::start("v2", &[]);
+    let serin = proxy(&config(&v1, &v2));
+    let prometheus = Prometheus::start(serin.admin).await;
+    let load = load(&serin);
+    // One request in nine asks for a quote there is none of: 404.
+    let missing = Load::start(
+        format!("{}/quote/999", serin.url("web")),
+        1,
+        Duration::from_millis(20),
+    );
+    let not_found = concat!(
+        "not-found=promql:(sum(increase(serin_requests_total{service=\"{{service}}\",",
+        "version=\"{{version}}\",code=~\"4..\"}[{{interval}}])) or vector(0)) / ",
+        "sum(increase(serin_requests_total{service=\"{{service}}\",version=\"{{version}}\"}",
+        "[{{interval}}]));max=0"
+    );
+    let (code, out) = cli(
+        &serin,
+        &[
+            "start",
+            "qotm",
+            "--to",
+            "v2",
+            "--max-latency-ratio",
+            NOT_A_LATENCY_TEST,
+            "--steps",
+            "50,100",
+            "--interval",
+            "4s",
+            "--min-requests",
+            "20",
+            "--failures",
+            "1",
+            "--prometheus",
+            &prometheus.url,
+            "--check",
+            not_found,
+            "--watch",
+        ],
+    )
+    .await;
+    load.stop().await;
+    missing.stop().await;
+    assert_eq!(code, 2, "rolled back by the check of its own:\n{out}");
+    // --watch printed each check of the window.
+    assert!(out.contains("not-found"), "{out}");
+
+    let v = status(&serin).await;
+    assert_eq!(v["phase"], "RolledBack", "{v:#}");
+    let checks = v["last_analysis"]["checks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let by_name = |name: &str| {
+        checks
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no check {name}: {v:#}"))
+    };
+    // The built-in checks passed (the latency ratio is skipped when the
+    // window was at 100%): today's defaults would have advanced it.
+    for name in ["requests", "error-rate"] {
+        assert_eq!(by_name(name)["verdict"], "pass", "{name}: {v:#}");
+    }
+    let latency = by_name("latency-ratio")["verdict"].clone();
+    assert!(latency == "pass" || latency == "skipped", "{v:#}");
+    let nf = by_name("not-found");
+    assert_eq!(nf["verdict"], "fail", "{v:#}");
+    assert_eq!(nf["source"], "promql", "{v:#}");
+    assert_eq!(nf["max"].as_f64(), Some(0.0), "{v:#}");
+    assert!(nf["value"].as_f64() > Some(0.0), "{v:#}");
+    assert!(
+        nf["query"]
+            .as_str()
+            .is_some_and(|q| q.contains("version=\"v2\"") && !q.contains("{{")),
+        "the query as run, for the canary: {v:#}"
+    );
+    assert_eq!(route_weights(&serin).await, (100, 0));
+
+    // The audit log has the check with the decision.
+    let entries = audit(&serin);
+    let rollback = entries
+        .iter()
+        .find(|e| e["decision"] == "rollback")
+        .unwrap_or_else(|| panic!("no rollback: {entries:#?}"));
+    let logged = rollback["figures"]["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "not-found"))
+        .unwrap_or_else(|| panic!("no not-found in {rollback:#}"));
+    assert_eq!(logged["verdict"], "fail");
+    assert!(
+        rollback["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("check `not-found`")),
+        "{rollback:#}"
+    );
+
+    // And `status` shows each check's value, range and verdict.
+    let (code, out) = cli(&serin, &["status", "qotm"]).await;
+    assert_eq!(code, 0, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("not-found "))
+        .unwrap_or_else(|| panic!("no not-found line:\n{out}"));
+    assert!(line.contains("(≤ 0) fail"), "{line}");
+
+    // The canary's own series.
+    let phase = ["service=\"qotm\"", "phase=\"RolledBack\""];
+    assert_eq!(
+        series_value(&serin, "serin_canary_phase", &phase).await,
+        Some(1.0)
+    );
+    let other = ["service=\"qotm\"", "phase=\"Progressing\""];
+    assert_eq!(
+        series_value(&serin, "serin_canary_phase", &other).await,
+        Some(0.0)
+    );
+    let weight = ["service=\"qotm\"", "version=\"v1\""];
+    assert_eq!(
+        series_value(&serin, "serin_canary_weight", &weight).await,
+        Some(100.0)
+    );
+    let verdict = ["check=\"not-found\"", "verdict=\"fail\""];
+    assert_eq!(
+        series_value(&serin, "serin_canary_check_verdict", &verdict).await,
+        Some(1.0)
+    );
+    let value = series_value(&serin, "serin_canary_check_value", &["check=\"not-found\""]).await;
+    // The same value, give or take the last digit of its text.
+    let (exported, judged) = (value.unwrap_or(-1.0), nf["value"].as_f64().unwrap_or(-2.0));
+    assert!(
+        (exported - judged).abs() < 1e-9,
+        "{exported} against {judged}"
+    );
+}

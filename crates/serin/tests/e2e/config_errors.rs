@@ -447,3 +447,42 @@ routes:
         "{out}"
     );
 }
+
+#[test]
+fn a_canary_s_own_checks_are_validated_at_their_place() {
+    let (ok, out) = validate(
+        r#"services:
+  - name: qotm
+    command: serin-demo
+    canary:
+      checks:
+        - {name: not-found, figure: errorShare4xx, max: 0}
+        - name: queue
+          promql: 'max(queue{service="{{service}}",pod="{{pod}}"})'
+          max: 100
+        - name: p95
+          figure: p95
+          max: 0.2
+        - name: nobounds
+          figure: p99
+        - {name: not-found, figure: p99, min: 2, max: 1}
+"#,
+    );
+    assert!(!ok, "{out}");
+    let expected = [
+        "bad.yaml:8:19: services[0].canary.checks[1].promql: unknown placeholder `{{pod}}` \
+         at character 38",
+        "bad.yaml:11:19: services[0].canary.checks[2].figure: unknown figure `p95`",
+        "bad.yaml:13:11: services[0].canary.checks[3]: a check needs a range",
+        "bad.yaml:15:18: services[0].canary.checks[4].name: check `not-found` is defined twice \
+         (first on line 6)",
+        "bad.yaml:15:47: services[0].canary.checks[4].min: `min` 2 is above `max` 1",
+    ];
+    for e in expected {
+        assert!(out.contains(e), "missing: {e}\n--- output:\n{out}");
+    }
+    assert!(
+        out.starts_with(&format!("{} problems", expected.len())),
+        "{out}"
+    );
+}

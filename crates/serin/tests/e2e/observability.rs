@@ -1298,6 +1298,19 @@ async fn dashboard_queries_use_only_exported_metrics_and_run_in_prometheus() {
         .await
         .unwrap_or_else(|e| panic!("reload: {e}"));
     assert_eq!(reload.status(), 200, "reload");
+    // A canary of svc that judges a window a second and stays at the
+    // routes' own split (too few requests for any verdict but
+    // inconclusive, and never halting), so the canary's series exist.
+    let canary = client()
+        .post(serin.admin_url("/canary/svc/start"))
+        .json(&serde_json::json!({
+            "to": "v2", "steps": [20, 50], "interval": "1s",
+            "min_requests": 1_000_000_000u64, "inconclusive_limit": 1_000_000u32,
+        }))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("canary start: {e}"));
+    assert_eq!(canary.status(), 200, "canary start");
 
     let wanted = [
         "serin_requests_total",
@@ -1315,6 +1328,10 @@ async fn dashboard_queries_use_only_exported_metrics_and_run_in_prometheus() {
         "serin_retry_budget_exhausted_total",
         "serin_mirror_responses_total",
         "serin_rate_limited_total",
+        "serin_canary_phase",
+        "serin_canary_weight",
+        "serin_canary_check_value",
+        "serin_canary_check_verdict",
     ];
     // Series that must have counted something, not only exist.
     let counting: Vec<&str> = ["serin_upstream_connect_failures_total{"]

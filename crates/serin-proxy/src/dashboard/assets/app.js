@@ -321,6 +321,26 @@
       el("tbody", {}, row(a.baseline), row(a.canary)));
   }
 
+  // Each check of the last window: value, range, verdict (and why not).
+  function checksTable(a, id) {
+    const num = (x) => (x === null || x === undefined ? "–" : String(Number(x.toPrecision(4))));
+    const range = (r) => (r.min !== undefined && r.max !== undefined ? num(r.min) + " to " + num(r.max)
+      : r.max !== undefined ? "≤ " + num(r.max) : "≥ " + num(r.min));
+    const row = (r) => el("tr", { "data-testid": "canary-check-" + id + "-" + r.name },
+      el("th", { scope: "row", text: r.name }),
+      r.source.startsWith("figure ")
+        ? el("td", { text: r.source.slice("figure ".length) })
+        : el("td", { class: "query", text: r.source }),
+      el("td", { class: "num", text: num(r.value) }),
+      el("td", { text: range(r) }),
+      el("td", {}, el("span", { class: "state state-" + verdictClass(r.verdict), text: r.verdict })),
+      el("td", { class: "hint", text: r.reason || "" }));
+    return el("div", { class: "scroll-x" }, el("table", { class: "checks", "data-testid": "canary-checks-" + id },
+      el("caption", { text: "Checks of the last window" }),
+      el("thead", {}, el("tr", {}, ...["Check", "Source", "Value", "Range", "Verdict", "Why"].map((t) => el("th", { scope: "col", text: t })))),
+      el("tbody", {}, ...a.checks.map(row))));
+  }
+
   function renderCanaries() {
     const box = $("#canaries");
     const list = status && status.canaries ? status.canaries : [];
@@ -344,6 +364,7 @@
         el("h3", { id: "canary-" + id, text: c.service + ": " + c.baseline + " → " + c.canary }),
         dl,
         a ? figuresTable(a, id) : null,
+        a && a.checks && a.checks.length ? checksTable(a, id) : null,
         a && a.reasons && a.reasons.length ? el("p", { class: "hint", text: a.reasons.join("; ") }) : null);
     }));
   }

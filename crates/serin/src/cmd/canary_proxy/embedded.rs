@@ -50,6 +50,8 @@ fn take<T: Default>(map: &Mutex<BTreeMap<String, T>>, service: &str) -> T {
 
 fn figures(version: &str, w: &StatsSnapshot) -> VersionFigures {
     VersionFigures::new(version, w.requests, w.errors, w.quantile(0.99))
+        .with_client_errors(w.client_errors)
+        .with_latencies(w.quantile(0.5), w.quantile(0.9))
 }
 
 /// One version's counters over the window from `before` to `now`.
