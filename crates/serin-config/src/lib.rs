@@ -10,6 +10,7 @@ pub mod kind;
 pub use decode::{Decode, Node, Spanned, parse_duration};
 pub use error::{ConfigError, ConfigErrors, Problems, Span};
 pub use guard::INTERNAL_ERROR;
+pub mod jwks;
 pub mod proxy;
 pub mod stack;
 pub mod tls;

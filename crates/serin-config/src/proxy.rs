@@ -2,8 +2,11 @@
 
 pub mod admin;
 mod api_key;
+mod basic_auth;
 mod compression;
 mod cors;
+mod hash_file;
+mod jwt;
 pub use cors::parse_origin;
 pub mod model;
 pub mod raw;

@@ -16,6 +16,8 @@ use serin_config::proxy::{
 
 use crate::RenderError;
 
+mod token_auth;
+
 /// The validated config as a proxy config file, with `listen` as the
 /// address of its one listener, `admin` as the admin API's and `metrics`
 /// as the metrics listener's.
@@ -477,6 +479,10 @@ struct Filter {
     cors: Option<Cors>,
     #[serde(skip_serializing_if = "Option::is_none")]
     api_key: Option<ApiKey>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jwt: Option<token_auth::Jwt>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    basic_auth: Option<token_auth::BasicAuth>,
 }
 
 /// The APIKey filter as the file writes it: hashes in hex.
@@ -567,6 +573,8 @@ impl Filter {
             request_mirror: None,
             cors: None,
             api_key: None,
+            jwt: None,
+            basic_auth: None,
         }
     }
 }
@@ -1118,6 +1126,14 @@ fn filter(f: &FilterConfig) -> Result<Filter, String> {
             api_key: Some(ApiKey::of(k)),
             ..Filter::new("APIKey")
         },
+        FilterConfig::Jwt(j) => Filter {
+            jwt: Some(token_auth::Jwt::of(j)),
+            ..Filter::new("JWT")
+        },
+        FilterConfig::BasicAuth(b) => Filter {
+            basic_auth: Some(token_auth::BasicAuth::of(b)),
+            ..Filter::new("BasicAuth")
+        },
     })
 }
 
@@ -1213,6 +1229,55 @@ routes:
             "{written}"
         );
         assert!(cfg.tracing.is_some());
+    }
+
+    /// The token auth filters name files by absolute path; written back
+    /// they read as the same filters (APIKey's `keysFile` as inline keys).
+    #[test]
+    fn token_auth_filters_read_back_the_same() {
+        let dir = std::env::temp_dir().join(format!("serin-kube-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let jwks = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k1","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#;
+        let hash = "$2y$05$abcdefghijklmnopqrstuu5Bz0y7aMVPzN5k3ZJr1BB2zBqXCcFJy";
+        for (name, text) in [
+            ("jwks.json", jwks.to_string()),
+            ("users.htpasswd", format!("alice:{hash}\n")),
+            ("keys.txt", format!("ci {}\n", "ab".repeat(32))),
+        ] {
+            std::fs::write(dir.join(name), text).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let text = r#"
+listeners: [{name: gateway, address: "127.0.0.1:8080"}]
+services: [{name: a, versions: [{name: v1}]}]
+routes:
+  - name: r
+    rules:
+      - filters:
+          - type: JWT
+            jwt: {issuer: "https://idp", audiences: [api, web], jwks: {file: jwks.json}, leeway: 5s, header: x-token, claimsToHeaders: [{claim: sub, header: x-user}]}
+          - type: JWT
+            jwt: {issuer: "https://idp", audiences: [api], jwks: {url: "https://idp/jwks", refreshInterval: 30s}}
+          - type: BasicAuth
+            basicAuth: {htpasswd: users.htpasswd, realm: staff, forwardUserHeader: x-user-name}
+          - type: APIKey
+            apiKey: {keysFile: keys.txt}
+        backendRefs: [{name: a, version: v1}]
+"#;
+        let cfg = serin_config::proxy::parse_proxy_config(text, "in.yaml", &dir)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let listen = SocketAddr::from(([0, 0, 0, 0], 8080));
+        let admin = SocketAddr::from(([127, 0, 0, 1], 9901));
+        let written = write(&cfg, listen, admin, None, None).unwrap_or_else(|e| panic!("{e}"));
+        let back = serin_config::proxy::parse_proxy_config(
+            &written,
+            "out.yaml",
+            std::path::Path::new("/"),
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{written}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let json = |c: &ProxyConfig| serde_json::to_value(&c.routes).ok();
+        assert_eq!(json(&back), json(&cfg), "{written}");
+        assert_eq!(cfg.routes[0].rules[0].filters.len(), 4, "{written}");
     }
 
     #[test]

@@ -425,6 +425,10 @@ fn filter(f: &FilterConfig) -> Fallible<HttpRouteRulesFilters> {
         // Keys are serin's setting, not the Gateway API's: an HTTPRoute
         // cannot carry them.
         FilterConfig::ApiKey(_) => return Err("the APIKey filter has no HTTPRoute form".into()),
+        FilterConfig::Jwt(_) => return Err("the JWT filter has no HTTPRoute form".into()),
+        FilterConfig::BasicAuth(_) => {
+            return Err("the BasicAuth filter has no HTTPRoute form".into());
+        }
         FilterConfig::Cors(c) => HttpRouteRulesFilters {
             cors: Some(cors(c)?),
             ..base(HttpRouteRulesFiltersType::Cors)

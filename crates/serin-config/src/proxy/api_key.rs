@@ -1,17 +1,25 @@
 //! The APIKey filter's section checked into [`ApiKeyConfig`]: header
-//! names valid, names unique, every key a SHA-256 in hex.
+//! names valid, names unique, every key a SHA-256 in hex, written inline
+//! or in a file of `name sha256hex` lines.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 
 use http::HeaderName;
 
+use super::hash_file::HashFile;
 use super::model::{ApiKeyConfig, ApiKeyEntryConfig, defaults};
 use super::raw;
 use super::validate::header_name;
+use crate::decode::Spanned;
 use crate::error::Problems;
 
 /// `None` when the section cannot make a filter (reported already).
-pub(super) fn validate(raw: &raw::ApiKey, p: &mut Problems) -> Option<ApiKeyConfig> {
+pub(super) fn validate(
+    raw: &raw::ApiKey,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<ApiKeyConfig> {
     // Every problem is reported before giving up on the filter.
     let header = match &raw.header {
         Some(h) => header_name(h, p),
@@ -21,12 +29,33 @@ pub(super) fn validate(raw: &raw::ApiKey, p: &mut Problems) -> Option<ApiKeyConf
         .forward_key_name_header
         .as_ref()
         .map(|h| header_name(h, p));
+    let keys = match &raw.keys_file {
+        Some(file) if !raw.keys.is_empty() => {
+            file.report(p, "give either `keys` or `keysFile`, not both");
+            None
+        }
+        Some(file) => keys_file(file, base_dir, p),
+        None => inline_keys(raw, p),
+    };
+    let forward_key_name_header = match forward_key_name_header {
+        Some(h) => Some(h?),
+        None => None,
+    };
+    Some(ApiKeyConfig {
+        header: header?,
+        keys: keys?,
+        forward_key_name_header,
+    })
+}
+
+/// The keys written in the config file.
+fn inline_keys(raw: &raw::ApiKey, p: &mut Problems) -> Option<Vec<ApiKeyEntryConfig>> {
     if raw.keys.is_empty() {
         // Fail closed would refuse every request: surely a mistake.
         p.report(
             raw.span,
             raw.node_path.clone(),
-            "an APIKey filter needs at least one entry in `keys`",
+            "an APIKey filter needs at least one entry in `keys` (or a `keysFile`)",
         );
         return None;
     }
@@ -45,22 +74,52 @@ pub(super) fn validate(raw: &raw::ApiKey, p: &mut Problems) -> Option<ApiKeyConf
                 name: entry.name.to_string(),
                 sha256,
             }),
-            None => entry.sha256.report(
-                p,
-                "sha256 must be 64 hex digits (such as `printf %s KEY | sha256sum`)",
-            ),
+            None => entry.sha256.report(p, SHA256_FORMAT),
         }
     }
-    let forward_key_name_header = match forward_key_name_header {
-        Some(h) => Some(h?),
-        None => None,
-    };
-    (keys.len() == raw.keys.len()).then_some(ApiKeyConfig {
-        header: header?,
-        keys,
-        forward_key_name_header,
-    })
+    (keys.len() == raw.keys.len()).then_some(keys)
 }
+
+/// The keys of a file of `name sha256hex` lines, every bad line reported.
+fn keys_file(
+    field: &Spanned<String>,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<Vec<ApiKeyEntryConfig>> {
+    let file = HashFile::read(field, base_dir, p)?;
+    let mut names = BTreeSet::new();
+    let mut keys = Vec::with_capacity(file.lines.len());
+    let mut ok = true;
+    for (line, text) in &file.lines {
+        let mut words = text.split_whitespace();
+        let (Some(name), Some(hex), None) = (words.next(), words.next(), words.next()) else {
+            file.report(p, *line, "expected `name sha256hex`");
+            ok = false;
+            continue;
+        };
+        match parse_sha256(hex) {
+            None => {
+                file.report(p, *line, SHA256_FORMAT);
+                ok = false;
+            }
+            Some(_) if !names.insert(name) => {
+                file.report(p, *line, format!("key name `{name}` is given twice"));
+                ok = false;
+            }
+            Some(sha256) => keys.push(ApiKeyEntryConfig {
+                name: name.to_string(),
+                sha256,
+            }),
+        }
+    }
+    if ok && keys.is_empty() {
+        file.report_file(p, "the file has no keys");
+        return None;
+    }
+    ok.then_some(keys)
+}
+
+const SHA256_FORMAT: &str = "sha256 must be 64 hex digits (such as `printf %s KEY | sha256sum`)";
 
 /// A SHA-256 written as 64 hex digits, either case.
 pub fn parse_sha256(hex: &str) -> Option<[u8; 32]> {

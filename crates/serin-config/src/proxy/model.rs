@@ -146,6 +146,18 @@ pub mod defaults {
     /// The header an APIKey filter reads when it names none: the name
     /// most APIs and gateways (Kong, Envoy's api_key_auth examples) use.
     pub const API_KEY_HEADER: &str = "x-api-key";
+    /// How far a JWT's `exp` and `nbf` may be off serin's clock: clocks of
+    /// an identity provider and a gateway drift by seconds, and a minute
+    /// is what jsonwebtoken, Envoy's and most libraries' examples allow.
+    pub const JWT_LEEWAY: Duration = Duration::from_secs(60);
+    /// How often a JWKS URL is fetched again: identity providers publish
+    /// a new key well before they sign with it (Keycloak, Auth0 and Okta
+    /// rotate over days), so minutes are enough, and a provider is asked
+    /// no more than a dozen times an hour per gateway.
+    pub const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
+    /// The realm a BasicAuth filter names in its challenge when the config
+    /// gives none; browsers show it in their login prompt.
+    pub const BASIC_AUTH_REALM: &str = "serin";
     /// Request bodies larger than this get 413 (`0` for none). serin
     /// streams bodies, so this does not bound serin's memory; it bounds
     /// what a client can push into a service that never expected it.
@@ -711,6 +723,73 @@ pub enum FilterConfig {
     RequestMirror(MirrorConfig),
     Cors(CorsConfig),
     ApiKey(ApiKeyConfig),
+    Jwt(JwtConfig),
+    BasicAuth(BasicAuthConfig),
+}
+
+/// The JWT filter, checked: a key source, the claims a token must carry,
+/// header names valid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtConfig {
+    /// The `iss` a token must carry.
+    pub issuer: String,
+    /// A token's `aud` must name one of these; never empty.
+    pub audiences: Vec<String>,
+    pub jwks: JwksSource,
+    /// Allowed clock skew for `exp` and `nbf`.
+    pub leeway: Duration,
+    /// Where the token is read; `None`: `Authorization: Bearer TOKEN`.
+    #[serde(serialize_with = "ser_opt_header")]
+    pub header: Option<HeaderName>,
+    /// Claims set as request headers for the upstream (a client's own
+    /// copies are removed first).
+    pub claims_to_headers: Vec<ClaimToHeader>,
+}
+
+/// Where a JWT filter's keys come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum JwksSource {
+    /// Read when the snapshot is built (and checked by validation).
+    File(PathBuf),
+    /// Fetched in the background, again every `refresh_interval`.
+    Url {
+        url: String,
+        refresh_interval: Duration,
+    },
+}
+
+/// One claim copied to a request header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClaimToHeader {
+    pub claim: String,
+    #[serde(serialize_with = "ser_header")]
+    pub header: HeaderName,
+}
+
+/// The BasicAuth filter, checked: every user of its htpasswd file has a
+/// bcrypt hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BasicAuthConfig {
+    /// The file the users were read from (what a rendered config names).
+    pub htpasswd: PathBuf,
+    pub realm: String,
+    /// The users and their bcrypt hashes; never empty.
+    pub users: Vec<BasicAuthUser>,
+    /// Set to the user's name on the way upstream (a client's own copy is
+    /// removed first); `None`: not sent.
+    #[serde(serialize_with = "ser_opt_header")]
+    pub forward_user_header: Option<HeaderName>,
+}
+
+/// One user of an htpasswd file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BasicAuthUser {
+    pub name: String,
+    /// `$2y$`, `$2b$` or `$2a$` bcrypt.
+    pub bcrypt: String,
 }
 
 /// The APIKey filter, checked: header names valid, every hash 32 bytes.

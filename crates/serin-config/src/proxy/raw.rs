@@ -464,6 +464,8 @@ config_enum! {
         RequestMirror = "RequestMirror",
         Cors = "CORS",
         ApiKey = "APIKey",
+        Jwt = "JWT",
+        BasicAuth = "BasicAuth",
     }
     default = RequestHeaderModifier
 }
@@ -515,6 +517,47 @@ config_struct! {
         request_mirror: Option<RequestMirror> = "requestMirror",
         cors: Option<Cors> = "cors",
         api_key: Option<ApiKey> = "apiKey",
+        jwt: Option<Jwt> = "jwt",
+        basic_auth: Option<BasicAuth> = "basicAuth",
+    }
+}
+
+config_struct! {
+    /// serin: requests must carry a JWT signed by a key of the JWKS, for
+    /// the issuer and one of the audiences.
+    pub struct Jwt {
+        issuer: Spanned<String> = "issuer" [required],
+        audiences: Vec<Spanned<String>> = "audiences",
+        jwks: Jwks = "jwks" [required],
+        leeway: Option<Duration> = "leeway",
+        header: Option<Spanned<String>> = "header",
+        claims_to_headers: Vec<ClaimToHeader> = "claimsToHeaders",
+    }
+}
+
+config_struct! {
+    /// Exactly one of `file` and `url`.
+    pub struct Jwks {
+        file: Option<Spanned<String>> = "file",
+        url: Option<Spanned<String>> = "url",
+        refresh_interval: Option<Duration> = "refreshInterval",
+    }
+}
+
+config_struct! {
+    pub struct ClaimToHeader {
+        claim: Spanned<String> = "claim" [required],
+        header: Spanned<String> = "header" [required],
+    }
+}
+
+config_struct! {
+    /// serin: requests must carry the user name and password of a user of
+    /// an htpasswd file (bcrypt hashes).
+    pub struct BasicAuth {
+        htpasswd: Spanned<String> = "htpasswd" [required],
+        realm: Option<Spanned<String>> = "realm",
+        forward_user_header: Option<Spanned<String>> = "forwardUserHeader",
     }
 }
 
@@ -524,6 +567,8 @@ config_struct! {
     pub struct ApiKey {
         header: Option<Spanned<String>> = "header",
         keys: Vec<ApiKeyEntry> = "keys",
+        /// Instead of `keys`: a file of `name sha256hex` lines.
+        keys_file: Option<Spanned<String>> = "keysFile",
         forward_key_name_header: Option<Spanned<String>> = "forwardKeyNameHeader",
     }
 }

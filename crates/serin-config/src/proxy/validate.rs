@@ -25,6 +25,7 @@ pub(crate) fn validate(raw: raw::Config, base_dir: &Path, p: &mut Problems) -> P
     let listener_names: BTreeSet<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
     let refs = Refs {
         services: &services,
+        base_dir,
         missing: MissingService::Refused,
     };
     let routes = routes(raw.routes.list(), refs, &listener_names, p);
@@ -71,6 +72,8 @@ enum MissingService {
 #[derive(Clone, Copy)]
 struct Refs<'a> {
     services: &'a [ServiceConfig],
+    /// Where files that filters name are found.
+    base_dir: &'a Path,
     missing: MissingService,
 }
 
@@ -86,6 +89,8 @@ pub(crate) fn routes_only(
     let listener_names: BTreeSet<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
     let refs = Refs {
         services: &config.services,
+        // HTTPRoutes carry no filter that names a file.
+        base_dir: Path::new("."),
         missing: MissingService::Unresolved,
     };
     routes(raw, refs, &listener_names, p)
@@ -719,7 +724,7 @@ fn rule_config(rule: &raw::Rule, refs: Refs<'_>, p: &mut Problems) -> RuleConfig
     let filters: Vec<FilterConfig> = rule
         .filters
         .iter()
-        .filter_map(|f| filter_config(f, &matches, refs.services, p))
+        .filter_map(|f| filter_config(f, &matches, refs, p))
         .collect();
     let redirects = filters
         .iter()
@@ -1313,9 +1318,10 @@ fn backend_filters(raw: &[raw::Filter], p: &mut Problems) -> BackendFilters {
 fn filter_config(
     f: &raw::Filter,
     matches: &[MatchConfig],
-    services: &[ServiceConfig],
+    refs: Refs<'_>,
     p: &mut Problems,
 ) -> Option<FilterConfig> {
+    let services = refs.services;
     use raw::FilterType as T;
     let missing = |p: &mut Problems, key: &str| {
         p.report(
@@ -1416,9 +1422,25 @@ fn filter_config(
             }
         },
         T::ApiKey => match &f.api_key {
-            Some(k) => super::api_key::validate(k, p).map(FilterConfig::ApiKey),
+            Some(k) => super::api_key::validate(k, refs.base_dir, p).map(FilterConfig::ApiKey),
             None => {
                 missing(p, "apiKey");
+                None
+            }
+        },
+        T::Jwt => match &f.jwt {
+            Some(j) => super::jwt::validate(j, refs.base_dir, p).map(FilterConfig::Jwt),
+            None => {
+                missing(p, "jwt");
+                None
+            }
+        },
+        T::BasicAuth => match &f.basic_auth {
+            Some(b) => {
+                super::basic_auth::validate(b, refs.base_dir, p).map(FilterConfig::BasicAuth)
+            }
+            None => {
+                missing(p, "basicAuth");
                 None
             }
         },

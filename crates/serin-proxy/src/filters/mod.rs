@@ -4,9 +4,12 @@
 //! and a module of its own.
 
 mod api_key;
+mod basic_auth;
 mod cors;
 mod ext_auth;
 mod header_modifier;
+mod jwks;
+mod jwt;
 mod url;
 
 use std::collections::BTreeMap;
@@ -50,6 +53,11 @@ pub enum Filter {
     Cors(CompiledCors),
     /// Refuses requests without one of the configured API keys.
     ApiKey(serin_config::proxy::ApiKeyConfig),
+    /// Refuses requests without a valid JWT; copies claims to headers.
+    /// Boxed: its validations (one per key family) dwarf the others.
+    Jwt(Box<jwt::CompiledJwt>),
+    /// Refuses requests without a user and password of its htpasswd file.
+    BasicAuth(basic_auth::CompiledBasicAuth),
 }
 
 /// What a request filter decided.
@@ -69,6 +77,8 @@ pub enum FilterError {
         filter: &'static str,
         service: String,
     },
+    #[error("the JWT filter's key set {location} cannot be used: {why}")]
+    Jwks { location: String, why: String },
 }
 
 impl Filter {
@@ -104,6 +114,8 @@ impl Filter {
             }),
             FilterConfig::Cors(c) => Self::Cors(CompiledCors::new(c)),
             FilterConfig::ApiKey(k) => Self::ApiKey(k.clone()),
+            FilterConfig::Jwt(j) => Self::Jwt(Box::new(jwt::CompiledJwt::new(j)?)),
+            FilterConfig::BasicAuth(b) => Self::BasicAuth(basic_auth::CompiledBasicAuth::new(b)),
         })
     }
 
@@ -152,6 +164,16 @@ impl Filter {
             Self::RequestMirror(m) => cx.mirrors.push(m),
             Self::ApiKey(k) => {
                 if let Err(denied) = api_key::check(k, req.headers_mut()) {
+                    return Flow::Respond(denied);
+                }
+            }
+            Self::Jwt(j) => {
+                if let Err(denied) = j.check(req.headers_mut()) {
+                    return Flow::Respond(denied);
+                }
+            }
+            Self::BasicAuth(b) => {
+                if let Err(denied) = b.check(req.headers_mut()).await {
                     return Flow::Respond(denied);
                 }
             }

@@ -486,3 +486,64 @@ fn a_canary_s_own_checks_are_validated_at_their_place() {
         "{out}"
     );
 }
+
+#[test]
+fn token_auth_filters_name_every_bad_setting_and_the_line_of_every_bad_file() {
+    let dir = serin_testkit::process::TempDir::new("serin-validate-auth");
+    for (name, text) in [
+        (
+            "oct.json",
+            r#"{"keys":[{"kty":"oct","kid":"s","k":"c2VjcmV0"}]}"#,
+        ),
+        ("users.htpasswd", "# staff\nalice:$apr1$abc$def\nbob\n"),
+        ("keys.txt", "ci 00\nci2 zz\n"),
+    ] {
+        std::fs::write(dir.path().join(name), text).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        r#"listeners: [{name: gw, address: '127.0.0.1:0'}]
+services: [{name: s, versions: [{name: v1, endpoints: ['127.0.0.1:1']}]}]
+routes:
+  - name: r
+    rules:
+      - filters:
+          - type: JWT
+            jwt: {issuer: "", audiences: [], jwks: {file: oct.json}}
+          - type: JWT
+            jwt: {issuer: i, audiences: [a], jwks: {url: "ftp://x"}, claimsToHeaders: [{claim: sub, header: authorization}]}
+          - type: JWT
+            jwt: {issuer: i, audiences: [a], jwks: {file: missing.json, url: "http://x"}}
+          - type: BasicAuth
+            basicAuth: {htpasswd: users.htpasswd, realm: 'a"b'}
+          - type: APIKey
+            apiKey: {keysFile: keys.txt}
+          - type: APIKey
+            apiKey: {keysFile: keys.txt, keys: [{name: a, sha256: "00"}]}
+          - type: JWT
+        backendRefs: [{name: s}]
+"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (ok, out) = validate_path(&file, false);
+    assert!(!ok, "{out}");
+    let d = dir.path().display();
+    for expected in [
+        "bad.yaml:8:27: routes[0].rules[0].filters[0].jwt.issuer: issuer must not be empty".to_string(),
+        "bad.yaml:8:18: routes[0].rules[0].filters[0].jwt: a JWT filter needs at least one entry in `audiences`".to_string(),
+        format!("bad.yaml:8:59: routes[0].rules[0].filters[0].jwt.jwks.file: {d}/oct.json: key s: a symmetric (`oct`) key"),
+        "bad.yaml:10:58: routes[0].rules[0].filters[1].jwt.jwks.url: `ftp://x` is not an http(s) URL".to_string(),
+        "bad.yaml:10:109: routes[0].rules[0].filters[1].jwt.claimsToHeaders[0].header: `authorization` cannot carry a claim".to_string(),
+        "bad.yaml:12:52: routes[0].rules[0].filters[2].jwt.jwks: jwks needs exactly one of `file` (a JWKS file) and `url`".to_string(),
+        "bad.yaml:14:58: routes[0].rules[0].filters[3].basicAuth.realm: realm must be non-empty text".to_string(),
+        format!("bad.yaml:14:35: routes[0].rules[0].filters[3].basicAuth.htpasswd: {d}/users.htpasswd:2: user `alice`: only bcrypt hashes ($2y$, $2b$, $2a$) are accepted"),
+        format!("bad.yaml:14:35: routes[0].rules[0].filters[3].basicAuth.htpasswd: {d}/users.htpasswd:3: expected `user:hash`"),
+        format!("bad.yaml:16:32: routes[0].rules[0].filters[4].apiKey.keysFile: {d}/keys.txt:1: sha256 must be 64 hex digits"),
+        format!("bad.yaml:16:32: routes[0].rules[0].filters[4].apiKey.keysFile: {d}/keys.txt:2: sha256 must be 64 hex digits"),
+        "bad.yaml:18:32: routes[0].rules[0].filters[5].apiKey.keysFile: give either `keys` or `keysFile`, not both".to_string(),
+        "bad.yaml:19:13: routes[0].rules[0].filters[6]: this JWT filter needs its `jwt` section".to_string(),
+    ] {
+        assert!(out.contains(&expected), "missing: {expected}\n--- output:\n{out}");
+    }
+}

@@ -44,6 +44,8 @@ mod routing;
 mod strict;
 // TLS in full (issue #13, point 1).
 mod tls;
+// JWT and BasicAuth filters, API keys from a file (issue #13, point 4).
+mod token_auth;
 mod up;
 mod upstreams;
 // Issue #6, points 5 and 6.

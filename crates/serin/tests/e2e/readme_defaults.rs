@@ -337,6 +337,26 @@ fn checks() -> Vec<Check> {
             r"maxAge: 600 # seconds a browser caches the preflight \(default (\d+), the Gateway API's\)",
             vec![num(d::CORS_MAX_AGE)],
         ),
+        prose(
+            r"\| `jwt\.leeway` \| `([^`]+)` \|",
+            vec![dur(d::JWT_LEEWAY)],
+        ),
+        prose(
+            r"leeway: \S+ # clock skew allowed on exp and nbf \(default (\w+)\)",
+            vec![dur(d::JWT_LEEWAY)],
+        ),
+        prose(
+            r"\| `jwt\.jwks\.refreshInterval` \| `([^`]+)` \|",
+            vec![dur(d::JWKS_REFRESH_INTERVAL)],
+        ),
+        prose(
+            r"\| `basicAuth\.realm` \| `([^`]+)` \|",
+            vec![text(d::BASIC_AUTH_REALM)],
+        ),
+        prose(
+            r"\| `apiKey\.header` \| `([^`]+)` \|",
+            vec![text(d::API_KEY_HEADER)],
+        ),
         // ## Tracing
         prose(
             r"# default: OTEL_SERVICE_NAME, else (\w+)",
