@@ -429,6 +429,46 @@ struct Rule {
     rate_limit: Option<RateLimit>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_request_body_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_persistence: Option<SessionPersistence>,
+}
+
+/// A rule's `sessionPersistence`, as a stack file writes it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionPersistence {
+    session_name: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    absolute_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idle_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cookie_config: Option<CookieConfig>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CookieConfig {
+    lifetime_type: &'static str,
+}
+
+impl SessionPersistence {
+    fn of(s: &p::SessionPersistenceConfig) -> Self {
+        Self {
+            session_name: s.name.clone(),
+            kind: match s.kind {
+                p::SessionKind::Cookie => "Cookie",
+                p::SessionKind::Header => "Header",
+            },
+            absolute_timeout: s.absolute_timeout.map(duration),
+            idle_timeout: s.idle_timeout.map(duration),
+            cookie_config: s.permanent.then_some(CookieConfig {
+                lifetime_type: "Permanent",
+            }),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -969,6 +1009,10 @@ fn rule(rule: &p::RuleConfig) -> Result<Rule, String> {
         max_concurrent_requests: rule.max_concurrent_requests,
         rate_limit: rule.rate_limit.as_ref().map(RateLimit::of).transpose()?,
         max_request_body_bytes: rule.max_request_body_bytes,
+        session_persistence: rule
+            .session_persistence
+            .as_ref()
+            .map(SessionPersistence::of),
     })
 }
 
@@ -1179,6 +1223,9 @@ routes:
         rateLimit: {requests: 100, unit: minute, burst: 150, key: {type: Header, name: x-api-key}, global: {redis: "redis://127.0.0.1:6379/", failOpen: false, timeout: 50ms}}
       - backendRefs: [{name: a, version: v2}]
         rateLimit: {requests: 5, unit: second}
+        sessionPersistence: {sessionName: s, absoluteTimeout: 1h, idleTimeout: 10m, cookieConfig: {lifetimeType: Permanent}}
+      - backendRefs: [{name: a, version: v2}]
+        sessionPersistence: {type: Header}
 "#;
         let json = |v: serde_json::Result<serde_json::Value>| v.ok();
         let cfg =

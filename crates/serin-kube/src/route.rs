@@ -24,8 +24,10 @@ use gateway_api::experimental::httproutes::{
     HttpRouteRulesFiltersUrlRewritePathType, HttpRouteRulesMatches, HttpRouteRulesMatchesHeaders,
     HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesMethod, HttpRouteRulesMatchesPath,
     HttpRouteRulesMatchesPathType, HttpRouteRulesMatchesQueryParams,
-    HttpRouteRulesMatchesQueryParamsType, HttpRouteRulesRetry, HttpRouteRulesTimeouts,
-    HttpRouteSpec,
+    HttpRouteRulesMatchesQueryParamsType, HttpRouteRulesRetry, HttpRouteRulesSessionPersistence,
+    HttpRouteRulesSessionPersistenceCookieConfig,
+    HttpRouteRulesSessionPersistenceCookieConfigLifetimeType, HttpRouteRulesSessionPersistenceType,
+    HttpRouteRulesTimeouts, HttpRouteSpec,
 };
 use serin_config::proxy::{
     FilterConfig, HeaderModifierConfig, PathMatch, PathModifier, RouteConfig, RuleConfig,
@@ -166,7 +168,40 @@ fn rule(rule: &RuleConfig) -> Fallible<HttpRouteRules> {
         backend_refs: (!backend_refs.is_empty()).then_some(backend_refs),
         timeouts: Some(timeouts),
         retry,
-        ..HttpRouteRules::default()
+        session_persistence: rule
+            .session_persistence
+            .as_ref()
+            .map(session_persistence)
+            .transpose()?,
+    })
+}
+
+/// A rule's `sessionPersistence`, in the Gateway API's own words.
+fn session_persistence(
+    s: &serin_config::proxy::SessionPersistenceConfig,
+) -> Fallible<HttpRouteRulesSessionPersistence> {
+    use serin_config::proxy::SessionKind;
+    Ok(HttpRouteRulesSessionPersistence {
+        session_name: Some(s.name.clone()),
+        r#type: Some(match s.kind {
+            SessionKind::Cookie => HttpRouteRulesSessionPersistenceType::Cookie,
+            SessionKind::Header => HttpRouteRulesSessionPersistenceType::Header,
+        }),
+        absolute_timeout: s
+            .absolute_timeout
+            .map(|d| duration(d, "sessionPersistence.absoluteTimeout"))
+            .transpose()?,
+        idle_timeout: s
+            .idle_timeout
+            .map(|d| duration(d, "sessionPersistence.idleTimeout"))
+            .transpose()?,
+        cookie_config: s
+            .permanent
+            .then_some(HttpRouteRulesSessionPersistenceCookieConfig {
+                lifetime_type: Some(
+                    HttpRouteRulesSessionPersistenceCookieConfigLifetimeType::Permanent,
+                ),
+            }),
     })
 }
 
@@ -504,6 +539,14 @@ fn mirror_share(percent: f64) -> Fallible<MirrorShare> {
 mod tests {
     use super::*;
 
+    /// The first rule of a proxy config's text, rendered.
+    fn first_rule(text: &str) -> HttpRouteRules {
+        let cfg =
+            serin_config::proxy::parse_proxy_config(text, "in.yaml", std::path::Path::new("/"))
+                .unwrap_or_else(|e| panic!("{e}"));
+        rule(&cfg.routes[0].rules[0]).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     #[test]
     fn a_backend_refs_header_modifiers_are_rendered_on_it() {
         let text = r#"
@@ -519,10 +562,7 @@ routes:
               - {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-v, value: "1"}]}}
               - {type: ResponseHeaderModifier, responseHeaderModifier: {remove: [server]}}
 "#;
-        let cfg =
-            serin_config::proxy::parse_proxy_config(text, "in.yaml", std::path::Path::new("/"))
-                .unwrap_or_else(|e| panic!("{e}"));
-        let rendered = rule(&cfg.routes[0].rules[0]).unwrap_or_else(|e| panic!("{e}"));
+        let rendered = first_rule(text);
         let refs = rendered.backend_refs.unwrap_or_default();
         let filters = serde_json::to_value(&refs[0].filters).unwrap_or_default();
         assert_eq!(
@@ -531,6 +571,27 @@ routes:
                 {"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "x-v", "value": "1"}]}},
                 {"type": "ResponseHeaderModifier", "responseHeaderModifier": {"remove": ["server"]}},
             ])
+        );
+    }
+
+    #[test]
+    fn session_persistence_is_rendered_in_the_gateway_apis_words() {
+        let text = r#"
+listeners: [{name: gw, address: "127.0.0.1:0"}]
+services: [{name: a, versions: [{name: v1, endpoints: ["127.0.0.1:1"]}]}]
+routes:
+  - name: r
+    rules:
+      - backendRefs: [{name: a, version: v1}]
+        sessionPersistence: {sessionName: shop, absoluteTimeout: 1h, cookieConfig: {lifetimeType: Permanent}}
+"#;
+        let rendered = first_rule(text);
+        assert_eq!(
+            serde_json::to_value(&rendered.session_persistence).unwrap_or_default(),
+            serde_json::json!({
+                "sessionName": "shop", "type": "Cookie", "absoluteTimeout": "1h",
+                "cookieConfig": {"lifetimeType": "Permanent"},
+            })
         );
     }
 

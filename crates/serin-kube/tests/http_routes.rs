@@ -136,11 +136,13 @@ fn problems_name_the_httproute_and_its_field() {
         "{p:?}"
     );
     let p = problems(
-        json!({ "rules": [{ "sessionPersistence": {}, "backendRefs": [{ "name": "qotm-v1" }] }] }),
+        json!({ "rules": [{ "sessionPersistence": { "sessionName": "a b" }, "backendRefs": [{ "name": "qotm-v1" }] }] }),
         cfg,
     );
-    assert!(p[0].contains("spec.rules[0]"), "{p:?}");
-    assert!(p[0].contains("sessionPersistence"), "{p:?}");
+    assert!(
+        p[0].contains("spec.rules[0].sessionPersistence.sessionName: `a b` is not a cookie name"),
+        "{p:?}"
+    );
     assert_eq!(
         problems(json!({}), cfg),
         ["HTTPRoute shop/r: spec: a route needs at least one rule"]
@@ -306,6 +308,43 @@ fn a_backend_refs_header_filters_are_read_and_others_are_placed() {
         bad.iter()
             .any(|p| p.contains("spec.rules[0].backendRefs[0].filters[0]")
                 && p.contains("may be RequestHeaderModifier or ResponseHeaderModifier")),
+        "{bad:?}"
+    );
+}
+
+#[test]
+fn a_rules_session_persistence_is_read_as_the_files() {
+    let stack = qotm();
+    let obj = route(json!({ "rules": [{
+        "backendRefs": [{ "name": "qotm-v1" }],
+        "sessionPersistence": {
+            "sessionName": "shop", "type": "Cookie", "absoluteTimeout": "1h",
+            "idleTimeout": "10m", "cookieConfig": { "lifetimeType": "Permanent" },
+        },
+    }] }));
+    let read = route_from_http_route(&obj, &stack.gateway).unwrap_or_else(|e| panic!("{e:?}"));
+    let s = read.route.rules[0]
+        .session_persistence
+        .as_ref()
+        .unwrap_or_else(|| panic!("no sessionPersistence read"));
+    assert_eq!(s.name, "shop");
+    assert_eq!(s.kind, serin_config::proxy::SessionKind::Cookie);
+    assert_eq!(
+        s.absolute_timeout,
+        Some(std::time::Duration::from_secs(3600))
+    );
+    assert_eq!(s.idle_timeout, Some(std::time::Duration::from_secs(600)));
+    assert!(s.permanent);
+    let bad = problems(
+        json!({ "rules": [{ "backendRefs": [{ "name": "qotm-v1" }],
+            "sessionPersistence": { "cookieConfig": { "lifetimeType": "Permanent" } } }] }),
+        &stack.gateway,
+    );
+    assert!(
+        bad.iter().any(
+            |p| p.contains("spec.rules[0].sessionPersistence.cookieConfig")
+                && p.contains("needs `absoluteTimeout`")
+        ),
         "{bad:?}"
     );
 }

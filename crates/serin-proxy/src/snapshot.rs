@@ -73,6 +73,8 @@ pub struct CompiledRule {
     pub max_concurrent_requests: Option<usize>,
     /// The rule's request-body limit (0: none); `None`: the listener's.
     pub max_request_body_bytes: Option<u64>,
+    /// The rule's `sessionPersistence`: a client keeps its backend.
+    pub session_persistence: Option<serin_config::proxy::SessionPersistenceConfig>,
     pub rate_limit: Option<crate::ratelimit::CompiledRateLimit>,
     /// Retries that may reach the upstream draw on this (Linkerd's budget).
     pub budget: tower::retry::budget::TpsBudget,
@@ -128,6 +130,17 @@ impl CompiledRule {
             r -= w;
         }
         Ok(picked)
+    }
+
+    /// The backend a session names, while it can serve: weighted above 0
+    /// and with endpoints.
+    pub fn backend_named(&self, service: &str, version: &str) -> Option<&CompiledBackendRef> {
+        self.backends.iter().find(|b| {
+            b.weight > 0
+                && *b.backend.key.service == *service
+                && *b.backend.key.version == *version
+                && !b.backend.endpoints().list.is_empty()
+        })
     }
 
     /// Counts a request [`Self::pick_backend`] found no backend for.
@@ -327,6 +340,7 @@ fn compile_rule(
         ),
         max_concurrent_requests: rule.max_concurrent_requests,
         max_request_body_bytes: rule.max_request_body_bytes,
+        session_persistence: rule.session_persistence.clone(),
         in_flight: Arc::default(),
         local_metrics,
     })

@@ -166,6 +166,11 @@ pub mod defaults {
     /// of ingress-nginx most often trip over; Envoy sets none on streamed
     /// bodies.
     pub const MAX_REQUEST_BODY_BYTES: u64 = 100 * 1024 * 1024;
+    /// The cookie of `sessionPersistence` when it names none (the Gateway
+    /// API leaves the default to the implementation).
+    pub const SESSION_COOKIE: &str = "serin-session";
+    /// The header of a `type: Header` session when it names none.
+    pub const SESSION_HEADER: &str = "x-serin-session";
     /// No proxy in front is trusted unless configured: a client that
     /// connects directly could otherwise write any address into
     /// `X-Forwarded-For` and escape a per-client rate limit or forge the
@@ -604,6 +609,35 @@ pub struct RuleConfig {
     /// Largest request body for this rule (0: none); `None`: the
     /// listener's.
     pub max_request_body_bytes: Option<u64>,
+    /// A client keeps its backend (version) and endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_persistence: Option<SessionPersistenceConfig>,
+}
+
+/// The Gateway API's `sessionPersistence` (GEP-1619): the first answer
+/// names the backend and endpoint in a cookie or header; later requests
+/// that carry it go there while it is healthy and weighted, and until a
+/// timeout ends the session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionPersistenceConfig {
+    /// The cookie's or header's name.
+    pub name: String,
+    pub kind: SessionKind,
+    /// A session ends this long after it began.
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub absolute_timeout: Option<Duration>,
+    /// A session ends after this long without a request.
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub idle_timeout: Option<Duration>,
+    /// The cookie outlives the browser session (`Max-Age` from
+    /// `absoluteTimeout`); else it is a session cookie.
+    pub permanent: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum SessionKind {
+    Cookie,
+    Header,
 }
 
 /// Requests per client per unit of time; over it, 429.

@@ -341,6 +341,35 @@ config_struct! {
         max_concurrent_requests: Option<Spanned<usize>> = "maxConcurrentRequests",
         rate_limit: Option<RateLimit> = "rateLimit",
         max_request_body_bytes: Option<Spanned<u64>> = "maxRequestBodyBytes",
+        session_persistence: Option<SessionPersistence> = "sessionPersistence",
+    }
+}
+
+config_enum! {
+    pub enum SessionType { Cookie = "Cookie", Header = "Header" }
+    default = Cookie
+}
+
+config_enum! {
+    pub enum CookieLifetime { Session = "Session", Permanent = "Permanent" }
+    default = Session
+}
+
+config_struct! {
+    /// The Gateway API's `sessionPersistence` (GEP-1619): a client keeps
+    /// the backend and endpoint it got first.
+    pub struct SessionPersistence {
+        session_name: Option<Spanned<String>> = "sessionName",
+        kind: SessionType = "type",
+        absolute_timeout: Option<Duration> = "absoluteTimeout",
+        idle_timeout: Option<Duration> = "idleTimeout",
+        cookie_config: Option<CookieConfig> = "cookieConfig",
+    }
+}
+
+config_struct! {
+    pub struct CookieConfig {
+        lifetime_type: CookieLifetime = "lifetimeType",
     }
 }
 

@@ -870,7 +870,68 @@ fn rule_config(rule: &raw::Rule, refs: Refs<'_>, p: &mut Problems) -> RuleConfig
         fault,
         max_concurrent_requests: rule.max_concurrent_requests.as_ref().map(|v| **v),
         max_request_body_bytes: rule.max_request_body_bytes.as_ref().map(|v| **v),
+        session_persistence: rule
+            .session_persistence
+            .as_ref()
+            .and_then(|s| session_persistence(s, p)),
     }
+}
+
+/// A rule's `sessionPersistence`: a name a cookie or header can have, and
+/// a permanent cookie only with the lifetime that gives its `Max-Age`.
+fn session_persistence(
+    raw: &raw::SessionPersistence,
+    p: &mut Problems,
+) -> Option<SessionPersistenceConfig> {
+    let kind = match raw.kind {
+        raw::SessionType::Cookie => SessionKind::Cookie,
+        raw::SessionType::Header => SessionKind::Header,
+    };
+    let name = match (&raw.session_name, kind) {
+        (None, SessionKind::Cookie) => Some(defaults::SESSION_COOKIE.to_string()),
+        (None, SessionKind::Header) => Some(defaults::SESSION_HEADER.to_string()),
+        (Some(name), SessionKind::Cookie) => {
+            // RFC 6265 §4.1.1: a cookie name is an RFC 7230 token.
+            let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            if name.is_empty() || !name.bytes().all(token) {
+                name.report(p, format!("`{}` is not a cookie name", name.value));
+                None
+            } else {
+                Some(name.value.clone())
+            }
+        }
+        (Some(name), SessionKind::Header) => header_name(name, p).map(|h| h.to_string()),
+    };
+    let permanent = raw
+        .cookie_config
+        .as_ref()
+        .is_some_and(|c| c.lifetime_type == raw::CookieLifetime::Permanent);
+    if let (true, Some(c), None) = (permanent, &raw.cookie_config, raw.absolute_timeout) {
+        p.report(
+            c.span,
+            format!("{}.cookieConfig", raw.node_path),
+            "a Permanent cookie needs `absoluteTimeout` (its Max-Age)",
+        );
+    }
+    for (what, d) in [
+        ("absoluteTimeout", raw.absolute_timeout),
+        ("idleTimeout", raw.idle_timeout),
+    ] {
+        if d.is_some_and(|d| d.as_secs() == 0) {
+            p.report(
+                raw.span,
+                format!("{}.{what}", raw.node_path),
+                "must be at least 1s (sessions are timed in seconds)",
+            );
+        }
+    }
+    Some(SessionPersistenceConfig {
+        name: name?,
+        kind,
+        absolute_timeout: raw.absolute_timeout,
+        idle_timeout: raw.idle_timeout,
+        permanent,
+    })
 }
 
 fn percent_of(v: Option<&Spanned<f64>>, default: f64, p: &mut Problems) -> f64 {

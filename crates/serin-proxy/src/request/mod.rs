@@ -31,6 +31,7 @@ mod log;
 pub mod path;
 pub mod retry;
 mod route;
+mod session;
 mod upgrade;
 mod upstream;
 
@@ -108,6 +109,17 @@ pub struct RequestCx<'s> {
     /// The request is a gRPC call (its status is counted, `grpc-timeout`
     /// caps its deadline).
     pub grpc: bool,
+    /// The rule keeps sessions: the one the request carried, if it holds.
+    pub session: Option<SessionCx<'s>>,
+}
+
+/// A request of a rule with `sessionPersistence`.
+pub struct SessionCx<'s> {
+    pub config: &'s serin_config::proxy::SessionPersistenceConfig,
+    pub held: Option<session::Session>,
+    /// The endpoint to try first: the session's, when its backend serves.
+    pub endpoint: Option<SocketAddr>,
+    pub now: u64,
 }
 
 /// The path match of a request not (yet) routed.
@@ -186,6 +198,7 @@ pub async fn handle(
         cors: None,
         client: info.remote.ip(),
         grpc: grpc::is_call(&req),
+        session: None,
     };
     let mut resp = match serve(&mut cx, req, number).await {
         Ok(resp) => resp,
@@ -255,7 +268,10 @@ async fn serve<'s>(
         admission::RuleAdmission::Admitted(a) => a,
         admission::RuleAdmission::Refused(answer) => return Ok(answer),
     };
-    let backend = route::backend(rule)?;
+    let backend = match &rule.session_persistence {
+        None => route::backend(rule)?,
+        Some(config) => sticky_backend(cx, rule, config, &req)?,
+    };
     cx.backend = Some(backend);
     for filter in &backend.filters {
         if let Flow::Respond(answer) = filter.on_request(cx, &mut req).await {
@@ -270,11 +286,74 @@ async fn serve<'s>(
     } else {
         upstream::forward(cx, req, rule, backend, body_limit).await?
     };
+    if let Some(sticky) = &cx.session {
+        renew_session(cx, sticky, backend, &mut resp);
+    }
     for filter in backend.filters.iter().chain(&rule.filters) {
         filter.on_response(&mut resp);
     }
     admitted.on_response(&mut resp);
     Ok(resp)
+}
+
+/// The backend of the session the request carries, while it holds and
+/// that backend serves; else the weighted pick, which starts a session.
+fn sticky_backend<'s>(
+    cx: &mut RequestCx<'s>,
+    rule: &'s CompiledRule,
+    config: &'s serin_config::proxy::SessionPersistenceConfig,
+    req: &Request<ClientBody>,
+) -> Result<&'s CompiledBackendRef, ProxyError> {
+    let now = session::now();
+    let held = session::read(config, req.headers(), now);
+    let kept = held
+        .as_ref()
+        .and_then(|s| Some((rule.backend_named(&s.service, &s.version)?, s.endpoint)));
+    let (backend, endpoint) = match kept {
+        Some((b, endpoint)) => (b, Some(endpoint)),
+        None => (route::backend(rule)?, None),
+    };
+    cx.session = Some(SessionCx {
+        config,
+        held,
+        endpoint,
+        now,
+    });
+    Ok(backend)
+}
+
+/// Tells the client the session the answer belongs to (see
+/// [`session::answer`]).
+fn renew_session(
+    cx: &RequestCx<'_>,
+    sticky: &SessionCx<'_>,
+    backend: &CompiledBackendRef,
+    resp: &mut Response<ResponseBody>,
+) {
+    let Some(endpoint) = &cx.endpoint else {
+        return;
+    };
+    let key = &backend.backend.key;
+    let began = sticky
+        .held
+        .as_ref()
+        .filter(|h| *h.service == *key.service && *h.version == *key.version)
+        .map_or(sticky.now, |h| h.began);
+    let serving = session::Session {
+        service: key.service.to_string(),
+        version: key.version.to_string(),
+        endpoint: endpoint.addr,
+        began,
+        seen: sticky.now,
+    };
+    session::answer(
+        sticky.config,
+        sticky.held.as_ref(),
+        serving,
+        &cx.matched().path,
+        cx.info.tls,
+        resp.headers_mut(),
+    );
 }
 
 /// serin speaks for itself on every response: its own HTTP version (RFC

@@ -3,6 +3,7 @@
 //! each attempt the [`retry`](super::retry) decision says whether another
 //! goes out, and the retry budget and `maxRetries` whether it may.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -150,7 +151,8 @@ struct Attempts<'s> {
 impl<'s> Attempts<'s> {
     async fn run(&mut self, cx: &mut RequestCx<'s>) -> Result<Response<ResponseBody>, ProxyError> {
         loop {
-            let ep = self.pick()?;
+            let preferred = cx.session.as_ref().and_then(|s| s.endpoint);
+            let ep = self.pick(preferred)?;
             cx.endpoint = Some(ep.clone());
             let result = self.once(cx, &ep).await;
             self.observe(&ep, &result);
@@ -194,17 +196,30 @@ impl<'s> Attempts<'s> {
         }
     }
 
-    fn pick(&mut self) -> Result<Arc<Endpoint>, ProxyError> {
+    /// The endpoint of the next try: the session's on the first, while it
+    /// is among the backend's and usable; else the balancer's choice.
+    fn pick(&mut self, preferred: Option<SocketAddr>) -> Result<Arc<Endpoint>, ProxyError> {
         let b = self.backend;
         let endpoints = b.backend.endpoints();
-        let picked = balance::pick(
-            b.service.lb,
-            &b.backend,
-            &endpoints,
-            self.hash_key.as_deref(),
-            &self.tried[..self.n_tried],
-            b.service.panic_threshold,
-        )
+        let sticky = preferred.filter(|_| self.n_tried == 0).and_then(|addr| {
+            let now = crate::outlier::now_ms();
+            endpoints
+                .list
+                .iter()
+                .find(|e| e.addr == addr && e.health.usable(now))
+                .cloned()
+        });
+        let picked = match sticky {
+            Some(e) => Some(e),
+            None => balance::pick(
+                b.service.lb,
+                &b.backend,
+                &endpoints,
+                self.hash_key.as_deref(),
+                &self.tried[..self.n_tried],
+                b.service.panic_threshold,
+            ),
+        }
         .ok_or_else(|| ProxyError::NoEndpoint(b.backend.key.to_string()))?;
         if self.n_tried < MAX_TRIED {
             self.tried[self.n_tried] = picked.id;

@@ -160,6 +160,7 @@ fn catch_all(backend: BackendRefConfig) -> RuleConfig {
         max_concurrent_requests: None,
         rate_limit: None,
         max_request_body_bytes: None,
+        session_persistence: None,
     }
 }
 

@@ -139,6 +139,7 @@ fn quick_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
             max_concurrent_requests: None,
             rate_limit: None,
             max_request_body_bytes: None,
+            session_persistence: None,
         }],
     };
     Ok(ProxyConfig::minimal(

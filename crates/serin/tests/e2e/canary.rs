@@ -1238,3 +1238,123 @@ async fn a_promql_check_of_ones_own_rolls_back_a_canary_the_built_in_checks_pass
         "{exported} against {judged}"
     );
 }
+
+/// One sticky client's requests: the version of each answer, and the
+/// proxy's weights read when the version changed.
+#[derive(Debug, Default)]
+struct StickyClient {
+    versions: Vec<String>,
+    weights_at_switch: Vec<(u64, u64)>,
+}
+
+/// Session persistence during a canary (#13 point 5): clients that carry
+/// serin's session cookie keep the version they got first while the
+/// weights move, and leave it only once its weight is 0 (the promotion),
+/// so the canary is judged on whole sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_clients_keep_their_version_until_the_promotion() {
+    const COOKIE: &str = "qotm-session";
+    let v1 = Qotm::start("v1", &[]);
+    let v2 = Qotm::start("v2", &[]);
+    let sticky_config = config(&v1, &v2).replace(
+        "          - {name: qotm, version: v2, weight: 0}\n",
+        "          - {name: qotm, version: v2, weight: 0}\n        sessionPersistence: {sessionName: qotm-session, idleTimeout: 10m}\n",
+    );
+    assert!(
+        sticky_config.contains("sessionPersistence"),
+        "{sticky_config}"
+    );
+    let serin = Arc::new(proxy(&sticky_config));
+    // Cookieless load: what the canary's windows are judged on.
+    let load = load(&serin);
+    let (code, out) = cli(
+        &serin,
+        &[
+            "start",
+            "qotm",
+            "--to",
+            "v2",
+            "--max-latency-ratio",
+            NOT_A_LATENCY_TEST,
+            "--steps",
+            "20,50,100",
+            "--interval",
+            "1s",
+            "--min-requests",
+            "20",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    wait_status(&serin, |v| canary_weights(v).1 > 0).await;
+
+    // Sessions begin once v2 has a share; each client then sends back
+    // the cookie it was last given, until three answers after the end.
+    let done = Arc::new(AtomicBool::new(false));
+    let url = format!("{}/", serin.url("web"));
+    let clients: Vec<_> = (0..40)
+        .map(|_| {
+            let (url, done, serin) = (url.clone(), done.clone(), serin.clone());
+            tokio::spawn(async move {
+                let http = client();
+                let mut cookie: Option<String> = None;
+                let mut seen = StickyClient::default();
+                let mut after_end = 0;
+                while after_end < 3 {
+                    if done.load(Ordering::SeqCst) {
+                        after_end += 1;
+                    }
+                    let mut req = http.get(&url);
+                    if let Some(c) = &cookie {
+                        req = req.header("cookie", c);
+                    }
+                    let Ok(resp) = req.send().await else { continue };
+                    if let Some(set) = resp.headers().get("set-cookie") {
+                        let set = set.to_str().unwrap_or_default();
+                        assert!(set.starts_with(COOKIE), "{set}");
+                        cookie = set.split(';').next().map(str::to_string);
+                    }
+                    let v: Value = resp.json().await.unwrap_or_default();
+                    let version = v["version"].as_str().unwrap_or("?").to_string();
+                    if seen.versions.last().is_some_and(|last| *last != version) {
+                        seen.weights_at_switch.push(route_weights(&serin).await);
+                    }
+                    seen.versions.push(version);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                seen
+            })
+        })
+        .collect();
+    let v = wait_status(&serin, |v| v["phase"] != "Progressing").await;
+    done.store(true, Ordering::SeqCst);
+    let mut seen = Vec::new();
+    for c in clients {
+        seen.push(c.await.unwrap_or_else(|e| panic!("client: {e}")));
+    }
+    load.stop().await;
+    assert_eq!(v["phase"], "Promoted", "{v:#}");
+
+    let first = |c: &StickyClient| c.versions.first().cloned().unwrap_or_default();
+    let on_v2 = seen.iter().filter(|c| first(c) == "v2").count();
+    assert!(
+        on_v2 > 0 && on_v2 < seen.len(),
+        "sessions should begin on both versions at 20-50% ({on_v2} of {} on v2)",
+        seen.len()
+    );
+    for (i, c) in seen.iter().enumerate() {
+        let mut runs = c.versions.clone();
+        runs.dedup();
+        match runs.as_slice() {
+            // Began on v2: stayed there.
+            [only] if only == "v2" => {}
+            // Began on v1: moved once, to v2, when v1 had no weight left.
+            [a, b] if a == "v1" && b == "v2" => assert_eq!(
+                c.weights_at_switch.first().map(|w| w.0),
+                Some(0),
+                "client {i} left v1 while it still had weight: {c:?}"
+            ),
+            _ => panic!("client {i} saw versions change other than at the promotion: {c:?}"),
+        }
+    }
+}

@@ -547,3 +547,30 @@ routes:
         assert!(out.contains(&expected), "missing: {expected}\n--- output:\n{out}");
     }
 }
+
+#[test]
+fn session_persistence_settings_are_checked_at_their_place() {
+    let (ok, out) = validate(
+        r#"listeners: [{name: gw, address: '127.0.0.1:0'}]
+services: [{name: s, versions: [{name: v1, endpoints: ['127.0.0.1:1']}]}]
+routes:
+  - name: r
+    rules:
+      - backendRefs: [{name: s, version: v1}]
+        sessionPersistence: {sessionName: "a b", cookieConfig: {lifetimeType: Permanent}}
+      - backendRefs: [{name: s, version: v1}]
+        sessionPersistence: {type: Header, sessionName: "x session"}
+      - backendRefs: [{name: s, version: v1}]
+        sessionPersistence: {type: Sticky}
+"#,
+    );
+    assert!(!ok, "{out}");
+    for expected in [
+        "bad.yaml:7:43: routes[0].rules[0].sessionPersistence.sessionName: `a b` is not a cookie name",
+        "bad.yaml:7:64: routes[0].rules[0].sessionPersistence.cookieConfig: a Permanent cookie needs `absoluteTimeout` (its Max-Age)",
+        "bad.yaml:9:57: routes[0].rules[1].sessionPersistence.sessionName: `x session` is not a valid header name",
+        "bad.yaml:11:36: routes[0].rules[2].sessionPersistence.type: unknown value `Sticky`, expected one of: Cookie, Header",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+}

@@ -41,6 +41,8 @@ mod readme_defaults;
 mod reload;
 mod resilience;
 mod routing;
+// Session persistence (issue #13, point 5).
+mod sessions;
 mod strict;
 // TLS in full (issue #13, point 1).
 mod tls;

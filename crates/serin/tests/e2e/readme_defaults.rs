@@ -144,6 +144,11 @@ fn checks() -> Vec<Check> {
             ],
         ),
         row(
+            "routes[].rules[].sessionPersistence",
+            r"`sessionName` \(default `([^`]+)`, or `([^`]+)` for a header\)",
+            vec![text(d::SESSION_COOKIE), text(d::SESSION_HEADER)],
+        ),
+        row(
             "listeners[].clientAddress",
             r"`trustedHops` \(default (\d+),.*`trustedCidrs` \(default (none),",
             vec![num(d::TRUSTED_HOPS), text("none")],
