@@ -328,6 +328,8 @@ struct Service {
     health_check: Option<HealthCheck>,
     #[serde(skip_serializing_if = "Option::is_none")]
     panic_threshold: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grpc_error_codes: Option<Vec<String>>,
     /// Names only: no `endpoints`, so discovery finds them.
     versions: Vec<Named>,
 }
@@ -875,6 +877,8 @@ fn service(s: &p::ServiceConfig) -> Service {
         #[allow(clippy::float_cmp)] // the default exactly, or written out
         panic_threshold: (s.panic_threshold != defaults::PANIC_THRESHOLD)
             .then_some(s.panic_threshold),
+        grpc_error_codes: (s.grpc_error_codes != defaults::GRPC_ERROR_CODES)
+            .then(|| grpc_code_names(&s.grpc_error_codes)),
         versions: s
             .versions
             .iter()
@@ -980,13 +984,7 @@ fn rule(rule: &p::RuleConfig) -> Result<Rule, String> {
         retry: rule.retry.configured.then(|| Retry {
             attempts: rule.retry.attempts,
             codes: rule.retry.codes.clone(),
-            grpc_codes: rule
-                .retry
-                .grpc_codes
-                .iter()
-                .filter_map(|c| p::GRPC_CODE_NAMES.get(usize::try_from(*c).ok()?))
-                .map(|n| n.to_ascii_lowercase().replace('_', "-"))
-                .collect(),
+            grpc_codes: grpc_code_names(&rule.retry.grpc_codes),
             backoff: duration(rule.retry.backoff),
             unsafe_methods: rule.retry.unsafe_methods,
             budget: (rule.retry.budget != p::RetryBudgetConfig::default()).then(|| RetryBudget {
@@ -1014,6 +1012,15 @@ fn rule(rule: &p::RuleConfig) -> Result<Rule, String> {
             .as_ref()
             .map(SessionPersistence::of),
     })
+}
+
+/// gRPC statuses as a file names them (`resource-exhausted`).
+fn grpc_code_names(codes: &[u32]) -> Vec<String> {
+    codes
+        .iter()
+        .filter_map(|c| p::GRPC_CODE_NAMES.get(usize::try_from(*c).ok()?))
+        .map(|n| n.to_ascii_lowercase().replace('_', "-"))
+        .collect()
 }
 
 fn match_(m: &p::MatchConfig) -> Match {
@@ -1201,6 +1208,7 @@ services:
   - name: a
     healthCheck: {path: /healthz, interval: 2s, timeout: 300ms, healthyThreshold: 1, unhealthyThreshold: 4, jitter: 100ms}
     panicThreshold: 25
+    grpcErrorCodes: [unavailable, resource-exhausted]
     outlierDetection: {consecutiveLocalOriginFailures: 2, baseEjectionTime: 10s, maxEjectionTime: 1m}
     pool: {maxIdlePerEndpoint: 8, idleTimeout: 20s}
     loadBalancer: {type: RoundRobin}

@@ -40,6 +40,8 @@ pub struct CompiledService {
     pub pool: PoolSettings,
     pub lb: LbPolicy,
     pub hash_header: Option<HeaderName>,
+    /// `grpcErrorCodes`: bit `code` set for each.
+    pub grpc_error_codes: u32,
 }
 
 /// One weighted backend of a rule.
@@ -58,6 +60,10 @@ pub struct CompiledRule {
     pub index: usize,
     /// The rule's filters, in its order.
     pub filters: Vec<Filter>,
+    /// The headers the rule's JWT filters copy claims into: when there are
+    /// any, the request is routed again after the filters (see
+    /// `request::rule`).
+    pub claim_headers: Vec<http::HeaderName>,
     pub backends: Vec<CompiledBackendRef>,
     /// Running sums of weights, for the weighted pick: the backends', then
     /// those of the backendRefs that cannot be served (whose share of the
@@ -165,6 +171,9 @@ pub struct ListenerEdge {
     pub compression: Option<serin_config::proxy::CompressionConfig>,
     /// Proxies trusted to name the client; `None`: the peer is the client.
     pub client_address: Option<crate::client_addr::TrustedProxies>,
+    /// Every header a JWT filter of the listener's rules copies claims
+    /// into: a client's own copies are removed before routing.
+    pub claim_headers: Vec<http::HeaderName>,
 }
 
 /// Everything the data plane serves at one moment.
@@ -240,6 +249,12 @@ pub fn compile(
                 .filter(|(r, _)| r.listeners.is_empty() || r.listeners.contains(&l.name))
                 .map(|(r, rules)| (*r, rules.clone()))
                 .collect();
+            let mut claim_headers: Vec<http::HeaderName> = attached
+                .iter()
+                .flat_map(|(_, rules)| rules.iter().flat_map(|r| r.claim_headers.iter().cloned()))
+                .collect();
+            claim_headers.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+            claim_headers.dedup();
             let mut table = RouteTable::build(&attached, l.path_normalization);
             table.edge = ListenerEdge {
                 max_request_body_bytes: l.limits.max_request_body_bytes,
@@ -248,6 +263,7 @@ pub fn compile(
                     .client_address
                     .as_ref()
                     .map(crate::client_addr::TrustedProxies::new),
+                claim_headers,
             };
             (l.name.clone(), Arc::new(table))
         })
@@ -316,9 +332,15 @@ fn compile_rule(
         _ => None,
     }
     .map(|e| local_metrics.unserved(e.label()));
+    let claim_headers = filters
+        .iter()
+        .flat_map(Filter::claim_headers)
+        .cloned()
+        .collect();
     Ok(CompiledRule {
         route: at.route.clone(),
         index: at.index,
+        claim_headers,
         filters,
         backends,
         cumulative,
@@ -372,6 +394,11 @@ fn compile_service(s: &ServiceConfig) -> Result<CompiledService, SnapshotError> 
         },
         lb: s.load_balancer.policy,
         hash_header: s.load_balancer.hash_header.clone(),
+        grpc_error_codes: s
+            .grpc_error_codes
+            .iter()
+            .filter(|c| **c < 32)
+            .fold(0, |mask, c| mask | (1 << c)),
     })
 }
 

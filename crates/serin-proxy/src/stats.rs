@@ -27,7 +27,9 @@ pub struct BackendStats {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StatsSnapshot {
     pub requests: u64,
-    /// Answers with a 5xx status (serin's own 502/503/504 included).
+    /// Answers with a 5xx status (serin's own 502/503/504 included), and
+    /// gRPC calls answered 200 that ended with one of their service's
+    /// `grpcErrorCodes`.
     pub errors: u64,
     /// Answers with a 4xx status.
     #[serde(default)]
@@ -47,6 +49,12 @@ impl BackendStats {
         let secs = elapsed.as_secs_f64();
         let i = LATENCY_BOUNDS.partition_point(|b| *b < secs);
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A gRPC call, counted at its head as answered 200, ended with one of
+    /// its service's error codes.
+    pub fn record_failed_call(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {

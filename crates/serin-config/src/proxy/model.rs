@@ -171,6 +171,12 @@ pub mod defaults {
     pub const SESSION_COOKIE: &str = "serin-session";
     /// The header of a `type: Header` session when it names none.
     pub const SESSION_HEADER: &str = "x-serin-session";
+    /// The gRPC statuses that are the service's fault, as 5xx statuses
+    /// are: those the HTTP mapping pairs with 500, 501, 503 and 504
+    /// (UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE)
+    /// and DATA_LOSS. NOT_FOUND, INVALID_ARGUMENT and the like are the
+    /// caller's, as 4xx are.
+    pub const GRPC_ERROR_CODES: [u32; 6] = [2, 4, 12, 13, 14, 15];
     /// No proxy in front is trusted unless configured: a client that
     /// connects directly could otherwise write any address into
     /// `X-Forwarded-For` and escape a per-client rate limit or forge the
@@ -495,6 +501,9 @@ pub struct ServiceConfig {
     /// Below this share of usable (healthy, not ejected) endpoints, every
     /// endpoint is used: better spread over all than overload the few.
     pub panic_threshold: f64,
+    /// The gRPC statuses that make a call answered 200 a failure of this
+    /// service, as a 5xx is (the canary's error rate counts them).
+    pub grpc_error_codes: Vec<u32>,
     pub versions: Vec<VersionConfig>,
 }
 

@@ -301,6 +301,7 @@ config_struct! {
         outlier_detection: Option<OutlierDetection> = "outlierDetection",
         health_check: Option<HealthCheck> = "healthCheck",
         panic_threshold: Option<Spanned<f64>> = "panicThreshold",
+        grpc_error_codes: Option<Vec<Spanned<String>>> = "grpcErrorCodes",
         versions: Vec<Version> = "versions" [required],
     }
 }

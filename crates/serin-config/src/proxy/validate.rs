@@ -334,7 +334,8 @@ fn proxy_protocol(raw: &super::raw::ProxyProtocol, p: &mut Problems) -> ProxyPro
 }
 
 /// `retry.grpcCodes`: gRPC status names in lower case with hyphens.
-fn grpc_codes(raw: &[Spanned<String>], p: &mut Problems) -> Vec<u32> {
+/// gRPC status names as numbers; `ok_is` says why `ok` cannot be one.
+fn grpc_codes(raw: &[Spanned<String>], p: &mut Problems, ok_is: &str) -> Vec<u32> {
     let names = || {
         GRPC_CODE_NAMES[1..]
             .iter()
@@ -347,7 +348,7 @@ fn grpc_codes(raw: &[Spanned<String>], p: &mut Problems) -> Vec<u32> {
             let wanted = c.value.to_ascii_uppercase().replace('-', "_");
             match GRPC_CODE_NAMES.iter().position(|n| *n == wanted) {
                 Some(0) => {
-                    c.report(p, "`ok` is a success: it is never retried");
+                    c.report(p, format!("`ok` is a success: {ok_is}"));
                     None
                 }
                 Some(i) => u32::try_from(i).ok(),
@@ -563,6 +564,10 @@ fn services(raw: &[raw::Service], base_dir: &Path, p: &mut Problems) -> Vec<Serv
             outlier_detection,
             health_check,
             panic_threshold: percent_of(s.panic_threshold.as_ref(), defaults::PANIC_THRESHOLD, p),
+            grpc_error_codes: s.grpc_error_codes.as_ref().map_or_else(
+                || defaults::GRPC_ERROR_CODES.to_vec(),
+                |c| grpc_codes(c, p, "it is never a failure"),
+            ),
             circuit_breaker,
             name: s.name.value.clone(),
             protocol: s.protocol,
@@ -803,7 +808,7 @@ fn rule_config(rule: &raw::Rule, refs: Refs<'_>, p: &mut Problems) -> RuleConfig
             RetryConfig {
                 attempts,
                 codes,
-                grpc_codes: grpc_codes(&r.grpc_codes, p),
+                grpc_codes: grpc_codes(&r.grpc_codes, p, "it is never retried"),
                 backoff: r.backoff.unwrap_or(defaults::RETRY_BACKOFF),
                 unsafe_methods: r.unsafe_methods.unwrap_or(false),
                 configured: true,

@@ -86,6 +86,7 @@ pub(super) fn validate(
                 outlier_detection: rs.outlier_detection.clone(),
                 health_check: None,
                 panic_threshold: None,
+                grpc_error_codes: rs.grpc_error_codes.clone(),
                 // A version named twice is reported by the stack's checks;
                 // the gateway's must not report it again.
                 versions: spec

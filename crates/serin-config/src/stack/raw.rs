@@ -75,6 +75,7 @@ config_struct! {
         circuit_breaker: Option<crate::proxy::raw::CircuitBreaker> = "circuitBreaker",
         sidecar: Option<RawSidecar> = "sidecar",
         outlier_detection: Option<crate::proxy::raw::OutlierDetection> = "outlierDetection",
+        grpc_error_codes: Option<Vec<Spanned<String>>> = "grpcErrorCodes",
         depends_on: Vec<Spanned<String>> = "dependsOn",
         versions: Option<Spanned<Vec<RawVersion>>> = "versions",
         command: Option<Spanned<String>> = "command",

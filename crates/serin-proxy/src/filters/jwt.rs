@@ -61,6 +61,11 @@ impl CompiledJwt {
         self.validations.get(family)
     }
 
+    /// The headers claims are copied into.
+    pub fn claim_headers(&self) -> impl Iterator<Item = &http::HeaderName> {
+        self.config.claims_to_headers.iter().map(|c| &c.header)
+    }
+
     /// Lets the request on with its claim headers set, or refuses it.
     pub fn check(&self, headers: &mut HeaderMap) -> Result<(), Box<Response<ResponseBody>>> {
         // A client's own copies could claim to be anyone.

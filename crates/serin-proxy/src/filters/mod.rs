@@ -119,6 +119,15 @@ impl Filter {
         })
     }
 
+    /// The headers this filter copies a token's claims into.
+    pub fn claim_headers(&self) -> impl Iterator<Item = &http::HeaderName> {
+        let jwt = match self {
+            Self::Jwt(j) => Some(j.claim_headers()),
+            _ => None,
+        };
+        jwt.into_iter().flatten()
+    }
+
     /// A backendRef's own filters (header modifiers), in the order they
     /// run: the request's once the backend is picked, then the answer's.
     pub fn of_backend(f: &serin_config::proxy::BackendFilters) -> Vec<Self> {

@@ -112,6 +112,10 @@ pub enum ProxyError {
     UpgradeNeedsHttp1,
     #[error("request body cannot be replayed")]
     ReplayImpossible,
+    /// The request's claims sent it from rule to rule more often than
+    /// [`rule::MAX_RULES_ENTERED`](super::rule::MAX_RULES_ENTERED) allows.
+    #[error("the request's claims route it from rule to rule without end")]
+    RouteLoop,
 }
 
 impl ProxyError {
@@ -135,7 +139,8 @@ impl ProxyError {
             | Self::InvalidBackend
             | Self::RateLimitUnavailable
             | Self::UpgradeNeedsHttp1
-            | Self::ReplayImpossible => Side::Internal,
+            | Self::ReplayImpossible
+            | Self::RouteLoop => Side::Internal,
         }
     }
 
@@ -162,7 +167,7 @@ impl ProxyError {
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             // Gateway API: a rule with no backend answers 500, and so does
             // the share of requests an invalid backendRef would get.
-            Self::NoBackend | Self::InvalidBackend | Self::ReplayImpossible => {
+            Self::NoBackend | Self::InvalidBackend | Self::ReplayImpossible | Self::RouteLoop => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             // Gateway API: when no endpoint can be reached, 503 (not 502).
@@ -199,6 +204,7 @@ impl ProxyError {
             Self::RateLimitUnavailable => "rate_limit_unavailable",
             Self::UpgradeNeedsHttp1 => "upgrade_needs_http1",
             Self::ReplayImpossible => "replay_impossible",
+            Self::RouteLoop => "route_loop",
         }
     }
 
@@ -263,6 +269,7 @@ mod tests {
             (ProxyError::BodyTooLarge(10), 413, Downstream, Never),
             (ProxyError::NoBackend, 500, Internal, Never),
             (ProxyError::InvalidBackend, 500, Internal, Never),
+            (ProxyError::RouteLoop, 500, Internal, Never),
             (ProxyError::NoEndpoint("s/v".into()), 503, Upstream, Never),
             (ProxyError::ConnectFailed, 503, Upstream, Always),
             (ProxyError::Unsent, 503, Upstream, Always),

@@ -18,7 +18,9 @@ use http_body::{Body, Frame, SizeHint};
 use percent_encoding::{AsciiSet, CONTROLS};
 
 use crate::body::{BoxError, ResponseBody};
+use crate::endpoints::Backend;
 use crate::metrics::GrpcCounters;
+use crate::snapshot::CompiledBackendRef;
 
 /// The status of a call that ended without one (gRPC clients read it so).
 const UNKNOWN: u32 = 2;
@@ -91,23 +93,50 @@ pub fn status_for_http(code: u16) -> u32 {
 /// Counts the call answered by `resp` now when its head says how it ended
 /// (a trailers-only answer, an HTTP error), or else when its trailers come.
 pub fn observe(
-    counters: &Arc<GrpcCounters>,
+    backend: &CompiledBackendRef,
     resp: Response<ResponseBody>,
 ) -> Response<ResponseBody> {
+    let mut tally = Tally {
+        counters: backend.metrics.grpc.clone(),
+        backend: backend.backend.clone(),
+        errors: backend.service.grpc_error_codes,
+    };
     if resp.status() != http::StatusCode::OK {
-        counters.count(status_for_http(resp.status().as_u16()));
+        // The HTTP status is the failure the figures count already.
+        tally
+            .counters
+            .count(status_for_http(resp.status().as_u16()));
         return resp;
     }
     if let Some(code) = status(resp.headers()) {
-        counters.count(code);
+        tally.count(code);
         return resp;
     }
     resp.map(|inner| {
         ResponseBody::Grpc(Box::new(GrpcBody {
             inner,
-            counters: Some(counters.clone()),
+            tally: Some(tally),
         }))
     })
+}
+
+/// Where a call answered 200 is counted when it ends: its status among the
+/// metrics, and a failure of its backend (the canary's error figure) when
+/// the status is one of the service's `grpcErrorCodes`.
+struct Tally {
+    counters: Arc<GrpcCounters>,
+    backend: Arc<Backend>,
+    /// The service's error codes, bit `code` set for each.
+    errors: u32,
+}
+
+impl Tally {
+    fn count(&mut self, code: u32) {
+        self.counters.count(code);
+        if code < 32 && self.errors & (1 << code) != 0 {
+            self.backend.stats.record_failed_call();
+        }
+    }
 }
 
 /// Bytes a `grpc-message` carries percent-encoded (PROTOCOL-HTTP2.md: all
@@ -148,13 +177,13 @@ pub fn local_answer(resp: Response<ResponseBody>) -> Response<ResponseBody> {
 pub struct GrpcBody {
     inner: ResponseBody,
     /// Taken when counted: each call counts once.
-    counters: Option<Arc<GrpcCounters>>,
+    tally: Option<Tally>,
 }
 
 impl GrpcBody {
     fn count(&mut self, code: u32) {
-        if let Some(c) = self.counters.take() {
-            c.count(code);
+        if let Some(mut t) = self.tally.take() {
+            t.count(code);
         }
     }
 }

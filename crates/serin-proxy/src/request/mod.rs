@@ -7,7 +7,8 @@
 //!    A body declared over the [`crate::body_limit`] is refused here.
 //! 3. request filters ([`crate::filters`]), in the rule's order, after a
 //!    CORS filter has answered a preflight (before auth, whatever its
-//!    place; its headers go on every answer of the rule);
+//!    place; its headers go on every answer of the rule); claims a JWT
+//!    filter copies into headers route the request again ([`rule`]);
 //! 4. [`admission`] of the rule: rate limit, concurrency limit;
 //! 5. the weighted pick of a backend ([`route`]; a rule with none, or the
 //!    share of a backendRef that cannot be served, answers 500);
@@ -31,6 +32,7 @@ mod log;
 pub mod path;
 pub mod retry;
 mod route;
+mod rule;
 mod session;
 mod upgrade;
 mod upstream;
@@ -53,9 +55,8 @@ pub(crate) use log::LoggedBody;
 pub(crate) use upstream::strip_response;
 
 use crate::body::ResponseBody;
-use crate::body_limit::BodyLimit;
 use crate::endpoints::Endpoint;
-use crate::filters::{CompiledCors, CorsRequest, Flow};
+use crate::filters::{CompiledCors, Flow};
 use crate::metrics::RejectLabels;
 use crate::mirror::CompiledMirror;
 use crate::server::WorkerCtx;
@@ -215,7 +216,7 @@ pub async fn handle(
     own_framing(&cx, &mut resp);
     log::finish(&cx, &resp);
     if let (true, Some(backend)) = (cx.grpc, cx.backend) {
-        resp = grpc::observe(&backend.metrics.grpc, resp);
+        resp = grpc::observe(backend, resp);
     }
     let status = resp.status();
     if grpc_local {
@@ -243,27 +244,10 @@ async fn serve<'s>(
     if let Some(answer) = downstream::check(cx, table, &mut req, number)? {
         return Ok(answer);
     }
-    let rule = route::lookup(cx, table, &req)?;
-    if let Some(cors) = rule.cors() {
-        match cors.on_request(&req) {
-            CorsRequest::Preflight(answer) => return Ok(answer),
-            CorsRequest::Actual(origin) => cx.cors = Some((cors, origin)),
-        }
-    }
-    let body_limit = BodyLimit::of(
-        table.edge.max_request_body_bytes,
-        rule.max_request_body_bytes,
-    );
-    if let Some(limit) = &body_limit {
-        limit
-            .check_declared(req.headers())
-            .map_err(|e| ProxyError::BodyTooLarge(e.max))?;
-    }
-    for filter in &rule.filters {
-        if let Flow::Respond(answer) = filter.on_request(cx, &mut req).await {
-            return Ok(*answer);
-        }
-    }
+    let (rule, body_limit) = match rule::enter(cx, table, &mut req).await? {
+        rule::Entered::Rule(rule, limit) => (rule, limit),
+        rule::Entered::Answer(answer) => return Ok(answer),
+    };
     let admitted = match admission::rule(cx, rule, &req).await? {
         admission::RuleAdmission::Admitted(a) => a,
         admission::RuleAdmission::Refused(answer) => return Ok(answer),

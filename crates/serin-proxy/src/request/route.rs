@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::body::ClientBody;
-use http::Request;
+use http::{HeaderMap, Method, Request, Uri};
 
 use super::{ProxyError, RequestCx};
 use crate::filters::split_host_port;
@@ -17,31 +17,39 @@ pub(super) fn lookup<'s>(
     table: &'s RouteTable,
     req: &Request<ClientBody>,
 ) -> Result<&'s Arc<CompiledRule>, ProxyError> {
+    lookup_with(cx, table, req.method(), req.uri(), req.headers())
+}
+
+/// The same for a request of these parts (a second lookup with claims).
+pub(super) fn lookup_with<'s>(
+    cx: &mut RequestCx<'s>,
+    table: &'s RouteTable,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<&'s Arc<CompiledRule>, ProxyError> {
     // The downstream phase made Host agree with the target, or set it.
-    let raw = req
-        .headers()
+    let raw = headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
     let (host, _) = split_host_port(raw);
     let host = host.to_ascii_lowercase();
-    let uri = req.uri();
     let Some((rule, matched)) = table.lookup(
         &host,
-        req.method(),
+        method,
         uri.path(),
         uri.query(),
-        req.headers(),
+        headers,
         cx.info.peer.get(),
     ) else {
         return Err(ProxyError::NoRoute(format!(
-            "no route matches {} {host}{}",
-            req.method(),
+            "no route matches {method} {host}{}",
             uri.path()
         )));
     };
     cx.route = Some((rule, matched));
-    cx.trace.routed(req.method(), &rule.route, uri.path());
+    cx.trace.routed(method, &rule.route, uri.path());
     Ok(rule)
 }
 

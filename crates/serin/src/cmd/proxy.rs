@@ -103,6 +103,7 @@ fn quick_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
         outlier_detection: None,
         health_check: None,
         panic_threshold: defaults::PANIC_THRESHOLD,
+        grpc_error_codes: defaults::GRPC_ERROR_CODES.to_vec(),
         pool_idle_timeout: defaults::POOL_IDLE_TIMEOUT,
         versions: vec![VersionConfig {
             name: "default".into(),

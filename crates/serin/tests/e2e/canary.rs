@@ -133,6 +133,16 @@ fn load(serin: &Serin) -> Load {
 /// `--max-latency-ratio` for canaries that are healthy by construction.
 const NOT_A_LATENCY_TEST: &str = "50";
 
+/// Three live steps of 1 s windows, 20 requests each at least.
+const LIVE_STEPS: &[&str] = &[
+    "--steps",
+    "20,50,100",
+    "--interval",
+    "1s",
+    "--min-requests",
+    "20",
+];
+
 async fn cli(serin: &Serin, args: &[&str]) -> (i32, String) {
     let run = tokio::process::Command::new(SERIN)
         .arg("canary")
@@ -1276,13 +1286,11 @@ async fn sticky_clients_keep_their_version_until_the_promotion() {
             "v2",
             "--max-latency-ratio",
             NOT_A_LATENCY_TEST,
-            "--steps",
-            "20,50,100",
-            "--interval",
-            "1s",
-            "--min-requests",
-            "20",
-        ],
+        ]
+        .iter()
+        .chain(LIVE_STEPS)
+        .copied()
+        .collect::<Vec<_>>(),
     )
     .await;
     assert_eq!(code, 0, "{out}");
@@ -1357,4 +1365,98 @@ async fn sticky_clients_keep_their_version_until_the_promotion() {
             _ => panic!("client {i} saw versions change other than at the promotion: {c:?}"),
         }
     }
+}
+
+/// gRPC health calls of `svc` in a loop from a few tasks until stopped
+/// (tonic's client: each call is an HTTP/2 stream answered 200).
+fn grpc_load(serin: &Serin) -> Load {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let stop = Arc::new(AtomicBool::new(false));
+    let url = serin.url("web");
+    let tasks = (0..8)
+        .map(|_| {
+            let (url, stop) = (url.clone(), stop.clone());
+            tokio::spawn(async move {
+                let Ok(endpoint) = tonic::transport::Channel::from_shared(url) else {
+                    return;
+                };
+                let Ok(channel) = endpoint.connect().await else {
+                    return;
+                };
+                let mut health = HealthClient::new(channel);
+                while !stop.load(Ordering::SeqCst) {
+                    let call = HealthCheckRequest {
+                        service: "svc".into(),
+                    };
+                    let _ = health.check(call).await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        })
+        .collect();
+    Load { stop, tasks }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_whose_grpc_calls_fail_inside_http_200_is_rolled_back() {
+    use crate::protocols::grpc_health_server;
+    // v1 knows the service `svc`; v2 answers every call of it NOT_FOUND,
+    // in a trailers-only head of HTTP status 200.
+    let v1 = grpc_health_server(&[("svc", tonic_health::ServingStatus::Serving)]).await;
+    let v2 = grpc_health_server(&[]).await;
+    let serin = proxy(&format!(
+        r#"
+listeners: [{{name: web, address: 127.0.0.1:0}}]
+services:
+  - name: qotm
+    protocol: h2c
+    grpcErrorCodes: [not-found, unavailable]
+    versions:
+      - {{name: v1, endpoints: ["{v1}"]}}
+      - {{name: v2, endpoints: ["{v2}"]}}
+routes:
+  - name: qotm
+    rules:
+      - backendRefs:
+          - {{name: qotm, version: v1, weight: 100}}
+          - {{name: qotm, version: v2, weight: 0}}
+"#
+    ));
+    let load = grpc_load(&serin);
+    let (code, out) = cli(
+        &serin,
+        &[
+            "start",
+            "qotm",
+            "--to",
+            "v2",
+            "--from",
+            "v1",
+            "--max-latency-ratio",
+            NOT_A_LATENCY_TEST,
+        ]
+        .iter()
+        .chain(LIVE_STEPS)
+        .copied()
+        .collect::<Vec<_>>(),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let v = wait_status(&serin, |v| v["phase"] != "Progressing").await;
+    load.stop().await;
+    assert_eq!(v["phase"], "RolledBack", "{v:#}");
+    let rate = v["last_analysis"]["canary"]["error_rate"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(rate > 0.9, "every call of v2 failed: {v:#}");
+    let baseline = v["last_analysis"]["baseline"]["error_rate"]
+        .as_f64()
+        .unwrap_or(1.0);
+    assert_eq!(baseline, 0.0, "v1's calls all succeeded: {v:#}");
+    assert_eq!(route_weights(&serin).await, (100, 0));
+    // The HTTP view is unchanged: every answer of v2 was a 200.
+    let text = crate::common::metrics_text(&serin).await;
+    let v2_5xx = r#"serin_requests_total{route="qotm",service="qotm",version="v2",code="5"#;
+    assert!(!text.contains(v2_5xx), "{text}");
 }

@@ -449,6 +449,27 @@ routes:
 }
 
 #[test]
+fn a_services_grpc_error_codes_are_names_of_failures() {
+    let (ok, out) = validate(
+        r#"listeners: [{name: gw, address: '127.0.0.1:0'}]
+services:
+  - name: s
+    grpcErrorCodes: [internal, ok, bogus]
+    versions: [{name: v1, endpoints: ['127.0.0.1:1']}]
+routes: [{name: r, rules: [{backendRefs: [{name: s, version: v1}]}]}]
+"#,
+    );
+    assert!(!ok, "{out}");
+    for expected in [
+        "bad.yaml:4:32: services[0].grpcErrorCodes[1]: `ok` is a success: it is never a failure",
+        "bad.yaml:4:36: services[0].grpcErrorCodes[2]: unknown gRPC status `bogus`",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    assert!(!out.contains("grpcErrorCodes[0]"), "{out}");
+}
+
+#[test]
 fn a_canary_s_own_checks_are_validated_at_their_place() {
     let (ok, out) = validate(
         r#"services:

@@ -144,6 +144,20 @@ fn checks() -> Vec<Check> {
             ],
         ),
         row(
+            "services[].grpcErrorCodes",
+            r"\(default ([^;]+);",
+            vec![text(
+                d::GRPC_ERROR_CODES
+                    .iter()
+                    .map(|&c| {
+                        let name = serin_config::proxy::GRPC_CODE_NAMES[c as usize];
+                        format!("`{}`", name.to_ascii_lowercase().replace('_', "-"))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )],
+        ),
+        row(
             "routes[].rules[].sessionPersistence",
             r"`sessionName` \(default `([^`]+)`, or `([^`]+)` for a header\)",
             vec![text(d::SESSION_COOKIE), text(d::SESSION_HEADER)],

@@ -461,3 +461,114 @@ routes:
     );
     assert_eq!(app.requests(), 1);
 }
+
+/// A JWT filter of this test's issuer that copies `claim` into `x-tier`.
+fn tier_jwt(jwks: &str, claim: &str) -> String {
+    format!(
+        "{{type: JWT, jwt: {{issuer: {ISSUER}, audiences: [{AUDIENCE}], jwks: {jwks}, claimsToHeaders: [{{claim: {claim}, header: x-tier}}]}}}}"
+    )
+}
+
+#[test]
+fn routes_match_on_claims_and_never_on_a_clients_own_claim_header() {
+    let key = SigningKey::new("k1");
+    let dir = TempDir::new("serin-jwt-route");
+    let file = dir.path().join("jwks.json");
+    std::fs::write(&file, jwks(&[&key])).unwrap_or_else(|e| panic!("{e}"));
+    let jwks = format!("{{file: {}}}", file.display());
+    let (gold, standard) = (Upstream::start("gold"), Upstream::start("standard"));
+    let jwt = tier_jwt(&jwks, "tier");
+    let serin = proxy(&format!(
+        r#"
+listeners: [{{name: gw, address: "127.0.0.1:0"}}]
+services:
+  - {{name: gold, versions: [{{name: v1, endpoints: ["{gold}"]}}]}}
+  - {{name: standard, versions: [{{name: v1, endpoints: ["{standard}"]}}]}}
+routes:
+  - name: api
+    rules:
+      - matches: [{{path: {{type: PathPrefix, value: /orders}}, headers: [{{name: x-tier, value: gold}}]}}]
+        filters: [{jwt}]
+        backendRefs: [{{name: gold}}]
+      - matches: [{{path: {{type: PathPrefix, value: /orders}}}}]
+        filters:
+          - {jwt}
+          - {{type: RequestHeaderModifier, requestHeaderModifier: {{add: [{{name: x-rule, value: standard}}]}}}}
+        backendRefs: [{{name: standard}}]
+"#,
+        gold = gold.addr,
+        standard = standard.addr,
+    ));
+    let url = format!("{}/orders", serin.url("gw"));
+    let token = |tier: &str| bearer(&key.token(&claims(serde_json::json!({ "tier": tier }))));
+
+    // Routed on the claim: first to the catch-all rule, whose filter finds
+    // the claim; then to the gold rule, which begins afresh (no `x-rule`).
+    let seen = curl(&["-H", &token("gold")], &url);
+    assert_eq!(seen.status, 200, "{}", seen.body);
+    assert_eq!(seen.upstream_header("x-tier"), "gold");
+    assert_eq!(
+        seen.upstream_header("x-rule"),
+        "",
+        "the first rule's change stayed"
+    );
+    assert_eq!((gold.requests(), standard.requests()), (1, 0));
+
+    // A client's own `x-tier: gold` chooses nothing: with a token that says
+    // otherwise, or none at all.
+    let seen = curl(&["-H", &token("standard"), "-H", "x-tier: gold"], &url);
+    assert_eq!(seen.status, 200, "{}", seen.body);
+    assert_eq!(seen.upstream_header("x-tier"), "standard");
+    assert_eq!(seen.upstream_header("x-rule"), "standard");
+    let seen = curl(&["-H", "x-tier: gold"], &url);
+    assert_eq!(seen.status, 401, "{}", seen.body);
+    assert_eq!((gold.requests(), standard.requests()), (1, 1));
+}
+
+#[test]
+fn claims_that_send_a_request_from_rule_to_rule_without_end_are_a_500() {
+    let key = SigningKey::new("k1");
+    let dir = TempDir::new("serin-jwt-loop");
+    let file = dir.path().join("jwks.json");
+    std::fs::write(&file, jwks(&[&key])).unwrap_or_else(|e| panic!("{e}"));
+    let jwks = format!("{{file: {}}}", file.display());
+    let app = Upstream::start("app");
+    // Rule a copies `to_b` into x-tier, rule b copies `to_a`: a token with
+    // to_b=b and to_a=a bounces between them.
+    let serin = proxy(&format!(
+        r#"
+listeners: [{{name: gw, address: "127.0.0.1:0"}}]
+services: [{{name: app, versions: [{{name: v1, endpoints: ["{app}"]}}]}}]
+routes:
+  - name: api
+    rules:
+      - matches: [{{headers: [{{name: x-tier, value: a}}]}}]
+        filters: [{a}]
+        backendRefs: [{{name: app}}]
+      - matches: [{{headers: [{{name: x-tier, value: b}}]}}]
+        filters: [{b}]
+        backendRefs: [{{name: app}}]
+      - filters: [{first}]
+        backendRefs: [{{name: app}}]
+"#,
+        app = app.addr,
+        a = tier_jwt(&jwks, "to_b"),
+        b = tier_jwt(&jwks, "to_a"),
+        first = tier_jwt(&jwks, "first"),
+    ));
+    let url = format!("{}/x", serin.url("gw"));
+    let bouncing = key.token(&claims(
+        serde_json::json!({"first": "a", "to_b": "b", "to_a": "a"}),
+    ));
+    let seen = curl(&["-H", &bearer(&bouncing)], &url);
+    assert_eq!(seen.status, 500, "{}", seen.body);
+    assert_eq!(seen.header("x-serin-reason"), "route_loop");
+    assert_eq!(app.requests(), 0);
+    // One that settles goes through.
+    let settling = key.token(&claims(
+        serde_json::json!({"first": "a", "to_b": "a", "to_a": "a"}),
+    ));
+    let seen = curl(&["-H", &bearer(&settling)], &url);
+    assert_eq!(seen.status, 200, "{}", seen.body);
+    assert_eq!(app.requests(), 1);
+}
