@@ -1,5 +1,6 @@
 //! The admin API (default 127.0.0.1:9901): readiness, Prometheus metrics,
 //! the effective config, routes with their weights, weight changes, reload,
+//! `explain` (what serin would do with a request),
 //! and the dashboard at `/ui` (see [`crate::dashboard`]).
 //! Other parts of serin (the local runtime, canaries) merge their own
 //! routes into the router given to [`serve`]; every request, theirs too,
@@ -10,7 +11,7 @@ mod guard;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -39,6 +40,7 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
         .route("/endpoints", get(endpoints))
         .route("/listeners", get(listeners))
         .route("/reload", post(reload))
+        .route("/explain", get(explain))
         .with_state(proxy)
 }
 
@@ -199,6 +201,21 @@ async fn endpoints(State(proxy): State<Arc<Proxy>>) -> Response {
         })
         .collect();
     Json(json!({ "backends": backends })).into_response()
+}
+
+/// `GET /explain?path=/x&method=GET&host=h&header=k:v`: what the request
+/// path would do with that request (see [`crate::explain`]).
+pub(crate) async fn explain(
+    State(proxy): State<Arc<Proxy>>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let answer = crate::explain::Question::from_query(query.as_deref().unwrap_or(""))
+        .and_then(|q| crate::explain::explain(&proxy.snapshot(), &q));
+    match answer {
+        // The text is made here once, for the CLI and the dashboard alike.
+        Ok(e) => Json(json!({ "explanation": &e, "text": e.to_text() })).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
 }
 
 async fn listeners(State(proxy): State<Arc<Proxy>>) -> Response {

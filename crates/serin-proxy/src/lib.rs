@@ -12,6 +12,7 @@ pub mod control;
 pub mod dashboard;
 pub mod endpoints;
 pub mod events;
+pub mod explain;
 mod filters;
 mod headers;
 mod health;

@@ -1,12 +1,14 @@
 //! The route table: hostnames, then rules in Gateway API precedence, compiled
 //! once per snapshot so a lookup is a hash probe and a short scan.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use http::{HeaderMap, Method};
 use rustc_hash::FxHashMap;
 use serin_config::proxy::{
     IdentityField, IdentityMatch, MatchConfig, PathMatch, PathNormalizationConfig, RouteConfig,
+    ValueMatch,
 };
 
 use crate::snapshot::CompiledRule;
@@ -97,25 +99,56 @@ impl RouteTable {
         headers: &HeaderMap,
         peer: Option<&PeerIdentity>,
     ) -> Option<(&'a Arc<CompiledRule>, &'a MatchConfig)> {
-        let vh = self
-            .exact
-            .get(host)
-            .or_else(|| {
-                self.wildcard
-                    .iter()
-                    .find(|(suffix, _)| {
-                        host.ends_with(suffix.as_str()) && host.len() > suffix.len()
-                    })
-                    .map(|(_, vh)| vh)
-            })
-            .unwrap_or(&self.any);
+        let (vh, _) = self.virtual_host(host);
+        let probe = Probe {
+            host,
+            method,
+            path,
+            query,
+            headers,
+            peer,
+        };
         vh.entries
             .iter()
-            .find(|e| {
-                matches(&e.m, method, path, query, headers)
-                    && identity_matches(&e.m.client_certificate, peer)
-            })
+            .find(|e| check(&e.m, &probe, |_| ControlFlow::Break(())))
             .map(|e| (&e.rule, &e.m))
+    }
+
+    /// The rules that serve `host`, and which name chose them.
+    fn virtual_host(&self, host: &str) -> (&VirtualHost, HostChoice<'_>) {
+        if let Some(vh) = self.exact.get(host) {
+            return (vh, HostChoice::Exact);
+        }
+        self.wildcard
+            .iter()
+            .find(|(suffix, _)| host.ends_with(suffix.as_str()) && host.len() > suffix.len())
+            .map_or((&self.any, HostChoice::Any), |(suffix, vh)| {
+                (vh, HostChoice::Wildcard(suffix))
+            })
+    }
+
+    /// Every match that could serve the request, in precedence order, each
+    /// with the conditions the request does not meet (none: it matches).
+    /// What `lookup` decides, told in full (see [`crate::explain`]).
+    pub fn consider<'a>(&'a self, p: &Probe<'_>) -> (HostChoice<'a>, Vec<Considered<'a>>) {
+        let (vh, choice) = self.virtual_host(p.host);
+        let considered = vh
+            .entries
+            .iter()
+            .map(|e| {
+                let mut misses = Vec::new();
+                check(&e.m, p, |m| {
+                    misses.push(m);
+                    ControlFlow::Continue(())
+                });
+                Considered {
+                    rule: &e.rule,
+                    m: &e.m,
+                    misses,
+                }
+            })
+            .collect();
+        (choice, considered)
     }
 
     pub fn path_options(&self) -> &PathNormalizationConfig {
@@ -127,6 +160,25 @@ impl RouteTable {
     }
 }
 
+/// Which of a listener's host names served a request's host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostChoice<'a> {
+    /// A route names the host exactly.
+    Exact,
+    /// A route's wildcard: the suffix (`.example.com`).
+    Wildcard(&'a str),
+    /// No route names it: the routes without hostnames serve it.
+    Any,
+}
+
+/// One match as an explanation sees it.
+pub struct Considered<'a> {
+    pub rule: &'a Arc<CompiledRule>,
+    pub m: &'a MatchConfig,
+    /// The conditions the request does not meet; none: it matches.
+    pub misses: Vec<Miss<'a>>,
+}
+
 /// A prefix matches whole path segments: `/foo` matches `/foo` and
 /// `/foo/bar`, not `/foobar`.
 pub fn prefix_matches(prefix: &str, path: &str) -> bool {
@@ -136,75 +188,121 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
             || path.as_bytes()[prefix.len()] == b'/')
 }
 
-fn matches(
-    m: &MatchConfig,
-    method: &Method,
-    path: &str,
-    query: Option<&str>,
-    headers: &HeaderMap,
+/// The parts of a request a match reads.
+#[derive(Clone, Copy)]
+pub struct Probe<'r> {
+    /// Lower case, without a port.
+    pub host: &'r str,
+    pub method: &'r Method,
+    /// As normalised.
+    pub path: &'r str,
+    pub query: Option<&'r str>,
+    pub headers: &'r HeaderMap,
+    /// The connection's verified client certificate.
+    pub peer: Option<&'r PeerIdentity>,
+}
+
+/// A condition of a match that a request does not meet.
+#[derive(Debug, Clone, Copy)]
+pub enum Miss<'m> {
+    Path(&'m PathMatch),
+    Method(&'m Method),
+    Header(&'m ValueMatch),
+    Query(&'m ValueMatch),
+    ClientCertificate(&'m IdentityMatch),
+}
+
+/// Whether `m` holds for the request: `on_miss` hears of each condition
+/// that does not, and says whether to go on looking (a lookup stops at the
+/// first; an explanation wants them all).
+fn check<'m>(
+    m: &'m MatchConfig,
+    p: &Probe<'_>,
+    mut on_miss: impl FnMut(Miss<'m>) -> ControlFlow<()>,
 ) -> bool {
-    let path_ok = match &m.path {
-        PathMatch::Exact(p) => p == path,
-        PathMatch::PathPrefix(p) => prefix_matches(p, path),
-        PathMatch::RegularExpression(r) => r.is_match(path),
+    let mut held = true;
+    let mut miss = |what| {
+        held = false;
+        on_miss(what)
     };
-    if !path_ok {
+    let path_ok = match &m.path {
+        PathMatch::Exact(want) => want == p.path,
+        PathMatch::PathPrefix(want) => prefix_matches(want, p.path),
+        PathMatch::RegularExpression(r) => r.is_match(p.path),
+    };
+    if !path_ok && miss(Miss::Path(&m.path)).is_break() {
         return false;
     }
     if let Some(want) = &m.method
-        && want != method
+        && want != p.method
+        && miss(Miss::Method(want)).is_break()
     {
         return false;
     }
     for h in &m.headers {
-        // Several values of one header are matched as one comma-joined
-        // value, as RFC 9110 allows folding them.
-        let mut values = headers.get_all(h.name.as_str()).iter();
-        let ok = match (values.next(), values.next()) {
-            (None, _) => false,
-            (Some(v), None) => v.to_str().is_ok_and(|v| h.value.matches(v)),
-            (Some(_), Some(_)) => {
-                let joined: Vec<&str> = headers
-                    .get_all(h.name.as_str())
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .collect();
-                h.value.matches(&joined.join(","))
-            }
-        };
-        if !ok {
+        if !header_holds(h, p.headers) && miss(Miss::Header(h)).is_break() {
             return false;
         }
     }
-    if !m.query_params.is_empty() {
-        let q = query.unwrap_or("");
-        for qm in &m.query_params {
-            // The first occurrence of a parameter counts (Gateway API).
-            let found = form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == qm.name.as_str())
-                .map(|(_, v)| v);
-            if !found.is_some_and(|v| qm.value.matches(&v)) {
-                return false;
-            }
+    for q in &m.query_params {
+        if !query_holds(q, p.query) && miss(Miss::Query(q)).is_break() {
+            return false;
         }
     }
-    true
+    for c in &m.client_certificate {
+        if !identity_holds(c, p.peer) && miss(Miss::ClientCertificate(c)).is_break() {
+            return false;
+        }
+    }
+    held
 }
 
-/// Whether the client certificate meets every condition (none: any
-/// request, with a certificate or without).
-fn identity_matches(conditions: &[IdentityMatch], peer: Option<&PeerIdentity>) -> bool {
-    if conditions.is_empty() {
-        return true;
+/// Several values of one header are matched as one comma-joined value, as
+/// RFC 9110 allows folding them.
+fn header_holds(h: &ValueMatch, headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(h.name.as_str()).iter();
+    match (values.next(), values.next()) {
+        (None, _) => false,
+        (Some(v), None) => v.to_str().is_ok_and(|v| h.value.matches(v)),
+        (Some(_), Some(_)) => h
+            .value
+            .matches(&header_text(headers, &h.name).unwrap_or_default()),
     }
+}
+
+/// A header's values as one comma-joined text (`None`: it is absent).
+pub fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    let values: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(","))
+}
+
+/// The first occurrence of a parameter counts (Gateway API).
+fn query_holds(q: &ValueMatch, query: Option<&str>) -> bool {
+    query_value(query, &q.name).is_some_and(|v| q.value.matches(&v))
+}
+
+/// The value of the query's first parameter `name`.
+pub fn query_value(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// A request without a verified client certificate meets no condition on
+/// one.
+fn identity_holds(c: &IdentityMatch, peer: Option<&PeerIdentity>) -> bool {
     let Some(peer) = peer else {
         return false;
     };
-    conditions.iter().all(|c| match c.field {
+    match c.field {
         IdentityField::Subject => c.value.matches(&peer.subject),
         IdentityField::Uri => peer.uris.iter().any(|u| c.value.matches(u)),
         IdentityField::Dns => peer.dns.iter().any(|d| c.value.matches(d)),
-    })
+    }
 }
 
 /// One (match, rule) of the config with its tie-breakers.

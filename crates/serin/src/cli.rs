@@ -135,6 +135,14 @@ pub enum Command {
     #[command(subcommand)]
     Weights(WeightsCommand),
 
+    /// Explain what a running serin would do with a request, without
+    /// sending it: the path after normalisation, the rule that matches and
+    /// why, the nearest rules that do not and what differs, what runs in
+    /// order, the backends with their weights and endpoints.
+    ///
+    /// e.g. `serin explain --host api.example.com --header x-tier=gold GET /orders`
+    Explain(ExplainArgs),
+
     /// Canary releases in a running serin: move traffic to a new version
     /// step by step, judge it against the old one, roll back or promote.
     #[command(subcommand)]
@@ -221,6 +229,41 @@ pub struct UpArgs {
     /// Print replica logs without colours.
     #[arg(long)]
     pub no_color: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The request's method (GET, POST, …).
+    pub method: String,
+    /// The request target: a path, with a query or without.
+    pub path: String,
+    /// The Host the request names (default: none, so only routes without
+    /// hostnames serve it).
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// A header the request carries, as NAME=VALUE (or NAME:VALUE); as
+    /// often as needed.
+    #[arg(long = "header", short = 'H', value_name = "NAME=VALUE", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
+    /// The listener the request comes to (needed when there are several).
+    #[arg(long, value_name = "NAME")]
+    pub listener: Option<String>,
+    /// Print the admin API's JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub admin: AdminTarget,
+}
+
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once('=')
+        .or_else(|| s.split_once(':'))
+        .ok_or_else(|| format!("`{s}` is not NAME=VALUE"))?;
+    if name.trim().is_empty() {
+        return Err(format!("`{s}` names no header"));
+    }
+    Ok((name.trim().to_string(), value.trim().to_string()))
 }
 
 #[derive(Debug, Args)]

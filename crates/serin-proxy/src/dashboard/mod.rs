@@ -84,6 +84,7 @@ impl Dashboard {
             .route("/ui/", get(page))
             .route("/ui/state", get(state))
             .route("/ui/events", get(events))
+            .route("/ui/explain", get(explain))
             .with_state(self.clone())
     }
 
@@ -109,6 +110,15 @@ impl Dashboard {
         // No receiver left is not an error: nobody is watching.
         let _ = self.updates.send(update.to_string().into());
     }
+}
+
+/// The admin API's `/explain` under `/ui/`, where a browser may send the
+/// token as `?token=…`.
+async fn explain(
+    State(dashboard): State<Arc<Dashboard>>,
+    query: axum::extract::RawQuery,
+) -> Response {
+    crate::admin::explain(State(dashboard.proxy.clone()), query).await
 }
 
 async fn run(dashboard: Arc<Dashboard>) {

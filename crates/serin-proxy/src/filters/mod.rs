@@ -119,6 +119,22 @@ impl Filter {
         })
     }
 
+    /// The filter's type, as the config names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::RequestHeaderModifier(_) => "RequestHeaderModifier",
+            Self::ResponseHeaderModifier(_) => "ResponseHeaderModifier",
+            Self::UrlRewrite(_) => "URLRewrite",
+            Self::RequestRedirect(_) => "RequestRedirect",
+            Self::ExternalAuth(_) => "ExternalAuth",
+            Self::RequestMirror(_) => "RequestMirror",
+            Self::Cors(_) => "CORS",
+            Self::ApiKey(_) => "APIKey",
+            Self::Jwt(_) => "JWT",
+            Self::BasicAuth(_) => "BasicAuth",
+        }
+    }
+
     /// The headers this filter copies a token's claims into.
     pub fn claim_headers(&self) -> impl Iterator<Item = &http::HeaderName> {
         let jwt = match self {

@@ -6,6 +6,7 @@ mod canary_kube;
 mod canary_proxy;
 mod canary_status;
 mod dashboard;
+mod explain;
 mod kubernetes;
 mod mesh;
 mod proxy;
@@ -49,6 +50,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Weights(cmd) => weights::run(cmd),
+        Command::Explain(args) => explain::run(&args),
         Command::Canary(cmd) => canary::run(cmd),
         Command::Render(cmd) => render::run(cmd),
         Command::Demo { service } => {

@@ -197,4 +197,15 @@ async function qotm(page) {
   result.legend_pressed.push(await pressed());
   await page.keyboard.press("Enter");
   result.legend_pressed.push(await pressed());
+
+  // The explain form names the rule a request matches and its backends.
+  await page.locator('#explain input[name="path"]').fill("/qotm/");
+  await page.locator('#explain button[type="submit"]').click();
+  await page.waitForFunction(
+    () => /matches|Cannot explain/.test(document.querySelector('[data-testid="explain-result"]')?.innerText ?? ""),
+    null,
+    { timeout: WAIT },
+  );
+  result.explain = await text(page, "explain-result");
+  await shot(page, "explain", "6-explain.png");
 }

@@ -213,6 +213,13 @@ async fn dashboard_follows_traffic_weights_and_a_canary_in_a_browser() {
         ["true", "false", "true"]
     );
     assert_eq!(findings["images_without_label"], 0, "{findings}");
+    let explained = findings["explain"].as_str().unwrap_or_default();
+    assert!(
+        explained.contains("matches route qotm rule 0: PathPrefix /qotm")
+            && explained.contains("step 1: filter URLRewrite")
+            && explained.contains("backend qotm/v1: weight "),
+        "{findings}"
+    );
     assert!(
         strings(&findings["console_errors"]).is_empty(),
         "{findings}"

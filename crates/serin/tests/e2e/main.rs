@@ -23,6 +23,8 @@ mod control;
 mod cors;
 mod dashboard;
 mod ext_auth;
+// `serin explain` (issue #16, point 3).
+mod explain;
 // Gateway API semantics of rules and backendRefs (issue #12, point 4).
 mod gateway_api;
 mod grpc;

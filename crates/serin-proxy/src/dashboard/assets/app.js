@@ -533,6 +533,30 @@
       el("td", { text: r.message || "" }))));
   }
 
+  // ---- explain ----
+
+  $("#explain").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const form = new FormData(ev.target);
+    const q = new URLSearchParams();
+    for (const k of ["method", "path", "host", "listener"]) {
+      const v = String(form.get(k) || "").trim();
+      if (v) q.append(k, v);
+    }
+    for (const line of String(form.get("headers") || "").split("\n")) {
+      if (line.trim()) q.append("header", line.trim());
+    }
+    if (token) q.append("token", token);
+    const out = $("#explain-result");
+    try {
+      const resp = await fetch("/ui/explain?" + q, { cache: "no-store" });
+      const body = await resp.json();
+      out.textContent = resp.ok ? body.text : "Cannot explain: " + body.error;
+    } catch (e) {
+      out.textContent = "Cannot explain: " + e.message;
+    }
+  });
+
   function render() {
     renderRoutes();
     renderCanaries();
