@@ -37,7 +37,8 @@
 //!     restartPolicy: Always          # Always | OnFailure | Never
 //!     restartBackoff: {initial: 10s, max: 5m, resetAfter: 10m}
 //!     terminationGracePeriod: 30s    # SIGTERM, then SIGKILL after this long
-//!     dependsOn: [auth]              # first start waits for a ready replica of auth
+//!     dependsOn: [auth]              # each start and restart waits for a ready replica of auth
+//!                                    # ({service: auth, condition: started}: a running one)
 //!     files:                         # written under $SERIN_FILES_DIR (mode 0600, dirs 0700)
 //!       - {path: config/app.toml, content: "greeting = 'hi'\n"}
 //!       - {path: quotes.txt, fromFile: data/quotes.txt}

@@ -103,7 +103,13 @@ services:
     );
 
     let q = &stack.services[1];
-    assert_eq!(q.depends_on, vec!["auth".to_string()]);
+    assert_eq!(
+        q.depends_on,
+        [serin_config::stack::Dependency {
+            service: "auth".into(),
+            condition: serin_config::stack::DependencyCondition::Ready,
+        }]
+    );
     let v1 = q.version("v1").unwrap();
     assert_eq!(v1.replicas, 2);
     assert_eq!(v1.args, ["qotm", "--version", "v1"]);
@@ -298,6 +304,30 @@ fn depends_on_must_name_services_without_cycles() {
         &errs,
         &["services[2].dependsOn[0]: dependsOn forms a cycle: a → b → c → a"],
     );
+}
+
+#[test]
+fn depends_on_takes_a_condition_and_names_a_wrong_one() {
+    let errs = errors(
+        "services:
+  - {name: a, command: x, dependsOn: [b, {service: c, condition: started}]}
+  - {name: b, command: x, dependsOn: [{service: c, condition: healthy}, {condition: ready}]}
+  - {name: c, command: x}
+",
+    );
+    assert_error(
+        &errs,
+        &[
+            "stack.yaml:3:",
+            "services[1].dependsOn[0].condition",
+            "healthy",
+        ],
+    );
+    assert_error(
+        &errs,
+        &["stack.yaml:3:", "services[1].dependsOn[1]", "service"],
+    );
+    assert!(!errs.iter().any(|e| e.contains("services[0]")), "{errs:?}");
 }
 
 #[test]

@@ -438,7 +438,7 @@ fn stop_levels(state: &State) -> Vec<BTreeSet<String>> {
         state
             .stack
             .service(s)
-            .map(|svc| svc.depends_on.clone())
+            .map(|svc| svc.depends_on.iter().map(|d| d.service.clone()).collect())
             .unwrap_or_default()
     };
     let mut levels = Vec::new();

@@ -21,9 +21,10 @@
 //!   happens when a process ends, with the kubelet's CrashLoopBackOff
 //!   (first restart at once, then `initial` doubling to `max`, reset after
 //!   `resetAfter` of running).
-//! - `dependsOn`: a replica's *first* start waits until every service it
-//!   depends on has at least one ready replica (later crashes of a
-//!   dependency do not stop its dependents, as in docker compose).
+//! - `dependsOn`: each start and restart of a replica waits until every
+//!   service it depends on meets its condition (`ready`: a ready replica;
+//!   `started`: a running process); a dependency that goes away later does
+//!   not stop the replicas already running.
 //! - Stopping a replica: out of the registry, SIGTERM to its process group,
 //!   `terminationGracePeriod`, SIGKILL; whatever is left in the group when
 //!   its leader ends is killed too.

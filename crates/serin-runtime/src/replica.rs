@@ -160,6 +160,14 @@ async fn lifecycle(ctx: &mut ReplicaCtx) {
         if ctx.stopping() {
             return;
         }
+        // A restart waits for `dependsOn` as the first start does: a caller
+        // restarted while its dependency is down would only fail again.
+        if !ctx.shared.missing_dependencies(&ctx.vkey.0).is_empty() {
+            ctx.update(|r| r.status.state = ReplicaState::Pending);
+            if !wait_dependencies(ctx).await {
+                return;
+            }
+        }
         ctx.update(|r| r.status.restarts = r.status.restarts.saturating_add(1));
     }
 }
@@ -226,7 +234,7 @@ async fn wait_dependencies(ctx: &mut ReplicaCtx) -> bool {
             return true;
         }
         if missing != said {
-            let msg = format!("waiting for a ready replica of {}", missing.join(", "));
+            let msg = format!("waiting for {}", missing.join(", "));
             ctx.say(msg.clone());
             ctx.update(|r| r.status.message = Some(msg));
             said = missing;

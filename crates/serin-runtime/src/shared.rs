@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
-use serin_config::stack::{Stack, VersionSpec};
+use serin_config::stack::{DependencyCondition, Stack, VersionSpec};
 use serin_discovery::{BackendKey, EndpointSpec, Registry};
 use tokio::sync::{Notify, broadcast, watch};
 
@@ -300,7 +300,8 @@ impl Shared {
         self.lock().ports.remove(&port);
     }
 
-    /// Services named in `service`'s `dependsOn` with no ready replica.
+    /// What `service`'s `dependsOn` still waits for, in words ("a ready
+    /// replica of auth"); empty when every condition holds.
     pub(crate) fn missing_dependencies(&self, service: &str) -> Vec<String> {
         let state = self.lock();
         let Some(spec) = state.stack.service(service) else {
@@ -310,10 +311,14 @@ impl Shared {
             .iter()
             .filter(|dep| {
                 !state.versions.iter().any(|((s, _), vs)| {
-                    s == *dep && vs.replicas.values().any(|r| r.status.ready && !r.stopping)
+                    *s == dep.service
+                        && vs
+                            .replicas
+                            .values()
+                            .any(|r| !r.stopping && meets(&r.status, dep.condition))
                 })
             })
-            .cloned()
+            .map(|dep| format!("a {} replica of {}", dep.condition.as_str(), dep.service))
             .collect()
     }
 
@@ -322,6 +327,17 @@ impl Shared {
         let message = message.into();
         tracing::debug!(replica = %source.replica, "{message}");
         self.logs.push(source, LogStream::Serin, message);
+    }
+}
+
+/// Whether a replica in `status` meets a dependent's `condition`.
+fn meets(status: &ReplicaStatus, condition: DependencyCondition) -> bool {
+    match condition {
+        DependencyCondition::Ready => status.ready,
+        DependencyCondition::Started => matches!(
+            status.state,
+            ReplicaState::Starting | ReplicaState::Running | ReplicaState::NotReady
+        ),
     }
 }
 

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 /// Where a replica is in its life, in the spirit of `kubectl get pods`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ReplicaState {
-    /// Created; its first start waits for its service's `dependsOn`.
+    /// Created, or ended and to be restarted: waits for its service's
+    /// `dependsOn` before it starts.
     Pending,
     /// The process runs but has not passed readiness since it started.
     Starting,

@@ -612,6 +612,84 @@ async fn depends_on_waits_for_a_ready_replica() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_waits_for_depends_on_as_the_first_start_does() {
+    let dir = test_dir("depends-restart");
+    let ready = dir.join("auth-ready");
+    std::fs::write(&ready, "").unwrap();
+    let yaml = format!(
+        "services:\n{}{}",
+        web(
+            "qotm",
+            1,
+            "",
+            "\n    dependsOn: [{service: auth, condition: ready}]"
+        ),
+        web(
+            "auth",
+            1,
+            "",
+            &format!("\n    env: {{READY_FILE: {}}}", ready.display())
+        ),
+    );
+    let rt = start(&dir, &yaml).await;
+    rt.all_rolled_out().await;
+    // auth is no longer ready; then qotm crashes.
+    std::fs::remove_file(&ready).unwrap();
+    rt.wait_for("auth not ready", |rt| rt.endpoints("auth", "v1").is_empty())
+        .await;
+    let first = rt
+        .handle
+        .ps()
+        .into_iter()
+        .find(|r| r.service == "qotm")
+        .unwrap();
+    let _ = http_get(rt.endpoints("qotm", "v1")[0], "/crash");
+    rt.wait_for("qotm waits for auth before it restarts", |rt| {
+        rt.handle.ps().iter().any(|r| {
+            r.service == "qotm"
+                && r.state == ReplicaState::Pending
+                && r.pid.is_none()
+                && r.message.as_deref() == Some("waiting for a ready replica of auth")
+        })
+    })
+    .await;
+    std::fs::write(&ready, "").unwrap();
+    rt.wait_for("qotm restarted once auth is ready", |rt| {
+        rt.handle
+            .ps()
+            .iter()
+            .any(|r| r.service == "qotm" && r.ready && r.restarts == 1 && r.pid != first.pid)
+    })
+    .await;
+    rt.shutdown_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_started_condition_needs_a_running_process_not_a_ready_one() {
+    let dir = test_dir("depends-started");
+    // auth never becomes ready: no READY_FILE is ever written.
+    let yaml = format!(
+        "services:\n{}{}",
+        web(
+            "qotm",
+            1,
+            "",
+            "\n    dependsOn: [{service: auth, condition: started}]"
+        ),
+        web(
+            "auth",
+            1,
+            "",
+            &format!("\n    env: {{READY_FILE: {}}}", dir.join("never").display())
+        ),
+    );
+    let rt = start(&dir, &yaml).await;
+    rt.rolled_out("qotm", "v1").await;
+    assert!(rt.endpoints("auth", "v1").is_empty(), "{}", rt.dump());
+    rt.shutdown_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_and_files_are_handed_over_but_never_shown() {
     let dir = test_dir("secrets");
     const TOKEN: &str = "tok-SECRET-0123456789";

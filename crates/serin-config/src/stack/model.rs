@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use super::raw::{RestartPolicy, StrategyType};
+pub use super::raw::{DependencyCondition, RestartPolicy, StrategyType};
 
 /// The version name of a service written without `versions`.
 pub const DEFAULT_VERSION: &str = "v1";
@@ -68,13 +68,20 @@ impl Stack {
     }
 }
 
+/// A service another waits for, and what it waits for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dependency {
+    pub service: String,
+    pub condition: DependencyCondition,
+}
+
 /// One service.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceSpec {
     pub name: String,
-    /// Services of this stack that must have a ready replica before this
-    /// service's replicas first start.
-    pub depends_on: Vec<String>,
+    /// Services of this stack this service's replicas wait for before each
+    /// start and restart.
+    pub depends_on: Vec<Dependency>,
     /// In file order, at least one, names unique.
     pub versions: Vec<VersionSpec>,
     /// The `canary:` section: defaults for `serin canary start` on this

@@ -76,7 +76,7 @@ config_struct! {
         sidecar: Option<RawSidecar> = "sidecar",
         outlier_detection: Option<crate::proxy::raw::OutlierDetection> = "outlierDetection",
         grpc_error_codes: Option<Vec<Spanned<String>>> = "grpcErrorCodes",
-        depends_on: Vec<Spanned<String>> = "dependsOn",
+        depends_on: Vec<RawDependency> = "dependsOn",
         versions: Option<Spanned<Vec<RawVersion>>> = "versions",
         command: Option<Spanned<String>> = "command",
         args: Option<Vec<String>> = "args",
@@ -254,6 +254,67 @@ impl Decode for RawEnv {
             }
         });
         Some(Self { entries })
+    }
+}
+
+config_struct! {
+    /// A `dependsOn` entry written in full.
+    pub struct RawDependencyMap {
+        service: Spanned<String> = "service" [required],
+        condition: Option<Spanned<DependencyCondition>> = "condition",
+    }
+}
+
+/// One `dependsOn` entry: a service's name, or `{service, condition}`.
+#[derive(Debug, Clone, Default)]
+pub struct RawDependency {
+    pub service: Spanned<String>,
+    pub condition: Option<Spanned<DependencyCondition>>,
+}
+
+impl Decode for RawDependency {
+    fn decode(node: Node<'_>, problems: &mut Problems) -> Option<Self> {
+        if node.is_mapping() {
+            let full = RawDependencyMap::decode(node, problems)?;
+            return Some(Self {
+                service: full.service,
+                condition: full.condition,
+            });
+        }
+        Some(Self {
+            service: Spanned::<String>::decode(node, problems)?,
+            condition: None,
+        })
+    }
+}
+
+/// What a dependency must have before a replica (re)starts, as compose's
+/// `depends_on` conditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum DependencyCondition {
+    /// A ready replica (compose's `service_healthy`): what a caller needs.
+    #[default]
+    Ready,
+    /// A replica whose process runs, ready or not (`service_started`).
+    Started,
+}
+
+impl DependencyCondition {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Started => "started",
+        }
+    }
+}
+
+impl Decode for DependencyCondition {
+    fn decode(node: Node<'_>, problems: &mut Problems) -> Option<Self> {
+        decode_name(
+            node,
+            problems,
+            &[("ready", Self::Ready), ("started", Self::Started)],
+        )
     }
 }
 

@@ -93,7 +93,14 @@ fn service(raw: &RawService, base_dir: &Path, p: &mut Problems) -> ServiceSpec {
     }
     ServiceSpec {
         name: raw.name.value.clone(),
-        depends_on: raw.depends_on.iter().map(|d| d.value.clone()).collect(),
+        depends_on: raw
+            .depends_on
+            .iter()
+            .map(|d| Dependency {
+                service: d.service.value.clone(),
+                condition: d.condition.as_ref().map(|c| c.value).unwrap_or_default(),
+            })
+            .collect(),
         versions,
         canary: raw.canary.as_ref().map(|c| canary(c, p)),
     }
@@ -982,7 +989,7 @@ fn check_depends_on(services: &[RawService], p: &mut Problems) {
     let mut edges: BTreeMap<&str, Vec<&Spanned<String>>> = BTreeMap::new();
     for s in services {
         let mut seen = BTreeSet::new();
-        for d in &s.depends_on {
+        for d in s.depends_on.iter().map(|d| &d.service) {
             if !seen.insert(d.value.as_str()) {
                 d.report(p, format!("`{}` is listed twice", d.value));
                 continue;
