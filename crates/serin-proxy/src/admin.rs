@@ -41,6 +41,7 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
         .route("/listeners", get(listeners))
         .route("/reload", post(reload))
         .route("/explain", get(explain))
+        .route("/tap", get(tap))
         .with_state(proxy)
 }
 
@@ -216,6 +217,61 @@ pub(crate) async fn explain(
         Ok(e) => Json(json!({ "explanation": &e, "text": e.to_text() })).into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
+}
+
+/// What `GET /tap` takes: the filters and the rate.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+struct TapQuery {
+    route: Option<String>,
+    service: Option<String>,
+    version: Option<String>,
+    status: Option<String>,
+    path_prefix: Option<String>,
+    rate: Option<u32>,
+}
+
+/// `GET /tap`: the requests serin answers from now on, one JSON object a
+/// line (`{"kind": "request", …}` or `{"kind": "dropped", "count": N}`),
+/// until the client goes.
+async fn tap(
+    State(proxy): State<Arc<Proxy>>,
+    query: Result<axum::extract::Query<TapQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = match query {
+        Ok(axum::extract::Query(q)) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let status = match q.status.as_deref().map(str::parse).transpose() {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let filter = crate::tap::TapFilter {
+        route: q.route,
+        service: q.service,
+        version: q.version,
+        status,
+        path_prefix: q.path_prefix,
+    };
+    let rate = q.rate.unwrap_or(crate::tap::DEFAULT_TAP_RATE);
+    let watcher = proxy.shared().tap.watch(filter, rate);
+    // The head goes at once, so a client knows it taps before any request.
+    let opened = futures_util::stream::once(async {
+        Ok::<_, std::convert::Infallible>(bytes::Bytes::from_static(b"{\"kind\":\"tapping\"}\n"))
+    });
+    let items = futures_util::stream::unfold(watcher, |mut w| async move {
+        let item = w.next().await?;
+        let mut line = serde_json::to_vec(&item).unwrap_or_default();
+        line.push(b'\n');
+        Some((Ok(bytes::Bytes::from(line)), w))
+    });
+    let mut response = axum::body::Body::from_stream(futures_util::StreamExt::chain(opened, items))
+        .into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/x-ndjson"),
+    );
+    response
 }
 
 async fn listeners(State(proxy): State<Arc<Proxy>>) -> Response {

@@ -31,6 +31,7 @@ pub mod snapshot;
 pub mod state;
 pub mod stats;
 mod strict;
+pub mod tap;
 pub mod telemetry;
 mod tls;
 pub mod trace_context;

@@ -28,6 +28,8 @@ pub struct Shared {
     pub(crate) backends: Mutex<BTreeMap<BackendKey, Arc<Backend>>>,
     /// [`crate::ProxyOptions::worker_tidy`].
     pub(crate) worker_tidy: Option<fn()>,
+    /// Where requests are offered to `serin tap` watchers.
+    pub tap: Arc<crate::tap::Hub>,
 }
 
 impl Shared {

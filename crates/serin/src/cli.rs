@@ -143,6 +143,15 @@ pub enum Command {
     /// e.g. `serin explain --host api.example.com --header x-tier=gold GET /orders`
     Explain(ExplainArgs),
 
+    /// Watch the requests a running serin answers, live: time, method,
+    /// path, status, latency, route, backend, endpoint, retries, trace id.
+    ///
+    /// Filtered in serin, and at most `--rate` requests a second are shown
+    /// (the others are counted). Ctrl-C stops it.
+    // `--version` is a filter here, not serin's version.
+    #[command(disable_version_flag = true)]
+    Tap(TapArgs),
+
     /// Canary releases in a running serin: move traffic to a new version
     /// step by step, judge it against the old one, roll back or promote.
     #[command(subcommand)]
@@ -229,6 +238,32 @@ pub struct UpArgs {
     /// Print replica logs without colours.
     #[arg(long)]
     pub no_color: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TapArgs {
+    /// Only this route's requests.
+    pub route: Option<String>,
+    /// Only requests sent to this service.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Only requests sent to this version (with `--service`, of it).
+    #[arg(long, value_name = "VERSION")]
+    pub version: Option<String>,
+    /// Only these statuses: a class (`5xx`) or one (`404`).
+    #[arg(long, value_name = "STATUS")]
+    pub status: Option<String>,
+    /// Only paths that begin with this.
+    #[arg(long, value_name = "PREFIX")]
+    pub path_prefix: Option<String>,
+    /// At most this many requests a second (default 100).
+    #[arg(long, value_name = "N")]
+    pub rate: Option<u32>,
+    /// One JSON object a line instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub admin: AdminTarget,
 }
 
 #[derive(Debug, Args)]

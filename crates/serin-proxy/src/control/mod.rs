@@ -114,6 +114,7 @@ impl Proxy {
             open_connections: AtomicUsize::new(0),
             backends: Mutex::new(BTreeMap::new()),
             worker_tidy: options.worker_tidy,
+            tap: Arc::default(),
         });
         let (generation, _) = watch::channel(0);
         let workers = config.workers;

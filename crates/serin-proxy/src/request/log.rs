@@ -64,6 +64,30 @@ pub(super) fn finish(cx: &RequestCx<'_>, resp: &Response<ResponseBody>) {
         .finish(status, cx.backend.is_some().then_some((service, version)));
 }
 
+/// Offers the request to the tap's watchers (see [`crate::tap`]).
+pub(super) fn tap(cx: &RequestCx<'_>, method: String, path: String, status: u16) {
+    cx.ctx.shared.tap.offer(|| {
+        let endpoint = cx.endpoint.as_deref();
+        crate::tap::TapEvent {
+            unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            listener: cx.info.listener.clone(),
+            method,
+            path,
+            status,
+            latency_ms: cx.start.elapsed().as_secs_f64() * 1000.0,
+            route: cx.route.map(|(r, _)| r.route.clone()),
+            service: cx.backend.map(|b| b.backend.key.service.clone()),
+            version: cx.backend.map(|b| b.backend.key.version.clone()),
+            endpoint: endpoint.map(|e| e.addr),
+            replica: endpoint.map(|e| e.name.clone()),
+            retries: cx.retries,
+            trace_id: Some(cx.trace.trace_id().to_string()),
+        }
+    });
+}
+
 /// The access line of a request, written when its response has been sent
 /// (or has failed): `bytes` is then what the client was sent, and an
 /// answer cut short says so (`complete: false`), as Envoy logs at stream

@@ -175,6 +175,12 @@ pub async fn handle(
     let number = info.requests.get() + 1;
     info.requests.set(number);
     let snapshot = ctx.shared.snapshot.load_full();
+    // Kept only while someone taps: otherwise one atomic load.
+    let tapped = ctx
+        .shared
+        .tap
+        .active()
+        .then(|| (req.method().to_string(), req.uri().path().to_string()));
     let trace = RequestTrace::start(
         snapshot.tracer.as_ref(),
         &mut req,
@@ -219,6 +225,9 @@ pub async fn handle(
         resp = grpc::observe(backend, resp);
     }
     let status = resp.status();
+    if let Some((method, path)) = tapped {
+        log::tap(&cx, method, path, status.as_u16());
+    }
     if grpc_local {
         resp = grpc::local_answer(resp);
     }

@@ -77,7 +77,12 @@ impl AdminClient {
             if !resp.status().is_success() {
                 let status = resp.status();
                 let text = resp.text().await.unwrap_or_default();
-                bail!("{text} (HTTP {status})");
+                // The admin API's errors are `{"error": "…"}`: say the sentence.
+                let said = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+                    .unwrap_or(text);
+                bail!("{said} (HTTP {status})");
             }
             let mut pending = Vec::new();
             while let Some(chunk) = resp.chunk().await? {

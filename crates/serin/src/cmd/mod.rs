@@ -12,6 +12,7 @@ mod mesh;
 mod proxy;
 mod render;
 mod stack_control;
+mod tap;
 mod up;
 mod validate;
 mod weights;
@@ -51,6 +52,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Weights(cmd) => weights::run(cmd),
         Command::Explain(args) => explain::run(&args),
+        Command::Tap(args) => tap::run(&args),
         Command::Canary(cmd) => canary::run(cmd),
         Command::Render(cmd) => render::run(cmd),
         Command::Demo { service } => {

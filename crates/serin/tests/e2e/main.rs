@@ -47,6 +47,8 @@ mod routing;
 mod sessions;
 mod strict;
 // TLS in full (issue #13, point 1).
+// `serin tap` (issue #16, point 4).
+mod tap;
 mod tls;
 // JWT and BasicAuth filters, API keys from a file (issue #13, point 4).
 mod token_auth;

@@ -231,6 +231,17 @@ fn checks() -> Vec<Check> {
             ],
         ),
         prose(
+            r"`--rate` \(default ([\d,]+) a second, at most ([\d,]+)\)",
+            vec![
+                num(serin_proxy::tap::DEFAULT_TAP_RATE),
+                num(serin_proxy::tap::MAX_TAP_RATE),
+            ],
+        ),
+        prose(
+            r"a slow watcher fell more\s+than ([\d,]+) behind",
+            vec![count(serin_proxy::tap::TAP_BUFFER)],
+        ),
+        prose(
             r"also without a `retry` section \((\w+)\)",
             vec![Value::Times(d::CONNECT_FAILURE_RETRIES)],
         ),
