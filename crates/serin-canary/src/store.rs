@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::Analysis;
+use crate::gate::Waiting;
 use crate::settings::Settings;
 use crate::sink::RuleRef;
 use crate::source::{BoxFuture, Target};
@@ -87,6 +88,21 @@ pub struct CanaryState {
     pub initial_rules: Vec<RuleRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_analysis: Option<Analysis>,
+    /// No traffic has moved yet: its pre-rollout webhooks or its
+    /// confirm-rollout gate are still to pass (weights stay at 0).
+    #[serde(default)]
+    pub before_rollout: bool,
+    /// Its pre-rollout webhooks answered 2xx (they are not called again,
+    /// even after a restart).
+    #[serde(default)]
+    pub pre_rollout_passed: bool,
+    /// The gate that holds it, while one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Waiting>,
+    /// Opened over the API (`serin canary approve`): the approval gate lets
+    /// it be promoted.
+    #[serde(default)]
+    pub approved: bool,
     pub started_at: String,
     pub updated_at: String,
 }
