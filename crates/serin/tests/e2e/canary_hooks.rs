@@ -267,10 +267,19 @@ async fn a_notification_receiver_gets_every_transition_in_order() {
     let load = load(&serin);
     let slack = format!("{}/slack", hooks.url);
     let generic = format!("{}/json;format=json", hooks.url);
+    let post = format!("post-rollout={}/post", hooks.url);
     let (code, out) = start(
         &serin,
         "20,50,100",
-        &["--notify", &slack, "--notify", &generic, "--watch"],
+        &[
+            "--notify",
+            &slack,
+            "--notify",
+            &generic,
+            "--webhook",
+            &post,
+            "--watch",
+        ],
     )
     .await;
     load.stop().await;
@@ -311,6 +320,95 @@ async fn a_notification_receiver_gets_every_transition_in_order() {
         (&last["weights"]["v2"], &last["service"]),
         (&json!(100), &json!("qotm"))
     );
+    // The post-rollout webhook is told of the promotion, and the audit log
+    // keeps its call.
+    let post = hooks.wait_for("/post", 1).await;
+    assert_eq!(
+        (&post[0]["type"], &post[0]["phase"]),
+        (&json!("post-rollout"), &json!("Promoted"))
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !audit(&serin)
+        .iter()
+        .any(|e| e["decision"] == "webhook" && e["webhook"]["type"] == "post-rollout")
+    {
+        assert!(Instant::now() < deadline, "{:#?}", audit(&serin));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_that_fails_is_retried_and_still_arrives_in_order() {
+    // The receiver fails the first try; the test lets it answer 200 once
+    // it was reached.
+    let flaky = Receiver::start(503).await;
+    let v1 = Qotm::start("v1", &[]);
+    let v2 = Qotm::start("v2", &[]);
+    let serin = proxy(&config(&v1, &v2));
+    let load = load(&serin);
+    let target = format!("{}/n;format=json", flaky.url);
+    let (code, out) = start(&serin, "50,100", &["--notify", &target]).await;
+    assert_eq!(code, 0, "{out}");
+    flaky.wait_for("/n", 1).await;
+    flaky.answer(200);
+    let done = wait_status(&serin, |v| v["phase"] != "Progressing").await;
+    load.stop().await;
+    assert_eq!(done["phase"], "Promoted", "{done:#}");
+    let wanted = [json!("start"), json!("step"), json!("promotion")];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut events: Vec<Value> = flaky
+            .bodies("/n")
+            .iter()
+            .map(|b| b["event"].clone())
+            .collect();
+        // The first message came more than once: once refused, then again.
+        events.dedup();
+        if events == wanted {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{events:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(flaky.bodies("/n").len() > wanted.len(), "retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirm_rollout_gate_keeps_all_traffic_on_the_baseline_until_it_answers_2xx() {
+    let hooks = Receiver::start(403).await;
+    let v1 = Qotm::start("v1", &[]);
+    let v2 = Qotm::start("v2", &[]);
+    let serin = proxy(&config(&v1, &v2));
+    let load = load(&serin);
+    let hook = format!("confirm-rollout={}/go;name=go", hooks.url);
+    let (code, out) = start(&serin, "50,100", &["--webhook", &hook]).await;
+    assert_eq!(code, 0, "{out}");
+    wait_status(&serin, |v| v["waiting"]["gate"] == "confirm-rollout").await;
+    // Polled each interval; no traffic moves meanwhile.
+    hooks.wait_for("/go", 3).await;
+    let v = status(&serin).await;
+    assert_eq!(v["phase"], "Progressing", "{v:#}");
+    assert_eq!(canary_weights(&v), (100, 0));
+    assert_eq!(route_weights(&serin).await, (100, 0));
+    assert!(
+        v["step_label"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("before the rollout")),
+        "{v:#}"
+    );
+    hooks.answer(200);
+    let moved = wait_status(&serin, |v| v["weights"]["v2"] == 50).await;
+    assert!(moved.get("waiting").is_none(), "{moved:#}");
+    let done = wait_status(&serin, |v| v["phase"] != "Progressing").await;
+    load.stop().await;
+    assert_eq!(done["phase"], "Promoted", "{done:#}");
+    let d = decisions(&audit(&serin));
+    assert_eq!(
+        d.get(..2),
+        Some(&["start".to_string(), "webhook".to_string()][..]),
+        "{d:?}"
+    );
+    assert!(d.contains(&"wait".to_string()), "{d:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
