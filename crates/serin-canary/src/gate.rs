@@ -24,6 +24,8 @@ pub enum GateKind {
 }
 
 impl GateKind {
+    pub const ALL: [GateKind; 3] = [Self::ConfirmRollout, Self::ConfirmPromotion, Self::Approval];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ConfirmRollout => "confirm-rollout",

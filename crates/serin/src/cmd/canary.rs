@@ -117,7 +117,9 @@ pub enum CanaryCommand {
     /// The canary's state is kept in the HTTPRoute's annotation
     /// serin.io/canary-state: run the same command again after a restart
     /// and it resumes at the step it was at. Header, cookie and mirror
-    /// steps need serin's own proxy and are not available here.
+    /// steps need serin's own proxy and are not available here, nor is
+    /// --approval (there is no admin API to approve through); webhooks
+    /// and notifications are.
     Run(Box<super::canary_kube::RunArgs>),
 }
 

@@ -1087,7 +1087,7 @@ async fn mirror_step_passes_a_healthy_canary_on_to_the_live_steps_and_promotion(
 
 /// The value of the series of `name` whose labels include every one of
 /// `labels` (`key="value"`), on serin's `/metrics`.
-async fn series_value(serin: &Serin, name: &str, labels: &[&str]) -> Option<f64> {
+pub(crate) async fn series_value(serin: &Serin, name: &str, labels: &[&str]) -> Option<f64> {
     let text = crate::common::metrics_text(serin).await;
     text.lines()
         .filter(|l| l.starts_with(&format!("{name}{{")))

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::canary::{
     NOT_A_LATENCY_TEST, Qotm, audit, canary_weights, cli, config, decisions, load, route_weights,
-    status, wait_status,
+    series_value, status, wait_status,
 };
 use crate::common::{SERIN, Serin, client, proxy};
 
@@ -233,6 +233,20 @@ async fn a_confirm_promotion_gate_holds_the_last_step_until_it_answers_2xx() {
     assert!(
         out.contains("waiting for  confirm-promotion webhook `change-window` (answered 403)"),
         "{out}"
+    );
+    let gate = |g: &'static str| format!("gate=\"{g}\"");
+    assert_eq!(
+        series_value(
+            &serin,
+            "serin_canary_waiting",
+            &[&gate("confirm-promotion")]
+        )
+        .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        series_value(&serin, "serin_canary_waiting", &[&gate("approval")]).await,
+        Some(0.0)
     );
     let b = &polled[0];
     assert_eq!(b["type"], "confirm-promotion", "{b:#}");
