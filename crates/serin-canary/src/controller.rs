@@ -283,6 +283,9 @@ impl Controller {
         };
         for mut state in me.inner.store.list() {
             if state.phase.is_final() {
+                if state.post_rollout_pending {
+                    me.spawn_post_rollout(state);
+                }
                 continue;
             }
             let from = state.weights.clone();
@@ -590,6 +593,7 @@ impl Controller {
             pre_rollout_passed: false,
             waiting: None,
             approved: false,
+            post_rollout_pending: false,
             started_at: now.clone(),
             updated_at: now,
         };
@@ -770,6 +774,10 @@ impl Controller {
         if state.phase.is_final() {
             state.waiting = None;
             state.before_rollout = false;
+            // Kept before the call, so that a crash before it ends has the
+            // next start call it.
+            state.post_rollout_pending = matches!(decision, "promote" | "rollback" | "abort")
+                && state.settings.hooks(HookType::PostRollout).next().is_some();
         }
         let entry = AuditEntry {
             time: state.updated_at.clone(),

@@ -222,13 +222,26 @@ impl Controller {
                 time: state.updated_at.clone(),
             });
         }
-        let finished = matches!(decision, "promote" | "rollback" | "abort");
-        if finished && state.settings.hooks(HookType::PostRollout).next().is_some() {
-            let (me, state) = (self.clone(), state.clone());
-            tokio::spawn(async move {
-                me.call_hooks(&state, HookType::PostRollout, None).await;
-            });
+        if state.post_rollout_pending {
+            self.spawn_post_rollout(state.clone());
         }
+    }
+
+    /// Calls the post-rollout webhooks of a finished canary on a task of
+    /// their own, then notes in its state that they were called.
+    pub(super) fn spawn_post_rollout(&self, state: CanaryState) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.call_hooks(&state, HookType::PostRollout, None).await;
+            if let Err(e) = me
+                .inner
+                .store
+                .post_rollout_done(&state.service, state.id)
+                .await
+            {
+                tracing::error!(error = %e, "canary state not saved");
+            }
+        });
     }
 }
 

@@ -4,7 +4,7 @@
 //! 127.0.0.1:0 that records every body and answers the status the test
 //! sets). Windows are 1 s; nothing here asserts on elapsed time.
 
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use crate::common::{SERIN, Serin, client, proxy};
 struct Receiver {
     url: String,
     answer: Arc<AtomicU16>,
+    delay_ms: Arc<AtomicU64>,
     bodies: Arc<Mutex<Vec<(String, Value)>>>,
     _server: tokio::task::JoinHandle<()>,
 }
@@ -28,6 +29,8 @@ struct Receiver {
 #[derive(Clone)]
 struct Shared {
     answer: Arc<AtomicU16>,
+    /// How long an answer waits (after the body is recorded).
+    delay_ms: Arc<AtomicU64>,
     bodies: Arc<Mutex<Vec<(String, Value)>>>,
 }
 
@@ -41,6 +44,7 @@ async fn record(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .push((uri.path().to_string(), value));
+    tokio::time::sleep(Duration::from_millis(s.delay_ms.load(Ordering::SeqCst))).await;
     axum::http::StatusCode::from_u16(s.answer.load(Ordering::SeqCst))
         .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR)
 }
@@ -49,6 +53,7 @@ impl Receiver {
     async fn start(answer: u16) -> Self {
         let shared = Shared {
             answer: Arc::new(AtomicU16::new(answer)),
+            delay_ms: Arc::new(AtomicU64::new(0)),
             bodies: Arc::new(Mutex::new(Vec::new())),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -66,6 +71,7 @@ impl Receiver {
         Self {
             url: format!("http://{addr}"),
             answer: shared.answer,
+            delay_ms: shared.delay_ms,
             bodies: shared.bodies,
             _server: server,
         }
@@ -73,6 +79,13 @@ impl Receiver {
 
     fn answer(&self, status: u16) {
         self.answer.store(status, Ordering::SeqCst);
+    }
+
+    fn delay(&self, d: Duration) {
+        self.delay_ms.store(
+            u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+            Ordering::SeqCst,
+        );
     }
 
     /// The bodies POSTed to `path`, in order.
@@ -513,4 +526,42 @@ async fn a_rollout_webhook_answering_500_is_a_failed_check_that_rolls_back() {
         "{v:#}"
     );
     assert!(!hooks.bodies("/smoke").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_rollout_call_cut_by_a_sigkill_is_made_again_after_the_restart() {
+    let hooks = Receiver::start(200).await;
+    // The first call is still waiting for its answer when serin dies.
+    hooks.delay(Duration::from_secs(60));
+    let v1 = Qotm::start("v1", &[]);
+    let v2 = Qotm::start("v2", &[]);
+    let mut first = proxy(&config(&v1, &v2));
+    let load1 = load(&first);
+    let post = format!("post-rollout={}/post;timeout=90s", hooks.url);
+    let (code, out) = start(&first, "100", &["--webhook", &post, "--watch"]).await;
+    load1.stop().await;
+    assert_eq!(code, 0, "promoted:\n{out}");
+    hooks.wait_for("/post", 1).await;
+    let v = status(&first).await;
+    assert_eq!(v["post_rollout_pending"], true, "{v:#}");
+
+    first.signal("KILL");
+    assert_eq!(first.wait(Duration::from_secs(10)), None, "killed");
+    hooks.delay(Duration::ZERO);
+    let config = first.config.display().to_string();
+    let second = Serin::spawn(
+        SERIN,
+        &["proxy", "--config", &config, "--admin", "127.0.0.1:0"],
+        &first.dir,
+        &first.config,
+    );
+    let again = hooks.wait_for("/post", 2).await;
+    assert_eq!(again[1]["phase"], "Promoted", "{again:#?}");
+    let done = wait_status(&second, |v| v.get("post_rollout_pending").is_none()).await;
+    assert_eq!(done["phase"], "Promoted", "{done:#}");
+    let called = audit(&second)
+        .iter()
+        .filter(|e| e["decision"] == "webhook" && e["webhook"]["type"] == "post-rollout")
+        .count();
+    assert_eq!(called, 1, "the cut call left no line; the second one did");
 }
