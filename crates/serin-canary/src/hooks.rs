@@ -3,6 +3,11 @@
 //! its metadata), the POST with its timeout, and the outcome as the audit
 //! log keeps it. What an outcome *means* (a halt, a failed check, a gate
 //! that stays shut) is [`crate::gate`]'s.
+//!
+//! The controller calls a canary's hooks in turn while it holds that
+//! canary's decision lock (as it does while it queries Prometheus), so a
+//! command such as `abort` waits at most for their timeouts; post-rollout
+//! hooks are called off that path.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
