@@ -1,6 +1,7 @@
 //! The controller: one tokio task per running canary that sets the step's
 //! weights, waits one interval, judges the window and decides; and the
-//! commands of the admin API (start, pause, resume, promote, abort).
+//! commands of the admin API (start, pause, resume, promote, abort,
+//! approve). Webhooks, gates and notifications are in [`gates`].
 //!
 //! Decisions on one canary are serialized by its slot's lock: the task
 //! takes it to conclude a window, a command takes it to act. Every command
@@ -25,8 +26,7 @@ use crate::check::{CheckResult, CheckSource, CheckVerdict, QueriedValue};
 use crate::error::CanaryError;
 use crate::notify::Notifier;
 use crate::prometheus::PrometheusSource;
-use crate::settings::HookType;
-use crate::settings::{Options, Settings, StartRequest};
+use crate::settings::{HookType, Options, Settings, StartRequest};
 use crate::sink::{RuleRef, SinkError, WeightSink, shared_rules};
 use crate::source::{MetricsSource, QueryView, SourceError, Target};
 use crate::store::{CanaryState, FileBackend, Phase, StateBackend, Store};
@@ -621,7 +621,7 @@ impl Controller {
         self.status(service)
     }
 
-    /// Pause, resume, promote or abort the canary of `service`.
+    /// Pause, resume, promote, abort or approve the canary of `service`.
     pub async fn command(&self, service: &str, command: Command) -> Result<Status, CanaryError> {
         let state = self
             .inner
