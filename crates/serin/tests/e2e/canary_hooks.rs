@@ -39,13 +39,17 @@ async fn record(
     uri: axum::http::Uri,
     body: axum::body::Bytes,
 ) -> axum::http::StatusCode {
+    // Read before the body is recorded: a test that sees the body and
+    // changes the answer changes the next one, not this one.
+    let answer = s.answer.load(Ordering::SeqCst);
+    let delay = Duration::from_millis(s.delay_ms.load(Ordering::SeqCst));
     let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     s.bodies
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .push((uri.path().to_string(), value));
-    tokio::time::sleep(Duration::from_millis(s.delay_ms.load(Ordering::SeqCst))).await;
-    axum::http::StatusCode::from_u16(s.answer.load(Ordering::SeqCst))
+    tokio::time::sleep(delay).await;
+    axum::http::StatusCode::from_u16(answer)
         .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR)
 }
 
