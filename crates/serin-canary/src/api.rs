@@ -3,10 +3,10 @@
 //!
 //! | | |
 //! |---|---|
-//! | `POST /canary/{service}/start` | start: `{"to": "v2", "from": "v1", "steps": [5, 25, 50, 100], "interval": "30s", "max_error_rate": "1%", "max_latency_ratio": 1.5, "latency_floor": "10ms", "min_requests": 50, "failures": 2, "inconclusive_limit": 3, "prometheus": "http://127.0.0.1:9090", "queries": {"requests": "…"}, "header_step": "x-canary=always", "mirror_step": 20}` (only `to` is required) |
+//! | `POST /canary/{service}/start` | start: `{"to": "v2", "from": "v1", "steps": [5, 25, 50, 100], "interval": "30s", "max_error_rate": "1%", "max_latency_ratio": 1.5, "latency_floor": "10ms", "min_requests": 50, "failures": 2, "inconclusive_limit": 3, "prometheus": "http://127.0.0.1:9090", "queries": {"requests": "…"}, "header_step": "x-canary=always", "mirror_step": 20, "checks": [...], "webhooks": [{"name": "gate", "type": "confirm-promotion", "url": "http://…", "timeout": "10s", "metadata": {…}}], "approval": true, "notify": [{"url": "http://…", "format": "slack"}]}` (only `to` is required) |
 //! | `GET /canary` | every canary: `{"canaries": [STATUS, …]}` |
 //! | `GET /canary/{service}` | one canary's STATUS: phase, step, weights, last analysis, queries |
-//! | `POST /canary/{service}/pause`, `/resume`, `/promote`, `/abort` | act on it; answers its STATUS |
+//! | `POST /canary/{service}/pause`, `/resume`, `/promote`, `/abort`, `/approve` | act on it (`approve` opens the approval gate of a canary started with `approval`); answers its STATUS |
 //!
 //! Errors are `{"error": "…"}` with 400 (bad options), 404 (unknown
 //! service, version or canary), 409 (a canary already holds the service, or
@@ -95,7 +95,8 @@ async fn act(
                 return error(
                     StatusCode::NOT_FOUND,
                     format!(
-                        "no canary action `{action}`: use start, pause, resume, promote or abort"
+                        "no canary action `{action}`: use start, pause, resume, promote, abort or \
+                         approve"
                     ),
                 );
             }

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::Analysis;
+use crate::hooks::HookOutcome;
 
 /// Who decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,7 +30,9 @@ pub struct AuditEntry {
     pub actor: Actor,
     pub service: String,
     /// `start`, `advance`, `check-failed`, `inconclusive`, `halt`,
-    /// `rollback`, `promote`, `pause`, `resume`, `abort`, `restart`.
+    /// `rollback`, `promote`, `pause`, `resume`, `abort`, `restart`,
+    /// `approve`, `wait` (a gate holds it), `webhook` (one call of a
+    /// webhook and its answer).
     pub decision: String,
     pub baseline: String,
     pub canary: String,
@@ -40,6 +43,9 @@ pub struct AuditEntry {
     /// The window's analysis, when the decision came from one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub figures: Option<Analysis>,
+    /// The webhook call, for a `webhook` entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<HookOutcome>,
     pub message: String,
 }
 

@@ -92,6 +92,10 @@ impl CheckResult {
     }
 
     fn kind(&self) -> ValueKind {
+        // A webhook's value is the HTTP status it answered.
+        if self.source.starts_with("webhook") {
+            return ValueKind::Count;
+        }
         match self
             .source
             .strip_prefix("figure ")

@@ -1,6 +1,7 @@
 //! The controller: one tokio task per running canary that sets the step's
 //! weights, waits one interval, judges the window and decides; and the
-//! commands of the admin API (start, pause, resume, promote, abort).
+//! commands of the admin API (start, pause, resume, promote, abort,
+//! approve). Webhooks, gates and notifications are in [`gates`].
 //!
 //! Decisions on one canary are serialized by its slot's lock: the task
 //! takes it to conclude a window, a command takes it to act. Every command
@@ -23,8 +24,9 @@ use crate::analysis::{
 use crate::audit::{Actor, AuditEntry, AuditLog};
 use crate::check::{CheckResult, CheckSource, CheckVerdict, QueriedValue};
 use crate::error::CanaryError;
+use crate::notify::Notifier;
 use crate::prometheus::PrometheusSource;
-use crate::settings::{Options, Settings, StartRequest};
+use crate::settings::{HookType, Options, Settings, StartRequest};
 use crate::sink::{RuleRef, SinkError, WeightSink, shared_rules};
 use crate::source::{MetricsSource, QueryView, SourceError, Target};
 use crate::store::{CanaryState, FileBackend, Phase, StateBackend, Store};
@@ -94,6 +96,8 @@ pub enum Command {
     Resume,
     Promote,
     Abort,
+    /// Opens the approval gate.
+    Approve,
 }
 
 impl Command {
@@ -103,6 +107,7 @@ impl Command {
             "resume" => Some(Self::Resume),
             "promote" => Some(Self::Promote),
             "abort" => Some(Self::Abort),
+            "approve" => Some(Self::Approve),
             _ => None,
         }
     }
@@ -132,6 +137,10 @@ struct Inner {
     slots: Mutex<BTreeMap<String, Arc<Slot>>>,
     /// Serializes starts, so two cannot both find the service free.
     starting: tokio::sync::Mutex<()>,
+    /// Calls the webhooks.
+    http: reqwest::Client,
+    /// Tells the notification targets, off the controller's path.
+    notifier: Notifier,
 }
 
 /// Runs canaries. Cheap to clone; every clone is the same controller.
@@ -154,6 +163,9 @@ fn new_id() -> u64 {
 /// `step 2/4 (25%)`, `mirror step (20% shadowed)`, or `header step
 /// (x-canary: always)`.
 fn step_text(state: &CanaryState) -> String {
+    if state.before_rollout {
+        return "before the rollout (no traffic yet)".into();
+    }
     if state.mirror_step {
         return format!(
             "mirror step ({}% shadowed)",
@@ -265,10 +277,15 @@ impl Controller {
                 }),
                 slots: Mutex::new(BTreeMap::new()),
                 starting: tokio::sync::Mutex::new(()),
+                http: reqwest::Client::new(),
+                notifier: Notifier::start(reqwest::Client::new()),
             }),
         };
         for mut state in me.inner.store.list() {
             if state.phase.is_final() {
+                if state.post_rollout_pending {
+                    me.spawn_post_rollout(state);
+                }
                 continue;
             }
             let from = state.weights.clone();
@@ -283,7 +300,9 @@ impl Controller {
                 }
             };
             let (percent, match_step) = (state.canary_weight(), state.match_step);
-            let again = if state.mirror_step {
+            let again = if state.before_rollout {
+                me.set_weights(&mut state, 0, false).await
+            } else if state.mirror_step {
                 me.enter_mirror(&mut state).await
             } else {
                 me.set_weights(&mut state, percent, match_step).await
@@ -412,7 +431,10 @@ impl Controller {
             .filter(|s| s.id == state.id && state.phase == Phase::Progressing)
             .and_then(|s| *s.window.lock().unwrap_or_else(|e| e.into_inner()));
         Status {
-            step_label: step_text(&state),
+            step_label: match &state.waiting {
+                Some(w) => format!("{}, waiting for {}", step_text(&state), w.text()),
+                None => step_text(&state),
+            },
             source,
             prometheus,
             queries,
@@ -511,15 +533,19 @@ impl Controller {
         let source = self
             .source_for(&settings)
             .map_err(|e| CanaryError::BadOptions(e.to_string()))?;
-        let mirror_step = settings.mirror_step.is_some();
-        let match_step = settings.first_step.is_some() && !mirror_step;
-        let first = if match_step || mirror_step {
+        // Webhooks or a gate before any traffic: the weights stay at 0
+        // and the first step is entered when they pass.
+        let before_rollout = settings.gated_rollout();
+        let mirror_step = settings.mirror_step.is_some() && !before_rollout;
+        let match_step = settings.first_step.is_some() && !mirror_step && !before_rollout;
+        let first = if match_step || mirror_step || before_rollout {
             0
         } else {
             settings.steps.first().copied().unwrap_or(100)
         };
         let rules = self.inner.sink.set(&target, first).await?;
         let entered = match (settings.mirror_step, &settings.first_step) {
+            _ if before_rollout => Ok(()),
             (Some(percent), _) => self.inner.sink.mirror(&target, Some(percent)).await,
             (None, Some(m)) => self.inner.sink.route_matching(&target, Some(m)).await,
             (None, None) => Ok(()),
@@ -563,6 +589,11 @@ impl Controller {
             rules,
             initial_rules,
             last_analysis: None,
+            before_rollout,
+            pre_rollout_passed: false,
+            waiting: None,
+            approved: false,
+            post_rollout_pending: false,
             started_at: now.clone(),
             updated_at: now,
         };
@@ -590,7 +621,7 @@ impl Controller {
         self.status(service)
     }
 
-    /// Pause, resume, promote or abort the canary of `service`.
+    /// Pause, resume, promote, abort or approve the canary of `service`.
     pub async fn command(&self, service: &str, command: Command) -> Result<Status, CanaryError> {
         let state = self
             .inner
@@ -661,6 +692,7 @@ impl Controller {
                 );
                 "promote"
             }
+            Command::Approve => self.approve(&mut state)?,
             Command::Abort => {
                 if state.phase.is_final() {
                     return Err(wrong_phase(&state, "abort"));
@@ -739,6 +771,14 @@ impl Controller {
         figures: Option<Analysis>,
     ) {
         state.updated_at = now_text();
+        if state.phase.is_final() {
+            state.waiting = None;
+            state.before_rollout = false;
+            // Kept before the call, so that a crash before it ends has the
+            // next start call it.
+            state.post_rollout_pending = matches!(decision, "promote" | "rollback" | "abort")
+                && state.settings.hooks(HookType::PostRollout).next().is_some();
+        }
         let entry = AuditEntry {
             time: state.updated_at.clone(),
             actor,
@@ -750,12 +790,15 @@ impl Controller {
             from,
             to: state.weights.clone(),
             figures,
+            webhook: None,
             message: state.message.clone(),
         };
+        let kept = state.clone();
         if let Err(e) = self.inner.store.put(state).await {
             tracing::error!(error = %e, "canary state not saved");
         }
         self.inner.audit.record(&entry);
+        self.after_commit(&kept, decision);
     }
 
     fn ensure_task(&self, service: &str, slot: &Arc<Slot>) {
@@ -786,8 +829,21 @@ impl Controller {
                 }
                 Phase::Halted | Phase::Promoted | Phase::RolledBack => return,
             }
-            let target = state.target();
             let interval = state.settings.interval;
+            if state.before_rollout {
+                if self.before_rollout(&service, &slot, &mut epochs).await {
+                    tokio::select! {
+                        () = tokio::time::sleep(interval) => {}
+                        changed = epochs.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
+            let target = state.target();
             // Wait (up to one interval) for both versions to have
             // endpoints: replicas may still be starting after a restart.
             let waiting = Instant::now();
@@ -933,7 +989,7 @@ impl Controller {
                 },
             ),
         };
-        let analysis = Analysis {
+        let mut analysis = Analysis {
             at: now_text(),
             step: state.step,
             canary_weight: state.canary_weight(),
@@ -947,6 +1003,10 @@ impl Controller {
             checks: judgement.checks,
             shadow,
         };
+        let rollout = self
+            .call_hooks(&state, HookType::Rollout, Some(&analysis))
+            .await;
+        crate::gate::add_rollout_results(&mut analysis, &rollout);
         let from = state.weights.clone();
         let steps = state.settings.steps.clone();
         let why = if analysis.reasons.is_empty() {
@@ -990,17 +1050,21 @@ impl Controller {
                         Err(e) => self.halt_on_sink_error(&mut state, &e),
                     }
                 } else if state.step + 1 >= steps.len() {
-                    match self.set_weights(&mut state, 100, false).await {
-                        Ok(()) => {
-                            state.phase = Phase::Promoted;
+                    match self.promotion_gate(&state, &analysis).await {
+                        Some(w) => {
                             state.message = format!(
-                                "promoted: {passed} passed ({figures_line}){why}; {}/{} takes all \
-                                 the traffic",
-                                state.service, state.canary
+                                "{passed} passed ({figures_line}){why}; holding at {} until {} \
+                                 opens",
+                                weights_text(&state.weights),
+                                w.text()
                             );
-                            "promote"
+                            state.waiting = Some(w);
+                            "wait"
                         }
-                        Err(e) => self.halt_on_sink_error(&mut state, &e),
+                        None => {
+                            self.promote_at_last_step(&mut state, &passed, &figures_line, &why)
+                                .await
+                        }
                     }
                 } else {
                     let next = steps[state.step + 1];
@@ -1081,6 +1145,63 @@ impl Controller {
             .await;
     }
 
+    /// The last step passed and no gate holds it: the canary takes all the
+    /// traffic.
+    async fn promote_at_last_step(
+        &self,
+        state: &mut CanaryState,
+        passed: &str,
+        figures_line: &str,
+        why: &str,
+    ) -> &'static str {
+        match self.set_weights(state, 100, false).await {
+            Ok(()) => {
+                state.phase = Phase::Promoted;
+                state.message = format!(
+                    "promoted: {passed} passed ({figures_line}){why}; {}/{} takes all the traffic",
+                    state.service, state.canary
+                );
+                "promote"
+            }
+            Err(e) => self.halt_on_sink_error(state, &e),
+        }
+    }
+
+    /// `serin canary approve`: opens the approval gate of a canary that
+    /// has one; the next window of its last step that passes promotes it.
+    fn approve(&self, state: &mut CanaryState) -> Result<&'static str, CanaryError> {
+        let service = &state.service;
+        if state.phase.is_final() {
+            return Err(CanaryError::Conflict(format!(
+                "cannot approve the canary of {service}: it is {}",
+                state.phase.as_str()
+            )));
+        }
+        if !state.settings.approval {
+            return Err(CanaryError::Conflict(format!(
+                "the canary of {service} has no approval gate (start it with --approval, or \
+                 `approval: true` in its canary section)"
+            )));
+        }
+        state.approved = true;
+        let held = state
+            .waiting
+            .take_if(|w| w.gate == crate::gate::GateKind::Approval)
+            .is_some();
+        state.message = if held {
+            format!(
+                "approved over the API at {}: the next window that passes promotes it",
+                step_text(state)
+            )
+        } else {
+            format!(
+                "approved over the API at {}: the approval gate will not hold its promotion",
+                step_text(state)
+            )
+        };
+        Ok("approve")
+    }
+
     fn halt_on_sink_error(&self, state: &mut CanaryState, e: &SinkError) -> &'static str {
         tracing::error!(service = %state.service, error = %e, "canary: cannot set weights");
         state.phase = Phase::Halted;
@@ -1107,6 +1228,7 @@ impl Slot {
     }
 }
 
+mod gates;
 #[cfg(test)]
 mod tests;
 

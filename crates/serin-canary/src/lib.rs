@@ -50,6 +50,21 @@
 //! so a restarted serin (even after SIGKILL) resumes each canary at the
 //! same step with the same weights, and every decision is appended to an
 //! audit log ([`audit`]).
+//!
+//! # Webhooks, gates and notifications
+//!
+//! A canary may name webhooks with Flagger's types ([`hooks`], decided by
+//! [`gate`]): `pre-rollout` ones are called once before any traffic moves
+//! (one that does not answer 2xx rolls the canary back: its weight never
+//! left 0), `confirm-rollout` ones hold it there, polled each interval,
+//! until they answer 2xx; `rollout` ones are called at the end of each
+//! window, as checks of it; at the last step, `confirm-promotion` ones and
+//! the manual approval (`approval`, opened by `serin canary approve`) hold
+//! the canary at its last weights, judged every window, until they open;
+//! `post-rollout` ones are told of the promotion or rollback. Every call is
+//! in the audit log; what a canary waits for is in its state
+//! ([`CanaryState::waiting`]). Its transitions are told to its `notify`
+//! targets off the controller's path ([`notify`]).
 
 pub mod analysis;
 pub mod api;
@@ -58,7 +73,10 @@ pub mod check;
 mod controller;
 pub mod duration_text;
 pub mod error;
+pub mod gate;
+pub mod hooks;
 pub mod metrics;
+pub mod notify;
 pub mod prometheus;
 pub mod settings;
 pub mod sink;

@@ -9,7 +9,10 @@
 //! - `serin_canary_check_value{service,check}`: the check's value in the
 //!   last window (absent while it has none);
 //! - `serin_canary_check_verdict{service,check,verdict}`: 1 for the last
-//!   window's verdict, 0 for the others.
+//!   window's verdict, 0 for the others;
+//! - `serin_canary_waiting{service,gate}`: 1 for the gate that holds the
+//!   canary (`confirm-rollout`, `confirm-promotion`, `approval`), 0 for
+//!   the others (all 0 while none holds it).
 
 use std::sync::atomic::AtomicU64;
 
@@ -18,6 +21,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::check::CheckVerdict;
+use crate::gate::GateKind;
 use crate::store::{CanaryState, Phase};
 
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -50,6 +54,12 @@ struct CheckLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GateLabels {
+    service: String,
+    gate: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VerdictLabels {
     service: String,
     check: String,
@@ -63,8 +73,19 @@ pub fn encode(canaries: &[CanaryState], encoder: &mut DescriptorEncoder<'_>) -> 
     let weight = Family::<WeightLabels, FloatGauge>::default();
     let value = Family::<CheckLabels, FloatGauge>::default();
     let verdict = Family::<VerdictLabels, FloatGauge>::default();
+    let waiting = Family::<GateLabels, FloatGauge>::default();
     for c in canaries {
         let service = || c.service.clone();
+        let held_at = c.waiting.as_ref().map(|w| w.gate);
+        for g in GateKind::ALL {
+            let labels = GateLabels {
+                service: service(),
+                gate: g.as_str().to_string(),
+            };
+            waiting
+                .get_or_create(&labels)
+                .set(f64::from(u8::from(held_at == Some(g))));
+        }
         for p in PHASES {
             let labels = PhaseLabels {
                 service: service(),
@@ -119,8 +140,12 @@ pub fn encode(canaries: &[CanaryState], encoder: &mut DescriptorEncoder<'_>) -> 
             "canary_check_verdict",
             "Each canary check's verdict in the last window: 1 for the one it had",
         ),
+        (
+            "canary_waiting",
+            "The gate that holds each canary: 1 for the one it waits at",
+        ),
     ];
-    let families: [&dyn EncodeMetric; 4] = [&phase, &weight, &value, &verdict];
+    let families: [&dyn EncodeMetric; 5] = [&phase, &weight, &value, &verdict, &waiting];
     for ((name, help), family) in help.iter().zip(families) {
         let m = encoder.encode_descriptor(name, help, None, family.metric_type())?;
         family.encode(m)?;

@@ -15,6 +15,8 @@ use crate::check::{CanaryCheck, CheckSource, default_checks, with_own};
 use crate::error::CanaryError;
 use crate::prometheus::Queries;
 use serin_config::stack::canary_check::check_unique;
+pub use serin_config::stack::canary_hook::{HookType, NotifyFormat, NotifyTarget, Webhook};
+use serin_config::stack::canary_hook::{check_hook_url, check_unique_hooks};
 
 /// Flagger's and Argo Rollouts' usual ramp: a small blast radius first,
 /// then half, then everything.
@@ -97,6 +99,17 @@ pub struct Options {
     /// same name replaces a built-in one).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CanaryCheck>,
+    /// Webhooks and gates (Flagger's types); one of the same name as the
+    /// fallback's replaces it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<Webhook>,
+    /// Wait for `serin canary approve` before the promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<bool>,
+    /// Where the canary's transitions are told; given here, they replace
+    /// the fallback's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<NotifyTarget>,
 }
 
 fn rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
@@ -132,6 +145,9 @@ impl From<&CanaryDefaults> for Options {
             cookie_step: d.cookie_step.clone(),
             mirror_step: d.mirror_step,
             checks: d.checks.clone(),
+            webhooks: d.webhooks.clone(),
+            approval: d.approval,
+            notify: d.notify.clone(),
         }
     }
 }
@@ -144,6 +160,12 @@ impl Options {
         queries.extend(self.queries);
         let own_match_step = self.header_step.is_some() || self.cookie_step.is_some();
         let checks = with_own(fallback.checks.clone(), &self.checks);
+        let webhooks = hooks_with_own(fallback.webhooks.clone(), &self.webhooks);
+        let notify = if self.notify.is_empty() {
+            fallback.notify.clone()
+        } else {
+            self.notify
+        };
         Options {
             steps: self.steps.or_else(|| fallback.steps.clone()),
             interval: self.interval.or(fallback.interval),
@@ -169,6 +191,9 @@ impl Options {
             },
             mirror_step: self.mirror_step.or(fallback.mirror_step),
             checks,
+            webhooks,
+            approval: self.approval.or(fallback.approval),
+            notify,
         }
     }
 
@@ -270,6 +295,7 @@ impl Options {
             problems.push("header_step and cookie_step: give one of them".into());
         }
         check_own_checks(&self.checks, prometheus.is_some(), &mut problems);
+        check_hooks(&self.webhooks, &self.notify, &mut problems);
         let checks = with_own(
             default_checks(min_requests, max_error_rate, max_latency_ratio),
             &self.checks,
@@ -290,6 +316,9 @@ impl Options {
             first_step,
             mirror_step: self.mirror_step,
             checks,
+            webhooks: self.webhooks,
+            approval: self.approval.unwrap_or(false),
+            notify: self.notify,
         })
     }
 }
@@ -309,6 +338,36 @@ fn check_own_checks(checks: &[CanaryCheck], prometheus: bool, problems: &mut Vec
     }
     if let Err(e) = check_unique(checks.iter().map(|c| c.name.as_str())) {
         problems.push(format!("checks: {e}"));
+    }
+}
+
+/// `defaults` with `own` added: one of the same name takes the fallback's
+/// place, the others follow in their order.
+fn hooks_with_own(mut defaults: Vec<Webhook>, own: &[Webhook]) -> Vec<Webhook> {
+    for h in own {
+        match defaults.iter_mut().find(|d| d.name == h.name) {
+            Some(d) => *d = h.clone(),
+            None => defaults.push(h.clone()),
+        }
+    }
+    defaults
+}
+
+/// Problems of a canary's webhooks and notification targets, each named
+/// by its webhook or target.
+fn check_hooks(hooks: &[Webhook], notify: &[NotifyTarget], problems: &mut Vec<String>) {
+    for h in hooks {
+        for e in h.problems() {
+            problems.push(format!("webhooks: `{}`: {e}", h.name));
+        }
+    }
+    if let Err(e) = check_unique_hooks(hooks) {
+        problems.push(format!("webhooks: {e}"));
+    }
+    for (i, n) in notify.iter().enumerate() {
+        if let Err(e) = check_hook_url(&n.url) {
+            problems.push(format!("notify[{i}]: {e}"));
+        }
     }
 }
 
@@ -350,6 +409,29 @@ pub struct Settings {
     /// [`Settings::fill_in_checks`]).
     #[serde(default)]
     pub checks: Vec<CanaryCheck>,
+    /// Webhooks and gates, in the order given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<Webhook>,
+    /// Wait for `serin canary approve` before the promotion.
+    #[serde(default)]
+    pub approval: bool,
+    /// Where the canary's transitions are told.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<NotifyTarget>,
+}
+
+impl Settings {
+    /// The webhooks of one type, in the order given.
+    pub fn hooks(&self, kind: HookType) -> impl Iterator<Item = &Webhook> {
+        self.webhooks.iter().filter(move |h| h.kind == kind)
+    }
+
+    /// Is there anything to pass before traffic moves (a pre-rollout
+    /// webhook or a confirm-rollout gate)?
+    pub fn gated_rollout(&self) -> bool {
+        self.hooks(HookType::PreRollout).next().is_some()
+            || self.hooks(HookType::ConfirmRollout).next().is_some()
+    }
 }
 
 impl Settings {
@@ -440,6 +522,9 @@ impl StartRequest {
             "cookie_step",
             "mirror_step",
             "checks",
+            "webhooks",
+            "approval",
+            "notify",
         ];
         if let Some(map) = value.as_object() {
             let unknown: Vec<&str> = map
@@ -543,6 +628,99 @@ mod tests {
         ] {
             assert!(e.contains(part), "{part} missing in {e}");
         }
+    }
+
+    #[test]
+    fn stack_file_webhooks_approval_and_notify() {
+        let text = r#"
+services:
+  - name: qotm
+    command: serin-demo
+    canary:
+      approval: true
+      webhooks:
+        - {name: smoke, type: pre-rollout, url: 'http://127.0.0.1:9/smoke', timeout: 30s}
+        - name: gate
+          type: confirm-promotion
+          url: http://127.0.0.1:9/gate
+          metadata: {ticket: CHG-1}
+      notify:
+        - {url: 'http://127.0.0.1:9/slack'}
+        - {url: 'http://127.0.0.1:9/json', format: json}
+    versions:
+      - {name: v1, args: [qotm]}
+"#;
+        let stack = serin_config::stack::parse_stack(text, "stack.yaml", std::path::Path::new("."))
+            .unwrap();
+        let s = Options::from(stack.services[0].canary.as_ref().unwrap())
+            .resolve()
+            .unwrap();
+        assert!(s.approval);
+        assert!(s.gated_rollout());
+        let hooks: Vec<(&str, HookType, Option<Duration>)> = s
+            .webhooks
+            .iter()
+            .map(|h| (h.name.as_str(), h.kind, h.timeout))
+            .collect();
+        assert_eq!(
+            hooks,
+            [
+                ("smoke", HookType::PreRollout, Some(Duration::from_secs(30))),
+                ("gate", HookType::ConfirmPromotion, None)
+            ]
+        );
+        assert_eq!(s.webhooks[1].metadata["ticket"], "CHG-1");
+        let formats: Vec<NotifyFormat> = s.notify.iter().map(|n| n.format).collect();
+        assert_eq!(formats, [NotifyFormat::Slack, NotifyFormat::Json]);
+
+        let bad = r#"
+services:
+  - name: qotm
+    command: serin-demo
+    canary:
+      webhooks:
+        - {name: smoke, type: pre-deploy, url: 'http://h/'}
+        - {name: gate, type: rollout, url: 'https://h/', timeout: 0s}
+        - {name: gate, type: rollout, url: 'http://h/', colour: red}
+      notify:
+        - {url: 'http://h/', format: xml}
+      approval: maybe
+    versions:
+      - {name: v1, args: [qotm]}
+"#;
+        let errors = serin_config::stack::parse_stack(bad, "stack.yaml", std::path::Path::new("."))
+            .unwrap_err()
+            .to_string();
+        for part in [
+            "stack.yaml:7:31: services[0].canary.webhooks[0].type: unknown webhook type \
+             `pre-deploy`",
+            "stack.yaml:8:44: services[0].canary.webhooks[1].url: `https://h/` is not an http:// \
+             URL",
+            "services[0].canary.webhooks[1].timeout: a webhook's timeout must be more than 0",
+            "stack.yaml:9:18: services[0].canary.webhooks[2].name: webhook `gate` is defined \
+             twice (first on line 8)",
+            "colour",
+            "services[0].canary.notify[0].format: unknown notification format `xml`",
+            "services[0].canary.approval",
+        ] {
+            assert!(errors.contains(part), "{part} missing in:\n{errors}");
+        }
+
+        let e = StartRequest::from_json(serde_json::json!({
+            "to": "v2",
+            "webhooks": [{"name": "g", "type": "rollout", "url": "ftp://h/"}],
+            "notify": [{"url": "http://h/", "format": "json"}],
+            "approval": true,
+        }))
+        .unwrap()
+        .options
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("webhooks: `g`: `ftp://h/` is not an http:// URL"),
+            "{e}"
+        );
     }
 
     #[test]

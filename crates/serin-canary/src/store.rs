@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::Analysis;
+use crate::gate::Waiting;
 use crate::settings::Settings;
 use crate::sink::RuleRef;
 use crate::source::{BoxFuture, Target};
@@ -87,6 +88,25 @@ pub struct CanaryState {
     pub initial_rules: Vec<RuleRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_analysis: Option<Analysis>,
+    /// No traffic has moved yet: its pre-rollout webhooks or its
+    /// confirm-rollout gate are still to pass (weights stay at 0).
+    #[serde(default)]
+    pub before_rollout: bool,
+    /// Its pre-rollout webhooks answered 2xx (they are not called again,
+    /// even after a restart).
+    #[serde(default)]
+    pub pre_rollout_passed: bool,
+    /// The gate that holds it, while one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Waiting>,
+    /// Opened over the API (`serin canary approve`): the approval gate lets
+    /// it be promoted.
+    #[serde(default)]
+    pub approved: bool,
+    /// Promoted or rolled back, and its post-rollout webhooks not called
+    /// yet: a restart calls them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub post_rollout_pending: bool,
     pub started_at: String,
     pub updated_at: String,
 }
@@ -247,13 +267,45 @@ impl Store {
             .collect()
     }
 
+    /// Sets `post_rollout_pending` of canary `id` of `service` to false and
+    /// saves, unless another canary of the service took its place.
+    pub async fn post_rollout_done(&self, service: &str, id: u64) -> Result<(), StoreError> {
+        let state = {
+            let canaries = self.canaries.lock().unwrap_or_else(|e| e.into_inner());
+            match canaries.get(service) {
+                Some(s) if s.id == id && s.post_rollout_pending => {
+                    let mut s = s.clone();
+                    s.post_rollout_pending = false;
+                    s
+                }
+                _ => return Ok(()),
+            }
+        };
+        self.put_if(state, |old| old.is_some_and(|o| o.id == id))
+            .await
+    }
+
     /// Keeps `state` (replacing the service's earlier one) and saves every
     /// canary. On a save error the memory keeps the change (the running
     /// canary goes on) and the error is returned to be reported.
     pub async fn put(&self, state: CanaryState) -> Result<(), StoreError> {
+        self.put_if(state, |_| true).await
+    }
+
+    /// [`Store::put`] when `keep` says yes to the service's state now
+    /// (checked under the lock, so a canary started meanwhile is not
+    /// overwritten).
+    async fn put_if(
+        &self,
+        state: CanaryState,
+        keep: impl FnOnce(Option<&CanaryState>) -> bool,
+    ) -> Result<(), StoreError> {
         let _in_order = self.saving.lock().await;
         let file = {
             let mut canaries = self.canaries.lock().unwrap_or_else(|e| e.into_inner());
+            if !keep(canaries.get(&state.service)) {
+                return Ok(());
+            }
             canaries.insert(state.service.clone(), state);
             File {
                 canaries: canaries.clone(),

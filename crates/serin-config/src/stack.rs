@@ -95,6 +95,7 @@
 //!   be set in `env` or `secrets`.
 
 pub mod canary_check;
+pub mod canary_hook;
 mod gateway;
 pub use gateway::mesh_route_name;
 pub mod model;

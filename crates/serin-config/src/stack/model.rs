@@ -303,6 +303,12 @@ pub struct CanaryDefaults {
     pub mirror_step: Option<f64>,
     /// Checks of the team's own, in the order written.
     pub checks: Vec<super::canary_check::CanaryCheck>,
+    /// Webhooks and gates, in the order written.
+    pub webhooks: Vec<super::canary_hook::Webhook>,
+    /// Wait for `serin canary approve` before the promotion.
+    pub approval: Option<bool>,
+    /// Where the canary's transitions are told.
+    pub notify: Vec<super::canary_hook::NotifyTarget>,
 }
 
 // Every number in it was checked to be finite, so equality is an

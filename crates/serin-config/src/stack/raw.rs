@@ -5,6 +5,7 @@
 //! `sidecar`, `canary`), add a field to [`RawStack`] or [`RawService`]; the
 //! decoder then accepts the key and still rejects unknown ones.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::config_struct;
@@ -140,6 +141,32 @@ config_struct! {
         /// Named checks of the team's own, added to the built-in ones (a
         /// check of the same name replaces a built-in one).
         checks: Option<Vec<RawCanaryCheck>> = "checks",
+        /// Webhooks and gates (Flagger's types).
+        webhooks: Option<Vec<RawCanaryWebhook>> = "webhooks",
+        /// `true`: the canary waits for `serin canary approve` before its
+        /// promotion.
+        approval: Option<Spanned<bool>> = "approval",
+        /// Where its transitions are told.
+        notify: Option<Vec<RawCanaryNotify>> = "notify",
+    }
+}
+
+config_struct! {
+    /// One webhook: its name, type, URL, timeout and metadata.
+    pub struct RawCanaryWebhook {
+        name: Spanned<String> = "name" [required],
+        kind: Spanned<String> = "type" [required],
+        url: Spanned<String> = "url" [required],
+        timeout: Option<Spanned<Duration>> = "timeout",
+        metadata: Option<BTreeMap<String, String>> = "metadata",
+    }
+}
+
+config_struct! {
+    /// One notification target: a URL and the message's shape.
+    pub struct RawCanaryNotify {
+        url: Spanned<String> = "url" [required],
+        format: Option<Spanned<String>> = "format",
     }
 }
 

@@ -10,6 +10,9 @@ use std::time::Duration;
 use super::canary_check::{
     CanaryCheck, CheckError, CheckSource, Figure, check_name, check_range, check_template,
 };
+use super::canary_hook::{
+    HookError, HookType, NotifyFormat, NotifyTarget, Webhook, check_hook_url,
+};
 use super::model::*;
 use super::raw::*;
 use crate::decode::{Spanned, suggest};
@@ -232,6 +235,17 @@ fn canary(raw: &RawCanary, p: &mut Problems) -> CanaryDefaults {
         .unwrap_or_default();
     CanaryDefaults {
         checks,
+        webhooks: raw
+            .webhooks
+            .as_ref()
+            .map(|list| canary_webhooks(list, p))
+            .unwrap_or_default(),
+        approval: raw.approval.as_ref().map(|a| a.value),
+        notify: raw
+            .notify
+            .as_ref()
+            .map(|list| canary_notify(list, p))
+            .unwrap_or_default(),
         steps,
         interval,
         max_error_rate,
@@ -246,6 +260,75 @@ fn canary(raw: &RawCanary, p: &mut Problems) -> CanaryDefaults {
         cookie_step,
         mirror_step,
     }
+}
+
+/// A canary's `webhooks`, each reported at the key that is wrong.
+fn canary_webhooks(list: &[RawCanaryWebhook], p: &mut Problems) -> Vec<Webhook> {
+    let mut seen: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut out = Vec::new();
+    for raw in list {
+        let name = &raw.name;
+        if let Err(e) = check_name(&name.value) {
+            name.report(p, e.to_string());
+        }
+        if let Some(line) = seen.get(name.value.as_str()) {
+            name.report(
+                p,
+                format!(
+                    "webhook `{}` is defined twice (first on line {line})",
+                    name.value
+                ),
+            );
+        } else {
+            seen.insert(&name.value, name.span.line);
+        }
+        if let Err(e) = check_hook_url(&raw.url.value) {
+            raw.url.report(p, e.to_string());
+        }
+        if let Some(t) = raw.timeout.as_ref().filter(|t| t.value.is_zero()) {
+            t.report(p, HookError::ZeroTimeout.to_string());
+        }
+        let kind = match raw.kind.value.parse::<HookType>() {
+            Ok(k) => k,
+            Err(e) => {
+                raw.kind.report(p, e.to_string());
+                continue;
+            }
+        };
+        out.push(Webhook {
+            name: name.value.clone(),
+            kind,
+            url: raw.url.value.clone(),
+            timeout: raw.timeout.as_ref().map(|t| t.value),
+            metadata: raw.metadata.clone().unwrap_or_default(),
+        });
+    }
+    out
+}
+
+/// A canary's `notify` targets, each reported at the key that is wrong.
+fn canary_notify(list: &[RawCanaryNotify], p: &mut Problems) -> Vec<NotifyTarget> {
+    let mut out = Vec::new();
+    for raw in list {
+        if let Err(e) = check_hook_url(&raw.url.value) {
+            raw.url.report(p, e.to_string());
+        }
+        let format = match &raw.format {
+            None => NotifyFormat::default(),
+            Some(f) => match f.value.parse::<NotifyFormat>() {
+                Ok(f) => f,
+                Err(e) => {
+                    f.report(p, e.to_string());
+                    continue;
+                }
+            },
+        };
+        out.push(NotifyTarget {
+            url: raw.url.value.clone(),
+            format,
+        });
+    }
+    out
 }
 
 /// A canary's `checks`, each reported at the key that is wrong.

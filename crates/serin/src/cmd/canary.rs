@@ -101,6 +101,14 @@ pub enum CanaryCommand {
         admin: AdminTarget,
     },
 
+    /// Open the approval gate of a canary started with --approval: the
+    /// next window of its last step that passes promotes it.
+    Approve {
+        service: String,
+        #[command(flatten)]
+        admin: AdminTarget,
+    },
+
     /// Run a canary in a Kubernetes cluster, in this process, until it is
     /// promoted (exit 0), rolled back (2) or halted (3): the same steps and
     /// checks as `start`, with the weights written to the HTTPRoute's
@@ -109,7 +117,9 @@ pub enum CanaryCommand {
     /// The canary's state is kept in the HTTPRoute's annotation
     /// serin.io/canary-state: run the same command again after a restart
     /// and it resumes at the step it was at. Header, cookie and mirror
-    /// steps need serin's own proxy and are not available here.
+    /// steps need serin's own proxy and are not available here, nor is
+    /// --approval (there is no admin API to approve through); webhooks
+    /// and notifications are.
     Run(Box<super::canary_kube::RunArgs>),
 }
 
@@ -219,6 +229,37 @@ pub struct CanaryArgs {
         value_parser = serin_config::stack::canary_check::parse_check_flag
     )]
     pub checks: Vec<serin_canary::check::CanaryCheck>,
+
+    /// A webhook (Flagger's types): TYPE=URL[;name=NAME][;timeout=D]
+    /// [default timeout: 10s]. pre-rollout: called once before any traffic
+    /// moves; a non-2xx answer rolls the canary back (all traffic stays on
+    /// the baseline). rollout: called at the end of each window; non-2xx is
+    /// a failed check. confirm-rollout: a gate before the first step,
+    /// polled each interval until 2xx. confirm-promotion: a gate at the
+    /// last step, polled each interval until 2xx while the windows go on
+    /// being judged. post-rollout: told of the promotion or rollback. The
+    /// name defaults to the type; metadata is for the stack file and the
+    /// API. Repeat for more.
+    #[arg(
+        long = "webhook",
+        value_name = "TYPE=URL",
+        value_parser = serin_config::stack::canary_hook::parse_webhook_flag
+    )]
+    pub webhooks: Vec<serin_canary::settings::Webhook>,
+
+    /// Wait for `serin canary approve SERVICE` before the promotion.
+    #[arg(long)]
+    pub approval: bool,
+
+    /// Tell URL of the start, each step, a halt, the rollback and the
+    /// promotion: URL[;format=slack|json] [default format: slack, i.e.
+    /// {"text": ...}]. Repeat for more.
+    #[arg(
+        long = "notify",
+        value_name = "URL",
+        value_parser = serin_config::stack::canary_hook::parse_notify_flag
+    )]
+    pub notify: Vec<serin_canary::settings::NotifyTarget>,
 }
 
 fn parse_query(s: &str) -> Result<(String, String), String> {
@@ -244,6 +285,7 @@ pub fn run(cmd: CanaryCommand) -> anyhow::Result<ExitCode> {
         CanaryCommand::Resume { service, admin } => act(&admin, &service, "resume"),
         CanaryCommand::Promote { service, admin } => act(&admin, &service, "promote"),
         CanaryCommand::Abort { service, admin } => act(&admin, &service, "abort"),
+        CanaryCommand::Approve { service, admin } => act(&admin, &service, "approve"),
         CanaryCommand::Run(args) => super::canary_kube::run(*args),
     }
 }
@@ -340,6 +382,15 @@ pub(crate) fn start_body(args: &CanaryArgs) -> Value {
     }
     if !args.checks.is_empty() {
         body.insert("checks".into(), json!(args.checks));
+    }
+    if !args.webhooks.is_empty() {
+        body.insert("webhooks".into(), json!(args.webhooks));
+    }
+    if args.approval {
+        body.insert("approval".into(), json!(true));
+    }
+    if !args.notify.is_empty() {
+        body.insert("notify".into(), json!(args.notify));
     }
     if !args.queries.is_empty() {
         let q: BTreeMap<&str, &str> = args

@@ -219,6 +219,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             "serin canary run needs --prometheus URL: in a cluster the figures come from Prometheus"
         );
     };
+    if args.canary.approval {
+        // `serin canary approve` speaks to a serin's admin API, and this
+        // process has none: the gate could never open.
+        bail!(
+            "serin canary run cannot wait for an approval (it has no admin API for `serin canary \
+             approve`): use a confirm-promotion webhook (--webhook confirm-promotion=URL) instead"
+        );
+    }
     let service = args.canary.service.clone();
     let request = StartRequest::from_json(start_body(&args.canary))?;
     let rt = super::control_runtime()?;

@@ -143,7 +143,46 @@ pub fn print_status(v: &Status) {
     if let Some(m) = st.settings.mirror_step {
         out!("  mirror step  {m}% of the baseline's requests shadowed (serin's own counters)");
     }
+    print_hooks(v);
     print_tail(v);
+}
+
+/// What the canary waits for, its webhooks, its approval gate and where
+/// its transitions are told.
+fn print_hooks(v: &Status) {
+    let st = &v.state;
+    if let Some(w) = &st.waiting {
+        out!("  waiting for  {} (since {})", w.text(), w.since);
+    }
+    if !st.settings.webhooks.is_empty() {
+        let hooks: Vec<String> = st
+            .settings
+            .webhooks
+            .iter()
+            .map(|h| format!("{} ({}) {}", h.name, h.kind, h.url))
+            .collect();
+        out!("  webhooks     {}", hooks.join(", "));
+    }
+    if st.settings.approval {
+        let state = if st.approved {
+            "approved".to_string()
+        } else {
+            format!(
+                "needed before the promotion: serin canary approve {}",
+                st.service
+            )
+        };
+        out!("  approval     {state}");
+    }
+    if !st.settings.notify.is_empty() {
+        let targets: Vec<String> = st
+            .settings
+            .notify
+            .iter()
+            .map(|n| format!("{} ({})", n.url, n.format.as_str()))
+            .collect();
+        out!("  notify       {}", targets.join(", "));
+    }
 }
 
 /// Each check with its last value, range and verdict; before the first

@@ -179,6 +179,21 @@ async function qotm(page) {
   await shot(page, "verdict", "4-canary-verdict.png");
   await shot(page, "full", "5-full-page.png", true);
 
+  // A canary held by a gate says what it waits for: a confirm-rollout
+  // webhook on a port nobody listens on never opens. (The canary above
+  // may have ended by itself: an abort that finds nothing to abort is fine.)
+  await adminCall("POST", "/canary/qotm/abort", {}).catch(() => null);
+  await adminCall("POST", "/canary/qotm/start", {
+    to: "v2",
+    from: "v1",
+    interval: "1s",
+    webhooks: [{ name: "hold", type: "confirm-rollout", url: "http://127.0.0.1:9/" }],
+  });
+  await page.locator('[data-testid="canary-waiting-qotm"]').waitFor({ timeout: WAIT });
+  result.canary_waiting = await text(page, "canary-waiting-qotm");
+  await shot(page, "waiting", "6-canary-waiting.png");
+  await adminCall("POST", "/canary/qotm/abort", {}).catch(() => null);
+
   // Keyboard: the first Tab reaches the skip link.
   await page.keyboard.press("Tab");
   result.first_tab = await page.evaluate(() => document.activeElement?.textContent?.trim());

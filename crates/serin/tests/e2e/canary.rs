@@ -36,7 +36,7 @@ impl Qotm {
 
 /// qotm v1 and v2 behind one route (v1 100, v2 0); v3 exists but no route
 /// uses it.
-fn config(v1: &Qotm, v2: &Qotm) -> String {
+pub(crate) fn config(v1: &Qotm, v2: &Qotm) -> String {
     weighted_config(v1, v2, (100, 0))
 }
 
@@ -121,7 +121,7 @@ impl Drop for Load {
 }
 
 /// The usual load: enough for 20+ canary requests per 1 s window at 20%.
-fn load(serin: &Serin) -> Load {
+pub(crate) fn load(serin: &Serin) -> Load {
     Load::start(
         format!("{}/", serin.url("web")),
         8,
@@ -131,7 +131,7 @@ fn load(serin: &Serin) -> Load {
 
 /// Runs `serin canary ARGS --admin ADDR`: (exit code, stdout and stderr).
 /// `--max-latency-ratio` for canaries that are healthy by construction.
-const NOT_A_LATENCY_TEST: &str = "50";
+pub(crate) const NOT_A_LATENCY_TEST: &str = "50";
 
 /// Three live steps of 1 s windows, 20 requests each at least.
 const LIVE_STEPS: &[&str] = &[
@@ -143,7 +143,7 @@ const LIVE_STEPS: &[&str] = &[
     "20",
 ];
 
-async fn cli(serin: &Serin, args: &[&str]) -> (i32, String) {
+pub(crate) async fn cli(serin: &Serin, args: &[&str]) -> (i32, String) {
     let run = tokio::process::Command::new(SERIN)
         .arg("canary")
         .args(args)
@@ -163,7 +163,7 @@ async fn cli(serin: &Serin, args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
-async fn get(serin: &Serin, path: &str) -> (u16, Value) {
+pub(crate) async fn get(serin: &Serin, path: &str) -> (u16, Value) {
     let r = client()
         .get(serin.admin_url(path))
         .send()
@@ -177,14 +177,14 @@ async fn get(serin: &Serin, path: &str) -> (u16, Value) {
     )
 }
 
-async fn status(serin: &Serin) -> Value {
+pub(crate) async fn status(serin: &Serin) -> Value {
     let (code, v) = get(serin, "/canary/qotm").await;
     assert_eq!(code, 200, "{v}");
     v
 }
 
 /// The proxy's weights of qotm/v1 and qotm/v2 on the route's rule.
-async fn route_weights(serin: &Serin) -> (u64, u64) {
+pub(crate) async fn route_weights(serin: &Serin) -> (u64, u64) {
     let (_, v) = get(serin, "/routes/qotm/weights").await;
     let w = &v["rules"][0]["weights"];
     (
@@ -193,7 +193,7 @@ async fn route_weights(serin: &Serin) -> (u64, u64) {
     )
 }
 
-fn canary_weights(v: &Value) -> (u64, u64) {
+pub(crate) fn canary_weights(v: &Value) -> (u64, u64) {
     (
         v["weights"]["v1"].as_u64().unwrap_or(999),
         v["weights"]["v2"].as_u64().unwrap_or(999),
@@ -201,7 +201,7 @@ fn canary_weights(v: &Value) -> (u64, u64) {
 }
 
 /// Polls the status until `cond` holds (up to two minutes).
-async fn wait_status(serin: &Serin, cond: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn wait_status(serin: &Serin, cond: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let v = status(serin).await;
@@ -217,7 +217,7 @@ async fn wait_status(serin: &Serin, cond: impl Fn(&Value) -> bool) -> Value {
 }
 
 /// The audit log's entries.
-fn audit(serin: &Serin) -> Vec<Value> {
+pub(crate) fn audit(serin: &Serin) -> Vec<Value> {
     std::fs::read_to_string(serin.dir.join("serin.canary-audit.jsonl"))
         .unwrap_or_default()
         .lines()
@@ -225,7 +225,7 @@ fn audit(serin: &Serin) -> Vec<Value> {
         .collect()
 }
 
-fn decisions(entries: &[Value]) -> Vec<String> {
+pub(crate) fn decisions(entries: &[Value]) -> Vec<String> {
     entries
         .iter()
         .map(|e| e["decision"].as_str().unwrap_or("?").to_string())
@@ -1097,7 +1097,7 @@ async fn mirror_step_passes_a_healthy_canary_on_to_the_live_steps_and_promotion(
 
 /// The value of the series of `name` whose labels include every one of
 /// `labels` (`key="value"`), on serin's `/metrics`.
-async fn series_value(serin: &Serin, name: &str, labels: &[&str]) -> Option<f64> {
+pub(crate) async fn series_value(serin: &Serin, name: &str, labels: &[&str]) -> Option<f64> {
     let text = crate::common::metrics_text(serin).await;
     text.lines()
         .filter(|l| l.starts_with(&format!("{name}{{")))

@@ -509,6 +509,45 @@ fn a_canary_s_own_checks_are_validated_at_their_place() {
 }
 
 #[test]
+fn a_canary_s_webhooks_and_notify_targets_are_validated_at_their_place() {
+    let (ok, out) = validate(
+        r#"services:
+  - name: qotm
+    command: serin-demo
+    canary:
+      webhooks:
+        - {name: smoke, type: pre-deploy, url: 'http://127.0.0.1:9/'}
+        - name: gate
+          type: confirm-promotion
+          url: https://hooks.example/gate
+          timeout: 0s
+        - {name: gate, type: rollout, url: 'http://127.0.0.1:9/'}
+      notify:
+        - {url: 'http://127.0.0.1:9/', format: teams}
+"#,
+    );
+    assert!(!ok, "{out}");
+    let expected = [
+        "bad.yaml:6:31: services[0].canary.webhooks[0].type: unknown webhook type `pre-deploy`",
+        "bad.yaml:9:16: services[0].canary.webhooks[1].url: `https://hooks.example/gate` is not \
+         an http:// URL",
+        "bad.yaml:10:20: services[0].canary.webhooks[1].timeout: a webhook's timeout must be \
+         more than 0",
+        "bad.yaml:11:18: services[0].canary.webhooks[2].name: webhook `gate` is defined twice \
+         (first on line 7)",
+        "bad.yaml:13:48: services[0].canary.notify[0].format: unknown notification format \
+         `teams`",
+    ];
+    for e in expected {
+        assert!(out.contains(e), "missing: {e}\n--- output:\n{out}");
+    }
+    assert!(
+        out.starts_with(&format!("{} problems", expected.len())),
+        "{out}"
+    );
+}
+
+#[test]
 fn token_auth_filters_name_every_bad_setting_and_the_line_of_every_bad_file() {
     let dir = serin_testkit::process::TempDir::new("serin-validate-auth");
     for (name, text) in [

@@ -187,6 +187,12 @@ async fn dashboard_follows_traffic_weights_and_a_canary_in_a_browser() {
         figures[0].starts_with("v1\t") && figures[1].starts_with("v2\t"),
         "{figures:?}"
     );
+    // A gate that holds a canary is shown with what it waits for.
+    let waiting = findings["canary_waiting"].as_str().unwrap_or_default();
+    assert!(
+        waiting.starts_with("confirm-rollout `hold` (did not answer"),
+        "{findings}"
+    );
     let changes = strings(&findings["changes"]);
     assert!(
         changes

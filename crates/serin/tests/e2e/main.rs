@@ -6,6 +6,8 @@ mod admin;
 // Token auth filters: API keys (issue #13, point 4).
 mod auth;
 mod canary;
+// Canary webhooks, gates, approval and notifications (issue #15, points 2, 3).
+mod canary_hooks;
 // The request-body limit (issue #13, point 6).
 mod body_limit;
 mod canary_kube;

@@ -1332,6 +1332,7 @@ async fn dashboard_queries_use_only_exported_metrics_and_run_in_prometheus() {
         "serin_canary_weight",
         "serin_canary_check_value",
         "serin_canary_check_verdict",
+        "serin_canary_waiting",
     ];
     // Series that must have counted something, not only exist.
     let counting: Vec<&str> = ["serin_upstream_connect_failures_total{"]

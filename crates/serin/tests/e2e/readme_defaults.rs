@@ -438,6 +438,19 @@ fn checks() -> Vec<Check> {
             r"`--latency-floor` \((\w+)\)",
             vec![dur(canary::DEFAULT_LATENCY_FLOOR)],
         ),
+        // ### Webhooks, gates and notifications
+        prose(
+            r"no answer within\s+its `timeout` \((\d+ s) by default\)",
+            vec![dur(serin_canary::hooks::DEFAULT_WEBHOOK_TIMEOUT)],
+        ),
+        prose(
+            r"is tried (\d+) times in all, waiting about (\d+ ms), then twice\s+as long each time \(with jitter, at most (\d+ s)\)",
+            vec![
+                num(serin_canary::notify::NOTIFY_ATTEMPTS),
+                dur(serin_canary::notify::NOTIFY_BACKOFF),
+                dur(serin_canary::notify::NOTIFY_BACKOFF_CAP),
+            ],
+        ),
     ]
 }
 

@@ -341,6 +341,12 @@
       el("tbody", {}, ...a.checks.map(row))));
   }
 
+  // What holds a canary: a gate's webhooks and their last answer, or the approval.
+  function waitingText(w) {
+    const hooks = (w.hooks || []).map((h) => "`" + h + "`").join(", ");
+    return w.gate + (hooks ? " " + hooks : "") + " (" + w.last_answer + ")";
+  }
+
   function renderCanaries() {
     const box = $("#canaries");
     const list = status && status.canaries ? status.canaries : [];
@@ -355,6 +361,7 @@
       const dl = el("dl", {},
         el("dt", { text: "Phase" }), el("dd", {}, el("span", { class: "state state-" + c.phase, "data-testid": "canary-phase-" + id, text: c.phase })),
         el("dt", { text: "Step" }), el("dd", { "data-testid": "canary-step-" + id, text: c.step_label }),
+        ...(c.waiting ? [el("dt", { text: "Waiting for" }), el("dd", { "data-testid": "canary-waiting-" + id, text: waitingText(c.waiting) })] : []),
         el("dt", { text: "Weights" }), el("dd", { "data-testid": "canary-weights-" + id, text: weights }),
         el("dt", { text: "Failed checks" }), el("dd", { text: String(c.failures) }),
         el("dt", { text: "Last verdict" }), el("dd", { "data-testid": "canary-verdict-" + id }, a ? el("span", { class: "state state-" + verdictClass(a.verdict), text: String(a.verdict) }) : "none yet"),
