@@ -222,19 +222,22 @@ pub(crate) async fn explain(
 /// What `GET /tap` takes: the filters and the rate.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
-struct TapQuery {
+pub(crate) struct TapQuery {
     route: Option<String>,
     service: Option<String>,
     version: Option<String>,
     status: Option<String>,
     path_prefix: Option<String>,
     rate: Option<u32>,
+    /// The admin token, which a browser sends in the query on `/ui/` paths.
+    #[serde(default, rename = "token")]
+    _token: Option<String>,
 }
 
 /// `GET /tap`: the requests serin answers from now on, one JSON object a
 /// line (`{"kind": "request", …}` or `{"kind": "dropped", "count": N}`),
 /// until the client goes.
-async fn tap(
+pub(crate) async fn tap(
     State(proxy): State<Arc<Proxy>>,
     query: Result<axum::extract::Query<TapQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {

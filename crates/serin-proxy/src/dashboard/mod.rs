@@ -85,6 +85,7 @@ impl Dashboard {
             .route("/ui/state", get(state))
             .route("/ui/events", get(events))
             .route("/ui/explain", get(explain))
+            .route("/ui/tap", get(tap))
             .with_state(self.clone())
     }
 
@@ -119,6 +120,17 @@ async fn explain(
     query: axum::extract::RawQuery,
 ) -> Response {
     crate::admin::explain(State(dashboard.proxy.clone()), query).await
+}
+
+/// The admin API's `/tap` under `/ui/`, for the dashboard's tap panel.
+async fn tap(
+    State(dashboard): State<Arc<Dashboard>>,
+    query: Result<
+        axum::extract::Query<crate::admin::TapQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Response {
+    crate::admin::tap(State(dashboard.proxy.clone()), query).await
 }
 
 async fn run(dashboard: Arc<Dashboard>) {

@@ -222,5 +222,13 @@ async function qotm(page) {
     { timeout: WAIT },
   );
   result.explain = await text(page, "explain-result");
-  await shot(page, "explain", "6-explain.png");
+  await shot(page, "explain", "7-explain.png");
+
+  // The tap panel shows requests that arrive after it started.
+  await page.locator('#tap input[name="route"]').fill("qotm");
+  await page.locator("#tap-toggle").click();
+  await page.locator('[data-testid="tap-lines"] tbody tr').first().waitFor({ timeout: WAIT });
+  result.tap_first_row = await page.locator('[data-testid="tap-lines"] tbody tr').first().innerText();
+  await page.locator("#tap-toggle").click();
+  result.tap_state = await page.locator("#tap-state").innerText();
 }

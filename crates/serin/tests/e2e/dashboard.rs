@@ -226,6 +226,13 @@ async fn dashboard_follows_traffic_weights_and_a_canary_in_a_browser() {
             && explained.contains("backend qotm/v1: weight "),
         "{findings}"
     );
+    // The tap panel: a request of route qotm, answered 200 by a version.
+    let row = findings["tap_first_row"].as_str().unwrap_or_default();
+    assert!(
+        row.contains("GET\t/qotm/") && row.contains("\t200\t") && row.contains("\tqotm\tqotm/v"),
+        "{findings}"
+    );
+    assert_eq!(findings["tap_state"], "Stopped.", "{findings}");
     assert!(
         strings(&findings["console_errors"]).is_empty(),
         "{findings}"

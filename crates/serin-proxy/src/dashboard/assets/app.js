@@ -542,6 +542,80 @@
 
   // ---- explain ----
 
+  // ---- live tap ----
+
+  const TAP_RATE = 20;
+  const TAP_ROWS = 50;
+  let tapping = null;
+
+  function tapRow(e) {
+    return el("tr", {},
+      el("td", { text: fmtTime(e.unix_ms) }),
+      el("td", { text: e.method }),
+      el("td", { class: "query", text: e.path }),
+      el("td", { class: "num", text: String(e.status) }),
+      el("td", { class: "num", text: fmtMs(e.latency_ms) }),
+      el("td", { text: e.route || "–" }),
+      el("td", { text: e.service ? e.service + "/" + e.version : "–" }),
+      el("td", { text: e.endpoint || "–" }),
+      el("td", { class: "num", text: String(e.retries) }));
+  }
+
+  async function runTap(q, stop) {
+    const state = $("#tap-state");
+    const body = $("#tap-lines tbody");
+    const resp = await fetch("/ui/tap?" + q, { signal: stop.signal, cache: "no-store" });
+    if (!resp.ok) {
+      state.textContent = "Cannot tap: " + ((await resp.json()).error || resp.status);
+      return;
+    }
+    const reader = resp.body.getReader();
+    const decoder = new TextDecoder();
+    let pending = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      pending += decoder.decode(value, { stream: true });
+      let nl;
+      while ((nl = pending.indexOf("\n")) >= 0) {
+        const item = JSON.parse(pending.slice(0, nl));
+        pending = pending.slice(nl + 1);
+        if (item.kind === "tapping") state.textContent = "Tapping.";
+        else if (item.kind === "dropped") state.textContent = "Tapping; " + item.count + " requests not shown (over the rate).";
+        else if (item.kind === "request") {
+          body.prepend(tapRow(item));
+          while (body.rows.length > TAP_ROWS) body.deleteRow(-1);
+        }
+      }
+    }
+  }
+
+  $("#tap").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const toggle = $("#tap-toggle");
+    if (tapping) {
+      tapping.abort();
+      tapping = null;
+      toggle.textContent = "Start";
+      $("#tap-state").textContent = "Stopped.";
+      return;
+    }
+    const form = new FormData(ev.target);
+    const q = new URLSearchParams({ rate: String(TAP_RATE) });
+    for (const k of ["route", "service", "status", "path_prefix"]) {
+      const v = String(form.get(k) || "").trim();
+      if (v) q.append(k, v);
+    }
+    if (token) q.append("token", token);
+    tapping = new AbortController();
+    toggle.textContent = "Stop";
+    const mine = tapping;
+    runTap(q, mine).catch((e) => {
+      if (mine.signal.aborted) return;
+      $("#tap-state").textContent = "The tap ended: " + e.message;
+    });
+  });
+
   $("#explain").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const form = new FormData(ev.target);
