@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # serin side by side with NGINX and HAProxy, in one run, on loopback: HTTP/1.1
 # keep-alive (wrk) and HTTP/2 (h2load), requests/s, the proxy's own CPU time
-# per request, open-loop p50/p99 at a fixed rate (oha) and RSS. Every
+# per request, open-loop p50/p99 at a fixed rate (oha) and RSS, and
+# HTTP/1.1 with gzip compression on (peers.sh --gzip). Every
 # process is pinned to one CPU (see peers.sh for why). Writes the tables to
 # bench/results/DATE-COMMIT.md.
 #
@@ -23,6 +24,17 @@ candidate="$BIN proxy --listen {listen} --upstream {upstream} --workers 1 --admi
 
 h1=$(bench/peers.sh --candidate "$candidate" --seconds "$SECONDS_PER" 2>&1)
 h2=$(bench/peers.sh --candidate "$candidate" --seconds "$SECONDS_PER" --h2 2>&1)
+# Compression on: the listener compresses with gzip; peers.sh's fixed ports.
+gzip_config=$(mktemp --suffix .yaml)
+trap 'rm -f "$gzip_config"' EXIT
+cat >"$gzip_config" <<'YAML'
+workers: 1
+admin: {address: 127.0.0.1:0}
+listeners: [{name: web, address: 127.0.0.1:18384, compression: {encodings: [gzip]}}]
+services: [{name: up, versions: [{name: v1, endpoints: ["127.0.0.1:18380"]}]}]
+routes: [{name: all, rules: [{backendRefs: [{name: up, version: v1}]}]}]
+YAML
+gz=$(bench/peers.sh --candidate "$BIN proxy --config $gzip_config" --seconds "$SECONDS_PER" --gzip 2>&1)
 {
   echo "# serin vs NGINX vs HAProxy — commit $commit$dirty, $(date -u +%FT%TZ)"
   echo
@@ -38,6 +50,12 @@ h2=$(bench/peers.sh --candidate "$candidate" --seconds "$SECONDS_PER" --h2 2>&1)
   echo
   echo '```'
   echo "$h2"
+  echo '```'
+  echo
+  echo "## Compression on (wrk with Accept-Encoding: gzip; 4 KiB text/plain; everyone at zlib level 6)"
+  echo
+  echo '```'
+  echo "$gz"
   echo '```'
 } >"$out"
 cat "$out"
