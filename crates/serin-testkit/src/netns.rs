@@ -10,6 +10,13 @@
 //! add` fails when another test holds it), so tests may run in parallel,
 //! also in several processes. Dropping it deletes the namespace and the
 //! veth pair.
+//!
+//! `ip netns add` and `del` are done under a lock file shared by every test
+//! process: the first `ip netns add` on a machine turns `/run/netns` into a
+//! bind mount of itself, and two running at once can stack two such mounts,
+//! the second hiding the namespace the first just made (`ip link set …
+//! netns NAME` then fails with `Invalid "netns" value`, as a cold-machine CI
+//! run did).
 
 use std::net::Ipv4Addr;
 use std::process::{Command, Output};
@@ -33,6 +40,25 @@ fn ip(args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run `ip {}`: {e} (install iproute2)", args.join(" ")))
+}
+
+/// Where the namespace lock lives: beside `/run/netns`, for every process.
+const LOCK_FILE: &str = "/run/serin-test-netns.lock";
+
+/// The namespace lock, held until the file is dropped.
+fn try_netns_lock() -> std::io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK_FILE)?;
+    file.lock()?;
+    Ok(file)
+}
+
+fn netns_lock() -> std::fs::File {
+    try_netns_lock()
+        .unwrap_or_else(|e| panic!("cannot lock {LOCK_FILE} (network namespaces need root): {e}"))
 }
 
 fn ok(args: &[&str]) {
@@ -75,9 +101,11 @@ impl Netns {
             };
             // A namespace of this name without its veth is left over from
             // a test that was killed.
+            let lock = netns_lock();
             let _ = ip(&["netns", "del", &me.name]);
             ok(&["netns", "add", &me.name]);
             ok(&["link", "set", &peer_if, "netns", &me.name]);
+            drop(lock);
             ok(&[
                 "addr",
                 "add",
@@ -142,6 +170,8 @@ impl Drop for Netns {
     fn drop(&mut self) {
         // Deleting one end deletes the pair, also the end in the namespace.
         let _ = ip(&["link", "del", &self.host_if]);
+        // Never a panic in drop: without the lock, delete all the same.
+        let _lock = try_netns_lock();
         let _ = ip(&["netns", "del", &self.name]);
     }
 }

@@ -124,7 +124,13 @@ async function qotm(page) {
     .evaluateAll((els) => els.map((e) => e.getAttribute("aria-label")));
   result.weights_before = await text(page, "weights-qotm");
 
-  // Numbers move as requests flow: the route's total, read twice.
+  // Numbers move as requests flow: the route's total, read twice, the
+  // first time once a sample has counted some (before, its cells are "–").
+  await page.waitForFunction(
+    () => /^\d/.test(document.querySelector('[data-testid="row-qotm-all"] td')?.innerText ?? ""),
+    null,
+    { timeout: WAIT },
+  );
   result.total_first = await text(page, "row-qotm-all");
   await page.waitForFunction(
     (first) => document.querySelector('[data-testid="row-qotm-all"]')?.innerText !== first,
