@@ -113,17 +113,22 @@ fn proxy_config_problems_are_reported_once_at_their_place() {
         ),
         (
             "an unknown filter type",
-            route_with("filters: [{type: JWT}]"),
+            route_with("filters: [{type: OAuth2}]"),
             &[
-                "t.yaml:6:53: routes[0].rules[0].filters[0].type: unknown value `JWT`, expected one of: RequestHeaderModifier, ResponseHeaderModifier, URLRewrite, RequestRedirect, ExternalAuth, RequestMirror, CORS, APIKey",
+                "t.yaml:6:53: routes[0].rules[0].filters[0].type: unknown value `OAuth2`, expected one of: RequestHeaderModifier, ResponseHeaderModifier, URLRewrite, RequestRedirect, ExternalAuth, RequestMirror, CORS, APIKey, JWT, BasicAuth",
             ],
         ),
         (
             "an unknown filter type with a section of its own",
-            route_with("filters: [{type: JWT, jwt: {issuer: x}}]"),
+            route_with("filters: [{type: OAuth2, oauth2: {issuer: x}}]"),
             &[
-                "t.yaml:6:53: routes[0].rules[0].filters[0].type: unknown value `JWT`, expected one of: RequestHeaderModifier, ResponseHeaderModifier, URLRewrite, RequestRedirect, ExternalAuth, RequestMirror, CORS, APIKey",
+                "t.yaml:6:53: routes[0].rules[0].filters[0].type: unknown value `OAuth2`, expected one of: RequestHeaderModifier, ResponseHeaderModifier, URLRewrite, RequestRedirect, ExternalAuth, RequestMirror, CORS, APIKey, JWT, BasicAuth",
             ],
+        ),
+        (
+            "a JWT filter without its section",
+            route_with("filters: [{type: JWT}]"),
+            &["t.yaml:6:46: routes[0].rules[0].filters[0]: this JWT filter needs its `jwt` section"],
         ),
         (
             "a CORS filter without its section",
