@@ -831,15 +831,10 @@ impl Controller {
             }
             let interval = state.settings.interval;
             if state.before_rollout {
-                if self.before_rollout(&service, &slot, &mut epochs).await {
-                    tokio::select! {
-                        () = tokio::time::sleep(interval) => {}
-                        changed = epochs.changed() => {
-                            if changed.is_err() {
-                                return;
-                            }
-                        }
-                    }
+                if self.before_rollout(&service, &slot, &mut epochs).await
+                    && sleep_or_change(&mut epochs, interval).await == Woke::Closed
+                {
+                    return;
                 }
                 continue;
             }
@@ -848,14 +843,10 @@ impl Controller {
             // endpoints: replicas may still be starting after a restart.
             let waiting = Instant::now();
             while !self.inner.sink.has_endpoints(&target).await && waiting.elapsed() < interval {
-                tokio::select! {
-                    () = tokio::time::sleep(ENDPOINT_POLL) => {}
-                    changed = epochs.changed() => {
-                        if changed.is_err() {
-                            return;
-                        }
-                        break;
-                    }
+                match sleep_or_change(&mut epochs, ENDPOINT_POLL).await {
+                    Woke::Elapsed => {}
+                    Woke::Changed => break,
+                    Woke::Closed => return,
                 }
             }
             if epochs.has_changed().unwrap_or(true) {
@@ -886,14 +877,10 @@ impl Controller {
                 Some(_) => self.inner.embedded.begin_shadow(&target).await,
                 None => slot.source.begin(&target).await,
             };
-            tokio::select! {
-                () = tokio::time::sleep(interval) => {}
-                changed = epochs.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    continue;
-                }
+            match sleep_or_change(&mut epochs, interval).await {
+                Woke::Elapsed => {}
+                Woke::Changed => continue,
+                Woke::Closed => return,
             }
             let _deciding = slot.decide.lock().await;
             if epochs.has_changed().unwrap_or(true) {
@@ -1229,6 +1216,29 @@ impl Slot {
 }
 
 mod gates;
+
+/// What ended one of the controller loop's waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Woke {
+    /// The time went by.
+    Elapsed,
+    /// The canary changed (an action, a new window): look again.
+    Changed,
+    /// The canary is gone.
+    Closed,
+}
+
+/// Waits `d`, or less when the canary's epoch moves.
+async fn sleep_or_change(epochs: &mut watch::Receiver<u64>, d: Duration) -> Woke {
+    tokio::select! {
+        () = tokio::time::sleep(d) => Woke::Elapsed,
+        changed = epochs.changed() => match changed {
+            Ok(()) => Woke::Changed,
+            Err(_) => Woke::Closed,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests;
 

@@ -29,9 +29,7 @@ pub struct EventLog {
 
 impl EventLog {
     pub fn record(&self, kind: &'static str, message: String) {
-        let unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let unix_ms = unix_now_ms();
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() == KEPT {
             entries.pop_front();
@@ -48,6 +46,14 @@ impl EventLog {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.iter().cloned().collect()
     }
+}
+
+/// The wall clock in Unix milliseconds (0 before 1970), as the dashboard,
+/// the event log and the tap stamp what they show.
+pub fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use serde::Serialize;
 use serin_config::proxy::{IdentityField, MatchConfig, PathMatch, StringMatch, ValueMatch};
 
 use crate::filters::{Filter, split_host_port};
+use crate::outlier::EndpointState;
 use crate::request::path::{self, PathVerdict};
 use crate::routing::{Considered, HostChoice, Miss, Probe, RouteTable};
 use crate::snapshot::{CompiledRule, Snapshot};
@@ -437,16 +438,13 @@ fn backends(rule: &CompiledRule) -> Vec<BackendSeen> {
                 .list
                 .iter()
                 .map(|e| {
-                    let ejected = e.health.ejected_for(now);
-                    let (eligible, why) = if ejected > 0 {
-                        (
+                    let (eligible, why) = match e.health.state(now) {
+                        EndpointState::Ready => (true, "healthy".to_string()),
+                        EndpointState::Ejected { for_ms } => (
                             false,
-                            format!("ejected by outlier detection for {ejected} ms more"),
-                        )
-                    } else if !e.health.is_healthy() {
-                        (false, "failing its health check".to_string())
-                    } else {
-                        (true, "healthy".to_string())
+                            format!("ejected by outlier detection for {for_ms} ms more"),
+                        ),
+                        EndpointState::Unhealthy => (false, "failing its health check".to_string()),
                     };
                     EndpointSeen {
                         address: e.addr.to_string(),

@@ -70,6 +70,38 @@ impl EndpointHealth {
     pub fn usable(&self, now: u64) -> bool {
         self.is_healthy() && self.ejected_until.load(Ordering::Relaxed) <= now
     }
+
+    /// Whether the balancer may pick the endpoint now, and if not why
+    /// (what the dashboard and `explain` show).
+    pub fn state(&self, now: u64) -> EndpointState {
+        match self.ejected_for(now) {
+            0 if self.is_healthy() => EndpointState::Ready,
+            0 => EndpointState::Unhealthy,
+            ms => EndpointState::Ejected { for_ms: ms },
+        }
+    }
+}
+
+/// An endpoint's standing with outlier detection and health checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointState {
+    Ready,
+    /// Ejected by outlier detection for this many more milliseconds.
+    Ejected {
+        for_ms: u64,
+    },
+    /// Failing its health check.
+    Unhealthy,
+}
+
+impl EndpointState {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Ejected { .. } => "ejected",
+            Self::Unhealthy => "unhealthy",
+        }
+    }
 }
 
 /// What one attempt on an endpoint came to.

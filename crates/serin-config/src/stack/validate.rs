@@ -262,26 +262,34 @@ fn canary(raw: &RawCanary, p: &mut Problems) -> CanaryDefaults {
     }
 }
 
+/// A canary's named entry (a webhook, a check): a valid name, once.
+fn check_unique_name<'a>(
+    name: &'a Spanned<String>,
+    what: &str,
+    seen: &mut BTreeMap<&'a str, u32>,
+    p: &mut Problems,
+) {
+    if let Err(e) = check_name(&name.value) {
+        name.report(p, e.to_string());
+    }
+    if let Some(line) = seen.get(name.value.as_str()) {
+        let message = format!(
+            "{what} `{}` is defined twice (first on line {line})",
+            name.value
+        );
+        name.report(p, message);
+    } else {
+        seen.insert(&name.value, name.span.line);
+    }
+}
+
 /// A canary's `webhooks`, each reported at the key that is wrong.
 fn canary_webhooks(list: &[RawCanaryWebhook], p: &mut Problems) -> Vec<Webhook> {
     let mut seen: BTreeMap<&str, u32> = BTreeMap::new();
     let mut out = Vec::new();
     for raw in list {
         let name = &raw.name;
-        if let Err(e) = check_name(&name.value) {
-            name.report(p, e.to_string());
-        }
-        if let Some(line) = seen.get(name.value.as_str()) {
-            name.report(
-                p,
-                format!(
-                    "webhook `{}` is defined twice (first on line {line})",
-                    name.value
-                ),
-            );
-        } else {
-            seen.insert(&name.value, name.span.line);
-        }
+        check_unique_name(name, "webhook", &mut seen, p);
         if let Err(e) = check_hook_url(&raw.url.value) {
             raw.url.report(p, e.to_string());
         }
@@ -337,20 +345,7 @@ fn canary_checks(list: &[RawCanaryCheck], p: &mut Problems) -> Vec<CanaryCheck> 
     let mut out = Vec::new();
     for raw in list {
         let name = &raw.name;
-        if let Err(e) = check_name(&name.value) {
-            name.report(p, e.to_string());
-        }
-        if let Some(line) = seen.get(name.value.as_str()) {
-            name.report(
-                p,
-                format!(
-                    "check `{}` is defined twice (first on line {line})",
-                    name.value
-                ),
-            );
-        } else {
-            seen.insert(&name.value, name.span.line);
-        }
+        check_unique_name(name, "check", &mut seen, p);
         let source = match (&raw.figure, &raw.promql) {
             (Some(f), None) => match f.value.parse::<Figure>() {
                 Ok(figure) => Some(CheckSource::Figure(figure)),

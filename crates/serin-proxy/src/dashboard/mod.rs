@@ -15,7 +15,7 @@ pub mod status;
 
 use std::convert::Infallible;
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
@@ -92,9 +92,7 @@ impl Dashboard {
     /// Takes a sample and pushes it with the state now.
     fn tick(&self) {
         let text = self.proxy.metrics().encode();
-        let unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let unix_ms = crate::events::unix_now_ms();
         let sample = self
             .sampler
             .lock()

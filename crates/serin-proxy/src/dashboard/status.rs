@@ -89,20 +89,17 @@ pub fn build(proxy: &Proxy, providers: &Providers) -> Value {
                 .list
                 .iter()
                 .map(|e| {
-                    let ejected_ms = e.health.ejected_for(now);
-                    let state = if ejected_ms > 0 {
-                        "ejected"
-                    } else if !e.health.is_healthy() {
-                        "unhealthy"
-                    } else {
-                        "ready"
+                    let state = e.health.state(now);
+                    let ejected_ms = match state {
+                        crate::outlier::EndpointState::Ejected { for_ms } => for_ms,
+                        _ => 0,
                     };
                     json!({
                         "service": &*b.key.service,
                         "version": &*b.key.version,
                         "address": e.addr.to_string(),
                         "name": &*e.name,
-                        "state": state,
+                        "state": state.label(),
                         "ejected_for_ms": ejected_ms,
                         "active_requests": e.active(),
                     })

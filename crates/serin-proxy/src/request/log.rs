@@ -69,9 +69,7 @@ pub(super) fn tap(cx: &RequestCx<'_>, method: String, path: String, status: u16)
     cx.ctx.shared.tap.offer(|| {
         let endpoint = cx.endpoint.as_deref();
         crate::tap::TapEvent {
-            unix_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            unix_ms: crate::events::unix_now_ms(),
             listener: cx.info.listener.clone(),
             method,
             path,
