@@ -22,6 +22,7 @@ mod outlier;
 mod pool;
 mod proxy_protocol;
 mod ratelimit;
+mod read_scratch;
 mod request;
 mod resilience;
 mod routing;

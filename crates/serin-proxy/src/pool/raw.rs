@@ -27,10 +27,6 @@ use super::{ConnSlot, Failed, Pools, SendError};
 use crate::body::{BoxError, ReplayBody, ResponseBody};
 use crate::tls::upstream::UpstreamTls;
 
-/// Read buffers grow by this much: a response head and a small body fit
-/// in one read.
-const READ_CHUNK: usize = 8 * 1024;
-
 /// A body up to this size goes out in the same write as the head (one
 /// syscall); a larger one is written after it, from its own buffer.
 const COALESCE_BODY: usize = 16 * 1024;
@@ -84,8 +80,8 @@ impl Lease {
     fn give_back(self, mut conn: RawConn) {
         conn.reused = true;
         // An idle connection holds no buffer (as NGINX's do not): the next
-        // exchange reserves one anyway, since the last answer's head still
-        // shares this one (the profile shows one reserve per exchange).
+        // answer is read into the worker's scratch and copied into one of
+        // its own size (see `crate::read_scratch`).
         conn.buf = BytesMut::new();
         self.pools.put_raw_idle(self.ep, conn, self.max_idle);
         drop(self.slot);
@@ -320,15 +316,10 @@ async fn write_request(
 }
 
 async fn read_more(conn: &mut RawConn) -> io::Result<usize> {
-    make_room(&mut conn.buf);
-    tokio::io::AsyncReadExt::read_buf(&mut conn.stream, &mut conn.buf).await
-}
-
-/// Room for the next read: a fresh [`READ_CHUNK`] when little is left.
-fn make_room(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-        buf.reserve(READ_CHUNK);
-    }
+    std::future::poll_fn(|cx| {
+        crate::read_scratch::poll_read_into(Pin::new(&mut conn.stream), cx, &mut conn.buf)
+    })
+    .await
 }
 
 enum State {
@@ -409,8 +400,8 @@ impl Body for RawBody {
             let Some((conn, _)) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            make_room(&mut conn.buf);
-            match tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.buf) {
+            match crate::read_scratch::poll_read_into(Pin::new(&mut conn.stream), cx, &mut conn.buf)
+            {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(0)) if matches!(this.state, State::Close) => {
                     this.state = State::Done;

@@ -34,7 +34,13 @@ pub(super) fn lookup_with<'s>(
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
     let (host, _) = split_host_port(raw);
-    let host = host.to_ascii_lowercase();
+    // Host names are matched in lower case; most arrive so, and are not
+    // copied.
+    let host: std::borrow::Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        host.to_ascii_lowercase().into()
+    } else {
+        host.into()
+    };
     let Some((rule, matched)) = table.lookup(
         &host,
         method,

@@ -43,10 +43,6 @@ pub enum Ending {
     HandOff(BytesMut),
 }
 
-/// Room read at once for a request head: most heads fit, a larger one
-/// grows the buffer.
-const READ_ROOM: usize = 4096;
-
 /// Answer bytes gathered before a write; a larger data frame is written
 /// as it is rather than copied.
 const WRITE_GATHER: usize = 16 * 1024;
@@ -207,9 +203,9 @@ impl Conn<'_> {
     /// of first making a `recvfrom` that finds nothing: strace showed 0.34
     /// such reads per request under load.
     fn poll_read_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Read>> {
-        self.make_room();
-        match std::task::ready!(tokio_util::io::poll_read_buf(
-            Pin::new(&mut *self.stream),
+        let stream = Pin::new(&mut *self.stream);
+        match std::task::ready!(crate::read_scratch::poll_read_into(
+            stream,
             cx,
             &mut self.buf
         )) {
@@ -222,16 +218,9 @@ impl Conn<'_> {
         }
     }
 
-    fn make_room(&mut self) {
-        if self.buf.capacity() - self.buf.len() < READ_ROOM / 4 {
-            self.buf.reserve(READ_ROOM);
-        }
-    }
-
     /// A read that does not wait, for a body that may already be there.
     fn try_read(&mut self) -> io::Result<Read> {
-        self.make_room();
-        match self.stream.try_read_buf(&mut self.buf) {
+        match crate::read_scratch::try_read_into(self.stream, &mut self.buf) {
             Ok(0) => Ok(Read::Closed),
             Ok(_) => {
                 self.info.flags.bump();

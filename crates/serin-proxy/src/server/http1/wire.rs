@@ -197,8 +197,15 @@ fn digits(value: &[u8]) -> Option<usize> {
 }
 
 /// The headers, their values slices of the head's shared bytes.
+/// Room in a request's header map for what serin adds before it goes
+/// upstream (`x-request-id`, `traceparent`, `x-forwarded-for`,
+/// `x-forwarded-proto`, and a few a filter sets): a map sized to the
+/// client's headers alone grew, rehashed and reallocated on the first of
+/// them (callgrind: ~1,500 instructions per request, 4 %).
+const HEADERS_ADDED: usize = 8;
+
 fn headers_of(head: &Bytes, places: &[HeaderPlace]) -> Option<HeaderMap> {
-    let mut headers = HeaderMap::with_capacity(places.len());
+    let mut headers = HeaderMap::with_capacity(places.len() + HEADERS_ADDED);
     for place in places {
         let name = HeaderName::from_bytes(&head[place.name.0..place.name.1]).ok()?;
         let value =
