@@ -69,6 +69,7 @@
 pub mod analysis;
 pub mod api;
 pub mod audit;
+pub mod auto;
 pub mod check;
 mod controller;
 pub mod duration_text;
@@ -84,7 +85,7 @@ pub mod source;
 pub mod store;
 
 pub use analysis::{Analysis, Verdict, VersionFigures, WindowFigures};
-pub use controller::{Controller, ControllerOptions, Status, files_beside};
+pub use controller::{Command, Controller, ControllerOptions, Status, files_beside};
 pub use error::CanaryError;
 pub use prometheus::PrometheusSource;
 pub use settings::{Options, Settings, StartRequest};
