@@ -725,8 +725,12 @@ impl Controller {
                 }
                 self.set_weights(&mut state, 0, false).await?;
                 state.phase = Phase::RolledBack;
+                let by = match actor {
+                    Actor::Apply => "by an apply of the stack file",
+                    Actor::Api | Actor::Controller => "over the API",
+                };
                 state.message = format!(
-                    "aborted over the API at {}: all traffic back to {}/{}",
+                    "aborted {by} at {}: all traffic back to {}/{}",
                     step_text(&state),
                     state.service,
                     state.baseline

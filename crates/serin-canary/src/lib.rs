@@ -65,6 +65,13 @@
 //! in the audit log; what a canary waits for is in its state
 //! ([`CanaryState::waiting`]). Its transitions are told to its `notify`
 //! targets off the controller's path ([`notify`]).
+//!
+//! # Canaries that start themselves
+//!
+//! Under `serin up`, a service with `auto: true` gets a canary for each new
+//! revision an apply brings: [`auto`] decides what an apply means and which
+//! stack and gateway hold the new revision beside the baseline; the binary
+//! runs it (`cmd/canary_auto.rs`).
 
 pub mod analysis;
 pub mod api;

@@ -175,10 +175,12 @@ async fn wait_canary(stack: &Stack, what: &str, cond: impl Fn(&Value) -> bool) -
     }
 }
 
-/// The audit log's entries.
+/// The audit log's entries whole so far: a last line without its newline
+/// is still being written.
 fn audit(stack: &Stack) -> Vec<Value> {
-    std::fs::read_to_string(stack.path("stack.canary-audit.jsonl"))
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(stack.path("stack.canary-audit.jsonl")).unwrap_or_default();
+    let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+    whole
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line {l}: {e}")))
         .collect()
