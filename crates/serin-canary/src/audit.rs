@@ -21,6 +21,9 @@ pub enum Actor {
     Controller,
     /// Someone, over the admin API (or the CLI, which uses it).
     Api,
+    /// `serin apply` (or a reload of the stack file) of a service whose
+    /// canary is `auto: true`: it starts, restarts and finishes canaries.
+    Apply,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -454,6 +454,16 @@ impl Controller {
         service: &str,
         request: StartRequest,
     ) -> Result<Status, CanaryError> {
+        self.start_canary_as(service, request, Actor::Api).await
+    }
+
+    /// [`Self::start_canary`], with who asked for it in the audit log.
+    pub async fn start_canary_as(
+        &self,
+        service: &str,
+        request: StartRequest,
+        actor: Actor,
+    ) -> Result<Status, CanaryError> {
         let _one_at_a_time = self.inner.starting.lock().await;
         let versions = self
             .inner
@@ -616,13 +626,29 @@ impl Controller {
         {
             task.abort();
         }
-        self.commit(state, Actor::Api, "start", from, None).await;
+        self.commit(state, actor, "start", from, None).await;
         self.ensure_task(service, &slot);
         self.status(service)
     }
 
+    /// Appends a decision taken outside a canary's own steps (an automatic
+    /// canary's promotion finished, its revision retired) to the audit log.
+    pub fn record(&self, entry: &crate::audit::AuditEntry) {
+        self.inner.audit.record(entry);
+    }
+
     /// Pause, resume, promote, abort or approve the canary of `service`.
     pub async fn command(&self, service: &str, command: Command) -> Result<Status, CanaryError> {
+        self.command_as(service, command, Actor::Api).await
+    }
+
+    /// [`Self::command`], with who gave it in the audit log.
+    pub async fn command_as(
+        &self,
+        service: &str,
+        command: Command,
+        actor: Actor,
+    ) -> Result<Status, CanaryError> {
         let state = self
             .inner
             .store
@@ -699,8 +725,12 @@ impl Controller {
                 }
                 self.set_weights(&mut state, 0, false).await?;
                 state.phase = Phase::RolledBack;
+                let by = match actor {
+                    Actor::Apply => "by an apply of the stack file",
+                    Actor::Api | Actor::Controller => "over the API",
+                };
                 state.message = format!(
-                    "aborted over the API at {}: all traffic back to {}/{}",
+                    "aborted {by} at {}: all traffic back to {}/{}",
                     step_text(&state),
                     state.service,
                     state.baseline
@@ -709,7 +739,7 @@ impl Controller {
             }
         };
         *slot.window.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        self.commit(state, Actor::Api, decision, from, None).await;
+        self.commit(state, actor, decision, from, None).await;
         slot.epoch.send_modify(|e| *e += 1);
         if command == Command::Resume {
             self.ensure_task(service, &slot);

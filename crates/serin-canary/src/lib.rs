@@ -65,10 +65,18 @@
 //! in the audit log; what a canary waits for is in its state
 //! ([`CanaryState::waiting`]). Its transitions are told to its `notify`
 //! targets off the controller's path ([`notify`]).
+//!
+//! # Canaries that start themselves
+//!
+//! Under `serin up`, a service with `auto: true` gets a canary for each new
+//! revision an apply brings: [`auto`] decides what an apply means and which
+//! stack and gateway hold the new revision beside the baseline; the binary
+//! runs it (`cmd/canary_auto.rs`).
 
 pub mod analysis;
 pub mod api;
 pub mod audit;
+pub mod auto;
 pub mod check;
 mod controller;
 pub mod duration_text;
@@ -84,7 +92,7 @@ pub mod source;
 pub mod store;
 
 pub use analysis::{Analysis, Verdict, VersionFigures, WindowFigures};
-pub use controller::{Controller, ControllerOptions, Status, files_beside};
+pub use controller::{Command, Controller, ControllerOptions, Status, files_beside};
 pub use error::CanaryError;
 pub use prometheus::PrometheusSource;
 pub use settings::{Options, Settings, StartRequest};

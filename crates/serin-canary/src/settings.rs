@@ -128,10 +128,20 @@ fn rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
     }
 }
 
+/// The one step of a blue/green canary after its preview: the switch sends
+/// every request to the new version at once (Flagger's and Argo's meaning).
+pub const BLUE_GREEN_STEPS: [u32; 1] = [100];
+
 impl From<&CanaryDefaults> for Options {
+    /// A `blueGreen` section becomes its preview header as the header step
+    /// and [`BLUE_GREEN_STEPS`] (validation refuses it beside either).
     fn from(d: &CanaryDefaults) -> Self {
+        let blue_green = d.blue_green_preview_header.as_ref();
         Self {
-            steps: d.steps.clone(),
+            steps: match blue_green {
+                Some(_) => Some(BLUE_GREEN_STEPS.to_vec()),
+                None => d.steps.clone(),
+            },
             interval: d.interval,
             max_error_rate: d.max_error_rate,
             max_latency_ratio: d.max_latency_ratio,
@@ -141,7 +151,7 @@ impl From<&CanaryDefaults> for Options {
             inconclusive_limit: d.inconclusive_limit,
             prometheus: d.prometheus.clone(),
             queries: d.queries.clone(),
-            header_step: d.header_step.clone(),
+            header_step: blue_green.or(d.header_step.as_ref()).cloned(),
             cookie_step: d.cookie_step.clone(),
             mirror_step: d.mirror_step,
             checks: d.checks.clone(),

@@ -309,7 +309,22 @@ pub struct CanaryDefaults {
     pub approval: Option<bool>,
     /// Where the canary's transitions are told.
     pub notify: Vec<super::canary_hook::NotifyTarget>,
+    /// Under `serin up`, an apply that changes a version starts a canary of
+    /// the new revision (`None`: not set here, which is `false`).
+    pub auto: Option<bool>,
+    /// Blue/green: the `NAME=VALUE` header that reaches the new version
+    /// before the switch (a first step, then one step of 100%).
+    pub blue_green_preview_header: Option<String>,
 }
+
+/// Whether an apply starts a canary by itself when a service does not say:
+/// no, as before `auto` existed — judging a rollout is a choice a team makes
+/// per service (Flagger starts one only for the workloads it is told of).
+pub const DEFAULT_AUTO: bool = false;
+
+/// The suffix of the backend version a new revision runs as while an
+/// automatic canary judges it (`v1` → `v1-canary`), Flagger's name for it.
+pub const CANARY_VERSION_SUFFIX: &str = "-canary";
 
 // Every number in it was checked to be finite, so equality is an
 // equivalence and `ServiceSpec` stays `Eq`.

@@ -148,6 +148,21 @@ config_struct! {
         approval: Option<Spanned<bool>> = "approval",
         /// Where its transitions are told.
         notify: Option<Vec<RawCanaryNotify>> = "notify",
+        /// `true`: under `serin up`, an apply that changes a version starts
+        /// a canary of the new revision instead of a plain rollout.
+        auto: Option<Spanned<bool>> = "auto",
+        /// Blue/green: the new version first on a preview match only, then
+        /// all the traffic at once.
+        blue_green: Option<RawBlueGreen> = "blueGreen",
+    }
+}
+
+config_struct! {
+    /// Blue/green with a preview: how requests reach the new version before
+    /// the switch.
+    pub struct RawBlueGreen {
+        /// `x-preview=1`: requests with this header reach the new version.
+        preview_header: Option<Spanned<String>> = "previewHeader",
     }
 }
 

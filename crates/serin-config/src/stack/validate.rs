@@ -94,6 +94,10 @@ fn service(raw: &RawService, base_dir: &Path, p: &mut Problems) -> ServiceSpec {
             }
         }
     }
+    let canary = raw.canary.as_ref().map(|c| {
+        check_auto_names(c, &versions, p);
+        canary(c, p)
+    });
     ServiceSpec {
         name: raw.name.value.clone(),
         depends_on: raw
@@ -105,8 +109,77 @@ fn service(raw: &RawService, base_dir: &Path, p: &mut Problems) -> ServiceSpec {
             })
             .collect(),
         versions,
-        canary: raw.canary.as_ref().map(|c| canary(c, p)),
+        canary,
     }
+}
+
+/// With `auto: true`, a new revision of version `X` runs as `X-canary`: no
+/// version of the service may already have that name.
+fn check_auto_names(raw: &RawCanary, versions: &[VersionSpec], p: &mut Problems) {
+    let Some(auto) = raw.auto.as_ref().filter(|a| a.value) else {
+        return;
+    };
+    for v in versions {
+        let taken = format!("{}{CANARY_VERSION_SUFFIX}", v.name);
+        if versions.iter().any(|w| w.name == taken) {
+            auto.report(
+                p,
+                format!(
+                    "`auto: true` runs a new revision of `{}` as `{taken}`, which is already a \
+                     version of this service: rename it",
+                    v.name
+                ),
+            );
+        }
+    }
+}
+
+/// `blueGreen`: the preview header is a first step and the switch is one
+/// step of 100%, so the canary takes no steps or header/cookie step of its
+/// own.
+fn blue_green(raw: &RawCanary, p: &mut Problems) -> Option<String> {
+    let bg = raw.blue_green.as_ref()?;
+    for (given, key) in [
+        (
+            raw.steps.as_ref().map(|s| (s.span, s.path.clone())),
+            "steps",
+        ),
+        (
+            raw.header_step.as_ref().map(|s| (s.span, s.path.clone())),
+            "headerStep",
+        ),
+        (
+            raw.cookie_step.as_ref().map(|s| (s.span, s.path.clone())),
+            "cookieStep",
+        ),
+        (
+            raw.mirror_step.as_ref().map(|s| (s.span, s.path.clone())),
+            "mirrorStep",
+        ),
+    ] {
+        if let Some((span, path)) = given {
+            p.report(
+                span,
+                path,
+                format!(
+                    "`{key}` does not go with `blueGreen`, which previews on its header and then \
+                     switches at once (steps [100])"
+                ),
+            );
+        }
+    }
+    let Some(header) = &bg.preview_header else {
+        p.report(
+            bg.span,
+            bg.node_path.clone(),
+            "`blueGreen` needs `previewHeader` (NAME=VALUE, e.g. x-preview=1)",
+        );
+        return None;
+    };
+    if let Err(msg) = parse_match_step(&header.value) {
+        header.report(p, msg);
+    }
+    Some(header.value.clone())
 }
 
 /// A service's `canary:` defaults, each value checked on its own.
@@ -241,6 +314,8 @@ fn canary(raw: &RawCanary, p: &mut Problems) -> CanaryDefaults {
             .map(|list| canary_webhooks(list, p))
             .unwrap_or_default(),
         approval: raw.approval.as_ref().map(|a| a.value),
+        auto: raw.auto.as_ref().map(|a| a.value),
+        blue_green_preview_header: blue_green(raw, p),
         notify: raw
             .notify
             .as_ref()

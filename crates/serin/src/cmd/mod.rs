@@ -2,6 +2,7 @@
 
 mod admin_client;
 pub(crate) mod canary;
+mod canary_auto;
 mod canary_kube;
 mod canary_proxy;
 mod canary_status;

@@ -13,8 +13,9 @@ use serde_json::json;
 use serin_config::stack::StackFile;
 use serin_discovery::Registry;
 use serin_proxy::{Proxy, ProxyOptions};
-use serin_runtime::{ColorChoice, LogFormat, Runtime, RuntimeHandle, RuntimeOptions};
+use serin_runtime::{ColorChoice, LogFormat, Runtime, RuntimeOptions};
 
+use super::canary_auto::{Applied, AutoCanary, AutoState, RollOutError};
 use crate::cli::UpArgs;
 
 /// The default stack, built in so `serin up` works from anywhere.
@@ -48,11 +49,12 @@ fn stack_path(args: &UpArgs) -> anyhow::Result<PathBuf> {
 async fn up(args: UpArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
     let mut signals = super::proxy::Signals::take_over()?;
     let path = stack_path(&args)?;
+    let (text, parsed) = read_stack_file(&path, None);
     let StackFile {
         stack,
         mut gateway,
         mesh,
-    } = match serin_config::stack::load_stack_file(&path) {
+    } = match parsed {
         Ok(f) => f,
         Err(errors) => {
             eprint!("{errors}");
@@ -71,6 +73,18 @@ async fn up(args: UpArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
     if let Err(e) = serin_config::proxy::admin::check(&gateway) {
         return Ok(super::proxy::refuse_admin(e));
     }
+    let auto = AutoState::open(
+        &path,
+        Applied {
+            text,
+            stack: stack.clone(),
+            gateway: gateway.clone(),
+            mesh: mesh.clone(),
+        },
+    )
+    .await;
+    // What runs: the file, with the revisions automatic canaries hold.
+    let (running, gateway) = auto.effective();
     let registry = Registry::new();
     let proxy = match Proxy::start(
         gateway.clone(),
@@ -105,7 +119,7 @@ async fn up(args: UpArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
     // timeout) ends serin at once; the replicas started so far go with it
     // (`PR_SET_PDEATHSIG`).
     let runtime = tokio::select! {
-        started = Runtime::start(stack.clone(), registry, options) => {
+        started = Runtime::start(running, registry, options) => {
             started.context("cannot start the stack")?
         }
         () = signals.stopped() => {
@@ -118,10 +132,16 @@ async fn up(args: UpArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
             .await?;
     let sidecars = super::mesh::Mesh::new(proxy.clone(), runtime.clone(), gateway.clone(), mesh);
     tokio::spawn(sidecars.clone().run());
-    let state = Arc::new(UpState {
+    let auto = AutoCanary::start(
+        auto,
+        canary.clone(),
+        proxy.clone(),
+        runtime.clone(),
         sidecars,
-        runtime: runtime.clone(),
-        canary: canary.clone(),
+    )
+    .await;
+    let state = Arc::new(UpState {
+        auto,
         path: path.clone(),
         overrides: Overrides {
             listen: args.listen,
@@ -230,11 +250,9 @@ struct Overrides {
 }
 
 struct UpState {
-    /// Builds the running config: the gateway and the replicas' sidecars.
-    sidecars: Arc<super::mesh::Mesh>,
-    runtime: RuntimeHandle,
-    /// Takes the services' `canary:` defaults of an applied stack.
-    canary: serin_canary::Controller,
+    /// Rolls out an applied stack: the gateway and the replicas' sidecars,
+    /// the services, the canaries' defaults and the automatic canaries.
+    auto: AutoCanary,
     path: PathBuf,
     overrides: Overrides,
 }
@@ -252,37 +270,43 @@ struct ApplyBody {
     path: Option<PathBuf>,
 }
 
-/// Why an apply changed nothing (the stack file's problems) or stopped
-/// part-way (the runtime's rollout).
-enum ApplyError {
-    Rejected(serin_config::ConfigErrors),
-    Internal(String),
-    Rollout(String),
-}
-
-/// Rolls out a changed stack file: the gateway's routes first (checked
-/// before anything changes), then the services. `text`: the file's text as
-/// sent; `None` reads the file serin was started from again.
-async fn apply_stack(
-    state: &UpState,
+/// The text of the stack file at `file` (or `text`, as sent) and what it
+/// says. Relative paths in it are resolved against its folder.
+fn read_stack_file(
+    file: &Path,
     text: Option<String>,
-    file: Option<&Path>,
-) -> Result<serde_json::Value, ApplyError> {
-    let file = file.unwrap_or(&state.path);
+) -> (String, Result<StackFile, serin_config::ConfigErrors>) {
     let base = match file.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let name = file.display().to_string();
-    let parsed = match text {
-        Some(text) => serin_config::stack::parse_stack_file(&text, &name, base),
-        None => serin_config::stack::load_stack_file(&state.path),
+    let text = match text.map_or_else(|| std::fs::read_to_string(file), Ok) {
+        Ok(t) => t,
+        // The loader says why, at the file's place.
+        Err(_) => return (String::new(), serin_config::stack::load_stack_file(file)),
     };
+    let parsed = serin_config::stack::parse_stack_file(&text, &file.display().to_string(), base);
+    (text, parsed)
+}
+
+/// Rolls out a changed stack file (see [`AutoCanary::apply`]). `text`:
+/// the file's text as sent; `None` reads the file serin was started from
+/// again.
+async fn apply_stack(
+    state: &UpState,
+    text: Option<String>,
+    file: Option<&Path>,
+) -> Result<serde_json::Value, RollOutError> {
+    let file = match (&text, file) {
+        (Some(_), Some(f)) => f,
+        _ => &state.path,
+    };
+    let (text, parsed) = read_stack_file(file, text);
     let StackFile {
         stack,
         mut gateway,
         mesh,
-    } = parsed.map_err(ApplyError::Rejected)?;
+    } = parsed.map_err(RollOutError::Rejected)?;
     if let (Some(a), Some(l)) = (state.overrides.listen, gateway.listeners.first_mut()) {
         l.address = a;
     }
@@ -290,32 +314,27 @@ async fn apply_stack(
         .admin
         .apply_command_line(&state.overrides.admin, state.overrides.token_origin.clone());
     gateway.source = Some(state.path.clone());
-    let sidecars = state.sidecars.clone();
-    match tokio::task::spawn_blocking(move || sidecars.set_source(gateway, mesh)).await {
-        Ok(Ok(())) => state
-            .canary
-            .set_defaults(super::canary::stack_defaults(&stack)),
-        Ok(Err(errors)) => return Err(ApplyError::Rejected(errors)),
-        Err(e) => return Err(ApplyError::Internal(e.to_string())),
-    }
-    let summary = state
-        .runtime
-        .apply(stack)
-        .await
-        .map_err(|e| ApplyError::Rollout(e.to_string()))?;
-    Ok(serde_json::to_value(summary).unwrap_or_default())
+    let applied = Applied {
+        text,
+        stack,
+        gateway,
+        mesh,
+    };
+    state.auto.apply(applied).await
 }
 
 /// `POST /apply` (`serin apply`).
 async fn apply(State(state): State<Arc<UpState>>, Json(body): Json<ApplyBody>) -> Response {
     match apply_stack(&state, body.stack, body.path.as_deref()).await {
         Ok(summary) => Json(json!({ "result": "applied", "summary": summary })).into_response(),
-        Err(ApplyError::Rejected(errors)) => rejected(&errors),
-        Err(ApplyError::Internal(e)) => {
-            (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e).into_response()
-        }
-        Err(ApplyError::Rollout(e)) => (
+        Err(RollOutError::Rejected(errors)) => rejected(&errors),
+        Err(RollOutError::Internal(e)) => (
             axum::http::StatusCode::BAD_REQUEST,
+            Json(json!({ "error": e })),
+        )
+            .into_response(),
+        Err(RollOutError::Busy(e)) => (
+            axum::http::StatusCode::CONFLICT,
             Json(json!({ "error": e })),
         )
             .into_response(),
@@ -327,10 +346,10 @@ async fn apply(State(state): State<Arc<UpState>>, Json(body): Json<ApplyBody>) -
 async fn apply_on_hangup(state: &UpState) {
     match apply_stack(state, None, None).await {
         Ok(summary) => tracing::info!(%summary, "stack file applied (SIGHUP)"),
-        Err(ApplyError::Rejected(errors)) => {
+        Err(RollOutError::Rejected(errors)) => {
             tracing::error!("stack file rejected; the running stack stays as it was:\n{errors}");
         }
-        Err(ApplyError::Internal(e) | ApplyError::Rollout(e)) => {
+        Err(RollOutError::Internal(e) | RollOutError::Busy(e)) => {
             tracing::error!("stack file apply failed (SIGHUP): {e}");
         }
     }

@@ -548,6 +548,41 @@ fn a_canary_s_webhooks_and_notify_targets_are_validated_at_their_place() {
 }
 
 #[test]
+fn automatic_and_blue_green_canary_keys_are_validated_at_their_place() {
+    let (ok, out) = validate(
+        r#"services:
+  - name: qotm
+    command: serin-demo
+    canary: {auto: yes please, blueGreen: {previewHeader: x-preview}}
+  - name: cart
+    command: serin-demo
+    canary:
+      auto: true
+      steps: [50, 100]
+      blueGreen: {}
+    versions: [{name: v1}, {name: v1-canary}]
+"#,
+    );
+    assert!(!ok, "{out}");
+    let expected = [
+        "bad.yaml:4:20: services[0].canary.auto: expected true or false",
+        "bad.yaml:4:59: services[0].canary.blueGreen.previewHeader: `x-preview` is not \
+         NAME=VALUE",
+        "bad.yaml:8:13: services[1].canary.auto: `auto: true` runs a new revision of `v1` as \
+         `v1-canary`, which is already a version of this service",
+        "bad.yaml:10:18: services[1].canary.blueGreen: `blueGreen` needs `previewHeader`",
+        "bad.yaml:9:14: services[1].canary.steps: `steps` does not go with `blueGreen`",
+    ];
+    for e in expected {
+        assert!(out.contains(e), "missing: {e}\n--- output:\n{out}");
+    }
+    assert!(
+        out.starts_with(&format!("{} problems", expected.len())),
+        "{out}"
+    );
+}
+
+#[test]
 fn token_auth_filters_name_every_bad_setting_and_the_line_of_every_bad_file() {
     let dir = serin_testkit::process::TempDir::new("serin-validate-auth");
     for (name, text) in [

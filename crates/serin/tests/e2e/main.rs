@@ -8,6 +8,9 @@ mod auth;
 mod canary;
 // Canary webhooks, gates, approval and notifications (issue #15, points 2, 3).
 mod canary_hooks;
+// Automatic canaries of `serin up` and blue/green with a preview (issue #15,
+// points 4, 5).
+mod canary_auto;
 // The request-body limit (issue #13, point 6).
 mod body_limit;
 mod canary_kube;

@@ -438,6 +438,22 @@ fn checks() -> Vec<Check> {
             r"`--latency-floor` \((\w+)\)",
             vec![dur(canary::DEFAULT_LATENCY_FLOOR)],
         ),
+        // ### A canary that starts itself
+        prose(
+            r"`auto` \(default `(\w+)`\)",
+            vec![Value::Text(stack_defaults::DEFAULT_AUTO.to_string())],
+        ),
+        prose(
+            r"runs beside it as the version `v1(-\w+)`",
+            vec![Value::Text(
+                stack_defaults::CANARY_VERSION_SUFFIX.to_string(),
+            )],
+        ),
+        // ### Blue/green with a preview
+        prose(
+            r"then switched at once \(`steps: \[(\d+)\]`\)",
+            vec![num(canary::BLUE_GREEN_STEPS[0])],
+        ),
         // ### Webhooks, gates and notifications
         prose(
             r"no answer within\s+its `timeout` \((\d+ s) by default\)",

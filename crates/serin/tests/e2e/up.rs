@@ -156,7 +156,7 @@ impl Stack {
         }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
@@ -191,7 +191,7 @@ impl Stack {
     }
 
     /// `GET /runtime/ps`: one JSON object per replica.
-    async fn ps(&self) -> Vec<Value> {
+    pub(crate) async fn ps(&self) -> Vec<Value> {
         let resp = client()
             .get(self.serin.admin_url("/runtime/ps"))
             .send()

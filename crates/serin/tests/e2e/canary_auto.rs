@@ -1,0 +1,521 @@
+//! Canaries that start themselves (`auto: true`) under a real `serin up`:
+//! `serin apply` of a changed version runs the new revision as
+//! `VERSION-canary` beside the old one and judges it; a failing one is
+//! rolled back while the old revision serves on, a healthy one is promoted
+//! and the old revision retired. Real replicas (`serin demo qotm`), load
+//! from the test; nothing here asserts on elapsed time.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::client;
+use crate::up::{LIMIT, Stack, eventually};
+
+/// The longest a whole canary may take before a test gives up.
+const CANARY_LIMIT: Duration = Duration::from_secs(180);
+
+/// qotm behind `/`, one version `v1` answering as `answer` with `extra`
+/// arguments, its canary automatic with short windows.
+fn stack_yaml(canary: &str, answer: &str, extra: &str) -> String {
+    format!(
+        "gateway:
+  routes:
+    - name: qotm
+      rules:
+        - backendRefs: [{{name: qotm}}]
+services:
+  - name: qotm
+    command: serin-demo
+    readiness: {{httpGet: {{path: /ready}}, period: 200ms}}
+    restartBackoff: {{initial: 200ms, max: 1s, resetAfter: 10s}}
+    terminationGracePeriod: 5s
+    canary: {{auto: true, interval: 1s, failures: 1, maxLatencyRatio: 50, \
+     inconclusiveLimit: 1000, {canary}}}
+    versions:
+      - name: v1
+        replicas: 2
+        args: [qotm, --version, {answer}{extra}]
+"
+    )
+}
+
+/// The steps of most tests.
+const STEPS: &str = "steps: [50, 100], minRequests: 10";
+
+/// Answers seen by the load, by the `version` they name and their status.
+type Seen = BTreeMap<(String, u16), usize>;
+
+/// Clients sending GETs without pause until stopped, every answer counted
+/// by (version, status); one without a JSON answer is kept as a failure.
+struct Load {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Seen>>,
+    failed: Arc<Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(url: String, header: Option<(&'static str, &'static str)>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Seen::new()));
+        let failed = Arc::new(Mutex::new(Vec::new()));
+        let tasks = (0..4)
+            .map(|_| {
+                let (url, stop, seen, failed) =
+                    (url.clone(), stop.clone(), seen.clone(), failed.clone());
+                tokio::spawn(async move {
+                    let http = client();
+                    while !stop.load(Ordering::SeqCst) {
+                        let mut req = http.get(&url);
+                        if let Some((k, v)) = header {
+                            req = req.header(k, v);
+                        }
+                        match answer(req).await {
+                            Ok(key) => {
+                                *seen
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .entry(key)
+                                    .or_default() += 1;
+                            }
+                            Err(e) => failed.lock().unwrap_or_else(|e| e.into_inner()).push(e),
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            seen,
+            failed,
+            tasks,
+        }
+    }
+
+    fn seen(&self) -> Seen {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn reset(&self) {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Waits until `n` more answers have come.
+    async fn more(&self, n: usize) {
+        let count = |s: &Seen| s.values().sum::<usize>();
+        let target = count(&self.seen()) + n;
+        eventually(&format!("{n} more answers"), async || {
+            (count(&self.seen()) >= target).then_some(())
+        })
+        .await;
+    }
+
+    /// Stops the clients; fails the test if any request got no answer.
+    async fn finish(self) -> Seen {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.tasks {
+            t.await.unwrap_or_else(|e| panic!("load task: {e}"));
+        }
+        let failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        assert!(failed.is_empty(), "requests without an answer: {failed:#?}");
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// (the answer's `version`, its status), or why there was none.
+async fn answer(req: reqwest::RequestBuilder) -> Result<(String, u16), String> {
+    let r = req.send().await.map_err(|e| format!("{e:?}"))?;
+    let status = r.status().as_u16();
+    let body = r.text().await.map_err(|e| format!("body: {e:?}"))?;
+    let v: Value = serde_json::from_str(&body).map_err(|_| format!("HTTP {status}: {body}"))?;
+    let version = v["version"].as_str().unwrap_or("?").to_string();
+    Ok((version, status))
+}
+
+/// `serin apply` of `yaml` (written over the stack file first): its JSON
+/// answer.
+async fn apply(stack: &Stack, yaml: &str) -> Value {
+    std::fs::write(stack.path("stack.yaml"), yaml).unwrap_or_else(|e| panic!("{e}"));
+    let r = client()
+        .post(stack.serin.admin_url("/apply"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("apply: {e}"));
+    let status = r.status();
+    let v: Value = r.json().await.unwrap_or_else(|e| panic!("apply: {e}"));
+    assert!(status.is_success(), "apply: {status} {v}");
+    v
+}
+
+async fn canary(stack: &Stack) -> Value {
+    let r = client()
+        .get(stack.serin.admin_url("/canary/qotm"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    r.json().await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Polls the canary of qotm until `cond` holds.
+async fn wait_canary(stack: &Stack, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + CANARY_LIMIT;
+    loop {
+        let v = canary(stack).await;
+        if cond(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what} never came:\n{v:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The audit log's entries whole so far: a last line without its newline
+/// is still being written.
+fn audit(stack: &Stack) -> Vec<Value> {
+    let text = std::fs::read_to_string(stack.path("stack.canary-audit.jsonl")).unwrap_or_default();
+    let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+    whole
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line {l}: {e}")))
+        .collect()
+}
+
+/// Waits until the audit log holds a `decision`; that entry.
+async fn wait_decision(stack: &Stack, decision: &str) -> Value {
+    let deadline = Instant::now() + CANARY_LIMIT;
+    loop {
+        if let Some(e) = audit(stack).into_iter().find(|e| e["decision"] == decision) {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no `{decision}` in the audit log: {:#?}",
+            audit(stack)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The versions of qotm's replicas now (`v1`, `v1-canary`), each counted.
+async fn replica_versions(stack: &Stack) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for r in stack.ps().await {
+        *out.entry(r["version"].as_str().unwrap_or("?").to_string())
+            .or_default() += 1;
+    }
+    out
+}
+
+/// The automatic canaries' state file.
+fn auto_state(stack: &Stack) -> Value {
+    let text = std::fs::read_to_string(stack.path("stack.canary-auto.json"))
+        .unwrap_or_else(|e| panic!("stack.canary-auto.json: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_of_a_failing_revision_starts_a_canary_that_is_rolled_back_while_the_old_one_serves()
+ {
+    let stack = Stack::start(&stack_yaml(STEPS, "old", ""));
+    stack.wait_ready("qotm", "v1", 2).await;
+    let load = Load::start(stack.url("/"), None);
+    load.more(50).await;
+
+    // Every answer of the new revision is a 500.
+    let out = apply(&stack, &stack_yaml(STEPS, "new", ", --error-rate, 1")).await;
+    assert!(
+        out["summary"]["added"]
+            .to_string()
+            .contains("qotm/v1-canary"),
+        "{out}"
+    );
+    let v = wait_canary(&stack, "the automatic canary", |v| {
+        v["canary"] == "v1-canary"
+    })
+    .await;
+    assert_eq!(v["baseline"], "v1", "{v:#}");
+    let start = audit(&stack)
+        .into_iter()
+        .find(|e| e["decision"] == "start")
+        .unwrap_or_else(|| panic!("no start: {:#?}", audit(&stack)));
+    assert_eq!(start["actor"], "apply", "{start}");
+    let v = wait_canary(&stack, "the rollback", |v| v["phase"] != "Progressing").await;
+    assert_eq!(v["phase"], "RolledBack", "{v:#}");
+    let retire = wait_decision(&stack, "retire").await;
+    assert_eq!(retire["actor"], "apply", "{retire}");
+    eventually("v1-canary stopped", async || {
+        let versions = replica_versions(&stack).await;
+        (versions == BTreeMap::from([("v1".to_string(), 2)])).then_some(())
+    })
+    .await;
+    assert_eq!(
+        auto_state(&stack)["releases"]["qotm"]["stage"],
+        "RolledBack",
+        "the state says so"
+    );
+
+    // Every answer so far: the old revision never failed, the new one got
+    // traffic and failed it all.
+    let seen = load.seen();
+    for ((version, status), n) in &seen {
+        match version.as_str() {
+            "old" => assert_eq!(*status, 200, "{n} answers of the old revision: {seen:?}"),
+            "new" => assert_eq!(*status, 500, "{seen:?}"),
+            other => panic!("an answer of {other}: {seen:?}"),
+        }
+    }
+    assert!(
+        seen.contains_key(&("new".to_string(), 500)),
+        "the canary got traffic: {seen:?}"
+    );
+
+    // The same file again tries nothing: the old revision serves on.
+    let out = apply(&stack, &stack_yaml(STEPS, "new", ", --error-rate, 1")).await;
+    assert!(!out.to_string().contains("v1-canary"), "{out}");
+    load.reset();
+    load.more(100).await;
+    let seen = load.finish().await;
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        [&("old".to_string(), 200)],
+        "only the old revision answers now"
+    );
+    assert_eq!(canary(&stack).await["phase"], "RolledBack");
+    stack.stop("TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_of_a_healthy_revision_is_promoted_and_takes_all_the_traffic() {
+    let stack = Stack::start(&stack_yaml(STEPS, "old", ""));
+    stack.wait_ready("qotm", "v1", 2).await;
+    let load = Load::start(stack.url("/"), None);
+    load.more(50).await;
+    apply(&stack, &stack_yaml(STEPS, "new", "")).await;
+    let v = wait_canary(&stack, "the promotion", |v| {
+        v["canary"] == "v1-canary" && v["phase"] != "Progressing"
+    })
+    .await;
+    assert_eq!(v["phase"], "Promoted", "{v:#}");
+    let finish = wait_decision(&stack, "finish").await;
+    assert_eq!(finish["to"]["v1"], 100, "{finish}");
+    eventually("only v1, of the new revision", async || {
+        let versions = replica_versions(&stack).await;
+        (versions == BTreeMap::from([("v1".to_string(), 2)])).then_some(())
+    })
+    .await;
+    load.reset();
+    load.more(100).await;
+    let seen = load.finish().await;
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        [&("new".to_string(), 200)],
+        "the new revision takes all the traffic as v1"
+    );
+    let state = auto_state(&stack);
+    assert!(
+        state["releases"].as_object().is_some_and(|r| r.is_empty()),
+        "{state}"
+    );
+    assert!(LIMIT > Duration::ZERO);
+    stack.stop("TERM").await;
+}
+
+/// One step of 50% that waits for `serin canary approve`: a canary that
+/// stays running until the test says.
+const HELD: &str = "steps: [50], approval: true, minRequests: 10";
+
+/// `POST /canary/qotm/approve`.
+async fn approve(stack: &Stack) {
+    let r = client()
+        .post(stack.serin.admin_url("/canary/qotm/approve"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("approve: {e}"));
+    assert!(r.status().is_success(), "approve: {}", r.status());
+}
+
+/// Waits until the load has seen answers of exactly `versions` (all 200)
+/// since it was reset.
+async fn wait_answers(load: &Load, versions: &[&str]) {
+    let want: Vec<(String, u16)> = versions.iter().map(|v| (v.to_string(), 200)).collect();
+    eventually(&format!("answers of {versions:?} only"), async || {
+        load.reset();
+        load.more(60).await;
+        let seen: Vec<(String, u16)> = load.seen().into_keys().collect();
+        (seen == want).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_apply_during_a_canary_restarts_the_analysis_for_the_newest_revision() {
+    let stack = Stack::start(&stack_yaml(HELD, "old", ""));
+    stack.wait_ready("qotm", "v1", 2).await;
+    let load = Load::start(stack.url("/"), None);
+    apply(&stack, &stack_yaml(HELD, "new", "")).await;
+    let first = wait_canary(&stack, "the wait for approval", |v| {
+        v["waiting"]["gate"] == "approval"
+    })
+    .await;
+    wait_answers(&load, &["new", "old"]).await;
+
+    apply(&stack, &stack_yaml(HELD, "newer", "")).await;
+    let second = wait_canary(&stack, "a new canary", |v| v["id"] != first["id"]).await;
+    assert_eq!(second["canary"], "v1-canary", "{second:#}");
+    let entries = audit(&stack);
+    let abort = entries
+        .iter()
+        .find(|e| e["decision"] == "abort")
+        .unwrap_or_else(|| panic!("no abort: {entries:#?}"));
+    assert_eq!(abort["actor"], "apply", "{abort}");
+    assert_eq!(
+        entries.iter().filter(|e| e["decision"] == "start").count(),
+        2,
+        "{entries:#?}"
+    );
+    wait_canary(&stack, "the wait for approval", |v| {
+        v["waiting"]["gate"] == "approval"
+    })
+    .await;
+    wait_answers(&load, &["newer", "old"]).await;
+
+    approve(&stack).await;
+    wait_decision(&stack, "finish").await;
+    wait_answers(&load, &["newer"]).await;
+    load.finish().await;
+    stack.stop("TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_an_automatic_canary_then_restart_holds_both_revisions_again() {
+    let mut stack = Stack::start(&stack_yaml(HELD, "old", ""));
+    stack.wait_ready("qotm", "v1", 2).await;
+    let load = Load::start(stack.url("/"), None);
+    apply(&stack, &stack_yaml(HELD, "new", "")).await;
+    let before = wait_canary(&stack, "the wait for approval", |v| {
+        v["waiting"]["gate"] == "approval"
+    })
+    .await;
+    load.finish().await;
+    assert_eq!(auto_state(&stack)["releases"]["qotm"]["stage"], "Judging");
+
+    stack.serin.signal("KILL");
+    let code = tokio::task::block_in_place(|| stack.serin.wait(LIMIT));
+    assert_eq!(code, None, "killed by a signal");
+    // The stack file says `new`; the old revision is still the baseline.
+    stack.serin = serin_testkit::Serin::up(crate::common::SERIN, &stack.path("stack.yaml"), &[]);
+    stack.wait_ready("qotm", "v1", 2).await;
+    stack.wait_ready("qotm", "v1-canary", 2).await;
+    let after = canary(&stack).await;
+    assert_eq!(after["id"], before["id"], "the same canary: {after:#}");
+    assert_eq!(after["weights"], before["weights"], "{after:#}");
+    let load = Load::start(stack.url("/"), None);
+    wait_answers(&load, &["new", "old"]).await;
+
+    approve(&stack).await;
+    wait_decision(&stack, "finish").await;
+    wait_answers(&load, &["new"]).await;
+    eventually("only v1", async || {
+        let versions = replica_versions(&stack).await;
+        (versions == BTreeMap::from([("v1".to_string(), 2)])).then_some(())
+    })
+    .await;
+    load.finish().await;
+    stack.stop("TERM").await;
+}
+
+/// Blue/green on the preview header `x-preview: 1`; the preview step needs
+/// 50 requests, more than the test's own probes send.
+const BLUE_GREEN: &str = "blueGreen: {previewHeader: x-preview=1}, minRequests: 50";
+
+/// The version that answers one request to `path`, with the preview
+/// header or without.
+async fn version_of(stack: &Stack, path: &str, preview: bool) -> String {
+    let mut req = client().get(stack.url(path));
+    if preview {
+        req = req.header("x-preview", "1");
+    }
+    let (version, status) = answer(req).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, 200, "{path}: {version}");
+    version
+}
+
+/// Applies the new revision, waits for its preview and checks that only
+/// requests with the preview header reach it.
+async fn previewed(stack: &Stack, new_args: &str) {
+    apply(stack, &stack_yaml(BLUE_GREEN, "new", new_args)).await;
+    let v = wait_canary(stack, "the preview step", |v| {
+        v["canary"] == "v1-canary" && v["match_step"] == true
+    })
+    .await;
+    assert_eq!(v["weights"]["v1-canary"], 0, "{v:#}");
+    stack.wait_ready("qotm", "v1-canary", 2).await;
+    for _ in 0..10 {
+        assert_eq!(version_of(stack, "/quote/1", true).await, "new");
+        assert_eq!(version_of(stack, "/quote/1", false).await, "old");
+    }
+    assert_eq!(canary(stack).await["match_step"], true, "still previewing");
+}
+
+/// The `advance` that left the preview: straight from 0 to 100.
+fn switch(stack: &Stack) -> Value {
+    let entries = audit(stack);
+    entries
+        .into_iter()
+        .find(|e| e["decision"] == "advance")
+        .unwrap_or_else(|| panic!("no advance: {:#?}", audit(stack)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_previews_on_its_header_then_switches_at_once_and_is_promoted() {
+    let stack = Stack::start(&stack_yaml(BLUE_GREEN, "old", ""));
+    stack.wait_ready("qotm", "v1", 2).await;
+    previewed(&stack, "").await;
+    let testers = Load::start(stack.url("/quote/1"), Some(("x-preview", "1")));
+    let everyone = Load::start(stack.url("/"), None);
+    let v = wait_canary(&stack, "the end", |v| v["phase"] != "Progressing").await;
+    assert_eq!(v["phase"], "Promoted", "{v:#}");
+    let s = switch(&stack);
+    assert_eq!(
+        (&s["from"]["v1-canary"], &s["to"]["v1-canary"]),
+        (&Value::from(0), &Value::from(100)),
+        "at once: {s}"
+    );
+    wait_decision(&stack, "finish").await;
+    testers.finish().await;
+    wait_answers(&everyone, &["new"]).await;
+    everyone.finish().await;
+    stack.stop("TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_that_fails_after_the_switch_is_rolled_back_to_the_old_version() {
+    let stack = Stack::start(&stack_yaml(BLUE_GREEN, "old", ""));
+    stack.wait_ready("qotm", "v1", 2).await;
+    // The new revision answers quotes by index but fails every random one:
+    // the preview (by index) passes, live traffic after the switch fails.
+    previewed(&stack, ", --error-rate, 1").await;
+    let testers = Load::start(stack.url("/quote/1"), Some(("x-preview", "1")));
+    let everyone = Load::start(stack.url("/"), None);
+    let v = wait_canary(&stack, "the end", |v| v["phase"] != "Progressing").await;
+    assert_eq!(v["phase"], "RolledBack", "{v:#}");
+    assert_eq!(
+        switch(&stack)["to"]["v1-canary"],
+        100,
+        "it was switched first"
+    );
+    let rollback = wait_decision(&stack, "rollback").await;
+    assert_eq!(rollback["from"]["v1-canary"], 100, "{rollback}");
+    wait_decision(&stack, "retire").await;
+    testers.finish().await;
+    wait_answers(&everyone, &["old"]).await;
+    everyone.finish().await;
+    stack.stop("TERM").await;
+}
