@@ -106,6 +106,10 @@ fn service(raw: &RawService, base_dir: &Path, p: &mut Problems) -> ServiceSpec {
             .collect(),
         versions,
         canary: raw.canary.as_ref().map(|c| canary(c, p)),
+        watch: raw
+            .watch
+            .as_ref()
+            .map(|w| super::watch::validate(w, base_dir, p)),
     }
 }
 
