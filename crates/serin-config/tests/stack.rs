@@ -682,6 +682,9 @@ fn watch_resolves_paths_globs_and_the_build() {
   - name: b
     command: x
     watch: {paths: [src], build: [make, b]}
+  - name: e
+    command: x
+    watch: {paths: [src], build: [./build.sh, e]}
   - name: c
     command: x
     watch: {paths: [.]}
@@ -695,16 +698,23 @@ fn watch_resolves_paths_globs_and_the_build() {
     let mut ignore = vec!["*.tmp".to_string()];
     ignore.extend(DEFAULT_WATCH_IGNORE.iter().map(|g| g.to_string()));
     assert_eq!(a.ignore, ignore);
+    let line = "cargo build --bin a";
+    let built = a.build.unwrap();
     assert_eq!(
-        a.build,
-        Some(vec!["sh".into(), "-c".into(), "cargo build --bin a".into()])
+        (built.argv, built.written.as_str()),
+        (vec!["sh".into(), "-c".into(), line.into()], line)
     );
     let b = stack.service("b").and_then(|s| s.watch.clone()).unwrap();
-    assert_eq!(b.build, Some(vec!["make".into(), "b".into()]));
+    let argv = |w: &WatchSpec| w.build.as_ref().map(|b| b.argv.clone());
+    assert_eq!(argv(&b), Some(vec!["make".into(), "b".into()]));
+    let e = stack.service("e").and_then(|s| s.watch.clone()).unwrap();
+    let script = dir.join("./build.sh").display().to_string();
+    assert_eq!(argv(&e), Some(vec![script, "e".into()]));
+    assert_eq!(e.build.map(|b| b.written), Some("./build.sh e".into()));
     let c = stack.service("c").and_then(|s| s.watch.clone()).unwrap();
     assert_eq!(
-        (c.build, c.ignore.len()),
-        (None, DEFAULT_WATCH_IGNORE.len())
+        (c.build.is_none(), c.ignore.len()),
+        (true, DEFAULT_WATCH_IGNORE.len())
     );
     assert_eq!(stack.service("d").map(|s| s.watch.is_some()), Some(false));
 }

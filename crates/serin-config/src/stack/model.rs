@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use super::raw::{DependencyCondition, RestartPolicy, StrategyType};
-pub use super::watch::{DEFAULT_WATCH_IGNORE, IgnoreRules, WatchError, WatchSpec};
+pub use super::watch::{BuildCommand, DEFAULT_WATCH_IGNORE, IgnoreRules, WatchError, WatchSpec};
 
 /// The version name of a service written without `versions`.
 pub const DEFAULT_VERSION: &str = "v1";

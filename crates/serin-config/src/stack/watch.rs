@@ -63,9 +63,17 @@ pub struct WatchSpec {
     pub paths: Vec<PathBuf>,
     /// The globs as written, then [`DEFAULT_WATCH_IGNORE`]; each compiles.
     pub ignore: Vec<String>,
-    /// The build's program and arguments (a shell line is `sh -c LINE`);
     /// `None`: a change only rolls the versions out again.
-    pub build: Option<Vec<String>>,
+    pub build: Option<BuildCommand>,
+}
+
+/// A service's build command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildCommand {
+    /// What runs: the program and its arguments (`sh -c LINE` for a line).
+    pub argv: Vec<String>,
+    /// As written, for messages.
+    pub written: String,
 }
 
 impl WatchSpec {
@@ -165,7 +173,7 @@ pub(super) fn validate(raw: &RawWatch, base_dir: &Path, p: &mut Problems) -> Wat
     WatchSpec {
         paths,
         ignore,
-        build: raw.build.as_ref().and_then(|b| build(b, p)),
+        build: raw.build.as_ref().and_then(|b| build(b, base_dir, p)),
     }
 }
 
@@ -188,7 +196,9 @@ fn watched_path(path: &Spanned<String>, base_dir: &Path, p: &mut Problems) -> Op
     }
 }
 
-fn build(raw: &RawBuild, p: &mut Problems) -> Option<Vec<String>> {
+/// The build's program and arguments; a program given as a relative path
+/// (`./build.sh`) is made absolute against `base_dir`, as `command` is.
+fn build(raw: &RawBuild, base_dir: &Path, p: &mut Problems) -> Option<BuildCommand> {
     let argv = &raw.argv;
     if argv
         .value
@@ -205,11 +215,16 @@ fn build(raw: &RawBuild, p: &mut Problems) -> Option<Vec<String>> {
         argv.report(p, "`build` cannot hold a NUL character");
         return None;
     }
-    Some(if raw.shell {
-        vec!["sh".into(), "-c".into(), argv.value[0].clone()]
-    } else {
-        argv.value.clone()
-    })
+    let written = argv.value.join(" ");
+    if raw.shell {
+        let argv = vec!["sh".into(), "-c".into(), written.clone()];
+        return Some(BuildCommand { argv, written });
+    }
+    let mut argv = argv.value.clone();
+    if argv[0].contains('/') {
+        argv[0] = base_dir.join(&argv[0]).display().to_string();
+    }
+    Some(BuildCommand { argv, written })
 }
 
 #[cfg(test)]
