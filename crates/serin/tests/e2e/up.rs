@@ -375,6 +375,18 @@ impl Load {
             .clone()
     }
 
+    /// Forgets the versions seen so far, then fails unless the next 50
+    /// answers all come from `version`.
+    pub(crate) async fn next_answers_from(&self, version: &str, why: &str) {
+        self.reset_versions();
+        self.more(50).await;
+        assert_eq!(
+            self.versions().keys().collect::<Vec<_>>(),
+            [version],
+            "{why}"
+        );
+    }
+
     pub(crate) fn reset_versions(&self) {
         self.versions
             .lock()
@@ -902,13 +914,8 @@ gateway:
     .await;
     assert_ne!(pid(&new_v1), pid(&v1[0]));
     load.more(20).await;
-    load.reset_versions();
-    load.more(50).await;
-    assert_eq!(
-        load.versions().keys().collect::<Vec<_>>(),
-        ["v2"],
-        "the new weights send everything to v2"
-    );
+    load.next_answers_from("v2", "the new weights send everything to v2")
+        .await;
     load.finish().await;
     assert_gone(&BTreeSet::from_iter(pid(&v1[0]))).await;
     stack.stop("TERM").await;

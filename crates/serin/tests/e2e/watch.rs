@@ -68,6 +68,14 @@ async fn last_build(stack: &Stack, service: &str) -> Option<Value> {
         .cloned()
 }
 
+/// Fails unless qotm's logs (`serin logs qotm`) hold each of `expected`.
+async fn assert_logged(stack: &Stack, expected: &[&str]) {
+    let logs = stack.logs_of("qotm").await;
+    for e in expected {
+        assert!(logs.contains(e), "no `{e}` in:\n{logs}");
+    }
+}
+
 /// Waits until qotm/v1 runs one ready replica other than `old`, and
 /// returns it.
 async fn replaced(stack: &Stack, old: &Value) -> Value {
@@ -80,12 +88,19 @@ async fn replaced(stack: &Stack, old: &Value) -> Value {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_watched_source_change_rebuilds_and_rolls_out_with_no_failed_request() {
+/// `serin up --watch` of [`watched_project`] serving `v1-a`: its replica
+/// and clients already getting answers.
+async fn start_watched_under_load() -> (Stack, Value, Load) {
     let stack = Stack::start_in(watched_project("v1-a"), &["--watch"]);
     let old = stack.wait_ready("qotm", "v1", 1).await.remove(0);
     let load = Load::start(stack.url("/qotm/"));
     load.more(50).await;
+    (stack, old, load)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_source_change_rebuilds_and_rolls_out_with_no_failed_request() {
+    let (stack, old, load) = start_watched_under_load().await;
 
     // A burst of saves, as an editor or a checkout makes.
     for _ in 0..3 {
@@ -93,23 +108,22 @@ async fn a_watched_source_change_rebuilds_and_rolls_out_with_no_failed_request()
     }
     let new = replaced(&stack, &old).await;
     assert_gone(&pid(&old).into_iter().collect()).await;
-    load.reset_versions();
-    load.more(50).await;
-    assert_eq!(
-        load.versions().keys().collect::<Vec<_>>(),
-        ["v1-b"],
-        "every answer comes from the rebuilt replica {new}"
-    );
+    load.next_answers_from(
+        "v1-b",
+        &format!("every answer comes from the rebuilt {new}"),
+    )
+    .await;
     load.finish().await;
 
-    let logs = stack.logs_of("qotm").await;
-    for expected in [
-        "qotm/build | [serin] build started: sh build.sh",
-        "qotm/build | built out/run.sh",
-        "qotm/build | [serin] build succeeded",
-    ] {
-        assert!(logs.contains(expected), "no `{expected}` in:\n{logs}");
-    }
+    assert_logged(
+        &stack,
+        &[
+            "qotm/build | [serin] build started: sh build.sh",
+            "qotm/build | built out/run.sh",
+            "qotm/build | [serin] build succeeded",
+        ],
+    )
+    .await;
     let build = last_build(&stack, "qotm").await;
     assert_eq!(
         build.as_ref().map(|b| b["state"].clone()),
@@ -121,10 +135,7 @@ async fn a_watched_source_change_rebuilds_and_rolls_out_with_no_failed_request()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_build_keeps_the_old_replica_serving_and_says_why() {
-    let stack = Stack::start_in(watched_project("v1-a"), &["--watch"]);
-    let old = stack.wait_ready("qotm", "v1", 1).await.remove(0);
-    let load = Load::start(stack.url("/qotm/"));
-    load.more(50).await;
+    let (stack, old, load) = start_watched_under_load().await;
 
     std::fs::write(stack.path("src/run.sh"), "BROKEN\n").unwrap_or_else(|e| panic!("write: {e}"));
     let failed = eventually("the build failed", async || {
@@ -138,35 +149,35 @@ async fn a_broken_build_keeps_the_old_replica_serving_and_says_why() {
         message.contains("exit status 3") && message.contains("BROKEN is not a command"),
         "{failed}"
     );
-    let logs = stack.logs_of("qotm").await;
-    for expected in [
-        "qotm/build | src/run.sh: BROKEN is not a command",
-        "qotm/build | [serin] build failed: exit status 3",
-        "the running replicas stay as they are",
-    ] {
-        assert!(logs.contains(expected), "no `{expected}` in:\n{logs}");
-    }
+    assert_logged(
+        &stack,
+        &[
+            "qotm/build | src/run.sh: BROKEN is not a command",
+            "qotm/build | [serin] build failed: exit status 3",
+            "the running replicas stay as they are",
+        ],
+    )
+    .await;
     let ps = stack.cli_ok(&["ps"]).await;
     assert!(
         ps.lines()
             .any(|l| l.starts_with("qotm ") && l.contains("Failed") && l.contains("exit status 3")),
         "serin ps shows the failed build:\n{ps}"
     );
-    load.more(50).await;
+    load.next_answers_from("v1-a", "the old build still answers")
+        .await;
     let still = stack.wait_ready("qotm", "v1", 1).await.remove(0);
     assert_eq!(
         (pid(&still), &still["revision"]),
         (pid(&old), &old["revision"]),
         "the old replica still serves"
     );
-    assert_eq!(load.versions().keys().collect::<Vec<_>>(), ["v1-a"]);
 
     // Fixed: the next build rolls out.
     write_source(&stack.path(""), "v1-c");
     replaced(&stack, &old).await;
-    load.reset_versions();
-    load.more(50).await;
-    assert_eq!(load.versions().keys().collect::<Vec<_>>(), ["v1-c"]);
+    load.next_answers_from("v1-c", "the fixed build answers")
+        .await;
     load.finish().await;
     stack.stop("TERM").await;
 }
