@@ -210,10 +210,32 @@ async fn a_stack_file_change_applies_itself_and_a_broken_one_changes_nothing() {
     assert_eq!(pid(&still), pid(&old), "a refused file changed nothing");
 
     std::fs::write(&file, qotm_v1_stack(2)).unwrap_or_else(|e| panic!("write: {e}"));
-    stack.wait_ready("qotm", "v1", 2).await;
-    eventually("the apply logged", async || {
-        logged("stack file applied (watch)").then_some(())
+    let two = stack.wait_ready("qotm", "v1", 2).await;
+    let applied = || {
+        let lines = stack.serin.log_lines();
+        lines
+            .iter()
+            .filter(|l| l.contains("stack file applied (watch)"))
+            .count()
+    };
+    eventually("the apply logged", async || (applied() == 1).then_some(())).await;
+
+    // A `watch:` added by an apply is watched from then on.
+    std::fs::create_dir_all(stack.path("src")).unwrap_or_else(|e| panic!("mkdir: {e}"));
+    let watched = qotm_v1_stack(2) + "    watch: {paths: [src], build: echo rebuilt-by-watch}\n";
+    std::fs::write(&file, watched).unwrap_or_else(|e| panic!("write: {e}"));
+    eventually("the second apply logged", async || {
+        (applied() == 2).then_some(())
     })
     .await;
+    std::fs::write(stack.path("src/main.c"), "int main;\n").unwrap_or_else(|e| panic!("{e}"));
+    eventually("the added watch rebuilt qotm", async || {
+        let now = stack.wait_ready("qotm", "v1", 2).await;
+        now.iter()
+            .all(|r| !two.iter().any(|t| pid(t) == pid(r)))
+            .then_some(())
+    })
+    .await;
+    assert_logged(&stack, &["qotm/build | rebuilt-by-watch"]).await;
     stack.stop("TERM").await;
 }
