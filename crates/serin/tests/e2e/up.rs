@@ -78,7 +78,7 @@ pub(crate) async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option
 }
 
 /// Text output of a command, for assertions.
-fn text(out: &Output) -> (String, String) {
+pub(crate) fn text(out: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -86,7 +86,7 @@ fn text(out: &Output) -> (String, String) {
 }
 
 /// Runs `serin ARGS` (a CLI command, not a server) and waits for it.
-async fn serin_cli(args: &[&str]) -> Output {
+pub(crate) async fn serin_cli(args: &[&str]) -> Output {
     let mut cmd = tokio::process::Command::new(SERIN);
     cmd.args(args)
         .env_remove("SERIN_ADMIN")

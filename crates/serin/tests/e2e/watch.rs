@@ -11,7 +11,9 @@ use serde_json::Value;
 use serin_testkit::process::TempDir;
 
 use crate::common::{SERIN, client};
-use crate::up::{Load, QUICK, Stack, assert_gone, eventually, pid, qotm_gateway, qotm_v1_stack};
+use crate::up::{
+    Load, QUICK, Stack, assert_gone, eventually, pid, qotm_gateway, qotm_v1_stack, serin_cli, text,
+};
 
 /// The build: copies `src/run.sh` to `out/run.sh`, or fails with exit
 /// status 3 and a message on stderr when the source says BROKEN.
@@ -238,4 +240,34 @@ async fn a_stack_file_change_applies_itself_and_a_broken_one_changes_nothing() {
     .await;
     assert_logged(&stack, &["qotm/build | rebuilt-by-watch"]).await;
     stack.stop("TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serin_validate_names_each_bad_watch_key_at_its_place() {
+    let dir = TempDir::new("serin-watch-validate");
+    std::fs::create_dir_all(dir.path().join("src")).unwrap_or_else(|e| panic!("mkdir: {e}"));
+    let file = dir.path().join("stack.yaml");
+    std::fs::write(
+        &file,
+        "services:
+  - name: a
+    command: x
+    watch: {paths: [src, nope], ignore: ['[x'], build: []}
+  - name: b
+    command: x
+    watch: {build: make}
+",
+    )
+    .unwrap_or_else(|e| panic!("write: {e}"));
+    let out = serin_cli(&["validate", &file.display().to_string()]).await;
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    for expected in [
+        "stack.yaml:4:26: services[0].watch.paths[1]: cannot watch `nope`",
+        "stack.yaml:4:42: services[0].watch.ignore[0]: `[x` is not a glob",
+        "stack.yaml:4:56: services[0].watch.build: `build` is empty",
+        "stack.yaml:7:12: services[1].watch: ",
+    ] {
+        assert!(stderr.contains(expected), "no `{expected}` in:\n{stderr}");
+    }
 }
