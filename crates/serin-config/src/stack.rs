@@ -47,6 +47,10 @@
 //!       - {name: DB_PASS, fromEnv: HOST_DB_PASS}
 //!       - {name: TLS_KEY, value: "...", asFile: true}
 //!     strategy: {type: RollingUpdate, maxSurge: 1, maxUnavailable: 0}   # or {type: Recreate}
+//!     watch:                         # `serin up --watch`: rebuild and roll on a change
+//!       paths: [src, Cargo.toml]     # relative to this file's folder; each must exist
+//!       ignore: ["*.tmp", src/generated]   # target and .git always
+//!       build: cargo build           # `sh -c` line, or [cargo, build]; none: only roll
 //!     versions:
 //!       - name: v1
 //!         replicas: 2
@@ -90,6 +94,11 @@
 //!   named `name`, or with `asFile: true` only as the file
 //!   `$SERIN_SECRETS_DIR/name`. Secret values are never shown: their `Debug`
 //!   is redacted and no error message quotes them.
+//! - `watch` is the service's only (not a version default): a change under
+//!   one of `paths` runs `build` in the stack file's folder and, when it
+//!   exits 0, rolls every version of the service out again (see
+//!   serin-runtime's `watch`). `ignore` globs are gitignore-like (see
+//!   [`watch::IgnoreRules`]); [`DEFAULT_WATCH_IGNORE`] is always added.
 //! - `PORT`, `SERIN_SERVICE`, `SERIN_VERSION`, `SERIN_REPLICA`,
 //!   `SERIN_FILES_DIR` and `SERIN_SECRETS_DIR` are set by serin and may not
 //!   be set in `env` or `secrets`.
@@ -101,6 +110,7 @@ pub use gateway::mesh_route_name;
 pub mod model;
 pub mod raw;
 mod validate;
+pub mod watch;
 
 use std::path::Path;
 

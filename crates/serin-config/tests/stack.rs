@@ -668,3 +668,110 @@ fn the_gateway_takes_proxy_protocol_as_a_listener_does() {
         &["s.yaml:2:18", "gateway.proxyProtocol", "at least one entry"],
     );
 }
+
+#[test]
+fn watch_resolves_paths_globs_and_the_build() {
+    let dir = temp_dir("watch-good");
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::write(dir.join("Cargo.toml"), "").unwrap();
+    let stack = parse_in(
+        "services:
+  - name: a
+    command: x
+    watch: {paths: [src, Cargo.toml], ignore: ['*.tmp'], build: cargo build --bin a}
+  - name: b
+    command: x
+    watch: {paths: [src], build: [make, b]}
+  - name: e
+    command: x
+    watch: {paths: [src], build: [./build.sh, e]}
+  - name: c
+    command: x
+    watch: {paths: [.]}
+  - {name: d, command: x}
+",
+        &dir,
+    )
+    .unwrap();
+    let a = stack.service("a").and_then(|s| s.watch.clone()).unwrap();
+    assert_eq!(a.paths, [dir.join("src"), dir.join("Cargo.toml")]);
+    let mut ignore = vec!["*.tmp".to_string()];
+    ignore.extend(DEFAULT_WATCH_IGNORE.iter().map(|g| g.to_string()));
+    assert_eq!(a.ignore, ignore);
+    let line = "cargo build --bin a";
+    let built = a.build.unwrap();
+    assert_eq!(
+        (built.argv, built.written.as_str()),
+        (vec!["sh".into(), "-c".into(), line.into()], line)
+    );
+    let b = stack.service("b").and_then(|s| s.watch.clone()).unwrap();
+    let argv = |w: &WatchSpec| w.build.as_ref().map(|b| b.argv.clone());
+    assert_eq!(argv(&b), Some(vec!["make".into(), "b".into()]));
+    let e = stack.service("e").and_then(|s| s.watch.clone()).unwrap();
+    let script = dir.join("./build.sh").display().to_string();
+    assert_eq!(argv(&e), Some(vec![script, "e".into()]));
+    assert_eq!(e.build.map(|b| b.written), Some("./build.sh e".into()));
+    let c = stack.service("c").and_then(|s| s.watch.clone()).unwrap();
+    assert_eq!(
+        (c.build.is_none(), c.ignore.len()),
+        (true, DEFAULT_WATCH_IGNORE.len())
+    );
+    assert_eq!(stack.service("d").map(|s| s.watch.is_some()), Some(false));
+}
+
+#[test]
+fn watch_problems_have_places() {
+    let dir = temp_dir("watch-bad");
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    let errs = match parse_in(
+        "services:
+  - name: a
+    command: x
+    watch: {ignore: ['*.tmp']}
+  - name: b
+    command: x
+    watch:
+      paths: [src, nowhere]
+      ignore: ['src/[a']
+      build: ''
+  - name: c
+    command: x
+    watch: {paths: [], build: [], unknown: 1}
+",
+        &dir,
+    ) {
+        Ok(s) => panic!("expected errors, got {s:#?}"),
+        Err(e) => e,
+    };
+    assert_error(&errs, &["stack.yaml:4:12: services[0].watch: ", "paths"]);
+    assert_error(
+        &errs,
+        &[
+            "stack.yaml:8:20: services[1].watch.paths[1]: cannot watch `nowhere`",
+            "nowhere",
+        ],
+    );
+    assert_error(
+        &errs,
+        &["stack.yaml:9:16: services[1].watch.ignore[0]: `src/[a` is not a glob"],
+    );
+    assert_error(
+        &errs,
+        &["stack.yaml:10:14: services[1].watch.build: `build` is empty"],
+    );
+    assert_error(
+        &errs,
+        &[
+            "stack.yaml:13:",
+            "services[2].watch.paths: `paths` is empty",
+        ],
+    );
+    assert_error(
+        &errs,
+        &[
+            "stack.yaml:13:",
+            "services[2].watch.build: `build` is empty",
+        ],
+    );
+    assert_error(&errs, &["stack.yaml:13:", "unknown"]);
+}

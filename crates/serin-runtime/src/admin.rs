@@ -6,6 +6,7 @@
 //! | request | body / query | answer |
 //! |---|---|---|
 //! | `GET /runtime/ps` | | `[ReplicaStatus, ...]` |
+//! | `GET /runtime/builds` | | `[BuildStatus, ...]`: each watched service's last build (`serin up --watch`) |
 //! | `POST /runtime/scale` | `{"service", "version", "replicas", "wait"?}` | `{"service", "version", "replicas"}` |
 //! | `POST /runtime/restart` | `{"service", "version", "wait"?}` | `{"service", "version", "revision"}` |
 //! | `GET /runtime/logs` | `?service=&version=&tail=&follow=true&format=json\|text` | one line per log line, streamed while following |
@@ -38,6 +39,7 @@ use crate::logs::{LogFilter, LogLine};
 pub fn admin_router(handle: RuntimeHandle) -> Router {
     Router::new()
         .route("/runtime/ps", get(ps))
+        .route("/runtime/builds", get(builds))
         .route("/runtime/scale", post(scale))
         .route("/runtime/restart", post(restart))
         .route("/runtime/logs", get(logs))
@@ -99,6 +101,10 @@ impl IntoResponse for ApiError {
 
 async fn ps(State(handle): State<RuntimeHandle>) -> Response {
     Json(handle.ps()).into_response()
+}
+
+async fn builds(State(handle): State<RuntimeHandle>) -> Response {
+    Json(handle.builds()).into_response()
 }
 
 #[derive(Deserialize)]

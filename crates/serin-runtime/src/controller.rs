@@ -240,6 +240,7 @@ fn create_replica(shared: &Arc<Shared>, state: &mut State, vkey: &VersionKey) {
             replica: name,
             index,
             secrets: Arc::from(secrets),
+            kind: crate::logs::LineKind::Service,
         },
     };
     replica::spawn(ctx);

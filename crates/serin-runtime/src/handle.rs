@@ -144,6 +144,15 @@ impl LogFollower {
 }
 
 impl RuntimeHandle {
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Each watched service's last build (`serin up --watch`), by service.
+    pub fn builds(&self) -> Vec<crate::status::BuildStatus> {
+        self.shared.lock().builds.values().cloned().collect()
+    }
+
     /// The registry the runtime feeds.
     pub fn registry(&self) -> &Registry {
         &self.shared.registry

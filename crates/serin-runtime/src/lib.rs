@@ -41,7 +41,8 @@
 //!   `replicas - maxUnavailable` without it; `Recreate` stops every old
 //!   replica before starting new ones. Scaling down stops replicas that are
 //!   not ready first, then the newest.
-//! - Logs: see [`logs`]. HTTP control: see [`admin`].
+//! - Logs: see [`logs`]. HTTP control: see [`admin`]. Rebuilding on a
+//!   change (`serin up --watch`): see [`watch`].
 //!
 //! Dropping every [`RuntimeHandle`] without [`RuntimeHandle::shutdown`]
 //! leaves the stack running until the Tokio runtime ends, when every
@@ -58,6 +59,7 @@ mod process;
 mod replica;
 mod shared;
 mod status;
+pub mod watch;
 mod workdir;
 
 use std::path::PathBuf;
@@ -65,8 +67,10 @@ use std::path::PathBuf;
 pub use admin::admin_router;
 pub use error::RuntimeError;
 pub use handle::{LogFollower, Logs, Runtime, RuntimeHandle};
-pub use logs::{ColorChoice, LogFilter, LogFormat, LogLine, LogStream};
-pub use status::{ApplySummary, ExitInfo, ReplicaState, ReplicaStatus, RuntimeEvent};
+pub use logs::{ColorChoice, LineKind, LogFilter, LogFormat, LogLine, LogStream};
+pub use status::{
+    ApplySummary, BuildState, BuildStatus, ExitInfo, ReplicaState, ReplicaStatus, RuntimeEvent,
+};
 
 /// Lines kept per replica for `serin logs` by default.
 pub const DEFAULT_LOG_HISTORY: usize = 1000;

@@ -21,6 +21,11 @@
 //! or `serin` for what the runtime says about the replica (started, exited,
 //! restarting).
 //!
+//! A service's build (`serin up --watch`) writes to the same logs: its lines
+//! read `qotm/build | ...`, come from replica `qotm-build` with no version,
+//! and have `"kind":"build"` in JSON. A filter on a version shows its
+//! service's build lines too (a build is for every version).
+//!
 //! Secret values (of at least [`MIN_MASKED_SECRET_LEN`] characters) that a
 //! replica prints are replaced by `***` before a line is stored or shown.
 
@@ -74,6 +79,26 @@ pub enum LogStream {
     Serin,
 }
 
+/// Whose output a line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LineKind {
+    /// A replica's.
+    #[default]
+    Service,
+    /// A service's build command's (`serin up --watch`).
+    Build,
+}
+
+impl LineKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Service => "service",
+            Self::Build => "build",
+        }
+    }
+}
+
 /// One line of a replica's output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogLine {
@@ -88,6 +113,8 @@ pub struct LogLine {
     pub index: u32,
     pub stream: LogStream,
     pub message: String,
+    #[serde(default)]
+    pub kind: LineKind,
 }
 
 impl LogLine {
@@ -118,7 +145,7 @@ impl LogLine {
         obj.insert("replica".into(), self.replica.clone().into());
         obj.insert("trace_id".into(), trace_id.into());
         obj.insert("message".into(), message.into());
-        obj.insert("kind".into(), "service".into());
+        obj.insert("kind".into(), self.kind.as_str().into());
         let stream = match self.stream {
             LogStream::Stdout => "stdout",
             LogStream::Stderr => "stderr",
@@ -184,15 +211,23 @@ impl LogLine {
 
     /// `service/version/index | message` without colour.
     pub fn to_text(&self) -> String {
-        let note = if self.stream == LogStream::Serin {
+        format!("{} | {}{}", self.prefix(), self.note(), self.message)
+    }
+
+    /// Whose line it is: `service/version/index`, or `service/build`.
+    fn prefix(&self) -> String {
+        match self.kind {
+            LineKind::Service => format!("{}/{}/{}", self.service, self.version, self.index),
+            LineKind::Build => format!("{}/build", self.service),
+        }
+    }
+
+    fn note(&self) -> &'static str {
+        if self.stream == LogStream::Serin {
             "[serin] "
         } else {
             ""
-        };
-        format!(
-            "{}/{}/{} | {note}{}",
-            self.service, self.version, self.index, self.message
-        )
+        }
     }
 }
 
@@ -224,7 +259,8 @@ pub struct LogFilter {
 impl LogFilter {
     pub fn matches(&self, line: &LogLine) -> bool {
         self.service.as_ref().is_none_or(|s| *s == line.service)
-            && self.version.as_ref().is_none_or(|v| *v == line.version)
+            && (line.kind == LineKind::Build
+                || self.version.as_ref().is_none_or(|v| *v == line.version))
     }
 }
 
@@ -273,6 +309,7 @@ impl LogStore {
                 index: source.index,
                 stream,
                 message,
+                kind: source.kind,
             });
             let buf = inner.buffers.entry(source.replica.clone()).or_default();
             if buf.len() >= self.capacity {
@@ -314,6 +351,18 @@ impl LogStore {
         (lines, rx)
     }
 
+    /// The last line a replica (or a build) printed itself, not one serin
+    /// wrote about it.
+    pub(crate) fn last_output(&self, replica: &str) -> Option<String> {
+        let inner = self.lock();
+        let lines = inner.buffers.get(replica)?;
+        lines
+            .iter()
+            .rev()
+            .find(|l| l.stream != LogStream::Serin)
+            .map(|l| l.message.clone())
+    }
+
     /// Forgets a replica's lines (it is gone).
     pub(crate) fn forget(&self, replica: &str) {
         self.lock().buffers.remove(replica);
@@ -329,6 +378,7 @@ pub(crate) struct LineSource {
     pub index: u32,
     /// Secret values to mask.
     pub secrets: Arc<[String]>,
+    pub kind: LineKind,
 }
 
 impl LineSource {
@@ -441,14 +491,10 @@ impl Printer {
 const COLOURS: &[&str] = &["36", "33", "32", "35", "34", "91", "96", "93", "92", "95"];
 
 fn text_line(line: &LogLine, color: bool, width: &mut usize) -> String {
-    let prefix = format!("{}/{}/{}", line.service, line.version, line.index);
+    let prefix = line.prefix();
     *width = (*width).max(prefix.len()).min(40);
     let pad = " ".repeat(width.saturating_sub(prefix.len()));
-    let note = if line.stream == LogStream::Serin {
-        "[serin] "
-    } else {
-        ""
-    };
+    let note = line.note();
     if color {
         let hash = line
             .service
@@ -478,6 +524,7 @@ mod tests {
             index: 0,
             stream,
             message: message.into(),
+            kind: LineKind::Service,
         }
     }
 
@@ -520,6 +567,22 @@ mod tests {
         );
         let coloured = text_line(&line("hi", LogStream::Serin), true, &mut w);
         assert!(coloured.starts_with("\x1b[") && coloured.ends_with("[serin] hi"));
+        let build = LogLine {
+            kind: LineKind::Build,
+            version: String::new(),
+            replica: "qotm-build".into(),
+            ..line("error: expected `;`", LogStream::Stderr)
+        };
+        assert_eq!(build.to_text(), "qotm/build | error: expected `;`");
+        assert_eq!(build.to_json()["kind"], "build");
+        let v1 = LogFilter {
+            service: Some("qotm".into()),
+            version: Some("v1".into()),
+        };
+        assert!(
+            v1.matches(&build),
+            "a version's logs show its service's build"
+        );
     }
 
     #[test]
@@ -530,6 +593,7 @@ mod tests {
             replica: "a-v1-0".into(),
             index: 0,
             secrets: Arc::from(vec!["hunter22".to_string()]),
+            kind: LineKind::Service,
         };
         assert_eq!(source.mask("pass=hunter22!".into()), "pass=***!");
     }

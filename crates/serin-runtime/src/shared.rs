@@ -45,6 +45,8 @@ pub(crate) struct State {
     pub next_uid: u64,
     /// Ports handed to live replicas, so two never get the same one.
     pub ports: BTreeSet<u16>,
+    /// Each watched service's last build, by service.
+    pub builds: BTreeMap<String, crate::status::BuildStatus>,
 }
 
 pub(crate) struct VersionState {
@@ -123,6 +125,7 @@ impl Shared {
                 shutting_down: false,
                 next_uid: 0,
                 ports: BTreeSet::new(),
+                builds: BTreeMap::new(),
             }),
         }
     }

@@ -151,3 +151,30 @@ pub(crate) fn unix_ms(t: SystemTime) -> u64 {
         .try_into()
         .unwrap_or(u64::MAX)
 }
+
+/// Where a service's last build (`serin up --watch`) stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BuildState {
+    Running,
+    /// Exited 0; the service's versions were rolled out again.
+    Succeeded,
+    /// Exited otherwise or could not start; the running replicas stayed.
+    Failed,
+}
+
+/// A service's last build, for `serin ps` and `GET /runtime/builds`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildStatus {
+    pub service: String,
+    pub state: BuildState,
+    /// The build command as written (empty: no `build`, a change only
+    /// rolls the versions).
+    pub command: String,
+    /// Builds of this service since `serin up` started, this one included.
+    pub builds: u64,
+    pub started_unix_ms: u64,
+    pub finished_unix_ms: Option<u64>,
+    /// What went wrong, for a failed build: the exit status and the
+    /// build's last line of output.
+    pub message: Option<String>,
+}

@@ -238,6 +238,12 @@ pub struct UpArgs {
     /// Print replica logs without colours.
     #[arg(long)]
     pub no_color: bool,
+
+    /// Watch while running: a change under a service's `watch.paths` runs
+    /// its `watch.build` and rolls its versions out again (a failed build
+    /// leaves them running); a change of the stack file applies it.
+    #[arg(long)]
+    pub watch: bool,
 }
 
 #[derive(Debug, Args)]

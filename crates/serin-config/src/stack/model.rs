@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use super::raw::{DependencyCondition, RestartPolicy, StrategyType};
+pub use super::watch::{BuildCommand, DEFAULT_WATCH_IGNORE, IgnoreRules, WatchError, WatchSpec};
 
 /// The version name of a service written without `versions`.
 pub const DEFAULT_VERSION: &str = "v1";
@@ -87,6 +88,9 @@ pub struct ServiceSpec {
     /// The `canary:` section: defaults for `serin canary start` on this
     /// service (each unset key falls back to the built-in default).
     pub canary: Option<CanaryDefaults>,
+    /// The `watch:` section: what `serin up --watch` rebuilds this
+    /// service's versions on.
+    pub watch: Option<WatchSpec>,
 }
 
 impl ServiceSpec {

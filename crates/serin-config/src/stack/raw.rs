@@ -93,6 +93,8 @@ config_struct! {
         strategy: Option<RawStrategy> = "strategy",
         /// Defaults for `serin canary start` on this service.
         canary: Option<RawCanary> = "canary",
+        /// What `serin up --watch` watches, and how it rebuilds.
+        watch: Option<super::watch::RawWatch> = "watch",
     }
 }
 

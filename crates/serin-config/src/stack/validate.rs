@@ -110,6 +110,10 @@ fn service(raw: &RawService, base_dir: &Path, p: &mut Problems) -> ServiceSpec {
             .collect(),
         versions,
         canary,
+        watch: raw
+            .watch
+            .as_ref()
+            .map(|w| super::watch::validate(w, base_dir, p)),
     }
 }
 

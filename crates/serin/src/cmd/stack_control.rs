@@ -65,7 +65,30 @@ pub fn ps(admin: &AdminTarget, raw: bool) -> anyhow::Result<ExitCode> {
             pid,
         );
     }
+    print_builds(&client.get("/runtime/builds")?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The last build of each watched service (`serin up --watch`), when there
+/// was one.
+fn print_builds(builds: &Value) {
+    let builds = builds.as_array().map(Vec::as_slice).unwrap_or_default();
+    if builds.is_empty() {
+        return;
+    }
+    println!("\n{:<22} {:<10} {:>6}  MESSAGE", "BUILD", "STATE", "BUILDS");
+    for b in builds {
+        let message = b["message"]
+            .as_str()
+            .or_else(|| b["command"].as_str())
+            .unwrap_or("");
+        println!(
+            "{:<22} {:<10} {:>6}  {message}",
+            b["service"].as_str().unwrap_or("?"),
+            b["state"].as_str().unwrap_or("?"),
+            b["builds"].as_u64().unwrap_or(0),
+        );
+    }
 }
 
 /// Ages as kubectl shows them: 45s, 3m12s, 2h5m, 3d4h.

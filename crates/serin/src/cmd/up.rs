@@ -13,7 +13,7 @@ use serde_json::json;
 use serin_config::stack::StackFile;
 use serin_discovery::Registry;
 use serin_proxy::{Proxy, ProxyOptions};
-use serin_runtime::{ColorChoice, LogFormat, Runtime, RuntimeOptions};
+use serin_runtime::{ColorChoice, LogFormat, Runtime, RuntimeHandle, RuntimeOptions};
 
 use super::canary_auto::{Applied, AutoCanary, AutoState, RollOutError};
 use crate::cli::UpArgs;
@@ -149,6 +149,10 @@ async fn up(args: UpArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
             token_origin,
         },
     });
+    let watching = match args.watch {
+        true => Some(watch(&state, &runtime, &path)?),
+        false => None,
+    };
     let app = serin_proxy::admin::router(proxy.clone())
         .merge(serin_runtime::admin_router(runtime.clone()))
         .merge(serin_canary::api::router(canary.clone()))
@@ -178,9 +182,15 @@ async fn up(args: UpArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
         token = %super::proxy::token_origin(&gateway.admin),
         "admin API listening"
     );
-    print_summary(&path, &proxy, admin_bound, &stack);
+    print_summary(&path, &proxy, admin_bound, &stack, watching.is_some());
 
-    signals.until_stopped(|| apply_on_hangup(&state)).await;
+    signals
+        .until_stopped(|| apply_again(&state, "SIGHUP"))
+        .await;
+    // No build or apply starts from here on; one under way is ended.
+    if let Some(w) = watching {
+        w.stop();
+    }
     // Canaries stop deciding; their state stays for the next `serin up`.
     canary.stop();
     tracing::info!("stopping the stack");
@@ -196,11 +206,29 @@ async fn up(args: UpArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `serin up --watch`: rebuilds on the services' `watch:` paths, applies
+/// the stack file when it changes.
+fn watch(
+    state: &Arc<UpState>,
+    runtime: &RuntimeHandle,
+    path: &Path,
+) -> anyhow::Result<serin_runtime::watch::Watching> {
+    let apply = {
+        let state = state.clone();
+        move || {
+            let state = state.clone();
+            async move { apply_again(&state, "watch").await }
+        }
+    };
+    serin_runtime::watch::spawn(runtime.clone(), path, apply).context("cannot watch")
+}
+
 fn print_summary(
     path: &Path,
     proxy: &Proxy,
     admin: std::net::SocketAddr,
     stack: &serin_config::stack::Stack,
+    watching: bool,
 ) {
     let gateway = proxy
         .listener_addrs()
@@ -219,6 +247,22 @@ fn print_summary(
             s.name,
             versions.join(", ")
         ));
+    }
+    if watching {
+        out.push_str(&format!("  watching         {}\n", path.display()));
+        for s in &stack.services {
+            let Some(w) = &s.watch else { continue };
+            let paths: Vec<String> = w.paths.iter().map(|p| p.display().to_string()).collect();
+            let build = w
+                .build
+                .as_ref()
+                .map_or("(none: roll out only)", |b| b.written.as_str());
+            out.push_str(&format!(
+                "    {:<14} {}  build: {build}\n",
+                s.name,
+                paths.join(", ")
+            ));
+        }
     }
     out.push_str(&format!("  gateway          {gateway}\n"));
     for r in &proxy.snapshot().config.routes {
@@ -341,16 +385,19 @@ async fn apply(State(state): State<Arc<UpState>>, Json(body): Json<ApplyBody>) -
     }
 }
 
-/// SIGHUP under `serin up` applies the stack file again, as `serin apply`
-/// does (the file is a stack file, not a proxy config).
-async fn apply_on_hangup(state: &UpState) {
+/// SIGHUP under `serin up`, and a change of the stack file under `serin up
+/// --watch`, apply the stack file again, as `serin apply` does (the file is
+/// a stack file, not a proxy config). `why` says which in serin's log.
+async fn apply_again(state: &UpState, why: &str) {
     match apply_stack(state, None, None).await {
-        Ok(summary) => tracing::info!(%summary, "stack file applied (SIGHUP)"),
+        Ok(summary) => tracing::info!(%summary, "stack file applied ({why})"),
         Err(RollOutError::Rejected(errors)) => {
-            tracing::error!("stack file rejected; the running stack stays as it was:\n{errors}");
+            tracing::error!(
+                "stack file rejected ({why}); the running stack stays as it was:\n{errors}"
+            );
         }
         Err(RollOutError::Internal(e) | RollOutError::Busy(e)) => {
-            tracing::error!("stack file apply failed (SIGHUP): {e}");
+            tracing::error!("stack file apply failed ({why}): {e}");
         }
     }
 }

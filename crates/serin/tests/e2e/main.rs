@@ -59,6 +59,8 @@ mod tls;
 mod token_auth;
 mod up;
 mod upstreams;
+// `serin up --watch` (issue #16, point 1).
+mod watch;
 // Issue #6, points 5 and 6.
 mod logs;
 mod tracing;

@@ -86,6 +86,16 @@ fn text(t: impl ToString) -> Value {
     Value::Text(t.to_string())
 }
 
+/// `` `a`, `b` and `c` ``, as the README lists names.
+fn spoken_list(names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
 /// Where a default is stated: in a table row (by its first cell, e.g.
 /// `listeners[].limits`) or anywhere in the prose (`None`), as a pattern
 /// whose groups are the values, and the constants they must equal.
@@ -405,6 +415,19 @@ fn checks() -> Vec<Check> {
                 dur(stack_defaults::DEFAULT_BACKOFF_RESET_AFTER),
             ],
         ),
+        // ### Watching: `serin up --watch`
+        prose(
+            r"a build starts once no change came for (\d+ ms) \(compose watch's quiet period\), or (\d+ s) after the first change",
+            vec![
+                dur(serin_runtime::watch::QUIET_PERIOD),
+                dur(serin_runtime::watch::MAX_DELAY),
+            ],
+        ),
+        row(
+            "watch.ignore",
+            r"; ([^;]+) are always ignored",
+            vec![text(spoken_list(stack_defaults::DEFAULT_WATCH_IGNORE))],
+        ),
         // ## Canary releases
         prose(
             r"--watch +# (\d+)% → (\d+)% → (\d+)% → (\d+)%, (\d+ s) per step",
@@ -470,11 +493,12 @@ fn checks() -> Vec<Check> {
     ]
 }
 
-/// The headers of the README's tables of config keys: "The config file"
-/// and "Containing failures".
-const CONFIG_TABLES: [&str; 2] = [
+/// The headers of the README's tables of config keys: "The config file",
+/// "Containing failures" and the stack's `watch`.
+const CONFIG_TABLES: [&str; 3] = [
     "| key | meaning |",
     "| setting | where | meaning (default) |",
+    "| key | meaning (default) |",
 ];
 
 /// Each row of the config tables: its first cell (without backticks) and

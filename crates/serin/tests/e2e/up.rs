@@ -20,14 +20,14 @@ pub(crate) const LIMIT: Duration = Duration::from_secs(30);
 
 /// Keys every test service shares: quick probes and quick restarts, so the
 /// tests do not wait out Kubernetes' defaults.
-const QUICK: &str = "
+pub(crate) const QUICK: &str = "
     readiness: {httpGet: {path: /ready}, period: 200ms}
     restartBackoff: {initial: 200ms, max: 1s, resetAfter: 10s}
     terminationGracePeriod: 5s";
 
 /// A gateway whose route `/qotm/` goes to the given backends (YAML flow
 /// maps), with the retries of the qotm example.
-fn qotm_gateway(backends: &[&str]) -> String {
+pub(crate) fn qotm_gateway(backends: &[&str]) -> String {
     let refs: String = backends
         .iter()
         .map(|b| format!("            - {b}\n"))
@@ -78,7 +78,7 @@ pub(crate) async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option
 }
 
 /// Text output of a command, for assertions.
-fn text(out: &Output) -> (String, String) {
+pub(crate) fn text(out: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -86,7 +86,7 @@ fn text(out: &Output) -> (String, String) {
 }
 
 /// Runs `serin ARGS` (a CLI command, not a server) and waits for it.
-async fn serin_cli(args: &[&str]) -> Output {
+pub(crate) async fn serin_cli(args: &[&str]) -> Output {
     let mut cmd = tokio::process::Command::new(SERIN);
     cmd.args(args)
         .env_remove("SERIN_ADMIN")
@@ -115,17 +115,17 @@ impl Stack {
         let dir = TempDir::new("serin-up");
         std::fs::write(dir.path().join("stack.yaml"), yaml)
             .unwrap_or_else(|e| panic!("write stack: {e}"));
-        Self::start_in(dir)
+        Self::start_in(dir, &[])
     }
 
-    /// Runs `serin up` on `stack.yaml` in `dir`.
-    fn start_in(dir: TempDir) -> Self {
-        let serin = Serin::up(SERIN, &dir.path().join("stack.yaml"), &[]);
+    /// Runs `serin up ARGS` on `stack.yaml` in `dir`.
+    pub(crate) fn start_in(dir: TempDir, args: &[&str]) -> Self {
+        let serin = Serin::up(SERIN, &dir.path().join("stack.yaml"), args);
         Self { serin, dir }
     }
 
     /// The text of the runtime's logs of `service` (`serin logs SERVICE`).
-    async fn logs_of(&self, service: &str) -> String {
+    pub(crate) async fn logs_of(&self, service: &str) -> String {
         let url = self.serin.admin_url(&format!(
             "/runtime/logs?service={service}&tail=200&format=text"
         ));
@@ -178,7 +178,7 @@ impl Stack {
     }
 
     /// Like [`Self::cli`], failing the test unless it succeeds; its stdout.
-    async fn cli_ok(&self, args: &[&str]) -> String {
+    pub(crate) async fn cli_ok(&self, args: &[&str]) -> String {
         let out = self.cli(args).await;
         let (stdout, stderr) = text(&out);
         assert!(
@@ -257,12 +257,12 @@ impl Stack {
 }
 
 /// A replica's pid, while its process runs.
-fn pid(r: &Value) -> Option<u32> {
+pub(crate) fn pid(r: &Value) -> Option<u32> {
     r["pid"].as_u64().and_then(|p| u32::try_from(p).ok())
 }
 
 /// Fails unless every process in `pids` ends (zombies count as ended).
-async fn assert_gone(pids: &BTreeSet<u32>) {
+pub(crate) async fn assert_gone(pids: &BTreeSet<u32>) {
     eventually(&format!("processes {pids:?} end"), async || {
         pids.iter().all(|p| !pid_alive(*p)).then_some(())
     })
@@ -280,7 +280,7 @@ fn ps_row<'a>(out: &'a str, name: &str) -> Vec<&'a str> {
 
 /// Clients sending GETs to one URL, without pause, until finished: half
 /// on keep-alive connections, half on a new connection each time.
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicUsize>,
     failed: Arc<Mutex<Vec<String>>>,
@@ -290,7 +290,7 @@ struct Load {
 }
 
 impl Load {
-    fn start(url: String) -> Self {
+    pub(crate) fn start(url: String) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicUsize::new(0));
         let failed = Arc::new(Mutex::new(Vec::new()));
@@ -360,7 +360,7 @@ impl Load {
     }
 
     /// Waits until `n` more requests have succeeded.
-    async fn more(&self, n: usize) {
+    pub(crate) async fn more(&self, n: usize) {
         let target = self.ok.load(Ordering::SeqCst) + n;
         eventually(&format!("{n} more successful requests"), async || {
             (self.ok.load(Ordering::SeqCst) >= target).then_some(())
@@ -368,14 +368,26 @@ impl Load {
         .await;
     }
 
-    fn versions(&self) -> BTreeMap<String, usize> {
+    pub(crate) fn versions(&self) -> BTreeMap<String, usize> {
         self.versions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
 
-    fn reset_versions(&self) {
+    /// Forgets the versions seen so far, then fails unless the next 50
+    /// answers all come from `version`.
+    pub(crate) async fn next_answers_from(&self, version: &str, why: &str) {
+        self.reset_versions();
+        self.more(50).await;
+        assert_eq!(
+            self.versions().keys().collect::<Vec<_>>(),
+            [version],
+            "{why}"
+        );
+    }
+
+    pub(crate) fn reset_versions(&self) {
         self.versions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -384,7 +396,7 @@ impl Load {
 
     /// Stops the clients; fails the test if any request failed. Returns how
     /// many succeeded.
-    async fn finish(self) -> usize {
+    pub(crate) async fn finish(self) -> usize {
         self.stop.store(true, Ordering::SeqCst);
         for t in self.tasks {
             t.await.unwrap_or_else(|e| panic!("load task: {e}"));
@@ -733,7 +745,7 @@ async fn counter_example_counts_in_redis() {
                 yaml.replace("6390", &port.to_string()),
             )
             .unwrap_or_else(|e| panic!("write stack: {e}"));
-            let stack = Stack::start_in(dir);
+            let stack = Stack::start_in(dir, &[]);
             stack.redis_bound().await.map(|()| stack)
         })
         .await;
@@ -902,13 +914,8 @@ gateway:
     .await;
     assert_ne!(pid(&new_v1), pid(&v1[0]));
     load.more(20).await;
-    load.reset_versions();
-    load.more(50).await;
-    assert_eq!(
-        load.versions().keys().collect::<Vec<_>>(),
-        ["v2"],
-        "the new weights send everything to v2"
-    );
+    load.next_answers_from("v2", "the new weights send everything to v2")
+        .await;
     load.finish().await;
     assert_gone(&BTreeSet::from_iter(pid(&v1[0]))).await;
     stack.stop("TERM").await;
