@@ -141,6 +141,8 @@ struct Inner {
     http: reqwest::Client,
     /// Tells the notification targets, off the controller's path.
     notifier: Notifier,
+    /// Bumped after every decision is saved (see [`Controller::changes`]).
+    decided: watch::Sender<u64>,
 }
 
 /// Runs canaries. Cheap to clone; every clone is the same controller.
@@ -279,6 +281,7 @@ impl Controller {
                 starting: tokio::sync::Mutex::new(()),
                 http: reqwest::Client::new(),
                 notifier: Notifier::start(reqwest::Client::new()),
+                decided: watch::channel(0).0,
             }),
         };
         for mut state in me.inner.store.list() {
@@ -829,6 +832,13 @@ impl Controller {
         }
         self.inner.audit.record(&entry);
         self.after_commit(&kept, decision);
+        self.inner.decided.send_modify(|n| *n += 1);
+    }
+
+    /// Changes each time a decision of any canary is saved: what waits for
+    /// a canary to end reads its status when this moves, not on a timer.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.decided.subscribe()
     }
 
     fn ensure_task(&self, service: &str, slot: &Arc<Slot>) {

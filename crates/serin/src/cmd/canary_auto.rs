@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use serin_canary::audit::{Actor, AuditEntry};
@@ -28,10 +28,6 @@ use serin_runtime::RuntimeHandle;
 
 use super::canary_proxy::ProxySink;
 use super::mesh::Mesh;
-
-/// How often a held revision's task looks at its canary's phase: often
-/// enough that a promotion is finished within a fraction of a window.
-const WATCH_POLL: Duration = Duration::from_millis(200);
 
 /// A stack file as applied: the file's own text and what it says (with
 /// the command line's overrides applied to the gateway).
@@ -565,9 +561,10 @@ impl AutoCanary {
             .insert(service.to_string(), id);
         let me = self.clone();
         let service = service.to_string();
+        // Subscribed before the first look, so no decision falls between.
+        let mut changes = me.inner.controller.changes();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(WATCH_POLL).await;
                 let current = me
                     .inner
                     .watching
@@ -578,16 +575,18 @@ impl AutoCanary {
                 if current != Some(id) {
                     return;
                 }
-                let Ok(status) = me.inner.controller.status(&service) else {
-                    continue;
-                };
-                if status.state.id != id {
-                    return;
+                if let Ok(status) = me.inner.controller.status(&service) {
+                    if status.state.id != id {
+                        return;
+                    }
+                    match status.state.phase {
+                        Phase::Promoted => return me.finish_promotion(&service, id).await,
+                        Phase::RolledBack => return me.retire(&service, id).await,
+                        _ => {}
+                    }
                 }
-                match status.state.phase {
-                    Phase::Promoted => return me.finish_promotion(&service, id).await,
-                    Phase::RolledBack => return me.retire(&service, id).await,
-                    _ => {}
+                if changes.changed().await.is_err() {
+                    return;
                 }
             }
         });
