@@ -321,7 +321,7 @@ impl AutoState {
 fn log_failure(e: &RollOutError, why: &str) {
     match e {
         RollOutError::Rejected(e) => tracing::error!("cannot roll out ({why}):\n{e}"),
-        RollOutError::Busy(e) | RollOutError::Internal(e) => {
+        RollOutError::Busy(e) | RollOutError::Refused(e) | RollOutError::Internal(e) => {
             tracing::error!("cannot roll out ({why}): {e}");
         }
     }
@@ -350,6 +350,9 @@ pub enum RollOutError {
     Rejected(serin_config::ConfigErrors),
     /// A promotion being finished holds the version.
     Busy(String),
+    /// The runtime refused the stack (a command that cannot start, …).
+    Refused(String),
+    /// serin failed (a task it ran ended abnormally).
     Internal(String),
 }
 
@@ -436,7 +439,7 @@ impl AutoCanary {
             .apply(stack)
             .await
             .map(|summary| serde_json::to_value(summary).unwrap_or_default())
-            .map_err(|e| RollOutError::Internal(e.to_string()))
+            .map_err(|e| RollOutError::Refused(e.to_string()))
     }
 
     /// [`Self::roll_out`] from a task: a failure is logged (the stack

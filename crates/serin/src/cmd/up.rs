@@ -373,6 +373,11 @@ async fn apply(State(state): State<Arc<UpState>>, Json(body): Json<ApplyBody>) -
         Ok(summary) => Json(json!({ "result": "applied", "summary": summary })).into_response(),
         Err(RollOutError::Rejected(errors)) => rejected(&errors),
         Err(RollOutError::Internal(e)) => (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({ "error": e })),
+        )
+            .into_response(),
+        Err(RollOutError::Refused(e)) => (
             axum::http::StatusCode::BAD_REQUEST,
             Json(json!({ "error": e })),
         )
@@ -396,7 +401,7 @@ async fn apply_again(state: &UpState, why: &str) {
                 "stack file rejected ({why}); the running stack stays as it was:\n{errors}"
             );
         }
-        Err(RollOutError::Internal(e) | RollOutError::Busy(e)) => {
+        Err(RollOutError::Internal(e) | RollOutError::Refused(e) | RollOutError::Busy(e)) => {
             tracing::error!("stack file apply failed ({why}): {e}");
         }
     }
