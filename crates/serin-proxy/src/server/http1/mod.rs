@@ -168,24 +168,14 @@ impl Conn<'_> {
         poll_fn(|cx| self.poll_idle(cx)).await
     }
 
+    /// A read that finds nothing holds no buffer (the worker's scratch is
+    /// read into, see [`crate::read_scratch`]), so an idle connection reads
+    /// at once rather than first waiting for readiness.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
-        match self.stream.poll_read_ready(cx) {
-            Poll::Ready(ready) => ready?,
-            Poll::Pending if self.ctl.shutdown.get() => return Poll::Ready(Ok(false)),
-            Poll::Pending => return Poll::Pending,
-        }
         match self.poll_read_some(cx) {
             Poll::Ready(read) => Poll::Ready(read.map(|read| matches!(read, Read::Bytes))),
-            // Readiness that was stale (the read found nothing and cleared
-            // it, registering this task): give the room back and wait.
-            Poll::Pending => {
-                self.buf = BytesMut::new();
-                if self.ctl.shutdown.get() {
-                    Poll::Ready(Ok(false))
-                } else {
-                    Poll::Pending
-                }
-            }
+            Poll::Pending if self.ctl.shutdown.get() => Poll::Ready(Ok(false)),
+            Poll::Pending => Poll::Pending,
         }
     }
 
