@@ -76,6 +76,12 @@ impl Netns {
     /// addresses. Panics when that is not possible.
     pub fn create() -> Self {
         let start = std::process::id().wrapping_mul(2_654_435_761) % BLOCKS;
+        // A block is claimed (its veth made) and its namespace made under
+        // the lock, as a drop deletes both under it: a block freed by one
+        // test's drop and claimed by the next test (the tests of one
+        // process start at the same block) cannot have its new namespace
+        // deleted by the old drop.
+        let lock = netns_lock();
         for i in 0..BLOCKS {
             let block = (start + i) % BLOCKS;
             let host_if = format!("srn{block}h");
@@ -101,7 +107,6 @@ impl Netns {
             };
             // A namespace of this name without its veth is left over from
             // a test that was killed.
-            let lock = netns_lock();
             let _ = ip(&["netns", "del", &me.name]);
             ok(&["netns", "add", &me.name]);
             ok(&["link", "set", &peer_if, "netns", &me.name]);
@@ -168,10 +173,11 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        // Deleting one end deletes the pair, also the end in the namespace.
-        let _ = ip(&["link", "del", &self.host_if]);
         // Never a panic in drop: without the lock, delete all the same.
         let _lock = try_netns_lock();
+        // The namespace first, while the veth still claims the block;
+        // deleting one end deletes the pair, also the end in the namespace.
         let _ = ip(&["netns", "del", &self.name]);
+        let _ = ip(&["link", "del", &self.host_if]);
     }
 }
