@@ -226,6 +226,11 @@ where
             .and_then(|routes| Ok((routes.watch(self.tx.clone())?, routes)));
         match watched {
             Ok((watcher, routes)) => {
+                // From here on the applied stack's paths are watched (a
+                // save before this line, to a path the apply added, is not
+                // seen).
+                let services: Vec<&str> = routes.services.iter().map(|s| &*s.name).collect();
+                tracing::info!(?services, "watching the stack as applied");
                 self.watcher = watcher;
                 self.routes = routes;
             }

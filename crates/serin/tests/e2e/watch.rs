@@ -230,6 +230,18 @@ async fn a_stack_file_change_applies_itself_and_a_broken_one_changes_nothing() {
         (applied() == 2).then_some(())
     })
     .await;
+    eventually("the added watch in place", async || {
+        let lines = stack.serin.log_lines();
+        lines
+            .iter()
+            .any(|l| {
+                // `services` is a list, JSON-escaped in a JSON log line.
+                l.contains("watching the stack as applied")
+                    && (l.contains(r#"[\"qotm\"]"#) || l.contains(r#"["qotm"]"#))
+            })
+            .then_some(())
+    })
+    .await;
     std::fs::write(stack.path("src/main.c"), "int main;\n").unwrap_or_else(|e| panic!("{e}"));
     eventually("the added watch rebuilt qotm", async || {
         let now = stack.wait_ready("qotm", "v1", 2).await;
