@@ -40,6 +40,10 @@ pub enum DemoCommand {
     /// `GET /` increments a counter in Redis.
     #[command(disable_version_flag = true)]
     Counter(CounterArgs),
+    /// A canary webhook target: `POST /` with a webhook's JSON sends a
+    /// bounded load (metadata `url`, `rate`, `duration`, ...) to a URL.
+    #[command(disable_version_flag = true)]
+    Loadtester(LoadtesterArgs),
     /// A container health check: GETs a running service's `/ready` (or
     /// --path) and exits 0 on a 2xx answer, 1 otherwise.
     #[command(disable_version_flag = true)]
@@ -134,6 +138,12 @@ pub struct CounterArgs {
     /// Key to increment.
     #[arg(long, default_value = "counter")]
     pub key: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LoadtesterArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {

@@ -1,6 +1,7 @@
 //! The sample services of the serin story: `qotm` (quote of the moment),
-//! `auth` (external authorization), `pinger`, `details`, `frontend` and
-//! `counter` (Redis).
+//! `auth` (external authorization), `pinger`, `details`, `frontend`,
+//! `counter` (Redis), and `loadtester` (a canary webhook target that sends
+//! a bounded load).
 //!
 //! Each service is an axum server that reads its port from `PORT`, answers
 //! `GET /health` and `GET /ready`, logs JSON lines to stdout and stops cleanly
@@ -17,6 +18,7 @@ mod counter;
 mod details;
 mod frontend;
 mod healthcheck;
+pub mod loadtester;
 mod pinger;
 mod qotm;
 
@@ -26,8 +28,8 @@ use anyhow::Context as _;
 use clap::Parser as _;
 
 pub use cli::{
-    AuthArgs, Cli, CounterArgs, DemoCommand, FrontendArgs, HealthcheckArgs, PingerArgs, QotmArgs,
-    ServeArgs,
+    AuthArgs, Cli, CounterArgs, DemoCommand, FrontendArgs, HealthcheckArgs, LoadtesterArgs,
+    PingerArgs, QotmArgs, ServeArgs,
 };
 
 /// Runs one demo service until it is asked to stop (SIGTERM or Ctrl-C).
@@ -46,6 +48,7 @@ pub async fn run(cmd: DemoCommand) -> anyhow::Result<()> {
         DemoCommand::Details(args) => details::run(args).await,
         DemoCommand::Frontend(args) => frontend::run(args).await,
         DemoCommand::Counter(args) => counter::run(args).await,
+        DemoCommand::Loadtester(args) => loadtester::run(args).await,
         DemoCommand::Healthcheck(args) => healthcheck::run(&args).await,
     }
 }

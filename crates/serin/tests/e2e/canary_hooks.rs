@@ -14,7 +14,7 @@ use crate::canary::{
     NOT_A_LATENCY_TEST, Qotm, audit, canary_weights, cli, config, decisions, load, route_weights,
     series_value, status, wait_status,
 };
-use crate::common::{SERIN, Serin, client, proxy};
+use crate::common::{Program, SERIN, Serin, client, proxy};
 
 /// A webhook receiver: every POST's path and JSON body, answered with the
 /// status set by [`Receiver::answer`].
@@ -568,4 +568,185 @@ async fn a_post_rollout_call_cut_by_a_sigkill_is_made_again_after_the_restart() 
         .filter(|e| e["decision"] == "webhook" && e["webhook"]["type"] == "post-rollout")
         .count();
     assert_eq!(called, 1, "the cut call left no line; the second one did");
+}
+
+/// serin's built-in load tester (`serin demo loadtester`), a webhook
+/// target like Flagger's: its address.
+fn load_tester() -> (Program, String) {
+    let program = Program::demo(&["loadtester"]);
+    let url = format!("http://{}/", program.addr());
+    (program, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_no_user_reaches_is_driven_by_the_built_in_load_tester_and_promoted() {
+    let (_tester, tester) = load_tester();
+    let v1 = Qotm::start("v1", &[]);
+    let v2 = Qotm::start("v2", &[]);
+    let serin = proxy(&config(&v1, &v2));
+    // The test itself sends nothing: every request the canary is judged on
+    // comes from the load tester, started by the first window's `rollout`
+    // call and renewed by each one after.
+    start_over_the_api(
+        &serin,
+        json!({
+            "to": "v2", "steps": [50, 100], "interval": "1s", "min_requests": 20,
+            "max_latency_ratio": 50, "inconclusive_limit": 1000,
+            "webhooks": [
+                {
+                    "name": "load", "type": "rollout", "url": tester,
+                    "metadata": {"url": format!("{}/", serin.url("web")), "rate": "100", "duration": "30s"},
+                },
+                {
+                    "name": "stop-load", "type": "post-rollout", "url": tester,
+                    "metadata": {"stop": "true"},
+                },
+            ],
+        }),
+    )
+    .await;
+    let done = wait_status(&serin, |v| v["phase"] != "Progressing").await;
+    assert_eq!(done["phase"], "Promoted", "{done:#}");
+    assert_eq!(route_weights(&serin).await, (0, 100));
+    let requests = done["last_analysis"]["canary"]["requests"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(requests >= 20.0, "the last window had load: {done:#}");
+
+    let entries = audit(&serin);
+    let calls: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["decision"] == "webhook" && e["webhook"]["name"] == "load")
+        .map(|e| &e["webhook"]["status"])
+        .collect();
+    // 202 when the load starts, 200 each time a window renews it.
+    assert_eq!(calls.first(), Some(&&json!(202)), "{entries:#?}");
+    assert!(calls[1..].iter().all(|s| **s == json!(200)), "{calls:?}");
+    // The post-rollout call stops it.
+    let stopped = wait_for_loads(&tester, |loads| loads.is_empty()).await;
+    assert_eq!(stopped, json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pre_rollout_load_test_that_v2_fails_keeps_all_traffic_on_the_baseline() {
+    let (_tester, tester) = load_tester();
+    let v1 = Qotm::start("v1", &[]);
+    let v2 = Qotm::start("v2", &["--error-rate", "1"]);
+    let serin = proxy(&config(&v1, &v2));
+    let load = load(&serin);
+    // The test goes to v2 itself, before any user does: the gate waits
+    // for the load's end and answers its verdict.
+    start_over_the_api(
+        &serin,
+        json!({
+            "to": "v2", "steps": [50, 100], "interval": "1s", "min_requests": 20,
+            "max_latency_ratio": 50, "inconclusive_limit": 1000,
+            "webhooks": [{
+                "name": "smoke", "type": "pre-rollout", "url": tester, "timeout": "10s",
+                "metadata": {
+                    "url": format!("http://{}/", v2.addr), "rate": "50", "duration": "1s",
+                    "wait": "true", "maxErrorRate": "1%",
+                },
+            }],
+        }),
+    )
+    .await;
+    let v = wait_status(&serin, |v| v["phase"] != "Progressing").await;
+    load.stop().await;
+    assert_eq!(v["phase"], "RolledBack", "{v:#}");
+    assert_eq!(canary_weights(&v), (100, 0));
+    assert_eq!(route_weights(&serin).await, (100, 0));
+    let message = v["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("`smoke`") && message.contains("answered 500"),
+        "{v:#}"
+    );
+    let entries = audit(&serin);
+    assert_eq!(
+        decisions(&entries),
+        ["start", "webhook", "rollback"],
+        "{entries:#?}"
+    );
+    let answer = entries[1]["webhook"]["answer"].as_str().unwrap_or("");
+    assert!(
+        answer.starts_with("failed: ") && answer.contains("requests failed (5xx or no answer)"),
+        "the verdict says why: {:#}",
+        entries[1]
+    );
+    for e in &entries {
+        assert_eq!(e["to"]["v2"], 0, "traffic never moved: {e:#}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_tester_refuses_what_it_cannot_do_and_says_which_key() {
+    let (_tester, tester) = load_tester();
+    let call = |metadata: Value| {
+        let tester = tester.clone();
+        async move {
+            let r = client()
+                .post(&tester)
+                .json(&json!({"name": "load", "service": "qotm", "metadata": metadata}))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("POST: {e}"));
+            let code = r.status().as_u16();
+            (code, r.text().await.unwrap_or_default())
+        }
+    };
+    for (metadata, words) in [
+        (json!({}), "no `url`"),
+        (
+            json!({"url": "http://127.0.0.1:1/", "rate": 5000}),
+            "`rate`",
+        ),
+        (
+            json!({"url": "http://127.0.0.1:1/", "durtion": "1s"}),
+            "`durtion`",
+        ),
+    ] {
+        let (code, body) = call(metadata.clone()).await;
+        assert_eq!(code, 400, "{metadata}: {body}");
+        assert!(body.contains(words), "{metadata}: {body}");
+    }
+    let r = client()
+        .post(&tester)
+        .body("not json")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST: {e}"));
+    assert_eq!(r.status().as_u16(), 400);
+    // Nothing was started by any of them.
+    assert_eq!(wait_for_loads(&tester, |_| true).await, json!([]));
+    // A target that refuses connections fails a waiting test.
+    let (code, body) = call(json!({
+        "url": "http://127.0.0.1:1/", "rate": 20, "duration": "500ms", "wait": true,
+    }))
+    .await;
+    assert_eq!(code, 500, "{body}");
+    assert!(body.starts_with("failed: "), "{body}");
+}
+
+/// The load tester's `GET /loads`, once `cond` holds (up to 30 s).
+async fn wait_for_loads(tester: &str, cond: impl Fn(&Vec<Value>) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v: Value = client()
+            .get(format!("{tester}loads"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET /loads: {e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET /loads: {e}"));
+        let loads = v["loads"].as_array().cloned().unwrap_or_default();
+        if cond(&loads) {
+            return Value::Array(loads);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the loads never got there: {v:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

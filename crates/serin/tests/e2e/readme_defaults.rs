@@ -123,6 +123,7 @@ fn prose(pattern: &'static str, expected: Vec<Value>) -> Check {
 
 fn checks() -> Vec<Check> {
     use defaults as d;
+    use serin_demo::loadtester as lt;
     vec![
         // ### The config file
         row(
@@ -476,6 +477,35 @@ fn checks() -> Vec<Check> {
         prose(
             r"then switched at once \(`steps: \[(\d+)\]`\)",
             vec![num(canary::BLUE_GREEN_STEPS[0])],
+        ),
+        // ### A load tester built in
+        prose(
+            r"\| `method` \| `(\w+)` \|",
+            vec![text(reqwest::Method::GET)],
+        ),
+        prose(
+            r"\| `rate` \| `(\d+)` \| requests per second, at most `(\d+)`",
+            vec![num(lt::DEFAULT_RATE), num(lt::MAX_RATE)],
+        ),
+        prose(
+            r"\| `duration` \| `(\w+)` \| how long it sends, at most `(\w+)`",
+            vec![dur(lt::DEFAULT_DURATION), dur(lt::MAX_DURATION)],
+        ),
+        prose(
+            r"\| `concurrency` \| `(\d+)` \| requests in flight at once, at most `(\d+)`",
+            vec![count(lt::DEFAULT_CONCURRENCY), count(lt::MAX_CONCURRENCY)],
+        ),
+        prose(
+            r"\| `timeout` \| `(\w+)` \| one request's",
+            vec![dur(lt::DEFAULT_REQUEST_TIMEOUT)],
+        ),
+        prose(
+            r"\| `maxErrorRate` \| `(\d+)%` \|",
+            vec![num(lt::DEFAULT_MAX_ERROR_RATE * 100.0)],
+        ),
+        prose(
+            r"at most (\d+) run at once \(429 beyond\)",
+            vec![count(lt::MAX_LOADS)],
         ),
         // ### Webhooks, gates and notifications
         prose(
