@@ -110,12 +110,27 @@ pub(super) async fn forward<'s>(
         n_tried: 0,
     };
     let result = match deadline {
-        Some(deadline) => tokio::time::timeout(deadline, attempts.run(cx))
-            .await
-            .unwrap_or_else(|_| {
-                backend.metrics.timeout(Deadline::Request.label());
-                Err(ProxyError::Timeout(Deadline::Request))
-            }),
+        // Not `tokio::time::timeout(deadline, attempts.run(cx))`: that
+        // moves the tries' future (several KiB: the pool checkout and the
+        // exchange inside it) into the `Timeout` and again into this
+        // future's state, memcpy of every byte each time. Pinned where it
+        // is made, it is polled in place (callgrind: 4.6 % fewer
+        // instructions per request); the deadline is polled after it, as
+        // `Timeout` does. (Pinning the futures awaited by value elsewhere
+        // on the path made it worse: each pinned one takes its own room
+        // in its caller's state, and the boxed exchange grew.)
+        Some(deadline) => {
+            let tries = std::pin::pin!(attempts.run(cx));
+            let expiry = std::pin::pin!(tokio::time::sleep(deadline));
+            tokio::select! {
+                biased;
+                result = tries => result,
+                () = expiry => {
+                    backend.metrics.timeout(Deadline::Request.label());
+                    Err(ProxyError::Timeout(Deadline::Request))
+                }
+            }
+        }
         None => attempts.run(cx).await,
     };
     if let Some(tx) = mirrored {
