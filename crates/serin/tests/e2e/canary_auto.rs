@@ -655,3 +655,38 @@ async fn blue_green_that_fails_on_its_preview_host_is_rolled_back_before_anyone_
     );
     stack.stop("TERM").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_a_preview_on_its_host_then_restart_routes_the_preview_again() {
+    let mut stack = Stack::start(&stack_yaml(BLUE_GREEN_HOST, "old", ""));
+    stack.wait_ready("qotm", "v1", 2).await;
+    previewed_on_host(&stack, "").await;
+    let before = canary(&stack).await;
+
+    stack.serin.signal("KILL");
+    let code = tokio::task::block_in_place(|| stack.serin.wait(LIMIT));
+    assert_eq!(code, None, "killed by a signal");
+    stack.serin = serin_testkit::Serin::up(crate::common::SERIN, &stack.path("stack.yaml"), &[]);
+    stack.wait_ready("qotm", "v1", 2).await;
+    stack.wait_ready("qotm", "v1-canary", 2).await;
+    let after = canary(&stack).await;
+    assert_eq!(after["id"], before["id"], "the same canary: {after:#}");
+    assert_eq!(after["match_step"], true, "still previewing: {after:#}");
+    // The proxy does not keep the preview's rules: the resumed canary puts
+    // them back.
+    eventually("the preview host routed again", async || {
+        let req = client()
+            .get(stack.url("/quote/1"))
+            .header("host", PREVIEW_HOST);
+        (answer(req).await.ok()? == ("new".to_string(), 200)).then_some(())
+    })
+    .await;
+    for _ in 0..5 {
+        assert_eq!(
+            version_for_host(&stack, "/quote/1", PREVIEW_HOST).await,
+            "new"
+        );
+        assert_eq!(version_of(&stack, "/quote/1", false).await, "old");
+    }
+    stack.stop("TERM").await;
+}
