@@ -3,7 +3,7 @@
 //!
 //! | | |
 //! |---|---|
-//! | `POST /canary/{service}/start` | start: `{"to": "v2", "from": "v1", "steps": [5, 25, 50, 100], "interval": "30s", "max_error_rate": "1%", "max_latency_ratio": 1.5, "latency_floor": "10ms", "min_requests": 50, "failures": 2, "inconclusive_limit": 3, "prometheus": "http://127.0.0.1:9090", "queries": {"requests": "…"}, "header_step": "x-canary=always", "mirror_step": 20, "checks": [...], "webhooks": [{"name": "gate", "type": "confirm-promotion", "url": "http://…", "timeout": "10s", "metadata": {…}}], "approval": true, "notify": [{"url": "http://…", "format": "slack"}]}` (only `to` is required) |
+//! | `POST /canary/{service}/start` | start: `{"to": "v2", "from": "v1", "steps": [5, 25, 50, 100], "interval": "30s", "max_error_rate": "1%", "max_latency_ratio": 1.5, "latency_floor": "10ms", "min_requests": 50, "failures": 2, "inconclusive_limit": 3, "prometheus": "http://127.0.0.1:9090", "queries": {"requests": "…"}, "header_step": "x-canary=always" (or "cookie_step": "canary=always", or "host_step": "preview.qotm.local"), "mirror_step": 20, "checks": [...], "webhooks": [{"name": "gate", "type": "confirm-promotion", "url": "http://…", "timeout": "10s", "metadata": {…}}], "approval": true, "notify": [{"url": "http://…", "format": "slack"}]}` (only `to` is required) |
 //! | `GET /canary` | every canary: `{"canaries": [STATUS, …]}` |
 //! | `GET /canary/{service}` | one canary's STATUS: phase, step, weights, last analysis, queries |
 //! | `POST /canary/{service}/pause`, `/resume`, `/promote`, `/abort`, `/approve` | act on it (`approve` opens the approval gate of a canary started with `approval`); answers its STATUS |
@@ -49,9 +49,12 @@ fn failure(e: &CanaryError) -> Response {
         | CanaryError::UnknownVersion { .. }
         | CanaryError::NoCanary(_) => StatusCode::NOT_FOUND,
         CanaryError::Conflict(_) => StatusCode::CONFLICT,
-        CanaryError::Routing(_) | CanaryError::Sink(crate::sink::SinkError::NoRule { .. }) => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
+        CanaryError::Routing(_)
+        | CanaryError::Sink(
+            crate::sink::SinkError::NoRule { .. }
+            | crate::sink::SinkError::HostNotServed { .. }
+            | crate::sink::SinkError::HostTaken { .. },
+        ) => StatusCode::UNPROCESSABLE_ENTITY,
         CanaryError::BadOptions(_) => StatusCode::BAD_REQUEST,
         CanaryError::Sink(_) => StatusCode::BAD_GATEWAY,
         CanaryError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,

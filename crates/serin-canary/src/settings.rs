@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
-use serin_config::stack::{CanaryDefaults, check_canary_steps, parse_match_step, parse_rate};
+use serin_config::stack::{
+    CanaryDefaults, check_canary_steps, parse_match_step, parse_preview_host, parse_rate,
+};
 
 use crate::check::{CanaryCheck, CheckSource, default_checks, with_own};
 use crate::error::CanaryError;
@@ -91,6 +93,10 @@ pub struct Options {
     /// `NAME=VALUE`: the same with a cookie.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cookie_step: Option<String>,
+    /// A host name: the same for requests to this host (its `Host` or
+    /// `:authority`, any port, any case), e.g. a blue/green preview.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_step: Option<String>,
     /// Percent: first a step where the canary gets only shadow copies of
     /// this share of the baseline's requests, judged by its shadow answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,11 +140,13 @@ pub const BLUE_GREEN_STEPS: [u32; 1] = [100];
 
 impl From<&CanaryDefaults> for Options {
     /// A `blueGreen` section becomes its preview header as the header step
-    /// and [`BLUE_GREEN_STEPS`] (validation refuses it beside either).
+    /// (or its preview host as the host step) and [`BLUE_GREEN_STEPS`]
+    /// (validation refuses it beside either).
     fn from(d: &CanaryDefaults) -> Self {
         let blue_green = d.blue_green_preview_header.as_ref();
+        let preview_host = d.blue_green_preview_host.as_ref();
         Self {
-            steps: match blue_green {
+            steps: match blue_green.or(preview_host) {
                 Some(_) => Some(BLUE_GREEN_STEPS.to_vec()),
                 None => d.steps.clone(),
             },
@@ -153,6 +161,7 @@ impl From<&CanaryDefaults> for Options {
             queries: d.queries.clone(),
             header_step: blue_green.or(d.header_step.as_ref()).cloned(),
             cookie_step: d.cookie_step.clone(),
+            host_step: preview_host.cloned(),
             mirror_step: d.mirror_step,
             checks: d.checks.clone(),
             webhooks: d.webhooks.clone(),
@@ -168,7 +177,8 @@ impl Options {
     pub fn or(self, fallback: &Options) -> Options {
         let mut queries = fallback.queries.clone();
         queries.extend(self.queries);
-        let own_match_step = self.header_step.is_some() || self.cookie_step.is_some();
+        let own_match_step =
+            self.header_step.is_some() || self.cookie_step.is_some() || self.host_step.is_some();
         let checks = with_own(fallback.checks.clone(), &self.checks);
         let webhooks = hooks_with_own(fallback.webhooks.clone(), &self.webhooks);
         let notify = if self.notify.is_empty() {
@@ -187,8 +197,8 @@ impl Options {
             inconclusive_limit: self.inconclusive_limit.or(fallback.inconclusive_limit),
             prometheus: self.prometheus.or_else(|| fallback.prometheus.clone()),
             queries,
-            // A header or cookie step given here replaces the fallback's
-            // either way: they are one setting.
+            // A header, cookie or host step given here replaces the
+            // fallback's either way: they are one setting.
             header_step: if own_match_step {
                 self.header_step
             } else {
@@ -198,6 +208,11 @@ impl Options {
                 self.cookie_step
             } else {
                 fallback.cookie_step.clone()
+            },
+            host_step: if own_match_step {
+                self.host_step
+            } else {
+                fallback.host_step.clone()
             },
             mirror_step: self.mirror_step.or(fallback.mirror_step),
             checks,
@@ -301,8 +316,31 @@ impl Options {
                  100, found {m}"
             ));
         }
-        if self.header_step.is_some() && self.cookie_step.is_some() {
-            problems.push("header_step and cookie_step: give one of them".into());
+        if let Some(h) = &self.host_step {
+            match parse_preview_host(h) {
+                Ok(host) => {
+                    first_step = Some(MatchStep {
+                        kind: MatchKind::Host,
+                        name: HOST_STEP_NAME.into(),
+                        value: host,
+                    });
+                }
+                Err(e) => problems.push(format!("host_step: {e}")),
+            }
+        }
+        let given: Vec<&str> = [
+            (self.header_step.is_some(), "header_step"),
+            (self.cookie_step.is_some(), "cookie_step"),
+            (self.host_step.is_some(), "host_step"),
+        ]
+        .into_iter()
+        .filter_map(|(on, key)| on.then_some(key))
+        .collect();
+        if given.len() > 1 {
+            problems.push(format!(
+                "{}: a canary has one match step, give one of them",
+                given.join(" and ")
+            ));
         }
         check_own_checks(&self.checks, prometheus.is_some(), &mut problems);
         check_hooks(&self.webhooks, &self.notify, &mut problems);
@@ -459,20 +497,28 @@ impl Settings {
 }
 
 /// A step where the canary gets only the requests that carry a header or a
-/// cookie (testers, or a chosen group of users); every other request goes
-/// to the baseline.
+/// cookie, or are for a host (testers, a chosen group of users, a preview
+/// host); every other request goes to the baseline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MatchStep {
     pub kind: MatchKind,
+    /// The header's or cookie's name; [`HOST_STEP_NAME`] for a host step.
     pub name: String,
+    /// The value it must have; the host name (lower case) for a host step.
     pub value: String,
 }
+
+/// The `name` of a host step's [`MatchStep`]: the header it reads.
+pub const HOST_STEP_NAME: &str = "host";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MatchKind {
     Header,
     Cookie,
+    /// The request's host (`Host` or `:authority`) without its port, in
+    /// any case.
+    Host,
 }
 
 impl MatchKind {
@@ -480,6 +526,7 @@ impl MatchKind {
         match self {
             Self::Header => "header",
             Self::Cookie => "cookie",
+            Self::Host => "host",
         }
     }
 }
@@ -489,6 +536,7 @@ impl std::fmt::Display for MatchStep {
         match self.kind {
             MatchKind::Header => write!(f, "{}: {}", self.name, self.value),
             MatchKind::Cookie => write!(f, "{}={}", self.name, self.value),
+            MatchKind::Host => f.write_str(&self.value),
         }
     }
 }
@@ -530,6 +578,7 @@ impl StartRequest {
             "queries",
             "header_step",
             "cookie_step",
+            "host_step",
             "mirror_step",
             "checks",
             "webhooks",
@@ -841,5 +890,113 @@ services:
         ] {
             assert!(errors.contains(part), "{part} missing in:\n{errors}");
         }
+    }
+
+    #[test]
+    fn blue_green_on_a_preview_host_is_a_host_step_then_one_switch() {
+        let text = r#"
+services:
+  - name: qotm
+    command: serin-demo
+    canary:
+      blueGreen: {previewHost: Preview.QOTM.local}
+    versions:
+      - {name: v1, args: [qotm]}
+"#;
+        let stack = serin_config::stack::parse_stack(text, "stack.yaml", std::path::Path::new("."))
+            .unwrap();
+        let s = Options::from(stack.services[0].canary.as_ref().unwrap())
+            .resolve()
+            .unwrap();
+        assert_eq!(s.steps, BLUE_GREEN_STEPS);
+        let m = s.first_step.unwrap();
+        assert_eq!(
+            (m.kind, m.name.as_str(), m.value.as_str()),
+            (MatchKind::Host, HOST_STEP_NAME, "preview.qotm.local")
+        );
+        assert_eq!(m.to_string(), "preview.qotm.local");
+
+        let bad = r#"
+services:
+  - name: qotm
+    command: serin-demo
+    canary:
+      blueGreen: {previewHost: '*.qotm.local'}
+  - name: cart
+    command: serin-demo
+    canary:
+      blueGreen: {previewHeader: x-preview=1, previewHost: preview.cart.local}
+  - name: shop
+    command: serin-demo
+    canary:
+      blueGreen: {previewHost: 'shop.local:8080'}
+"#;
+        let errors = serin_config::stack::parse_stack(bad, "stack.yaml", std::path::Path::new("."))
+            .unwrap_err()
+            .to_string();
+        for part in [
+            "stack.yaml:6:32: services[0].canary.blueGreen.previewHost: `*.qotm.local` is a \
+             wildcard",
+            "stack.yaml:10:60: services[1].canary.blueGreen.previewHost: `blueGreen` previews on \
+             `previewHeader` or `previewHost`, not both",
+            "stack.yaml:14:32: services[2].canary.blueGreen.previewHost: `shop.local:8080` has a \
+             port",
+        ] {
+            assert!(errors.contains(part), "{part} missing in:\n{errors}");
+        }
+    }
+
+    #[test]
+    fn a_host_step_from_the_api_is_one_host_and_the_only_match_step() {
+        let r = StartRequest::from_json(serde_json::json!({
+            "to": "v2", "host_step": "preview.qotm.local",
+        }))
+        .unwrap();
+        let m = r.options.resolve().unwrap().first_step.unwrap();
+        assert_eq!(
+            (m.kind, m.value.as_str()),
+            (MatchKind::Host, "preview.qotm.local")
+        );
+
+        type Case<'a> = (&'a str, serde_json::Value, &'a str);
+        let cases: [Case; 3] = [
+            (
+                "beside a cookie step",
+                serde_json::json!({"to": "v2", "host_step": "p.local", "cookie_step": "c=1"}),
+                "cookie_step and host_step: a canary has one match step",
+            ),
+            (
+                "beside a header step",
+                serde_json::json!({"to": "v2", "host_step": "p.local", "header_step": "x=1"}),
+                "header_step and host_step: a canary has one match step",
+            ),
+            (
+                "with a port",
+                serde_json::json!({"to": "v2", "host_step": "p.local:80"}),
+                "host_step: `p.local:80` has a port",
+            ),
+        ];
+        for (name, body, want) in cases {
+            let e = StartRequest::from_json(body)
+                .unwrap()
+                .options
+                .resolve()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{name}: {e}");
+        }
+
+        // A host step given at start replaces the service's header step:
+        // the match steps are one setting.
+        let service = Options {
+            header_step: Some("x-preview=1".into()),
+            ..Options::default()
+        };
+        let given = Options {
+            host_step: Some("preview.qotm.local".into()),
+            ..Options::default()
+        };
+        let s = given.or(&service).resolve().unwrap();
+        assert_eq!(s.first_step.map(|m| m.kind), Some(MatchKind::Host));
     }
 }

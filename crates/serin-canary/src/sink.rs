@@ -23,10 +23,34 @@ pub enum SinkError {
     UnknownService(String),
     #[error("cannot set weights of route `{route}`: {message}")]
     Rejected { route: String, message: String },
-    #[error("this weight sink cannot route by header or cookie")]
+    #[error("this weight sink cannot route by header, cookie or host")]
     NoMatching,
     #[error("this weight sink cannot mirror requests")]
     NoMirroring,
+    /// A host step on a route whose hostnames leave its host out: requests
+    /// for it never reach the route.
+    #[error(
+        "route `{route}` serves only {hostnames}, so requests for the preview host {host} never \
+         reach it: add {host} to its hostnames"
+    )]
+    HostNotServed {
+        route: String,
+        hostnames: String,
+        host: String,
+    },
+    /// A host step whose host another route names more closely than the
+    /// route carrying the versions: that route's rules come first for it
+    /// (Gateway API hostname precedence), so the preview would not be seen.
+    #[error(
+        "route `{other}` names {host} more closely than route `{route}` does, so its rules serve \
+         that host first and the preview would not be seen: give the preview another host, or \
+         take {host} out of route `{other}`"
+    )]
+    HostTaken {
+        route: String,
+        other: String,
+        host: String,
+    },
     #[error("no route rule sends traffic to both {service}/{baseline} and {service}/{canary}")]
     NoRule {
         service: String,

@@ -39,4 +39,5 @@ pub mod trace_context;
 pub mod weights;
 
 pub use control::{Applied, Change, EditError, MirrorChange, Proxy, ProxyOptions, StartError};
+pub use routing::route_host_rank;
 pub use shared::Shared;

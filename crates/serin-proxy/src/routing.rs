@@ -384,6 +384,15 @@ fn applies(hostnames: &[String], host: &str) -> bool {
         })
 }
 
+/// How closely a route with `hostnames` names `host` (lower case, without
+/// a port), as a lookup ranks the routes serving it: the bigger, the
+/// sooner its rules are tried; `None`: such a route does not serve `host`.
+/// For callers that add rules and must know whose rules come first (a
+/// canary's preview host).
+pub fn route_host_rank(hostnames: &[String], host: &str) -> Option<(u8, usize)> {
+    applies(hostnames, host).then(|| host_rank(hostnames, host))
+}
+
 /// How specifically `hostnames` names `host`. Gateway API: rules of the
 /// route with the most specific matching hostname come first (a
 /// non-wildcard match, then the most characters); match precedence orders

@@ -319,6 +319,9 @@ pub struct CanaryDefaults {
     /// Blue/green: the `NAME=VALUE` header that reaches the new version
     /// before the switch (a first step, then one step of 100%).
     pub blue_green_preview_header: Option<String>,
+    /// Blue/green: the host name (lower case) that reaches the new version
+    /// before the switch, instead of a header.
+    pub blue_green_preview_host: Option<String>,
 }
 
 /// Whether an apply starts a canary by itself when a service does not say:
@@ -371,6 +374,51 @@ pub fn parse_match_step(s: &str) -> Result<(String, String), String> {
     Ok((name.to_string(), value.to_string()))
 }
 
+/// The longest host name DNS allows (RFC 1035 §2.3.4, without the root).
+const MAX_HOST_NAME: usize = 253;
+/// The longest label of a host name (RFC 1035 §2.3.4).
+const MAX_HOST_LABEL: usize = 63;
+
+/// Reads a canary's preview host: one DNS name (RFC 1123 labels of
+/// letters, digits and `-`), without a port, a wildcard or an IP address,
+/// given back in lower case as requests are matched (a Host's port is
+/// ignored and its case does not count).
+pub fn parse_preview_host(s: &str) -> Result<String, String> {
+    let host = s.trim();
+    if host.is_empty() {
+        return Err("give a host name, e.g. preview.qotm.local".into());
+    }
+    if host.contains('*') {
+        return Err(format!(
+            "`{host}` is a wildcard: a preview is one host name, e.g. preview.qotm.local"
+        ));
+    }
+    if host.contains(':') || host.contains('[') {
+        return Err(format!(
+            "`{host}` has a port or is an IPv6 address: give the host name alone (requests \
+             match it on any port)"
+        ));
+    }
+    if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Err(format!(
+            "`{host}` is an IP address: give a host name (as the Gateway API's hostnames)"
+        ));
+    }
+    let label_ok = |l: &str| {
+        (1..=MAX_HOST_LABEL).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if host.len() > MAX_HOST_NAME || !host.split('.').all(label_ok) {
+        return Err(format!(
+            "`{host}` is not a host name: labels of letters, digits and `-` joined by dots, \
+             e.g. preview.qotm.local"
+        ));
+    }
+    Ok(host.to_ascii_lowercase())
+}
+
 /// Checks canary steps: at least one, each from 1 to 100, strictly
 /// increasing.
 pub fn check_canary_steps(steps: &[u32]) -> Result<(), String> {
@@ -386,4 +434,38 @@ pub fn check_canary_steps(steps: &[u32]) -> Result<(), String> {
         return Err("steps must increase, e.g. [5, 25, 50, 100]".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preview_hosts_are_one_dns_name_in_lower_case() {
+        let long_label = "a".repeat(64);
+        let long_name = ["a".repeat(60).as_str(); 5].join(".");
+        let cases: [(&str, Result<&str, &str>); 14] = [
+            ("preview.qotm.local", Ok("preview.qotm.local")),
+            ("  Preview.QOTM.local ", Ok("preview.qotm.local")),
+            ("preview", Ok("preview")),
+            ("a-1.b2.example", Ok("a-1.b2.example")),
+            ("", Err("give a host name")),
+            ("*.qotm.local", Err("is a wildcard")),
+            ("preview.qotm.local:8080", Err("has a port")),
+            ("[::1]", Err("has a port or is an IPv6 address")),
+            ("127.0.0.1", Err("is an IP address")),
+            ("-preview.local", Err("is not a host name")),
+            ("preview..local", Err("is not a host name")),
+            ("preview.local.", Err("is not a host name")),
+            (long_label.as_str(), Err("is not a host name")),
+            (long_name.as_str(), Err("is not a host name")),
+        ];
+        for (given, want) in cases {
+            match (parse_preview_host(given), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{given:?}"),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{given:?}: {got}"),
+                (got, want) => panic!("{given:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
 }

@@ -165,6 +165,9 @@ config_struct! {
     pub struct RawBlueGreen {
         /// `x-preview=1`: requests with this header reach the new version.
         preview_header: Option<Spanned<String>> = "previewHeader",
+        /// `preview.qotm.local`: requests for this host (any port) reach
+        /// the new version.
+        preview_host: Option<Spanned<String>> = "previewHost",
     }
 }
 

@@ -138,11 +138,21 @@ fn check_auto_names(raw: &RawCanary, versions: &[VersionSpec], p: &mut Problems)
     }
 }
 
-/// `blueGreen`: the preview header is a first step and the switch is one
-/// step of 100%, so the canary takes no steps or header/cookie step of its
-/// own.
-fn blue_green(raw: &RawCanary, p: &mut Problems) -> Option<String> {
-    let bg = raw.blue_green.as_ref()?;
+/// What a `blueGreen` section previews on: its header or its host.
+#[derive(Default)]
+struct BlueGreenPreview {
+    header: Option<String>,
+    host: Option<String>,
+}
+
+/// `blueGreen`: the preview (a header or a host) is a first step and the
+/// switch is one step of 100%, so the canary takes no steps or
+/// header/cookie step of its own. One preview match, not both: a request
+/// carrying one but not the other would quietly see the old version.
+fn blue_green(raw: &RawCanary, p: &mut Problems) -> BlueGreenPreview {
+    let Some(bg) = raw.blue_green.as_ref() else {
+        return BlueGreenPreview::default();
+    };
     for (given, key) in [
         (
             raw.steps.as_ref().map(|s| (s.span, s.path.clone())),
@@ -166,24 +176,50 @@ fn blue_green(raw: &RawCanary, p: &mut Problems) -> Option<String> {
                 span,
                 path,
                 format!(
-                    "`{key}` does not go with `blueGreen`, which previews on its header and then \
-                     switches at once (steps [100])"
+                    "`{key}` does not go with `blueGreen`, which previews on its header or host \
+                     and then switches at once (steps [100])"
                 ),
             );
         }
     }
-    let Some(header) = &bg.preview_header else {
-        p.report(
-            bg.span,
-            bg.node_path.clone(),
-            "`blueGreen` needs `previewHeader` (NAME=VALUE, e.g. x-preview=1)",
-        );
-        return None;
-    };
-    if let Err(msg) = parse_match_step(&header.value) {
-        header.report(p, msg);
+    match (&bg.preview_header, &bg.preview_host) {
+        (None, None) => {
+            p.report(
+                bg.span,
+                bg.node_path.clone(),
+                "`blueGreen` needs `previewHeader` (NAME=VALUE, e.g. x-preview=1) or \
+                 `previewHost` (a host name, e.g. preview.qotm.local)",
+            );
+            BlueGreenPreview::default()
+        }
+        (Some(_), Some(host)) => {
+            host.report(
+                p,
+                "`blueGreen` previews on `previewHeader` or `previewHost`, not both: a request \
+                 with one but not the other would see the old version",
+            );
+            BlueGreenPreview::default()
+        }
+        (Some(header), None) => {
+            if let Err(msg) = parse_match_step(&header.value) {
+                header.report(p, msg);
+            }
+            BlueGreenPreview {
+                header: Some(header.value.clone()),
+                host: None,
+            }
+        }
+        (None, Some(host)) => match parse_preview_host(&host.value) {
+            Ok(name) => BlueGreenPreview {
+                header: None,
+                host: Some(name),
+            },
+            Err(msg) => {
+                host.report(p, msg);
+                BlueGreenPreview::default()
+            }
+        },
     }
-    Some(header.value.clone())
 }
 
 /// A service's `canary:` defaults, each value checked on its own.
@@ -310,6 +346,7 @@ fn canary(raw: &RawCanary, p: &mut Problems) -> CanaryDefaults {
         .as_ref()
         .map(|list| canary_checks(list, p))
         .unwrap_or_default();
+    let preview = blue_green(raw, p);
     CanaryDefaults {
         checks,
         webhooks: raw
@@ -319,7 +356,8 @@ fn canary(raw: &RawCanary, p: &mut Problems) -> CanaryDefaults {
             .unwrap_or_default(),
         approval: raw.approval.as_ref().map(|a| a.value),
         auto: raw.auto.as_ref().map(|a| a.value),
-        blue_green_preview_header: blue_green(raw, p),
+        blue_green_preview_header: preview.header,
+        blue_green_preview_host: preview.host,
         notify: raw
             .notify
             .as_ref()

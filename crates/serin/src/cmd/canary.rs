@@ -207,6 +207,16 @@ pub struct CanaryArgs {
     #[arg(long, value_name = "NAME=VALUE")]
     pub cookie_step: Option<String>,
 
+    /// The same for requests to this host (their Host or :authority, any
+    /// port, any case), e.g. preview.qotm.local: a blue/green preview. One
+    /// match step: not with --header-step or --cookie-step.
+    #[arg(
+        long,
+        value_name = "HOST",
+        conflicts_with_all = ["header_step", "cookie_step"]
+    )]
+    pub host_step: Option<String>,
+
     /// Before any live traffic (and before a header or cookie step), a step
     /// where the canary gets shadow copies of PERCENT of the baseline's
     /// requests and is judged by its shadow answers (those that differ from
@@ -376,6 +386,9 @@ pub(crate) fn start_body(args: &CanaryArgs) -> Value {
     }
     if let Some(v) = &args.cookie_step {
         body.insert("cookie_step".into(), json!(v));
+    }
+    if let Some(v) = &args.host_step {
+        body.insert("host_step".into(), json!(v));
     }
     if let Some(v) = args.mirror_step {
         body.insert("mirror_step".into(), json!(v));

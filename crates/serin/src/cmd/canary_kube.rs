@@ -227,6 +227,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
              approve`): use a confirm-promotion webhook (--webhook confirm-promotion=URL) instead"
         );
     }
+    if let Some(host) = &args.canary.host_step {
+        // The HTTPRoute's canary is its weights: serin adds no rules to it,
+        // so a preview host would never be routed.
+        bail!(
+            "serin canary run --kubernetes cannot take --host-step {host}: it writes only the \
+             weights of the HTTPRoute. Preview on a host with an HTTPRoute of its own for {host} \
+             that sends to the new version's Service, or run the canary under serin up / serin \
+             proxy"
+        );
+    }
     let service = args.canary.service.clone();
     let request = StartRequest::from_json(start_body(&args.canary))?;
     let rt = super::control_runtime()?;

@@ -519,3 +519,174 @@ async fn blue_green_that_fails_after_the_switch_is_rolled_back_to_the_old_versio
     everyone.finish().await;
     stack.stop("TERM").await;
 }
+
+/// Blue/green on the preview host; the preview step needs 50 requests, as
+/// on the header.
+const BLUE_GREEN_HOST: &str = "blueGreen: {previewHost: preview.qotm.local}, minRequests: 50";
+
+/// The host the preview of [`BLUE_GREEN_HOST`] is on.
+const PREVIEW_HOST: &str = "preview.qotm.local";
+
+/// The version that answers one request to `path` sent with `Host: host`.
+async fn version_for_host(stack: &Stack, path: &str, host: &str) -> String {
+    let req = client().get(stack.url(path)).header("host", host);
+    let (version, status) = answer(req).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, 200, "{host}{path}: {version}");
+    version
+}
+
+/// Applies the new revision, waits for its preview and checks that only
+/// requests for the preview host reach it: whatever the port or the case
+/// of the host, and not for another host or none named.
+async fn previewed_on_host(stack: &Stack, new_args: &str) {
+    apply(stack, &stack_yaml(BLUE_GREEN_HOST, "new", new_args)).await;
+    let v = wait_canary(stack, "the preview step", |v| {
+        v["canary"] == "v1-canary" && v["match_step"] == true
+    })
+    .await;
+    assert_eq!(v["weights"]["v1-canary"], 0, "{v:#}");
+    assert!(
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("host step (preview.qotm.local)")),
+        "{v:#}"
+    );
+    stack.wait_ready("qotm", "v1-canary", 2).await;
+    let port = stack
+        .url("/")
+        .rsplit(':')
+        .next()
+        .map(|p| p.trim_end_matches('/').to_string())
+        .unwrap_or_default();
+    for _ in 0..5 {
+        for host in [
+            PREVIEW_HOST.to_string(),
+            format!("Preview.QOTM.local:{port}"),
+        ] {
+            assert_eq!(version_for_host(stack, "/quote/1", &host).await, "new");
+        }
+        assert_eq!(version_of(stack, "/quote/1", false).await, "old");
+        for other in [
+            "qotm.local",
+            "preview.qotm.local.example",
+            "xpreview.qotm.local",
+        ] {
+            assert_eq!(
+                version_for_host(stack, "/quote/1", other).await,
+                "old",
+                "{other}"
+            );
+        }
+    }
+    assert_eq!(canary(stack).await["match_step"], true, "still previewing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_previews_on_its_host_then_switches_at_once_and_is_promoted() {
+    let stack = Stack::start(&stack_yaml(BLUE_GREEN_HOST, "old", ""));
+    stack.wait_ready("qotm", "v1", 2).await;
+    previewed_on_host(&stack, "").await;
+    let testers = Load::start(stack.url("/quote/1"), Some(("host", PREVIEW_HOST)));
+    let everyone = Load::start(stack.url("/"), None);
+    let v = wait_canary(&stack, "the end", |v| v["phase"] != "Progressing").await;
+    assert_eq!(v["phase"], "Promoted", "{v:#}");
+    let s = switch(&stack);
+    assert_eq!(
+        (&s["from"]["v1-canary"], &s["to"]["v1-canary"]),
+        (&Value::from(0), &Value::from(100)),
+        "at once: {s}"
+    );
+    assert!(
+        s["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("host step (preview.qotm.local) passed")),
+        "{s}"
+    );
+    wait_decision(&stack, "finish").await;
+    testers.finish().await;
+    wait_answers(&everyone, &["new"]).await;
+    everyone.finish().await;
+    // The preview's rules are gone: the host is served as any other.
+    assert_eq!(
+        version_for_host(&stack, "/quote/1", PREVIEW_HOST).await,
+        "new"
+    );
+    stack.stop("TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_that_fails_on_its_preview_host_is_rolled_back_before_anyone_else_sees_it() {
+    let stack = Stack::start(&stack_yaml(BLUE_GREEN_HOST, "old", ""));
+    stack.wait_ready("qotm", "v1", 2).await;
+    let everyone = Load::start(stack.url("/"), None);
+    everyone.more(50).await;
+    // The new revision answers quotes by index but fails every random one:
+    // the testers on the preview host ask for random ones.
+    previewed_on_host(&stack, ", --error-rate, 1").await;
+    let testers = Load::start(stack.url("/"), Some(("host", PREVIEW_HOST)));
+    let v = wait_canary(&stack, "the end", |v| v["phase"] != "Progressing").await;
+    assert_eq!(v["phase"], "RolledBack", "{v:#}");
+    let rollback = wait_decision(&stack, "rollback").await;
+    assert_eq!(
+        rollback["from"]["v1-canary"], 0,
+        "never switched: {rollback}"
+    );
+    assert!(
+        audit(&stack).iter().all(|e| e["decision"] != "advance"),
+        "no switch: {:#?}",
+        audit(&stack)
+    );
+    wait_decision(&stack, "retire").await;
+    let tested = testers.finish().await;
+    assert!(
+        tested.contains_key(&("new".to_string(), 500)),
+        "the preview got the testers' requests: {tested:?}"
+    );
+    everyone.more(50).await;
+    let seen = everyone.finish().await;
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        [&("old".to_string(), 200)],
+        "the plain traffic never saw the new revision"
+    );
+    assert_eq!(
+        version_for_host(&stack, "/quote/1", PREVIEW_HOST).await,
+        "old"
+    );
+    stack.stop("TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_a_preview_on_its_host_then_restart_routes_the_preview_again() {
+    let mut stack = Stack::start(&stack_yaml(BLUE_GREEN_HOST, "old", ""));
+    stack.wait_ready("qotm", "v1", 2).await;
+    previewed_on_host(&stack, "").await;
+    let before = canary(&stack).await;
+
+    stack.serin.signal("KILL");
+    let code = tokio::task::block_in_place(|| stack.serin.wait(LIMIT));
+    assert_eq!(code, None, "killed by a signal");
+    stack.serin = serin_testkit::Serin::up(crate::common::SERIN, &stack.path("stack.yaml"), &[]);
+    stack.wait_ready("qotm", "v1", 2).await;
+    stack.wait_ready("qotm", "v1-canary", 2).await;
+    let after = canary(&stack).await;
+    assert_eq!(after["id"], before["id"], "the same canary: {after:#}");
+    assert_eq!(after["match_step"], true, "still previewing: {after:#}");
+    // The proxy does not keep the preview's rules: the resumed canary puts
+    // them back.
+    eventually("the preview host routed again", async || {
+        let req = client()
+            .get(stack.url("/quote/1"))
+            .header("host", PREVIEW_HOST);
+        (answer(req).await.ok()? == ("new".to_string(), 200)).then_some(())
+    })
+    .await;
+    for _ in 0..5 {
+        assert_eq!(
+            version_for_host(&stack, "/quote/1", PREVIEW_HOST).await,
+            "new"
+        );
+        assert_eq!(version_of(&stack, "/quote/1", false).await, "old");
+    }
+    stack.stop("TERM").await;
+}

@@ -583,6 +583,41 @@ fn automatic_and_blue_green_canary_keys_are_validated_at_their_place() {
 }
 
 #[test]
+fn a_blue_green_preview_host_is_one_host_name_alone_at_its_place() {
+    let (ok, out) = validate(
+        r#"services:
+  - name: qotm
+    command: serin-demo
+    canary: {blueGreen: {previewHost: 'preview.qotm.local:8080'}}
+  - name: cart
+    command: serin-demo
+    canary:
+      blueGreen: {previewHeader: x-preview=1, previewHost: preview.cart.local}
+  - name: shop
+    command: serin-demo
+    canary: {blueGreen: {previewHost: '*.shop.local'}, steps: [100]}
+"#,
+    );
+    assert!(!ok, "{out}");
+    let expected = [
+        "bad.yaml:4:39: services[0].canary.blueGreen.previewHost: `preview.qotm.local:8080` has \
+         a port",
+        "bad.yaml:8:60: services[1].canary.blueGreen.previewHost: `blueGreen` previews on \
+         `previewHeader` or `previewHost`, not both",
+        "bad.yaml:11:39: services[2].canary.blueGreen.previewHost: `*.shop.local` is a wildcard",
+        "services[2].canary.steps: `steps` does not go with `blueGreen`, which previews on its \
+         header or host",
+    ];
+    for e in expected {
+        assert!(out.contains(e), "missing: {e}\n--- output:\n{out}");
+    }
+    assert!(
+        out.starts_with(&format!("{} problems", expected.len())),
+        "{out}"
+    );
+}
+
+#[test]
 fn token_auth_filters_name_every_bad_setting_and_the_line_of_every_bad_file() {
     let dir = serin_testkit::process::TempDir::new("serin-validate-auth");
     for (name, text) in [
