@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -322,13 +323,27 @@ impl Store {
     }
 }
 
+/// The mode of serin's state files: read and written by serin's user only.
+const STATE_FILE_MODE: u32 = 0o600;
+
 fn write_atomically(path: &Path, text: &str) -> Result<(), StoreError> {
     let err = |source| StoreError::Write {
         path: path.to_path_buf(),
         source,
     };
     let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    // Owner only: the automatic canaries' state holds stack file texts,
+    // and with them any secret written inline.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(STATE_FILE_MODE)
+        .open(&tmp)
+        .map_err(err)?;
+    // A file left by an older serin keeps its mode through `open`.
+    f.set_permissions(std::fs::Permissions::from_mode(STATE_FILE_MODE))
+        .map_err(err)?;
     f.write_all(text.as_bytes()).map_err(err)?;
     f.write_all(b"\n").map_err(err)?;
     f.sync_all().map_err(err)?;
@@ -341,4 +356,29 @@ fn write_atomically(path: &Path, text: &str) -> Result<(), StoreError> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod file_tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_state_file_is_written_whole_and_readable_by_its_owner_only() {
+        let dir = std::env::temp_dir().join(format!("serin-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.join("stack.canary-auto.json");
+        // An older file, world-readable: the next save tightens it.
+        std::fs::write(path.with_extension("json.tmp"), "old").unwrap_or_else(|e| panic!("{e}"));
+        let mode = std::fs::Permissions::from_mode(0o644);
+        std::fs::set_permissions(path.with_extension("json.tmp"), mode)
+            .unwrap_or_else(|e| panic!("{e}"));
+        write_atomically(&path, "{\"a\": 1}").unwrap_or_else(|e| panic!("{e}"));
+        let meta = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(text, "{\"a\": 1}\n");
+        std::fs::remove_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    }
 }

@@ -103,6 +103,7 @@
 //!   `SERIN_FILES_DIR` and `SERIN_SECRETS_DIR` are set by serin and may not
 //!   be set in `env` or `secrets`.
 
+pub mod build_output;
 pub mod canary_check;
 pub mod canary_hook;
 mod gateway;

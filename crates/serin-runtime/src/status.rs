@@ -175,6 +175,7 @@ pub struct BuildStatus {
     pub started_unix_ms: u64,
     pub finished_unix_ms: Option<u64>,
     /// What went wrong, for a failed build: the exit status and the
-    /// build's last line of output.
+    /// build's last line of output. For a build an automatic canary
+    /// judges: what became of it.
     pub message: Option<String>,
 }

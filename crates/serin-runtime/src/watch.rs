@@ -7,14 +7,16 @@
 //!   folder for the stack file.
 //! - Reads do not count (the build itself reads every source), nor paths
 //!   matching the service's `ignore` globs, nor the files serin writes
-//!   beside the stack file (`STEM.state.json`, `STEM.canary*.json*`).
+//!   beside the stack file (`STEM.state.json`, `STEM.canary*.json*`, the
+//!   build copies in `STEM.builds/`).
 //! - Changes are debounced per service and for the stack file
 //!   ([`debounce`]): a burst of saves is one build; a change while a build
 //!   runs queues exactly one more.
 //! - A build ([`build`]) runs `watch.build` in the stack file's folder with
 //!   its output in the service's logs; exit 0 rolls every version of the
 //!   service out with its strategy (by default a new replica is ready
-//!   before an old one stops, so no request fails), anything else leaves
+//!   before an old one stops, so no request fails), or hands the build to
+//!   the service's automatic canary ([`AfterBuild`]), anything else leaves
 //!   the running replicas as they are and says why (logs, serin's log,
 //!   [`crate::BuildStatus`]). A service without `build` is only rolled out.
 //! - A stack file change calls the `apply` given to [`spawn`] (what `serin
@@ -29,6 +31,8 @@ mod debounce;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
 
 use debounce::{Input, Phase};
 pub use debounce::{MAX_DELAY, QUIET_PERIOD};
@@ -83,13 +87,22 @@ impl Drop for Watching {
     }
 }
 
+/// Who rolls a service out after a successful build, when not the
+/// runtime in place: given the service, `None` leaves it to the runtime
+/// (every version restarted), `Some` is the roll-out that replaces it (an
+/// automatic canary judging the build), whose outcome is one line for the
+/// service's logs.
+pub type AfterBuild =
+    Arc<dyn Fn(&str) -> Option<Pin<Box<dyn Future<Output = String> + Send>>> + Send + Sync>;
+
 /// Starts watching `stack_file` and the `watch:` paths of the services
 /// `handle` runs. `apply` applies the stack file again (`serin apply`);
-/// it reports its own outcome.
+/// it reports its own outcome. `after_build`: see [`AfterBuild`].
 pub fn spawn<F, Fut>(
     handle: RuntimeHandle,
     stack_file: &Path,
     apply: F,
+    after_build: AfterBuild,
 ) -> Result<Watching, WatchError>
 where
     F: Fn() -> Fut + Send + 'static,
@@ -103,6 +116,7 @@ where
         handle,
         stack_file,
         apply,
+        after_build,
         routes,
         watcher,
         tx,
@@ -121,6 +135,7 @@ struct WatchLoop<F> {
     handle: RuntimeHandle,
     stack_file: PathBuf,
     apply: F,
+    after_build: AfterBuild,
     routes: Routes,
     /// Watches while it lives.
     watcher: RecommendedWatcher,
@@ -211,8 +226,11 @@ where
             }
             Target::Service(service) => {
                 let (handle, service) = (self.handle.clone(), service.clone());
+                let after_build = self.after_build.clone();
                 self.running
-                    .spawn(async move { build::build_and_roll(&handle, &service).await })
+                    .spawn(
+                        async move { build::build_and_roll(&handle, &service, &after_build).await },
+                    )
                     .id()
             }
         };
@@ -330,7 +348,8 @@ impl Routes {
     }
 
     /// A file serin writes beside the stack file (weights, canaries, and
-    /// their temporary files `.NAME.PID.N.tmp`).
+    /// their temporary files `.NAME.PID.N.tmp`; the build copies automatic
+    /// canaries judge).
     fn is_serins_own(&self, path: &Path) -> bool {
         let (Some(dir), Some(stem)) = (self.stack_file.parent(), self.stack_file.file_stem())
         else {
@@ -339,6 +358,11 @@ impl Routes {
         let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
             return false;
         };
+        // Each build an automatic canary judges is copied into
+        // `STEM.builds/` (see the binary's `builds`).
+        if path.starts_with(dir.join(format!("{}.builds", stem.to_string_lossy()))) {
+            return true;
+        }
         let (stem, name) = (stem.to_string_lossy(), name.to_string_lossy());
         let name = name.trim_start_matches('.');
         parent == dir
@@ -401,6 +425,7 @@ mod tests {
                 paths: paths.iter().map(PathBuf::from).collect(),
                 ignore: ignore.iter().map(|g| g.to_string()).collect(),
                 build: None,
+                output: None,
             }),
             ..ServiceSpec::default()
         };
@@ -437,6 +462,8 @@ mod tests {
             ("/app/stack.state.json", vec![]),
             ("/app/.stack.state.json.41.0.tmp", vec![]),
             ("/app/stack.canary-audit.jsonl", vec![]),
+            ("/app/stack.builds/api/0a1b2c/api", vec![]),
+            ("/app/stack.builds-notes/api", vec![api()]),
             ("/app/stacks.rs", vec![api()]),
         ] {
             let got: Vec<Target> = routes.targets(Path::new(path)).into_iter().collect();

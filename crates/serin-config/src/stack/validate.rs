@@ -98,6 +98,13 @@ fn service(raw: &RawService, base_dir: &Path, p: &mut Problems) -> ServiceSpec {
         check_auto_names(c, &versions, p);
         canary(c, p)
     });
+    let watch = raw
+        .watch
+        .as_ref()
+        .map(|w| super::watch::validate(w, base_dir, p));
+    if let (Some(raw_watch), Some(watch)) = (&raw.watch, &watch) {
+        check_build_output(raw, raw_watch, watch, &versions, base_dir, p);
+    }
     ServiceSpec {
         name: raw.name.value.clone(),
         depends_on: raw
@@ -110,10 +117,55 @@ fn service(raw: &RawService, base_dir: &Path, p: &mut Problems) -> ServiceSpec {
             .collect(),
         versions,
         canary,
-        watch: raw
-            .watch
-            .as_ref()
-            .map(|w| super::watch::validate(w, base_dir, p)),
+        watch,
+    }
+}
+
+/// A build of an `auto: true` service must leave the running revision's
+/// program alone, so it names its `output` (copied out per build), and
+/// that output must be what a version runs: its `command`, or a folder
+/// holding it or one of its `args`.
+fn check_build_output(
+    raw: &RawService,
+    raw_watch: &super::watch::RawWatch,
+    watch: &super::watch::WatchSpec,
+    versions: &[VersionSpec],
+    base_dir: &Path,
+    p: &mut Problems,
+) {
+    let auto = raw
+        .canary
+        .as_ref()
+        .and_then(|c| c.auto.as_ref())
+        .is_some_and(|a| a.value);
+    match (&watch.output, &raw_watch.output) {
+        (None, _) if auto && watch.build.is_some() => {
+            if let Some(build) = &raw_watch.build {
+                build.argv.report(
+                    p,
+                    "with `canary: {auto: true}` a build needs `output`: the file or folder it \
+                     writes that the versions run (e.g. `output: target/debug/app`), so each \
+                     build runs from its own copy and the running revision keeps serving while \
+                     the new one is judged",
+                );
+            }
+        }
+        (Some(out), Some(written)) => {
+            let runs_it = versions
+                .iter()
+                .any(|v| super::build_output::runs_from(v, out, base_dir));
+            if !runs_it {
+                written.report(
+                    p,
+                    format!(
+                        "no version runs `{}` ({}): `output` is what the versions' `command`                          (or one of their `args`) runs",
+                        written.value,
+                        out.display()
+                    ),
+                );
+            }
+        }
+        _ => {}
     }
 }
 

@@ -24,6 +24,7 @@ config_struct! {
         paths: Spanned<Vec<Spanned<String>>> = "paths" [required],
         ignore: Option<Vec<Spanned<String>>> = "ignore",
         build: Option<RawBuild> = "build",
+        output: Option<Spanned<String>> = "output",
     }
 }
 
@@ -65,6 +66,11 @@ pub struct WatchSpec {
     pub ignore: Vec<String>,
     /// `None`: a change only rolls the versions out again.
     pub build: Option<BuildCommand>,
+    /// What the build writes (a file or a folder, absolute) that the
+    /// versions run. With `auto: true` each successful build is copied out
+    /// of it, so a new build is a new revision and the running one keeps
+    /// its own copy. `None`: the build replaces what the versions run.
+    pub output: Option<PathBuf>,
 }
 
 /// A service's build command.
@@ -174,7 +180,36 @@ pub(super) fn validate(raw: &RawWatch, base_dir: &Path, p: &mut Problems) -> Wat
         paths,
         ignore,
         build: raw.build.as_ref().and_then(|b| build(b, base_dir, p)),
+        output: raw
+            .output
+            .as_ref()
+            .and_then(|o| output(o, raw, base_dir, p)),
     }
+}
+
+/// `output`, made absolute; it need not exist yet (the first build makes
+/// it), but it only means something with a `build`.
+fn output(
+    output: &Spanned<String>,
+    raw: &RawWatch,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<PathBuf> {
+    if output.value.trim().is_empty() {
+        output.report(
+            p,
+            "`output` is empty: give the file or folder the build writes",
+        );
+        return None;
+    }
+    if raw.build.is_none() {
+        output.report(
+            p,
+            "`output` names what the build writes, and this `watch:` has no `build`",
+        );
+        return None;
+    }
+    Some(base_dir.join(&output.value))
 }
 
 /// One of `paths`, made absolute; it must exist.

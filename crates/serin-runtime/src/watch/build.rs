@@ -22,7 +22,11 @@ const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 /// Builds `service` (when its `watch:` has a `build`) and, when that
 /// succeeds, rolls out each of its versions with its own strategy. The
 /// outcome is in the service's logs, serin's log and [`BuildStatus`].
-pub(crate) async fn build_and_roll(handle: &RuntimeHandle, service: &str) {
+pub(crate) async fn build_and_roll(
+    handle: &RuntimeHandle,
+    service: &str,
+    after_build: &super::AfterBuild,
+) {
     let stack = handle.stack();
     let Some(spec) = stack.service(service) else {
         return; // removed by an apply since the change
@@ -49,6 +53,14 @@ pub(crate) async fn build_and_roll(handle: &RuntimeHandle, service: &str) {
     let took = humantime::format_duration(round_to_ms(started.elapsed()));
     match outcome {
         Ok(()) => {
+            if let Some(roll_out) = after_build(service) {
+                say(handle, &source, format!("build succeeded in {took}"));
+                tracing::info!(%service, "build succeeded; handed to its automatic canary");
+                let outcome = roll_out.await;
+                say(handle, &source, outcome.clone());
+                record_end(handle, service, BuildState::Succeeded, Some(outcome));
+                return;
+            }
             let versions: Vec<String> = spec.versions.iter().map(|v| v.name.clone()).collect();
             say(
                 handle,

@@ -10,8 +10,13 @@
 //! stopped. The held revisions (with the stack file texts they came from)
 //! are kept in `NAME.canary-auto.json` beside the stack file, written
 //! atomically, so a serin killed with SIGKILL comes back holding the same.
+//!
+//! A service whose `watch:` builds it (`output`) runs each build from its
+//! own copy ([`super::builds`]): a rebuild under `serin up --watch` is a
+//! new revision like a changed file ([`AutoCanary::rebuilt`]), and each
+//! held revision keeps the copy it runs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -26,17 +31,93 @@ use serin_config::proxy::{ProxyConfig, RouteConfig};
 use serin_config::stack::{Stack, VersionSpec};
 use serin_runtime::RuntimeHandle;
 
+use super::builds::{self, CopyError};
 use super::canary_proxy::ProxySink;
 use super::mesh::Mesh;
 
 /// A stack file as applied: the file's own text and what it says (with
-/// the command line's overrides applied to the gateway).
+/// the command line's overrides applied to the gateway), each `auto: true`
+/// service with a build output running a copy of it.
 #[derive(Clone)]
 pub struct Applied {
     pub text: String,
+    /// The file's services, with [`Self::builds`] in place of each output.
     pub stack: Stack,
     pub gateway: ProxyConfig,
     pub mesh: Vec<RouteConfig>,
+    /// Per service, the copy of its `watch.output` its versions run.
+    pub builds: BTreeMap<String, PathBuf>,
+}
+
+/// The build output of `service` when it is an `auto: true` service whose
+/// build says what it writes.
+fn build_output(stack: &Stack, service: &str) -> Option<PathBuf> {
+    if !is_auto(stack, service) {
+        return None;
+    }
+    stack.service(service)?.watch.as_ref()?.output.clone()
+}
+
+/// Moves every version of `service` in `stack` from `from` to `to`.
+fn relocate(stack: &mut Stack, service: &str, from: &Path, to: &Path) {
+    let base_dir = stack.base_dir.clone();
+    if let Some(svc) = stack.services.iter_mut().find(|s| s.name == service) {
+        for v in &mut svc.versions {
+            serin_config::stack::build_output::relocate(v, from, to, &base_dir);
+        }
+    }
+}
+
+impl Applied {
+    /// A file just read (its services run their outputs): each `auto:
+    /// true` service with a build output runs the copy `current` holds for
+    /// it (the build running now), else a fresh copy of its output.
+    pub async fn with_builds(
+        mut self,
+        builds_dir: &Path,
+        current: &BTreeMap<String, PathBuf>,
+    ) -> Result<Self, CopyError> {
+        let services: Vec<String> = self.stack.services.iter().map(|s| s.name.clone()).collect();
+        for service in services {
+            let Some(output) = build_output(&self.stack, &service) else {
+                continue;
+            };
+            let copy = match current.get(&service) {
+                Some(copy) if copy.file_name() == output.file_name() => copy.clone(),
+                _ => copy_of(builds_dir, &service, &output).await?,
+            };
+            relocate(&mut self.stack, &service, &output, &copy);
+            self.builds.insert(service, copy);
+        }
+        Ok(self)
+    }
+
+    /// The same, with `service` running the build copy `copy`.
+    fn rebuilt(&self, service: &str, copy: &Path) -> Self {
+        let mut out = self.clone();
+        if let Some(old) = out.builds.insert(service.to_string(), copy.to_path_buf()) {
+            relocate(&mut out.stack, service, &old, copy);
+        }
+        out
+    }
+}
+
+/// [`builds::copy_output`] off the runtime's threads (an output may be a
+/// large binary).
+async fn copy_of(builds_dir: &Path, service: &str, output: &Path) -> Result<PathBuf, CopyError> {
+    let (dir, svc, out) = (
+        builds_dir.to_path_buf(),
+        service.to_string(),
+        output.to_path_buf(),
+    );
+    match tokio::task::spawn_blocking(move || builds::copy_output(&dir, &svc, &out)).await {
+        Ok(result) => result,
+        Err(e) => Err(CopyError::Write {
+            service: service.to_string(),
+            path: builds_dir.to_path_buf(),
+            source: std::io::Error::other(e),
+        }),
+    }
 }
 
 /// One held revision as saved.
@@ -50,6 +131,13 @@ struct Saved {
     baseline_text: String,
     /// A stack file text whose `version` is the new revision.
     candidate_text: String,
+    /// The build copy the baseline runs, for a service whose build says
+    /// what it writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    baseline_build: Option<PathBuf>,
+    /// The build copy the new revision runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    candidate_build: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +167,8 @@ enum Action {
 /// The held revisions and the last stack file applied.
 pub struct AutoState {
     state_file: PathBuf,
+    /// Where the build copies are (see [`builds`]).
+    builds_dir: PathBuf,
     releases: BTreeMap<String, Release>,
     applied: Applied,
     pending: Vec<(String, Action)>,
@@ -92,14 +182,24 @@ fn state_file_beside(stack: &Path) -> PathBuf {
     stack.with_file_name(format!("{stem}.canary-auto.json"))
 }
 
-/// The version `version` of `service` in stack file `text`.
-fn version_in(text: &str, path: &Path, service: &str, version: &str) -> Option<VersionSpec> {
+/// The version `version` of `service` in stack file `text`, running the
+/// build copy `build` (if any) in place of its output.
+fn version_in(
+    text: &str,
+    path: &Path,
+    (service, version): (&str, &str),
+    build: Option<&Path>,
+) -> Option<VersionSpec> {
     let base = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
     let parsed = serin_config::stack::parse_stack_file(text, &path.display().to_string(), base);
-    parsed.ok()?.stack.version(service, version).cloned()
+    let mut stack = parsed.ok()?.stack;
+    if let (Some(output), Some(copy)) = (build_output(&stack, service), build) {
+        relocate(&mut stack, service, &output, copy);
+    }
+    stack.version(service, version).cloned()
 }
 
 /// The version of `service` an apply of `incoming` may canary and its
@@ -153,9 +253,20 @@ impl AutoState {
         };
         let mut releases = BTreeMap::new();
         for (service, s) in saved.releases {
+            let at = (service.as_str(), s.version.as_str());
             let specs = (
-                version_in(&s.baseline_text, stack_path, &service, &s.version),
-                version_in(&s.candidate_text, stack_path, &service, &s.version),
+                version_in(
+                    &s.baseline_text,
+                    stack_path,
+                    at,
+                    s.baseline_build.as_deref(),
+                ),
+                version_in(
+                    &s.candidate_text,
+                    stack_path,
+                    at,
+                    s.candidate_build.as_deref(),
+                ),
             );
             let (Some(baseline), Some(candidate)) = specs else {
                 tracing::error!(%service, version = %s.version, "a held revision's stack file text no longer reads; it is dropped");
@@ -172,6 +283,7 @@ impl AutoState {
         }
         let mut me = Self {
             state_file,
+            builds_dir: builds::builds_dir(stack_path),
             releases,
             applied: applied.clone(),
             pending: Vec::new(),
@@ -269,9 +381,17 @@ impl AutoState {
                     actions.push((svc.name.clone(), Action::Abort));
                 }
                 Revision::Start | Revision::Restart => {
-                    let baseline_text = held.as_ref().map_or_else(
-                        || self.applied.text.clone(),
-                        |r| r.saved.baseline_text.clone(),
+                    let (baseline_text, baseline_build) = held.as_ref().map_or_else(
+                        || {
+                            let build = self.applied.builds.get(&svc.name).cloned();
+                            (self.applied.text.clone(), build)
+                        },
+                        |r| {
+                            (
+                                r.saved.baseline_text.clone(),
+                                r.saved.baseline_build.clone(),
+                            )
+                        },
                     );
                     let restart = held
                         .as_ref()
@@ -285,6 +405,8 @@ impl AutoState {
                                 canary_id: 0,
                                 baseline_text,
                                 candidate_text: incoming.text.clone(),
+                                baseline_build,
+                                candidate_build: incoming.builds.get(&svc.name).cloned(),
                             },
                             baseline,
                             candidate: new.clone(),
@@ -313,6 +435,29 @@ impl AutoState {
         {
             tracing::error!(file = %self.state_file.display(), error = %e, "cannot save the automatic canaries' state");
         }
+        self.prune_builds().await;
+    }
+
+    /// Removes the build copies no revision runs any more (after the
+    /// state that stops using them is saved).
+    async fn prune_builds(&self) {
+        let releases = self.releases.values().map(|r| &r.saved);
+        let held = releases.flat_map(|s| [&s.baseline_build, &s.candidate_build]);
+        let keep: BTreeSet<PathBuf> = held
+            .flatten()
+            .chain(self.applied.builds.values())
+            .cloned()
+            .collect();
+        let dir = self.builds_dir.clone();
+        let _ = tokio::task::spawn_blocking(move || builds::prune(&dir, &keep)).await;
+    }
+}
+
+/// What a failed roll-out says.
+fn describe(e: &RollOutError) -> String {
+    match e {
+        RollOutError::Rejected(e) => e.to_string(),
+        RollOutError::Busy(e) | RollOutError::Refused(e) | RollOutError::Internal(e) => e.clone(),
     }
 }
 
@@ -390,7 +535,59 @@ impl AutoCanary {
     /// aborts canaries. Returns the runtime's summary.
     pub async fn apply(&self, incoming: Applied) -> Result<serde_json::Value, RollOutError> {
         let mut state = self.inner.state.lock().await;
+        let incoming = incoming
+            .with_builds(&state.builds_dir, &state.applied.builds)
+            .await
+            .map_err(|e| RollOutError::Refused(e.to_string()))?;
         self.apply_locked(&mut state, incoming).await
+    }
+
+    /// Whether a build of `service` is for its canary to judge (an `auto:
+    /// true` service whose build names its output), as the stack runs now.
+    pub fn judges_builds(&self, service: &str) -> bool {
+        build_output(&self.inner.runtime.stack(), service).is_some()
+    }
+
+    /// `service` was built again (`serin up --watch`): its output is
+    /// copied and the copy rolled out as a new revision, judged by its
+    /// canary while the running revision keeps serving its own copy. The
+    /// outcome, for the service's logs.
+    pub async fn rebuilt(&self, service: &str) -> String {
+        let mut state = self.inner.state.lock().await;
+        let Some(output) = build_output(&state.applied.stack, service) else {
+            return format!("{service} no longer names a build output; nothing rolled out");
+        };
+        let copy = match copy_of(&state.builds_dir, service, &output).await {
+            Ok(copy) => copy,
+            Err(e) => return format!("{e}; the running revision stays"),
+        };
+        if state.applied.builds.get(service) == Some(&copy) {
+            return format!(
+                "the build's output is the same as the one running ({}); nothing to roll out",
+                copy.display()
+            );
+        }
+        let incoming = state.applied.rebuilt(service, &copy);
+        match self.apply_locked(&mut state, incoming).await {
+            Ok(_) => {
+                let judged = state
+                    .releases
+                    .get(service)
+                    .filter(|r| r.saved.stage == Stage::Judging)
+                    .filter(|r| r.saved.candidate_build.as_ref() == Some(&copy));
+                match judged {
+                    Some(r) => format!(
+                        "the build ({}) runs as {service}/{} and its canary judges it; \
+                     {service}/{} keeps serving the build it runs",
+                        copy.display(),
+                        canary_version(&r.saved.version),
+                        r.saved.version
+                    ),
+                    None => format!("the build ({}) is rolled out", copy.display()),
+                }
+            }
+            Err(e) => format!("cannot roll the build out: {}", describe(&e)),
+        }
     }
 
     /// [`Self::apply`] with the state held.
@@ -662,7 +859,8 @@ impl AutoCanary {
             "finish",
             (100, 0),
             format!(
-                "{service}/{version} runs the promoted revision and takes all the traffic;                  {service}/{} is retired",
+                "{service}/{version} runs the promoted revision and takes all the traffic; \
+                 {service}/{} is retired",
                 target.canary
             ),
         );
@@ -689,7 +887,9 @@ impl AutoCanary {
             "retire",
             (0, 0),
             format!(
-                "the new revision of {service}/{version} was rolled back: {service}/{} is                  stopped and {service}/{version} keeps serving the old revision (the same                  revision is not tried again; apply a changed file to)",
+                "the new revision of {service}/{version} was rolled back: {service}/{} is \
+                 stopped and {service}/{version} keeps serving the old revision (the same \
+                 revision is not tried again; apply a changed file to)",
                 target.canary
             ),
         );

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 mod admin_client;
+mod builds;
 pub(crate) mod canary;
 mod canary_auto;
 mod canary_kube;

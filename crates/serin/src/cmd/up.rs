@@ -1,5 +1,6 @@
 //! `serin up`: the local runtime and the gateway in one process.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -73,16 +74,26 @@ async fn up(args: UpArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
     if let Err(e) = serin_config::proxy::admin::check(&gateway) {
         return Ok(super::proxy::refuse_admin(e));
     }
-    let auto = AutoState::open(
-        &path,
-        Applied {
-            text,
-            stack: stack.clone(),
-            gateway: gateway.clone(),
-            mesh: mesh.clone(),
-        },
-    )
-    .await;
+    let applied = Applied {
+        text,
+        stack: stack.clone(),
+        gateway: gateway.clone(),
+        mesh: mesh.clone(),
+        builds: BTreeMap::new(),
+    };
+    // Automatic canaries judge builds, so each build runs from its copy,
+    // the first one too.
+    let applied = match applied
+        .with_builds(&super::builds::builds_dir(&path), &BTreeMap::new())
+        .await
+    {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let auto = AutoState::open(&path, applied).await;
     // What runs: the file, with the revisions automatic canaries hold.
     let (running, gateway) = auto.effective();
     let registry = Registry::new();
@@ -220,7 +231,20 @@ fn watch(
             async move { apply_again(&state, "watch").await }
         }
     };
-    serin_runtime::watch::spawn(runtime.clone(), path, apply).context("cannot watch")
+    // A build of a service whose automatic canary judges builds is its
+    // canary's to roll out; any other is rolled out in place.
+    let after_build: serin_runtime::watch::AfterBuild = {
+        let state = state.clone();
+        Arc::new(move |service: &str| {
+            let judged = state.auto.judges_builds(service);
+            let (state, service) = (state.clone(), service.to_string());
+            judged.then(|| {
+                Box::pin(async move { state.auto.rebuilt(&service).await })
+                    as std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>>
+            })
+        })
+    };
+    serin_runtime::watch::spawn(runtime.clone(), path, apply, after_build).context("cannot watch")
 }
 
 fn print_summary(
@@ -363,6 +387,7 @@ async fn apply_stack(
         stack,
         gateway,
         mesh,
+        builds: BTreeMap::new(),
     };
     state.auto.apply(applied).await
 }

@@ -212,6 +212,15 @@ async fn replica_versions(stack: &Stack) -> BTreeMap<String, usize> {
     out
 }
 
+/// Waits until qotm runs only `v1` (2 replicas), the canary version gone.
+async fn only_v1(stack: &Stack, what: &str) {
+    eventually(what, async || {
+        let versions = replica_versions(stack).await;
+        (versions == BTreeMap::from([("v1".to_string(), 2)])).then_some(())
+    })
+    .await;
+}
+
 /// The automatic canaries' state file.
 fn auto_state(stack: &Stack) -> Value {
     let text = std::fs::read_to_string(stack.path("stack.canary-auto.json"))
@@ -249,11 +258,7 @@ async fn an_apply_of_a_failing_revision_starts_a_canary_that_is_rolled_back_whil
     assert_eq!(v["phase"], "RolledBack", "{v:#}");
     let retire = wait_decision(&stack, "retire").await;
     assert_eq!(retire["actor"], "apply", "{retire}");
-    eventually("v1-canary stopped", async || {
-        let versions = replica_versions(&stack).await;
-        (versions == BTreeMap::from([("v1".to_string(), 2)])).then_some(())
-    })
-    .await;
+    only_v1(&stack, "v1-canary stopped").await;
     assert_eq!(
         auto_state(&stack)["releases"]["qotm"]["stage"],
         "RolledBack",
@@ -304,11 +309,7 @@ async fn an_apply_of_a_healthy_revision_is_promoted_and_takes_all_the_traffic() 
     assert_eq!(v["phase"], "Promoted", "{v:#}");
     let finish = wait_decision(&stack, "finish").await;
     assert_eq!(finish["to"]["v1"], 100, "{finish}");
-    eventually("only v1, of the new revision", async || {
-        let versions = replica_versions(&stack).await;
-        (versions == BTreeMap::from([("v1".to_string(), 2)])).then_some(())
-    })
-    .await;
+    only_v1(&stack, "only v1, of the new revision").await;
     load.reset();
     load.more(100).await;
     let seen = load.finish().await;
@@ -422,11 +423,7 @@ async fn sigkill_during_an_automatic_canary_then_restart_holds_both_revisions_ag
     approve(&stack).await;
     wait_decision(&stack, "finish").await;
     wait_answers(&load, &["new"]).await;
-    eventually("only v1", async || {
-        let versions = replica_versions(&stack).await;
-        (versions == BTreeMap::from([("v1".to_string(), 2)])).then_some(())
-    })
-    .await;
+    only_v1(&stack, "only v1").await;
     load.finish().await;
     stack.stop("TERM").await;
 }
@@ -688,5 +685,218 @@ async fn sigkill_during_a_preview_on_its_host_then_restart_routes_the_preview_ag
         );
         assert_eq!(version_of(&stack, "/quote/1", false).await, "old");
     }
+    stack.stop("TERM").await;
+}
+
+/// The build of [`built_project`]: copies `src/run.sh` to `out/run.sh`.
+const BUILD: &str = "#!/bin/sh\nmkdir -p out && cp src/run.sh out/run.sh && chmod +x out/run.sh\n";
+
+/// The service's source: qotm answering as `answer`, with `extra` args.
+fn write_source(dir: &std::path::Path, answer: &str, extra: &str) {
+    let script = format!(
+        "#!/bin/sh\nexec {} demo qotm --version {answer}{extra}\n",
+        crate::common::SERIN
+    );
+    std::fs::write(dir.join("src/run.sh"), script).unwrap_or_else(|e| panic!("write: {e}"));
+}
+
+/// Runs the build of [`built_project`] in `dir`, as its developer would.
+fn build_by_hand(dir: &std::path::Path) {
+    let out = std::process::Command::new("sh")
+        .arg("build.sh")
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("the build: {e}"));
+    assert!(out.status.success(), "the build: {out:?}");
+}
+
+/// A project built from `src/` into `out/run.sh` (built once already),
+/// whose stack file runs that build with an automatic canary and says so
+/// (`watch.output`).
+fn built_project(answer: &str) -> serin_testkit::process::TempDir {
+    let dir = serin_testkit::process::TempDir::new("serin-auto-build");
+    std::fs::create_dir_all(dir.path().join("src")).unwrap_or_else(|e| panic!("mkdir: {e}"));
+    std::fs::write(dir.path().join("build.sh"), BUILD).unwrap_or_else(|e| panic!("write: {e}"));
+    write_source(dir.path(), answer, "");
+    build_by_hand(dir.path());
+    let yaml = stack_yaml(STEPS, answer, "")
+        .replace("command: serin-demo", "command: ./out/run.sh")
+        .replace(&format!("        args: [qotm, --version, {answer}]\n"), "")
+        .replace(
+            "    canary:",
+            "    watch: {paths: [src], build: sh build.sh, output: out/run.sh}\n    canary:",
+        );
+    std::fs::write(dir.path().join("stack.yaml"), yaml).unwrap_or_else(|e| panic!("write: {e}"));
+    dir
+}
+
+/// `GET /runtime/builds`: qotm's last build.
+async fn last_build(stack: &Stack) -> Value {
+    let r = client()
+        .get(stack.serin.admin_url("/runtime/builds"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let builds: Value = r.json().await.unwrap_or_else(|e| panic!("{e}"));
+    builds
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["service"] == "qotm"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no build of qotm: {builds}"))
+}
+
+/// The build copies beside the stack file now.
+fn build_copies(stack: &Stack) -> Vec<String> {
+    let dir = stack.path("stack.builds/qotm");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_under_watch_is_judged_by_its_canary_while_the_running_build_serves_on() {
+    let stack = Stack::start_in(built_project("old"), &["--watch"]);
+    stack.wait_ready("qotm", "v1", 2).await;
+    let load = Load::start(stack.url("/"), None);
+    load.more(50).await;
+    assert_eq!(
+        build_copies(&stack).len(),
+        1,
+        "the first build runs from its copy"
+    );
+
+    // A rebuild whose every answer is a 500: judged as v1-canary, rolled
+    // back, while v1 serves on from its own copy.
+    write_source(&stack.path(""), "new", " --error-rate 1");
+    let v = wait_canary(&stack, "the canary of the rebuild", |v| {
+        v["canary"] == "v1-canary"
+    })
+    .await;
+    assert_eq!(v["baseline"], "v1", "{v:#}");
+    let v = wait_canary(&stack, "the rollback", |v| v["phase"] != "Progressing").await;
+    assert_eq!(v["phase"], "RolledBack", "{v:#}");
+    wait_decision(&stack, "retire").await;
+    only_v1(&stack, "v1-canary stopped").await;
+    let release = auto_state(&stack)["releases"]["qotm"].clone();
+    let (baseline, candidate) = (
+        release["baseline_build"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        release["candidate_build"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    );
+    assert!(
+        baseline.contains("stack.builds/qotm/") && candidate.contains("stack.builds/qotm/"),
+        "{release:#}"
+    );
+    assert_ne!(baseline, candidate, "{release:#}");
+    let runs = std::fs::read_to_string(&baseline).unwrap_or_else(|e| panic!("{baseline}: {e}"));
+    assert!(
+        runs.contains("--version old"),
+        "the baseline's copy: {runs}"
+    );
+    let build = last_build(&stack).await;
+    assert!(
+        build["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("runs as qotm/v1-canary and its canary judges it")),
+        "{build:#}"
+    );
+
+    // out/run.sh is the failing build now; a v1 replica that dies comes
+    // back running the build v1 was judged with.
+    let old = stack.wait_ready("qotm", "v1", 2).await;
+    let victim = crate::up::pid(&old[0]).unwrap_or_else(|| panic!("no pid: {}", old[0]));
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &victim.to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("kill: {e}"));
+    assert!(killed.success());
+    eventually("the killed replica replaced", async || {
+        let now = stack.wait_ready("qotm", "v1", 2).await;
+        now.iter()
+            .all(|r| crate::up::pid(r) != Some(victim))
+            .then_some(())
+    })
+    .await;
+    wait_answers(&load, &["old"]).await;
+
+    // A healthy rebuild: judged again, promoted, and it alone serves.
+    write_source(&stack.path(""), "newer", "");
+    let v = wait_canary(&stack, "the promotion of the next rebuild", |v| {
+        v["phase"] == "Promoted"
+    })
+    .await;
+    assert_eq!(v["canary"], "v1-canary", "{v:#}");
+    wait_decision(&stack, "finish").await;
+    only_v1(&stack, "only v1, of the new build").await;
+    wait_answers(&load, &["newer"]).await;
+    let seen = load.finish().await;
+    for ((version, status), n) in &seen {
+        if version == "old" || version == "newer" {
+            assert_eq!(*status, 200, "{n} answers of {version}: {seen:?}");
+        }
+    }
+    eventually("the unused copies removed", async || {
+        (build_copies(&stack).len() == 1).then_some(())
+    })
+    .await;
+    stack.stop("TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_the_canary_of_a_rebuild_then_restart_runs_both_builds_again() {
+    let dir = built_project("old");
+    let yaml = std::fs::read_to_string(dir.path().join("stack.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .replace(STEPS, HELD);
+    std::fs::write(dir.path().join("stack.yaml"), yaml).unwrap_or_else(|e| panic!("{e}"));
+    let mut stack = Stack::start_in(dir, &["--watch"]);
+    stack.wait_ready("qotm", "v1", 2).await;
+    let load = Load::start(stack.url("/"), None);
+    write_source(&stack.path(""), "new", "");
+    let before = wait_canary(&stack, "the wait for approval", |v| {
+        v["waiting"]["gate"] == "approval"
+    })
+    .await;
+    load.finish().await;
+
+    stack.serin.signal("KILL");
+    let code = tokio::task::block_in_place(|| stack.serin.wait(LIMIT));
+    assert_eq!(code, None, "killed by a signal");
+    // While serin is down the output changes again, and is put back: the
+    // restart copies what is there (the held revision's bytes) and finds
+    // both revisions' copies where the state says.
+    write_source(&stack.path(""), "while-down", "");
+    build_by_hand(&stack.path(""));
+    write_source(&stack.path(""), "new", "");
+    build_by_hand(&stack.path(""));
+    stack.serin = serin_testkit::Serin::up(
+        crate::common::SERIN,
+        &stack.path("stack.yaml"),
+        &["--watch"],
+    );
+    stack.wait_ready("qotm", "v1", 2).await;
+    stack.wait_ready("qotm", "v1-canary", 2).await;
+    let after = canary(&stack).await;
+    assert_eq!(after["id"], before["id"], "the same canary: {after:#}");
+    let load = Load::start(stack.url("/"), None);
+    wait_answers(&load, &["new", "old"]).await;
+
+    approve(&stack).await;
+    wait_decision(&stack, "finish").await;
+    wait_answers(&load, &["new"]).await;
+    load.finish().await;
+    eventually("only the promoted build's copy left", async || {
+        (build_copies(&stack).len() == 1).then_some(())
+    })
+    .await;
     stack.stop("TERM").await;
 }

@@ -254,13 +254,22 @@ async fn a_stack_file_change_applies_itself_and_a_broken_one_changes_nothing() {
     stack.stop("TERM").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serin_validate_names_each_bad_watch_key_at_its_place() {
+/// `serin validate` of `yaml` as `stack.yaml` in a folder with `src/`:
+/// fails, and says why on stderr (returned).
+async fn validate_failing(yaml: &str) -> String {
     let dir = TempDir::new("serin-watch-validate");
     std::fs::create_dir_all(dir.path().join("src")).unwrap_or_else(|e| panic!("mkdir: {e}"));
     let file = dir.path().join("stack.yaml");
-    std::fs::write(
-        &file,
+    std::fs::write(&file, yaml).unwrap_or_else(|e| panic!("write: {e}"));
+    let out = serin_cli(&["validate", &file.display().to_string()]).await;
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    stderr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serin_validate_names_each_bad_watch_key_at_its_place() {
+    let stderr = validate_failing(
         "services:
   - name: a
     command: x
@@ -270,10 +279,7 @@ async fn serin_validate_names_each_bad_watch_key_at_its_place() {
     watch: {build: make}
 ",
     )
-    .unwrap_or_else(|e| panic!("write: {e}"));
-    let out = serin_cli(&["validate", &file.display().to_string()]).await;
-    let (stdout, stderr) = text(&out);
-    assert!(!out.status.success(), "{stdout}{stderr}");
+    .await;
     for expected in [
         "stack.yaml:4:26: services[0].watch.paths[1]: cannot watch `nope`",
         "stack.yaml:4:42: services[0].watch.ignore[0]: `[x` is not a glob",
@@ -282,4 +288,39 @@ async fn serin_validate_names_each_bad_watch_key_at_its_place() {
     ] {
         assert!(stderr.contains(expected), "no `{expected}` in:\n{stderr}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serin_validate_names_each_bad_build_output_at_its_place() {
+    let stderr = validate_failing(
+        "services:
+  - name: a
+    command: ./out/a
+    canary: {auto: true}
+    watch: {paths: [src], build: make}
+  - name: b
+    command: ./out/b
+    watch: {paths: [src], output: out/b}
+  - name: c
+    command: ./out/c
+    watch: {paths: [src], build: make, output: out/other}
+  - name: d
+    command: node
+    args: [dist/index.js]
+    canary: {auto: true}
+    watch: {paths: [src], build: make, output: dist}
+",
+    )
+    .await;
+    for expected in [
+        "stack.yaml:5:34: services[0].watch.build: with `canary: {auto: true}` a build needs \
+         `output`",
+        "stack.yaml:8:35: services[1].watch.output: `output` names what the build writes, and \
+         this `watch:` has no `build`",
+        "stack.yaml:11:48: services[2].watch.output: no version runs `out/other`",
+    ] {
+        assert!(stderr.contains(expected), "no `{expected}` in:\n{stderr}");
+    }
+    // d is right: its versions run `dist/index.js` from its output.
+    assert!(!stderr.contains("services[3]"), "{stderr}");
 }
