@@ -16,12 +16,14 @@ pub const X_SERIN_OVERFLOW: HeaderName = HeaderName::from_static("x-serin-overfl
 
 /// The headers that always belong to one connection (RFC 9110 §7.6.1;
 /// `Proxy-Connection` and `Keep-Alive` from older practice), each with its
-/// bit in a [`hop_by_hop_present`] mask.
-const HOP_BY_HOP: [(HeaderName, u8); 8] = [
-    (header::CONNECTION, 1),
+/// bit in a [`hop_by_hop_present`] mask. A `static`: a `const` array of
+/// names is built and dropped again at each use (its `drop_in_place` alone
+/// was 0.8 % of the request path).
+static HOP_BY_HOP: [(HeaderName, u8); 8] = [
+    (header::CONNECTION, CONNECTION_BIT),
     (header::TRANSFER_ENCODING, 1 << 1),
-    (header::UPGRADE, 1 << 2),
-    (header::TE, 1 << 3),
+    (header::UPGRADE, UPGRADE_BIT),
+    (header::TE, TE_BIT),
     (header::TRAILER, 1 << 4),
     (header::PROXY_AUTHORIZATION, 1 << 5),
     (HeaderName::from_static("keep-alive"), 1 << 6),
@@ -31,20 +33,31 @@ const CONNECTION_BIT: u8 = 1;
 const UPGRADE_BIT: u8 = 1 << 2;
 const TE_BIT: u8 = 1 << 3;
 
-/// Which hop-by-hop headers the message has, in one pass over its names:
-/// comparing standard names is comparing a small enum, which costs less
-/// than hashing each of eight names into the map to find it absent (the
-/// usual case; the eight lookups showed at 7% of the request path).
-fn hop_by_hop_present(headers: &HeaderMap) -> u8 {
-    let mut mask = 0;
-    for name in headers.keys() {
-        for (hop, bit) in &HOP_BY_HOP {
-            if name == hop {
-                mask |= bit;
-            }
-        }
+/// The bit of [`HOP_BY_HOP`] a header name has (0: not hop-by-hop). A
+/// match on the name's text is a jump on its length and one comparison;
+/// comparing each name with the eight of the table was most of the cost
+/// of a request without any of them.
+fn hop_by_hop_bit(name: &str) -> u8 {
+    match name {
+        "connection" => CONNECTION_BIT,
+        "transfer-encoding" => 1 << 1,
+        "upgrade" => UPGRADE_BIT,
+        "te" => TE_BIT,
+        "trailer" => 1 << 4,
+        "proxy-authorization" => 1 << 5,
+        "keep-alive" => 1 << 6,
+        "proxy-connection" => 1 << 7,
+        _ => 0,
     }
-    mask
+}
+
+/// Which hop-by-hop headers the message has, in one pass over its names
+/// (cheaper than looking each of eight names up to find it absent, the
+/// usual case: those lookups showed at 7 % of the request path).
+fn hop_by_hop_present(headers: &HeaderMap) -> u8 {
+    headers
+        .keys()
+        .fold(0, |mask, name| mask | hop_by_hop_bit(name.as_str()))
 }
 
 /// Removes the headers that belong to one connection, not the message (RFC
@@ -193,6 +206,19 @@ pub fn connection_has(headers: &HeaderMap, option: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_hop_by_hop_name_has_its_own_bit() {
+        let mut seen = 0;
+        for (name, bit) in &HOP_BY_HOP {
+            assert_eq!(hop_by_hop_bit(name.as_str()), *bit, "{name}");
+            assert_eq!(seen & bit, 0, "{name} shares its bit");
+            seen |= bit;
+        }
+        for other in ["content-length", "host", "x-connection", "tes"] {
+            assert_eq!(hop_by_hop_bit(other), 0, "{other}");
+        }
+    }
 
     #[test]
     fn hop_by_hop_headers_go() {
