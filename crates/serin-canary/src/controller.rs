@@ -54,12 +54,9 @@ pub struct ControllerOptions {
 /// `NAME.canary.json` and `NAME.canary-audit.jsonl` beside a config or
 /// stack file `NAME.yaml`.
 pub fn files_beside(config: &Path) -> (PathBuf, PathBuf) {
-    let stem = config
-        .file_stem()
-        .map_or_else(|| "serin".into(), |s| s.to_string_lossy().into_owned());
     (
-        config.with_file_name(format!("{stem}.canary.json")),
-        config.with_file_name(format!("{stem}.canary-audit.jsonl")),
+        serin_config::beside(config, ".canary.json"),
+        serin_config::beside(config, ".canary-audit.jsonl"),
     )
 }
 

@@ -2,6 +2,8 @@
 //! reported at once (file:line:column, field path, what is wrong), and turned
 //! into validated models that the rest of serin trusts.
 
+mod beside;
+pub use beside::beside;
 pub mod decode;
 pub mod error;
 mod guard;

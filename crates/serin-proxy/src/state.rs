@@ -37,10 +37,7 @@ pub enum StateError {
 
 /// Where the state of a config file lives: `NAME.state.json` beside it.
 pub fn path_beside(config: &Path) -> PathBuf {
-    let stem = config
-        .file_stem()
-        .map_or_else(|| "serin".into(), |s| s.to_string_lossy().into_owned());
-    config.with_file_name(format!("{stem}.state.json"))
+    serin_config::beside(config, ".state.json")
 }
 
 pub fn load(path: &Path) -> Result<StateFile, StateError> {

@@ -360,7 +360,11 @@ impl Routes {
         };
         // Each build an automatic canary judges is copied into
         // `STEM.builds/` (see the binary's `builds`).
-        if path.starts_with(dir.join(format!("{}.builds", stem.to_string_lossy()))) {
+        let builds = serin_config::beside(
+            &self.stack_file,
+            serin_config::stack::build_output::BUILDS_SUFFIX,
+        );
+        if path.starts_with(builds) {
             return true;
         }
         let (stem, name) = (stem.to_string_lossy(), name.to_string_lossy());

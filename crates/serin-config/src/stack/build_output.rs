@@ -10,6 +10,11 @@ use std::path::{Path, PathBuf};
 
 use super::model::{Program, VersionSpec};
 
+/// The folder beside the stack file `NAME.yaml` that holds the copies of
+/// the builds automatic canaries judge (`NAME.builds`): the binary writes
+/// there, the watcher ignores it.
+pub const BUILDS_SUFFIX: &str = ".builds";
+
 /// Where `path` lies relative to `root`: `Some("")` for `root` itself.
 fn inside<'a>(path: &'a Path, root: &Path) -> Option<&'a Path> {
     path.strip_prefix(root).ok()

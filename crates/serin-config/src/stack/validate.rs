@@ -138,19 +138,14 @@ fn check_build_output(
         .as_ref()
         .and_then(|c| c.auto.as_ref())
         .is_some_and(|a| a.value);
-    match (&watch.output, &raw_watch.output) {
-        (None, _) if auto && watch.build.is_some() => {
-            if let Some(build) = &raw_watch.build {
-                build.argv.report(
-                    p,
-                    "with `canary: {auto: true}` a build needs `output`: the file or folder it \
-                     writes that the versions run (e.g. `output: target/debug/app`), so each \
-                     build runs from its own copy and the running revision keeps serving while \
-                     the new one is judged",
-                );
-            }
-        }
-        (Some(out), Some(written)) => {
+    match (&watch.output, &raw_watch.output, &raw_watch.build) {
+        (None, _, Some(build)) if auto => build.argv.report(
+            p,
+            "with `canary: {auto: true}` a build needs `output`: the file or folder it writes \
+             that the versions run (e.g. `output: target/debug/app`), so each build runs from \
+             its own copy and the running revision keeps serving while the new one is judged",
+        ),
+        (Some(out), Some(written), _) => {
             let runs_it = versions
                 .iter()
                 .any(|v| super::build_output::runs_from(v, out, base_dir));
@@ -158,7 +153,8 @@ fn check_build_output(
                 written.report(
                     p,
                     format!(
-                        "no version runs `{}` ({}): `output` is what the versions' `command`                          (or one of their `args`) runs",
+                        "no version runs `{}` ({}): `output` is what the versions' `command` \
+                         (or one of their `args`) runs",
                         written.value,
                         out.display()
                     ),

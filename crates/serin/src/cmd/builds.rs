@@ -16,10 +16,7 @@ use std::path::{Path, PathBuf};
 /// The folder beside `stack_file` (`NAME.yaml`) holding the copies:
 /// `NAME.builds` (the watcher ignores it).
 pub fn builds_dir(stack_file: &Path) -> PathBuf {
-    let stem = stack_file
-        .file_stem()
-        .map_or_else(|| "serin".into(), |s| s.to_string_lossy().into_owned());
-    stack_file.with_file_name(format!("{stem}.builds"))
+    serin_config::beside(stack_file, serin_config::stack::build_output::BUILDS_SUFFIX)
 }
 
 /// How many hex digits of the output's SHA-256 name its copy: 96 bits,
@@ -121,11 +118,10 @@ pub fn prune(builds: &Path, keep: &BTreeSet<PathBuf>) {
 fn digest(output: &Path) -> Result<String, (PathBuf, io::Error)> {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     let mut files = Vec::new();
-    list_files(output, Path::new(""), &mut files)?;
-    for relative in files {
-        let path = join(output, &relative);
+    list_files(output, &mut files)?;
+    for path in files {
         let meta = fs::metadata(&path).map_err(|e| (path.clone(), e))?;
-        let name = relative.to_string_lossy();
+        let name = path.strip_prefix(output).unwrap_or(&path).to_string_lossy();
         ctx.update(&(name.len() as u64).to_le_bytes());
         ctx.update(name.as_bytes());
         ctx.update(&[u8::from(meta.permissions().mode() & 0o111 != 0)]);
@@ -156,35 +152,23 @@ fn hash_file(ctx: &mut ring::digest::Context, path: &Path) -> io::Result<()> {
 /// do not count beside the hashing.
 const HASH_CHUNK: usize = 256 * 1024;
 
-/// The files under `root` (itself, when a file), relative to it, sorted.
-fn list_files(
-    root: &Path,
-    relative: &Path,
-    out: &mut Vec<PathBuf>,
-) -> Result<(), (PathBuf, io::Error)> {
-    let path = join(root, relative);
-    let meta = fs::metadata(&path).map_err(|e| (path.clone(), e))?;
+/// The files at or under `path`, sorted by name, into `out`.
+fn list_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), (PathBuf, io::Error)> {
+    let meta = fs::metadata(path).map_err(|e| (path.to_path_buf(), e))?;
     if !meta.is_dir() {
-        out.push(relative.to_path_buf());
+        out.push(path.to_path_buf());
         return Ok(());
     }
-    let mut names: Vec<_> = fs::read_dir(&path)
-        .map_err(|e| (path.clone(), e))?
-        .map(|entry| entry.map(|e| e.file_name()))
+    let mut entries: Vec<PathBuf> = fs::read_dir(path)
+        .map_err(|e| (path.to_path_buf(), e))?
+        .map(|entry| entry.map(|e| e.path()))
         .collect::<Result<_, _>>()
-        .map_err(|e| (path.clone(), e))?;
-    names.sort();
-    for name in names {
-        list_files(root, &relative.join(name), out)?;
+        .map_err(|e| (path.to_path_buf(), e))?;
+    entries.sort();
+    for entry in entries {
+        list_files(&entry, out)?;
     }
     Ok(())
-}
-
-fn join(root: &Path, relative: &Path) -> PathBuf {
-    match relative.as_os_str().is_empty() {
-        true => root.to_path_buf(),
-        false => root.join(relative),
-    }
 }
 
 /// Copies a file (its permissions with it) or a folder, following links.

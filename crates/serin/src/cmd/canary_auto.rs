@@ -92,12 +92,17 @@ impl Applied {
         Ok(self)
     }
 
-    /// The same, with `service` running the build copy `copy`.
-    fn rebuilt(&self, service: &str, copy: &Path) -> Self {
+    /// The same, with `service` (whose build names `output`) running the
+    /// build copy `copy` instead of what it ran.
+    fn rebuilt(&self, service: &str, output: &Path, copy: &Path) -> Self {
         let mut out = self.clone();
-        if let Some(old) = out.builds.insert(service.to_string(), copy.to_path_buf()) {
-            relocate(&mut out.stack, service, &old, copy);
-        }
+        let old = out.builds.insert(service.to_string(), copy.to_path_buf());
+        relocate(
+            &mut out.stack,
+            service,
+            old.as_deref().unwrap_or(output),
+            copy,
+        );
         out
     }
 }
@@ -176,10 +181,7 @@ pub struct AutoState {
 
 /// `NAME.canary-auto.json` beside the stack file `NAME.yaml`.
 fn state_file_beside(stack: &Path) -> PathBuf {
-    let stem = stack
-        .file_stem()
-        .map_or_else(|| "serin".into(), |s| s.to_string_lossy().into_owned());
-    stack.with_file_name(format!("{stem}.canary-auto.json"))
+    serin_config::beside(stack, ".canary-auto.json")
 }
 
 /// The version `version` of `service` in stack file `text`, running the
@@ -567,7 +569,7 @@ impl AutoCanary {
                 copy.display()
             );
         }
-        let incoming = state.applied.rebuilt(service, &copy);
+        let incoming = state.applied.rebuilt(service, &output, &copy);
         match self.apply_locked(&mut state, incoming).await {
             Ok(_) => {
                 let judged = state

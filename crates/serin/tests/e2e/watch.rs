@@ -318,6 +318,7 @@ async fn serin_validate_names_each_bad_build_output_at_its_place() {
         "stack.yaml:8:35: services[1].watch.output: `output` names what the build writes, and \
          this `watch:` has no `build`",
         "stack.yaml:11:48: services[2].watch.output: no version runs `out/other`",
+        "): `output` is what the versions' `command` (or one of their `args`) runs",
     ] {
         assert!(stderr.contains(expected), "no `{expected}` in:\n{stderr}");
     }
