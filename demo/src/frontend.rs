@@ -243,7 +243,7 @@ pub async fn run(args: FrontendArgs) -> anyhow::Result<()> {
     let pinger_url = root_url("PINGER_URL", &args.pinger_url)?;
     let details_url = root_url("DETAILS_URL", &args.details_url)?;
     let addr = common::listen_addr(&args.serve)?;
-    let client = reqwest::Client::builder()
+    let client = serin_config::http_client::builder()?
         .timeout(args.timeout)
         .connect_timeout(args.timeout)
         .no_proxy()

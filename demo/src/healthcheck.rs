@@ -12,7 +12,7 @@ pub async fn run(args: &HealthcheckArgs) -> anyhow::Result<()> {
     let addr = service_addr(args.host, args.port)?;
     let path = args.path.trim_start_matches('/');
     let url = format!("http://{addr}/{path}");
-    let client = reqwest::Client::builder()
+    let client = serin_config::http_client::builder()?
         .timeout(args.timeout)
         .build()
         .context("cannot build an HTTP client")?;

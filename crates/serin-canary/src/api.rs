@@ -57,7 +57,7 @@ fn failure(e: &CanaryError) -> Response {
         ) => StatusCode::UNPROCESSABLE_ENTITY,
         CanaryError::BadOptions(_) => StatusCode::BAD_REQUEST,
         CanaryError::Sink(_) => StatusCode::BAD_GATEWAY,
-        CanaryError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        CanaryError::Store(_) | CanaryError::HttpClient(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, e)
 }

@@ -11,10 +11,10 @@
 //! This module holds the pure decisions: what an apply means for one
 //! version ([`classify`]), and the stack and gateway the runtime and the
 //! proxy run while revisions are held ([`effective_stack`],
-//! [`effective_gateway`]). Running them is the binary's (`serin up`).
+//! [`effective_gateway`], [`effective_routes`] for the sidecars' routes). Running them is the binary's (`serin up`).
 
 use serde::{Deserialize, Serialize};
-use serin_config::proxy::{BackendRefConfig, ProxyConfig, VersionConfig};
+use serin_config::proxy::{BackendRefConfig, ProxyConfig, RouteConfig, VersionConfig};
 use serin_config::stack::{CANARY_VERSION_SUFFIX, Stack, VersionSpec};
 
 /// Where a held revision is.
@@ -150,7 +150,20 @@ pub fn effective_gateway(gateway: &mut ProxyConfig, held: &[Held]) {
             };
             svc.versions.push(version);
         }
-        for rule in gateway.routes.iter_mut().flat_map(|r| r.rules.iter_mut()) {
+    }
+    effective_routes(&mut gateway.routes, held);
+}
+
+/// Every rule of `routes` that sends to a held baseline also holds its
+/// canary version, at weight 0, while the revision is judged or promoted.
+/// The gateway's routes and the sidecars' `caller>callee` routes both go
+/// through here, so a canary moves the traffic between services as it
+/// moves the gateway's (its controller sets the weights of every rule that
+/// holds both versions).
+pub fn effective_routes(routes: &mut [RouteConfig], held: &[Held]) {
+    for h in held.iter().filter(|h| h.stage != Stage::RolledBack) {
+        let canary = canary_version(&h.version);
+        for rule in routes.iter_mut().flat_map(|r| r.rules.iter_mut()) {
             let Some(base) = rule
                 .backends
                 .iter()

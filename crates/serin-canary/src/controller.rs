@@ -264,6 +264,10 @@ impl Controller {
                 .map(|p| Arc::new(FileBackend::new(p)) as Arc<dyn StateBackend>)
         });
         let store = Store::open(backend).await?;
+        let http = serin_config::http_client::builder()
+            .map_err(|e| CanaryError::HttpClient(e.into()))?
+            .build()
+            .map_err(|e| CanaryError::HttpClient(e.into()))?;
         let me = Self {
             inner: Arc::new(Inner {
                 sink,
@@ -276,8 +280,8 @@ impl Controller {
                 }),
                 slots: Mutex::new(BTreeMap::new()),
                 starting: tokio::sync::Mutex::new(()),
-                http: reqwest::Client::new(),
-                notifier: Notifier::start(reqwest::Client::new()),
+                notifier: Notifier::start(http.clone()),
+                http,
                 decided: watch::channel(0).0,
             }),
         };

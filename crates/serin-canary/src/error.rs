@@ -28,4 +28,7 @@ pub enum CanaryError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The client for webhooks and notifications cannot be built.
+    #[error("the canary's HTTP client: {0}")]
+    HttpClient(#[source] Box<dyn std::error::Error + Send + Sync>),
 }

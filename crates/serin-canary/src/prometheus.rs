@@ -204,7 +204,8 @@ impl PrometheusSource {
 
     /// A source whose templates' `{{namespace}}` is `namespace`.
     pub fn in_namespace(url: &str, queries: Queries, namespace: &str) -> Result<Self, SourceError> {
-        let http = reqwest::Client::builder()
+        let http = serin_config::http_client::builder()
+            .map_err(|e| SourceError::Other(e.to_string()))?
             .no_proxy()
             .timeout(QUERY_TIMEOUT)
             .build()

@@ -739,7 +739,7 @@ services:
     canary:
       webhooks:
         - {name: smoke, type: pre-deploy, url: 'http://h/'}
-        - {name: gate, type: rollout, url: 'https://h/', timeout: 0s}
+        - {name: gate, type: rollout, url: 'ftp://h/', timeout: 0s}
         - {name: gate, type: rollout, url: 'http://h/', colour: red}
       notify:
         - {url: 'http://h/', format: xml}
@@ -753,8 +753,8 @@ services:
         for part in [
             "stack.yaml:7:31: services[0].canary.webhooks[0].type: unknown webhook type \
              `pre-deploy`",
-            "stack.yaml:8:44: services[0].canary.webhooks[1].url: `https://h/` is not an http:// \
-             URL",
+            "stack.yaml:8:44: services[0].canary.webhooks[1].url: `ftp://h/` is not an http:// or \
+             https:// URL",
             "services[0].canary.webhooks[1].timeout: a webhook's timeout must be more than 0",
             "stack.yaml:9:18: services[0].canary.webhooks[2].name: webhook `gate` is defined \
              twice (first on line 8)",
@@ -777,7 +777,7 @@ services:
         .unwrap_err()
         .to_string();
         assert!(
-            e.contains("webhooks: `g`: `ftp://h/` is not an http:// URL"),
+            e.contains("webhooks: `g`: `ftp://h/` is not an http:// or https:// URL"),
             "{e}"
         );
     }

@@ -7,6 +7,7 @@ pub use beside::beside;
 pub mod decode;
 pub mod error;
 mod guard;
+pub mod http_client;
 pub mod kind;
 
 pub use decode::{Decode, Node, Spanned, parse_duration};

@@ -3,7 +3,7 @@
 //! same files for the same reasons.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
@@ -42,6 +42,34 @@ pub enum TlsFileError {
 /// The crypto serin uses everywhere (ring, as the rest of the workspace).
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The system's trust store holds no certificate serin can use; why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct NoSystemRoots(pub String);
+
+/// The system's trust store (rustls-native-certs: the OS's own list, which
+/// the distribution keeps current and where an organisation adds its
+/// private CAs; webpki-roots would be a copy of Mozilla's frozen into the
+/// binary). Read once, at the first use.
+pub fn system_roots() -> Result<Arc<RootCertStore>, NoSystemRoots> {
+    static ROOTS: OnceLock<Result<Arc<RootCertStore>, NoSystemRoots>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            let mut roots = RootCertStore::empty();
+            let (_, ignored) = roots.add_parsable_certificates(found.certs);
+            if roots.is_empty() {
+                let why = found
+                    .errors
+                    .first()
+                    .map_or_else(|| format!("{ignored} unusable"), ToString::to_string);
+                return Err(NoSystemRoots(why));
+            }
+            Ok(Arc::new(roots))
+        })
+        .clone()
 }
 
 /// Every certificate of a PEM file, in order.

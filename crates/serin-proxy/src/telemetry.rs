@@ -64,6 +64,14 @@ pub struct Exporter {
 
 impl Exporter {
     pub fn start(config: &TracingConfig) -> Result<Self, TelemetryError> {
+        // The exporter builds its own reqwest client (so it honours the
+        // OTEL_EXPORTER_OTLP_* timeout and the rest), which takes the
+        // process's default crypto provider; the workspace's reqwest has
+        // none of its own (serin_config::http_client says why). ring is
+        // serin's crypto everywhere; a provider already installed stays.
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            let _already = rustls::crypto::ring::default_provider().install_default();
+        }
         let mut builder = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(Protocol::HttpBinary);

@@ -839,7 +839,8 @@ async fn the_admin_api() {
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    let client = reqwest::Client::builder()
+    let client = serin_config::http_client::builder()
+        .unwrap()
         .timeout(PATIENCE)
         .build()
         .unwrap();
@@ -857,7 +858,10 @@ async fn the_admin_api() {
     assert_eq!(ps[0]["ready"], true);
 
     // Follow the logs while scaling up.
-    let mut follow = reqwest::Client::new()
+    let mut follow = serin_config::http_client::builder()
+        .unwrap()
+        .build()
+        .unwrap()
         .get(format!("{base}/runtime/logs?service=qotm&follow=true"))
         .send()
         .await

@@ -53,7 +53,7 @@ impl Tester {
 pub async fn run(args: LoadtesterArgs) -> anyhow::Result<()> {
     let id = Arc::new(Identity::new("loadtester", &args.serve));
     let addr = common::listen_addr(&args.serve)?;
-    let http = reqwest::Client::builder()
+    let http = serin_config::http_client::builder()?
         .no_proxy()
         .build()
         .context("cannot build the HTTP client")?;

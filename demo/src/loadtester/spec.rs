@@ -203,9 +203,8 @@ impl HookCall {
 fn url_of(text: &str) -> Result<reqwest::Url, SpecError> {
     let url = reqwest::Url::parse(text.trim())
         .map_err(|e| bad("url", text, format!("is not a URL: {e}")))?;
-    if url.scheme() != "http" {
-        // The demo binary's HTTP client is built without TLS.
-        return Err(bad("url", text, "is not an http:// URL"));
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("url", text, "is not an http:// or https:// URL"));
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(bad("url", text, "names no host"));
@@ -330,6 +329,8 @@ mod tests {
     fn a_url_alone_takes_every_default() {
         let spec = start(json!({"url": "http://127.0.0.1:8080/qotm/"}));
         assert_eq!(spec.url.as_str(), "http://127.0.0.1:8080/qotm/");
+        let spec = start(json!({"url": "https://qotm.example/"}));
+        assert_eq!(spec.url.as_str(), "https://qotm.example/");
         assert_eq!(spec.method, Method::GET);
         assert_eq!(spec.rate, DEFAULT_RATE);
         assert_eq!(spec.duration, DEFAULT_DURATION);
@@ -380,7 +381,7 @@ mod tests {
     fn bad_metadata_is_named() {
         let table: &[(Value, &str)] = &[
             (json!({}), "no `url`"),
-            (json!({"url": "https://a/"}), "not an http:// URL"),
+            (json!({"url": "ftp://a/"}), "not an http:// or https:// URL"),
             (json!({"url": "not a url"}), "is not a URL"),
             (
                 json!({"url": "http://a/", "rate": "0"}),

@@ -39,7 +39,8 @@ pub fn free_port() -> u16 {
 
 /// An HTTP client that ignores proxy settings.
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder()
+    serin_config::http_client::builder()
+        .expect("HTTP client TLS")
         .no_proxy()
         .timeout(Duration::from_secs(10))
         .build()

@@ -92,6 +92,17 @@ fn the_runtime_runs_the_baseline_and_the_candidate_beside_it() {
     assert_eq!(args(&effective_stack(&file, &[])), [row("v1", "qotm b")]);
 }
 
+/// qotm's `v1` held at `stage`, revision `a` against `b`.
+fn held(stage: Stage) -> Held {
+    Held {
+        service: "qotm".into(),
+        version: "v1".into(),
+        stage,
+        baseline: spec("a"),
+        candidate: spec("b"),
+    }
+}
+
 #[test]
 fn the_gateway_holds_the_canary_version_at_weight_0_beside_the_baseline() {
     let text = "gateway:\n  routes:\n    - name: qotm\n      rules:\n        - backendRefs: [{name: qotm}]\n\
@@ -99,13 +110,6 @@ fn the_gateway_holds_the_canary_version_at_weight_0_beside_the_baseline() {
     let mut gw = serin_config::stack::parse_stack_file(text, "t.yaml", std::path::Path::new("."))
         .unwrap_or_else(|e| panic!("{e}"))
         .gateway;
-    let held = |stage| Held {
-        service: "qotm".into(),
-        version: "v1".into(),
-        stage,
-        baseline: spec("a"),
-        candidate: spec("b"),
-    };
     let mut rolled_back = gw.clone();
     effective_gateway(&mut rolled_back, &[held(Stage::RolledBack)]);
     assert_eq!(rolled_back.routes[0].rules[0].backends.len(), 1);
@@ -130,4 +134,54 @@ fn the_gateway_holds_the_canary_version_at_weight_0_beside_the_baseline() {
         .map(|v| v.name.as_str())
         .collect();
     assert_eq!(versions, ["v1", "v1-canary"]);
+}
+
+#[test]
+fn a_sidecars_route_to_the_service_holds_the_canary_version_too() {
+    let text = "services:\n  - name: web\n    command: serin-demo\n    \
+                sidecar: {outbound: [{name: qotm, env: QOTM_URL}, {name: other, env: OTHER_URL}]}\n  \
+                - name: qotm\n    command: serin-demo\n    canary: {auto: true}\n  \
+                - name: other\n    command: serin-demo\n";
+    let file = serin_config::stack::parse_stack_file(text, "t.yaml", std::path::Path::new("."))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let refs = |routes: &[RouteConfig]| -> Vec<(String, Vec<(String, u32)>)> {
+        routes
+            .iter()
+            .map(|r| {
+                let backends = r.rules[0]
+                    .backends
+                    .iter()
+                    .map(|b| (b.key(), b.weight))
+                    .collect();
+                (r.name.clone(), backends)
+            })
+            .collect()
+    };
+    let plain = refs(&file.mesh);
+    let mut rolled_back = file.mesh.clone();
+    effective_routes(&mut rolled_back, &[held(Stage::RolledBack)]);
+    assert_eq!(
+        refs(&rolled_back),
+        plain,
+        "a rolled-back revision adds nothing"
+    );
+    for stage in [Stage::Judging, Stage::Promoting] {
+        let mut mesh = file.mesh.clone();
+        effective_routes(&mut mesh, &[held(stage)]);
+        effective_routes(&mut mesh, &[held(stage)]);
+        assert_eq!(
+            refs(&mesh),
+            [
+                (
+                    "web>qotm".to_string(),
+                    vec![
+                        ("qotm/v1".to_string(), 1),
+                        ("qotm/v1-canary".to_string(), 0)
+                    ]
+                ),
+                ("web>other".to_string(), vec![("other/v1".to_string(), 1)]),
+            ],
+            "{stage:?}: the route to qotm holds its canary once, the other is as it was"
+        );
+    }
 }

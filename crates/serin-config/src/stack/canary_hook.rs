@@ -191,8 +191,8 @@ pub enum HookError {
     #[error("unknown notification format `{0}`; the formats are slack and json")]
     UnknownFormat(String),
     #[error(
-        "`{0}` is not an http:// URL such as http://127.0.0.1:8080/hook (serin's webhook client \
-         speaks plain HTTP; put a relay in front of an https:// endpoint)"
+        "`{0}` is not an http:// or https:// URL such as http://127.0.0.1:8080/hook or \
+         https://hooks.slack.com/services/..."
     )]
     BadUrl(String),
     #[error("a webhook's timeout must be more than 0")]
@@ -213,10 +213,13 @@ pub enum HookError {
     BadNotifyFlag(String),
 }
 
-/// Checks a hook or notification URL: `http://` and a host.
+/// Checks a hook or notification URL: `http://` or `https://` (verified
+/// against the system's trust store, `serin_config::http_client`) and a
+/// host.
 pub fn check_hook_url(url: &str) -> Result<(), HookError> {
     let ok = url
         .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
         .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
         && !url.contains(char::is_whitespace);
     if ok {
@@ -321,10 +324,14 @@ mod tests {
         );
         let h = parse_webhook_flag("rollout=http://h/a;b;name=smoke").unwrap();
         assert_eq!((h.name.as_str(), h.url.as_str()), ("smoke", "http://h/a;b"));
+        let h = parse_webhook_flag("rollout=https://hooks.example/x").unwrap();
+        assert_eq!(h.url, "https://hooks.example/x");
         for (flag, part) in [
             ("http://h/", "not a webhook"),
             ("pre-deploy=http://h/", "unknown webhook type `pre-deploy`"),
-            ("rollout=https://h/", "not an http:// URL"),
+            ("rollout=ftp://h/", "not an http:// or https:// URL"),
+            ("rollout=https://", "not an http:// or https:// URL"),
+            ("rollout=https:///x", "not an http:// or https:// URL"),
             ("rollout=http://h/;timeout=0s", "more than 0"),
             ("rollout=http://h/;name=9x", "not a check name"),
         ] {

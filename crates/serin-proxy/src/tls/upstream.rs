@@ -4,7 +4,7 @@
 //! `h2` for `protocol: h2`).
 
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::ServerName;
@@ -88,26 +88,8 @@ impl UpstreamTls {
     }
 }
 
-/// The system's trust store (rustls-native-certs: the OS's own list, which
-/// the distribution keeps current and where an organisation adds its
-/// private CAs; webpki-roots would be a copy of Mozilla's frozen into the
-/// binary). Read once, at the first service that needs it.
+/// The system's trust store (read once, shared with serin's own HTTP
+/// client).
 fn system_roots() -> Result<Arc<RootCertStore>, TlsError> {
-    static ROOTS: OnceLock<Result<Arc<RootCertStore>, String>> = OnceLock::new();
-    ROOTS
-        .get_or_init(|| {
-            let found = rustls_native_certs::load_native_certs();
-            let mut roots = RootCertStore::empty();
-            let (_, ignored) = roots.add_parsable_certificates(found.certs);
-            if roots.is_empty() {
-                let why = found
-                    .errors
-                    .first()
-                    .map_or_else(|| format!("{ignored} unusable"), ToString::to_string);
-                return Err(why);
-            }
-            Ok(Arc::new(roots))
-        })
-        .clone()
-        .map_err(TlsError::NoSystemRoots)
+    serin_config::tls::system_roots().map_err(|e| TlsError::NoSystemRoots(e.0))
 }

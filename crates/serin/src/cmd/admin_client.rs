@@ -29,7 +29,7 @@ impl AdminClient {
         Ok(Self {
             base: format!("http://{admin}"),
             token: target.token.clone(),
-            http: reqwest::Client::builder()
+            http: serin_config::http_client::builder()?
                 .timeout(std::time::Duration::from_secs(30))
                 .build()?,
             rt: tokio::runtime::Builder::new_current_thread()
@@ -63,7 +63,7 @@ impl AdminClient {
     pub fn stream_lines(&self, path: &str, mut line: impl FnMut(&str)) -> anyhow::Result<()> {
         let url = format!("{}{path}", self.base);
         // No overall timeout: a followed log stream lasts as long as serin.
-        let mut req = reqwest::Client::builder().build()?.get(&url);
+        let mut req = serin_config::http_client::builder()?.build()?.get(&url);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }

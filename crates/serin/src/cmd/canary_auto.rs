@@ -24,7 +24,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use serin_canary::audit::{Actor, AuditEntry};
 use serin_canary::auto::{
-    Held, Revision, Stage, canary_version, classify, effective_gateway, effective_stack,
+    Held, Revision, Stage, canary_version, classify, effective_gateway, effective_routes,
+    effective_stack,
 };
 use serin_canary::{Command, Phase, StartRequest, StateBackend, Target, WeightSink};
 use serin_config::proxy::{ProxyConfig, RouteConfig};
@@ -303,13 +304,15 @@ impl AutoState {
         me
     }
 
-    /// The stack and gateway to run now.
-    pub fn effective(&self) -> (Stack, ProxyConfig) {
+    /// The stack, gateway and sidecar routes to run now.
+    pub fn effective(&self) -> (Stack, ProxyConfig, Vec<RouteConfig>) {
         let held = self.held();
         let stack = effective_stack(&self.applied.stack, &held);
         let mut gateway = self.applied.gateway.clone();
         effective_gateway(&mut gateway, &held);
-        (stack, gateway)
+        let mut mesh = self.applied.mesh.clone();
+        effective_routes(&mut mesh, &held);
+        (stack, gateway, mesh)
     }
 
     fn held(&self) -> Vec<Held> {
@@ -622,8 +625,7 @@ impl AutoCanary {
     /// Gives the proxy and the runtime the stack and gateway `state` holds;
     /// the runtime's summary of what changed.
     async fn roll_out(&self, state: &AutoState) -> Result<serde_json::Value, RollOutError> {
-        let (stack, gateway) = state.effective();
-        let mesh = state.applied.mesh.clone();
+        let (stack, gateway, mesh) = state.effective();
         let sidecars = self.inner.sidecars.clone();
         match tokio::task::spawn_blocking(move || sidecars.set_source(gateway, mesh)).await {
             Ok(Ok(())) => self

@@ -78,7 +78,7 @@ async fn up(args: UpArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
         text,
         stack: stack.clone(),
         gateway: gateway.clone(),
-        mesh: mesh.clone(),
+        mesh,
         builds: BTreeMap::new(),
     };
     // Automatic canaries judge builds, so each build runs from its copy,
@@ -95,7 +95,7 @@ async fn up(args: UpArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
     };
     let auto = AutoState::open(&path, applied).await;
     // What runs: the file, with the revisions automatic canaries hold.
-    let (running, gateway) = auto.effective();
+    let (running, gateway, mesh) = auto.effective();
     let registry = Registry::new();
     let proxy = match Proxy::start(
         gateway.clone(),

@@ -60,6 +60,16 @@ struct Load {
 
 impl Load {
     fn start(url: String, header: Option<(&'static str, &'static str)>) -> Self {
+        Self::start_reading(url, header, "/version")
+    }
+
+    /// As [`Self::start`], the version read at the JSON pointer `version_at`
+    /// of each answer.
+    fn start_reading(
+        url: String,
+        header: Option<(&'static str, &'static str)>,
+        version_at: &'static str,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Seen::new()));
         let failed = Arc::new(Mutex::new(Vec::new()));
@@ -74,7 +84,7 @@ impl Load {
                         if let Some((k, v)) = header {
                             req = req.header(k, v);
                         }
-                        match answer(req).await {
+                        match answer_at(req, version_at).await {
                             Ok(key) => {
                                 *seen
                                     .lock()
@@ -129,12 +139,18 @@ impl Load {
 
 /// (the answer's `version`, its status), or why there was none.
 async fn answer(req: reqwest::RequestBuilder) -> Result<(String, u16), String> {
+    answer_at(req, "/version").await
+}
+
+/// (the version at the JSON pointer `at` of the answer, its status), or why
+/// there was none.
+async fn answer_at(req: reqwest::RequestBuilder, at: &str) -> Result<(String, u16), String> {
     let r = req.send().await.map_err(|e| format!("{e:?}"))?;
     let status = r.status().as_u16();
     let body = r.text().await.map_err(|e| format!("body: {e:?}"))?;
     let v: Value = serde_json::from_str(&body).map_err(|_| format!("HTTP {status}: {body}"))?;
-    let version = v["version"].as_str().unwrap_or("?").to_string();
-    Ok((version, status))
+    let version = v.pointer(at).and_then(Value::as_str).unwrap_or("?");
+    Ok((version.to_string(), status))
 }
 
 /// `serin apply` of `yaml` (written over the stack file first): its JSON
@@ -154,8 +170,12 @@ async fn apply(stack: &Stack, yaml: &str) -> Value {
 }
 
 async fn canary(stack: &Stack) -> Value {
+    canary_of(stack, "qotm").await
+}
+
+async fn canary_of(stack: &Stack, service: &str) -> Value {
     let r = client()
-        .get(stack.serin.admin_url("/canary/qotm"))
+        .get(stack.serin.admin_url(&format!("/canary/{service}")))
         .send()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -164,9 +184,19 @@ async fn canary(stack: &Stack) -> Value {
 
 /// Polls the canary of qotm until `cond` holds.
 async fn wait_canary(stack: &Stack, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+    wait_canary_of(stack, "qotm", what, cond).await
+}
+
+/// Polls the canary of `service` until `cond` holds.
+async fn wait_canary_of(
+    stack: &Stack,
+    service: &str,
+    what: &str,
+    cond: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + CANARY_LIMIT;
     loop {
-        let v = canary(stack).await;
+        let v = canary_of(stack, service).await;
         if cond(&v) {
             return v;
         }
@@ -333,8 +363,13 @@ const HELD: &str = "steps: [50], approval: true, minRequests: 10";
 
 /// `POST /canary/qotm/approve`.
 async fn approve(stack: &Stack) {
+    approve_of(stack, "qotm").await;
+}
+
+/// `POST /canary/SERVICE/approve`.
+async fn approve_of(stack: &Stack, service: &str) {
     let r = client()
-        .post(stack.serin.admin_url("/canary/qotm/approve"))
+        .post(stack.serin.admin_url(&format!("/canary/{service}/approve")))
         .json(&serde_json::json!({}))
         .send()
         .await
@@ -390,6 +425,72 @@ async fn a_second_apply_during_a_canary_restarts_the_analysis_for_the_newest_rev
     approve(&stack).await;
     wait_decision(&stack, "finish").await;
     wait_answers(&load, &["newer"]).await;
+    load.finish().await;
+    stack.stop("TERM").await;
+}
+
+/// The mesh example's shape: the gateway sends `/` to frontend, whose
+/// sidecar calls pinger and details; pinger's canary is automatic, held at
+/// 50 % until approved, its one version answering as `answer`.
+fn mesh_stack_yaml(answer: &str) -> String {
+    format!(
+        "gateway:
+  routes:
+    - name: frontend
+      rules:
+        - backendRefs: [{{name: frontend}}]
+services:
+  - name: frontend
+    command: serin-demo
+    args: [frontend]
+    readiness: {{httpGet: {{path: /ready}}, period: 200ms}}
+    sidecar:
+      outbound:
+        - {{name: pinger, env: PINGER_URL}}
+        - {{name: details, env: DETAILS_URL}}
+  - name: pinger
+    command: serin-demo
+    readiness: {{httpGet: {{path: /ready}}, period: 200ms}}
+    terminationGracePeriod: 5s
+    sidecar: {{}}
+    canary: {{auto: true, interval: 1s, failures: 1, maxLatencyRatio: 50, \
+     inconclusiveLimit: 1000, {HELD}}}
+    versions:
+      - name: v1
+        args: [pinger, --version, {answer}]
+  - name: details
+    command: serin-demo
+    args: [details]
+    readiness: {{httpGet: {{path: /ready}}, period: 200ms}}
+    sidecar: {{}}
+"
+    )
+}
+
+/// Only the frontend's sidecar sends to pinger: the automatic canary moves
+/// that traffic between services (the `frontend>pinger` route) as it moves
+/// the gateway's, and after promotion the new revision answers it alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_automatic_canary_moves_the_traffic_of_a_sidecars_route() {
+    let stack = Stack::start(&mesh_stack_yaml("old"));
+    for service in ["frontend", "pinger", "details"] {
+        stack.wait_ready(service, "v1", 1).await;
+    }
+    let load = Load::start_reading(stack.url("/api"), None, "/pinger/body/version");
+    wait_answers(&load, &["old"]).await;
+    apply(&stack, &mesh_stack_yaml("new")).await;
+    wait_canary_of(&stack, "pinger", "the wait for approval", |v| {
+        v["waiting"]["gate"] == "approval"
+    })
+    .await;
+    wait_answers(&load, &["new", "old"]).await;
+    let metrics = crate::common::metrics_text(&stack.serin).await;
+    let series = r#"serin_requests_total{route="frontend>pinger",service="pinger",version="v1-canary",code="200"}"#;
+    assert!(metrics.contains(series), "{series} missing:\n{metrics}");
+
+    approve_of(&stack, "pinger").await;
+    wait_decision(&stack, "finish").await;
+    wait_answers(&load, &["new"]).await;
     load.finish().await;
     stack.stop("TERM").await;
 }

@@ -14,7 +14,12 @@ use crate::canary::{
     NOT_A_LATENCY_TEST, Qotm, audit, canary_weights, cli, config, decisions, load, route_weights,
     series_value, status, wait_status,
 };
+use std::path::PathBuf;
+
+use serin_testkit::process::TempDir;
+
 use crate::common::{Program, SERIN, Serin, client, proxy};
+use crate::tls::{Ca, leaf};
 
 /// A webhook receiver: every POST's path and JSON body, answered with the
 /// status set by [`Receiver::answer`].
@@ -53,8 +58,73 @@ async fn record(
         .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR)
 }
 
+/// The receiver's listener over TLS: a connection whose handshake fails
+/// (a client that does not trust the certificate) is counted and dropped.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    refused: Arc<AtomicU64>,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            match self.acceptor.accept(stream).await {
+                Ok(tls) => return (tls, addr),
+                Err(_) => {
+                    self.refused.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// A TLS server config for the receiver: `cert` and `key` (PEM files).
+fn receiver_tls(cert: &std::path::Path, key: &std::path::Path) -> tokio_rustls::TlsAcceptor {
+    use rustls_pki_types::pem::PemObject;
+    let chain = rustls_pki_types::CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .unwrap_or_else(|e| panic!("{}: {e}", cert.display()));
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key)
+        .unwrap_or_else(|e| panic!("{}: {e}", key.display()));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+    .unwrap_or_else(|e| panic!("receiver TLS: {e}"));
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
 impl Receiver {
     async fn start(answer: u16) -> Self {
+        Self::serve(answer, None).await.0
+    }
+
+    /// A receiver at `https://127.0.0.1:PORT` with the certificate `cert`
+    /// and key `key`; the count of refused handshakes.
+    async fn start_tls(
+        answer: u16,
+        (cert, key): &(std::path::PathBuf, std::path::PathBuf),
+    ) -> (Self, Arc<AtomicU64>) {
+        let (me, refused) = Self::serve(answer, Some(receiver_tls(cert, key))).await;
+        (me, refused.unwrap_or_default())
+    }
+
+    async fn serve(
+        answer: u16,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> (Self, Option<Arc<AtomicU64>>) {
         let shared = Shared {
             answer: Arc::new(AtomicU16::new(answer)),
             delay_ms: Arc::new(AtomicU64::new(0)),
@@ -69,16 +139,38 @@ impl Receiver {
         let app = axum::Router::new()
             .fallback(record)
             .with_state(shared.clone());
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Self {
-            url: format!("http://{addr}"),
+        let (scheme, refused, server) = match tls {
+            None => (
+                "http",
+                None,
+                tokio::spawn(async move {
+                    let _ = axum::serve(listener, app).await;
+                }),
+            ),
+            Some(acceptor) => {
+                let refused = Arc::new(AtomicU64::new(0));
+                let listener = TlsListener {
+                    tcp: listener,
+                    acceptor,
+                    refused: refused.clone(),
+                };
+                (
+                    "https",
+                    Some(refused),
+                    tokio::spawn(async move {
+                        let _ = axum::serve(listener, app).await;
+                    }),
+                )
+            }
+        };
+        let me = Self {
+            url: format!("{scheme}://{addr}"),
             answer: shared.answer,
             delay_ms: shared.delay_ms,
             bodies: shared.bodies,
             _server: server,
-        }
+        };
+        (me, refused)
     }
 
     fn answer(&self, status: u16) {
@@ -530,6 +622,101 @@ async fn a_rollout_webhook_answering_500_is_a_failed_check_that_rolls_back() {
         "{v:#}"
     );
     assert!(!hooks.bodies("/smoke").is_empty());
+}
+
+/// A test CA in `dir`, and a receiver certificate for 127.0.0.1 it signs.
+fn receiver_certificate(dir: &std::path::Path, ca: &str) -> (Ca, (PathBuf, PathBuf)) {
+    let ca = Ca::new(dir, ca);
+    let cert = ca.sign("receiver", &leaf("receiver", &["127.0.0.1"]));
+    (ca, cert)
+}
+
+/// Webhooks and notifications over https (Slack's incoming webhooks are
+/// https only): serin trusts the receiver's test CA through
+/// `SSL_CERT_FILE`, as it would a private CA; the `rollout` webhook passes
+/// each window and every transition is told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_webhooks_and_notifications_reach_a_receiver_serin_trusts() {
+    let dir = TempDir::new("https-hooks");
+    let (ca, cert) = receiver_certificate(dir.path(), "hooks-ca");
+    let (hooks, refused) = Receiver::start_tls(200, &cert).await;
+    assert!(hooks.url.starts_with("https://127.0.0.1:"), "{}", hooks.url);
+    let v1 = Qotm::start("v1", &[]);
+    let v2 = Qotm::start("v2", &[]);
+    let ca_file = ca.pem.display().to_string();
+    let serin = Serin::proxy_with_env(
+        SERIN,
+        &config(&v1, &v2),
+        &[("SSL_CERT_FILE", ca_file.as_str())],
+    );
+    let load = load(&serin);
+    let hook = format!("rollout={}/smoke;name=smoke-test", hooks.url);
+    let notify = format!("{}/json;format=json", hooks.url);
+    let (code, out) = start(
+        &serin,
+        "50,100",
+        &["--webhook", &hook, "--notify", &notify, "--watch"],
+    )
+    .await;
+    load.stop().await;
+    assert_eq!(code, 0, "promoted:\n{out}");
+    assert!(!hooks.bodies("/smoke").is_empty(), "rollout webhook called");
+    let events: Vec<Value> = hooks
+        .wait_for("/json", 3)
+        .await
+        .iter()
+        .map(|b| b["event"].clone())
+        .collect();
+    assert_eq!(events, [json!("start"), json!("step"), json!("promotion")]);
+    assert_eq!(refused.load(Ordering::SeqCst), 0, "no handshake refused");
+}
+
+/// A receiver whose certificate serin cannot verify (signed by a CA serin
+/// does not trust) is never called: the handshake fails, so the `rollout`
+/// webhook is a failed check and the canary rolls back, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_webhook_serin_cannot_verify_is_a_failed_check_that_rolls_back() {
+    let dir = TempDir::new("https-untrusted");
+    let (_trusted, _) = receiver_certificate(dir.path(), "trusted-ca");
+    let other = TempDir::new("https-other-ca");
+    let (_unknown, cert) = receiver_certificate(other.path(), "unknown-ca");
+    let (hooks, refused) = Receiver::start_tls(200, &cert).await;
+    let v1 = Qotm::start("v1", &[]);
+    let v2 = Qotm::start("v2", &[]);
+    let trusted = dir.path().join("trusted-ca.pem").display().to_string();
+    let serin = Serin::proxy_with_env(
+        SERIN,
+        &config(&v1, &v2),
+        &[("SSL_CERT_FILE", trusted.as_str())],
+    );
+    let load = load(&serin);
+    let hook = format!("rollout={}/smoke;name=smoke-test", hooks.url);
+    let (code, out) = start(
+        &serin,
+        "50,100",
+        &["--webhook", &hook, "--failures", "1", "--watch"],
+    )
+    .await;
+    load.stop().await;
+    assert_eq!(code, 2, "rolled back:\n{out}");
+    assert_eq!(route_weights(&serin).await, (100, 0));
+    assert!(hooks.bodies("/smoke").is_empty(), "never reached");
+    assert!(
+        refused.load(Ordering::SeqCst) > 0,
+        "the handshake was refused"
+    );
+    let v = status(&serin).await;
+    let smoke = v["last_analysis"]["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "smoke-test").cloned())
+        .unwrap_or_else(|| panic!("no smoke-test check: {v:#}"));
+    assert_eq!(smoke["verdict"], "fail", "{smoke:#}");
+    assert!(
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("smoke-test") && m.contains("certificate")),
+        "the message names the webhook and the certificate: {v:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,7 +37,8 @@ where
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    serin_config::http_client::builder()
+        .unwrap_or_else(|e| panic!("client: {e}"))
         .no_proxy()
         .timeout(std::time::Duration::from_secs(30))
         .build()

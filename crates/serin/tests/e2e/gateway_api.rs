@@ -60,7 +60,8 @@ routes:
 
     let got = answers(&serin, "/none/x", 5).await;
     assert_eq!(got, BTreeMap::from([("500 no_backend".to_string(), 5)]));
-    let redirect = reqwest::Client::builder()
+    let redirect = serin_config::http_client::builder()
+        .unwrap_or_else(|e| panic!("{e}"))
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .build()

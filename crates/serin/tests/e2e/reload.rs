@@ -54,7 +54,8 @@ async fn hundred_reloads_under_load_lose_nothing() {
             let mut http = client();
             while !stop.load(Ordering::SeqCst) {
                 if !keep_alive {
-                    http = reqwest::Client::builder()
+                    http = serin_config::http_client::builder()
+                        .unwrap_or_else(|e| panic!("{e}"))
                         .no_proxy()
                         .pool_max_idle_per_host(0)
                         .build()

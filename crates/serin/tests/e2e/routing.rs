@@ -214,7 +214,8 @@ async fn filters_modify_headers_rewrite_and_redirect() {
     let add = seen["headers"]["x-add"].as_str().unwrap_or("");
     assert!(add.contains("original") || add.contains("added"), "{add}");
 
-    let no_redirects = reqwest::Client::builder()
+    let no_redirects = serin_config::http_client::builder()
+        .unwrap_or_else(|e| panic!("{e}"))
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .build()

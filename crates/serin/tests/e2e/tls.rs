@@ -15,22 +15,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::common::{Serin, Upstream, proxy, wait_until};
 
 /// A certificate authority of the test, writing what it signs to `dir`.
-struct Ca {
+pub(crate) struct Ca {
     issuer: Issuer<'static, KeyPair>,
     /// `ca.pem`, for `--cacert` and `caCertificates`.
-    pem: PathBuf,
+    pub(crate) pem: PathBuf,
     dir: PathBuf,
 }
 
 /// What a leaf certificate is for.
-struct Leaf<'a> {
+pub(crate) struct Leaf<'a> {
     common_name: &'a str,
     dns: &'a [&'a str],
     uri: Option<&'a str>,
 }
 
 impl Ca {
-    fn new(dir: &Path, name: &str) -> Self {
+    pub(crate) fn new(dir: &Path, name: &str) -> Self {
         let mut params =
             CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("{e}"));
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -47,7 +47,7 @@ impl Ca {
     }
 
     /// Signs a leaf and writes `STEM.pem` and `STEM.key`.
-    fn sign(&self, stem: &str, leaf: &Leaf<'_>) -> (PathBuf, PathBuf) {
+    pub(crate) fn sign(&self, stem: &str, leaf: &Leaf<'_>) -> (PathBuf, PathBuf) {
         let (cert, key) = self.sign_pem(leaf);
         let (c, k) = (
             self.dir.join(format!("{stem}.pem")),
@@ -86,7 +86,7 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
-fn leaf<'a>(common_name: &'a str, dns: &'a [&'a str]) -> Leaf<'a> {
+pub(crate) fn leaf<'a>(common_name: &'a str, dns: &'a [&'a str]) -> Leaf<'a> {
     Leaf {
         common_name,
         dns,

@@ -309,7 +309,8 @@ impl Load {
                     let mut http = client();
                     while !stop.load(Ordering::SeqCst) {
                         if !keep_alive {
-                            http = reqwest::Client::builder()
+                            http = serin_config::http_client::builder()
+                                .unwrap_or_else(|e| panic!("{e}"))
                                 .no_proxy()
                                 .pool_max_idle_per_host(0)
                                 .timeout(LIMIT)
