@@ -467,8 +467,15 @@ async fn serve_io<T>(
     let limits = &cfg.limits;
     let flags = info.flags.clone();
     let svc_ctx = ctx.clone();
+    // Boxed where it is made: hyper moves a stream's future into its
+    // wrapper, then the executor into its task, and each move copies the
+    // whole request future (several KB); boxed, only the box moves.
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        request::handle(svc_ctx.clone(), info.clone(), req.map(ClientBody::Streamed))
+        Box::pin(request::handle(
+            svc_ctx.clone(),
+            info.clone(),
+            req.map(ClientBody::Streamed),
+        ))
     });
     if h2 {
         let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
