@@ -2,8 +2,10 @@
 //! watches and writes Kubernetes objects through a real client (kube-rs).
 //!
 //! It speaks the API server's JSON wire format over plain HTTP on
-//! 127.0.0.1 (port picked by the OS) for a fixed set of kinds
-//! ([`KINDS`]: EndpointSlices, HTTPRoutes, Gateways, Services):
+//! 127.0.0.1 (port picked by the OS) for a fixed set of kinds ([`KINDS`]:
+//! EndpointSlices, HTTPRoutes, Gateways, ReferenceGrants, Leases and
+//! Services in namespaces; GatewayClasses and Namespaces cluster-scoped,
+//! under paths without `namespaces/NS`):
 //!
 //! - list: `GET /apis/G/V/namespaces/NS/PLURAL` (and without
 //!   `namespaces/NS` for every namespace; core kinds under `/api/v1`) answers
@@ -25,6 +27,12 @@
 //!   as a merge of the JSON body that creates the object when missing; no
 //!   field ownership) — a `metadata.resourceVersion` in the patch must be the
 //!   current one (else 409); `DELETE` removes.
+//! - status subresource (HTTPRoutes, Gateways, GatewayClasses, Services,
+//!   Namespaces): `PUT` or `PATCH` of `…/NAME/status` changes only
+//!   `.status`, with the same resourceVersion check; a write to the object
+//!   itself (and [`KubeApi::apply`]) leaves `.status` as it is, and a create
+//!   drops it, as the API server does. The object's `metadata.generation`
+//!   grows when its `spec` changes, never for a status write.
 //!
 //! Every write bumps one global resourceVersion counter, like etcd's
 //! revision. Tests change objects directly ([`KubeApi::apply`],
@@ -67,6 +75,10 @@ pub struct Kind {
     pub version: &'static str,
     pub plural: &'static str,
     pub kind: &'static str,
+    /// False for cluster-scoped kinds (no `namespaces/NS` in their paths).
+    pub namespaced: bool,
+    /// Whether it has a `/status` subresource.
+    pub status: bool,
 }
 
 impl Kind {
@@ -85,30 +97,79 @@ pub const ENDPOINT_SLICE: Kind = Kind {
     version: "v1",
     plural: "endpointslices",
     kind: "EndpointSlice",
+    namespaced: true,
+    status: false,
 };
 pub const HTTP_ROUTE: Kind = Kind {
     group: "gateway.networking.k8s.io",
     version: "v1",
     plural: "httproutes",
     kind: "HTTPRoute",
+    namespaced: true,
+    status: true,
 };
 pub const GATEWAY: Kind = Kind {
     group: "gateway.networking.k8s.io",
     version: "v1",
     plural: "gateways",
     kind: "Gateway",
+    namespaced: true,
+    status: true,
+};
+pub const GATEWAY_CLASS: Kind = Kind {
+    group: "gateway.networking.k8s.io",
+    version: "v1",
+    plural: "gatewayclasses",
+    kind: "GatewayClass",
+    namespaced: false,
+    status: true,
+};
+pub const REFERENCE_GRANT: Kind = Kind {
+    group: "gateway.networking.k8s.io",
+    version: "v1",
+    plural: "referencegrants",
+    kind: "ReferenceGrant",
+    namespaced: true,
+    status: false,
+};
+pub const LEASE: Kind = Kind {
+    group: "coordination.k8s.io",
+    version: "v1",
+    plural: "leases",
+    kind: "Lease",
+    namespaced: true,
+    status: false,
+};
+pub const NAMESPACE: Kind = Kind {
+    group: "",
+    version: "v1",
+    plural: "namespaces",
+    kind: "Namespace",
+    namespaced: false,
+    status: true,
 };
 pub const SERVICE: Kind = Kind {
     group: "",
     version: "v1",
     plural: "services",
     kind: "Service",
+    namespaced: true,
+    status: true,
 };
 
 /// Every kind the stand-in serves.
-pub const KINDS: [Kind; 4] = [ENDPOINT_SLICE, HTTP_ROUTE, GATEWAY, SERVICE];
+pub const KINDS: [Kind; 8] = [
+    ENDPOINT_SLICE,
+    HTTP_ROUTE,
+    GATEWAY,
+    GATEWAY_CLASS,
+    REFERENCE_GRANT,
+    LEASE,
+    SERVICE,
+    NAMESPACE,
+];
 
-/// (plural, namespace, name)
+/// (plural, namespace ("" for cluster-scoped kinds), name)
 type ObjectKey = (&'static str, String, String);
 
 #[derive(Clone)]
@@ -215,19 +276,34 @@ impl KubeApi {
     }
 
     /// Creates or replaces an object (its `apiVersion`/`kind` pick the kind;
-    /// `metadata.namespace` defaults to "default"); watchers see ADDED or
+    /// `metadata.namespace` defaults to "default", and is none for
+    /// cluster-scoped kinds) as `kubectl apply` would: a kind with a status
+    /// subresource keeps its current `status`. Watchers see ADDED or
     /// MODIFIED. Returns the new resourceVersion.
-    pub fn apply(&self, object: Value) -> u64 {
+    pub fn apply(&self, mut object: Value) -> u64 {
         let kind = kind_of(&object).unwrap_or_else(|| panic!("no served kind for {object}"));
-        let namespace = str_at(&object, &["metadata", "namespace"])
-            .unwrap_or("default")
-            .to_string();
+        let namespace = if kind.namespaced {
+            str_at(&object, &["metadata", "namespace"])
+                .unwrap_or("default")
+                .to_string()
+        } else {
+            String::new()
+        };
         let mut store = self.shared.store();
+        if kind.status {
+            let name = str_at(&object, &["metadata", "name"]).unwrap_or_default();
+            let current = store
+                .objects
+                .get(&(kind.plural, namespace.clone(), name.to_string()))
+                .cloned();
+            keep_status(&mut object, current.as_ref());
+        }
         store.put(&self.shared.signals, kind, &namespace, object);
         store.rv
     }
 
-    /// Deletes an object; watchers see DELETED. False when there was none.
+    /// Deletes an object (`namespace` "" for a cluster-scoped kind);
+    /// watchers see DELETED. False when there was none.
     pub fn delete(&self, kind: Kind, namespace: &str, name: &str) -> bool {
         let mut store = self.shared.store();
         store
@@ -235,7 +311,8 @@ impl KubeApi {
             .is_some()
     }
 
-    /// The stored object, with its resourceVersion.
+    /// The stored object, with its resourceVersion (`namespace` "" for a
+    /// cluster-scoped kind).
     pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<Value> {
         self.shared
             .store()
@@ -386,11 +463,12 @@ fn failure(code: StatusCode, reason: &str, message: &str) -> Response<Body> {
 }
 
 /// The parts of a request path: which kind, which namespace (None: all),
-/// which object (None: the collection).
+/// which object (None: the collection), and whether its `/status`.
 struct Target {
     kind: Kind,
     namespace: Option<String>,
     name: Option<String>,
+    status: bool,
 }
 
 fn parse_path(path: &str) -> Option<Target> {
@@ -400,19 +478,36 @@ fn parse_path(path: &str) -> Option<Target> {
         ["apis", group, version, rest @ ..] => (*group, *version, rest),
         _ => return None,
     };
-    let (namespace, plural, name) = match rest {
-        ["namespaces", ns, plural] => (Some(ns.to_string()), *plural, None),
-        ["namespaces", ns, plural, name] => (Some(ns.to_string()), *plural, Some(name.to_string())),
-        [plural] => (None, *plural, None),
+    // `namespaces/NS/PLURAL…` is a namespaced path; `namespaces[/NAME
+    // [/status]]` the Namespace kind's own (no kind is named `status`).
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, plural, tail @ ..] if *plural != "status" => {
+            (Some(ns.to_string()), [&[*plural][..], tail].concat())
+        }
+        other => (None, other.to_vec()),
+    };
+    let (plural, name, status) = match rest.as_slice() {
+        [plural] => (*plural, None, false),
+        [plural, name] => (*plural, Some(name.to_string()), false),
+        [plural, name, "status"] => (*plural, Some(name.to_string()), true),
         _ => return None,
     };
     let kind = KINDS
         .into_iter()
         .find(|k| k.group == group && k.version == version && k.plural == plural)?;
+    let scope_ok = if kind.namespaced {
+        namespace.is_some() || name.is_none()
+    } else {
+        namespace.is_none()
+    };
+    if !scope_ok || status && !kind.status {
+        return None;
+    }
     Some(Target {
         kind,
         namespace,
         name,
+        status,
     })
 }
 
@@ -502,12 +597,15 @@ fn write(
     content_type: &str,
     body: &[u8],
 ) -> Response<Body> {
-    let Some(namespace) = target.namespace.clone() else {
-        return failure(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "writes need a namespace in the path",
-        );
+    let namespace = match (&target.namespace, target.kind.namespaced) {
+        (None, true) => {
+            return failure(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "writes need a namespace in the path",
+            );
+        }
+        (ns, _) => ns.clone().unwrap_or_default(),
     };
     let media = content_type.split(';').next().unwrap_or("").trim();
     let patch_kind = match (method, media) {
@@ -565,6 +663,7 @@ fn write(
             ),
         )
     };
+    let before = current.clone();
     let (object, status) = match (method, current) {
         (&Method::POST, Some(_)) => {
             return failure(
@@ -600,19 +699,47 @@ fn write(
             );
         }
     };
-    let mut object = object;
+    let mut object = match (target.status, before) {
+        // `/status` changes the status and nothing else.
+        (true, Some(mut before)) => {
+            let status = object.get("status").cloned().unwrap_or(Value::Null);
+            set_status(&mut before, status);
+            before
+        }
+        (_, before) if target.kind.status => {
+            let mut object = object;
+            keep_status(&mut object, before.as_ref());
+            object
+        }
+        (_, _) => object,
+    };
     set_at(
         &mut object,
         &["metadata", "name"],
         Value::String(name.clone()),
     );
-    set_at(
-        &mut object,
-        &["metadata", "namespace"],
-        Value::String(namespace.clone()),
-    );
     let stored = store.put(&shared.signals, target.kind, &namespace, object);
     json_response(status, &stored)
+}
+
+/// A write to the main resource of a kind with a status subresource leaves
+/// the status as it is (none on create), as the API server does.
+fn keep_status(object: &mut Value, current: Option<&Value>) {
+    let status = current
+        .and_then(|c| c.get("status"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    set_status(object, status);
+}
+
+fn set_status(object: &mut Value, status: Value) {
+    if let Value::Object(map) = object {
+        if status.is_null() {
+            map.remove("status");
+        } else {
+            map.insert("status".into(), status);
+        }
+    }
 }
 
 /// RFC 7386 JSON merge patch.
@@ -851,7 +978,11 @@ impl Store {
             map.insert("apiVersion".into(), json!(kind.api_version()));
             map.insert("kind".into(), json!(kind.kind));
         }
-        set_at(&mut object, &["metadata", "namespace"], json!(namespace));
+        if kind.namespaced {
+            set_at(&mut object, &["metadata", "namespace"], json!(namespace));
+        } else if let Some(Value::Object(meta)) = object.get_mut("metadata") {
+            meta.remove("namespace");
+        }
         set_at(
             &mut object,
             &["metadata", "resourceVersion"],
