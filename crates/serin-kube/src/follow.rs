@@ -1,0 +1,419 @@
+//! `routes: kubernetes`: following the cluster. The HTTPRoutes of every
+//! namespace, serin's Gateway, the ReferenceGrants and the Namespaces'
+//! labels are watched; after every change the routes that attach
+//! ([`crate::attachment`]) are handed to the proxy, and the status they
+//! should show ([`crate::route_status`]) is handed to the status writer
+//! ([`crate::status_writer`]) as a [`StatusPlan`].
+//!
+//! While the cluster has no Gateway `serin-gateway`, serin acts on the one
+//! it renders ([`crate::gateway_spec`]: routes from its own namespace) and
+//! writes no Gateway status. A bad HTTPRoute (one the proxy's validator
+//! refuses) is logged once per version, and its last good version (if any)
+//! keeps serving; its status says `Accepted: False` (`UnsupportedValue`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use futures_util::{Stream, StreamExt};
+use gateway_api::gateways::GatewaySpec;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ApiResource, DynamicObject};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, ResourceExt};
+use serde_json::Value;
+use serin_config::ConfigErrors;
+use serin_config::proxy::{ProxyConfig, RouteConfig};
+use serin_discovery::kubernetes::relisting_watcher;
+use tokio::sync::watch;
+
+use crate::attachment::{GatewayView, Reason, References, grants_of, listener_takes_http_routes};
+use crate::http_routes::{
+    RouteProblem, http_route_resource, per_version_service_names, route_from_http_route_with,
+};
+use crate::names::{CONTROLLER_NAME, GATEWAY_NAME};
+use crate::route_status::{Condition, ListenerStatus, ParentStatus};
+use crate::status_writer::{Ours, StatusPlan, StatusWrite, Subject};
+
+/// The kinds followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Source {
+    HttpRoutes,
+    Gateways,
+    ReferenceGrants,
+    Namespaces,
+}
+
+type Tagged = (Source, Result<Event<DynamicObject>, watcher::Error>);
+
+/// A reflector over `api`: its store and its events, tagged.
+fn reflect(
+    api: Api<DynamicObject>,
+    resource: ApiResource,
+    source: Source,
+) -> (Store<DynamicObject>, impl Stream<Item = Tagged> + Send) {
+    let writer = reflector::store::Writer::<DynamicObject>::new(resource);
+    let store = writer.as_reader();
+    let events = reflector::reflector(writer, relisting_watcher(api, watcher::Config::default()))
+        .map(move |e| (source, e));
+    (store, events)
+}
+
+/// The stores of everything followed.
+struct Stores {
+    routes: Store<DynamicObject>,
+    gateways: Store<DynamicObject>,
+    grants: Store<DynamicObject>,
+    namespaces: Store<DynamicObject>,
+}
+
+/// Follows the cluster for a gateway in the client's namespace: after every
+/// change, hands the routes to serve to `apply` (which validates and swaps
+/// them in, or refuses them) and the status to write to `statuses` (sent
+/// only once every kind has been listed). `config` gives the running
+/// config, whose services the routes must name. Runs until dropped.
+pub async fn follow_cluster<C, A>(
+    client: Client,
+    config: C,
+    apply: A,
+    statuses: watch::Sender<StatusPlan>,
+) where
+    C: Fn() -> ProxyConfig,
+    A: Fn(Vec<RouteConfig>) -> Result<(), ConfigErrors>,
+{
+    let namespace = client.default_namespace().to_string();
+    let route_kind = http_route_resource();
+    let gateway_kind = ApiResource::erase::<gateway_api::gateways::Gateway>(&());
+    let grant_kind = ApiResource::erase::<gateway_api::referencegrants::ReferenceGrant>(&());
+    let namespace_kind = ApiResource::erase::<Namespace>(&());
+    let all = |kind: &ApiResource| Api::<DynamicObject>::all_with(client.clone(), kind);
+    let (routes, e1) = reflect(all(&route_kind), route_kind.clone(), Source::HttpRoutes);
+    let own = Api::<DynamicObject>::namespaced_with(client.clone(), &namespace, &gateway_kind);
+    let (gateways, e2) = reflect(own, gateway_kind, Source::Gateways);
+    let (grants, e3) = reflect(
+        all(&grant_kind),
+        grant_kind.clone(),
+        Source::ReferenceGrants,
+    );
+    let (namespaces, e4) = reflect(
+        all(&namespace_kind),
+        namespace_kind.clone(),
+        Source::Namespaces,
+    );
+    let stores = Stores {
+        routes,
+        gateways,
+        grants,
+        namespaces,
+    };
+    let mut events =
+        futures_util::stream::select_all([e1.boxed(), e2.boxed(), e3.boxed(), e4.boxed()]);
+    let mut served = Served::default();
+    let mut listed: BTreeSet<Source> = BTreeSet::new();
+    let mut failing: BTreeSet<Source> = BTreeSet::new();
+    while let Some((source, event)) = events.next().await {
+        match event {
+            Ok(Event::InitDone) => {
+                listed.insert(source);
+            }
+            Ok(Event::Apply(_) | Event::Delete(_)) => {}
+            Ok(Event::Init | Event::InitApply(_)) => continue,
+            Err(e) => {
+                if failing.insert(source) {
+                    tracing::warn!(error = %e, kind = ?source, "watch failed; the current routes keep serving while it retries");
+                }
+                continue;
+            }
+        }
+        failing.remove(&source);
+        if !listed.contains(&Source::HttpRoutes) {
+            continue;
+        }
+        let running = config();
+        let round = evaluate(&namespace, &stores, &running, &mut served);
+        let count = round.routes.len();
+        match apply(round.routes) {
+            Ok(()) => tracing::info!(routes = count, "routes from HTTPRoutes applied"),
+            Err(e) => tracing::error!(
+                "routes from HTTPRoutes rejected; the current routes keep serving:\n{e}"
+            ),
+        }
+        if listed.len() == 4 {
+            statuses.send_replace(round.plan);
+        }
+    }
+}
+
+/// What one round decided.
+struct Round {
+    routes: Vec<RouteConfig>,
+    plan: StatusPlan,
+}
+
+/// What is remembered between rounds: each HTTPRoute's last good route and
+/// the resourceVersion of each bad one already reported.
+#[derive(Default)]
+struct Served {
+    last_good: BTreeMap<String, RouteConfig>,
+    reported: BTreeMap<String, String>,
+}
+
+fn object_key(obj: &DynamicObject) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// serin's Gateway as the cluster has it (or as it renders it), with the
+/// Namespaces' labels.
+fn gateway_view(
+    namespace: &str,
+    stores: &Stores,
+    config: &ProxyConfig,
+) -> (GatewayView, Option<Arc<DynamicObject>>) {
+    let object = stores
+        .gateways
+        .state()
+        .into_iter()
+        .find(|g| g.name_any() == GATEWAY_NAME);
+    let spec = match object.as_ref().map(|g| g.data.get("spec").cloned()) {
+        None => crate::gateway_spec(config),
+        Some(spec) => serde_json::from_value::<GatewaySpec>(spec.unwrap_or_default())
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, gateway = GATEWAY_NAME, "the Gateway's spec does not parse: no route attaches");
+                GatewaySpec::default()
+            }),
+    };
+    let namespace_labels = stores
+        .namespaces
+        .state()
+        .iter()
+        .map(|n| (n.name_any(), n.labels().clone()))
+        .collect();
+    let view = GatewayView {
+        namespace: namespace.to_string(),
+        spec,
+        namespace_labels,
+    };
+    (view, object)
+}
+
+/// One round: every HTTPRoute judged, the routes to serve and the status
+/// writes wanted.
+fn evaluate(namespace: &str, stores: &Stores, config: &ProxyConfig, served: &mut Served) -> Round {
+    let (view, gateway) = gateway_view(namespace, stores, config);
+    let refs = References {
+        gateway_namespace: namespace.to_string(),
+        grants: stores
+            .grants
+            .state()
+            .iter()
+            .flat_map(|g| {
+                grants_of(
+                    &g.namespace().unwrap_or_default(),
+                    g.data.get("spec").unwrap_or(&Value::Null),
+                )
+            })
+            .collect(),
+    };
+    let services = per_version_service_names(config);
+    let now = Timestamp::from_second(Timestamp::now().as_second())
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+        .to_string();
+    let mut objects = stores.routes.state();
+    objects.sort_by_key(|o| object_key(o));
+    let mut routes = Vec::new();
+    let mut plan = Vec::new();
+    let mut attached: BTreeMap<String, usize> = BTreeMap::new();
+    let mut present = BTreeSet::new();
+    for obj in &objects {
+        let judged = judge(obj, &view, &refs, &services, config);
+        let key = object_key(obj);
+        if judged.accepted_on.is_empty() {
+            served.last_good.remove(&key);
+        } else {
+            present.insert(key.clone());
+            for listener in &judged.accepted_on {
+                *attached.entry(listener.clone()).or_insert(0) += 1;
+            }
+            routes.extend(served.route(&key, obj, judged.read));
+        }
+        if let Some(write) = route_write(obj, judged.parents, &now) {
+            plan.push(write);
+        }
+    }
+    served.last_good.retain(|k, _| present.contains(k));
+    served.reported.retain(|k, _| present.contains(k));
+    if let Some(gateway) = gateway
+        && let Some(write) = gateway_write(&gateway, &view, &attached, &now)
+    {
+        plan.push(write);
+    }
+    Round { routes, plan }
+}
+
+/// How one HTTPRoute fares.
+struct Judged {
+    /// serin's entry per parentRef naming serin's Gateway.
+    parents: Vec<ParentStatus>,
+    /// The listeners it is accepted on (none: not served).
+    accepted_on: BTreeSet<String>,
+    read: Result<crate::http_routes::ReadRoute, Vec<RouteProblem>>,
+}
+
+fn judge(
+    obj: &DynamicObject,
+    view: &GatewayView,
+    refs: &References,
+    services: &BTreeSet<String>,
+    config: &ProxyConfig,
+) -> Judged {
+    let namespace = obj.namespace().unwrap_or_default();
+    let spec = obj.data.get("spec").cloned().unwrap_or_default();
+    let hostnames: Vec<String> = spec
+        .get("hostnames")
+        .and_then(Value::as_array)
+        .map(|h| {
+            h.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let read = route_from_http_route_with(obj, config, refs);
+    let refused = read.as_ref().err().map(|problems| {
+        let list: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}: {}", p.field, p.message))
+            .collect();
+        (Reason::UnsupportedValue, list.join("; "))
+    });
+    let resolved = Condition::of(
+        "ResolvedRefs",
+        Reason::ResolvedRefs,
+        "every backendRef resolves",
+        crate::attachment::resolved_refs(refs, &namespace, &spec, services),
+    );
+    let mut accepted_on = BTreeSet::new();
+    let parents = spec
+        .get("parentRefs")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| view.is_ours(p, &namespace))
+        .map(|parent| {
+            let outcome = view.attach(&parent, &namespace, &hostnames);
+            if let Ok(listeners) = &outcome {
+                accepted_on.extend(listeners.iter().cloned());
+            }
+            let outcome = match (outcome, &refused) {
+                (Ok(_), Some(refused)) => Err(refused.clone()),
+                (outcome, _) => outcome.map(|_| ()),
+            };
+            ParentStatus {
+                parent_ref: parent,
+                accepted: Condition::of(
+                    "Accepted",
+                    Reason::Accepted,
+                    "serin serves this route",
+                    outcome,
+                ),
+                resolved_refs: resolved.clone(),
+            }
+        })
+        .collect();
+    Judged {
+        parents,
+        accepted_on,
+        read,
+    }
+}
+
+impl Served {
+    /// The route to serve for an accepted HTTPRoute: this version when it
+    /// reads well, else its last good one; reported once per version.
+    fn route(
+        &mut self,
+        key: &str,
+        obj: &DynamicObject,
+        read: Result<crate::http_routes::ReadRoute, Vec<RouteProblem>>,
+    ) -> Option<RouteConfig> {
+        let version = obj.resource_version().unwrap_or_default();
+        let fresh = self.reported.get(key) != Some(&version);
+        self.reported.insert(key.to_string(), version);
+        match read {
+            Ok(read) => {
+                if fresh {
+                    for p in &read.warnings {
+                        tracing::warn!(httproute = %key, field = %p.field, "{p}");
+                    }
+                }
+                self.last_good.insert(key.to_string(), read.route.clone());
+                Some(read.route)
+            }
+            Err(problems) => {
+                let previous = self.last_good.get(key).cloned();
+                if fresh {
+                    let then = if previous.is_some() {
+                        "its last good version keeps serving"
+                    } else {
+                        "it is not served"
+                    };
+                    for p in &problems {
+                        tracing::error!(httproute = %key, field = %p.field, "{p}; {then}");
+                    }
+                }
+                previous
+            }
+        }
+    }
+}
+
+/// The status write an HTTPRoute needs, if any: none when serin's entries
+/// are already what they should be, or when it has none and needs none.
+fn route_write(obj: &DynamicObject, ours: Vec<ParentStatus>, now: &str) -> Option<StatusWrite> {
+    let current = obj.data.get("status");
+    let has_ours = current
+        .and_then(|s| s.get("parents"))
+        .and_then(Value::as_array)
+        .is_some_and(|p| p.iter().any(|e| e["controllerName"] == CONTROLLER_NAME));
+    if ours.is_empty() && !has_ours {
+        return None;
+    }
+    let write = StatusWrite {
+        subject: Subject::of(obj, http_route_resource()),
+        generation: obj.metadata.generation,
+        ours: Ours::Route(ours),
+    };
+    write.needed(current, now).then_some(write)
+}
+
+/// The status write the Gateway needs, if any.
+fn gateway_write(
+    gateway: &DynamicObject,
+    view: &GatewayView,
+    attached: &BTreeMap<String, usize>,
+    now: &str,
+) -> Option<StatusWrite> {
+    let listeners = view
+        .spec
+        .listeners
+        .iter()
+        .map(|l| ListenerStatus {
+            name: l.name.clone(),
+            attached_routes: attached.get(&l.name).copied().unwrap_or(0),
+            takes_http_routes: listener_takes_http_routes(l),
+        })
+        .collect();
+    let write = StatusWrite {
+        subject: Subject::of(
+            gateway,
+            ApiResource::erase::<gateway_api::gateways::Gateway>(&()),
+        ),
+        generation: gateway.metadata.generation,
+        ours: Ours::Gateway(listeners),
+    };
+    write
+        .needed(gateway.data.get("status"), now)
+        .then_some(write)
+}
