@@ -69,7 +69,8 @@ struct Stores {
 }
 
 /// Follows the cluster for a gateway in the client's namespace: after every
-/// change, hands the routes to serve to `apply` (which validates and swaps
+/// change (once the HTTPRoutes and the Gateway are listed), hands the
+/// routes to serve to `apply` (which validates and swaps
 /// them in, or refuses them) and the status to write to `statuses` (sent
 /// only once every kind has been listed). `config` gives the running
 /// config, whose services the routes must name. Runs until dropped.
@@ -127,7 +128,8 @@ pub async fn follow_cluster<C, A>(
             }
         }
         failing.remove(&source);
-        if !listed.contains(&Source::HttpRoutes) {
+        // What attaches depends on the Gateway as much as on the routes.
+        if !listed.contains(&Source::HttpRoutes) || !listed.contains(&Source::Gateways) {
             continue;
         }
         let running = config();

@@ -126,11 +126,13 @@ pub async fn write_statuses(
                 }
             }
         }
-        let retry = tokio::time::sleep(if failed {
-            RETRY_PAUSE
-        } else {
-            Duration::MAX / 4
-        });
+        let retry = async {
+            if failed {
+                tokio::time::sleep(RETRY_PAUSE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
             changed = plans.changed() => if changed.is_err() { return },
             changed = holding.changed() => if changed.is_err() { return },
