@@ -59,9 +59,22 @@ impl fmt::Display for Reason {
 #[derive(Debug, Clone)]
 pub struct GatewayView {
     pub namespace: String,
+    /// Whether serin controls the Gateway: its `gatewayClassName` is a
+    /// GatewayClass with serin's controller (or the cluster has no Gateway
+    /// and serin acts on the one it renders). Otherwise no route is serin's.
+    pub controlled: bool,
     pub spec: GatewaySpec,
     /// Namespace name → its labels (for `allowedRoutes` by selector).
     pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// Whether serin controls a Gateway of class `class`: a GatewayClass of
+/// that name (in `classes`: name → `spec.controllerName`) names serin's
+/// controller.
+pub fn controls_class(class: &str, classes: &BTreeMap<String, String>) -> bool {
+    classes
+        .get(class)
+        .is_some_and(|c| c == crate::names::CONTROLLER_NAME)
 }
 
 /// Whether a listener carries HTTPRoutes: its protocol is HTTP or HTTPS and
@@ -89,7 +102,8 @@ impl GatewayView {
     /// serin's Gateway.
     pub fn is_ours(&self, parent: &Value, route_namespace: &str) -> bool {
         let field = |k: &str| parent.get(k).and_then(Value::as_str);
-        field("name") == Some(GATEWAY_NAME)
+        self.controlled
+            && field("name") == Some(GATEWAY_NAME)
             && field("kind").is_none_or(|k| k == "Gateway")
             && field("group").is_none_or(|g| g == GATEWAY_GROUP)
             && field("namespace").unwrap_or(route_namespace) == self.namespace
@@ -424,6 +438,7 @@ mod tests {
         };
         GatewayView {
             namespace: "shop".into(),
+            controlled: true,
             spec: GatewaySpec {
                 gateway_class_name: "serin".into(),
                 listeners,
@@ -593,6 +608,23 @@ mod tests {
             let want = want.map(|l| l.iter().map(|s| (*s).to_string()).collect::<Vec<_>>());
             assert_eq!(got, want, "{what}");
         }
+    }
+
+    #[test]
+    fn serin_controls_gateways_of_its_classes_only() {
+        let classes = BTreeMap::from([
+            (
+                "serin".to_string(),
+                "serin.dev/gateway-controller".to_string(),
+            ),
+            (
+                "envoy".to_string(),
+                "gateway.envoyproxy.io/gatewayclass-controller".to_string(),
+            ),
+        ]);
+        assert!(controls_class("serin", &classes));
+        assert!(!controls_class("envoy", &classes));
+        assert!(!controls_class("missing", &classes));
     }
 
     #[test]

@@ -28,7 +28,9 @@ use serin_config::proxy::{ProxyConfig, RouteConfig};
 use serin_discovery::kubernetes::relisting_watcher;
 use tokio::sync::watch;
 
-use crate::attachment::{GatewayView, Reason, References, grants_of, listener_takes_http_routes};
+use crate::attachment::{
+    GatewayView, Reason, References, controls_class, grants_of, listener_takes_http_routes,
+};
 use crate::http_routes::{
     RouteProblem, http_route_resource, per_version_service_names, route_from_http_route_with,
 };
@@ -43,7 +45,11 @@ enum Source {
     Gateways,
     ReferenceGrants,
     Namespaces,
+    GatewayClasses,
 }
+
+/// How many kinds are followed: status is written once all are listed.
+const SOURCES: usize = 5;
 
 type Tagged = (Source, Result<Event<DynamicObject>, watcher::Error>);
 
@@ -66,6 +72,7 @@ struct Stores {
     gateways: Store<DynamicObject>,
     grants: Store<DynamicObject>,
     namespaces: Store<DynamicObject>,
+    classes: Store<DynamicObject>,
 }
 
 /// Follows the cluster for a gateway in the client's namespace: after every
@@ -102,14 +109,22 @@ pub async fn follow_cluster<C, A>(
         namespace_kind.clone(),
         Source::Namespaces,
     );
+    let class_kind = ApiResource::erase::<gateway_api::gatewayclasses::GatewayClass>(&());
+    let (classes, e5) = reflect(all(&class_kind), class_kind.clone(), Source::GatewayClasses);
     let stores = Stores {
         routes,
         gateways,
         grants,
         namespaces,
+        classes,
     };
-    let mut events =
-        futures_util::stream::select_all([e1.boxed(), e2.boxed(), e3.boxed(), e4.boxed()]);
+    let mut events = futures_util::stream::select_all([
+        e1.boxed(),
+        e2.boxed(),
+        e3.boxed(),
+        e4.boxed(),
+        e5.boxed(),
+    ]);
     let mut served = Served::default();
     let mut listed: BTreeSet<Source> = BTreeSet::new();
     let mut failing: BTreeSet<Source> = BTreeSet::new();
@@ -141,7 +156,7 @@ pub async fn follow_cluster<C, A>(
                 "routes from HTTPRoutes rejected; the current routes keep serving:\n{e}"
             ),
         }
-        if listed.len() == 4 {
+        if listed.len() == SOURCES {
             statuses.send_replace(round.plan);
         }
     }
@@ -159,6 +174,8 @@ struct Round {
 struct Served {
     last_good: BTreeMap<String, RouteConfig>,
     reported: BTreeMap<String, String>,
+    /// The class of serin's Gateway last reported as another controller's.
+    foreign: Option<String>,
 }
 
 fn object_key(obj: &DynamicObject) -> String {
@@ -191,12 +208,51 @@ fn gateway_view(
         .iter()
         .map(|n| (n.name_any(), n.labels().clone()))
         .collect();
+    let controlled =
+        object.is_none() || controls_class(&spec.gateway_class_name, &class_controllers(stores));
     let view = GatewayView {
         namespace: namespace.to_string(),
+        controlled,
         spec,
         namespace_labels,
     };
     (view, object)
+}
+
+/// GatewayClass name → its `spec.controllerName`.
+fn class_controllers(stores: &Stores) -> BTreeMap<String, String> {
+    stores
+        .classes
+        .state()
+        .iter()
+        .filter_map(|c| {
+            let controller = c.data.pointer("/spec/controllerName")?.as_str()?;
+            Some((c.name_any(), controller.to_string()))
+        })
+        .collect()
+}
+
+/// `Accepted` for every GatewayClass of serin's controller that does not
+/// say so yet.
+fn class_writes(stores: &Stores, now: &str) -> Vec<StatusWrite> {
+    let resource = ApiResource::erase::<gateway_api::gatewayclasses::GatewayClass>(&());
+    stores
+        .classes
+        .state()
+        .iter()
+        .filter(|c| {
+            c.data
+                .pointer("/spec/controllerName")
+                .and_then(Value::as_str)
+                == Some(CONTROLLER_NAME)
+        })
+        .map(|c| StatusWrite {
+            subject: Subject::of(c, resource.clone()),
+            generation: c.metadata.generation,
+            ours: Ours::GatewayClass,
+        })
+        .filter(|w| w.needed(w.subject.status.as_ref(), now))
+        .collect()
 }
 
 /// One round: every HTTPRoute judged, the routes to serve and the status
@@ -245,11 +301,13 @@ fn evaluate(namespace: &str, stores: &Stores, config: &ProxyConfig, served: &mut
     }
     served.last_good.retain(|k, _| present.contains(k));
     served.reported.retain(|k, _| present.contains(k));
-    if let Some(gateway) = gateway
+    served.foreign_class(&view, gateway.as_deref());
+    if let Some(gateway) = gateway.filter(|_| view.controlled)
         && let Some(write) = gateway_write(&gateway, &view, &attached, &now)
     {
         plan.push(write);
     }
+    plan.extend(class_writes(stores, &now));
     Round { routes, plan }
 }
 
@@ -332,6 +390,23 @@ fn judge(
 }
 
 impl Served {
+    /// Reports, once per class, a Gateway `serin-gateway` of a class that
+    /// is not serin's.
+    fn foreign_class(&mut self, view: &GatewayView, gateway: Option<&DynamicObject>) {
+        let class =
+            (!view.controlled && gateway.is_some()).then(|| view.spec.gateway_class_name.clone());
+        if class != self.foreign
+            && let Some(class) = &class
+        {
+            tracing::error!(
+                gateway = GATEWAY_NAME,
+                class = %class,
+                "the Gateway's gatewayClassName is no GatewayClass of serin's controller ({CONTROLLER_NAME}): no HTTPRoute attaches"
+            );
+        }
+        self.foreign = class;
+    }
+
     /// The route to serve for an accepted HTTPRoute: this version when it
     /// reads well, else its last good one; reported once per version.
     fn route(

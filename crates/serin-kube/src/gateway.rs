@@ -85,7 +85,8 @@ const RULES: &[(&str, &[&str], &[&str])] = &[
 /// namespaces may attach to its Gateway (`allowedRoutes`), which it must
 /// see to say whether they did (their status), the ReferenceGrants that let
 /// them name its Services, the namespaces' labels (`allowedRoutes` by
-/// selector) and the GatewayClasses.
+/// selector) and the GatewayClasses (whose status says serin accepts those
+/// of its controller).
 const CLUSTER_RULES: &[(&str, &[&str], &[&str])] = &[
     (
         "gateway.networking.k8s.io",
@@ -94,7 +95,7 @@ const CLUSTER_RULES: &[(&str, &[&str], &[&str])] = &[
     ),
     (
         "gateway.networking.k8s.io",
-        &["httproutes/status"],
+        &["httproutes/status", "gatewayclasses/status"],
         &["get", "update", "patch"],
     ),
     ("", &["namespaces"], &["get", "list", "watch"]),

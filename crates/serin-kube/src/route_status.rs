@@ -133,6 +133,23 @@ pub fn route_status(
     status
 }
 
+/// A GatewayClass's `status` for one whose controller is serin's:
+/// `Accepted` True; other fields (`supportedFeatures`) are kept.
+pub fn gateway_class_status(current: Option<&Value>, generation: Option<i64>, now: &str) -> Value {
+    let mut status = current.cloned().unwrap_or_else(|| json!({}));
+    let accepted = [Condition::new(
+        "Accepted",
+        true,
+        "Accepted",
+        "serin serves Gateways of this class",
+    )];
+    let conditions = with_times(&accepted, generation, status.get("conditions"), now);
+    if let Value::Object(map) = &mut status {
+        map.insert("conditions".into(), conditions);
+    }
+    status
+}
+
 /// One listener's part of the Gateway's status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerStatus {

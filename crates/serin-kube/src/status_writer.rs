@@ -15,7 +15,9 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::route_status::{ListenerStatus, ParentStatus, gateway_status, route_status};
+use crate::route_status::{
+    ListenerStatus, ParentStatus, gateway_class_status, gateway_status, route_status,
+};
 
 /// How often a write is tried when its object keeps changing under it.
 const CONFLICT_ATTEMPTS: u32 = 5;
@@ -59,6 +61,8 @@ pub enum Ours {
     Route(Vec<ParentStatus>),
     /// The Gateway's conditions and listeners.
     Gateway(Vec<ListenerStatus>),
+    /// A GatewayClass of serin's controller: `Accepted`.
+    GatewayClass,
 }
 
 /// One status to write.
@@ -76,6 +80,7 @@ impl StatusWrite {
         match &self.ours {
             Ours::Route(parents) => route_status(current, parents, self.generation, now),
             Ours::Gateway(listeners) => gateway_status(current, listeners, self.generation, now),
+            Ours::GatewayClass => gateway_class_status(current, self.generation, now),
         }
     }
 

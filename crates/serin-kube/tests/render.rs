@@ -644,7 +644,19 @@ fn rbac_covers_what_the_gateway_reads_and_writes() {
         }
         assert!(cluster_allowed("", "namespaces", verb), "namespaces {verb}");
     }
+    for verb in ["get", "list", "watch"] {
+        assert!(cluster_allowed(
+            "gateway.networking.k8s.io",
+            "gatewayclasses",
+            verb
+        ));
+    }
     for verb in ["update", "patch"] {
+        assert!(cluster_allowed(
+            "gateway.networking.k8s.io",
+            "gatewayclasses/status",
+            verb
+        ));
         assert!(cluster_allowed(
             "gateway.networking.k8s.io",
             "httproutes/status",

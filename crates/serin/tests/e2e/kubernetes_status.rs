@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use serin_testkit::KubeApi;
-use serin_testkit::kube_api::{GATEWAY, HTTP_ROUTE, LEASE, REFERENCE_GRANT};
+use serin_testkit::kube_api::{GATEWAY, GATEWAY_CLASS, HTTP_ROUTE, LEASE, REFERENCE_GRANT};
 use serin_testkit::process::TempDir;
 
 use crate::common::{SERIN, Serin, Upstream, client, header};
@@ -204,6 +204,12 @@ async fn kubernetes_status_is_written_by_the_lease_holder_and_agrees_with_what_i
     cluster.namespace("team-b", false);
     cluster.api.apply(json!({
         "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "GatewayClass",
+        "metadata": { "name": "serin" },
+        "spec": { "controllerName": CONTROLLER },
+    }));
+    cluster.api.apply(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "Gateway",
         "metadata": { "name": "serin-gateway", "namespace": NAMESPACE },
         "spec": {
@@ -283,6 +289,15 @@ async fn kubernetes_status_is_written_by_the_lease_holder_and_agrees_with_what_i
         gw["status"]["listeners"][0]["supportedKinds"][0]["kind"],
         "HTTPRoute"
     );
+    // The GatewayClass of serin's controller is accepted.
+    until("GatewayClass accepted", &both, || {
+        let class = cluster.api.get(GATEWAY_CLASS, "", "serin");
+        class.is_some_and(|c| {
+            c.pointer("/status/conditions/0/type") == Some(&json!("Accepted"))
+                && c.pointer("/status/conditions/0/status") == Some(&json!("True"))
+        })
+    })
+    .await;
 
     // A ReferenceGrant in the gateway's namespace lets team-a's route in.
     cluster.api.apply(json!({
@@ -348,4 +363,40 @@ async fn kubernetes_status_is_written_by_the_lease_holder_and_agrees_with_what_i
     .await;
     assert!(wrote_status(&second));
     assert_eq!(answer(&second, "/borrow").await, "500");
+
+    // A Gateway of another controller's class is not serin's: no route
+    // attaches (serin's entries go, nothing is served).
+    cluster.api.apply(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "GatewayClass",
+        "metadata": { "name": "other" },
+        "spec": { "controllerName": "example.com/other-controller" },
+    }));
+    let mut gateway = cluster
+        .api
+        .get(GATEWAY, NAMESPACE, "serin-gateway")
+        .unwrap_or_default();
+    gateway["spec"]["gatewayClassName"] = json!("other");
+    cluster.api.apply(gateway);
+    until("shop/cart no longer serin's", &[&second], || {
+        cluster
+            .api
+            .get(HTTP_ROUTE, NAMESPACE, "cart")
+            .is_some_and(|r| {
+                r.pointer("/status/parents")
+                    .and_then(Value::as_array)
+                    .is_some_and(|p| p.iter().all(|e| e["controllerName"] != CONTROLLER))
+            })
+    })
+    .await;
+    until_answer(&second, "/cart", "404").await;
+    let class = cluster
+        .api
+        .get(GATEWAY_CLASS, "", "other")
+        .unwrap_or_default();
+    assert_eq!(
+        class.get("status"),
+        None,
+        "another controller's class is left alone"
+    );
 }
