@@ -494,3 +494,139 @@ fn gateway_write(
         .needed(gateway.data.get("status"), now)
         .then_some(write)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn qotm() -> ProxyConfig {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/qotm/stack.yaml");
+        serin_config::stack::load_stack_file(&path)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .gateway
+    }
+
+    fn route(namespace: &str, spec: Value, status: Value) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": { "name": "r", "namespace": namespace, "generation": 2, "resourceVersion": "7" },
+            "spec": spec,
+            "status": status,
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn view(config: &ProxyConfig) -> GatewayView {
+        GatewayView {
+            namespace: "shop".into(),
+            controlled: true,
+            spec: crate::gateway_spec(config),
+            namespace_labels: BTreeMap::new(),
+        }
+    }
+
+    fn spec(weight: u64) -> Value {
+        json!({
+            "parentRefs": [{ "name": "serin-gateway" }, { "name": "someone-else" }],
+            "rules": [{ "backendRefs": [{ "name": "qotm-v1", "port": 8080, "weight": weight }] }],
+        })
+    }
+
+    fn conditions(judged: &Judged) -> Vec<(bool, String)> {
+        judged
+            .parents
+            .iter()
+            .flat_map(|p| [&p.accepted, &p.resolved_refs])
+            .map(|c| (c.ok, c.reason.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_route_the_validator_refuses_is_attached_but_not_accepted() {
+        let config = qotm();
+        let (view, refs) = (view(&config), References::within("shop"));
+        let services = per_version_service_names(&config);
+        let good = judge(
+            &route("shop", spec(1), json!({})),
+            &view,
+            &refs,
+            &services,
+            &config,
+        );
+        assert!(good.read.is_ok());
+        assert_eq!(
+            good.parents.len(),
+            1,
+            "only the parentRef to serin's Gateway"
+        );
+        assert_eq!(
+            conditions(&good),
+            [(true, "Accepted".into()), (true, "ResolvedRefs".into())]
+        );
+        // Over the Gateway API's weight limit: its last good version serves
+        // (it stays attached), its status says why.
+        let bad = judge(
+            &route("shop", spec(2_000_000), json!({})),
+            &view,
+            &refs,
+            &services,
+            &config,
+        );
+        assert!(bad.read.is_err());
+        assert_eq!(bad.accepted_on, BTreeSet::from(["gateway".to_string()]));
+        assert_eq!(
+            conditions(&bad),
+            [
+                (false, "UnsupportedValue".into()),
+                (true, "ResolvedRefs".into())
+            ]
+        );
+        assert!(
+            bad.parents[0].accepted.message.contains("weight"),
+            "{}",
+            bad.parents[0].accepted.message
+        );
+        // From another namespace the rendered Gateway does not admit.
+        let other = judge(
+            &route("team-a", spec(1), json!({})),
+            &view,
+            &refs,
+            &services,
+            &config,
+        );
+        assert!(
+            other.parents.is_empty(),
+            "its parentRef names team-a's serin-gateway"
+        );
+    }
+
+    #[test]
+    fn status_is_written_only_where_it_changes() {
+        let config = qotm();
+        let (view, refs) = (view(&config), References::within("shop"));
+        let services = per_version_service_names(&config);
+        let judged = |obj: &DynamicObject| judge(obj, &view, &refs, &services, &config).parents;
+        let fresh = route("shop", spec(1), json!({}));
+        let write = route_write(&fresh, judged(&fresh), "T1").unwrap_or_else(|| panic!("no write"));
+        assert_eq!(write.generation, Some(2));
+        assert_eq!(write.subject.resource_version.as_deref(), Some("7"));
+        // Written: the same status again needs no write.
+        let status = write.wanted(None, "T1");
+        let written = route("shop", spec(1), status.clone());
+        assert!(route_write(&written, judged(&written), "T2").is_none());
+        // A route that names no serin Gateway and has no serin entry: none.
+        let theirs = json!({ "parentRefs": [{ "name": "someone-else" }], "rules": [] });
+        let foreign = route("shop", theirs.clone(), json!({}));
+        assert!(route_write(&foreign, judged(&foreign), "T2").is_none());
+        // One that stopped naming it: its serin entry is removed.
+        let left = route("shop", theirs, status);
+        let removal = route_write(&left, judged(&left), "T2").unwrap_or_else(|| panic!("no write"));
+        assert_eq!(
+            removal.wanted(left.data.get("status"), "T2")["parents"],
+            json!([])
+        );
+    }
+}
