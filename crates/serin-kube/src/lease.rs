@@ -133,7 +133,9 @@ async fn step(api: &Api<Lease>, identity: &str) -> Result<bool, kube::Error> {
     };
     match result {
         Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.is_conflict() || status.code == 409 => Ok(false),
+        // Conflict (someone renewed or took it meanwhile) or AlreadyExists
+        // (someone created it first): not ours this round.
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
         Err(e) => Err(e),
     }
 }

@@ -32,7 +32,10 @@
 //! serin's routes have `retry` and the `ExternalAuth` filter; a route with
 //! neither is also a valid standard-channel HTTPRoute. Their `parentRefs`
 //! name the Gateway `serin-gateway`; a gateway whose config says
-//! `routes: kubernetes` serves those ([`http_routes`]), and one with
+//! `routes: kubernetes` serves those that attach ([`follow`],
+//! [`attachment`], [`http_routes`]) and says so in their status
+//! ([`route_status`], [`status_writer`]; one replica, the [`lease`]
+//! holder), and one with
 //! `discovery: kubernetes` finds the pods through the per-version Services'
 //! EndpointSlices.
 //!
