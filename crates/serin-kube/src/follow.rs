@@ -75,6 +75,45 @@ struct Stores {
     classes: Store<DynamicObject>,
 }
 
+/// The reflectors of every kind followed, and their events as one stream.
+fn watch_all(
+    client: &Client,
+    namespace: &str,
+) -> (Stores, impl Stream<Item = Tagged> + Send + Unpin + use<>) {
+    let all = |kind: &ApiResource| Api::<DynamicObject>::all_with(client.clone(), kind);
+    let kind = |k: ApiResource| (all(&k), k);
+    let (api, k) = kind(http_route_resource());
+    let (routes, e1) = reflect(api, k, Source::HttpRoutes);
+    let gateway_kind = ApiResource::erase::<gateway_api::gateways::Gateway>(&());
+    let own = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &gateway_kind);
+    let (gateways, e2) = reflect(own, gateway_kind, Source::Gateways);
+    let (api, k) = kind(ApiResource::erase::<
+        gateway_api::referencegrants::ReferenceGrant,
+    >(&()));
+    let (grants, e3) = reflect(api, k, Source::ReferenceGrants);
+    let (api, k) = kind(ApiResource::erase::<Namespace>(&()));
+    let (namespaces, e4) = reflect(api, k, Source::Namespaces);
+    let (api, k) = kind(ApiResource::erase::<
+        gateway_api::gatewayclasses::GatewayClass,
+    >(&()));
+    let (classes, e5) = reflect(api, k, Source::GatewayClasses);
+    let stores = Stores {
+        routes,
+        gateways,
+        grants,
+        namespaces,
+        classes,
+    };
+    let events = futures_util::stream::select_all([
+        e1.boxed(),
+        e2.boxed(),
+        e3.boxed(),
+        e4.boxed(),
+        e5.boxed(),
+    ]);
+    (stores, events)
+}
+
 /// Follows the cluster for a gateway in the client's namespace: after every
 /// change (once the HTTPRoutes and the Gateway are listed), hands the
 /// routes to serve to `apply` (which validates and swaps
@@ -91,41 +130,10 @@ pub async fn follow_cluster<C, A>(
     A: Fn(Vec<RouteConfig>) -> Result<(), ConfigErrors>,
 {
     let namespace = client.default_namespace().to_string();
-    let route_kind = http_route_resource();
-    let gateway_kind = ApiResource::erase::<gateway_api::gateways::Gateway>(&());
-    let grant_kind = ApiResource::erase::<gateway_api::referencegrants::ReferenceGrant>(&());
-    let namespace_kind = ApiResource::erase::<Namespace>(&());
-    let all = |kind: &ApiResource| Api::<DynamicObject>::all_with(client.clone(), kind);
-    let (routes, e1) = reflect(all(&route_kind), route_kind.clone(), Source::HttpRoutes);
-    let own = Api::<DynamicObject>::namespaced_with(client.clone(), &namespace, &gateway_kind);
-    let (gateways, e2) = reflect(own, gateway_kind, Source::Gateways);
-    let (grants, e3) = reflect(
-        all(&grant_kind),
-        grant_kind.clone(),
-        Source::ReferenceGrants,
-    );
-    let (namespaces, e4) = reflect(
-        all(&namespace_kind),
-        namespace_kind.clone(),
-        Source::Namespaces,
-    );
-    let class_kind = ApiResource::erase::<gateway_api::gatewayclasses::GatewayClass>(&());
-    let (classes, e5) = reflect(all(&class_kind), class_kind.clone(), Source::GatewayClasses);
-    let stores = Stores {
-        routes,
-        gateways,
-        grants,
-        namespaces,
-        classes,
-    };
-    let mut events = futures_util::stream::select_all([
-        e1.boxed(),
-        e2.boxed(),
-        e3.boxed(),
-        e4.boxed(),
-        e5.boxed(),
-    ]);
+    let (stores, mut events) = watch_all(&client, &namespace);
     let mut served = Served::default();
+    // The routes last applied, as JSON (None: none applied, or refused).
+    let mut applied: Option<Value> = None;
     let mut listed: BTreeSet<Source> = BTreeSet::new();
     let mut failing: BTreeSet<Source> = BTreeSet::new();
     while let Some((source, event)) = events.next().await {
@@ -149,12 +157,23 @@ pub async fn follow_cluster<C, A>(
         }
         let running = config();
         let round = evaluate(&namespace, &stores, &running, &mut served);
-        let count = round.routes.len();
-        match apply(round.routes) {
-            Ok(()) => tracing::info!(routes = count, "routes from HTTPRoutes applied"),
-            Err(e) => tracing::error!(
-                "routes from HTTPRoutes rejected; the current routes keep serving:\n{e}"
-            ),
+        // Status writes bring events too: the same routes are not applied
+        // again (once they were applied without error).
+        let now = serde_json::to_value(&round.routes).ok();
+        if now.is_none() || now != applied {
+            let count = round.routes.len();
+            applied = match apply(round.routes) {
+                Ok(()) => {
+                    tracing::info!(routes = count, "routes from HTTPRoutes applied");
+                    now
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "routes from HTTPRoutes rejected; the current routes keep serving:\n{e}"
+                    );
+                    None
+                }
+            };
         }
         if listed.len() == SOURCES {
             statuses.send_replace(round.plan);
