@@ -73,45 +73,115 @@ struct Stores {
     grants: Store<DynamicObject>,
     namespaces: Store<DynamicObject>,
     classes: Store<DynamicObject>,
+    /// False when GatewayClasses cannot be read: the Gateway is taken for
+    /// serin's.
+    classes_known: bool,
 }
 
-/// The reflectors of every kind followed, and their events as one stream.
+/// What the gateway's RBAC lets it read beyond its own namespace. With the
+/// rendered ClusterRole, all of it; with an older Role only, it follows
+/// HTTPRoutes and ReferenceGrants of its own namespace, no Namespace labels
+/// (a `Selector` admits nothing) and no GatewayClasses (its Gateway is
+/// taken for serin's), and says so, rather than serving nothing.
+#[derive(Debug, Clone, Copy)]
+struct Access {
+    all_routes: bool,
+    all_grants: bool,
+    namespaces: bool,
+    classes: bool,
+}
+
+impl Access {
+    async fn probe(client: &Client) -> Self {
+        Self {
+            all_routes: may_list_all(client, &http_route_resource()).await,
+            all_grants: may_list_all(client, &grant_kind()).await,
+            namespaces: may_list_all(client, &ApiResource::erase::<Namespace>(&())).await,
+            classes: may_list_all(client, &class_kind()).await,
+        }
+    }
+}
+
+fn grant_kind() -> ApiResource {
+    ApiResource::erase::<gateway_api::referencegrants::ReferenceGrant>(&())
+}
+
+fn class_kind() -> ApiResource {
+    ApiResource::erase::<gateway_api::gatewayclasses::GatewayClass>(&())
+}
+
+/// False when listing `kind` in every namespace is forbidden (403); any
+/// other failure is the watch's to retry.
+async fn may_list_all(client: &Client, kind: &ApiResource) -> bool {
+    let api = Api::<DynamicObject>::all_with(client.clone(), kind);
+    let forbidden = matches!(
+        api.list(&kube::api::ListParams::default().limit(1)).await,
+        Err(kube::Error::Api(status)) if status.code == 403
+    );
+    if forbidden {
+        tracing::warn!(
+            resource = %kind.plural,
+            "may not list {} in every namespace (RBAC: the rendered ClusterRole serin-gateway grants it); following less",
+            kind.plural
+        );
+    }
+    !forbidden
+}
+
+/// The reflectors of every kind followed, their events as one stream, and
+/// the kinds not followed (taken as listed, and empty).
 fn watch_all(
     client: &Client,
     namespace: &str,
-) -> (Stores, impl Stream<Item = Tagged> + Send + Unpin + use<>) {
-    let all = |kind: &ApiResource| Api::<DynamicObject>::all_with(client.clone(), kind);
-    let kind = |k: ApiResource| (all(&k), k);
-    let (api, k) = kind(http_route_resource());
-    let (routes, e1) = reflect(api, k, Source::HttpRoutes);
-    let gateway_kind = ApiResource::erase::<gateway_api::gateways::Gateway>(&());
-    let own = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &gateway_kind);
-    let (gateways, e2) = reflect(own, gateway_kind, Source::Gateways);
-    let (api, k) = kind(ApiResource::erase::<
-        gateway_api::referencegrants::ReferenceGrant,
-    >(&()));
-    let (grants, e3) = reflect(api, k, Source::ReferenceGrants);
-    let (api, k) = kind(ApiResource::erase::<Namespace>(&()));
-    let (namespaces, e4) = reflect(api, k, Source::Namespaces);
-    let (api, k) = kind(ApiResource::erase::<
-        gateway_api::gatewayclasses::GatewayClass,
-    >(&()));
-    let (classes, e5) = reflect(api, k, Source::GatewayClasses);
-    let stores = Stores {
-        routes,
-        gateways,
-        grants,
-        namespaces,
-        classes,
+    access: Access,
+) -> (
+    Stores,
+    impl Stream<Item = Tagged> + Send + Unpin + use<>,
+    Vec<Source>,
+) {
+    let api = |kind: &ApiResource, everywhere: bool| {
+        if everywhere {
+            Api::<DynamicObject>::all_with(client.clone(), kind)
+        } else {
+            Api::<DynamicObject>::namespaced_with(client.clone(), namespace, kind)
+        }
     };
-    let events = futures_util::stream::select_all([
-        e1.boxed(),
-        e2.boxed(),
-        e3.boxed(),
-        e4.boxed(),
-        e5.boxed(),
-    ]);
-    (stores, events)
+    let mut events = Vec::new();
+    let mut skipped = Vec::new();
+    let mut follow = |kind: ApiResource, everywhere: bool, source: Source, allowed: bool| {
+        if !allowed {
+            skipped.push(source);
+            return reflector::store::Writer::<DynamicObject>::new(kind).as_reader();
+        }
+        let (store, stream) = reflect(api(&kind, everywhere), kind, source);
+        events.push(stream.boxed());
+        store
+    };
+    let gateway_kind = ApiResource::erase::<gateway_api::gateways::Gateway>(&());
+    let stores = Stores {
+        routes: follow(
+            http_route_resource(),
+            access.all_routes,
+            Source::HttpRoutes,
+            true,
+        ),
+        gateways: follow(gateway_kind, false, Source::Gateways, true),
+        grants: follow(
+            grant_kind(),
+            access.all_grants,
+            Source::ReferenceGrants,
+            true,
+        ),
+        namespaces: follow(
+            ApiResource::erase::<Namespace>(&()),
+            true,
+            Source::Namespaces,
+            access.namespaces,
+        ),
+        classes: follow(class_kind(), true, Source::GatewayClasses, access.classes),
+        classes_known: access.classes,
+    };
+    (stores, futures_util::stream::select_all(events), skipped)
 }
 
 /// Follows the cluster for a gateway in the client's namespace: after every
@@ -130,11 +200,12 @@ pub async fn follow_cluster<C, A>(
     A: Fn(Vec<RouteConfig>) -> Result<(), ConfigErrors>,
 {
     let namespace = client.default_namespace().to_string();
-    let (stores, mut events) = watch_all(&client, &namespace);
+    let access = Access::probe(&client).await;
+    let (stores, mut events, skipped) = watch_all(&client, &namespace, access);
     let mut served = Served::default();
     // The routes last applied, as JSON (None: none applied, or refused).
     let mut applied: Option<Value> = None;
-    let mut listed: BTreeSet<Source> = BTreeSet::new();
+    let mut listed: BTreeSet<Source> = skipped.into_iter().collect();
     let mut failing: BTreeSet<Source> = BTreeSet::new();
     while let Some((source, event)) = events.next().await {
         match event {
@@ -227,8 +298,9 @@ fn gateway_view(
         .iter()
         .map(|n| (n.name_any(), n.labels().clone()))
         .collect();
-    let controlled =
-        object.is_none() || controls_class(&spec.gateway_class_name, &class_controllers(stores));
+    let controlled = object.is_none()
+        || !stores.classes_known
+        || controls_class(&spec.gateway_class_name, &class_controllers(stores));
     let view = GatewayView {
         namespace: namespace.to_string(),
         controlled,

@@ -34,6 +34,9 @@
 //!   drops it, as the API server does. The object's `metadata.generation`
 //!   grows when its `spec` changes, never for a status write.
 //!
+//! [`KubeApi::forbid_everywhere`] refuses lists and watches of a kind
+//! across namespaces with 403, as RBAC without a ClusterRole does.
+//!
 //! Every write bumps one global resourceVersion counter, like etcd's
 //! revision. Tests change objects directly ([`KubeApi::apply`],
 //! [`KubeApi::delete`]) and provoke the failures a watcher must survive:
@@ -201,6 +204,9 @@ struct Store {
     gone_as_http: bool,
     objects: BTreeMap<ObjectKey, Value>,
     history: Vec<Change>,
+    /// Kinds (plurals) that may not be listed or watched across namespaces,
+    /// as RBAC without a ClusterRole says: 403.
+    forbidden_everywhere: Vec<&'static str>,
     /// (plural, "list" | "watch") → requests served.
     counts: BTreeMap<(String, &'static str), u64>,
     log: Vec<String>,
@@ -352,6 +358,13 @@ impl KubeApi {
     /// holding a 410 `Status`; true answers HTTP 410 with the `Status`.
     pub fn gone_as_http(&self, on: bool) {
         self.shared.store().gone_as_http = on;
+    }
+
+    /// From now on, lists and watches of `kind` across namespaces (and, for
+    /// a cluster-scoped kind, at all) are refused with 403 Forbidden, as
+    /// for a client whose RBAC is a namespaced Role only.
+    pub fn forbid_everywhere(&self, kind: Kind) {
+        self.shared.store().forbidden_everywhere.push(kind.plural);
     }
 
     /// How many list (`"list"`) or watch (`"watch"`) requests for `kind` were
@@ -546,6 +559,23 @@ async fn handle(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> 
         Err(e) => return failure(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
     };
     let is_watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let everywhere = target.namespace.is_none() && target.name.is_none();
+    if everywhere
+        && method == Method::GET
+        && shared
+            .store()
+            .forbidden_everywhere
+            .contains(&target.kind.plural)
+    {
+        return failure(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!(
+                "{} is forbidden: cannot list resource \"{}\" in API group \"{}\" at the cluster scope",
+                target.kind.plural, target.kind.plural, target.kind.group
+            ),
+        );
+    }
     match (&method, &target.name) {
         (&Method::GET, None) if is_watch => watch(shared, &target, &query),
         (&Method::GET, None) => list(shared, &target, &query),

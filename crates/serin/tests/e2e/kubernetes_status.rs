@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use serin_testkit::KubeApi;
-use serin_testkit::kube_api::{GATEWAY, GATEWAY_CLASS, HTTP_ROUTE, LEASE, REFERENCE_GRANT};
+use serin_testkit::kube_api::{
+    GATEWAY, GATEWAY_CLASS, HTTP_ROUTE, LEASE, NAMESPACE as NAMESPACES, REFERENCE_GRANT,
+};
 use serin_testkit::process::TempDir;
 
 use crate::common::{SERIN, Serin, Upstream, client, header};
@@ -398,5 +400,37 @@ async fn kubernetes_status_is_written_by_the_lease_holder_and_agrees_with_what_i
         class.get("status"),
         None,
         "another controller's class is left alone"
+    );
+}
+
+/// A gateway whose RBAC is the namespaced Role only (an older render, no
+/// ClusterRole) still serves and reports the HTTPRoutes of its own
+/// namespace, and says what it cannot see.
+#[tokio::test]
+async fn kubernetes_status_without_cluster_wide_access_covers_the_gateways_namespace() {
+    let cluster = Cluster::start();
+    for kind in [HTTP_ROUTE, REFERENCE_GRANT, NAMESPACES, GATEWAY_CLASS] {
+        cluster.api.forbid_everywhere(kind);
+    }
+    let a = Upstream::start("a");
+    cluster.pod("cart-v1", &a);
+    cluster.route(
+        NAMESPACE,
+        "cart",
+        "/cart",
+        json!({ "name": "cart-v1", "port": 8080 }),
+    );
+    let gateway = cluster.gateway("gateway-a");
+    until_answer(&gateway, "/cart", "a").await;
+    until("shop/cart accepted", &[&gateway], || {
+        cluster.condition(NAMESPACE, "cart", "Accepted") == pair("True", "Accepted")
+    })
+    .await;
+    assert!(
+        gateway
+            .log_lines()
+            .iter()
+            .any(|l| l.contains("may not list httproutes in every namespace")),
+        "the missing permission is not reported"
     );
 }
