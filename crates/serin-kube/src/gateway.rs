@@ -1,17 +1,19 @@
 //! The gateway in a cluster: the serin proxy as a Deployment with its config
 //! in a ConfigMap, a Service in front of it, and the RBAC it needs to find
-//! endpoints and read and write HTTPRoutes.
+//! endpoints, read and write HTTPRoutes and write Gateway API status.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, PodSpec,
-    PodTemplateSpec, Probe, Secret, SecretVolumeSource, Service, ServiceAccount, ServicePort,
-    ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, Secret, SecretVolumeSource,
+    Service, ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
 };
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serin_config::proxy::ProxyConfig;
@@ -46,8 +48,10 @@ pub const MEMORY_LIMIT: &str = "512Mi";
 /// SIGKILL comes after the drain has ended, not during it.
 const GRACE_MARGIN_SECONDS: i32 = 5;
 
-/// What the proxy reads (endpoints of the services, and the pods behind them
-/// for their `version` label) and writes (HTTPRoute weights, for canaries).
+/// What the proxy reads and writes in its own namespace: endpoints of the
+/// services and the pods behind them (for their `version` label), HTTPRoute
+/// weights (for canaries), its Gateway and that Gateway's status, and the
+/// Lease that picks the one replica that writes status.
 const RULES: &[(&str, &[&str], &[&str])] = &[
     (
         "discovery.k8s.io",
@@ -60,7 +64,59 @@ const RULES: &[(&str, &[&str], &[&str])] = &[
         &["httproutes"],
         &["get", "list", "watch", "update", "patch"],
     ),
+    (
+        "gateway.networking.k8s.io",
+        &["gateways"],
+        &["get", "list", "watch"],
+    ),
+    (
+        "gateway.networking.k8s.io",
+        &["gateways/status"],
+        &["get", "update", "patch"],
+    ),
+    (
+        "coordination.k8s.io",
+        &["leases"],
+        &["get", "create", "update"],
+    ),
 ];
+
+/// What it reads and writes in every namespace: HTTPRoutes of other
+/// namespaces may attach to its Gateway (`allowedRoutes`), which it must
+/// see to say whether they did (their status), the ReferenceGrants that let
+/// them name its Services, the namespaces' labels (`allowedRoutes` by
+/// selector) and the GatewayClasses (whose status says serin accepts those
+/// of its controller).
+const CLUSTER_RULES: &[(&str, &[&str], &[&str])] = &[
+    (
+        "gateway.networking.k8s.io",
+        &["httproutes", "referencegrants", "gatewayclasses"],
+        &["get", "list", "watch"],
+    ),
+    (
+        "gateway.networking.k8s.io",
+        &["httproutes/status", "gatewayclasses/status"],
+        &["get", "update", "patch"],
+    ),
+    ("", &["namespaces"], &["get", "list", "watch"]),
+];
+
+fn policy_rules(rules: &[(&str, &[&str], &[&str])]) -> Vec<PolicyRule> {
+    rules
+        .iter()
+        .map(|(group, resources, verbs)| PolicyRule {
+            api_groups: Some(vec![(*group).to_string()]),
+            resources: Some(resources.iter().map(|r| (*r).to_string()).collect()),
+            verbs: verbs.iter().map(|v| (*v).to_string()).collect(),
+            ..PolicyRule::default()
+        })
+        .collect()
+}
+
+/// The namespace of a ClusterRoleBinding's ServiceAccount when the render
+/// names none: the one `kubectl apply` uses then (a Kustomize overlay's
+/// `namespace:` rewrites it with the ServiceAccount's).
+const DEFAULT_NAMESPACE: &str = "default";
 
 fn gateway_labels() -> BTreeMap<String, String> {
     labels(&[
@@ -77,17 +133,31 @@ pub(crate) fn rbac(ctx: &Context) -> Vec<Object> {
     };
     let role = Role {
         metadata: ctx.meta(GATEWAY_NAME, gateway_labels()),
-        rules: Some(
-            RULES
-                .iter()
-                .map(|(group, resources, verbs)| PolicyRule {
-                    api_groups: Some(vec![(*group).to_string()]),
-                    resources: Some(resources.iter().map(|r| (*r).to_string()).collect()),
-                    verbs: verbs.iter().map(|v| (*v).to_string()).collect(),
-                    ..PolicyRule::default()
-                })
-                .collect(),
-        ),
+        rules: Some(policy_rules(RULES)),
+    };
+    let cluster_role = ClusterRole {
+        metadata: cluster_meta(),
+        rules: Some(policy_rules(CLUSTER_RULES)),
+        aggregation_rule: None,
+    };
+    let cluster_binding = ClusterRoleBinding {
+        metadata: cluster_meta(),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: GATEWAY_NAME.into(),
+        },
+        // A ClusterRoleBinding's ServiceAccount needs its namespace.
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: GATEWAY_NAME.into(),
+            namespace: Some(
+                ctx.namespace
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_NAMESPACE.into()),
+            ),
+            api_group: None,
+        }]),
     };
     let binding = RoleBinding {
         metadata: ctx.meta(GATEWAY_NAME, gateway_labels()),
@@ -109,7 +179,18 @@ pub(crate) fn rbac(ctx: &Context) -> Vec<Object> {
         Object::ServiceAccount(Box::new(account)),
         Object::Role(Box::new(role)),
         Object::RoleBinding(Box::new(binding)),
+        Object::ClusterRole(Box::new(cluster_role)),
+        Object::ClusterRoleBinding(Box::new(cluster_binding)),
     ]
+}
+
+/// The metadata of a cluster-scoped object: no namespace.
+fn cluster_meta() -> ObjectMeta {
+    ObjectMeta {
+        name: Some(GATEWAY_NAME.into()),
+        labels: Some(gateway_labels()),
+        ..ObjectMeta::default()
+    }
 }
 
 /// The gateway's listener port (8080 when the stack leaves it to the OS).
@@ -293,6 +374,18 @@ pub(crate) fn workload(ctx: &Context, gw: &ProxyConfig) -> Result<Vec<Object>, R
                 ..ContainerPort::default()
             },
         ]),
+        // The Lease holder's identity (status is written by one replica).
+        env: Some(vec![EnvVar {
+            name: crate::lease::POD_NAME_ENV.into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    api_version: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+            value: None,
+        }]),
         readiness_probe: Some(tcp_probe(5)),
         liveness_probe: Some(tcp_probe(10)),
         resources: Some(resources(CPU_REQUEST, MEMORY_REQUEST, MEMORY_LIMIT)),

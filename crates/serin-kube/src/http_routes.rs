@@ -10,26 +10,22 @@
 //! checked exactly as one from the file.
 //!
 //! Only HTTPRoutes whose `parentRefs` name the Gateway `serin-gateway` (the
-//! renderer's) are serin's. [`follow_http_routes`] watches them and hands
-//! every change to the proxy; a bad HTTPRoute is logged and its last good
-//! version (if any) keeps serving. A rule's backendRef to a Service that is
+//! renderer's) are serin's; [`crate::follow`] watches them and hands every
+//! change to the proxy. A rule's backendRef to a Service that is
 //! no version of the config, or to another kind than Service, does not make
 //! the HTTPRoute bad: that rule answers 500 for the backend's share, as the
 //! Gateway API says, and it is logged with its field.
 
 use std::collections::BTreeMap;
 
-use futures_util::StreamExt;
+use kube::ResourceExt;
 use kube::api::{ApiResource, DynamicObject};
-use kube::runtime::reflector;
-use kube::runtime::watcher::{self, Event};
-use kube::{Api, Client, ResourceExt};
 use serde_json::{Map, Value, json};
 use serin_config::ConfigErrors;
 use serin_config::proxy::{ProxyConfig, RouteConfig};
-use serin_discovery::kubernetes::relisting_watcher;
 
-use crate::names::{GATEWAY_NAME, version_object_name};
+use crate::attachment::References;
+use crate::names::version_object_name;
 
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
@@ -109,6 +105,19 @@ pub fn route_from_http_route(
     obj: &DynamicObject,
     config: &ProxyConfig,
 ) -> Result<ReadRoute, Vec<RouteProblem>> {
+    let namespace = obj.namespace().unwrap_or_default();
+    route_from_http_route_with(obj, config, &References::within(&namespace))
+}
+
+/// [`route_from_http_route`] where `refs` say which backendRefs into other
+/// namespaces are permitted (ReferenceGrants) and in which namespace the
+/// config's per-version Services are: a rule's backendRef that is not
+/// permitted is served as unresolved (500 for its share, RefNotPermitted).
+pub fn route_from_http_route_with(
+    obj: &DynamicObject,
+    config: &ProxyConfig,
+    refs: &References,
+) -> Result<ReadRoute, Vec<RouteProblem>> {
     let object = object_name(obj);
     let problem = |field: String, message: String| RouteProblem {
         object: object.clone(),
@@ -124,7 +133,8 @@ pub fn route_from_http_route(
     };
     let rewrite = Rewrite {
         backends: per_version_services(config),
-        namespace: obj.namespace(),
+        namespace: obj.namespace().unwrap_or_default(),
+        refs,
         problem: &problem,
     };
     let rules = spec
@@ -152,15 +162,24 @@ pub fn route_from_http_route(
         .ok_or_else(|| vec![problem("spec".into(), "gave no route".into())])?;
     // The validator's own words for what this rewrite already reported.
     let mut warnings = problems_of(&object, &ConfigErrors(parsed.warnings));
+    // (Each unresolved problem is at a field of its backendRef.)
     warnings.retain(|w| {
-        !found
-            .unresolved
-            .iter()
-            .any(|u| w.field == u.field || w.field.starts_with(&format!("{}.", u.field)))
+        !found.unresolved.iter().any(|u| {
+            let backend = u
+                .field
+                .rsplit_once('.')
+                .map_or(u.field.as_str(), |(b, _)| b);
+            w.field == backend || w.field.starts_with(&format!("{backend}."))
+        })
     });
     warnings.extend(found.unresolved);
     warnings.sort_by(|a, b| a.field.cmp(&b.field));
     Ok(ReadRoute { route, warnings })
+}
+
+/// The per-version Service names of the config's service versions.
+pub fn per_version_service_names(config: &ProxyConfig) -> std::collections::BTreeSet<String> {
+    per_version_services(config).into_keys().collect()
 }
 
 /// Per-version Service name → (service, version).
@@ -182,7 +201,9 @@ fn per_version_services(config: &ProxyConfig) -> BTreeMap<String, (&str, &str)> 
 /// Rewrites an HTTPRoute's rules into the proxy file's route format.
 struct Rewrite<'a, P> {
     backends: BTreeMap<String, (&'a str, &'a str)>,
-    namespace: Option<String>,
+    /// The route's namespace.
+    namespace: String,
+    refs: &'a References,
     problem: &'a P,
 }
 
@@ -226,12 +247,7 @@ impl<P: Fn(String, String) -> RouteProblem> Rewrite<'_, P> {
     fn backend_ref(&self, r: &Value, field: &str, in_rule: bool, found: &mut Findings) -> Value {
         let text = |k: &str| r.get(k).and_then(Value::as_str);
         let problem = |f: String, m: &str| (self.problem)(f, m.to_string());
-        if text("namespace").is_some_and(|n| Some(n) != self.namespace.as_deref()) {
-            let m = "backends in other namespaces are not supported";
-            found
-                .problems
-                .push(problem(format!("{field}.namespace"), m));
-        }
+        let target = text("namespace").unwrap_or(&self.namespace);
         if r.get("filters").is_some() && !in_rule {
             let m = "a filter's backendRef takes no filters of its own";
             found.problems.push(problem(format!("{field}.filters"), m));
@@ -255,15 +271,37 @@ impl<P: Fn(String, String) -> RouteProblem> Rewrite<'_, P> {
         if !service {
             return out;
         }
-        if let Some((service, version)) = self.backends.get(name) {
+        if !self.refs.permits(&self.namespace, target, name) {
+            let message = format!(
+                "no ReferenceGrant in namespace `{target}` lets HTTPRoutes of namespace `{}` refer to Service `{name}`",
+                self.namespace
+            );
+            if in_rule {
+                out["version"] = json!("");
+                let message = format!(
+                    "{message}: this backend's share of the rule's requests is answered 500 (Gateway API: RefNotPermitted)"
+                );
+                found
+                    .unresolved
+                    .push(problem(format!("{field}.namespace"), &message));
+            } else {
+                found
+                    .problems
+                    .push(problem(format!("{field}.namespace"), &message));
+            }
+            return out;
+        }
+        let here = target == self.refs.gateway_namespace;
+        if let Some((service, version)) = self.backends.get(name).filter(|_| here) {
             out["name"] = json!(service);
             out["version"] = json!(version);
             return out;
         }
         let known: Vec<&str> = self.backends.keys().map(String::as_str).collect();
         let message = format!(
-            "`{name}` is not the per-version Service of a service version in the config (known: {})",
-            known.join(", ")
+            "`{name}` is not the per-version Service of a service version in the config (known: {}, in namespace `{}`)",
+            known.join(", "),
+            self.refs.gateway_namespace
         );
         if in_rule {
             // A version no service has: the validator leaves it unresolved.
@@ -302,97 +340,4 @@ fn problems_of(object: &str, errors: &ConfigErrors) -> Vec<RouteProblem> {
             }
         })
         .collect()
-}
-
-/// Watches the HTTPRoutes of the client's namespace and, after every
-/// change, hands the routes of those attached to the gateway to `apply`
-/// (which validates and swaps them in, or refuses them). `config` gives the
-/// running config, whose services the routes must name. A bad HTTPRoute is
-/// logged once per version, naming its field, and its last good version
-/// (if any) keeps serving. Runs until the task is dropped.
-pub async fn follow_http_routes<C, A>(client: Client, config: C, apply: A)
-where
-    C: Fn() -> ProxyConfig,
-    A: Fn(Vec<RouteConfig>) -> Result<(), ConfigErrors>,
-{
-    let resource = http_route_resource();
-    let api: Api<DynamicObject> = Api::default_namespaced_with(client, &resource);
-    let writer = reflector::store::Writer::<DynamicObject>::new(resource);
-    let store = writer.as_reader();
-    let mut events =
-        reflector::reflector(writer, relisting_watcher(api, watcher::Config::default())).boxed();
-    let mut last_good: BTreeMap<String, RouteConfig> = BTreeMap::new();
-    // The resourceVersion of each bad HTTPRoute already reported.
-    let mut reported: BTreeMap<String, String> = BTreeMap::new();
-    let mut listed = false;
-    let mut failing = false;
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(Event::InitDone) => listed = true,
-            Ok(Event::Apply(_) | Event::Delete(_)) => {}
-            Ok(Event::Init | Event::InitApply(_)) => continue,
-            Err(e) => {
-                if !failing {
-                    tracing::warn!(error = %e, "HTTPRoute watch failed; the current routes keep serving while it retries");
-                }
-                failing = true;
-                continue;
-            }
-        }
-        failing = false;
-        if !listed {
-            continue;
-        }
-        let running = config();
-        let mut objects = store.state();
-        objects.sort_by_key(|o| object_name(o));
-        let mut routes = Vec::new();
-        let mut present = BTreeMap::new();
-        for obj in objects.iter().filter(|o| attached_to(o, GATEWAY_NAME)) {
-            let key = object_name(obj);
-            let version = obj.resource_version().unwrap_or_default();
-            present.insert(key.clone(), ());
-            match route_from_http_route(obj, &running) {
-                Ok(read) => {
-                    if reported.get(&key) != Some(&version) {
-                        for p in &read.warnings {
-                            tracing::warn!(httproute = %key, field = %p.field, "{p}");
-                        }
-                        reported.insert(key.clone(), version);
-                    }
-                    last_good.insert(key, read.route.clone());
-                    routes.push(read.route);
-                }
-                Err(problems) => {
-                    if reported.get(&key) != Some(&version) {
-                        for p in &problems {
-                            tracing::error!(
-                                httproute = %key,
-                                field = %p.field,
-                                "{p}; {}",
-                                if last_good.contains_key(&key) {
-                                    "its last good version keeps serving"
-                                } else {
-                                    "it is not served"
-                                }
-                            );
-                        }
-                        reported.insert(key.clone(), version);
-                    }
-                    if let Some(previous) = last_good.get(&key) {
-                        routes.push(previous.clone());
-                    }
-                }
-            }
-        }
-        last_good.retain(|k, _| present.contains_key(k));
-        reported.retain(|k, _| present.contains_key(k));
-        let count = routes.len();
-        match apply(routes) {
-            Ok(()) => tracing::info!(routes = count, "routes from HTTPRoutes applied"),
-            Err(e) => tracing::error!(
-                "routes from HTTPRoutes rejected; the current routes keep serving:\n{e}"
-            ),
-        }
-    }
 }

@@ -18,7 +18,8 @@
 //! | `files` | ConfigMap `S-V-files` mounted at `$SERIN_FILES_DIR` |
 //! | `secrets` | Secret `S-V-secrets` (`stringData`, values from the stack): env vars, or files under `$SERIN_SECRETS_DIR` with `asFile` |
 //! | args naming files in the stack's folder (`credentials.txt`) | Secret `S-V-workdir` mounted as the working directory, since processes run in the stack file's folder |
-//! | the gateway | Deployment, Service, ConfigMap (`serin.yaml`: the proxy config, services without static endpoints), ServiceAccount, Role and RoleBinding `serin-gateway` |
+//! | the gateway | Deployment, Service, ConfigMap (`serin.yaml`: the proxy config, services without static endpoints), ServiceAccount, Role and RoleBinding, ClusterRole and ClusterRoleBinding `serin-gateway` |
+//! | the gateway, for the Gateway API | GatewayClass `serin` (controller [`CONTROLLER_NAME`]) and Gateway `serin-gateway` with the gateway's listener (port 80, HTTP or HTTPS with the TLS Secret, `allowedRoutes` from the same namespace) |
 //! | each gateway route | an HTTPRoute with the rules, matches, filters, `backendRefs` (the per-version Services, port 8080) and weights |
 //!
 //! Every object carries `app.kubernetes.io/part-of: serin`. Pods run as a
@@ -31,7 +32,10 @@
 //! serin's routes have `retry` and the `ExternalAuth` filter; a route with
 //! neither is also a valid standard-channel HTTPRoute. Their `parentRefs`
 //! name the Gateway `serin-gateway`; a gateway whose config says
-//! `routes: kubernetes` serves those ([`http_routes`]), and one with
+//! `routes: kubernetes` serves those that attach ([`follow`],
+//! [`attachment`], [`http_routes`]) and says so in their status
+//! ([`route_status`], [`status_writer`]; one replica, the [`lease`]
+//! holder), and one with
 //! `discovery: kubernetes` finds the pods through the per-version Services'
 //! EndpointSlices.
 //!
@@ -56,20 +60,27 @@
 //! - `workers` equal to the rendering machine's CPU count is taken for the
 //!   default and left out: the pod picks its own.
 
+pub mod attachment;
 mod error;
+pub mod follow;
 mod gateway;
+mod gateway_object;
 pub mod http_routes;
+pub mod lease;
 mod names;
 mod output;
 mod proxy_file;
 mod route;
 pub mod route_client;
+pub mod route_status;
+pub mod status_writer;
 mod workload;
 
 pub use error::RenderError;
+pub use gateway_object::gateway_spec;
 pub use names::{
-    CONTAINER_PORT, GATEWAY_NAME, LABEL_APP, LABEL_PART_OF, LABEL_VERSION, PART_OF, PORT_NAME,
-    version_object_name,
+    CONTAINER_PORT, CONTROLLER_NAME, GATEWAY_CLASS_NAME, GATEWAY_NAME, LABEL_APP, LABEL_PART_OF,
+    LABEL_VERSION, PART_OF, PORT_NAME, version_object_name,
 };
 pub use output::{KUSTOMIZATION, Manifests, Object, write_kustomize};
 
@@ -109,7 +120,8 @@ impl Default for RenderOptions {
 
 /// Renders the Kubernetes objects of a stack, in the order `kubectl apply`
 /// should create them: RBAC, the gateway's config, each service's config,
-/// Services and Deployments, the gateway, then the HTTPRoutes.
+/// Services and Deployments, the gateway, its GatewayClass and Gateway,
+/// then the HTTPRoutes.
 pub fn render(stack: &StackFile, options: &RenderOptions) -> Result<Manifests, RenderError> {
     let ctx = names::Context::new(stack, options)?;
     let mut objects = gateway::rbac(&ctx);
@@ -118,6 +130,7 @@ pub fn render(stack: &StackFile, options: &RenderOptions) -> Result<Manifests, R
         objects.extend(workload::service_objects(&ctx, service)?);
     }
     objects.extend(gateway::workload(&ctx, &stack.gateway)?);
+    objects.extend(gateway_object::objects(&ctx, &stack.gateway));
     for r in &stack.gateway.routes {
         objects.push(Object::HttpRoute(Box::new(route::http_route(&ctx, r)?)));
     }

@@ -21,6 +21,14 @@ pub const PART_OF: &str = "serin";
 /// The name of the gateway's Deployment, Service, ConfigMap, ServiceAccount,
 /// Role and RoleBinding, and its pods' `app` label.
 pub const GATEWAY_NAME: &str = "serin-gateway";
+/// The GatewayClass serin's Gateway names (`gatewayClassName`).
+pub const GATEWAY_CLASS_NAME: &str = "serin";
+/// The controller of that GatewayClass, as its `spec.controllerName` and
+/// the `controllerName` of every `status.parents[]` entry serin writes. The
+/// Gateway API wants a domain-prefixed path that names the implementation
+/// and never changes: it is how serin finds its own status entries among
+/// those of other gateways.
+pub const CONTROLLER_NAME: &str = "serin.dev/gateway-controller";
 /// The port every service listens on in its pod (`PORT`). Each pod has its
 /// own address, so the ports the local runtime hands out are not needed.
 pub const CONTAINER_PORT: u16 = 8080;

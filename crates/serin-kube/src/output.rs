@@ -5,9 +5,11 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use gateway_api::experimental::httproutes::HttpRoute;
+use gateway_api::gatewayclasses::GatewayClass;
+use gateway_api::gateways::Gateway;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde::Serialize;
 
 use crate::RenderError;
@@ -26,10 +28,14 @@ pub enum Object {
     ServiceAccount(Box<ServiceAccount>),
     Role(Box<Role>),
     RoleBinding(Box<RoleBinding>),
+    ClusterRole(Box<ClusterRole>),
+    ClusterRoleBinding(Box<ClusterRoleBinding>),
     ConfigMap(Box<ConfigMap>),
     Secret(Box<Secret>),
     Service(Box<Service>),
     Deployment(Box<Deployment>),
+    GatewayClass(Box<GatewayClass>),
+    Gateway(Box<Gateway>),
     HttpRoute(Box<HttpRoute>),
 }
 
@@ -40,10 +46,14 @@ impl Object {
             Self::ServiceAccount(_) => "ServiceAccount",
             Self::Role(_) => "Role",
             Self::RoleBinding(_) => "RoleBinding",
+            Self::ClusterRole(_) => "ClusterRole",
+            Self::ClusterRoleBinding(_) => "ClusterRoleBinding",
             Self::ConfigMap(_) => "ConfigMap",
             Self::Secret(_) => "Secret",
             Self::Service(_) => "Service",
             Self::Deployment(_) => "Deployment",
+            Self::GatewayClass(_) => "GatewayClass",
+            Self::Gateway(_) => "Gateway",
             Self::HttpRoute(_) => "HTTPRoute",
         }
     }
@@ -54,10 +64,14 @@ impl Object {
             Self::ServiceAccount(o) => &o.metadata,
             Self::Role(o) => &o.metadata,
             Self::RoleBinding(o) => &o.metadata,
+            Self::ClusterRole(o) => &o.metadata,
+            Self::ClusterRoleBinding(o) => &o.metadata,
             Self::ConfigMap(o) => &o.metadata,
             Self::Secret(o) => &o.metadata,
             Self::Service(o) => &o.metadata,
             Self::Deployment(o) => &o.metadata,
+            Self::GatewayClass(o) => &o.metadata,
+            Self::Gateway(o) => &o.metadata,
             Self::HttpRoute(o) => &o.metadata,
         };
         meta.name.as_deref().unwrap_or_default()

@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use gateway_api::experimental::httproutes::HttpRoute;
+use gateway_api::gatewayclasses::GatewayClass;
+use gateway_api::gateways::Gateway;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Probe, Secret, Service, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -59,6 +61,10 @@ struct Typed {
     accounts: Vec<ServiceAccount>,
     roles: Vec<Role>,
     bindings: Vec<RoleBinding>,
+    cluster_roles: Vec<ClusterRole>,
+    cluster_bindings: Vec<ClusterRoleBinding>,
+    classes: Vec<GatewayClass>,
+    gateways: Vec<Gateway>,
     config_maps: Vec<ConfigMap>,
     secrets: Vec<Secret>,
     services: Vec<Service>,
@@ -104,6 +110,12 @@ fn parse(yaml: &str) -> Typed {
             ("v1", "ServiceAccount") => t.accounts.push(strict(d)),
             ("rbac.authorization.k8s.io/v1", "Role") => t.roles.push(strict(d)),
             ("rbac.authorization.k8s.io/v1", "RoleBinding") => t.bindings.push(strict(d)),
+            ("rbac.authorization.k8s.io/v1", "ClusterRole") => t.cluster_roles.push(strict(d)),
+            ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+                t.cluster_bindings.push(strict(d));
+            }
+            ("gateway.networking.k8s.io/v1", "GatewayClass") => t.classes.push(strict(d)),
+            ("gateway.networking.k8s.io/v1", "Gateway") => t.gateways.push(strict(d)),
             ("v1", "ConfigMap") => t.config_maps.push(strict(d)),
             ("v1", "Secret") => t.secrets.push(strict(d)),
             ("v1", "Service") => t.services.push(strict(d)),
@@ -155,6 +167,10 @@ impl Typed {
         let mut m: Vec<_> = self.accounts.iter().map(|o| &o.metadata).collect();
         m.extend(self.roles.iter().map(|o| &o.metadata));
         m.extend(self.bindings.iter().map(|o| &o.metadata));
+        m.extend(self.cluster_roles.iter().map(|o| &o.metadata));
+        m.extend(self.cluster_bindings.iter().map(|o| &o.metadata));
+        m.extend(self.classes.iter().map(|o| &o.metadata));
+        m.extend(self.gateways.iter().map(|o| &o.metadata));
         m.extend(self.config_maps.iter().map(|o| &o.metadata));
         m.extend(self.secrets.iter().map(|o| &o.metadata));
         m.extend(self.services.iter().map(|o| &o.metadata));
@@ -337,6 +353,8 @@ fn qotm_renders_the_objects_of_its_stack() {
             "ServiceAccount/serin-gateway",
             "Role/serin-gateway",
             "RoleBinding/serin-gateway",
+            "ClusterRole/serin-gateway",
+            "ClusterRoleBinding/serin-gateway",
             "ConfigMap/serin-gateway",
             "Service/qotm",
             "Service/qotm-v1",
@@ -349,6 +367,8 @@ fn qotm_renders_the_objects_of_its_stack() {
             "Deployment/auth-v1",
             "Service/serin-gateway",
             "Deployment/serin-gateway",
+            "GatewayClass/serin",
+            "Gateway/serin-gateway",
             "HTTPRoute/qotm",
             "HTTPRoute/secure-qotm",
         ]
@@ -570,18 +590,98 @@ fn rbac_covers_what_the_gateway_reads_and_writes() {
             "httproutes {verb}"
         );
     }
-    // Nothing else: no writes beyond HTTPRoutes, no secrets.
+    // The Gateway API status writer: its Gateway and the Gateway's status,
+    // and the Lease that picks the one replica that writes.
+    for verb in ["get", "list", "watch"] {
+        assert!(
+            allowed("gateway.networking.k8s.io", "gateways", verb),
+            "gateways {verb}"
+        );
+    }
+    for verb in ["update", "patch"] {
+        assert!(
+            allowed("gateway.networking.k8s.io", "gateways/status", verb),
+            "gateways/status {verb}"
+        );
+    }
+    for verb in ["get", "create", "update"] {
+        assert!(
+            allowed("coordination.k8s.io", "leases", verb),
+            "leases {verb}"
+        );
+    }
+    // Nothing else: no writes beyond HTTPRoutes and status, no secrets.
     for (group, resource, verb) in [
         ("", "secrets", "get"),
         ("", "pods", "delete"),
         ("discovery.k8s.io", "endpointslices", "update"),
         ("gateway.networking.k8s.io", "httproutes", "delete"),
+        ("gateway.networking.k8s.io", "gateways", "update"),
+        ("coordination.k8s.io", "leases", "delete"),
     ] {
         assert!(
             !allowed(group, resource, verb),
             "{resource} {verb} must not be granted"
         );
     }
+    // In every namespace: HTTPRoutes (allowedRoutes may admit other
+    // namespaces' routes) and their status, ReferenceGrants, namespaces'
+    // labels; reads only, but for the status.
+    let cluster = &t.cluster_roles[0];
+    let cluster_allowed = |group: &str, resource: &str, verb: &str| {
+        cluster.rules.iter().flatten().any(|r| {
+            r.api_groups.iter().flatten().any(|g| g == group)
+                && r.resources.iter().flatten().any(|x| x == resource)
+                && r.verbs.iter().any(|v| v == verb)
+        })
+    };
+    for verb in ["get", "list", "watch"] {
+        for resource in ["httproutes", "referencegrants"] {
+            assert!(
+                cluster_allowed("gateway.networking.k8s.io", resource, verb),
+                "{resource} {verb}"
+            );
+        }
+        assert!(cluster_allowed("", "namespaces", verb), "namespaces {verb}");
+    }
+    for verb in ["get", "list", "watch"] {
+        assert!(cluster_allowed(
+            "gateway.networking.k8s.io",
+            "gatewayclasses",
+            verb
+        ));
+    }
+    for verb in ["update", "patch"] {
+        assert!(cluster_allowed(
+            "gateway.networking.k8s.io",
+            "gatewayclasses/status",
+            verb
+        ));
+        assert!(cluster_allowed(
+            "gateway.networking.k8s.io",
+            "httproutes/status",
+            verb
+        ));
+        assert!(!cluster_allowed(
+            "gateway.networking.k8s.io",
+            "httproutes",
+            verb
+        ));
+        assert!(!cluster_allowed("", "namespaces", verb));
+    }
+    let cluster_binding = &t.cluster_bindings[0];
+    assert_eq!(cluster_binding.role_ref.kind, "ClusterRole");
+    assert_eq!(
+        Some(&cluster_binding.role_ref.name),
+        cluster.metadata.name.as_ref()
+    );
+    let subject = &cluster_binding.subjects.clone().unwrap_or_default()[0];
+    assert_eq!(
+        (subject.kind.as_str(), subject.name.as_str()),
+        ("ServiceAccount", "serin-gateway")
+    );
+    // Unrendered namespace: kubectl's default, which an overlay rewrites.
+    assert_eq!(subject.namespace.as_deref(), Some("default"));
     let binding = &t.bindings[0];
     assert_eq!(binding.role_ref.kind, "Role");
     assert_eq!(Some(&binding.role_ref.name), role.metadata.name.as_ref());
@@ -605,6 +705,62 @@ fn rbac_covers_what_the_gateway_reads_and_writes() {
         let is_gateway = d.metadata.name.as_deref() == Some("serin-gateway");
         assert_eq!(pod.automount_service_account_token, Some(is_gateway));
     }
+}
+
+/// serin is a Gateway API implementation: its GatewayClass names its
+/// controller, and its Gateway (of that class) has the gateway's listener,
+/// taking routes from its own namespace; the HTTPRoutes name that Gateway.
+/// The Lease holder's identity, the pod's name, reaches the container.
+#[test]
+fn the_gateway_class_and_gateway_describe_the_gateway() {
+    let (_, _, yaml) = render(&qotm_path(), &RenderOptions::default());
+    let t = parse(&yaml);
+    let class = &t.classes[0];
+    assert_eq!(
+        class.metadata.name.as_deref(),
+        Some(serin_kube::GATEWAY_CLASS_NAME)
+    );
+    assert_eq!(
+        class.metadata.namespace, None,
+        "GatewayClass is cluster-scoped"
+    );
+    assert_eq!(class.spec.controller_name, serin_kube::CONTROLLER_NAME);
+    let gateway = &t.gateways[0];
+    assert_eq!(
+        gateway.metadata.name.as_deref(),
+        Some(serin_kube::GATEWAY_NAME)
+    );
+    assert_eq!(
+        gateway.spec.gateway_class_name,
+        serin_kube::GATEWAY_CLASS_NAME
+    );
+    let [listener] = gateway.spec.listeners.as_slice() else {
+        panic!("one listener: {:?}", gateway.spec.listeners);
+    };
+    assert_eq!(listener.protocol, "HTTP");
+    assert_eq!(listener.port, 80);
+    let from = listener
+        .allowed_routes
+        .as_ref()
+        .and_then(|a| a.namespaces.as_ref())
+        .and_then(|n| n.from.clone());
+    assert_eq!(
+        from,
+        Some(gateway_api::gateways::GatewayListenersAllowedRoutesNamespacesFrom::Same)
+    );
+    for route in &t.routes {
+        let parents = route.spec.parent_refs.clone().unwrap_or_default();
+        assert!(parents.iter().any(|p| p.name == serin_kube::GATEWAY_NAME));
+    }
+    let c = container(t.deployment("serin-gateway"));
+    let pod_name = c
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == serin_kube::lease::POD_NAME_ENV)
+        .and_then(|e| e.value_from.as_ref()?.field_ref.as_ref())
+        .map(|f| f.field_path.clone());
+    assert_eq!(pod_name.as_deref(), Some("metadata.name"));
 }
 
 /// The gateway's ConfigMap holds a proxy config that serin reads back as the
@@ -677,10 +833,23 @@ fn rich_stack_renders_every_setting() {
     let t = parse(&yaml);
     check_consistent(&t);
 
+    // Every namespaced object is in the namespace; the cluster-scoped ones
+    // (ClusterRole, ClusterRoleBinding, GatewayClass) in none.
+    let cluster_scoped: Vec<_> = t
+        .cluster_roles
+        .iter()
+        .map(|o| &o.metadata)
+        .chain(t.cluster_bindings.iter().map(|o| &o.metadata))
+        .chain(t.classes.iter().map(|o| &o.metadata))
+        .collect();
     for meta in t.all_metadata() {
-        assert_eq!(meta.namespace.as_deref(), Some("shop"), "{:?}", meta.name);
+        let cluster = cluster_scoped.iter().any(|m| std::ptr::eq(*m, meta));
+        let want = if cluster { None } else { Some("shop") };
+        assert_eq!(meta.namespace.as_deref(), want, "{:?}", meta.name);
     }
     let subject = &t.bindings[0].subjects.clone().unwrap_or_default()[0];
+    assert_eq!(subject.namespace.as_deref(), Some("shop"));
+    let subject = &t.cluster_bindings[0].subjects.clone().unwrap_or_default()[0];
     assert_eq!(subject.namespace.as_deref(), Some("shop"));
 
     // Images: a program of its own, the demo, the gateway.
@@ -999,16 +1168,17 @@ fn kubernetes_validate() -> &'static str {
     }
 }
 
-/// Writes each object but the HTTPRoutes to its own file and validates them
-/// all with `kubernetes-validate --strict` against Kubernetes `version` (the
-/// newest it knows when `None`). HTTPRoute is a CRD the tool has no schema
-/// for; the HTTPRoutes are checked by the typed parse only.
+/// Writes each object but the Gateway API's to its own file and validates
+/// them all with `kubernetes-validate --strict` against Kubernetes
+/// `version` (the newest it knows when `None`). HTTPRoute, Gateway and
+/// GatewayClass are CRDs the tool has no schema for; they are checked by
+/// the typed parse only.
 fn validate(manifests: &Manifests, version: Option<&str>) {
     let tool = kubernetes_validate();
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let mut files = Vec::new();
     for o in &manifests.objects {
-        if o.kind() == "HTTPRoute" {
+        if matches!(o.kind(), "HTTPRoute" | "Gateway" | "GatewayClass") {
             continue;
         }
         let path = dir.path().join(o.file_name());
@@ -1259,6 +1429,14 @@ fn gateway_tls_becomes_a_tls_secret() {
             .flatten()
             .any(|m| m.name == "tls" && m.mount_path == "/etc/serin/tls")
     );
+    // The Gateway's listener is HTTPS with that Secret.
+    let listener = &t.gateways[0].spec.listeners[0];
+    assert_eq!(listener.protocol, "HTTPS");
+    let refs = listener
+        .tls
+        .as_ref()
+        .and_then(|t| t.certificate_refs.clone());
+    assert_eq!(refs.unwrap_or_default()[0].name, "serin-gateway-tls");
     validate(&manifests, None);
 }
 

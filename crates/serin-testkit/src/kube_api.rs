@@ -2,8 +2,10 @@
 //! watches and writes Kubernetes objects through a real client (kube-rs).
 //!
 //! It speaks the API server's JSON wire format over plain HTTP on
-//! 127.0.0.1 (port picked by the OS) for a fixed set of kinds
-//! ([`KINDS`]: EndpointSlices, HTTPRoutes, Gateways, Services):
+//! 127.0.0.1 (port picked by the OS) for a fixed set of kinds ([`KINDS`]:
+//! EndpointSlices, HTTPRoutes, Gateways, ReferenceGrants, Leases and
+//! Services in namespaces; GatewayClasses and Namespaces cluster-scoped,
+//! under paths without `namespaces/NS`):
 //!
 //! - list: `GET /apis/G/V/namespaces/NS/PLURAL` (and without
 //!   `namespaces/NS` for every namespace; core kinds under `/api/v1`) answers
@@ -25,6 +27,15 @@
 //!   as a merge of the JSON body that creates the object when missing; no
 //!   field ownership) — a `metadata.resourceVersion` in the patch must be the
 //!   current one (else 409); `DELETE` removes.
+//! - status subresource (HTTPRoutes, Gateways, GatewayClasses, Services,
+//!   Namespaces): `PUT` or `PATCH` of `…/NAME/status` changes only
+//!   `.status`, with the same resourceVersion check; a write to the object
+//!   itself (and [`KubeApi::apply`]) leaves `.status` as it is, and a create
+//!   drops it, as the API server does. The object's `metadata.generation`
+//!   grows when its `spec` changes, never for a status write.
+//!
+//! [`KubeApi::forbid_everywhere`] refuses lists and watches of a kind
+//! across namespaces with 403, as RBAC without a ClusterRole does.
 //!
 //! Every write bumps one global resourceVersion counter, like etcd's
 //! revision. Tests change objects directly ([`KubeApi::apply`],
@@ -67,6 +78,10 @@ pub struct Kind {
     pub version: &'static str,
     pub plural: &'static str,
     pub kind: &'static str,
+    /// False for cluster-scoped kinds (no `namespaces/NS` in their paths).
+    pub namespaced: bool,
+    /// Whether it has a `/status` subresource.
+    pub status: bool,
 }
 
 impl Kind {
@@ -85,30 +100,79 @@ pub const ENDPOINT_SLICE: Kind = Kind {
     version: "v1",
     plural: "endpointslices",
     kind: "EndpointSlice",
+    namespaced: true,
+    status: false,
 };
 pub const HTTP_ROUTE: Kind = Kind {
     group: "gateway.networking.k8s.io",
     version: "v1",
     plural: "httproutes",
     kind: "HTTPRoute",
+    namespaced: true,
+    status: true,
 };
 pub const GATEWAY: Kind = Kind {
     group: "gateway.networking.k8s.io",
     version: "v1",
     plural: "gateways",
     kind: "Gateway",
+    namespaced: true,
+    status: true,
+};
+pub const GATEWAY_CLASS: Kind = Kind {
+    group: "gateway.networking.k8s.io",
+    version: "v1",
+    plural: "gatewayclasses",
+    kind: "GatewayClass",
+    namespaced: false,
+    status: true,
+};
+pub const REFERENCE_GRANT: Kind = Kind {
+    group: "gateway.networking.k8s.io",
+    version: "v1",
+    plural: "referencegrants",
+    kind: "ReferenceGrant",
+    namespaced: true,
+    status: false,
+};
+pub const LEASE: Kind = Kind {
+    group: "coordination.k8s.io",
+    version: "v1",
+    plural: "leases",
+    kind: "Lease",
+    namespaced: true,
+    status: false,
+};
+pub const NAMESPACE: Kind = Kind {
+    group: "",
+    version: "v1",
+    plural: "namespaces",
+    kind: "Namespace",
+    namespaced: false,
+    status: true,
 };
 pub const SERVICE: Kind = Kind {
     group: "",
     version: "v1",
     plural: "services",
     kind: "Service",
+    namespaced: true,
+    status: true,
 };
 
 /// Every kind the stand-in serves.
-pub const KINDS: [Kind; 4] = [ENDPOINT_SLICE, HTTP_ROUTE, GATEWAY, SERVICE];
+pub const KINDS: [Kind; 8] = [
+    ENDPOINT_SLICE,
+    HTTP_ROUTE,
+    GATEWAY,
+    GATEWAY_CLASS,
+    REFERENCE_GRANT,
+    LEASE,
+    SERVICE,
+    NAMESPACE,
+];
 
-/// (plural, namespace, name)
+/// (plural, namespace ("" for cluster-scoped kinds), name)
 type ObjectKey = (&'static str, String, String);
 
 #[derive(Clone)]
@@ -140,6 +204,9 @@ struct Store {
     gone_as_http: bool,
     objects: BTreeMap<ObjectKey, Value>,
     history: Vec<Change>,
+    /// Kinds (plurals) that may not be listed or watched across namespaces,
+    /// as RBAC without a ClusterRole says: 403.
+    forbidden_everywhere: Vec<&'static str>,
     /// (plural, "list" | "watch") → requests served.
     counts: BTreeMap<(String, &'static str), u64>,
     log: Vec<String>,
@@ -215,19 +282,34 @@ impl KubeApi {
     }
 
     /// Creates or replaces an object (its `apiVersion`/`kind` pick the kind;
-    /// `metadata.namespace` defaults to "default"); watchers see ADDED or
+    /// `metadata.namespace` defaults to "default", and is none for
+    /// cluster-scoped kinds) as `kubectl apply` would: a kind with a status
+    /// subresource keeps its current `status`. Watchers see ADDED or
     /// MODIFIED. Returns the new resourceVersion.
-    pub fn apply(&self, object: Value) -> u64 {
+    pub fn apply(&self, mut object: Value) -> u64 {
         let kind = kind_of(&object).unwrap_or_else(|| panic!("no served kind for {object}"));
-        let namespace = str_at(&object, &["metadata", "namespace"])
-            .unwrap_or("default")
-            .to_string();
+        let namespace = if kind.namespaced {
+            str_at(&object, &["metadata", "namespace"])
+                .unwrap_or("default")
+                .to_string()
+        } else {
+            String::new()
+        };
         let mut store = self.shared.store();
+        if kind.status {
+            let name = str_at(&object, &["metadata", "name"]).unwrap_or_default();
+            let current = store
+                .objects
+                .get(&(kind.plural, namespace.clone(), name.to_string()))
+                .cloned();
+            keep_status(&mut object, current.as_ref());
+        }
         store.put(&self.shared.signals, kind, &namespace, object);
         store.rv
     }
 
-    /// Deletes an object; watchers see DELETED. False when there was none.
+    /// Deletes an object (`namespace` "" for a cluster-scoped kind);
+    /// watchers see DELETED. False when there was none.
     pub fn delete(&self, kind: Kind, namespace: &str, name: &str) -> bool {
         let mut store = self.shared.store();
         store
@@ -235,7 +317,8 @@ impl KubeApi {
             .is_some()
     }
 
-    /// The stored object, with its resourceVersion.
+    /// The stored object, with its resourceVersion (`namespace` "" for a
+    /// cluster-scoped kind).
     pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<Value> {
         self.shared
             .store()
@@ -275,6 +358,13 @@ impl KubeApi {
     /// holding a 410 `Status`; true answers HTTP 410 with the `Status`.
     pub fn gone_as_http(&self, on: bool) {
         self.shared.store().gone_as_http = on;
+    }
+
+    /// From now on, lists and watches of `kind` across namespaces (and, for
+    /// a cluster-scoped kind, at all) are refused with 403 Forbidden, as
+    /// for a client whose RBAC is a namespaced Role only.
+    pub fn forbid_everywhere(&self, kind: Kind) {
+        self.shared.store().forbidden_everywhere.push(kind.plural);
     }
 
     /// How many list (`"list"`) or watch (`"watch"`) requests for `kind` were
@@ -386,11 +476,12 @@ fn failure(code: StatusCode, reason: &str, message: &str) -> Response<Body> {
 }
 
 /// The parts of a request path: which kind, which namespace (None: all),
-/// which object (None: the collection).
+/// which object (None: the collection), and whether its `/status`.
 struct Target {
     kind: Kind,
     namespace: Option<String>,
     name: Option<String>,
+    status: bool,
 }
 
 fn parse_path(path: &str) -> Option<Target> {
@@ -400,19 +491,36 @@ fn parse_path(path: &str) -> Option<Target> {
         ["apis", group, version, rest @ ..] => (*group, *version, rest),
         _ => return None,
     };
-    let (namespace, plural, name) = match rest {
-        ["namespaces", ns, plural] => (Some(ns.to_string()), *plural, None),
-        ["namespaces", ns, plural, name] => (Some(ns.to_string()), *plural, Some(name.to_string())),
-        [plural] => (None, *plural, None),
+    // `namespaces/NS/PLURAL…` is a namespaced path; `namespaces[/NAME
+    // [/status]]` the Namespace kind's own (no kind is named `status`).
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, plural, tail @ ..] if *plural != "status" => {
+            (Some(ns.to_string()), [&[*plural][..], tail].concat())
+        }
+        other => (None, other.to_vec()),
+    };
+    let (plural, name, status) = match rest.as_slice() {
+        [plural] => (*plural, None, false),
+        [plural, name] => (*plural, Some(name.to_string()), false),
+        [plural, name, "status"] => (*plural, Some(name.to_string()), true),
         _ => return None,
     };
     let kind = KINDS
         .into_iter()
         .find(|k| k.group == group && k.version == version && k.plural == plural)?;
+    let scope_ok = if kind.namespaced {
+        namespace.is_some() || name.is_none()
+    } else {
+        namespace.is_none()
+    };
+    if !scope_ok || status && !kind.status {
+        return None;
+    }
     Some(Target {
         kind,
         namespace,
         name,
+        status,
     })
 }
 
@@ -451,6 +559,23 @@ async fn handle(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> 
         Err(e) => return failure(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
     };
     let is_watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let everywhere = target.namespace.is_none() && target.name.is_none();
+    if everywhere
+        && method == Method::GET
+        && shared
+            .store()
+            .forbidden_everywhere
+            .contains(&target.kind.plural)
+    {
+        return failure(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!(
+                "{} is forbidden: cannot list resource \"{}\" in API group \"{}\" at the cluster scope",
+                target.kind.plural, target.kind.plural, target.kind.group
+            ),
+        );
+    }
     match (&method, &target.name) {
         (&Method::GET, None) if is_watch => watch(shared, &target, &query),
         (&Method::GET, None) => list(shared, &target, &query),
@@ -502,12 +627,15 @@ fn write(
     content_type: &str,
     body: &[u8],
 ) -> Response<Body> {
-    let Some(namespace) = target.namespace.clone() else {
-        return failure(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "writes need a namespace in the path",
-        );
+    let namespace = match (&target.namespace, target.kind.namespaced) {
+        (None, true) => {
+            return failure(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "writes need a namespace in the path",
+            );
+        }
+        (ns, _) => ns.clone().unwrap_or_default(),
     };
     let media = content_type.split(';').next().unwrap_or("").trim();
     let patch_kind = match (method, media) {
@@ -565,6 +693,7 @@ fn write(
             ),
         )
     };
+    let before = current.clone();
     let (object, status) = match (method, current) {
         (&Method::POST, Some(_)) => {
             return failure(
@@ -600,19 +729,47 @@ fn write(
             );
         }
     };
-    let mut object = object;
+    let mut object = match (target.status, before) {
+        // `/status` changes the status and nothing else.
+        (true, Some(mut before)) => {
+            let status = object.get("status").cloned().unwrap_or(Value::Null);
+            set_status(&mut before, status);
+            before
+        }
+        (_, before) if target.kind.status => {
+            let mut object = object;
+            keep_status(&mut object, before.as_ref());
+            object
+        }
+        (_, _) => object,
+    };
     set_at(
         &mut object,
         &["metadata", "name"],
         Value::String(name.clone()),
     );
-    set_at(
-        &mut object,
-        &["metadata", "namespace"],
-        Value::String(namespace.clone()),
-    );
     let stored = store.put(&shared.signals, target.kind, &namespace, object);
     json_response(status, &stored)
+}
+
+/// A write to the main resource of a kind with a status subresource leaves
+/// the status as it is (none on create), as the API server does.
+fn keep_status(object: &mut Value, current: Option<&Value>) {
+    let status = current
+        .and_then(|c| c.get("status"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    set_status(object, status);
+}
+
+fn set_status(object: &mut Value, status: Value) {
+    if let Value::Object(map) = object {
+        if status.is_null() {
+            map.remove("status");
+        } else {
+            map.insert("status".into(), status);
+        }
+    }
 }
 
 /// RFC 7386 JSON merge patch.
@@ -851,7 +1008,11 @@ impl Store {
             map.insert("apiVersion".into(), json!(kind.api_version()));
             map.insert("kind".into(), json!(kind.kind));
         }
-        set_at(&mut object, &["metadata", "namespace"], json!(namespace));
+        if kind.namespaced {
+            set_at(&mut object, &["metadata", "namespace"], json!(namespace));
+        } else if let Some(Value::Object(meta)) = object.get_mut("metadata") {
+            meta.remove("namespace");
+        }
         set_at(
             &mut object,
             &["metadata", "resourceVersion"],

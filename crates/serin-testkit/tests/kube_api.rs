@@ -238,3 +238,190 @@ async fn kube_rs_writes_httproutes_with_patches_and_conflicts() {
     assert_eq!(stored["spec"]["hostnames"][0], "shop.example");
     assert_eq!(stored["spec"]["rules"][0]["backendRefs"][1]["weight"], 10);
 }
+
+fn resource(kind: serin_testkit::kube_api::Kind) -> ApiResource {
+    ApiResource {
+        group: kind.group.into(),
+        version: kind.version.into(),
+        api_version: kind.api_version(),
+        kind: kind.kind.into(),
+        plural: kind.plural.into(),
+    }
+}
+
+/// The status subresource: a status write changes only `.status` and is
+/// resourceVersion-checked; a write to the object leaves `.status` alone
+/// and does not count as a new generation unless the spec changed.
+#[tokio::test]
+async fn kube_rs_writes_status_through_the_status_subresource_only() {
+    let api = KubeApi::start();
+    let (client, _dir) = client(&api).await;
+    let routes: Api<DynamicObject> = Api::namespaced_with(client, "shop", &resource(HTTP_ROUTE));
+    let route: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": { "name": "cart" },
+        "spec": { "rules": [] },
+        "status": { "parents": ["dropped on create"] },
+    }))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let created = routes
+        .create(&PostParams::default(), &route)
+        .await
+        .unwrap_or_else(|e| panic!("create: {e}"));
+    assert_eq!(
+        created.data.get("status"),
+        None,
+        "a create drops the status"
+    );
+
+    let status = json!({ "parents": [{ "controllerName": "serin.dev/gateway-controller" }] });
+    let patch = json!({
+        "metadata": { "resourceVersion": created.metadata.resource_version },
+        "status": status,
+        "spec": { "hostnames": ["ignored.example"] },
+    });
+    let written = routes
+        .patch_status("cart", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_or_else(|e| panic!("status patch: {e}"));
+    assert_eq!(written.data["status"], status);
+    assert_eq!(
+        written.data["spec"],
+        json!({ "rules": [] }),
+        "a status write leaves the spec"
+    );
+    assert_eq!(written.metadata.generation, Some(1));
+
+    // From the stale version: 409.
+    let stale = routes
+        .patch_status("cart", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("a stale status patch succeeded"));
+    assert!(
+        matches!(&stale, kube::Error::Api(s) if s.code == 409),
+        "{stale}"
+    );
+
+    // A replace of the object (and the test's apply) keeps the status.
+    let mut current = routes.get("cart").await.unwrap_or_else(|e| panic!("{e}"));
+    current.data["spec"]["hostnames"] = json!(["shop.example"]);
+    current.data["status"] = json!({ "parents": [] });
+    let replaced = routes
+        .replace("cart", &PostParams::default(), &current)
+        .await
+        .unwrap_or_else(|e| panic!("replace: {e}"));
+    assert_eq!(replaced.data["status"], status);
+    assert_eq!(replaced.metadata.generation, Some(2));
+    api.apply(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": { "name": "cart", "namespace": "shop" },
+        "spec": { "rules": [] },
+    }));
+    let stored = api.get(HTTP_ROUTE, "shop", "cart").unwrap_or_default();
+    assert_eq!(stored["status"], status);
+
+    // A PUT of the status from the current version.
+    let mut current = routes
+        .get_status("cart")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    current.data["status"] = json!({ "parents": [] });
+    let put = routes
+        .replace_status("cart", &PostParams::default(), &current)
+        .await
+        .unwrap_or_else(|e| panic!("status put: {e}"));
+    assert_eq!(put.data["status"], json!({ "parents": [] }));
+
+    // Kinds without a status subresource have no /status path.
+    api.apply(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "ReferenceGrant",
+        "metadata": { "name": "any", "namespace": "shop" },
+        "spec": { "from": [], "to": [] },
+    }));
+    let grants: Api<DynamicObject> = Api::namespaced_with(
+        routes.clone().into_client(),
+        "shop",
+        &resource(serin_testkit::kube_api::REFERENCE_GRANT),
+    );
+    assert!(grants.get("any").await.is_ok());
+    let none = grants.get_status("any").await.err();
+    assert!(
+        matches!(&none, Some(kube::Error::Api(s)) if s.code == 404),
+        "{none:?}"
+    );
+}
+
+/// Cluster-scoped kinds (GatewayClass, Namespace) live under paths without
+/// a namespace; Leases in coordination.k8s.io/v1 with the typed client.
+#[tokio::test]
+async fn kube_rs_reads_cluster_scoped_kinds_and_writes_leases() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Namespace;
+    use serin_testkit::kube_api::{GATEWAY_CLASS, LEASE, NAMESPACE};
+
+    let api = KubeApi::start();
+    api.apply(json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": { "name": "team-a", "labels": { "team": "a" } },
+    }));
+    api.apply(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "GatewayClass",
+        "metadata": { "name": "serin", "namespace": "ignored" },
+        "spec": { "controllerName": "serin.dev/gateway-controller" },
+    }));
+    let (client, _dir) = client(&api).await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let listed = namespaces
+        .list(&kube::api::ListParams::default().labels("team=a"))
+        .await
+        .unwrap_or_else(|e| panic!("list namespaces: {e}"));
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(listed.items[0].metadata.name.as_deref(), Some("team-a"));
+    assert_eq!(listed.items[0].metadata.namespace, None);
+    let classes: Api<DynamicObject> = Api::all_with(client.clone(), &resource(GATEWAY_CLASS));
+    let class = classes
+        .get("serin")
+        .await
+        .unwrap_or_else(|e| panic!("get class: {e}"));
+    assert_eq!(class.metadata.namespace, None);
+    assert!(api.get(GATEWAY_CLASS, "", "serin").is_some());
+    assert!(api.get(NAMESPACE, "", "team-a").is_some());
+
+    let leases: Api<Lease> = Api::namespaced(client, "shop");
+    let lease: Lease = serde_json::from_value(json!({
+        "metadata": { "name": "serin-gateway" },
+        "spec": { "holderIdentity": "pod-a", "leaseDurationSeconds": 15 },
+    }))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let created = leases
+        .create(&PostParams::default(), &lease)
+        .await
+        .unwrap_or_else(|e| panic!("create lease: {e}"));
+    assert!(leases.create(&PostParams::default(), &lease).await.is_err());
+    let mut renewed = created.clone();
+    if let Some(spec) = renewed.spec.as_mut() {
+        spec.lease_transitions = Some(1);
+    }
+    leases
+        .replace("serin-gateway", &PostParams::default(), &renewed)
+        .await
+        .unwrap_or_else(|e| panic!("renew: {e}"));
+    // A second replace from the same (now stale) version loses.
+    let lost = leases
+        .replace("serin-gateway", &PostParams::default(), &renewed)
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("a stale Lease update succeeded"));
+    assert!(
+        matches!(&lost, kube::Error::Api(s) if s.code == 409),
+        "{lost}"
+    );
+    let stored = api.get(LEASE, "shop", "serin-gateway").unwrap_or_default();
+    assert_eq!(stored["spec"]["leaseTransitions"], 1);
+}

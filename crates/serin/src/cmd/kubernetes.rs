@@ -1,5 +1,6 @@
 //! `discovery: kubernetes` and `routes: kubernetes`: the tasks that feed a
-//! proxy from the cluster's API server (EndpointSlices, HTTPRoutes).
+//! proxy from the cluster's API server (EndpointSlices, HTTPRoutes), and
+//! the ones that write Gateway API status back (by the Lease holder only).
 
 use std::sync::Arc;
 
@@ -7,7 +8,9 @@ use anyhow::Context;
 use serin_config::proxy::{Discovery, ProxyConfig};
 use serin_discovery::BackendKey;
 use serin_discovery::kubernetes::{Targets, follow_endpoint_slices};
-use serin_kube::http_routes::follow_http_routes;
+use serin_kube::follow::follow_cluster;
+use serin_kube::lease::{hold_lease, identity};
+use serin_kube::status_writer::write_statuses;
 use serin_proxy::Proxy;
 use tokio::sync::watch;
 
@@ -52,19 +55,32 @@ pub async fn start(proxy: &Arc<Proxy>) -> anyhow::Result<()> {
         ));
     }
     if config.routes_from_kubernetes {
-        let (reader, writer) = (proxy.clone(), proxy.clone());
-        tokio::spawn(follow_http_routes(
-            client,
-            move || reader.file_config(),
-            move |routes| {
-                writer
-                    .set_kubernetes_routes(routes)
-                    .map(|_| ())
-                    .map_err(|e| e.into_config_errors("HTTPRoutes"))
-            },
-        ));
+        follow_routes(proxy, client);
     }
     Ok(())
+}
+
+/// Routes from HTTPRoutes, and their status written by whichever replica
+/// holds the Lease.
+fn follow_routes(proxy: &Arc<Proxy>, client: serin_discovery::kubernetes::Client) {
+    let (plans, planned) = watch::channel(Vec::new());
+    let (holding, held) = watch::channel(false);
+    let identity = identity();
+    tracing::info!(identity = %identity, "writing Gateway API status while holding the Lease");
+    tokio::spawn(hold_lease(client.clone(), identity, holding));
+    tokio::spawn(write_statuses(client.clone(), planned, held));
+    let (reader, writer) = (proxy.clone(), proxy.clone());
+    tokio::spawn(follow_cluster(
+        client,
+        move || reader.file_config(),
+        move |routes| {
+            writer
+                .set_kubernetes_routes(routes)
+                .map(|_| ())
+                .map_err(|e| e.into_config_errors("HTTPRoutes"))
+        },
+        plans,
+    ));
 }
 
 /// The per-version Service of every version without static endpoints.

@@ -36,6 +36,9 @@ mod grpc;
 mod images;
 // Discovery and routes from the Kubernetes API (against a stand-in).
 mod kubernetes;
+// serin as a Gateway API implementation: status, Lease, allowedRoutes and
+// ReferenceGrants (issue #14, point 3; against the stand-in).
+mod kubernetes_status;
 mod mirror;
 mod observability;
 // Path normalisation before routing (issue #12, point 3).
