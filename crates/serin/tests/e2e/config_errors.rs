@@ -519,7 +519,7 @@ fn a_canary_s_webhooks_and_notify_targets_are_validated_at_their_place() {
         - {name: smoke, type: pre-deploy, url: 'http://127.0.0.1:9/'}
         - name: gate
           type: confirm-promotion
-          url: https://hooks.example/gate
+          url: ftp://hooks.example/gate
           timeout: 0s
         - {name: gate, type: rollout, url: 'http://127.0.0.1:9/'}
       notify:
@@ -529,8 +529,8 @@ fn a_canary_s_webhooks_and_notify_targets_are_validated_at_their_place() {
     assert!(!ok, "{out}");
     let expected = [
         "bad.yaml:6:31: services[0].canary.webhooks[0].type: unknown webhook type `pre-deploy`",
-        "bad.yaml:9:16: services[0].canary.webhooks[1].url: `https://hooks.example/gate` is not \
-         an http:// URL",
+        "bad.yaml:9:16: services[0].canary.webhooks[1].url: `ftp://hooks.example/gate` is not \
+         an http:// or https:// URL",
         "bad.yaml:10:20: services[0].canary.webhooks[1].timeout: a webhook's timeout must be \
          more than 0",
         "bad.yaml:11:18: services[0].canary.webhooks[2].name: webhook `gate` is defined twice \
