@@ -140,7 +140,7 @@ impl Proxy {
         for (config, sock) in bound {
             let tls = listener_tls(&config, &sock);
             sock.settings
-                .store(Arc::new(ListenerSettings { config, tls }));
+                .store(Arc::new(ListenerSettings::new(config, tls)));
             if let std::collections::btree_map::Entry::Vacant(slot) =
                 control.listeners.entry(sock.address)
             {

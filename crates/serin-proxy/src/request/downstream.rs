@@ -28,7 +28,7 @@ pub(super) fn check(
     strict::check_request(req.version(), req.headers(), &cx.info.flags, number)
         .map_err(ProxyError::Malformed)?;
     host(req)?;
-    crate::tls::forward_client_cert(req.headers_mut(), cx.info.peer.get());
+    crate::tls::forward_client_cert(req.headers_mut(), cx.info.peer.get().map(Box::as_ref));
     let id = headers::ensure_request_id(req.headers_mut());
     if let Some(summary) = &mut cx.summary {
         summary.request_id = Some(id);

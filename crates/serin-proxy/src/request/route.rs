@@ -47,7 +47,7 @@ pub(super) fn lookup_with<'s>(
         uri.path(),
         uri.query(),
         headers,
-        cx.info.peer.get(),
+        cx.info.peer.get().map(Box::as_ref),
     ) else {
         return Err(ProxyError::NoRoute(format!(
             "no route matches {method} {host}{}",

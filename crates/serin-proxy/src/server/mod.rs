@@ -48,6 +48,16 @@ pub struct ListenerSettings {
     pub config: ListenerConfig,
     /// Certificates by SNI, reloaded when their files change.
     pub tls: Option<Arc<tls::ListenerTls>>,
+    /// `config.name`, shared by every connection's [`ConnInfo`] rather
+    /// than copied into each.
+    pub name: Arc<str>,
+}
+
+impl ListenerSettings {
+    pub fn new(config: ListenerConfig, tls: Option<Arc<tls::ListenerTls>>) -> Self {
+        let name = config.name.as_str().into();
+        Self { config, tls, name }
+    }
 }
 
 impl ListenerSocket {
@@ -70,10 +80,7 @@ impl ListenerSocket {
             configured: config.address,
             open: Arc::default(),
             socket,
-            settings: ArcSwap::from_pointee(ListenerSettings {
-                config: config.clone(),
-                tls: None,
-            }),
+            settings: ArcSwap::from_pointee(ListenerSettings::new(config.clone(), None)),
             stop,
         })
     }
@@ -202,11 +209,16 @@ async fn accept_loop(ctx: Rc<WorkerCtx>, listener: Arc<ListenerSocket>) {
                     let max = listener.settings.load().config.limits.max_connections;
                     match listener.open.try_acquire(max) {
                         Some(permit) => {
-                            let (ctx, listener) = (ctx.clone(), listener.clone());
-                            tokio::task::spawn_local(async move {
-                                let _permit = permit;
-                                serve_connection(ctx, listener, stream, remote).await;
-                            });
+                            // The connection's future is the task's, with no
+                            // block around it that would keep its arguments
+                            // a second time.
+                            tokio::task::spawn_local(serve_connection(
+                                ctx.clone(),
+                                listener.clone(),
+                                stream,
+                                remote,
+                                permit,
+                            ));
                         }
                         None => shed_connection(&ctx, &listener, stream),
                     }
@@ -249,11 +261,14 @@ impl Drop for OpenConnection {
     }
 }
 
+/// Serves one accepted connection; `_permit` holds its place among the
+/// listener's `maxConnections` until it ends.
 async fn serve_connection(
     ctx: Rc<WorkerCtx>,
     listener: Arc<ListenerSocket>,
     mut stream: TcpStream,
     peer: SocketAddr,
+    _permit: crate::resilience::Permit,
 ) {
     let settings = listener.settings.load_full();
     let cfg = &settings.config;
@@ -276,7 +291,7 @@ async fn serve_connection(
         return;
     };
     let info = Rc::new(ConnInfo {
-        listener: cfg.name.as_str().into(),
+        listener: settings.name.clone(),
         remote,
         forwarded_for: crate::headers::forwarded_for_value(remote.ip()),
         tls: settings.tls.is_some(),
@@ -315,12 +330,17 @@ async fn client_of(
         return Some(peer);
     }
     // The header is part of the request's head: it counts against the
-    // header-read timeout.
-    let header = tokio::time::timeout(
-        cfg.limits.header_read_timeout,
-        crate::proxy_protocol::read_header(stream),
-    );
-    let problem = match unless_draining(ctx, header).await {
+    // header-read timeout. Boxed, and made inside the box: the read's state
+    // (its buffer for the longest header, the timer) is over 1 KB, and
+    // unboxed it would be room in every connection's task for its life.
+    let header = Box::pin(unless_draining(
+        ctx,
+        tokio::time::timeout(
+            cfg.limits.header_read_timeout,
+            crate::proxy_protocol::read_header(stream),
+        ),
+    ));
+    let problem = match header.await {
         Some(Ok(Ok(source))) => {
             let client = source.map_or(peer, |s| SocketAddr::new(s.ip().to_canonical(), s.port()));
             return Some(client);
@@ -404,7 +424,7 @@ async fn serve_tls(
             // The verified client certificate, for route matches and
             // x-forwarded-client-cert.
             if let Some(peer) = current.peer_identity(&tls_stream) {
-                let _ = info.peer.set(peer);
+                let _ = info.peer.set(Box::new(peer));
             }
             let h2 = tls::negotiated_h2(&tls_stream);
             let io = RawHeadScanner::new(tls_stream, info.flags.clone(), !h2);
@@ -662,14 +682,19 @@ where
 
 /// Runs a connection that watches `ctl.shutdown` itself (serin's own
 /// HTTP/1.1 server) until it ends or the drain deadline stops it.
-async fn supervised<F: std::future::Future>(ctl: &ConnControl, conn: F) -> Option<F::Output> {
+fn supervised<'c, F: std::future::Future + 'c>(
+    ctl: &'c ConnControl,
+    conn: F,
+) -> impl std::future::Future<Output = Option<F::Output>> + 'c {
+    // Not an `async fn`: one would keep `conn` in its own state beside
+    // the `Controlled` it is moved into, twice the room in every
+    // connection's task for its life.
     Controlled {
         conn,
         ctl,
         graceful: |_: Pin<&mut F>| {},
         shutdown_started: false,
     }
-    .await
 }
 
 /// Runs a hyper client connection to its end under the worker's
