@@ -73,6 +73,7 @@ mod proxy_file;
 mod route;
 pub mod route_client;
 pub mod route_status;
+pub mod sidecar;
 pub mod status_writer;
 mod workload;
 
@@ -124,10 +125,20 @@ impl Default for RenderOptions {
 /// then the HTTPRoutes.
 pub fn render(stack: &StackFile, options: &RenderOptions) -> Result<Manifests, RenderError> {
     let ctx = names::Context::new(stack, options)?;
+    let sidecars = stack
+        .stack
+        .services
+        .iter()
+        .map(|s| sidecar::plan(stack, s))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut objects = gateway::rbac(&ctx);
+    objects.extend(sidecar::rbac(&ctx, &sidecars));
     objects.push(gateway::config_map(&ctx, &stack.gateway)?);
-    for service in &stack.stack.services {
-        objects.extend(workload::service_objects(&ctx, service)?);
+    for (service, sc) in stack.stack.services.iter().zip(&sidecars) {
+        if let Some(sc) = sc {
+            objects.push(sc.config_map(&ctx)?);
+        }
+        objects.extend(workload::service_objects(&ctx, service, sc.as_ref())?);
     }
     objects.extend(gateway::workload(&ctx, &stack.gateway)?);
     objects.extend(gateway_object::objects(&ctx, &stack.gateway));
