@@ -201,10 +201,11 @@ async fn the_rendered_sidecar_pod_calls_sidecar_to_sidecar() {
     for _ in 0..150 {
         if let Ok(resp) = http.get(format!("{inbound}/api")).send().await {
             last = resp.json().await.unwrap_or_default();
-            if last["ok"] == true && last["details"]["ok"] == true {
-                if let Some(v) = last["pinger"]["body"]["version"].as_str() {
-                    pingers.insert(v.to_string());
-                }
+            if last["ok"] == true
+                && last["details"]["ok"] == true
+                && let Some(v) = last["pinger"]["body"]["version"].as_str()
+            {
+                pingers.insert(v.to_string());
             }
         }
         if pingers.len() == 2 {
