@@ -20,13 +20,15 @@
 //! | args naming files in the stack's folder (`credentials.txt`) | Secret `S-V-workdir` mounted as the working directory, since processes run in the stack file's folder |
 //! | the gateway | Deployment, Service, ConfigMap (`serin.yaml`: the proxy config, services without static endpoints), ServiceAccount, Role and RoleBinding, ClusterRole and ClusterRoleBinding `serin-gateway` |
 //! | the gateway, for the Gateway API | GatewayClass `serin` (controller [`CONTROLLER_NAME`]) and Gateway `serin-gateway` with the gateway's listener (port 80, HTTP or HTTPS with the TLS Secret, `allowedRoutes` from the same namespace) |
+//! | a service with `sidecar:` | in its pods a native sidecar `serin-sidecar` (inbound on 8080 to the app on 127.0.0.1:8081, outbound on 127.0.0.1 from 4140 whose URLs go into the outbounds' `env`, metrics on 9090) with ConfigMap `S-sidecar`; ServiceAccount `S`; Role and RoleBinding `serin-sidecar` ([`sidecar`]) |
 //! | each gateway route | an HTTPRoute with the rules, matches, filters, `backendRefs` (the per-version Services, port 8080) and weights |
 //!
 //! Every object carries `app.kubernetes.io/part-of: serin`. Pods run as a
 //! non-root user with a read-only root filesystem (a writable `/tmp`), drop
-//! every capability, and only the gateway's mounts a ServiceAccount token.
-//! Service pods carry `prometheus.io/scrape`, `port` (8080) and `path`
-//! (`/metrics`) annotations.
+//! every capability, and only the gateway and the sidecars get a
+//! ServiceAccount token.
+//! Service pods carry `prometheus.io/scrape`, `port` (8080, or the
+//! sidecar's 9090) and `path` (`/metrics`) annotations.
 //!
 //! The HTTPRoutes use the Gateway API's experimental channel types, since
 //! serin's routes have `retry` and the `ExternalAuth` filter; a route with
@@ -73,6 +75,7 @@ mod proxy_file;
 mod route;
 pub mod route_client;
 pub mod route_status;
+pub mod sidecar;
 pub mod status_writer;
 mod workload;
 
@@ -124,10 +127,20 @@ impl Default for RenderOptions {
 /// then the HTTPRoutes.
 pub fn render(stack: &StackFile, options: &RenderOptions) -> Result<Manifests, RenderError> {
     let ctx = names::Context::new(stack, options)?;
+    let sidecars = stack
+        .stack
+        .services
+        .iter()
+        .map(|s| sidecar::plan(stack, s))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut objects = gateway::rbac(&ctx);
+    objects.extend(sidecar::rbac(&ctx, &sidecars));
     objects.push(gateway::config_map(&ctx, &stack.gateway)?);
-    for service in &stack.stack.services {
-        objects.extend(workload::service_objects(&ctx, service)?);
+    for (service, sc) in stack.stack.services.iter().zip(&sidecars) {
+        if let Some(sc) = sc {
+            objects.push(sc.config_map(&ctx)?);
+        }
+        objects.extend(workload::service_objects(&ctx, service, sc.as_ref())?);
     }
     objects.extend(gateway::workload(&ctx, &stack.gateway)?);
     objects.extend(gateway_object::objects(&ctx, &stack.gateway));

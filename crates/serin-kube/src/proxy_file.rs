@@ -1,5 +1,6 @@
-//! The gateway's proxy config written back as a proxy config file (the
-//! format of `serin_config::proxy::raw`), for the gateway's ConfigMap.
+//! A validated proxy config written back as a proxy config file (the
+//! format of `serin_config::proxy::raw`), for the gateway's and the
+//! sidecars' ConfigMaps.
 //!
 //! Values equal to serin's defaults are left out so that the file reads like
 //! one a person wrote; reading the file back gives the same validated config
@@ -28,9 +29,38 @@ pub(crate) fn write(
     metrics: Option<SocketAddr>,
     tls: Option<(String, String)>,
 ) -> Result<String, RenderError> {
-    let file = File::from_config(cfg, listen, admin, metrics, tls)?;
-    serde_saphyr::to_string(&file).map_err(|e| RenderError::Yaml {
-        what: "the gateway's proxy config".into(),
+    let first = cfg.listeners.first();
+    let name = first.map_or_else(|| "gateway".to_string(), |l| l.name.clone());
+    let listener = Listener::of(first, name, listen, tls);
+    to_text(
+        &File::from_config(cfg, vec![listener], admin, metrics)?,
+        "the gateway's proxy config",
+    )
+}
+
+/// The validated config as a proxy config file with every listener at its
+/// own address and without TLS (a sidecar's: an inbound listener and one
+/// per dependency).
+pub(crate) fn write_all(
+    cfg: &ProxyConfig,
+    admin: SocketAddr,
+    metrics: SocketAddr,
+    what: &str,
+) -> Result<String, RenderError> {
+    let listeners = cfg
+        .listeners
+        .iter()
+        .map(|l| Listener::of(Some(l), l.name.clone(), l.address, None))
+        .collect();
+    to_text(
+        &File::from_config(cfg, listeners, admin, Some(metrics))?,
+        what,
+    )
+}
+
+fn to_text(file: &File, what: &str) -> Result<String, RenderError> {
+    serde_saphyr::to_string(file).map_err(|e| RenderError::Yaml {
+        what: what.into(),
         message: e.to_string(),
     })
 }
@@ -330,8 +360,15 @@ struct Service {
     panic_threshold: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     grpc_error_codes: Option<Vec<String>>,
-    /// Names only: no `endpoints`, so discovery finds them.
-    versions: Vec<Named>,
+    versions: Vec<Version>,
+}
+
+/// A version: its static `endpoints`, or none (discovery finds them).
+#[derive(Serialize)]
+struct Version {
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoints: Option<Vec<String>>,
 }
 
 #[derive(Serialize)]
@@ -767,23 +804,38 @@ struct FaultAbort {
     percent: f64,
 }
 
+impl Listener {
+    /// A listener named `name` at `address` with the settings of `l`.
+    fn of(
+        l: Option<&p::ListenerConfig>,
+        name: String,
+        address: SocketAddr,
+        tls: Option<(String, String)>,
+    ) -> Self {
+        Self {
+            name,
+            address: address.to_string(),
+            tls: tls.map(|(certificate, key)| Tls { certificate, key }),
+            limits: l.map(|l| limits(&l.limits)).unwrap_or_default(),
+            path_normalization: l.and_then(|l| PathNormalization::of(&l.path_normalization)),
+            client_address: l
+                .and_then(|l| l.client_address.as_ref())
+                .map(ClientAddress::of),
+            proxy_protocol: l
+                .and_then(|l| l.proxy_protocol.as_ref())
+                .map(ProxyProtocol::of),
+            compression: l.and_then(|l| l.compression.as_ref()).map(Compression::of),
+        }
+    }
+}
+
 impl File {
     fn from_config(
         cfg: &ProxyConfig,
-        listen: SocketAddr,
+        listeners: Vec<Listener>,
         admin: SocketAddr,
         metrics: Option<SocketAddr>,
-        tls: Option<(String, String)>,
     ) -> Result<Self, RenderError> {
-        let limits = cfg
-            .listeners
-            .first()
-            .map(|l| limits(&l.limits))
-            .unwrap_or_default();
-        let listener_name = cfg
-            .listeners
-            .first()
-            .map_or_else(|| "gateway".to_string(), |l| l.name.clone());
         Ok(Self {
             admin: Admin {
                 address: admin.to_string(),
@@ -797,31 +849,7 @@ impl File {
             drain_timeout: (cfg.drain_timeout != defaults::DRAIN_TIMEOUT)
                 .then(|| duration(cfg.drain_timeout)),
             discovery: cfg.discovery.map(|d| d.as_str()),
-            listeners: vec![Listener {
-                name: listener_name,
-                address: listen.to_string(),
-                tls: tls.map(|(certificate, key)| Tls { certificate, key }),
-                limits,
-                path_normalization: cfg
-                    .listeners
-                    .first()
-                    .and_then(|l| PathNormalization::of(&l.path_normalization)),
-                client_address: cfg
-                    .listeners
-                    .first()
-                    .and_then(|l| l.client_address.as_ref())
-                    .map(ClientAddress::of),
-                proxy_protocol: cfg
-                    .listeners
-                    .first()
-                    .and_then(|l| l.proxy_protocol.as_ref())
-                    .map(ProxyProtocol::of),
-                compression: cfg
-                    .listeners
-                    .first()
-                    .and_then(|l| l.compression.as_ref())
-                    .map(Compression::of),
-            }],
+            listeners,
             services: cfg.services.iter().map(service).collect(),
             routes: cfg.routes.iter().map(route).collect::<Result<_, _>>()?,
         })
@@ -882,8 +910,12 @@ fn service(s: &p::ServiceConfig) -> Service {
         versions: s
             .versions
             .iter()
-            .map(|v| Named {
+            .map(|v| Version {
                 name: v.name.clone(),
+                endpoints: v
+                    .endpoints
+                    .as_ref()
+                    .map(|e| e.iter().map(ToString::to_string).collect()),
             })
             .collect(),
     }

@@ -26,6 +26,7 @@ use crate::names::{
     CONTAINER_PORT, Context, LABEL_APP, LABEL_VERSION, PORT_NAME, data_key, is_demo, labels,
     version_object_name, version_selector,
 };
+use crate::sidecar::Sidecar;
 use crate::{Object, RenderError};
 
 /// Where a version's `files` are mounted (`SERIN_FILES_DIR`).
@@ -55,6 +56,7 @@ pub const SERVICE_MEMORY_LIMIT: &str = "256Mi";
 pub(crate) fn service_objects(
     ctx: &Context,
     service: &StackService,
+    sidecar: Option<&Sidecar>,
 ) -> Result<Vec<Object>, RenderError> {
     let mut out = vec![Object::Service(Box::new(service_for(
         ctx,
@@ -63,7 +65,7 @@ pub(crate) fn service_objects(
         BTreeMap::from([(LABEL_APP.to_string(), service.name.clone())]),
     )))];
     for v in &service.versions {
-        out.extend(version_objects(ctx, &service.name, v)?);
+        out.extend(version_objects(ctx, &service.name, v, sidecar)?);
     }
     Ok(out)
 }
@@ -105,6 +107,7 @@ fn version_objects(
     ctx: &Context,
     service: &str,
     v: &VersionSpec,
+    sidecar: Option<&Sidecar>,
 ) -> Result<Vec<Object>, RenderError> {
     if v.restart_policy != RestartPolicy::Always {
         return Err(RenderError::RestartPolicy {
@@ -132,9 +135,13 @@ fn version_objects(
         obj_labels.clone(),
         version_selector(service, &v.name),
     ))));
-    out.push(Object::Deployment(Box::new(deployment(
-        ctx, service, &name, obj_labels, v, m,
-    )?)));
+    let pod = Pod {
+        service,
+        name: &name,
+        labels: obj_labels,
+        sidecar,
+    };
+    out.push(Object::Deployment(Box::new(deployment(ctx, pod, v, m)?)));
     Ok(out)
 }
 
@@ -329,17 +336,33 @@ fn work_dir(
     }))
 }
 
+/// Whose pods a Deployment makes.
+struct Pod<'a> {
+    service: &'a str,
+    name: &'a str,
+    labels: BTreeMap<String, String>,
+    /// With a sidecar, the app listens on the pod's loopback behind it.
+    sidecar: Option<&'a Sidecar>,
+}
+
 fn deployment(
     ctx: &Context,
-    service: &str,
-    name: &str,
-    obj_labels: BTreeMap<String, String>,
+    pod: Pod<'_>,
     v: &VersionSpec,
     m: Mounts,
 ) -> Result<Deployment, RenderError> {
+    let Pod {
+        service,
+        name,
+        labels: obj_labels,
+        sidecar,
+    } = pod;
     let what = |field: &str| format!("{service}/{}: {field}", v.name);
-    let mut env_vars = vec![
-        env("PORT", &CONTAINER_PORT.to_string()),
+    let mut env_vars = match sidecar {
+        Some(sc) => sc.app_env(),
+        None => vec![env("PORT", &CONTAINER_PORT.to_string())],
+    };
+    env_vars.extend([
         env("SERIN_SERVICE", service),
         env("SERIN_VERSION", &v.name),
         EnvVar {
@@ -353,28 +376,41 @@ fn deployment(
             }),
             ..EnvVar::default()
         },
-    ];
+    ]);
     env_vars.extend(m.env);
     env_vars.extend(v.env.iter().map(|(k, val)| env(k, &escape_expansion(val))));
 
     let mut args: Vec<String> = v.args.iter().map(|a| escape_expansion(a)).collect();
     // The demo services listen on loopback unless told otherwise; in a pod
-    // the kubelet's probes and the Services come from outside it.
+    // the kubelet's probes and the Services come from outside it, or, with
+    // a sidecar, through the sidecar on the pod's loopback.
     if is_demo(&v.program)
         && !args
             .iter()
             .any(|a| a == "--host" || a.starts_with("--host="))
     {
-        args.extend(["--host".to_string(), "0.0.0.0".to_string()]);
+        let host = if sidecar.is_some() {
+            "127.0.0.1"
+        } else {
+            "0.0.0.0"
+        };
+        args.extend(["--host".to_string(), host.to_string()]);
     }
 
+    // The probes' port: the container's, or with a sidecar its inbound
+    // listener (a number: the app's container declares no port), so that
+    // they go through the sidecar to the app.
+    let probe_port = match sidecar {
+        Some(_) => IntOrString::Int(i32::from(CONTAINER_PORT)),
+        None => IntOrString::String(PORT_NAME.into()),
+    };
     // No readiness probe means "ready once the port accepts connections",
     // which is what a TCP probe checks.
     let readiness = match &v.readiness {
-        Some(p) => probe(p, &what("readiness"))?,
+        Some(p) => probe(p, &probe_port, &what("readiness"))?,
         None => Probe {
             tcp_socket: Some(TCPSocketAction {
-                port: IntOrString::String(PORT_NAME.into()),
+                port: probe_port.clone(),
                 host: None,
             }),
             ..default_probe_timing()
@@ -383,7 +419,7 @@ fn deployment(
     let liveness = v
         .liveness
         .as_ref()
-        .map(|p| probe(p, &what("liveness")))
+        .map(|p| probe(p, &probe_port, &what("liveness")))
         .transpose()?;
 
     let mut volumes = m.volumes;
@@ -404,12 +440,15 @@ fn deployment(
         image: Some(ctx.image(service, &v.program)),
         args: (!args.is_empty()).then_some(args),
         env: Some(env_vars),
-        ports: Some(vec![ContainerPort {
-            name: Some(PORT_NAME.into()),
-            container_port: i32::from(CONTAINER_PORT),
-            protocol: Some("TCP".into()),
-            ..ContainerPort::default()
-        }]),
+        // With a sidecar, the pod's port is the sidecar's.
+        ports: sidecar.is_none().then(|| {
+            vec![ContainerPort {
+                name: Some(PORT_NAME.into()),
+                container_port: i32::from(CONTAINER_PORT),
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            }]
+        }),
         readiness_probe: Some(readiness),
         liveness_probe: liveness,
         resources: Some(resources(
@@ -443,7 +482,30 @@ fn deployment(
         },
     };
 
-    let annotations = crate::names::prometheus_annotations(CONTAINER_PORT);
+    // With a sidecar, Prometheus scrapes its metrics: every hop of the pod.
+    let annotations = crate::names::prometheus_annotations(match sidecar {
+        Some(_) => crate::names::METRICS_PORT,
+        None => CONTAINER_PORT,
+    });
+    let mut pod_spec = PodSpec {
+        containers: vec![container],
+        volumes: Some(volumes),
+        termination_grace_period_seconds: Some(i64::from(seconds(
+            v.termination_grace_period,
+            0,
+            &what("terminationGracePeriod"),
+        )?)),
+        // The services do not talk to the API server.
+        automount_service_account_token: Some(false),
+        // No FOO_SERVICE_HOST variables: they could shadow the
+        // stack's own env, and DNS finds Services anyway.
+        enable_service_links: Some(false),
+        security_context: Some(pod_security()),
+        ..PodSpec::default()
+    };
+    if let Some(sc) = sidecar {
+        sc.add_to(ctx, &mut pod_spec);
+    }
 
     Ok(Deployment {
         metadata: ctx.meta(name, obj_labels.clone()),
@@ -460,22 +522,7 @@ fn deployment(
                     annotations: Some(annotations),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    volumes: Some(volumes),
-                    termination_grace_period_seconds: Some(i64::from(seconds(
-                        v.termination_grace_period,
-                        0,
-                        &what("terminationGracePeriod"),
-                    )?)),
-                    // The services do not talk to the API server.
-                    automount_service_account_token: Some(false),
-                    // No FOO_SERVICE_HOST variables: they could shadow the
-                    // stack's own env, and DNS finds Services anyway.
-                    enable_service_links: Some(false),
-                    security_context: Some(pod_security()),
-                    ..PodSpec::default()
-                }),
+                spec: Some(pod_spec),
             },
             ..DeploymentSpec::default()
         }),
@@ -485,10 +532,14 @@ fn deployment(
 
 /// A stack probe as a Kubernetes probe: the same action on the container's
 /// port (or the probe's own port), durations rounded up to whole seconds.
-fn probe(p: &serin_config::stack::Probe, what: &str) -> Result<Probe, RenderError> {
+fn probe(
+    p: &serin_config::stack::Probe,
+    default_port: &IntOrString,
+    what: &str,
+) -> Result<Probe, RenderError> {
     let port = |port: Option<u16>| match port {
         Some(n) => IntOrString::Int(i32::from(n)),
-        None => IntOrString::String(PORT_NAME.into()),
+        None => default_port.clone(),
     };
     let mut out = Probe {
         initial_delay_seconds: Some(seconds(

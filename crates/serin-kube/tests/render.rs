@@ -28,6 +28,10 @@ fn qotm_path() -> PathBuf {
     repo_root().join("examples/qotm/stack.yaml")
 }
 
+fn mesh_path() -> PathBuf {
+    repo_root().join("examples/mesh/stack.yaml")
+}
+
 fn rich_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/rich/stack.yaml")
 }
@@ -186,6 +190,18 @@ fn container(d: &Deployment) -> &Container {
         .unwrap_or_else(|| panic!("{:?} has no container", d.metadata.name))
 }
 
+/// Every container of the pod, a native sidecar (an init container) too.
+fn pod_containers(d: &Deployment) -> Vec<&Container> {
+    let spec = d.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+    spec.map(|s| {
+        s.containers
+            .iter()
+            .chain(s.init_containers.iter().flatten())
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
 fn template_labels(d: &Deployment) -> BTreeMap<String, String> {
     d.spec
         .as_ref()
@@ -227,27 +243,28 @@ fn check_consistent(t: &Typed) {
             "{:?}: the selector does not match the pod template",
             d.metadata.name
         );
-        let c = container(d);
-        let port_names: BTreeSet<String> = c
-            .ports
-            .iter()
-            .flatten()
-            .filter_map(|p| p.name.clone())
-            .collect();
-        for probe in [&c.readiness_probe, &c.liveness_probe]
-            .into_iter()
-            .flatten()
-        {
-            let port = probe
-                .http_get
-                .as_ref()
-                .map(|h| &h.port)
-                .or(probe.tcp_socket.as_ref().map(|t| &t.port));
-            if let Some(IntOrString::String(name)) = port {
-                assert!(
-                    port_names.contains(name),
-                    "probe port {name} is not declared"
-                );
+        for c in pod_containers(d) {
+            let port_names: BTreeSet<String> = c
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| p.name.clone())
+                .collect();
+            for probe in [&c.readiness_probe, &c.liveness_probe, &c.startup_probe]
+                .into_iter()
+                .flatten()
+            {
+                let port = probe
+                    .http_get
+                    .as_ref()
+                    .map(|h| &h.port)
+                    .or(probe.tcp_socket.as_ref().map(|t| &t.port));
+                if let Some(IntOrString::String(name)) = port {
+                    assert!(
+                        port_names.contains(name),
+                        "probe port {name} is not declared"
+                    );
+                }
             }
         }
     }
@@ -287,10 +304,9 @@ fn check_consistent(t: &Typed) {
             };
             for d in &picked {
                 assert!(
-                    container(d)
-                        .ports
+                    pod_containers(d)
                         .iter()
-                        .flatten()
+                        .flat_map(|c| c.ports.iter().flatten())
                         .any(|p| p.name.as_deref() == Some(target)),
                     "{:?} has no port {target}",
                     d.metadata.name
@@ -1509,4 +1525,240 @@ fn kubectl_reads_the_rich_objects_as_rendered() {
     let files = manifests.kustomize().unwrap_or_else(|e| panic!("{e}"));
     serin_kube::write_kustomize(dir.path(), &files).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(kubectl_kustomize(dir.path()), rendered_objects(&manifests));
+}
+
+/// The proxy config in the ConfigMap `name`, loaded as `serin proxy` loads it.
+fn proxy_config_of(t: &Typed, name: &str) -> serin_config::proxy::ProxyConfig {
+    let text = t
+        .config_map(name)
+        .data
+        .as_ref()
+        .and_then(|d| d.get("serin.yaml"))
+        .unwrap_or_else(|| panic!("{name} has no serin.yaml"));
+    serin_config::proxy::parse_proxy_config(text, "serin.yaml", Path::new("/"))
+        .unwrap_or_else(|e| panic!("{name}'s proxy config does not load:\n{e}\n{text}"))
+}
+
+fn pod_spec(d: &Deployment) -> &k8s_openapi::api::core::v1::PodSpec {
+    d.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .unwrap_or_else(|| panic!("{:?} has no pod spec", d.metadata.name))
+}
+
+/// A service with `sidecar:` gets a native sidecar (an init container that
+/// keeps running) in front of its app, which listens on the pod's loopback;
+/// its probes and Services reach the app through the sidecar.
+#[test]
+fn mesh_pods_get_a_sidecar_in_front_of_the_app() {
+    use serin_kube::sidecar::{APP_PORT, CONTAINER_NAME};
+    let (_, _, yaml) = render(&mesh_path(), &RenderOptions::default());
+    let t = parse(&yaml);
+    check_consistent(&t);
+    for name in ["frontend-v1", "pinger-v1", "pinger-v2", "details-v1"] {
+        let d = t.deployment(name);
+        let pod = pod_spec(d);
+        let app = container(d);
+        let sidecar = pod
+            .init_containers
+            .iter()
+            .flatten()
+            .find(|c| c.name == CONTAINER_NAME)
+            .unwrap_or_else(|| panic!("{name} has no sidecar"));
+        assert_eq!(sidecar.restart_policy.as_deref(), Some("Always"), "{name}");
+        assert_eq!(sidecar.image.as_deref(), Some("localhost/serin:0.1.0"));
+        let args = sidecar.args.clone().unwrap_or_default();
+        assert_eq!(
+            args[..3],
+            ["proxy", "--config", "/etc/serin-sidecar/serin.yaml"]
+        );
+        let ports: Vec<(Option<&str>, i32)> = sidecar
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.as_deref(), p.container_port))
+            .collect();
+        assert_eq!(ports, [(Some("http"), 8080), (Some("metrics"), 9090)]);
+        // The app: on loopback, no port of its own, probes through 8080.
+        assert!(app.ports.is_none(), "{name}");
+        assert_eq!(env_value(app, "PORT"), Some(APP_PORT.to_string()));
+        let app_args = app.args.clone().unwrap_or_default();
+        assert!(
+            app_args.ends_with(&["--host".into(), "127.0.0.1".into()]),
+            "{app_args:?}"
+        );
+        for (probe, path) in [
+            (&app.readiness_probe, "/ready"),
+            (&app.liveness_probe, "/health"),
+        ] {
+            let get = probe.as_ref().and_then(|p| p.http_get.as_ref());
+            assert_eq!(
+                get.map(|g| g.port.clone()),
+                Some(IntOrString::Int(8080)),
+                "{name}"
+            );
+            assert_eq!(get.and_then(|g| g.path.as_deref()), Some(path));
+        }
+        // Prometheus scrapes the sidecar.
+        let annotations = d
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.clone())
+            .unwrap_or_default();
+        assert_eq!(
+            annotations.get("prometheus.io/scrape").map(String::as_str),
+            Some("true")
+        );
+        assert_eq!(
+            annotations.get("prometheus.io/port").map(String::as_str),
+            Some("9090")
+        );
+        assert_eq!(
+            annotations.get("prometheus.io/path").map(String::as_str),
+            Some("/metrics")
+        );
+        // The token is the sidecar's only.
+        let service = name.split('-').next().unwrap_or_default();
+        assert_eq!(pod.service_account_name.as_deref(), Some(service));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let token_dir = "/var/run/secrets/kubernetes.io/serviceaccount";
+        let mounts = |c: &Container| {
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.mount_path == token_dir)
+        };
+        assert!(mounts(sidecar) && !mounts(app), "{name}");
+    }
+}
+
+/// The sidecar's config is the replica's sidecar of `serin up`: an inbound
+/// listener on the pod's port to the app, an outbound listener per
+/// dependency whose URL the app gets, the stack's `caller>callee` routes
+/// as they are, and endpoints from EndpointSlices.
+#[test]
+fn mesh_sidecar_config_has_the_stacks_listeners_and_routes() {
+    let (stack, _, yaml) = render(&mesh_path(), &RenderOptions::default());
+    let t = parse(&yaml);
+    let cfg = proxy_config_of(&t, "frontend-sidecar");
+    assert_eq!(
+        cfg.discovery,
+        Some(serin_config::proxy::Discovery::Kubernetes)
+    );
+    assert!(cfg.admin.address.ip().is_loopback());
+    assert_eq!(
+        cfg.admin.metrics_address.map(|a| a.to_string()).as_deref(),
+        Some("0.0.0.0:9090")
+    );
+    let listeners: Vec<(String, String)> = cfg
+        .listeners
+        .iter()
+        .map(|l| (l.name.clone(), l.address.to_string()))
+        .collect();
+    let app = container(t.deployment("frontend-v1"));
+    let pinger_url = env_value(app, "PINGER_URL").unwrap_or_default();
+    let details_url = env_value(app, "DETAILS_URL").unwrap_or_default();
+    assert_eq!(
+        listeners,
+        [
+            ("in:frontend".to_string(), "0.0.0.0:8080".to_string()),
+            (
+                "out:frontend:pinger".into(),
+                pinger_url.trim_start_matches("http://").into()
+            ),
+            (
+                "out:frontend:details".into(),
+                details_url.trim_start_matches("http://").into()
+            ),
+        ]
+    );
+    assert!(pinger_url.starts_with("http://127.0.0.1:"), "{pinger_url}");
+    let json = |v: &dyn erased::Ser| v.to_json();
+    for callee in ["pinger", "details"] {
+        let name = format!("frontend>{callee}");
+        let got = cfg.routes.iter().find(|r| r.name == name);
+        let want = stack.mesh.iter().find(|r| r.name == name);
+        assert_eq!(
+            got.map(|r| json(&r.rules)),
+            want.map(|r| json(&r.rules)),
+            "{name}"
+        );
+        assert_eq!(
+            got.map(|r| r.listeners.clone()),
+            Some(vec![format!("out:frontend:{callee}")])
+        );
+        // The callee's versions have no endpoints: discovery finds them.
+        let s = cfg.services.iter().find(|s| s.name == callee);
+        assert!(s.is_some_and(|s| s.versions.iter().all(|v| v.endpoints.is_none())));
+    }
+    let inbound = cfg.routes.iter().find(|r| r.name == "inbound:frontend");
+    assert_eq!(
+        inbound.map(|r| r.listeners.clone()),
+        Some(vec!["in:frontend".into()])
+    );
+    let app_service = cfg.services.iter().find(|s| s.name == "app:frontend");
+    let endpoints = app_service.and_then(|s| s.versions[0].endpoints.clone());
+    assert_eq!(
+        endpoints.map(|e| e[0].to_string()).as_deref(),
+        Some("127.0.0.1:8081")
+    );
+    // A service that calls nobody has only its inbound side.
+    let pinger = proxy_config_of(&t, "pinger-sidecar");
+    assert_eq!(pinger.listeners.len(), 1);
+    assert_eq!(pinger.routes.len(), 1);
+}
+
+/// One ServiceAccount per service with a sidecar (its identity), bound to
+/// one Role that lets it follow EndpointSlices and nothing else.
+#[test]
+fn mesh_sidecars_may_read_endpoint_slices_only() {
+    let (_, _, yaml) = render(&mesh_path(), &RenderOptions::default());
+    let t = parse(&yaml);
+    let accounts: BTreeSet<&str> = t
+        .accounts
+        .iter()
+        .filter_map(|a| a.metadata.name.as_deref())
+        .collect();
+    assert_eq!(
+        accounts,
+        BTreeSet::from(["serin-gateway", "frontend", "pinger", "details"])
+    );
+    let role = t
+        .roles
+        .iter()
+        .find(|r| r.metadata.name.as_deref() == Some("serin-sidecar"))
+        .expect("a Role serin-sidecar");
+    let rules = role.rules.clone().unwrap_or_default();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(
+        rules[0].api_groups,
+        Some(vec!["discovery.k8s.io".to_string()])
+    );
+    assert_eq!(rules[0].resources, Some(vec!["endpointslices".to_string()]));
+    assert_eq!(rules[0].verbs, ["get", "list", "watch"]);
+    let binding = t
+        .bindings
+        .iter()
+        .find(|b| b.metadata.name.as_deref() == Some("serin-sidecar"))
+        .expect("a RoleBinding serin-sidecar");
+    assert_eq!(binding.role_ref.name, "serin-sidecar");
+    let subjects: BTreeSet<&str> = binding
+        .subjects
+        .iter()
+        .flatten()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(subjects, BTreeSet::from(["frontend", "pinger", "details"]));
+    // qotm has no sidecar: none of this.
+    let (_, _, qotm) = render(&qotm_path(), &RenderOptions::default());
+    assert!(!qotm.contains("serin-sidecar"));
+}
+
+#[test]
+fn mesh_objects_pass_kubernetes_validate_strict() {
+    let (_, manifests, _) = render(&mesh_path(), &RenderOptions::default());
+    for v in KUBERNETES_VERSIONS {
+        validate(&manifests, v);
+    }
 }

@@ -36,6 +36,8 @@ mod grpc;
 mod images;
 // Discovery and routes from the Kubernetes API (against a stand-in).
 mod kubernetes;
+// The rendered sidecar pod, run as processes against the API-server stand-in.
+mod kubernetes_sidecars;
 // serin as a Gateway API implementation: status, Lease, allowedRoutes and
 // ReferenceGrants (issue #14, point 3; against the stand-in).
 mod kubernetes_status;
