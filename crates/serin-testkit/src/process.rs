@@ -82,10 +82,25 @@ impl Serin {
 
     /// [`Serin::proxy`] with extra environment variables (e.g. `KUBECONFIG`).
     pub fn proxy_with_env(bin: &str, config: &str, env: &[(&str, &str)]) -> Self {
+        match Self::try_proxy_with_env(bin, config, env) {
+            crate::ports::Bind::Listening(s) => s,
+            crate::ports::Bind::Taken(log) => panic!("serin found an address in use:\n{log}"),
+        }
+    }
+
+    /// [`Serin::proxy_with_env`] for a config that names fixed ports (found
+    /// free by [`crate::ports::free_port`]): [`crate::ports::Bind::Taken`]
+    /// with serin's output when it exited because an address was in use, so
+    /// the test can try other ports ([`crate::ports::on_free_port`]'s rule).
+    pub fn try_proxy_with_env(
+        bin: &str,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> crate::ports::Bind<Self> {
         let tmp = TempDir::new("serin-test");
         let path = tmp.path().join("serin.yaml");
         std::fs::write(&path, config).unwrap_or_else(|e| panic!("write config: {e}"));
-        let mut s = Self::spawn_with_env(
+        let started = Self::try_spawn_with_env(
             bin,
             &[
                 "proxy",
@@ -98,8 +113,10 @@ impl Serin {
             &path,
             env,
         );
-        s._tmp = Some(tmp);
-        s
+        started.map(|mut s| {
+            s._tmp = Some(tmp);
+            s
+        })
     }
 
     /// Runs `serin ARGS` (which must start something with an admin API) in
@@ -116,6 +133,22 @@ impl Serin {
         config: &Path,
         env: &[(&str, &str)],
     ) -> Self {
+        match Self::try_spawn_with_env(bin, args, dir, config, env) {
+            crate::ports::Bind::Listening(s) => s,
+            crate::ports::Bind::Taken(log) => panic!("serin found an address in use:\n{log}"),
+        }
+    }
+
+    /// [`Serin::spawn_with_env`], or [`crate::ports::Bind::Taken`] with
+    /// serin's output when it exited early saying an address was in use
+    /// (any other early exit panics, with the output).
+    fn try_spawn_with_env(
+        bin: &str,
+        args: &[&str],
+        dir: &Path,
+        config: &Path,
+        env: &[(&str, &str)],
+    ) -> crate::ports::Bind<Self> {
         let mut cmd = Command::new(bin);
         cmd.envs(env.iter().copied());
         cmd.args(args)
@@ -173,6 +206,12 @@ impl Serin {
         while Instant::now() < deadline {
             let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) else {
                 if let Some(status) = me.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                    // The reader threads may still hold the last lines.
+                    std::thread::sleep(Duration::from_millis(100));
+                    let output = me.log_lines().join("\n");
+                    if crate::ports::says_address_in_use(&output) {
+                        return crate::ports::Bind::Taken(output);
+                    }
                     me.dump();
                     panic!("serin exited early with {status}");
                 }
@@ -197,7 +236,7 @@ impl Serin {
                 }
                 ("admin API listening", Some(a)) => {
                     me.admin = a;
-                    return me;
+                    return crate::ports::Bind::Listening(me);
                 }
                 _ => {}
             }

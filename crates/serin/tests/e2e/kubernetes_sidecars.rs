@@ -56,8 +56,9 @@ struct Pod {
     _app: Program,
 }
 
-/// A free loopback port per outbound listener of a rendered sidecar
-/// config: rendered address → the address used here.
+/// A loopback port found free per outbound listener of a rendered sidecar
+/// config: rendered address → the address used here. Another test can take
+/// one before the sidecar binds it; [`start_pod`] then tries again.
 fn outbound_ports(config: &Value) -> BTreeMap<String, String> {
     config["listeners"]
         .as_array()
@@ -97,12 +98,33 @@ fn rewrite(config: &Value, outbound: &BTreeMap<String, String>, app: SocketAddr)
 }
 
 /// Starts the rendered pod of `deployment` (sidecar ConfigMap `config`).
+/// The outbound listeners' ports are fixed in both the sidecar's config
+/// and the app's environment, so they are found free and, when the sidecar
+/// finds one taken by a test beside, the pod is started again on others
+/// (`serin_testkit::ports`' rule for fixed ports).
 fn start_pod(objects: &[Value], deployment: &str, config: &str, kubeconfig: &Path) -> Pod {
     let text = object(objects, "ConfigMap", config)["data"]["serin.yaml"]
         .as_str()
         .unwrap_or_else(|| panic!("{config} has no serin.yaml"));
     let rendered: Value = serde_saphyr::from_str(text).unwrap_or_else(|e| panic!("{e}"));
-    let outbound = outbound_ports(&rendered);
+    let mut seen = Vec::new();
+    for _ in 0..serin_testkit::ports::TRIES {
+        match try_start_pod(objects, deployment, &rendered, kubeconfig) {
+            serin_testkit::ports::Bind::Listening(pod) => return pod,
+            serin_testkit::ports::Bind::Taken(log) => seen.push(log),
+        }
+    }
+    panic!("{deployment}'s sidecar found its outbound ports taken each time:\n{seen:#?}")
+}
+
+/// One try of [`start_pod`] on outbound ports found free now.
+fn try_start_pod(
+    objects: &[Value],
+    deployment: &str,
+    rendered: &Value,
+    kubeconfig: &Path,
+) -> serin_testkit::ports::Bind<Pod> {
+    let outbound = outbound_ports(rendered);
     let c = app_container(objects, deployment);
     let args: Vec<String> = c["args"]
         .as_array()
@@ -139,10 +161,10 @@ fn start_pod(objects: &[Value], deployment: &str, config: &str, kubeconfig: &Pat
         },
         |log, port| serin_testkit::ports::logged_listening(log, "listening", "addr", port),
     );
-    let config = rewrite(&rendered, &outbound, app.addr());
+    let config = rewrite(rendered, &outbound, app.addr());
     let kubeconfig = kubeconfig.display().to_string();
-    let sidecar = Serin::proxy_with_env(SERIN, &config, &[("KUBECONFIG", &kubeconfig)]);
-    Pod { sidecar, _app: app }
+    Serin::try_proxy_with_env(SERIN, &config, &[("KUBECONFIG", &kubeconfig)])
+        .map(|sidecar| Pod { sidecar, _app: app })
 }
 
 /// The EndpointSlice of one pod of `service` at `addr`.
