@@ -110,6 +110,7 @@ mod gateway;
 pub use gateway::mesh_route_name;
 pub mod model;
 pub mod raw;
+pub mod sidecar;
 mod validate;
 pub mod watch;
 

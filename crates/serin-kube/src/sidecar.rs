@@ -20,11 +20,9 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serin_config::proxy::{
-    BackendRefConfig, Discovery, FilterConfig, ListenerConfig, ListenerLimits, MatchConfig,
-    PathMatch, ProxyConfig, RetryConfig, RouteConfig, RuleConfig, ServiceConfig, TimeoutsConfig,
-    VersionConfig, defaults,
+    Discovery, FilterConfig, ProxyConfig, RouteConfig, ServiceConfig, defaults,
 };
-use serin_config::stack::{ServiceSpec as StackService, StackFile, mesh_route_name};
+use serin_config::stack::{ServiceSpec as StackService, StackFile, mesh_route_name, sidecar};
 
 use crate::names::{
     CONTAINER_PORT, Context, LABEL_APP, METRICS_PORT, METRICS_PORT_NAME, PORT_NAME, labels,
@@ -91,7 +89,7 @@ pub(crate) fn plan(
     let inbound = format!("in:{name}");
     let app = format!("app:{name}");
     let gw = &stack.gateway;
-    let mut listeners = vec![listener(
+    let mut listeners = vec![sidecar::listener(
         inbound.clone(),
         SocketAddr::from((Ipv4Addr::UNSPECIFIED, CONTAINER_PORT)),
     )];
@@ -99,7 +97,7 @@ pub(crate) fn plan(
     let mut outbound = Vec::new();
     for (o, port) in spec.outbound.iter().zip(ports) {
         let out = format!("out:{name}:{}", o.service);
-        listeners.push(listener(
+        listeners.push(sidecar::listener(
             out.clone(),
             SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
         ));
@@ -154,72 +152,21 @@ fn outbound_ports(n: usize) -> Result<Vec<u16>, RenderError> {
     Ok(ports)
 }
 
-fn listener(name: String, address: SocketAddr) -> ListenerConfig {
-    ListenerConfig {
-        path: format!("sidecar {name}"),
-        name,
-        address,
-        tls: None,
-        limits: ListenerLimits::default(),
-        path_normalization: Default::default(),
-        compression: None,
-        client_address: None,
-        proxy_protocol: None,
-        span: Default::default(),
-    }
-}
-
 /// `inbound:S`: everything the inbound listener takes goes to the app.
 fn inbound_route(service: &str, listener: String, app: String) -> RouteConfig {
-    let rule = RuleConfig {
-        name: None,
-        matches: vec![MatchConfig {
-            path: PathMatch::PathPrefix(String::new()),
-            headers: Vec::new(),
-            query_params: Vec::new(),
-            method: None,
-            client_certificate: Vec::new(),
-        }],
-        filters: Vec::new(),
-        backends: vec![BackendRefConfig {
-            service: app,
-            version: "app".into(),
-            weight: 1,
-            filters: Default::default(),
-        }],
-        unresolved: Vec::new(),
-        timeouts: TimeoutsConfig {
-            request: Some(defaults::REQUEST_TIMEOUT),
-            backend_request: None,
-        },
-        retry: RetryConfig::default(),
-        fault: None,
-        max_concurrent_requests: None,
-        rate_limit: None,
-        max_request_body_bytes: None,
-        session_persistence: None,
-    };
     RouteConfig {
         name: format!("inbound:{service}"),
         listeners: vec![listener],
         hostnames: Vec::new(),
-        rules: vec![rule],
+        rules: vec![sidecar::to_app(app)],
     }
 }
 
-/// `app:S`: the app on the pod's loopback, with the stack's settings of
-/// `S` but no ejection or health checks (it is the only endpoint, and the
-/// kubelet's probes watch it).
+/// `app:S`: the app on the pod's loopback (see [`sidecar::app_service`]).
 fn app_service(gw: &ProxyConfig, service: &str, app: String) -> Option<ServiceConfig> {
-    let mut s = gw.services.iter().find(|s| s.name == service)?.clone();
-    s.name = app;
-    s.outlier_detection = None;
-    s.health_check = None;
-    s.versions = vec![VersionConfig {
-        name: "app".into(),
-        endpoints: Some(vec![SocketAddr::from((Ipv4Addr::LOCALHOST, APP_PORT))]),
-    }];
-    Some(s)
+    let template = gw.services.iter().find(|s| s.name == service)?;
+    let endpoint = SocketAddr::from((Ipv4Addr::LOCALHOST, APP_PORT));
+    Some(sidecar::app_service(template, app, endpoint))
 }
 
 /// The services the routes send requests to: backends, mirrors, auth.

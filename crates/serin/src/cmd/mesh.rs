@@ -10,10 +10,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use serin_config::ConfigErrors;
-use serin_config::proxy::{
-    BackendRefConfig, ListenerConfig, ListenerLimits, MatchConfig, PathMatch, ProxyConfig,
-    RetryConfig, RouteConfig, RuleConfig, TimeoutsConfig, VersionConfig, defaults,
-};
+use serin_config::proxy::{ProxyConfig, RouteConfig};
+use serin_config::stack::sidecar;
 use serin_proxy::Proxy;
 use serin_runtime::{ReplicaStatus, RuntimeHandle};
 
@@ -123,47 +121,6 @@ fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-fn listener(name: String, port: u16) -> ListenerConfig {
-    ListenerConfig {
-        path: format!("sidecar {name}"),
-        name,
-        address: local(port),
-        tls: None,
-        limits: ListenerLimits::default(),
-        path_normalization: Default::default(),
-        compression: None,
-        client_address: None,
-        proxy_protocol: None,
-        span: Default::default(),
-    }
-}
-
-fn catch_all(backend: BackendRefConfig) -> RuleConfig {
-    RuleConfig {
-        name: None,
-        matches: vec![MatchConfig {
-            path: PathMatch::PathPrefix(String::new()),
-            headers: Vec::new(),
-            query_params: Vec::new(),
-            method: None,
-            client_certificate: Vec::new(),
-        }],
-        filters: Vec::new(),
-        backends: vec![backend],
-        unresolved: Vec::new(),
-        timeouts: TimeoutsConfig {
-            request: Some(defaults::REQUEST_TIMEOUT),
-            backend_request: None,
-        },
-        retry: RetryConfig::default(),
-        fault: None,
-        max_concurrent_requests: None,
-        rate_limit: None,
-        max_request_body_bytes: None,
-        session_persistence: None,
-    }
-}
-
 /// The gateway's config plus, per replica with a sidecar, its inbound
 /// listener (to its own app, as service `app:REPLICA`) and its outbound
 /// listeners (to which each `caller>callee` route attaches).
@@ -185,30 +142,19 @@ fn build(gateway: &ProxyConfig, mesh: &[RouteConfig], replicas: &[ReplicaStatus]
         };
         let inbound = format!("in:{}", r.name);
         let app = format!("app:{}", r.name);
-        cfg.listeners.push(listener(inbound.clone(), sc.inbound));
-        let mut service = template.clone();
-        service.name = app.clone();
-        service.outlier_detection = None;
-        service.health_check = None;
-        service.versions = vec![VersionConfig {
-            name: "app".into(),
-            endpoints: Some(vec![local(r.port)]),
-        }];
-        cfg.services.push(service);
+        cfg.listeners
+            .push(sidecar::listener(inbound.clone(), local(sc.inbound)));
+        cfg.services
+            .push(sidecar::app_service(template, app.clone(), local(r.port)));
         cfg.routes.push(RouteConfig {
             name: format!("inbound:{}", r.name),
             listeners: vec![inbound],
             hostnames: Vec::new(),
-            rules: vec![catch_all(BackendRefConfig {
-                service: app,
-                version: "app".into(),
-                weight: 1,
-                filters: Default::default(),
-            })],
+            rules: vec![sidecar::to_app(app)],
         });
         for (dep, port) in &sc.outbound {
-            cfg.listeners
-                .push(listener(format!("out:{}:{dep}", r.name), *port));
+            let name = format!("out:{}:{dep}", r.name);
+            cfg.listeners.push(sidecar::listener(name, local(*port)));
         }
     }
     for route in mesh {

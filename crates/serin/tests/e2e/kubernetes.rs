@@ -16,16 +16,16 @@ use serin_testkit::process::TempDir;
 
 use crate::common::{SERIN, Serin, Upstream, client, header};
 
-const NAMESPACE: &str = "shop";
+pub(crate) const NAMESPACE: &str = "shop";
 
 /// The stand-in, and a kubeconfig pointing at it.
-struct Cluster {
-    api: KubeApi,
+pub(crate) struct Cluster {
+    pub(crate) api: KubeApi,
     dir: TempDir,
 }
 
 impl Cluster {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let api = KubeApi::start();
         let dir = TempDir::new("serin-kube");
         api.write_kubeconfig(&dir.path().join("kubeconfig"), NAMESPACE);
@@ -34,16 +34,19 @@ impl Cluster {
 
     /// `serin proxy` with `config`, finding the stand-in through KUBECONFIG.
     fn proxy(&self, config: &str) -> Serin {
-        let kubeconfig = self.dir.path().join("kubeconfig");
-        Serin::proxy_with_env(
-            SERIN,
-            config,
-            &[("KUBECONFIG", &kubeconfig.display().to_string())],
-        )
+        self.proxy_with_env(config, &[])
+    }
+
+    /// [`Self::proxy`] with more environment variables.
+    pub(crate) fn proxy_with_env(&self, config: &str, env: &[(&str, &str)]) -> Serin {
+        let kubeconfig = self.dir.path().join("kubeconfig").display().to_string();
+        let mut all = vec![("KUBECONFIG", kubeconfig.as_str())];
+        all.extend_from_slice(env);
+        Serin::proxy_with_env(SERIN, config, &all)
     }
 
     /// The EndpointSlice of one pod (`upstream`) of the Service `service`.
-    fn pod(&self, service: &str, upstream: &Upstream, ready: bool) {
+    pub(crate) fn pod(&self, service: &str, upstream: &Upstream, ready: bool) {
         self.api.apply(json!({
             "apiVersion": "discovery.k8s.io/v1",
             "kind": "EndpointSlice",

@@ -8,16 +8,13 @@
 
 use std::time::Duration;
 
+use crate::common::{Serin, Upstream, client, header};
+use crate::kubernetes::{Cluster, NAMESPACE};
 use serde_json::{Value, json};
-use serin_testkit::KubeApi;
 use serin_testkit::kube_api::{
     GATEWAY, GATEWAY_CLASS, HTTP_ROUTE, LEASE, NAMESPACE as NAMESPACES, REFERENCE_GRANT,
 };
-use serin_testkit::process::TempDir;
 
-use crate::common::{SERIN, Serin, Upstream, client, header};
-
-const NAMESPACE: &str = "shop";
 const CONTROLLER: &str = "serin.dev/gateway-controller";
 /// The label the Gateway's listener admits namespaces by.
 const ACCESS_LABEL: &str = "serin.dev/gateway-access";
@@ -35,30 +32,10 @@ services:
 routes: kubernetes
 "#;
 
-struct Cluster {
-    api: KubeApi,
-    dir: TempDir,
-}
-
 impl Cluster {
-    fn start() -> Self {
-        let api = KubeApi::start();
-        let dir = TempDir::new("serin-kube-status");
-        api.write_kubeconfig(&dir.path().join("kubeconfig"), NAMESPACE);
-        Self { api, dir }
-    }
-
     /// A gateway replica named `pod` (its Lease identity).
     fn gateway(&self, pod: &str) -> Serin {
-        let kubeconfig = self.dir.path().join("kubeconfig");
-        Serin::proxy_with_env(
-            SERIN,
-            CONFIG,
-            &[
-                ("KUBECONFIG", &kubeconfig.display().to_string()),
-                ("POD_NAME", pod),
-            ],
-        )
+        self.proxy_with_env(CONFIG, &[("POD_NAME", pod)])
     }
 
     fn namespace(&self, name: &str, admitted: bool) {
@@ -71,24 +48,6 @@ impl Cluster {
             "apiVersion": "v1",
             "kind": "Namespace",
             "metadata": { "name": name, "labels": labels },
-        }));
-    }
-
-    fn pod(&self, service: &str, upstream: &Upstream) {
-        self.api.apply(json!({
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": format!("{service}-{}", upstream.addr.port()),
-                "namespace": NAMESPACE,
-                "labels": { "kubernetes.io/service-name": service },
-            },
-            "addressType": "IPv4",
-            "endpoints": [{
-                "addresses": [upstream.addr.ip().to_string()],
-                "conditions": { "ready": true },
-            }],
-            "ports": [{ "name": "http", "port": upstream.addr.port(), "protocol": "TCP" }],
         }));
     }
 
@@ -199,8 +158,8 @@ fn pair(status: &str, reason: &str) -> Option<(String, String)> {
 async fn kubernetes_status_is_written_by_the_lease_holder_and_agrees_with_what_is_served() {
     let cluster = Cluster::start();
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
-    cluster.pod("cart-v1", &a);
-    cluster.pod("cart-v2", &b);
+    cluster.pod("cart-v1", &a, true);
+    cluster.pod("cart-v2", &b, true);
     cluster.namespace(NAMESPACE, true);
     cluster.namespace("team-a", true);
     cluster.namespace("team-b", false);
@@ -413,7 +372,7 @@ async fn kubernetes_status_without_cluster_wide_access_covers_the_gateways_names
         cluster.api.forbid_everywhere(kind);
     }
     let a = Upstream::start("a");
-    cluster.pod("cart-v1", &a);
+    cluster.pod("cart-v1", &a, true);
     cluster.route(
         NAMESPACE,
         "cart",
