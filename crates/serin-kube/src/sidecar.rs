@@ -35,8 +35,9 @@ pub const CONTAINER_NAME: &str = "serin-sidecar";
 /// Where its config file is, from its ConfigMap (`S-sidecar`, key
 /// `serin.yaml`).
 pub const CONFIG_DIR: &str = "/etc/serin-sidecar";
-/// The ConfigMap's key and the file's name under [`CONFIG_DIR`].
-pub const CONFIG_FILE: &str = "serin.yaml";
+/// The ConfigMap's key and the file's name under [`CONFIG_DIR`]: the
+/// gateway's.
+pub use crate::gateway::CONFIG_FILE;
 /// Where it keeps weights changed through its admin API (a writable
 /// volume; the ConfigMap's is read-only).
 pub const STATE_DIR: &str = "/var/run/serin-sidecar/state";

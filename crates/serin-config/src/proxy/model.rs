@@ -623,6 +623,37 @@ pub struct RuleConfig {
     pub session_persistence: Option<SessionPersistenceConfig>,
 }
 
+impl RuleConfig {
+    /// A rule for every request (`PathPrefix /`) to `backend` alone, with
+    /// the default request timeout and nothing else: the one route of
+    /// `serin proxy --upstream` and a sidecar's inbound rule to its app.
+    pub fn catch_all(backend: BackendRefConfig) -> Self {
+        Self {
+            name: None,
+            matches: vec![MatchConfig {
+                path: PathMatch::PathPrefix(String::new()),
+                headers: Vec::new(),
+                query_params: Vec::new(),
+                method: None,
+                client_certificate: Vec::new(),
+            }],
+            filters: Vec::new(),
+            backends: vec![backend],
+            unresolved: Vec::new(),
+            timeouts: TimeoutsConfig {
+                request: Some(defaults::REQUEST_TIMEOUT),
+                backend_request: None,
+            },
+            retry: RetryConfig::default(),
+            fault: None,
+            max_concurrent_requests: None,
+            rate_limit: None,
+            max_request_body_bytes: None,
+            session_persistence: None,
+        }
+    }
+}
+
 /// The Gateway API's `sessionPersistence` (GEP-1619): the first answer
 /// names the backend and endpoint in a cookie or header; later requests
 /// that carry it go there while it is healthy and weighted, and until a

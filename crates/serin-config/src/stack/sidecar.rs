@@ -6,8 +6,7 @@
 use std::net::SocketAddr;
 
 use crate::proxy::{
-    BackendRefConfig, ListenerConfig, ListenerLimits, MatchConfig, PathMatch, RetryConfig,
-    RuleConfig, ServiceConfig, TimeoutsConfig, VersionConfig, defaults,
+    BackendRefConfig, ListenerConfig, ListenerLimits, RuleConfig, ServiceConfig, VersionConfig,
 };
 
 /// The one version of a sidecar's `app:…` service.
@@ -47,32 +46,10 @@ pub fn app_service(template: &ServiceConfig, app: String, endpoint: SocketAddr) 
 
 /// The inbound rule: every request to the service `app`.
 pub fn to_app(app: String) -> RuleConfig {
-    RuleConfig {
-        name: None,
-        matches: vec![MatchConfig {
-            path: PathMatch::PathPrefix(String::new()),
-            headers: Vec::new(),
-            query_params: Vec::new(),
-            method: None,
-            client_certificate: Vec::new(),
-        }],
-        filters: Vec::new(),
-        backends: vec![BackendRefConfig {
-            service: app,
-            version: APP_VERSION.into(),
-            weight: 1,
-            filters: Default::default(),
-        }],
-        unresolved: Vec::new(),
-        timeouts: TimeoutsConfig {
-            request: Some(defaults::REQUEST_TIMEOUT),
-            backend_request: None,
-        },
-        retry: RetryConfig::default(),
-        fault: None,
-        max_concurrent_requests: None,
-        rate_limit: None,
-        max_request_body_bytes: None,
-        session_persistence: None,
-    }
+    RuleConfig::catch_all(BackendRefConfig {
+        service: app,
+        version: APP_VERSION.into(),
+        weight: 1,
+        filters: Default::default(),
+    })
 }

@@ -6,9 +6,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use serin_config::proxy::{
-    BackendRefConfig, ListenerConfig, ListenerLimits, LoadBalancerConfig, LogFormat, MatchConfig,
-    PathMatch, ProxyConfig, RetryConfig, RouteConfig, RuleConfig, ServiceConfig, TimeoutsConfig,
-    UpstreamProtocol, VersionConfig, admin, defaults,
+    BackendRefConfig, ListenerConfig, ListenerLimits, LoadBalancerConfig, LogFormat, ProxyConfig,
+    RouteConfig, RuleConfig, ServiceConfig, UpstreamProtocol, VersionConfig, admin, defaults,
 };
 use serin_discovery::Registry;
 use serin_proxy::{Proxy, ProxyOptions};
@@ -114,34 +113,12 @@ fn quick_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
         name: "default".into(),
         listeners: vec![],
         hostnames: vec![],
-        rules: vec![RuleConfig {
-            name: None,
-            matches: vec![MatchConfig {
-                path: PathMatch::PathPrefix(String::new()),
-                headers: vec![],
-                query_params: vec![],
-                method: None,
-                client_certificate: Vec::new(),
-            }],
-            filters: vec![],
-            backends: vec![BackendRefConfig {
-                service: "upstream".into(),
-                version: "default".into(),
-                weight: 1,
-                filters: Default::default(),
-            }],
-            unresolved: vec![],
-            timeouts: TimeoutsConfig {
-                request: Some(defaults::REQUEST_TIMEOUT),
-                backend_request: None,
-            },
-            retry: RetryConfig::default(),
-            fault: None,
-            max_concurrent_requests: None,
-            rate_limit: None,
-            max_request_body_bytes: None,
-            session_persistence: None,
-        }],
+        rules: vec![RuleConfig::catch_all(BackendRefConfig {
+            service: "upstream".into(),
+            version: "default".into(),
+            weight: 1,
+            filters: Default::default(),
+        })],
     };
     Ok(ProxyConfig::minimal(
         vec![listener],

@@ -62,8 +62,13 @@ pub fn metric_value(text: &str, series: &str) -> f64 {
 
 /// The admin API's /metrics text.
 pub async fn metrics_text(serin: &Serin) -> String {
+    metrics_at(&serin.admin_url("/metrics")).await
+}
+
+/// The metrics text at `url` (an admin API's, or a metrics listener's).
+pub async fn metrics_at(url: &str) -> String {
     client()
-        .get(serin.admin_url("/metrics"))
+        .get(url)
         .send()
         .await
         .unwrap_or_else(|e| panic!("metrics: {e}"))

@@ -185,14 +185,7 @@ fn endpoint_slice(api: &KubeApi, service: &str, addr: SocketAddr) {
 
 async fn metrics(sidecar: &Serin) -> String {
     let addr = sidecar.logged_address("metrics listening");
-    client()
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("metrics: {e}"))
-        .text()
-        .await
-        .unwrap_or_default()
+    crate::common::metrics_at(&format!("http://{addr}/metrics")).await
 }
 
 /// frontend → pinger (v1 and v2, each a pod with its sidecar) and details:
